@@ -1,0 +1,29 @@
+//! Liveness and readiness for load balancers and orchestrators.
+
+use super::{ApiError, AppState};
+use axum::extract::State;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{Value, json};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+}
+
+/// The process is up and serving HTTP.
+async fn healthz() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// The store accepts writes and the server is not shutting down.
+async fn readyz(State(app): State<AppState>) -> Result<Json<Value>, ApiError> {
+    if app.is_shutting_down() {
+        return Err(ApiError::unavailable("shutting down"));
+    }
+    if !app.store().is_writable() {
+        return Err(ApiError::unavailable("storage is not accepting writes"));
+    }
+    Ok(Json(json!({"status": "ready"})))
+}

@@ -1,0 +1,302 @@
+//! Command-line parsing and the client commands that talk to a running
+//! server over its HTTP API.
+
+use crate::bench::{self, IngestBenchOptions};
+use crate::config::Config;
+use crate::server::{AdminTokenSource, Server};
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use serde_json::{Value, json};
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(name = "switchyard", version, about = "Self-hosted event router")]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve {
+        /// TOML configuration file (default: ./config/switchyard.toml if present).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Inspect the configuration.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Manage workspaces on a running server (admin token).
+    Workspace {
+        #[command(subcommand)]
+        command: WorkspaceCommand,
+    },
+    /// Emit one event to a running server; prints its id.
+    Emit(EmitArgs),
+    /// Load generators and benchmarks.
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate the configuration and print the effective values, secrets masked.
+    Check {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Args)]
+struct ServerArgs {
+    /// Base URL of the running server.
+    #[arg(long, env = "SWITCHYARD_URL", default_value = "http://127.0.0.1:7600")]
+    url: String,
+}
+
+#[derive(Args)]
+struct AdminArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    /// The instance admin token.
+    #[arg(long, env = "SWITCHYARD_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: String,
+}
+
+#[derive(Subcommand)]
+enum WorkspaceCommand {
+    /// Create a workspace; prints its id and keys (shown only now).
+    Create {
+        name: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// List workspaces.
+    List {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Delete a workspace with everything it holds.
+    Delete {
+        id: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Replace both keys of a workspace; the old ones stop working at once.
+    RotateKeys {
+        id: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+#[derive(Args)]
+struct EmitArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    /// Publishable or secret key of the workspace.
+    #[arg(long, env = "SWITCHYARD_KEY", hide_env_values = true)]
+    key: String,
+    /// Event type, e.g. alert.triggered.
+    #[arg(long, required_unless_present = "file")]
+    event: Option<String>,
+    #[arg(long)]
+    resource: Option<String>,
+    #[arg(long)]
+    resource_id: Option<String>,
+    /// Payload as a JSON object.
+    #[arg(long, conflicts_with = "file")]
+    payload: Option<String>,
+    /// A whole event body as JSON ({"event", "resource", "resource_id", "payload"}).
+    #[arg(long, conflicts_with_all = ["event", "resource", "resource_id"])]
+    file: Option<PathBuf>,
+    /// Idempotency-Key header: the same key within 24 h stores nothing new.
+    #[arg(long)]
+    idempotency_key: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Durable ingest throughput and latency against a bare hyper baseline.
+    Ingest(IngestBenchOptions),
+    /// A minimal hyper server answering 202 to everything (the baseline).
+    #[command(hide = true)]
+    BaselineServer {
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: String,
+    },
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    match cli.command {
+        Command::Serve { config } => runtime.block_on(serve(config)),
+        Command::Config {
+            command: ConfigCommand::Check { config },
+        } => {
+            let config = Config::load(config.as_deref())?;
+            print!("{}", config.to_masked_toml());
+            eprintln!("configuration is valid");
+            Ok(())
+        }
+        Command::Workspace { command } => runtime.block_on(workspace(command)),
+        Command::Emit(args) => runtime.block_on(emit(args)),
+        Command::Bench {
+            command: BenchCommand::Ingest(options),
+        } => runtime.block_on(bench::ingest(options)),
+        Command::Bench {
+            command: BenchCommand::BaselineServer { listen },
+        } => runtime.block_on(bench::baseline_server(&listen)),
+    }
+}
+
+async fn serve(config_path: Option<PathBuf>) -> anyhow::Result<()> {
+    let config = Config::load(config_path.as_deref())?;
+    crate::telemetry::init(&config.log)?;
+    let server = Server::bind(config).await?;
+    if let AdminTokenSource::Generated { path, token } = server.admin_token_source() {
+        println!(
+            "generated admin token (stored in {}, shown only now): {}",
+            path.display(),
+            token.expose()
+        );
+    }
+    let address = server.local_addr();
+    println!("listening on http://{address}");
+    tracing::info!("listening on http://{address}");
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    server.run(shutdown).await?;
+    Ok(())
+}
+
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = interrupt => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM; only Ctrl-C stops the server");
+                let _ = interrupt.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+    tracing::info!("shutdown requested");
+    shutdown.cancel();
+}
+
+fn client() -> anyhow::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .context("cannot build the HTTP client")
+}
+
+/// Sends a request and returns the JSON answer, or an error carrying the
+/// server's own error message.
+async fn call(request: reqwest::RequestBuilder) -> anyhow::Result<Value> {
+    let response = request.send().await.context("cannot reach the server")?;
+    let status = response.status();
+    let text = response.text().await.context("cannot read the answer")?;
+    if !status.is_success() {
+        let message = serde_json::from_str::<Value>(&text)
+            .ok()
+            .and_then(|body| body["error"]["message"].as_str().map(str::to_string))
+            .unwrap_or(text);
+        bail!("server answered {status}: {message}");
+    }
+    if text.is_empty() {
+        return Ok(Value::Null);
+    }
+    serde_json::from_str(&text).context("the server's answer is not JSON")
+}
+
+async fn workspace(command: WorkspaceCommand) -> anyhow::Result<()> {
+    let http = client()?;
+    match command {
+        WorkspaceCommand::Create { name, admin } => {
+            let url = format!("{}/v1/workspaces", admin.server.url);
+            let request = http
+                .post(url)
+                .bearer_auth(&admin.admin_token)
+                .json(&json!({"name": name}));
+            println!("{}", serde_json::to_string_pretty(&call(request).await?)?);
+        }
+        WorkspaceCommand::List { admin } => {
+            let url = format!("{}/v1/workspaces", admin.server.url);
+            let answer = call(http.get(url).bearer_auth(&admin.admin_token)).await?;
+            for workspace in answer["data"].as_array().into_iter().flatten() {
+                println!(
+                    "{}\t{}\t{}",
+                    workspace["id"].as_str().unwrap_or(""),
+                    workspace["created_at"].as_str().unwrap_or(""),
+                    workspace["name"].as_str().unwrap_or("")
+                );
+            }
+        }
+        WorkspaceCommand::Delete { id, admin } => {
+            let url = format!("{}/v1/workspaces/{id}", admin.server.url);
+            call(http.delete(url).bearer_auth(&admin.admin_token)).await?;
+            println!("deleted {id}");
+        }
+        WorkspaceCommand::RotateKeys { id, admin } => {
+            let url = format!("{}/v1/workspaces/{id}/keys/rotate", admin.server.url);
+            let request = http.post(url).bearer_auth(&admin.admin_token);
+            println!("{}", serde_json::to_string_pretty(&call(request).await?)?);
+        }
+    }
+    Ok(())
+}
+
+async fn emit(args: EmitArgs) -> anyhow::Result<()> {
+    let body: Value = match (&args.file, &args.event) {
+        (Some(path), _) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            serde_json::from_str(&text)
+                .with_context(|| format!("{} is not valid JSON", path.display()))?
+        }
+        (None, Some(event)) => {
+            let payload: Value = match &args.payload {
+                Some(text) => serde_json::from_str(text).context("--payload is not valid JSON")?,
+                None => json!({}),
+            };
+            json!({
+                "event": event,
+                "resource": args.resource,
+                "resource_id": args.resource_id,
+                "payload": payload,
+            })
+        }
+        (None, None) => bail!("give --event or --file"),
+    };
+    let mut request = client()?
+        .post(format!("{}/v1/events", args.server.url))
+        .bearer_auth(&args.key)
+        .json(&body);
+    if let Some(key) = &args.idempotency_key {
+        request = request.header("Idempotency-Key", key);
+    }
+    let answer = call(request).await?;
+    println!("{}", answer["id"].as_str().unwrap_or_default());
+    Ok(())
+}

@@ -1,0 +1,320 @@
+//! Configuration: built-in defaults (`config/switchyard.toml`, compiled in)
+//! < the TOML file < `SWITCHYARD_*` environment variables, validated once.
+
+use crate::secret::Secret;
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// The commented reference configuration, used as the defaults layer.
+pub const DEFAULT_CONFIG_TOML: &str = include_str!("../config/switchyard.toml");
+
+/// Path read when `--config` is not given, if the file exists.
+pub const DEFAULT_CONFIG_PATH: &str = "config/switchyard.toml";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Config {
+    pub listen: String,
+    pub data_dir: PathBuf,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_token: Option<Secret>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_url: Option<String>,
+    pub log: LogConfig,
+    pub limits: LimitsConfig,
+    pub delivery: DeliveryConfig,
+    pub slack: SlackConfig,
+    pub email: EmailConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LimitsConfig {
+    pub max_body_bytes: usize,
+    pub max_batch_events: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeliveryConfig {
+    pub retry_schedule: Vec<u64>,
+    pub timeout_seconds: u64,
+    pub max_in_flight_per_connection: usize,
+    pub allow_private_networks: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SlackConfig {
+    pub api_base: String,
+    pub oauth_base: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<Secret>,
+    pub scopes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EmailConfig {
+    pub resend: ResendConfig,
+    pub smtp: SmtpConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ResendConfig {
+    pub api_base: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<Secret>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SmtpConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    pub port: u16,
+    pub tls: SmtpTls,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<Secret>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpTls {
+    None,
+    Starttls,
+    Tls,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration file {0} does not exist")]
+    MissingFile(PathBuf),
+    #[error("{}", describe_figment_error(.0))]
+    Figment(Box<figment::Error>),
+    #[error("invalid value for `{key}`: {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+impl From<figment::Error> for ConfigError {
+    fn from(error: figment::Error) -> Self {
+        Self::Figment(Box::new(error))
+    }
+}
+
+/// One line per problem: the key in lowercase dot form, what is wrong with
+/// it, and which layer (file or environment) supplied the value.
+fn describe_figment_error(error: &figment::Error) -> String {
+    error
+        .clone()
+        .into_iter()
+        .map(|error| {
+            let key = error.path.join(".").to_lowercase();
+            let source = error
+                .metadata
+                .as_ref()
+                .map(|metadata| format!(" (from {})", metadata.name))
+                .unwrap_or_default();
+            if key.is_empty() {
+                format!("{}{source}", error.kind)
+            } else {
+                format!("invalid value for `{key}`: {}{source}", error.kind)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl Config {
+    /// Loads defaults < file < environment. An explicit `file` must exist;
+    /// without one, `./config/switchyard.toml` is read when present.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_with_env(file, Env::prefixed("SWITCHYARD_").split("__"))
+    }
+
+    /// The built-in defaults alone: no file, no environment.
+    pub fn defaults() -> Result<Self, ConfigError> {
+        Ok(Figment::from(Toml::string(DEFAULT_CONFIG_TOML)).extract()?)
+    }
+
+    fn load_with_env(file: Option<&Path>, env: Env) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Toml::string(DEFAULT_CONFIG_TOML));
+        match file {
+            Some(path) if !path.exists() => return Err(ConfigError::MissingFile(path.into())),
+            Some(path) => figment = figment.merge(Toml::file_exact(path)),
+            None if Path::new(DEFAULT_CONFIG_PATH).exists() => {
+                figment = figment.merge(Toml::file_exact(DEFAULT_CONFIG_PATH));
+            }
+            None => {}
+        }
+        let config: Config = figment.merge(env).extract()?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what serde's types cannot express; each error names its key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, reason: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                reason: reason.to_string(),
+            })
+        };
+        match self.listen.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {}
+            _ => return invalid("listen", "expected host:port, e.g. 127.0.0.1:7600"),
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return invalid("data_dir", "must not be empty");
+        }
+        if let Some(token) = &self.admin_token
+            && token.expose().len() < 16
+        {
+            return invalid("admin_token", "must be at least 16 characters");
+        }
+        if let Some(url) = &self.public_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return invalid("public_url", "must start with http:// or https://");
+        }
+        if self.log.level.trim().is_empty() {
+            return invalid("log.level", "must not be empty");
+        }
+        if self.limits.max_body_bytes < 1024 {
+            return invalid("limits.max_body_bytes", "must be at least 1024");
+        }
+        if !(1..=10_000).contains(&self.limits.max_batch_events) {
+            return invalid("limits.max_batch_events", "must be between 1 and 10000");
+        }
+        if self.delivery.timeout_seconds == 0 {
+            return invalid("delivery.timeout_seconds", "must be at least 1");
+        }
+        if self.delivery.max_in_flight_per_connection == 0 {
+            return invalid(
+                "delivery.max_in_flight_per_connection",
+                "must be at least 1",
+            );
+        }
+        for (key, base) in [
+            ("slack.api_base", &self.slack.api_base),
+            ("slack.oauth_base", &self.slack.oauth_base),
+            ("email.resend.api_base", &self.email.resend.api_base),
+        ] {
+            if !(base.starts_with("http://") || base.starts_with("https://")) {
+                return invalid(key, "must start with http:// or https://");
+            }
+        }
+        Ok(())
+    }
+
+    pub fn database_path(&self) -> PathBuf {
+        self.data_dir.join("switchyard.redb")
+    }
+
+    /// The effective configuration as TOML, secrets masked.
+    pub fn to_masked_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|error| format!("# cannot render: {error}\n"))
+    }
+}
+
+#[cfg(test)]
+// figment's Jail closures return its (large) error type by design.
+#[allow(clippy::result_large_err)]
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let config = Config::load_with_env(None, Env::prefixed("SWITCHYARD_TEST_NONE_")).unwrap();
+        assert_eq!(config.listen, "127.0.0.1:7600");
+        assert_eq!(config.data_dir, PathBuf::from("./data"));
+        assert!(config.admin_token.is_none());
+        assert_eq!(config.limits.max_body_bytes, 262_144);
+        assert_eq!(
+            config.delivery.retry_schedule,
+            vec![5, 300, 1800, 7200, 18000, 36000, 36000]
+        );
+        assert_eq!(config.delivery.timeout_seconds, 15);
+        assert_eq!(config.delivery.max_in_flight_per_connection, 8);
+        assert!(!config.delivery.allow_private_networks);
+        assert_eq!(config.slack.api_base, "https://slack.com/api");
+        assert_eq!(config.email.resend.api_base, "https://api.resend.com");
+    }
+
+    #[test]
+    fn environment_beats_file_beats_defaults() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "custom.toml",
+                "listen = \"0.0.0.0:9000\"\n[limits]\nmax_body_bytes = 4096\n",
+            )?;
+            jail.set_env("SWITCHYARD_LIMITS__MAX_BODY_BYTES", "8192");
+            jail.set_env("SWITCHYARD_DELIVERY__RETRY_SCHEDULE", "[1,1]");
+            jail.set_env("SWITCHYARD_ADMIN_TOKEN", "an-admin-token-of-length");
+            let config = Config::load(Some(Path::new("custom.toml"))).unwrap();
+            assert_eq!(config.listen, "0.0.0.0:9000");
+            assert_eq!(config.limits.max_body_bytes, 8192);
+            assert_eq!(config.delivery.retry_schedule, vec![1, 1]);
+            assert_eq!(
+                config.admin_token.as_ref().map(Secret::expose),
+                Some("an-admin-token-of-length")
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        Jail::expect_with(|jail| {
+            jail.set_env("SWITCHYARD_LIMITS__MAX_BODY_BYTES", "lots");
+            let error = Config::load(None).unwrap_err().to_string();
+            assert!(error.contains("`limits.max_body_bytes`"), "{error}");
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            jail.set_env("SWITCHYARD_LISTEN", "nowhere");
+            let error = Config::load(None).unwrap_err().to_string();
+            assert!(error.contains("`listen`"), "{error}");
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            jail.set_env("SWITCHYARD_LOG__FORMAT", "xml");
+            let error = Config::load(None).unwrap_err().to_string();
+            assert!(error.contains("`log.format`"), "{error}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn an_explicit_missing_file_is_an_error() {
+        let error = Config::load(Some(Path::new("/nonexistent/switchyard.toml"))).unwrap_err();
+        assert!(matches!(error, ConfigError::MissingFile(_)));
+    }
+
+    #[test]
+    fn masked_toml_hides_secrets() {
+        Jail::expect_with(|jail| {
+            jail.set_env("SWITCHYARD_ADMIN_TOKEN", "an-admin-token-of-length");
+            jail.set_env("SWITCHYARD_SLACK__CLIENT_SECRET", "slack-client-secret");
+            let text = Config::load(None).unwrap().to_masked_toml();
+            assert!(!text.contains("an-admin-token-of-length"), "{text}");
+            assert!(!text.contains("slack-client-secret"), "{text}");
+            assert!(text.contains("admin_token = \"********\""), "{text}");
+            Ok(())
+        });
+    }
+}

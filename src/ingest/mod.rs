@@ -1,0 +1,240 @@
+//! `/v1/events`: validated, durable ingest (single and batch, with
+//! `Idempotency-Key`) and the event log (list and get).
+//!
+//! An event is answered 202 only after the group commit holding it is
+//! durable. Every check happens before the write, so a rejected request
+//! stores nothing.
+
+mod validate;
+
+use crate::api::{ApiError, ApiQuery, AppState, EmitKey, JsonBody, SecretKey};
+use crate::model::{Event, EventId, format_timestamp_ms};
+use crate::store::{EventQuery, IdempotentAnswer, IngestBatch, IngestOutcome};
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use validate::{EventBody, idempotency_key, validate_event};
+
+pub use validate::MAX_IDEMPOTENCY_KEY_LEN;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/events", post(emit_one).get(list))
+        .route("/v1/events/batch", post(emit_batch))
+        .route("/v1/events/{id}", get(get_one))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchBody {
+    events: Vec<Box<RawValue>>,
+}
+
+#[derive(Serialize)]
+struct Accepted {
+    id: EventId,
+    deliveries: usize,
+}
+
+#[derive(Serialize)]
+struct BatchAccepted {
+    data: Vec<Accepted>,
+}
+
+async fn emit_one(
+    State(app): State<AppState>,
+    EmitKey(workspace): EmitKey,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<EventBody>,
+) -> Result<Response, ApiError> {
+    let idempotency = idempotency_key(&headers)?;
+    let event = validate_event(body, workspace, "")?;
+    let answer = Accepted {
+        id: event.id,
+        deliveries: 0,
+    };
+    store_events(&app, vec![event], idempotency, &answer).await
+}
+
+async fn emit_batch(
+    State(app): State<AppState>,
+    EmitKey(workspace): EmitKey,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<BatchBody>,
+) -> Result<Response, ApiError> {
+    let idempotency = idempotency_key(&headers)?;
+    let max = app.config().limits.max_batch_events;
+    if body.events.is_empty() || body.events.len() > max {
+        return Err(ApiError::invalid(
+            "events",
+            format!("must hold 1 to {max} events"),
+        ));
+    }
+    let mut events = Vec::with_capacity(body.events.len());
+    for (index, raw) in body.events.iter().enumerate() {
+        let field = format!("events[{index}]");
+        let parsed: EventBody =
+            serde_json::from_str(raw.get()).map_err(|error| ApiError::invalid(&field, error))?;
+        events.push(validate_event(parsed, workspace, &format!("{field}."))?);
+    }
+    let answer = BatchAccepted {
+        data: events
+            .iter()
+            .map(|event| Accepted {
+                id: event.id,
+                deliveries: 0,
+            })
+            .collect(),
+    };
+    store_events(&app, events, idempotency, &answer).await
+}
+
+/// Writes the events (and the idempotency key's answer) in one durable
+/// transaction, then answers 202; or replays the key's first answer.
+async fn store_events(
+    app: &AppState,
+    events: Vec<Event>,
+    idempotency_key: Option<String>,
+    answer: &impl Serialize,
+) -> Result<Response, ApiError> {
+    let body = serde_json::to_vec(answer).map_err(|error| ApiError::internal(&error))?;
+    let workspace_id = events
+        .first()
+        .map(|event| event.workspace_id)
+        .ok_or_else(|| ApiError::invalid("events", "must not be empty"))?;
+    let count = events.len();
+    let outcome = app
+        .store()
+        .ingest(IngestBatch {
+            workspace_id,
+            events,
+            idempotency: idempotency_key.map(|key| IdempotentAnswer {
+                key,
+                status: StatusCode::ACCEPTED.as_u16(),
+                response: body.clone(),
+            }),
+        })
+        .await?;
+    match outcome {
+        IngestOutcome::Stored => {
+            tracing::debug!(workspace = %workspace_id, count, "events stored");
+            Ok(json_response(StatusCode::ACCEPTED, body))
+        }
+        IngestOutcome::Replayed { status, response } => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::ACCEPTED);
+            let mut reply = json_response(status, response);
+            reply
+                .headers_mut()
+                .insert("idempotent-replayed", HeaderValue::from_static("true"));
+            Ok(reply)
+        }
+        IngestOutcome::UnknownWorkspace => Err(ApiError::unauthorized(
+            "the workspace of this key no longer exists",
+        )),
+    }
+}
+
+fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
+    (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        Body::from(body),
+    )
+        .into_response()
+}
+
+#[derive(Serialize)]
+struct EventView<'a> {
+    id: EventId,
+    event: &'a str,
+    resource: Option<&'a str>,
+    resource_id: Option<&'a str>,
+    payload: &'a RawValue,
+    received_at: String,
+    deliveries: Vec<serde_json::Value>,
+}
+
+fn view(event: &Event) -> Result<EventView<'_>, ApiError> {
+    // The payload was validated as a JSON object at ingest.
+    let payload: &RawValue =
+        serde_json::from_slice(&event.payload).map_err(|error| ApiError::internal(&error))?;
+    Ok(EventView {
+        id: event.id,
+        event: event.name.as_str(),
+        resource: event.resource.as_deref(),
+        resource_id: event.resource_id.as_deref(),
+        payload,
+        received_at: format_timestamp_ms(event.received_at_ms),
+        deliveries: Vec::new(),
+    })
+}
+
+async fn get_one(
+    State(app): State<AppState>,
+    SecretKey(workspace): SecretKey,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id: EventId = id.parse().map_err(|_| ApiError::not_found("event"))?;
+    let event = app
+        .store()
+        .event(workspace, id)?
+        .ok_or_else(|| ApiError::not_found("event"))?;
+    Ok(axum::Json(view(&event)?).into_response())
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    event: Option<String>,
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+#[derive(Serialize)]
+struct EventList<'a> {
+    data: Vec<EventView<'a>>,
+    next: Option<EventId>,
+}
+
+pub const DEFAULT_PAGE: usize = 50;
+pub const MAX_PAGE: usize = 500;
+
+async fn list(
+    State(app): State<AppState>,
+    SecretKey(workspace): SecretKey,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> Result<Response, ApiError> {
+    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::invalid(
+            "limit",
+            format!("must be 1 to {MAX_PAGE}"),
+        ));
+    }
+    let before = query
+        .after
+        .map(|cursor| cursor.parse::<EventId>())
+        .transpose()
+        .map_err(|_| ApiError::invalid("after", "not an event id cursor"))?;
+    let page = app.store().events(
+        workspace,
+        &EventQuery {
+            name: query.event.filter(|name| !name.is_empty()),
+            before,
+            limit,
+        },
+    )?;
+    let data = page.events.iter().map(view).collect::<Result<_, _>>()?;
+    Ok(axum::Json(EventList {
+        data,
+        next: page.next,
+    })
+    .into_response())
+}

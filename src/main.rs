@@ -1,0 +1,16 @@
+//! The `switchyard` command line: a thin shell over the library.
+
+use clap::Parser;
+use std::process::ExitCode;
+use switchyard::cli::{self, Cli};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli::run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

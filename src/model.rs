@@ -1,0 +1,221 @@
+//! Domain types shared by the API, the store and the engine. Wire (JSON) and
+//! disk (postcard) shapes live in `api/` and `store/`; these are neither.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Declares a ULID-backed id type printed as `{prefix}_{ulid}`.
+macro_rules! prefixed_id {
+    ($(#[$doc:meta])* $name:ident, $prefix:literal) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub struct $name(pub u128);
+
+        impl $name {
+            pub const PREFIX: &'static str = $prefix;
+
+            pub fn new() -> Self {
+                Self(next_ulid())
+            }
+
+            /// Milliseconds since the Unix epoch at which the id was made.
+            pub fn timestamp_ms(self) -> u64 {
+                (self.0 >> 80) as u64
+            }
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                Self::new()
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}_{}", $prefix, ulid::Ulid(self.0))
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Display::fmt(self, f)
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = InvalidId;
+
+            fn from_str(text: &str) -> Result<Self, InvalidId> {
+                text.strip_prefix(concat!($prefix, "_"))
+                    .and_then(|rest| ulid::Ulid::from_string(rest).ok())
+                    .map(|ulid| Self(ulid.0))
+                    .ok_or(InvalidId)
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.collect_str(self)
+            }
+        }
+    };
+}
+
+prefixed_id!(
+    /// A workspace: one tenant or one environment.
+    WorkspaceId,
+    "ws"
+);
+prefixed_id!(
+    /// An ingested event; time-ordered, so ids sort by arrival.
+    EventId,
+    "evt"
+);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("not a valid id")]
+pub struct InvalidId;
+
+/// Monotonic ULIDs: ids made in the same millisecond still sort in the order
+/// they were made, which keeps event listings and cursors stable.
+fn next_ulid() -> u128 {
+    static GENERATOR: Mutex<Option<ulid::Generator>> = Mutex::new(None);
+    let mut guard = GENERATOR
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let generator = guard.get_or_insert_with(ulid::Generator::new);
+    match generator.generate() {
+        Ok(ulid) => ulid.0,
+        // 2^80 ids in one millisecond: fall back to a fresh random one.
+        Err(_) => ulid::Ulid::generate().0,
+    }
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// An RFC 3339 UTC timestamp with millisecond precision.
+pub fn format_timestamp_ms(ms: u64) -> String {
+    let time = UNIX_EPOCH + std::time::Duration::from_millis(ms);
+    humantime::format_rfc3339_millis(time).to_string()
+}
+
+/// What a key may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KeyKind {
+    /// `pk_…`: emit events, nothing else.
+    Publishable,
+    /// `sk_…`: manage everything in its workspace.
+    Secret,
+}
+
+impl KeyKind {
+    pub fn prefix(self) -> &'static str {
+        match self {
+            KeyKind::Publishable => "pk_",
+            KeyKind::Secret => "sk_",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Workspace {
+    pub id: WorkspaceId,
+    pub name: String,
+    pub created_at_ms: u64,
+}
+
+/// An event type name: 1–128 characters of `A-Za-z0-9_.:-`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct EventName(String);
+
+impl EventName {
+    pub const MAX_LEN: usize = 128;
+
+    pub fn parse(text: &str) -> Result<Self, &'static str> {
+        if text.is_empty() || text.len() > Self::MAX_LEN {
+            return Err("must be 1 to 128 characters");
+        }
+        let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '-');
+        if !text.chars().all(allowed) {
+            return Err("may contain only A-Z a-z 0-9 _ . : -");
+        }
+        Ok(Self(text.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for EventName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// An event as ingested. `payload` is the raw JSON object exactly as sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub id: EventId,
+    pub workspace_id: WorkspaceId,
+    pub name: EventName,
+    pub resource: Option<String>,
+    pub resource_id: Option<String>,
+    pub payload: Vec<u8>,
+    pub received_at_ms: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_round_trip_through_text_and_sort_by_creation() {
+        let first = EventId::new();
+        let second = EventId::new();
+        assert!(first < second);
+        assert_eq!(first.to_string().parse::<EventId>(), Ok(first));
+        assert!(first.to_string().starts_with("evt_"));
+        assert_eq!(
+            first
+                .to_string()
+                .replacen("evt_", "ws_", 1)
+                .parse::<EventId>(),
+            Err(InvalidId)
+        );
+        assert!("evt_not-a-ulid".parse::<EventId>().is_err());
+    }
+
+    #[test]
+    fn event_names_follow_the_contract() {
+        assert!(EventName::parse("alert.triggered").is_ok());
+        assert!(EventName::parse("a:b-c_d.E9").is_ok());
+        assert!(EventName::parse(&"x".repeat(128)).is_ok());
+        assert!(EventName::parse(&"x".repeat(129)).is_err());
+        assert!(EventName::parse("").is_err());
+        assert!(EventName::parse("alert triggered").is_err());
+        assert!(EventName::parse("alert/triggered").is_err());
+        assert!(EventName::parse("alerté").is_err());
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339() {
+        assert_eq!(format_timestamp_ms(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            format_timestamp_ms(1_776_441_720_123),
+            "2026-04-17T16:02:00.123Z"
+        );
+        assert_eq!(
+            format_timestamp_ms(951_782_400_000),
+            "2000-02-29T00:00:00.000Z"
+        );
+    }
+}

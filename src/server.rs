@@ -1,0 +1,213 @@
+//! Start-up and shutdown: bind, open the store, resolve the admin token,
+//! serve until the shutdown token fires, then drain.
+
+use crate::api::{self, AppState, hash_key, random_token};
+use crate::config::Config;
+use crate::model::now_ms;
+use crate::secret::Secret;
+use crate::store::{RedbStore, Store, StoreError};
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot listen on {address} (key `listen`): {source}")]
+    Bind {
+        address: String,
+        source: std::io::Error,
+    },
+    #[error("cannot use data_dir {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("server error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Where the admin token came from; a generated one is shown once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminTokenSource {
+    Configured,
+    Stored(PathBuf),
+    Generated { path: PathBuf, token: Secret },
+}
+
+/// A bound server that has not started serving yet.
+pub struct Server {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    config: Config,
+    store: Arc<RedbStore>,
+    admin_token_hash: [u8; 32],
+    admin_token_source: AdminTokenSource,
+}
+
+/// How often expired idempotency keys are swept.
+const PURGE_INTERVAL: Duration = Duration::from_secs(600);
+
+impl Server {
+    /// Binds `config.listen`, prepares `data_dir` and opens the store.
+    pub async fn bind(config: Config) -> Result<Self, ServeError> {
+        let listener =
+            TcpListener::bind(&config.listen)
+                .await
+                .map_err(|source| ServeError::Bind {
+                    address: config.listen.clone(),
+                    source,
+                })?;
+        Self::with_listener(listener, config).await
+    }
+
+    /// Uses an already bound listener (tests bind port 0 themselves).
+    pub async fn with_listener(
+        listener: TcpListener,
+        mut config: Config,
+    ) -> Result<Self, ServeError> {
+        let local_addr = listener.local_addr()?;
+        prepare_data_dir(&config.data_dir)?;
+        let (token, admin_token_source) = resolve_admin_token(&config)?;
+        if config.public_url.is_none() {
+            config.public_url = Some(format!("http://{local_addr}"));
+        }
+        let database = config.database_path();
+        let store = tokio::task::spawn_blocking(move || RedbStore::open(&database))
+            .await
+            .map_err(|error| StoreError::Unavailable(error.to_string()))??;
+        Ok(Self {
+            listener,
+            local_addr,
+            config,
+            store,
+            admin_token_hash: hash_key(token.expose()),
+            admin_token_source,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn admin_token_source(&self) -> &AdminTokenSource {
+        &self.admin_token_source
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Serves until `shutdown` is cancelled, then stops accepting, lets
+    /// in-flight requests finish and commits every queued write.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), ServeError> {
+        let store: Arc<dyn Store> = self.store.clone();
+        let state = AppState::new(store, self.config, self.admin_token_hash, shutdown.clone());
+        let tasks = TaskTracker::new();
+        tasks.spawn(purge_idempotency_keys(state.clone(), shutdown.clone()));
+        let app = api::router(state);
+        tracing::info!(address = %self.local_addr, "serving");
+        let served = axum::serve(self.listener, app)
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+            .await;
+        shutdown.cancel();
+        tasks.close();
+        tasks.wait().await;
+        // Every request handler has returned, so this is the last handle:
+        // dropping it commits what is queued and closes the file.
+        let store = self.store;
+        tokio::task::spawn_blocking(move || drop(store))
+            .await
+            .map_err(|error| StoreError::Unavailable(error.to_string()))?;
+        tracing::info!("stopped");
+        Ok(served?)
+    }
+}
+
+/// Runs a server on `listener` until `shutdown` fires.
+pub async fn serve(
+    listener: TcpListener,
+    config: Config,
+    shutdown: CancellationToken,
+) -> Result<(), ServeError> {
+    Server::with_listener(listener, config)
+        .await?
+        .run(shutdown)
+        .await
+}
+
+async fn purge_idempotency_keys(app: AppState, shutdown: CancellationToken) {
+    let mut interval = tokio::time::interval(PURGE_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = interval.tick() => {}
+        }
+        match app.store().purge_idempotency_keys(now_ms()).await {
+            Ok(0) => {}
+            Ok(purged) => tracing::debug!(purged, "expired idempotency keys removed"),
+            Err(error) => tracing::warn!(%error, "cannot purge idempotency keys"),
+        }
+    }
+}
+
+fn prepare_data_dir(path: &Path) -> Result<(), ServeError> {
+    let error = |source| ServeError::DataDir {
+        path: path.to_path_buf(),
+        source,
+    };
+    std::fs::create_dir_all(path).map_err(error)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).map_err(error)?;
+    }
+    Ok(())
+}
+
+const ADMIN_TOKEN_FILE: &str = "admin_token";
+
+/// The configured admin token, else the one stored in the data dir, else a
+/// new one written there with mode 0600.
+fn resolve_admin_token(config: &Config) -> Result<(Secret, AdminTokenSource), ServeError> {
+    if let Some(token) = &config.admin_token {
+        return Ok((token.clone(), AdminTokenSource::Configured));
+    }
+    let path = config.data_dir.join(ADMIN_TOKEN_FILE);
+    let error = |source| ServeError::DataDir {
+        path: path.clone(),
+        source,
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(text) if !text.trim().is_empty() => {
+            return Ok((Secret::new(text.trim()), AdminTokenSource::Stored(path)));
+        }
+        Ok(_) => {}
+        Err(source) if source.kind() == std::io::ErrorKind::NotFound => {}
+        Err(source) => return Err(error(source)),
+    }
+    let token = Secret::new(format!("adm_{}", random_token()));
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(&path).map_err(error)?;
+    writeln!(file, "{}", token.expose()).map_err(error)?;
+    file.sync_all().map_err(error)?;
+    Ok((
+        token.clone(),
+        AdminTokenSource::Generated {
+            path: path.clone(),
+            token,
+        },
+    ))
+}

@@ -1,0 +1,228 @@
+//! The stored record types, separate from the domain and wire types so that
+//! the disk format changes only on purpose. Version 1 bodies are frozen:
+//! a change adds a `V2` body and an upgrade from `V1`.
+
+use super::codec::{CodecError, Record, decode_body, encode_body};
+
+/// Implements [`Record`] for a type whose only schema so far is version 1,
+/// stored as the type itself. A second version replaces the invocation with
+/// a hand-written `decode_version` that upgrades the V1 body.
+macro_rules! single_version_record {
+    ($ty:ty, $kind:literal) => {
+        impl Record for $ty {
+            const KIND: &'static str = $kind;
+            const VERSION: u8 = 1;
+
+            fn encode(&self) -> Vec<u8> {
+                encode_body(Self::VERSION, self)
+            }
+
+            fn decode_version(version: u8, body: &[u8]) -> Result<Self, CodecError> {
+                match version {
+                    1 => decode_body(Self::KIND, body),
+                    version => Err(CodecError::UnknownVersion {
+                        kind: Self::KIND,
+                        version,
+                    }),
+                }
+            }
+        }
+    };
+}
+use crate::model::KeyKind;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkspaceRecord {
+    pub name: String,
+    pub created_at_ms: u64,
+    pub publishable_key_hash: [u8; 32],
+    pub secret_key_hash: [u8; 32],
+}
+
+single_version_record!(WorkspaceRecord, "workspace");
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiKeyRecord {
+    pub workspace_id: u128,
+    pub kind: StoredKeyKind,
+}
+
+/// Stored separately from `KeyKind` so renaming the domain enum never
+/// changes the disk format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StoredKeyKind {
+    Publishable,
+    Secret,
+}
+
+impl From<KeyKind> for StoredKeyKind {
+    fn from(kind: KeyKind) -> Self {
+        match kind {
+            KeyKind::Publishable => Self::Publishable,
+            KeyKind::Secret => Self::Secret,
+        }
+    }
+}
+
+impl From<StoredKeyKind> for KeyKind {
+    fn from(kind: StoredKeyKind) -> Self {
+        match kind {
+            StoredKeyKind::Publishable => Self::Publishable,
+            StoredKeyKind::Secret => Self::Secret,
+        }
+    }
+}
+
+single_version_record!(ApiKeyRecord, "api key");
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventRecord {
+    pub name: String,
+    pub resource: Option<String>,
+    pub resource_id: Option<String>,
+    /// The JSON payload object exactly as received.
+    #[serde(with = "serde_bytes")]
+    pub payload: Vec<u8>,
+    pub received_at_ms: u64,
+}
+
+single_version_record!(EventRecord, "event");
+
+/// The first answer given for an `Idempotency-Key`, replayed for 24 hours.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdempotencyRecord {
+    pub created_at_ms: u64,
+    pub status: u16,
+    #[serde(with = "serde_bytes")]
+    pub response: Vec<u8>,
+}
+
+single_version_record!(IdempotencyRecord, "idempotency");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    fn unhex(text: &str) -> Vec<u8> {
+        (0..text.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    fn sample_event() -> EventRecord {
+        EventRecord {
+            name: "alert.triggered".into(),
+            resource: Some("alert".into()),
+            resource_id: None,
+            payload: br#"{"value":1840}"#.to_vec(),
+            received_at_ms: 1_776_441_720_000,
+        }
+    }
+
+    // Version-1 bytes as written by the first release. If one of these fails,
+    // the disk format changed: add a new version instead of editing V1.
+    const EVENT_V1: &str = "010f616c6572742e7472696767657265640105616c657274000e7b2276616c7565223a313834307dc0f9b5e1d933";
+    const WORKSPACE_V1: &str = "010461636d65e80701010101010101010101010101010101010101010101010101010101010101010202020202020202020202020202020202020202020202020202020202020202";
+    const API_KEY_V1: &str = "012a01";
+    const IDEMPOTENCY_V1: &str = "0101ca01027b7d";
+
+    #[test]
+    fn version_one_records_still_decode() {
+        assert_eq!(
+            EventRecord::decode(&unhex(EVENT_V1)).unwrap(),
+            sample_event()
+        );
+        assert_eq!(
+            WorkspaceRecord::decode(&unhex(WORKSPACE_V1)).unwrap(),
+            WorkspaceRecord {
+                name: "acme".into(),
+                created_at_ms: 1000,
+                publishable_key_hash: [1; 32],
+                secret_key_hash: [2; 32],
+            }
+        );
+        assert_eq!(
+            ApiKeyRecord::decode(&unhex(API_KEY_V1)).unwrap(),
+            ApiKeyRecord {
+                workspace_id: 42,
+                kind: StoredKeyKind::Secret,
+            }
+        );
+        assert_eq!(
+            IdempotencyRecord::decode(&unhex(IDEMPOTENCY_V1)).unwrap(),
+            IdempotencyRecord {
+                created_at_ms: 1,
+                status: 202,
+                response: b"{}".to_vec(),
+            }
+        );
+    }
+
+    #[test]
+    fn current_encoding_of_version_one_is_pinned() {
+        assert_eq!(hex(&sample_event().encode()), EVENT_V1);
+    }
+
+    #[test]
+    fn unknown_versions_and_garbage_are_errors_not_panics() {
+        let mut bytes = sample_event().encode();
+        bytes[0] = 99;
+        assert!(matches!(
+            EventRecord::decode(&bytes),
+            Err(CodecError::UnknownVersion { version: 99, .. })
+        ));
+        assert!(matches!(
+            EventRecord::decode(&[]),
+            Err(CodecError::Empty { .. })
+        ));
+        assert!(matches!(
+            EventRecord::decode(&[1, 0xff]),
+            Err(CodecError::Corrupt { .. })
+        ));
+    }
+
+    proptest! {
+        #[test]
+        fn event_records_round_trip(
+            name in "[A-Za-z0-9_.:-]{1,128}",
+            resource in proptest::option::of(".{0,64}"),
+            resource_id in proptest::option::of(".{0,64}"),
+            payload in proptest::collection::vec(any::<u8>(), 0..2048),
+            received_at_ms in any::<u64>(),
+        ) {
+            let record = EventRecord { name, resource, resource_id, payload, received_at_ms };
+            prop_assert_eq!(EventRecord::decode(&record.encode()).unwrap(), record);
+        }
+
+        #[test]
+        fn workspace_records_round_trip(
+            name in ".{0,128}",
+            created_at_ms in any::<u64>(),
+            pk in any::<[u8; 32]>(),
+            sk in any::<[u8; 32]>(),
+        ) {
+            let record = WorkspaceRecord {
+                name,
+                created_at_ms,
+                publishable_key_hash: pk,
+                secret_key_hash: sk,
+            };
+            prop_assert_eq!(WorkspaceRecord::decode(&record.encode()).unwrap(), record);
+        }
+
+        #[test]
+        fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = EventRecord::decode(&bytes);
+            let _ = WorkspaceRecord::decode(&bytes);
+            let _ = ApiKeyRecord::decode(&bytes);
+            let _ = IdempotencyRecord::decode(&bytes);
+        }
+    }
+}

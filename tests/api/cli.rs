@@ -1,0 +1,230 @@
+//! The command line against a real server: config check, workspace
+//! commands, emit, and the generated admin token.
+
+use crate::helpers::{ADMIN_TOKEN, ChildServer, TestApp, binary};
+use std::os::unix::fs::PermissionsExt;
+use std::process::Output;
+
+async fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = tokio::process::Command::new(binary());
+    command
+        .args(args)
+        .env_remove("SWITCHYARD_ADMIN_TOKEN")
+        .env_remove("SWITCHYARD_URL");
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    command.output().await.unwrap()
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[tokio::test]
+async fn config_check_prints_the_effective_config_with_secrets_masked() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("switchyard.toml");
+    std::fs::write(
+        &file,
+        "listen = \"0.0.0.0:9999\"\n[slack]\nclient_secret = \"very-secret-value\"\n",
+    )
+    .unwrap();
+    let output = run(
+        &["config", "check", "--config", file.to_str().unwrap()],
+        &[
+            ("SWITCHYARD_ADMIN_TOKEN", "admin-token-from-the-env"),
+            ("SWITCHYARD_LIMITS__MAX_BODY_BYTES", "2048"),
+        ],
+    )
+    .await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    assert!(text.contains("listen = \"0.0.0.0:9999\""), "{text}");
+    assert!(text.contains("max_body_bytes = 2048"), "{text}");
+    assert!(
+        !text.contains("very-secret-value") && !text.contains("admin-token-from-the-env"),
+        "{text}"
+    );
+    assert!(text.contains("********"), "{text}");
+}
+
+#[tokio::test]
+async fn a_bad_value_stops_start_up_and_names_the_key() {
+    let output = run(
+        &["config", "check"],
+        &[("SWITCHYARD_DELIVERY__TIMEOUT_SECONDS", "soon")],
+    )
+    .await;
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("`delivery.timeout_seconds`"),
+        "{}",
+        stderr(&output)
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let output = run(
+        &["serve"],
+        &[
+            ("SWITCHYARD_LISTEN", "127.0.0.1"),
+            ("SWITCHYARD_DATA_DIR", dir.path().to_str().unwrap()),
+        ],
+    )
+    .await;
+    assert!(!output.status.success());
+    assert!(stderr(&output).contains("`listen`"), "{}", stderr(&output));
+}
+
+#[tokio::test]
+async fn workspace_commands_and_emit_drive_a_running_server() {
+    let app = TestApp::spawn().await;
+    let url = app.url.as_str();
+    let env = [
+        ("SWITCHYARD_URL", url),
+        ("SWITCHYARD_ADMIN_TOKEN", ADMIN_TOKEN),
+    ];
+    let created = run(&["workspace", "create", "acme"], &env).await;
+    assert!(created.status.success(), "{}", stderr(&created));
+    let workspace: serde_json::Value = serde_json::from_str(&stdout(&created)).unwrap();
+    let id = workspace["id"].as_str().unwrap();
+    let pk = workspace["publishable_key"].as_str().unwrap();
+    let sk = workspace["secret_key"].as_str().unwrap();
+
+    let listed = run(
+        &[
+            "workspace",
+            "list",
+            "--url",
+            url,
+            "--admin-token",
+            ADMIN_TOKEN,
+        ],
+        &[],
+    )
+    .await;
+    assert!(stdout(&listed).contains(id), "{}", stdout(&listed));
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("event.json");
+    std::fs::write(&file, crate::helpers::EXAMPLE_EVENT).unwrap();
+    let from_file = run(
+        &[
+            "emit",
+            "--url",
+            url,
+            "--key",
+            pk,
+            "--file",
+            file.to_str().unwrap(),
+        ],
+        &[],
+    )
+    .await;
+    assert!(from_file.status.success(), "{}", stderr(&from_file));
+    assert!(stdout(&from_file).trim().starts_with("evt_"));
+    let payload = r#"{"version":"1.2"}"#;
+    let from_flags = run(
+        &[
+            "emit",
+            "--url",
+            url,
+            "--key",
+            pk,
+            "--event",
+            "deploy.finished",
+            "--payload",
+            payload,
+        ],
+        &[],
+    )
+    .await;
+    assert!(from_flags.status.success(), "{}", stderr(&from_flags));
+    let rejected = run(
+        &["emit", "--url", url, "--key", pk, "--event", "bad name"],
+        &[],
+    )
+    .await;
+    assert!(!rejected.status.success());
+    assert!(stderr(&rejected).contains("422"), "{}", stderr(&rejected));
+    assert_eq!(app.all_event_ids(sk).await.len(), 2);
+
+    let rotated = run(
+        &[
+            "workspace",
+            "rotate-keys",
+            id,
+            "--url",
+            url,
+            "--admin-token",
+            ADMIN_TOKEN,
+        ],
+        &[],
+    )
+    .await;
+    assert!(rotated.status.success(), "{}", stderr(&rotated));
+    assert!(!stdout(&rotated).contains(pk));
+    let deleted = run(
+        &[
+            "workspace",
+            "delete",
+            id,
+            "--url",
+            url,
+            "--admin-token",
+            ADMIN_TOKEN,
+        ],
+        &[],
+    )
+    .await;
+    assert!(deleted.status.success(), "{}", stderr(&deleted));
+    let (_, body) = app.send(app.get("/v1/workspaces", ADMIN_TOKEN)).await;
+    assert_eq!(body["data"], serde_json::json!([]));
+}
+
+#[tokio::test]
+async fn a_generated_admin_token_is_stored_0600_and_printed_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = ChildServer::start(dir.path(), None).await;
+    let printed = first
+        .stdout_lines
+        .iter()
+        .find_map(|line| line.split("shown only now): ").nth(1))
+        .map(str::to_string)
+        .expect("the generated token is printed");
+    let path = dir.path().join("admin_token");
+    assert_eq!(std::fs::read_to_string(&path).unwrap().trim(), printed);
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let (status, _) = crate::helpers::send(
+        reqwest::Client::new()
+            .get(format!("{}/v1/workspaces", first.url))
+            .bearer_auth(&printed),
+    )
+    .await;
+    assert_eq!(status, reqwest::StatusCode::OK);
+    assert_eq!(first.terminate().await.code(), Some(0));
+
+    let second = ChildServer::start(dir.path(), None).await;
+    assert!(
+        second
+            .stdout_lines
+            .iter()
+            .all(|line| !line.contains(&printed)),
+        "printed only on the first start: {:?}",
+        second.stdout_lines
+    );
+    let (status, _) = crate::helpers::send(
+        reqwest::Client::new()
+            .get(format!("{}/v1/workspaces", second.url))
+            .bearer_auth(&printed),
+    )
+    .await;
+    assert_eq!(status, reqwest::StatusCode::OK);
+    second.kill().await;
+}

@@ -1,0 +1,98 @@
+//! The real binary, killed with SIGKILL mid-stream: every event answered
+//! 202 must be there after a restart on the same data dir.
+
+use crate::helpers::{ADMIN_TOKEN, ChildServer, example_event, send, workspace_from};
+use reqwest::StatusCode;
+use serde_json::json;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use tokio::sync::Notify;
+
+const WRITERS: usize = 16;
+const ACKS_BEFORE_KILL: usize = 400;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_acknowledged_event_survives_sigkill() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let server = ChildServer::start(data_dir.path(), Some(ADMIN_TOKEN)).await;
+    let http = reqwest::Client::new();
+    let (status, body) = send(
+        http.post(format!("{}/v1/workspaces", server.url))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&json!({"name": "crash"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let ws = workspace_from(&body);
+
+    let acknowledged = Arc::new(Mutex::new(Vec::<String>::new()));
+    let enough = Arc::new(Notify::new());
+    let mut writers = Vec::new();
+    for _ in 0..WRITERS {
+        let (http, url, key) = (http.clone(), server.url.clone(), ws.publishable_key.clone());
+        let (acknowledged, enough) = (acknowledged.clone(), enough.clone());
+        writers.push(tokio::spawn(async move {
+            loop {
+                let sent = http
+                    .post(format!("{url}/v1/events"))
+                    .bearer_auth(&key)
+                    .json(&example_event())
+                    .send()
+                    .await;
+                // Once the server is gone, requests fail: the writer is done.
+                let Ok(response) = sent else { return };
+                if response.status() != StatusCode::ACCEPTED {
+                    return;
+                }
+                let Ok(body) = response.json::<serde_json::Value>().await else {
+                    return;
+                };
+                let mut acked = acknowledged.lock().unwrap();
+                acked.push(body["id"].as_str().unwrap().to_string());
+                if acked.len() >= ACKS_BEFORE_KILL {
+                    enough.notify_one();
+                }
+            }
+        }));
+    }
+    enough.notified().await;
+    server.kill().await;
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let acknowledged: HashSet<String> = acknowledged.lock().unwrap().iter().cloned().collect();
+    assert!(acknowledged.len() >= ACKS_BEFORE_KILL);
+
+    let server = ChildServer::start(data_dir.path(), Some(ADMIN_TOKEN)).await;
+    let stored: HashSet<String> = {
+        let mut ids = HashSet::new();
+        let mut cursor = String::new();
+        loop {
+            let (status, body) = send(
+                http.get(format!("{}/v1/events?limit=500{cursor}", server.url))
+                    .bearer_auth(&ws.secret_key),
+            )
+            .await;
+            assert_eq!(status, StatusCode::OK);
+            for event in body["data"].as_array().unwrap() {
+                ids.insert(event["id"].as_str().unwrap().to_string());
+            }
+            match body["next"].as_str() {
+                Some(next) => cursor = format!("&after={next}"),
+                None => break,
+            }
+        }
+        ids
+    };
+    let lost: Vec<_> = acknowledged.difference(&stored).collect();
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged events lost: {lost:?}",
+        lost.len()
+    );
+    assert_eq!(
+        server.terminate().await.code(),
+        Some(0),
+        "clean exit on SIGTERM"
+    );
+}

@@ -1,0 +1,242 @@
+//! `TestApp`: an in-process server on a temp data dir, and a child-process
+//! variant for tests that kill the binary.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use switchyard::config::Config;
+use switchyard::secret::Secret;
+use switchyard::server::Server;
+use tempfile::TempDir;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::TcpListener;
+use tokio::process::{Child, Command};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+pub const EXAMPLE_EVENT: &str = switchyard::bench::EXAMPLE_EVENT;
+
+pub fn example_event() -> Value {
+    serde_json::from_str(EXAMPLE_EVENT).unwrap()
+}
+
+pub struct TestApp {
+    pub url: String,
+    pub http: reqwest::Client,
+    data_dir: TempDir,
+    shutdown: CancellationToken,
+    server: Option<JoinHandle<()>>,
+}
+
+/// A workspace with its keys.
+#[derive(Debug, Clone)]
+pub struct TestWorkspace {
+    pub id: String,
+    pub publishable_key: String,
+    pub secret_key: String,
+}
+
+pub fn test_config(data_dir: &Path) -> Config {
+    let mut config = Config::defaults().unwrap();
+    config.listen = "127.0.0.1:0".into();
+    config.data_dir = data_dir.to_path_buf();
+    config.admin_token = Some(Secret::new(ADMIN_TOKEN));
+    config
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        Self::spawn_with(|_| {}).await
+    }
+
+    pub async fn spawn_with(adjust: impl FnOnce(&mut Config)) -> Self {
+        let data_dir = tempfile::tempdir().unwrap();
+        let mut config = test_config(data_dir.path());
+        adjust(&mut config);
+        let (url, shutdown, server) = start(config).await;
+        Self {
+            url,
+            http: reqwest::Client::new(),
+            data_dir,
+            shutdown,
+            server: Some(server),
+        }
+    }
+
+    /// Stops gracefully and starts again on the same data dir.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        let (url, shutdown, server) = start(test_config(self.data_dir.path())).await;
+        self.url = url;
+        self.shutdown = shutdown;
+        self.server = Some(server);
+    }
+
+    pub async fn stop(&mut self) {
+        self.shutdown.cancel();
+        if let Some(server) = self.server.take() {
+            server.await.unwrap();
+        }
+    }
+
+    pub async fn create_workspace(&self, name: &str) -> TestWorkspace {
+        let (status, body) = self
+            .send(
+                self.post("/v1/workspaces", ADMIN_TOKEN)
+                    .json(&json!({"name": name})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        workspace_from(&body)
+    }
+
+    pub fn get(&self, path: &str, key: &str) -> reqwest::RequestBuilder {
+        self.http
+            .get(format!("{}{path}", self.url))
+            .bearer_auth(key)
+    }
+
+    pub fn post(&self, path: &str, key: &str) -> reqwest::RequestBuilder {
+        self.http
+            .post(format!("{}{path}", self.url))
+            .bearer_auth(key)
+    }
+
+    pub fn delete(&self, path: &str, key: &str) -> reqwest::RequestBuilder {
+        self.http
+            .delete(format!("{}{path}", self.url))
+            .bearer_auth(key)
+    }
+
+    /// Sends and returns the status and the JSON body (`Null` when empty).
+    pub async fn send(&self, request: reqwest::RequestBuilder) -> (StatusCode, Value) {
+        send(request).await
+    }
+
+    /// Emits the example event and expects 202; returns the event id.
+    pub async fn emit_example(&self, key: &str) -> String {
+        let (status, body) = self
+            .send(self.post("/v1/events", key).json(&example_event()))
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        body["id"].as_str().unwrap().to_string()
+    }
+
+    /// Every event id of the workspace, newest first, across all pages.
+    pub async fn all_event_ids(&self, secret_key: &str) -> Vec<String> {
+        let mut ids = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let path = match &cursor {
+                Some(after) => format!("/v1/events?limit=500&after={after}"),
+                None => "/v1/events?limit=500".to_string(),
+            };
+            let (status, body) = self.send(self.get(&path, secret_key)).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            for event in body["data"].as_array().unwrap() {
+                ids.push(event["id"].as_str().unwrap().to_string());
+            }
+            match body["next"].as_str() {
+                Some(next) => cursor = Some(next.to_string()),
+                None => return ids,
+            }
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+pub async fn send(request: reqwest::RequestBuilder) -> (StatusCode, Value) {
+    let response = request.send().await.unwrap();
+    let status = response.status();
+    let text = response.text().await.unwrap();
+    let body = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"))
+    };
+    (status, body)
+}
+
+pub fn workspace_from(body: &Value) -> TestWorkspace {
+    TestWorkspace {
+        id: body["id"].as_str().unwrap().to_string(),
+        publishable_key: body["publishable_key"].as_str().unwrap().to_string(),
+        secret_key: body["secret_key"].as_str().unwrap().to_string(),
+    }
+}
+
+async fn start(config: Config) -> (String, CancellationToken, JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = Server::with_listener(listener, config).await.unwrap();
+    let url = format!("http://{}", server.local_addr());
+    let shutdown = CancellationToken::new();
+    let token = shutdown.clone();
+    let handle = tokio::spawn(async move { server.run(token).await.unwrap() });
+    (url, shutdown, handle)
+}
+
+/// The real `switchyard serve` binary as a child process.
+pub struct ChildServer {
+    pub child: Child,
+    pub url: String,
+    pub stdout_lines: Vec<String>,
+}
+
+pub fn binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_switchyard"))
+}
+
+impl ChildServer {
+    /// Starts the binary on `data_dir` and waits for its `listening on` line.
+    pub async fn start(data_dir: &Path, admin_token: Option<&str>) -> Self {
+        let mut command = Command::new(binary());
+        command
+            .arg("serve")
+            .env("SWITCHYARD_LISTEN", "127.0.0.1:0")
+            .env("SWITCHYARD_DATA_DIR", data_dir)
+            .env("SWITCHYARD_LOG__LEVEL", "warn")
+            .env_remove("SWITCHYARD_ADMIN_TOKEN")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        if let Some(token) = admin_token {
+            command.env("SWITCHYARD_ADMIN_TOKEN", token);
+        }
+        let mut child = command.spawn().unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut stdout_lines = Vec::new();
+        while let Some(line) = lines.next_line().await.unwrap() {
+            stdout_lines.push(line.clone());
+            if let Some(url) = line.strip_prefix("listening on ") {
+                let url = url.to_string();
+                tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+                return Self {
+                    child,
+                    url,
+                    stdout_lines,
+                };
+            }
+        }
+        panic!("server exited before listening: {stdout_lines:?}");
+    }
+
+    pub async fn kill(mut self) {
+        self.child.start_kill().unwrap();
+        self.child.wait().await.unwrap();
+    }
+
+    /// SIGTERM, then the exit status.
+    pub async fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = nix::unistd::Pid::from_raw(self.child.id().unwrap() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+        self.child.wait().await.unwrap()
+    }
+}

@@ -1,0 +1,8 @@
+//! Integration tests: the real server on loopback (port 0) with a real redb
+//! file in a temp dir, driven over HTTP.
+
+mod cli;
+mod crash;
+mod events;
+mod helpers;
+mod workspaces;
