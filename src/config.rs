@@ -21,6 +21,10 @@ pub struct Config {
     pub admin_token: Option<Secret>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub public_url: Option<String>,
+    /// Key that encrypts connection secrets at rest (base64 or hex, 32
+    /// bytes); when unset, `{data_dir}/master_key` is used or generated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub master_key: Option<Secret>,
     pub log: LogConfig,
     pub limits: LimitsConfig,
     pub delivery: DeliveryConfig,
@@ -52,6 +56,7 @@ pub struct DeliveryConfig {
     pub retry_schedule: Vec<u64>,
     pub timeout_seconds: u64,
     pub max_in_flight_per_connection: usize,
+    pub max_in_flight: usize,
     pub allow_private_networks: bool,
 }
 
@@ -201,6 +206,9 @@ impl Config {
         }
         if self.delivery.timeout_seconds == 0 {
             return invalid("delivery.timeout_seconds", "must be at least 1");
+        }
+        if self.delivery.max_in_flight == 0 {
+            return invalid("delivery.max_in_flight", "must be at least 1");
         }
         if self.delivery.max_in_flight_per_connection == 0 {
             return invalid(

@@ -75,6 +75,23 @@ prefixed_id!(
     "evt"
 );
 
+prefixed_id!(
+    /// A destination account of a workspace (webhook endpoint, Slack team, email sender).
+    ConnectionId,
+    "con"
+);
+prefixed_id!(
+    /// A routing rule.
+    RuleId,
+    "rul"
+);
+prefixed_id!(
+    /// One event going to one connection through one rule; also the
+    /// `webhook-id` and the email idempotency key.
+    DeliveryId,
+    "dlv"
+);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("not a valid id")]
 pub struct InvalidId;
@@ -171,6 +188,126 @@ pub struct Event {
     pub resource_id: Option<String>,
     pub payload: Vec<u8>,
     pub received_at_ms: u64,
+}
+
+/// The destination kind of a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConnectionKind {
+    Webhook,
+    Slack,
+    Email,
+}
+
+impl ConnectionKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Webhook => "webhook",
+            Self::Slack => "slack",
+            Self::Email => "email",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConnectionStatus {
+    Active,
+    /// The destination refused the credentials (Slack revoked the token).
+    NeedsReauth,
+    /// Switched off by the tenant or by the engine (an endpoint answered 410).
+    Disabled,
+}
+
+/// A destination account. `config` is the public part (URL, team name,
+/// sender) as JSON; `sealed_secrets` is the encrypted JSON of its secrets.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Connection {
+    pub id: ConnectionId,
+    pub workspace_id: WorkspaceId,
+    pub name: String,
+    pub kind: ConnectionKind,
+    pub status: ConnectionStatus,
+    pub config: serde_json::Value,
+    pub sealed_secrets: Vec<u8>,
+    pub created_at_ms: u64,
+    pub updated_at_ms: u64,
+}
+
+/// A routing rule as stored. The filter parts are kept as validated JSON and
+/// compiled into matchers by `rules::RuleIndex`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rule {
+    pub id: RuleId,
+    pub workspace_id: WorkspaceId,
+    pub name: String,
+    pub events: Vec<String>,
+    pub connection_id: ConnectionId,
+    pub target: serde_json::Value,
+    pub min_severity: Option<String>,
+    pub conditions: serde_json::Value,
+    pub template: Option<serde_json::Value>,
+    pub enabled: bool,
+    pub created_at_ms: u64,
+    pub updated_at_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryStatus {
+    /// Queued, not attempted yet.
+    Pending,
+    Succeeded,
+    /// At least one attempt failed; queued again.
+    Retrying,
+    /// Permanently failed or out of attempts.
+    Dead,
+}
+
+impl DeliveryStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Succeeded => "succeeded",
+            Self::Retrying => "retrying",
+            Self::Dead => "dead",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "pending" => Some(Self::Pending),
+            "succeeded" => Some(Self::Succeeded),
+            "retrying" => Some(Self::Retrying),
+            "dead" => Some(Self::Dead),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub id: DeliveryId,
+    pub workspace_id: WorkspaceId,
+    pub event_id: EventId,
+    pub rule_id: RuleId,
+    pub connection_id: ConnectionId,
+    pub status: DeliveryStatus,
+    pub attempt_count: u32,
+    pub next_attempt_at_ms: Option<u64>,
+    pub created_at_ms: u64,
+    pub updated_at_ms: u64,
+}
+
+/// One try at delivering, as shown in the delivery log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    pub at_ms: u64,
+    pub duration_ms: u64,
+    pub status_code: Option<u16>,
+    pub error: Option<String>,
+    /// The first 4 KiB of the answer.
+    pub response: Option<String>,
 }
 
 #[cfg(test)]

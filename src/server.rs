@@ -1,9 +1,14 @@
 //! Start-up and shutdown: bind, open the store, resolve the admin token,
 //! serve until the shutdown token fires, then drain.
 
-use crate::api::{self, AppState, hash_key, random_token};
+use crate::api::{self, AppParts, AppState, hash_key, random_token};
 use crate::config::Config;
+use crate::crypto::{CryptoError, MasterKey, MasterKeySource};
+use crate::delivery::retry::RetryPolicy;
+use crate::delivery::{Engine, EngineDeps};
+use crate::destinations::Destinations;
 use crate::model::now_ms;
+use crate::routing::RuleIndex;
 use crate::secret::Secret;
 use crate::store::{RedbStore, Store, StoreError};
 use std::io::Write;
@@ -29,6 +34,10 @@ pub enum ServeError {
     },
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("master key: {0}")]
+    MasterKey(#[from] CryptoError),
+    #[error("cannot build the HTTP client: {0}")]
+    HttpClient(#[from] reqwest::Error),
     #[error("server error: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -49,6 +58,8 @@ pub struct Server {
     store: Arc<RedbStore>,
     admin_token_hash: [u8; 32],
     admin_token_source: AdminTokenSource,
+    master_key: Arc<MasterKey>,
+    master_key_source: MasterKeySource,
 }
 
 /// How often expired idempotency keys are swept.
@@ -78,6 +89,8 @@ impl Server {
         if config.public_url.is_none() {
             config.public_url = Some(format!("http://{local_addr}"));
         }
+        let master_key_value = config.master_key.as_ref().map(Secret::expose);
+        let (master_key, master_key_source) = MasterKey::load(&config.data_dir, master_key_value)?;
         let database = config.database_path();
         let store = tokio::task::spawn_blocking(move || RedbStore::open(&database))
             .await
@@ -89,6 +102,8 @@ impl Server {
             store,
             admin_token_hash: hash_key(token.expose()),
             admin_token_source,
+            master_key: Arc::new(master_key),
+            master_key_source,
         })
     }
 
@@ -104,11 +119,41 @@ impl Server {
         &self.config
     }
 
+    pub fn master_key_source(&self) -> &MasterKeySource {
+        &self.master_key_source
+    }
+
     /// Serves until `shutdown` is cancelled, then stops accepting, lets
     /// in-flight requests finish and commits every queued write.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), ServeError> {
         let store: Arc<dyn Store> = self.store.clone();
-        let state = AppState::new(store, self.config, self.admin_token_hash, shutdown.clone());
+        let config = self.config;
+        let rule_index = Arc::new(RuleIndex::default());
+        let destinations = Arc::new(Destinations::new(&config)?);
+        let timeout = Duration::from_secs(config.delivery.timeout_seconds);
+        let (engine, engine_done) = Engine::start(
+            EngineDeps {
+                store: store.clone(),
+                destinations: destinations.clone(),
+                master_key: self.master_key.clone(),
+                policy: RetryPolicy::new(&config.delivery.retry_schedule),
+                rule_index: rule_index.clone(),
+                max_in_flight_per_connection: config.delivery.max_in_flight_per_connection,
+                max_in_flight: config.delivery.max_in_flight,
+                shutdown_grace: timeout + Duration::from_secs(5),
+            },
+            shutdown.clone(),
+        )?;
+        let state = AppState::new(AppParts {
+            store,
+            config,
+            admin_token_hash: self.admin_token_hash,
+            master_key: self.master_key,
+            rule_index,
+            engine,
+            destinations,
+            shutdown: shutdown.clone(),
+        });
         let tasks = TaskTracker::new();
         tasks.spawn(purge_idempotency_keys(state.clone(), shutdown.clone()));
         let app = api::router(state);
@@ -119,6 +164,9 @@ impl Server {
         shutdown.cancel();
         tasks.close();
         tasks.wait().await;
+        if let Err(error) = engine_done.await {
+            tracing::error!(%error, "the delivery engine failed");
+        }
         // Every request handler has returned, so this is the last handle:
         // dropping it commits what is queued and closes the file.
         let store = self.store;

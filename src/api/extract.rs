@@ -16,6 +16,18 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, app: &AppState) -> Result<Self, ApiError> {
+        let RawBody(bytes) = RawBody::from_request(request, app).await?;
+        parse_json(&bytes).map(JsonBody)
+    }
+}
+
+/// The body as bytes, within `limits.max_body_bytes`.
+pub struct RawBody(pub Bytes);
+
+impl FromRequest<AppState> for RawBody {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, app: &AppState) -> Result<Self, ApiError> {
         let bytes = Bytes::from_request(request, app)
             .await
             .map_err(|rejection| {
@@ -25,7 +37,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
                     ApiError::malformed_json(rejection.body_text())
                 }
             })?;
-        parse_json(&bytes).map(JsonBody)
+        Ok(RawBody(bytes))
     }
 }
 

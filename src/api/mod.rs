@@ -2,16 +2,23 @@
 //! request and response types.
 
 mod auth;
+mod connections;
+mod deliveries;
 mod error;
 mod extract;
 mod health;
+mod rules;
 mod workspaces;
 
 pub use auth::{EmitKey, SecretKey, generate_key, hash_key, random_token};
 pub use error::ApiError;
-pub use extract::{ApiQuery, JsonBody, parse_json};
+pub use extract::{ApiQuery, JsonBody, RawBody, parse_json};
 
 use crate::config::Config;
+use crate::crypto::MasterKey;
+use crate::delivery::Engine;
+use crate::destinations::Destinations;
+use crate::routing::RuleIndex;
 use crate::store::{KeyHash, Store};
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -25,25 +32,50 @@ pub struct AppState {
     inner: Arc<Inner>,
 }
 
+/// The parts an [`AppState`] is made of.
+pub struct AppParts {
+    pub store: Arc<dyn Store>,
+    pub config: Config,
+    pub admin_token_hash: KeyHash,
+    pub master_key: Arc<MasterKey>,
+    pub rule_index: Arc<RuleIndex>,
+    pub engine: Engine,
+    pub destinations: Arc<Destinations>,
+    pub shutdown: CancellationToken,
+}
+
 struct Inner {
     store: Arc<dyn Store>,
     config: Config,
     admin_token_hash: KeyHash,
+    master_key: Arc<MasterKey>,
+    rule_index: Arc<RuleIndex>,
+    engine: Engine,
+    destinations: Arc<Destinations>,
     shutdown: CancellationToken,
 }
 
 impl AppState {
-    pub fn new(
-        store: Arc<dyn Store>,
-        config: Config,
-        admin_token_hash: KeyHash,
-        shutdown: CancellationToken,
-    ) -> Self {
+    pub fn new(parts: AppParts) -> Self {
+        let AppParts {
+            store,
+            config,
+            admin_token_hash,
+            master_key,
+            rule_index,
+            engine,
+            destinations,
+            shutdown,
+        } = parts;
         Self {
             inner: Arc::new(Inner {
                 store,
                 config,
                 admin_token_hash,
+                master_key,
+                rule_index,
+                engine,
+                destinations,
                 shutdown,
             }),
         }
@@ -51,6 +83,22 @@ impl AppState {
 
     pub fn store(&self) -> &dyn Store {
         self.inner.store.as_ref()
+    }
+
+    pub fn rule_index(&self) -> &RuleIndex {
+        &self.inner.rule_index
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+
+    pub fn master_key(&self) -> &MasterKey {
+        &self.inner.master_key
+    }
+
+    pub fn destinations(&self) -> &Destinations {
+        &self.inner.destinations
     }
 
     pub fn config(&self) -> &Config {
@@ -73,6 +121,9 @@ pub fn router(state: AppState) -> Router {
         .merge(health::routes())
         .merge(workspaces::routes())
         .merge(crate::ingest::routes())
+        .merge(connections::routes())
+        .merge(rules::routes())
+        .merge(deliveries::routes())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

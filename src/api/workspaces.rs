@@ -109,6 +109,7 @@ async fn remove(
     if !app.store().delete_workspace(id).await? {
         return Err(ApiError::not_found("workspace"));
     }
+    app.rule_index().invalidate(id);
     tracing::info!(workspace = %id, "workspace deleted");
     Ok(StatusCode::NO_CONTENT)
 }

@@ -8,8 +8,12 @@
 mod validate;
 
 use crate::api::{ApiError, ApiQuery, AppState, EmitKey, JsonBody, SecretKey};
-use crate::model::{Event, EventId, format_timestamp_ms};
-use crate::store::{EventQuery, IdempotentAnswer, IngestBatch, IngestOutcome};
+use crate::model::{
+    Delivery, DeliveryId, DeliveryStatus, Event, EventId, WorkspaceId, format_timestamp_ms,
+};
+use crate::store::{
+    DeliveryQuery, EventQuery, IdempotentAnswer, IngestBatch, IngestOutcome, QueueEntry,
+};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -21,6 +25,13 @@ use serde_json::value::RawValue;
 use validate::{EventBody, idempotency_key, validate_event};
 
 pub use validate::MAX_IDEMPOTENCY_KEY_LEN;
+
+/// Parses and validates one event body as `POST /v1/events` would, without
+/// storing it (`POST /v1/rules/test` uses it).
+pub fn parse_event_body(bytes: &[u8], workspace: WorkspaceId) -> Result<Event, ApiError> {
+    let body: EventBody = crate::api::parse_json(bytes)?;
+    validate_event(body, workspace, "")
+}
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -54,11 +65,12 @@ async fn emit_one(
 ) -> Result<Response, ApiError> {
     let idempotency = idempotency_key(&headers)?;
     let event = validate_event(body, workspace, "")?;
+    let (deliveries, counts) = fan_out(&app, workspace, std::slice::from_ref(&event))?;
     let answer = Accepted {
         id: event.id,
-        deliveries: 0,
+        deliveries: counts[0],
     };
-    store_events(&app, vec![event], idempotency, &answer).await
+    store_events(&app, vec![event], deliveries, idempotency, &answer).await
 }
 
 async fn emit_batch(
@@ -82,16 +94,47 @@ async fn emit_batch(
             serde_json::from_str(raw.get()).map_err(|error| ApiError::invalid(&field, error))?;
         events.push(validate_event(parsed, workspace, &format!("{field}."))?);
     }
+    let (deliveries, counts) = fan_out(&app, workspace, &events)?;
     let answer = BatchAccepted {
         data: events
             .iter()
-            .map(|event| Accepted {
+            .zip(counts)
+            .map(|(event, deliveries)| Accepted {
                 id: event.id,
-                deliveries: 0,
+                deliveries,
             })
             .collect(),
     };
-    store_events(&app, events, idempotency, &answer).await
+    store_events(&app, events, deliveries, idempotency, &answer).await
+}
+
+/// One pending delivery, due now, per (event, matching rule); and how many
+/// each event got.
+fn fan_out(
+    app: &AppState,
+    workspace: WorkspaceId,
+    events: &[Event],
+) -> Result<(Vec<Delivery>, Vec<usize>), ApiError> {
+    let rules = app.rule_index().workspace(app.store(), workspace)?;
+    let mut deliveries = Vec::new();
+    let mut counts = Vec::with_capacity(events.len());
+    for event in events {
+        let routes = rules.routes(event);
+        counts.push(routes.len());
+        deliveries.extend(routes.into_iter().map(|route| Delivery {
+            id: DeliveryId::new(),
+            workspace_id: workspace,
+            event_id: event.id,
+            rule_id: route.rule_id,
+            connection_id: route.connection_id,
+            status: DeliveryStatus::Pending,
+            attempt_count: 0,
+            next_attempt_at_ms: Some(event.received_at_ms),
+            created_at_ms: event.received_at_ms,
+            updated_at_ms: event.received_at_ms,
+        }));
+    }
+    Ok((deliveries, counts))
 }
 
 /// Writes the events (and the idempotency key's answer) in one durable
@@ -99,6 +142,7 @@ async fn emit_batch(
 async fn store_events(
     app: &AppState,
     events: Vec<Event>,
+    deliveries: Vec<Delivery>,
     idempotency_key: Option<String>,
     answer: &impl Serialize,
 ) -> Result<Response, ApiError> {
@@ -108,11 +152,23 @@ async fn store_events(
         .map(|event| event.workspace_id)
         .ok_or_else(|| ApiError::invalid("events", "must not be empty"))?;
     let count = events.len();
+    let queue: Vec<QueueEntry> = deliveries
+        .iter()
+        .filter_map(|delivery| {
+            Some(QueueEntry {
+                due_ms: delivery.next_attempt_at_ms?,
+                delivery_id: delivery.id,
+                workspace_id,
+                connection_id: delivery.connection_id,
+            })
+        })
+        .collect();
     let outcome = app
         .store()
         .ingest(IngestBatch {
             workspace_id,
             events,
+            deliveries,
             idempotency: idempotency_key.map(|key| IdempotentAnswer {
                 key,
                 status: StatusCode::ACCEPTED.as_u16(),
@@ -123,6 +179,8 @@ async fn store_events(
     match outcome {
         IngestOutcome::Stored => {
             tracing::debug!(workspace = %workspace_id, count, "events stored");
+            metrics::counter!("switchyard_events_ingested_total").increment(count as u64);
+            app.engine().schedule(queue);
             Ok(json_response(StatusCode::ACCEPTED, body))
         }
         IngestOutcome::Replayed { status, response } => {
@@ -159,7 +217,15 @@ struct EventView<'a> {
     resource_id: Option<&'a str>,
     payload: &'a RawValue,
     received_at: String,
-    deliveries: Vec<serde_json::Value>,
+    deliveries: Vec<DeliverySummary>,
+}
+
+#[derive(Serialize)]
+struct DeliverySummary {
+    id: DeliveryId,
+    rule_id: crate::model::RuleId,
+    connection_id: crate::model::ConnectionId,
+    status: DeliveryStatus,
 }
 
 fn view(event: &Event) -> Result<EventView<'_>, ApiError> {
@@ -177,6 +243,27 @@ fn view(event: &Event) -> Result<EventView<'_>, ApiError> {
     })
 }
 
+/// An event's deliveries, oldest first (at most one per rule).
+fn deliveries_of(app: &AppState, event: &Event) -> Result<Vec<DeliverySummary>, ApiError> {
+    let query = DeliveryQuery {
+        event_id: Some(event.id),
+        limit: MAX_PAGE,
+        ..DeliveryQuery::default()
+    };
+    let mut page = app.store().deliveries(event.workspace_id, &query)?;
+    page.deliveries.reverse();
+    Ok(page
+        .deliveries
+        .into_iter()
+        .map(|delivery| DeliverySummary {
+            id: delivery.id,
+            rule_id: delivery.rule_id,
+            connection_id: delivery.connection_id,
+            status: delivery.status,
+        })
+        .collect())
+}
+
 async fn get_one(
     State(app): State<AppState>,
     SecretKey(workspace): SecretKey,
@@ -187,7 +274,9 @@ async fn get_one(
         .store()
         .event(workspace, id)?
         .ok_or_else(|| ApiError::not_found("event"))?;
-    Ok(axum::Json(view(&event)?).into_response())
+    let mut view = view(&event)?;
+    view.deliveries = deliveries_of(&app, &event)?;
+    Ok(axum::Json(view).into_response())
 }
 
 #[derive(Deserialize)]

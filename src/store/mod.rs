@@ -7,13 +7,16 @@
 
 mod codec;
 mod records;
-mod redb_store;
+mod redb_backend;
 mod writer;
 
 pub use codec::CodecError;
-pub use redb_store::RedbStore;
+pub use redb_backend::RedbStore;
 
-use crate::model::{Event, EventId, KeyKind, Workspace, WorkspaceId};
+use crate::model::{
+    Attempt, Connection, ConnectionId, ConnectionStatus, Delivery, DeliveryId, DeliveryStatus,
+    Event, EventId, KeyKind, Rule, RuleId, Workspace, WorkspaceId,
+};
 use std::future::Future;
 use std::pin::Pin;
 
@@ -66,12 +69,14 @@ pub struct NewWorkspace {
     pub secret_key_hash: KeyHash,
 }
 
-/// Events to store atomically, with the answer to remember for an
-/// `Idempotency-Key`.
+/// Events and their deliveries to store atomically (with their queue
+/// entries), with the answer to remember for an `Idempotency-Key`.
 #[derive(Debug, Clone)]
 pub struct IngestBatch {
     pub workspace_id: WorkspaceId,
     pub events: Vec<Event>,
+    /// Each due at its `next_attempt_at_ms`.
+    pub deliveries: Vec<Delivery>,
     pub idempotency: Option<IdempotentAnswer>,
 }
 
@@ -109,6 +114,112 @@ pub struct EventQuery {
     pub limit: usize,
 }
 
+/// Changes to a connection, applied inside the write so that concurrent
+/// edits of different fields never undo each other.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectionPatch {
+    pub name: Option<String>,
+    pub status: Option<ConnectionStatus>,
+    pub config: Option<serde_json::Value>,
+    pub sealed_secrets: Option<Vec<u8>>,
+    /// Only apply when the stored secrets are still these bytes (token
+    /// refresh uses it so two refreshes never overwrite each other).
+    pub if_secrets_are: Option<Vec<u8>>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum PatchOutcome {
+    Updated(Connection),
+    NotFound,
+    /// `if_secrets_are` did not hold; nothing changed.
+    Stale(Connection),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeleteConnection {
+    Deleted,
+    NotFound,
+    /// Rules still send to it.
+    InUse(Vec<RuleId>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PutRule {
+    Stored,
+    UnknownConnection,
+}
+
+/// A due delivery in the queue table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct QueueEntry {
+    pub due_ms: u64,
+    pub delivery_id: DeliveryId,
+    pub workspace_id: WorkspaceId,
+    pub connection_id: ConnectionId,
+}
+
+/// Everything one attempt needs, read in one snapshot.
+#[derive(Debug, Clone)]
+pub struct DeliveryContext {
+    pub delivery: Delivery,
+    /// Attempts since the delivery was last queued by hand.
+    pub round_attempts: u32,
+    pub event: Event,
+    pub rule: Option<Rule>,
+    pub connection: Option<Connection>,
+}
+
+/// What an attempt decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NextStep {
+    Succeeded,
+    RetryAt(u64),
+    Dead,
+}
+
+/// An attempt's result, written with the delivery's new state and queue
+/// entry in one transaction.
+#[derive(Debug, Clone)]
+pub struct AttemptOutcome {
+    pub workspace_id: WorkspaceId,
+    pub delivery_id: DeliveryId,
+    pub attempt: Attempt,
+    pub next: NextStep,
+    /// Set the connection's status too (410 disables, revoked token
+    /// needs re-authorisation).
+    pub connection_status: Option<ConnectionStatus>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct DeliveryQuery {
+    pub status: Option<DeliveryStatus>,
+    pub event_id: Option<EventId>,
+    pub connection_id: Option<ConnectionId>,
+    /// Only deliveries older than this one (the cursor).
+    pub before: Option<DeliveryId>,
+    pub limit: usize,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct DeliveryPage {
+    pub deliveries: Vec<Delivery>,
+    pub next: Option<DeliveryId>,
+}
+
+/// Which deliveries to queue again by hand.
+#[derive(Debug, Clone)]
+pub enum Requeue {
+    /// One delivery, if it is dead or succeeded.
+    One(DeliveryId),
+    /// Every delivery in `status` last updated at or after `since_ms`,
+    /// at most `limit` of them.
+    Matching {
+        status: DeliveryStatus,
+        since_ms: u64,
+        limit: usize,
+    },
+}
+
 /// How long an idempotency key's first answer is kept.
 pub const IDEMPOTENCY_TTL_MS: u64 = 24 * 60 * 60 * 1000;
 
@@ -137,12 +248,57 @@ pub trait Store: Send + Sync + 'static {
     fn events(&self, workspace: WorkspaceId, query: &EventQuery) -> Result<EventPage, StoreError>;
     /// False once the write coordinator has stopped.
     fn is_writable(&self) -> bool;
-}
 
-/// Matches an event name against `*`, `prefix.*` or an exact name.
-pub fn name_matches(pattern: &str, name: &str) -> bool {
-    match pattern.strip_suffix('*') {
-        Some(prefix) => name.starts_with(prefix),
-        None => pattern == name,
-    }
+    fn create_connection(&self, connection: Connection) -> StoreFuture<()>;
+    fn update_connection(
+        &self,
+        workspace: WorkspaceId,
+        id: ConnectionId,
+        patch: ConnectionPatch,
+    ) -> StoreFuture<PatchOutcome>;
+    fn delete_connection(
+        &self,
+        workspace: WorkspaceId,
+        id: ConnectionId,
+    ) -> StoreFuture<DeleteConnection>;
+    fn connection(
+        &self,
+        workspace: WorkspaceId,
+        id: ConnectionId,
+    ) -> Result<Option<Connection>, StoreError>;
+    fn connections(&self, workspace: WorkspaceId) -> Result<Vec<Connection>, StoreError>;
+
+    /// Creates or replaces a rule; its connection must exist in the workspace.
+    fn put_rule(&self, rule: Rule) -> StoreFuture<PutRule>;
+    fn delete_rule(&self, workspace: WorkspaceId, id: RuleId) -> StoreFuture<bool>;
+    fn rule(&self, workspace: WorkspaceId, id: RuleId) -> Result<Option<Rule>, StoreError>;
+    fn rules(&self, workspace: WorkspaceId) -> Result<Vec<Rule>, StoreError>;
+
+    fn delivery(
+        &self,
+        workspace: WorkspaceId,
+        id: DeliveryId,
+    ) -> Result<Option<(Delivery, Vec<Attempt>)>, StoreError>;
+    fn deliveries(
+        &self,
+        workspace: WorkspaceId,
+        query: &DeliveryQuery,
+    ) -> Result<DeliveryPage, StoreError>;
+    fn delivery_context(
+        &self,
+        workspace: WorkspaceId,
+        id: DeliveryId,
+    ) -> Result<Option<DeliveryContext>, StoreError>;
+    /// Records an attempt; resolves to the delivery's new state, or `None`
+    /// when it no longer exists (its workspace was deleted).
+    fn record_attempt(&self, outcome: AttemptOutcome) -> StoreFuture<Option<Delivery>>;
+    /// Queues deliveries again, due at `now_ms`; resolves to their entries.
+    fn requeue(
+        &self,
+        workspace: WorkspaceId,
+        which: Requeue,
+        now_ms: u64,
+    ) -> StoreFuture<Vec<QueueEntry>>;
+    /// Every queued delivery (loaded by the scheduler at start-up).
+    fn queue(&self) -> Result<Vec<QueueEntry>, StoreError>;
 }

@@ -29,8 +29,26 @@ macro_rules! single_version_record {
         }
     };
 }
-use crate::model::KeyKind;
+use crate::model::{ConnectionKind, ConnectionStatus, DeliveryStatus, KeyKind};
 use serde::{Deserialize, Serialize};
+
+/// Converts between a stored enum and its domain twin, variant by variant,
+/// so renaming a domain variant never silently changes the disk format.
+macro_rules! mirror_enum {
+    ($stored:ident, $domain:ident { $($variant:ident),* }) => {
+        impl From<$domain> for $stored {
+            fn from(value: $domain) -> Self {
+                match value { $($domain::$variant => Self::$variant),* }
+            }
+        }
+
+        impl From<$stored> for $domain {
+            fn from(value: $stored) -> Self {
+                match value { $($stored::$variant => Self::$variant),* }
+            }
+        }
+    };
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkspaceRecord {
@@ -56,23 +74,13 @@ pub enum StoredKeyKind {
     Secret,
 }
 
-impl From<KeyKind> for StoredKeyKind {
-    fn from(kind: KeyKind) -> Self {
-        match kind {
-            KeyKind::Publishable => Self::Publishable,
-            KeyKind::Secret => Self::Secret,
-        }
+mirror_enum!(
+    StoredKeyKind,
+    KeyKind {
+        Publishable,
+        Secret
     }
-}
-
-impl From<StoredKeyKind> for KeyKind {
-    fn from(kind: StoredKeyKind) -> Self {
-        match kind {
-            StoredKeyKind::Publishable => Self::Publishable,
-            StoredKeyKind::Secret => Self::Secret,
-        }
-    }
-}
+);
 
 single_version_record!(ApiKeyRecord, "api key");
 
@@ -99,6 +107,127 @@ pub struct IdempotencyRecord {
 }
 
 single_version_record!(IdempotencyRecord, "idempotency");
+
+/// A destination account. JSON parts are stored as JSON bytes: postcard
+/// cannot decode a `serde_json::Value`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectionRecord {
+    pub name: String,
+    pub kind: StoredConnectionKind,
+    pub status: StoredConnectionStatus,
+    #[serde(with = "serde_bytes")]
+    pub config_json: Vec<u8>,
+    /// XChaCha20-Poly1305 sealed JSON of the connection's secrets.
+    #[serde(with = "serde_bytes")]
+    pub sealed_secrets: Vec<u8>,
+    pub created_at_ms: u64,
+    pub updated_at_ms: u64,
+}
+
+single_version_record!(ConnectionRecord, "connection");
+mirror_enum!(
+    StoredConnectionKind,
+    ConnectionKind {
+        Webhook,
+        Slack,
+        Email
+    }
+);
+mirror_enum!(
+    StoredConnectionStatus,
+    ConnectionStatus {
+        Active,
+        NeedsReauth,
+        Disabled
+    }
+);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StoredConnectionKind {
+    Webhook,
+    Slack,
+    Email,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StoredConnectionStatus {
+    Active,
+    NeedsReauth,
+    Disabled,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleRecord {
+    pub name: String,
+    pub events: Vec<String>,
+    pub connection_id: u128,
+    #[serde(with = "serde_bytes")]
+    pub target_json: Vec<u8>,
+    pub min_severity: Option<String>,
+    #[serde(with = "serde_bytes")]
+    pub conditions_json: Vec<u8>,
+    pub template_json: Option<Vec<u8>>,
+    pub enabled: bool,
+    pub created_at_ms: u64,
+    pub updated_at_ms: u64,
+}
+
+single_version_record!(RuleRecord, "rule");
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryRecord {
+    pub event_id: u128,
+    pub rule_id: u128,
+    pub connection_id: u128,
+    pub status: StoredDeliveryStatus,
+    pub attempt_count: u32,
+    /// Attempts since the delivery was last queued by hand; indexes the
+    /// retry schedule.
+    pub round_attempts: u32,
+    /// Also the due time of its queue entry, which is keyed by it.
+    pub next_attempt_at_ms: Option<u64>,
+    pub created_at_ms: u64,
+    pub updated_at_ms: u64,
+}
+
+single_version_record!(DeliveryRecord, "delivery");
+mirror_enum!(
+    StoredDeliveryStatus,
+    DeliveryStatus {
+        Pending,
+        Succeeded,
+        Retrying,
+        Dead
+    }
+);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StoredDeliveryStatus {
+    Pending,
+    Succeeded,
+    Retrying,
+    Dead,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptRecord {
+    pub at_ms: u64,
+    pub duration_ms: u64,
+    pub status_code: Option<u16>,
+    pub error: Option<String>,
+    pub response: Option<String>,
+}
+
+single_version_record!(AttemptRecord, "attempt");
+
+/// The value of a queue entry: enough to schedule it without more reads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueRecord {
+    pub workspace_id: u128,
+    pub connection_id: u128,
+}
+
+single_version_record!(QueueRecord, "queue entry");
 
 #[cfg(test)]
 mod tests {

@@ -1,0 +1,337 @@
+//! `/v1/rules`: which events go to which connection and target, under
+//! which filter. Every change drops the workspace's compiled rules so the
+//! next event is matched against the new set.
+
+use super::{ApiError, AppState, JsonBody, RawBody, SecretKey};
+use crate::ingest::parse_event_body;
+use crate::model::{
+    Connection, ConnectionId, ConnectionKind, Rule, RuleId, WorkspaceId, format_timestamp_ms,
+    now_ms,
+};
+use crate::rules::{RuleError, parse_min_severity, validate_conditions, validate_events};
+use crate::store::PutRule;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/rules", get(list).post(create))
+        .route("/v1/rules/test", post(test))
+        .route("/v1/rules/{id}", get(get_one).patch(update).delete(remove))
+}
+
+const MAX_NAME_CHARS: usize = 128;
+const MAX_RECIPIENTS: usize = 50;
+
+/// A rule as sent; on PATCH every field is optional.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RuleInput {
+    name: Option<String>,
+    events: Option<Value>,
+    connection_id: Option<String>,
+    target: Option<Value>,
+    #[serde(default, with = "double_option")]
+    min_severity: Option<Option<Value>>,
+    conditions: Option<Value>,
+    #[serde(default, with = "double_option")]
+    template: Option<Option<Value>>,
+    enabled: Option<bool>,
+}
+
+/// Tells an absent field (keep) from an explicit null (clear).
+mod double_option {
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<Option<serde_json::Value>>, D::Error> {
+        Option::<serde_json::Value>::deserialize(deserializer).map(Some)
+    }
+}
+
+#[derive(Serialize)]
+struct RuleView {
+    id: RuleId,
+    name: String,
+    events: Vec<String>,
+    connection_id: ConnectionId,
+    target: Value,
+    min_severity: Option<String>,
+    conditions: Value,
+    template: Option<Value>,
+    enabled: bool,
+    created_at: String,
+    updated_at: String,
+}
+
+impl From<Rule> for RuleView {
+    fn from(rule: Rule) -> Self {
+        Self {
+            id: rule.id,
+            name: rule.name,
+            events: rule.events,
+            connection_id: rule.connection_id,
+            target: rule.target,
+            min_severity: rule.min_severity,
+            conditions: rule.conditions,
+            template: rule.template,
+            enabled: rule.enabled,
+            created_at: format_timestamp_ms(rule.created_at_ms),
+            updated_at: format_timestamp_ms(rule.updated_at_ms),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct RuleList {
+    data: Vec<RuleView>,
+}
+
+impl From<RuleError> for ApiError {
+    fn from(error: RuleError) -> Self {
+        ApiError::invalid(&error.field, &error.message)
+    }
+}
+
+/// Applies `input` over `rule` (a blank rule on create) and validates the
+/// result as a whole.
+fn apply(
+    app: &AppState,
+    rule: &mut Rule,
+    input: RuleInput,
+    creating: bool,
+) -> Result<(), ApiError> {
+    let required = |field: &str| ApiError::invalid(field, "is required");
+    match input.name {
+        Some(name) => {
+            let name = name.trim();
+            if name.is_empty() || name.chars().count() > MAX_NAME_CHARS {
+                return Err(ApiError::invalid("name", "must be 1 to 128 characters"));
+            }
+            rule.name = name.to_string();
+        }
+        None if creating => return Err(required("name")),
+        None => {}
+    }
+    match input.events {
+        Some(events) => {
+            rule.events = validate_events(&events)?
+                .iter()
+                .map(|pattern| pattern.as_str().to_string())
+                .collect();
+        }
+        None if creating => return Err(required("events")),
+        None => {}
+    }
+    match input.connection_id {
+        Some(id) => {
+            rule.connection_id = id
+                .parse()
+                .map_err(|_| ApiError::invalid("connection_id", "no such connection"))?;
+        }
+        None if creating => return Err(required("connection_id")),
+        None => {}
+    }
+    if let Some(min_severity) = input.min_severity {
+        rule.min_severity = parse_min_severity(&min_severity.unwrap_or(Value::Null))?
+            .map(|severity| severity.as_str().to_string());
+    }
+    if let Some(mut conditions) = input.conditions {
+        if conditions.is_null() {
+            conditions = json!([]);
+        }
+        validate_conditions(&conditions)?;
+        rule.conditions = conditions;
+    }
+    if let Some(template) = input.template {
+        if template.as_ref().is_some_and(|value| !value.is_object()) {
+            return Err(ApiError::invalid("template", "must be an object or null"));
+        }
+        rule.template = template;
+    }
+    if let Some(enabled) = input.enabled {
+        rule.enabled = enabled;
+    }
+    let connection = app
+        .store()
+        .connection(rule.workspace_id, rule.connection_id)?
+        .ok_or_else(|| ApiError::invalid("connection_id", "no such connection"))?;
+    if let Some(target) = input.target {
+        rule.target = target;
+    }
+    rule.target = validate_target(&connection, &rule.target)?;
+    Ok(())
+}
+
+/// The target a rule needs for its connection's kind.
+fn validate_target(connection: &Connection, target: &Value) -> Result<Value, ApiError> {
+    match connection.kind {
+        ConnectionKind::Webhook => match target {
+            Value::Null => Ok(json!({})),
+            Value::Object(map) if map.is_empty() => Ok(json!({})),
+            _ => Err(ApiError::invalid("target", "webhook rules take no target")),
+        },
+        ConnectionKind::Slack => {
+            let channel = target
+                .get("channel")
+                .and_then(Value::as_str)
+                .filter(|channel| !channel.is_empty() && channel.len() <= 80)
+                .ok_or_else(|| {
+                    ApiError::invalid("target.channel", "a Slack channel id is required")
+                })?;
+            if target.as_object().is_some_and(|map| map.len() > 1) {
+                return Err(ApiError::invalid("target", "only `channel` is allowed"));
+            }
+            Ok(json!({"channel": channel}))
+        }
+        ConnectionKind::Email => {
+            let recipients = target
+                .get("to")
+                .and_then(Value::as_array)
+                .filter(|to| !to.is_empty() && to.len() <= MAX_RECIPIENTS)
+                .ok_or_else(|| {
+                    ApiError::invalid("target.to", format!("1 to {MAX_RECIPIENTS} addresses"))
+                })?;
+            for (index, address) in recipients.iter().enumerate() {
+                let valid = address.as_str().is_some_and(|text| {
+                    text.len() <= 254
+                        && text.split_once('@').is_some_and(|(local, domain)| {
+                            !local.is_empty() && domain.contains('.')
+                        })
+                });
+                if !valid {
+                    return Err(ApiError::invalid(
+                        &format!("target.to[{index}]"),
+                        "not an email address",
+                    ));
+                }
+            }
+            Ok(json!({"to": recipients}))
+        }
+    }
+}
+
+fn parse_id(id: &str) -> Result<RuleId, ApiError> {
+    id.parse().map_err(|_| ApiError::not_found("rule"))
+}
+
+fn find(app: &AppState, workspace: WorkspaceId, id: &str) -> Result<Rule, ApiError> {
+    app.store()
+        .rule(workspace, parse_id(id)?)?
+        .ok_or_else(|| ApiError::not_found("rule"))
+}
+
+async fn store_rule(app: &AppState, rule: Rule) -> Result<Rule, ApiError> {
+    match app.store().put_rule(rule.clone()).await? {
+        PutRule::Stored => {
+            app.rule_index().invalidate(rule.workspace_id);
+            Ok(rule)
+        }
+        PutRule::UnknownConnection => Err(ApiError::invalid("connection_id", "no such connection")),
+    }
+}
+
+async fn create(
+    State(app): State<AppState>,
+    SecretKey(workspace): SecretKey,
+    JsonBody(input): JsonBody<RuleInput>,
+) -> Result<(StatusCode, Json<RuleView>), ApiError> {
+    let now = now_ms();
+    let mut rule = Rule {
+        id: RuleId::new(),
+        workspace_id: workspace,
+        name: String::new(),
+        events: Vec::new(),
+        connection_id: ConnectionId(0),
+        target: Value::Null,
+        min_severity: None,
+        conditions: json!([]),
+        template: None,
+        enabled: true,
+        created_at_ms: now,
+        updated_at_ms: now,
+    };
+    apply(&app, &mut rule, input, true)?;
+    let rule = store_rule(&app, rule).await?;
+    Ok((StatusCode::CREATED, Json(rule.into())))
+}
+
+async fn list(
+    State(app): State<AppState>,
+    SecretKey(workspace): SecretKey,
+) -> Result<Json<RuleList>, ApiError> {
+    let data = app
+        .store()
+        .rules(workspace)?
+        .into_iter()
+        .map(Into::into)
+        .collect();
+    Ok(Json(RuleList { data }))
+}
+
+async fn get_one(
+    State(app): State<AppState>,
+    SecretKey(workspace): SecretKey,
+    Path(id): Path<String>,
+) -> Result<Json<RuleView>, ApiError> {
+    Ok(Json(find(&app, workspace, &id)?.into()))
+}
+
+async fn update(
+    State(app): State<AppState>,
+    SecretKey(workspace): SecretKey,
+    Path(id): Path<String>,
+    JsonBody(input): JsonBody<RuleInput>,
+) -> Result<Json<RuleView>, ApiError> {
+    let mut rule = find(&app, workspace, &id)?;
+    apply(&app, &mut rule, input, false)?;
+    rule.updated_at_ms = now_ms();
+    Ok(Json(store_rule(&app, rule).await?.into()))
+}
+
+async fn remove(
+    State(app): State<AppState>,
+    SecretKey(workspace): SecretKey,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    if !app.store().delete_rule(workspace, parse_id(&id)?).await? {
+        return Err(ApiError::not_found("rule"));
+    }
+    app.rule_index().invalidate(workspace);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Serialize)]
+struct Match {
+    rule_id: RuleId,
+    connection_id: ConnectionId,
+}
+
+#[derive(Serialize)]
+struct TestAnswer {
+    matches: Vec<Match>,
+}
+
+/// Which rules an event would fire; nothing is stored or sent.
+async fn test(
+    State(app): State<AppState>,
+    SecretKey(workspace): SecretKey,
+    RawBody(body): RawBody,
+) -> Result<Json<TestAnswer>, ApiError> {
+    let event = parse_event_body(&body, workspace)?;
+    let rules = app.rule_index().workspace(app.store(), workspace)?;
+    let matches = rules
+        .routes(&event)
+        .into_iter()
+        .map(|route| Match {
+            rule_id: route.rule_id,
+            connection_id: route.connection_id,
+        })
+        .collect();
+    Ok(Json(TestAnswer { matches }))
+}

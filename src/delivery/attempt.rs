@@ -1,0 +1,176 @@
+//! One attempt, start to finish: read the delivery's context, send through
+//! its destination, decide the next step, record it durably.
+
+use super::scheduler::EngineDeps;
+use crate::destinations::{Job, Outcome, Verdict, open_secrets};
+use crate::model::{Attempt, ConnectionStatus, DeliveryStatus, now_ms};
+use crate::store::{AttemptOutcome, DeliveryContext, NextStep, QueueEntry};
+use std::time::{Instant, SystemTime};
+
+/// How long a delivery whose outcome could not be stored waits in memory
+/// before it is tried again (its queue entry is still in the table).
+const STORE_FAILURE_BACKOFF_MS: u64 = 5_000;
+
+/// What the scheduler needs to know once an attempt is over.
+pub struct Finished {
+    pub entry: QueueEntry,
+    /// Schedule the delivery again at this time.
+    pub next_due_ms: Option<u64>,
+    /// Hold the whole connection until this time (`Retry-After`).
+    pub pause_connection_until: Option<u64>,
+}
+
+impl Finished {
+    fn done(entry: QueueEntry) -> Self {
+        Self {
+            entry,
+            next_due_ms: None,
+            pause_connection_until: None,
+        }
+    }
+}
+
+pub async fn run(deps: &EngineDeps, entry: QueueEntry) -> Finished {
+    let context = match deps
+        .store
+        .delivery_context(entry.workspace_id, entry.delivery_id)
+    {
+        Ok(Some(context)) => context,
+        // Its workspace was deleted.
+        Ok(None) => return Finished::done(entry),
+        Err(error) => {
+            tracing::error!(%error, delivery = %entry.delivery_id, "cannot read a due delivery");
+            return Finished {
+                next_due_ms: Some(now_ms() + STORE_FAILURE_BACKOFF_MS),
+                ..Finished::done(entry)
+            };
+        }
+    };
+    // A stale entry: the delivery was finished or queued again meanwhile.
+    if context.delivery.next_attempt_at_ms != Some(entry.due_ms) {
+        return Finished::done(entry);
+    }
+
+    let at_ms = now_ms();
+    let started = Instant::now();
+    let outcome = send(deps, &context).await;
+    let duration = started.elapsed();
+    let finished_ms = at_ms + duration.as_millis() as u64;
+
+    let (next, error, retry_after, connection_status) = match &outcome.verdict {
+        Verdict::Delivered => (NextStep::Succeeded, None, None, None),
+        Verdict::Retry { error, retry_after } => {
+            let failed = context.round_attempts + 1;
+            let jitter = rand::random::<f64>() * 2.0 - 1.0;
+            let next = deps
+                .policy
+                .next_attempt_at(failed, *retry_after, jitter, finished_ms)
+                .map_or(NextStep::Dead, NextStep::RetryAt);
+            (next, Some(error.clone()), *retry_after, None)
+        }
+        Verdict::Permanent {
+            error,
+            connection_status,
+        } => (
+            NextStep::Dead,
+            Some(error.clone()),
+            None,
+            *connection_status,
+        ),
+    };
+    record_metrics(&context, &outcome, &next, duration.as_secs_f64());
+
+    let written = deps
+        .store
+        .record_attempt(AttemptOutcome {
+            workspace_id: entry.workspace_id,
+            delivery_id: entry.delivery_id,
+            attempt: Attempt {
+                at_ms,
+                duration_ms: duration.as_millis() as u64,
+                status_code: outcome.status_code,
+                error,
+                response: outcome.response,
+            },
+            next: next.clone(),
+            connection_status,
+        })
+        .await;
+    match written {
+        Ok(_) => {
+            if connection_status.is_some() {
+                deps.rule_index.invalidate(entry.workspace_id);
+            }
+            Finished {
+                entry,
+                next_due_ms: match next {
+                    NextStep::RetryAt(due) => Some(due),
+                    NextStep::Succeeded | NextStep::Dead => None,
+                },
+                pause_connection_until: retry_after
+                    .map(|wait| finished_ms + wait.as_millis() as u64),
+            }
+        }
+        Err(error) => {
+            tracing::error!(%error, delivery = %entry.delivery_id, "cannot record an attempt");
+            Finished {
+                next_due_ms: Some(now_ms() + STORE_FAILURE_BACKOFF_MS),
+                ..Finished::done(entry)
+            }
+        }
+    }
+}
+
+/// Sends through the destination unless the delivery cannot go anywhere.
+async fn send(deps: &EngineDeps, context: &DeliveryContext) -> Outcome {
+    let Some(rule) = &context.rule else {
+        return Outcome::permanent("the rule of this delivery was deleted");
+    };
+    let Some(connection) = &context.connection else {
+        return Outcome::permanent("the connection of this delivery was deleted");
+    };
+    match connection.status {
+        ConnectionStatus::Active => {}
+        ConnectionStatus::Disabled => return Outcome::permanent("the connection is disabled"),
+        ConnectionStatus::NeedsReauth => {
+            return Outcome::permanent("the connection needs to be authorised again");
+        }
+    }
+    let secrets = match open_secrets(&deps.master_key, connection) {
+        Ok(secrets) => secrets,
+        Err(error) => {
+            tracing::error!(%error, connection = %connection.id, "cannot open connection secrets");
+            return Outcome::permanent(
+                "the connection's secrets cannot be decrypted with this master key",
+            );
+        }
+    };
+    let job = Job {
+        delivery: &context.delivery,
+        event: &context.event,
+        rule,
+        connection,
+        secrets: &secrets,
+        now: SystemTime::now(),
+    };
+    deps.destinations.send(&job).await
+}
+
+fn record_metrics(context: &DeliveryContext, outcome: &Outcome, next: &NextStep, seconds: f64) {
+    let kind = context
+        .connection
+        .as_ref()
+        .map_or("unknown", |connection| connection.kind.as_str());
+    metrics::histogram!("switchyard_attempt_duration_seconds", "type" => kind).record(seconds);
+    let result = match next {
+        NextStep::Succeeded => DeliveryStatus::Succeeded.as_str(),
+        NextStep::RetryAt(_) => DeliveryStatus::Retrying.as_str(),
+        NextStep::Dead => DeliveryStatus::Dead.as_str(),
+    };
+    metrics::counter!("switchyard_attempts_total", "type" => kind, "result" => result).increment(1);
+    if !matches!(outcome.verdict, Verdict::Delivered) {
+        let connection = context.delivery.connection_id.to_string();
+        metrics::counter!("switchyard_connection_failures_total", "connection" => connection)
+            .increment(1);
+    }
+}

@@ -1,0 +1,18 @@
+//! The delivery engine: a scheduler over the durable queue, attempts run as
+//! tasks under per-connection caps, and outcomes written back through the
+//! group commit.
+//!
+//! The queue table is the source of truth: an entry leaves it only in the
+//! transaction that records its attempt, so after a crash every queued or
+//! in-flight delivery is simply due again (at least once, never at most
+//! once). The scheduler keeps an in-memory mirror (a heap ordered by due
+//! time) fed at start-up from the table and afterwards by ingest, retries
+//! and manual requeues.
+
+mod attempt;
+pub mod net;
+pub mod retry;
+mod scheduler;
+pub mod signing;
+
+pub use scheduler::{Engine, EngineDeps};

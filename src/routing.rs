@@ -1,0 +1,139 @@
+//! The in-memory rule index: each workspace's enabled rules compiled into
+//! matchers, loaded on first use and dropped when its rules or connections
+//! change, so matching an event at ingest does no I/O.
+
+use crate::model::{ConnectionId, ConnectionStatus, Event, RuleId, WorkspaceId};
+use crate::rules::{EventPattern, RuleFilter, Severity, validate_conditions};
+use crate::store::{Store, StoreError};
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+/// Where one event goes through one rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    pub rule_id: RuleId,
+    pub connection_id: ConnectionId,
+}
+
+#[derive(Default)]
+pub struct RuleIndex {
+    workspaces: RwLock<HashMap<WorkspaceId, Arc<WorkspaceRules>>>,
+}
+
+/// One workspace's compiled, enabled rules whose connection is not disabled.
+#[derive(Default)]
+pub struct WorkspaceRules {
+    rules: Vec<CompiledRule>,
+}
+
+struct CompiledRule {
+    id: RuleId,
+    connection_id: ConnectionId,
+    filter: RuleFilter,
+}
+
+impl RuleIndex {
+    /// The workspace's rules, compiled from the store on first use.
+    pub fn workspace(
+        &self,
+        store: &dyn Store,
+        workspace: WorkspaceId,
+    ) -> Result<Arc<WorkspaceRules>, StoreError> {
+        if let Some(rules) = self.read().get(&workspace) {
+            return Ok(rules.clone());
+        }
+        let compiled = Arc::new(WorkspaceRules::load(store, workspace)?);
+        self.write().insert(workspace, compiled.clone());
+        Ok(compiled)
+    }
+
+    /// Call after any change to the workspace's rules or connections.
+    pub fn invalidate(&self, workspace: WorkspaceId) {
+        self.write().remove(&workspace);
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<WorkspaceId, Arc<WorkspaceRules>>> {
+        self.workspaces
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<WorkspaceId, Arc<WorkspaceRules>>> {
+        self.workspaces
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl WorkspaceRules {
+    fn load(store: &dyn Store, workspace: WorkspaceId) -> Result<Self, StoreError> {
+        let disabled: Vec<ConnectionId> = store
+            .connections(workspace)?
+            .into_iter()
+            .filter(|connection| connection.status == ConnectionStatus::Disabled)
+            .map(|connection| connection.id)
+            .collect();
+        let mut rules = Vec::new();
+        for rule in store.rules(workspace)? {
+            if !rule.enabled || disabled.contains(&rule.connection_id) {
+                continue;
+            }
+            match compile(&rule) {
+                Some(filter) => rules.push(CompiledRule {
+                    id: rule.id,
+                    connection_id: rule.connection_id,
+                    filter,
+                }),
+                // Rules are validated before they are stored; one that no
+                // longer compiles is skipped loudly rather than guessed at.
+                None => tracing::error!(rule = %rule.id, "stored rule does not compile; skipped"),
+            }
+        }
+        Ok(Self { rules })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// The routes of an event, in rule creation order.
+    pub fn routes(&self, event: &Event) -> Vec<Route> {
+        if self.rules.is_empty() {
+            return Vec::new();
+        }
+        let Ok(payload) = serde_json::from_slice::<serde_json::Value>(&event.payload) else {
+            return Vec::new();
+        };
+        self.routes_for(event.name.as_str(), &payload)
+    }
+
+    pub fn routes_for(&self, event_name: &str, payload: &serde_json::Value) -> Vec<Route> {
+        self.rules
+            .iter()
+            .filter(|rule| rule.filter.matches(event_name, payload))
+            .map(|rule| Route {
+                rule_id: rule.id,
+                connection_id: rule.connection_id,
+            })
+            .collect()
+    }
+}
+
+/// Builds the matcher of a stored rule.
+pub fn compile(rule: &crate::model::Rule) -> Option<RuleFilter> {
+    let events = rule
+        .events
+        .iter()
+        .map(|pattern| EventPattern::parse(pattern).ok())
+        .collect::<Option<Vec<_>>>()?;
+    let min_severity = match &rule.min_severity {
+        Some(text) => Some(Severity::parse(text)?),
+        None => None,
+    };
+    let conditions = validate_conditions(&rule.conditions).ok()?;
+    Some(RuleFilter {
+        events,
+        min_severity,
+        conditions,
+    })
+}

@@ -1,0 +1,314 @@
+use super::tables::*;
+use super::{connections, decode, events, rules};
+use crate::model::{
+    Attempt, ConnectionId, Delivery, DeliveryId, DeliveryStatus, EventId, RuleId, WorkspaceId,
+};
+use crate::store::codec::Record;
+use crate::store::records::{AttemptRecord, DeliveryRecord, EventRecord, QueueRecord};
+use crate::store::{
+    AttemptOutcome, ConnectionPatch, DeliveryContext, DeliveryPage, DeliveryQuery, NextStep,
+    QueueEntry, Requeue, StoreError,
+};
+use redb::{ReadTransaction, ReadableTable, WriteTransaction};
+
+/// Writes new deliveries, their event index entries and queue entries.
+pub fn insert_new(txn: &WriteTransaction, deliveries: &[Delivery]) -> Result<(), StoreError> {
+    let mut table = txn.open_table(DELIVERIES)?;
+    let mut by_event = txn.open_table(EVENT_DELIVERIES)?;
+    let mut queue = txn.open_table(QUEUE)?;
+    for delivery in deliveries {
+        let ws = delivery.workspace_id.0;
+        table.insert(
+            (ws, delivery.id.0),
+            record_from(delivery, 0).encode().as_slice(),
+        )?;
+        by_event.insert((ws, delivery.event_id.0, delivery.id.0), ())?;
+        if let Some(due) = delivery.next_attempt_at_ms {
+            let entry = QueueRecord {
+                workspace_id: ws,
+                connection_id: delivery.connection_id.0,
+            };
+            queue.insert((due, delivery.id.0), entry.encode().as_slice())?;
+        }
+    }
+    Ok(())
+}
+
+pub fn get_with_attempts(
+    txn: &ReadTransaction,
+    workspace: WorkspaceId,
+    id: DeliveryId,
+) -> Result<Option<(Delivery, Vec<Attempt>)>, StoreError> {
+    let table = txn.open_table(DELIVERIES)?;
+    let Some(record) = decode::<DeliveryRecord>(table.get((workspace.0, id.0))?)? else {
+        return Ok(None);
+    };
+    let mut attempts = Vec::new();
+    for entry in txn
+        .open_table(ATTEMPTS)?
+        .range((id.0, 0)..=(id.0, u32::MAX))?
+    {
+        let record = AttemptRecord::decode(entry?.1.value())?;
+        attempts.push(Attempt {
+            at_ms: record.at_ms,
+            duration_ms: record.duration_ms,
+            status_code: record.status_code,
+            error: record.error,
+            response: record.response,
+        });
+    }
+    Ok(Some((delivery_from(workspace, id, record), attempts)))
+}
+
+/// Newest first, filtered; an `event_id` filter walks that event's index.
+pub fn list(
+    txn: &ReadTransaction,
+    workspace: WorkspaceId,
+    query: &DeliveryQuery,
+) -> Result<DeliveryPage, StoreError> {
+    let ws = workspace.0;
+    let table = txn.open_table(DELIVERIES)?;
+    let upper = query.before.map_or(u128::MAX, |cursor| cursor.0);
+    let mut page = DeliveryPage::default();
+    let mut consider = |id: u128, record: DeliveryRecord| -> bool {
+        let wanted = query
+            .status
+            .is_none_or(|status| status == record.status.into())
+            && query
+                .connection_id
+                .is_none_or(|connection| connection.0 == record.connection_id)
+            && query
+                .event_id
+                .is_none_or(|event| event.0 == record.event_id);
+        if !wanted {
+            return true;
+        }
+        if page.deliveries.len() == query.limit {
+            page.next = page.deliveries.last().map(|delivery| delivery.id);
+            return false;
+        }
+        page.deliveries
+            .push(delivery_from(workspace, DeliveryId(id), record));
+        true
+    };
+    if let Some(event) = query.event_id {
+        let index = txn.open_table(EVENT_DELIVERIES)?;
+        for entry in index.range((ws, event.0, 0)..(ws, event.0, upper))?.rev() {
+            let id = entry?.0.value().2;
+            if let Some(record) = decode::<DeliveryRecord>(table.get((ws, id))?)?
+                && !consider(id, record)
+            {
+                break;
+            }
+        }
+    } else {
+        for entry in table.range((ws, 0)..(ws, upper))?.rev() {
+            let (key, bytes) = entry?;
+            if !consider(key.value().1, DeliveryRecord::decode(bytes.value())?) {
+                break;
+            }
+        }
+    }
+    Ok(page)
+}
+
+pub fn context(
+    txn: &ReadTransaction,
+    workspace: WorkspaceId,
+    id: DeliveryId,
+) -> Result<Option<DeliveryContext>, StoreError> {
+    let ws = workspace.0;
+    let Some(record) = decode::<DeliveryRecord>(txn.open_table(DELIVERIES)?.get((ws, id.0))?)?
+    else {
+        return Ok(None);
+    };
+    let event_id = EventId(record.event_id);
+    let Some(event) = decode::<EventRecord>(txn.open_table(EVENTS)?.get((ws, event_id.0))?)? else {
+        return Ok(None);
+    };
+    let event = events::event_from(workspace, event_id, event)?;
+    let rule = rules::get(txn, workspace, RuleId(record.rule_id))?;
+    let connection = connections::get(txn, workspace, ConnectionId(record.connection_id))?;
+    let round_attempts = record.round_attempts;
+    Ok(Some(DeliveryContext {
+        delivery: delivery_from(workspace, id, record),
+        round_attempts,
+        event,
+        rule,
+        connection,
+    }))
+}
+
+/// Appends the attempt, moves the delivery to its next state and its queue
+/// entry to its next due time (or removes it).
+pub fn record_attempt(
+    txn: &WriteTransaction,
+    outcome: &AttemptOutcome,
+) -> Result<Option<Delivery>, StoreError> {
+    let ws = outcome.workspace_id.0;
+    let id = outcome.delivery_id.0;
+    let mut table = txn.open_table(DELIVERIES)?;
+    let Some(mut record) = decode::<DeliveryRecord>(table.get((ws, id))?)? else {
+        return Ok(None);
+    };
+    let mut queue = txn.open_table(QUEUE)?;
+    if let Some(due) = record.next_attempt_at_ms {
+        queue.remove((due, id))?;
+    }
+    record.attempt_count += 1;
+    record.round_attempts += 1;
+    record.updated_at_ms = outcome.attempt.at_ms + outcome.attempt.duration_ms;
+    let attempt = AttemptRecord {
+        at_ms: outcome.attempt.at_ms,
+        duration_ms: outcome.attempt.duration_ms,
+        status_code: outcome.attempt.status_code,
+        error: outcome.attempt.error.clone(),
+        response: outcome.attempt.response.clone(),
+    };
+    txn.open_table(ATTEMPTS)?
+        .insert((id, record.attempt_count), attempt.encode().as_slice())?;
+    match outcome.next {
+        NextStep::Succeeded => {
+            record.status = DeliveryStatus::Succeeded.into();
+            record.next_attempt_at_ms = None;
+        }
+        NextStep::Dead => {
+            record.status = DeliveryStatus::Dead.into();
+            record.next_attempt_at_ms = None;
+        }
+        NextStep::RetryAt(due) => {
+            record.status = DeliveryStatus::Retrying.into();
+            record.next_attempt_at_ms = Some(due);
+            let entry = QueueRecord {
+                workspace_id: ws,
+                connection_id: record.connection_id,
+            };
+            queue.insert((due, id), entry.encode().as_slice())?;
+        }
+    }
+    table.insert((ws, id), record.encode().as_slice())?;
+    if let Some(status) = outcome.connection_status {
+        let patch = ConnectionPatch {
+            status: Some(status),
+            ..ConnectionPatch::default()
+        };
+        let connection = ConnectionId(record.connection_id);
+        connections::update(txn, outcome.workspace_id, connection, &patch)?;
+    }
+    Ok(Some(delivery_from(
+        outcome.workspace_id,
+        outcome.delivery_id,
+        record,
+    )))
+}
+
+/// Queues dead or succeeded deliveries again with a fresh retry schedule.
+pub fn requeue(
+    txn: &WriteTransaction,
+    workspace: WorkspaceId,
+    which: &Requeue,
+    now_ms: u64,
+) -> Result<Vec<QueueEntry>, StoreError> {
+    let ws = workspace.0;
+    let mut table = txn.open_table(DELIVERIES)?;
+    let mut chosen: Vec<(u128, DeliveryRecord)> = Vec::new();
+    match which {
+        Requeue::One(id) => {
+            if let Some(record) = decode::<DeliveryRecord>(table.get((ws, id.0))?)?
+                && record.next_attempt_at_ms.is_none()
+            {
+                chosen.push((id.0, record));
+            }
+        }
+        Requeue::Matching {
+            status,
+            since_ms,
+            limit,
+        } => {
+            for entry in table.range((ws, 0)..=(ws, u128::MAX))? {
+                let (key, bytes) = entry?;
+                let record = DeliveryRecord::decode(bytes.value())?;
+                let current: DeliveryStatus = record.status.into();
+                if current == *status
+                    && record.next_attempt_at_ms.is_none()
+                    && record.updated_at_ms >= *since_ms
+                {
+                    chosen.push((key.value().1, record));
+                    if chosen.len() == *limit {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    let mut queue = txn.open_table(QUEUE)?;
+    let mut entries = Vec::with_capacity(chosen.len());
+    for (id, mut record) in chosen {
+        record.status = if record.attempt_count == 0 {
+            DeliveryStatus::Pending.into()
+        } else {
+            DeliveryStatus::Retrying.into()
+        };
+        record.round_attempts = 0;
+        record.next_attempt_at_ms = Some(now_ms);
+        record.updated_at_ms = now_ms;
+        table.insert((ws, id), record.encode().as_slice())?;
+        let entry = QueueRecord {
+            workspace_id: ws,
+            connection_id: record.connection_id,
+        };
+        queue.insert((now_ms, id), entry.encode().as_slice())?;
+        entries.push(QueueEntry {
+            due_ms: now_ms,
+            delivery_id: DeliveryId(id),
+            workspace_id: workspace,
+            connection_id: ConnectionId(record.connection_id),
+        });
+    }
+    Ok(entries)
+}
+
+pub fn queue(txn: &ReadTransaction) -> Result<Vec<QueueEntry>, StoreError> {
+    let mut entries = Vec::new();
+    for entry in txn.open_table(QUEUE)?.iter()? {
+        let (key, bytes) = entry?;
+        let (due_ms, id) = key.value();
+        let record = QueueRecord::decode(bytes.value())?;
+        entries.push(QueueEntry {
+            due_ms,
+            delivery_id: DeliveryId(id),
+            workspace_id: WorkspaceId(record.workspace_id),
+            connection_id: ConnectionId(record.connection_id),
+        });
+    }
+    Ok(entries)
+}
+
+fn record_from(delivery: &Delivery, round_attempts: u32) -> DeliveryRecord {
+    DeliveryRecord {
+        event_id: delivery.event_id.0,
+        rule_id: delivery.rule_id.0,
+        connection_id: delivery.connection_id.0,
+        status: delivery.status.into(),
+        attempt_count: delivery.attempt_count,
+        round_attempts,
+        next_attempt_at_ms: delivery.next_attempt_at_ms,
+        created_at_ms: delivery.created_at_ms,
+        updated_at_ms: delivery.updated_at_ms,
+    }
+}
+
+fn delivery_from(workspace: WorkspaceId, id: DeliveryId, record: DeliveryRecord) -> Delivery {
+    Delivery {
+        id,
+        workspace_id: workspace,
+        event_id: EventId(record.event_id),
+        rule_id: RuleId(record.rule_id),
+        connection_id: ConnectionId(record.connection_id),
+        status: record.status.into(),
+        attempt_count: record.attempt_count,
+        next_attempt_at_ms: record.next_attempt_at_ms,
+        created_at_ms: record.created_at_ms,
+        updated_at_ms: record.updated_at_ms,
+    }
+}

@@ -1,0 +1,157 @@
+use super::tables::*;
+use super::{decode, deliveries, workspaces};
+use crate::model::{Event, EventId, EventName, WorkspaceId, now_ms};
+use crate::rules::EventPattern;
+use crate::store::codec::Record;
+use crate::store::records::{EventRecord, IdempotencyRecord, QueueRecord};
+use crate::store::{
+    EventPage, EventQuery, IDEMPOTENCY_TTL_MS, IngestBatch, IngestOutcome, StoreError,
+};
+use redb::{ReadTransaction, ReadableTable, WriteTransaction};
+
+/// Stores events with their deliveries and queue entries, or replays the
+/// first answer of a known idempotency key. Checks come before writes.
+pub fn ingest(txn: &WriteTransaction, batch: &IngestBatch) -> Result<IngestOutcome, StoreError> {
+    let ws = batch.workspace_id.0;
+    if !workspaces::exists(txn, batch.workspace_id)? {
+        return Ok(IngestOutcome::UnknownWorkspace);
+    }
+    let now = now_ms();
+    if let Some(answer) = &batch.idempotency {
+        let mut keys = txn.open_table(IDEMPOTENCY)?;
+        let previous = decode::<IdempotencyRecord>(keys.get((ws, answer.key.as_str()))?)?;
+        if let Some(previous) = previous {
+            if now < previous.created_at_ms.saturating_add(IDEMPOTENCY_TTL_MS) {
+                return Ok(IngestOutcome::Replayed {
+                    status: previous.status,
+                    response: previous.response,
+                });
+            }
+            // Expired but not purged yet: the key starts a new life.
+            txn.open_table(IDEMPOTENCY_BY_AGE)?.remove((
+                previous.created_at_ms,
+                ws,
+                answer.key.as_str(),
+            ))?;
+        }
+        let record = IdempotencyRecord {
+            created_at_ms: now,
+            status: answer.status,
+            response: answer.response.clone(),
+        };
+        keys.insert((ws, answer.key.as_str()), record.encode().as_slice())?;
+        txn.open_table(IDEMPOTENCY_BY_AGE)?
+            .insert((now, ws, answer.key.as_str()), ())?;
+    }
+    let mut events = txn.open_table(EVENTS)?;
+    for event in &batch.events {
+        let record = EventRecord {
+            name: event.name.as_str().to_string(),
+            resource: event.resource.clone(),
+            resource_id: event.resource_id.clone(),
+            payload: event.payload.clone(),
+            received_at_ms: event.received_at_ms,
+        };
+        events.insert((ws, event.id.0), record.encode().as_slice())?;
+    }
+    if !batch.deliveries.is_empty() {
+        deliveries::insert_new(txn, &batch.deliveries)?;
+    }
+    Ok(IngestOutcome::Stored)
+}
+
+pub fn purge_idempotency_keys(txn: &WriteTransaction, now_ms: u64) -> Result<usize, StoreError> {
+    let cutoff = now_ms.saturating_sub(IDEMPOTENCY_TTL_MS);
+    let mut by_age = txn.open_table(IDEMPOTENCY_BY_AGE)?;
+    let mut expired = Vec::new();
+    for entry in by_age.range((0, 0, "")..(cutoff, 0, ""))? {
+        let (key, _) = entry?;
+        let (created_at, ws, name) = key.value();
+        expired.push((created_at, ws, name.to_string()));
+    }
+    let mut keys = txn.open_table(IDEMPOTENCY)?;
+    for (created_at, ws, key) in &expired {
+        by_age.remove((*created_at, *ws, key.as_str()))?;
+        keys.remove((*ws, key.as_str()))?;
+    }
+    Ok(expired.len())
+}
+
+/// Drops a deleted workspace's queue entries and idempotency keys (tables
+/// not keyed by workspace first, so they are walked whole).
+pub fn forget_queue_and_idempotency(txn: &WriteTransaction, ws: u128) -> Result<(), StoreError> {
+    txn.open_table(IDEMPOTENCY)?
+        .retain(|(owner, _), _| owner != ws)?;
+    txn.open_table(IDEMPOTENCY_BY_AGE)?
+        .retain(|(_, owner, _), ()| owner != ws)?;
+    txn.open_table(QUEUE)?.retain(|_, value| {
+        QueueRecord::decode(value).map_or(true, |entry| entry.workspace_id != ws)
+    })?;
+    Ok(())
+}
+
+pub fn get(
+    txn: &ReadTransaction,
+    workspace: WorkspaceId,
+    id: EventId,
+) -> Result<Option<Event>, StoreError> {
+    let Some(record) = decode::<EventRecord>(txn.open_table(EVENTS)?.get((workspace.0, id.0))?)?
+    else {
+        return Ok(None);
+    };
+    event_from(workspace, id, record).map(Some)
+}
+
+pub fn list(
+    txn: &ReadTransaction,
+    workspace: WorkspaceId,
+    query: &EventQuery,
+) -> Result<EventPage, StoreError> {
+    let table = txn.open_table(EVENTS)?;
+    let ws = workspace.0;
+    let upper = query.before.map_or(u128::MAX, |cursor| cursor.0);
+    let pattern = query
+        .name
+        .as_deref()
+        .map(EventPattern::parse)
+        .transpose()
+        .map_err(|_| StoreError::Corrupt("unchecked event filter".into()))?;
+    let mut page = EventPage::default();
+    // Newest first: walk the workspace's range backwards from the cursor.
+    for entry in table.range((ws, 0)..(ws, upper))?.rev() {
+        let (key, bytes) = entry?;
+        let record = EventRecord::decode(bytes.value())?;
+        if pattern
+            .as_ref()
+            .is_some_and(|pattern| !pattern.matches(&record.name))
+        {
+            continue;
+        }
+        if page.events.len() == query.limit {
+            page.next = page.events.last().map(|event: &Event| event.id);
+            break;
+        }
+        page.events
+            .push(event_from(workspace, EventId(key.value().1), record)?);
+    }
+    Ok(page)
+}
+
+pub fn event_from(
+    workspace: WorkspaceId,
+    id: EventId,
+    record: EventRecord,
+) -> Result<Event, StoreError> {
+    // Names were validated at ingest; one that no longer parses is corrupt.
+    let name = EventName::parse(&record.name)
+        .map_err(|_| StoreError::Corrupt(format!("event {id} has an invalid name")))?;
+    Ok(Event {
+        id,
+        workspace_id: workspace,
+        name,
+        resource: record.resource,
+        resource_id: record.resource_id,
+        payload: record.payload,
+        received_at_ms: record.received_at_ms,
+    })
+}

@@ -1,0 +1,245 @@
+//! The redb implementation of [`Store`]. Each submodule holds the write ops
+//! and reads of one resource; this file owns the database handle, the
+//! write coordinator and the trait impl that delegates to them.
+
+mod connections;
+mod deliveries;
+mod events;
+mod rules;
+mod tables;
+mod workspaces;
+
+use super::writer::{WriteOp, Writer, WriterThread};
+use super::{
+    AttemptOutcome, ConnectionPatch, DeleteConnection, DeliveryContext, DeliveryPage,
+    DeliveryQuery, EventPage, EventQuery, IngestBatch, IngestOutcome, KeyHash, NewWorkspace,
+    PatchOutcome, PutRule, QueueEntry, Requeue, Store, StoreError, StoreFuture,
+};
+use crate::model::{
+    Attempt, Connection, ConnectionId, Delivery, DeliveryId, Event, EventId, KeyKind, Rule, RuleId,
+    Workspace, WorkspaceId,
+};
+use redb::{Database, ReadTransaction, ReadableDatabase, WriteTransaction};
+use std::path::Path;
+use std::sync::Arc;
+
+/// Dropping the last handle lets every queued write commit, then closes the
+/// file.
+pub struct RedbStore {
+    db: Arc<Database>,
+    /// `None` only while dropping.
+    writer: Option<Writer>,
+    writer_thread: Option<WriterThread>,
+}
+
+impl RedbStore {
+    /// Opens (or creates) the database file and starts its write coordinator.
+    pub fn open(path: &Path) -> Result<Arc<Self>, StoreError> {
+        let db = Database::create(path).map_err(|source| StoreError::Open {
+            path: path.display().to_string(),
+            source: Box::new(source),
+        })?;
+        let txn = db.begin_write()?;
+        tables::create_all(&txn)?;
+        txn.commit()?;
+        let db = Arc::new(db);
+        let (writer, writer_thread) = Writer::start(db.clone()).map_err(|error| {
+            StoreError::Unavailable(format!("cannot start the writer: {error}"))
+        })?;
+        Ok(Arc::new(Self {
+            db,
+            writer: Some(writer),
+            writer_thread: Some(writer_thread),
+        }))
+    }
+
+    fn write<T: Send + 'static>(
+        &self,
+        op: impl Fn(&WriteTransaction) -> Result<T, StoreError> + Send + 'static,
+    ) -> StoreFuture<T> {
+        let writer = self.writer.clone();
+        let op: WriteOp<T> = Box::new(op);
+        Box::pin(async move {
+            match writer {
+                Some(writer) => writer.write(op).await,
+                None => Err(StoreError::WriterStopped),
+            }
+        })
+    }
+
+    fn read(&self) -> Result<ReadTransaction, StoreError> {
+        Ok(self.db.begin_read()?)
+    }
+}
+
+impl Drop for RedbStore {
+    fn drop(&mut self) {
+        // Closing the channel lets the writer drain what is queued and exit.
+        self.writer = None;
+        if let Some(thread) = self.writer_thread.take() {
+            thread.join();
+        }
+    }
+}
+
+impl Store for RedbStore {
+    fn create_workspace(&self, new: NewWorkspace) -> StoreFuture<()> {
+        self.write(move |txn| workspaces::create(txn, &new))
+    }
+
+    fn delete_workspace(&self, id: WorkspaceId) -> StoreFuture<bool> {
+        self.write(move |txn| workspaces::delete(txn, id))
+    }
+
+    fn rotate_keys(
+        &self,
+        id: WorkspaceId,
+        publishable_key_hash: KeyHash,
+        secret_key_hash: KeyHash,
+    ) -> StoreFuture<Option<Workspace>> {
+        self.write(move |txn| {
+            workspaces::rotate_keys(txn, id, &publishable_key_hash, &secret_key_hash)
+        })
+    }
+
+    fn ingest(&self, batch: IngestBatch) -> StoreFuture<IngestOutcome> {
+        self.write(move |txn| events::ingest(txn, &batch))
+    }
+
+    fn purge_idempotency_keys(&self, now_ms: u64) -> StoreFuture<usize> {
+        self.write(move |txn| events::purge_idempotency_keys(txn, now_ms))
+    }
+
+    fn workspaces(&self) -> Result<Vec<Workspace>, StoreError> {
+        workspaces::list(&self.read()?)
+    }
+
+    fn workspace(&self, id: WorkspaceId) -> Result<Option<Workspace>, StoreError> {
+        workspaces::get(&self.read()?, id)
+    }
+
+    fn key(&self, hash: &KeyHash) -> Result<Option<(WorkspaceId, KeyKind)>, StoreError> {
+        workspaces::key(&self.read()?, hash)
+    }
+
+    fn event(&self, workspace: WorkspaceId, id: EventId) -> Result<Option<Event>, StoreError> {
+        events::get(&self.read()?, workspace, id)
+    }
+
+    fn events(&self, workspace: WorkspaceId, query: &EventQuery) -> Result<EventPage, StoreError> {
+        events::list(&self.read()?, workspace, query)
+    }
+
+    fn is_writable(&self) -> bool {
+        self.writer.as_ref().is_some_and(Writer::is_running)
+    }
+
+    fn create_connection(&self, connection: Connection) -> StoreFuture<()> {
+        self.write(move |txn| connections::create(txn, &connection))
+    }
+
+    fn update_connection(
+        &self,
+        workspace: WorkspaceId,
+        id: ConnectionId,
+        patch: ConnectionPatch,
+    ) -> StoreFuture<PatchOutcome> {
+        self.write(move |txn| connections::update(txn, workspace, id, &patch))
+    }
+
+    fn delete_connection(
+        &self,
+        workspace: WorkspaceId,
+        id: ConnectionId,
+    ) -> StoreFuture<DeleteConnection> {
+        self.write(move |txn| connections::delete(txn, workspace, id))
+    }
+
+    fn connection(
+        &self,
+        workspace: WorkspaceId,
+        id: ConnectionId,
+    ) -> Result<Option<Connection>, StoreError> {
+        connections::get(&self.read()?, workspace, id)
+    }
+
+    fn connections(&self, workspace: WorkspaceId) -> Result<Vec<Connection>, StoreError> {
+        connections::list(&self.read()?, workspace)
+    }
+
+    fn put_rule(&self, rule: Rule) -> StoreFuture<PutRule> {
+        self.write(move |txn| rules::put(txn, &rule))
+    }
+
+    fn delete_rule(&self, workspace: WorkspaceId, id: RuleId) -> StoreFuture<bool> {
+        self.write(move |txn| rules::delete(txn, workspace, id))
+    }
+
+    fn rule(&self, workspace: WorkspaceId, id: RuleId) -> Result<Option<Rule>, StoreError> {
+        rules::get(&self.read()?, workspace, id)
+    }
+
+    fn rules(&self, workspace: WorkspaceId) -> Result<Vec<Rule>, StoreError> {
+        rules::list(&self.read()?, workspace)
+    }
+
+    fn delivery(
+        &self,
+        workspace: WorkspaceId,
+        id: DeliveryId,
+    ) -> Result<Option<(Delivery, Vec<Attempt>)>, StoreError> {
+        deliveries::get_with_attempts(&self.read()?, workspace, id)
+    }
+
+    fn deliveries(
+        &self,
+        workspace: WorkspaceId,
+        query: &DeliveryQuery,
+    ) -> Result<DeliveryPage, StoreError> {
+        deliveries::list(&self.read()?, workspace, query)
+    }
+
+    fn delivery_context(
+        &self,
+        workspace: WorkspaceId,
+        id: DeliveryId,
+    ) -> Result<Option<DeliveryContext>, StoreError> {
+        deliveries::context(&self.read()?, workspace, id)
+    }
+
+    fn record_attempt(&self, outcome: AttemptOutcome) -> StoreFuture<Option<Delivery>> {
+        self.write(move |txn| deliveries::record_attempt(txn, &outcome))
+    }
+
+    fn requeue(
+        &self,
+        workspace: WorkspaceId,
+        which: Requeue,
+        now_ms: u64,
+    ) -> StoreFuture<Vec<QueueEntry>> {
+        self.write(move |txn| deliveries::requeue(txn, workspace, &which, now_ms))
+    }
+
+    fn queue(&self) -> Result<Vec<QueueEntry>, StoreError> {
+        deliveries::queue(&self.read()?)
+    }
+}
+
+/// Decodes an optional stored value.
+fn decode<R: super::codec::Record>(
+    guard: Option<redb::AccessGuard<'_, &[u8]>>,
+) -> Result<Option<R>, StoreError> {
+    guard
+        .map(|bytes| R::decode(bytes.value()))
+        .transpose()
+        .map_err(Into::into)
+}
+
+fn json_bytes(value: &serde_json::Value) -> Vec<u8> {
+    // Serialising a Value into a Vec cannot fail.
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
+fn json_value(bytes: &[u8], what: &str) -> Result<serde_json::Value, StoreError> {
+    serde_json::from_slice(bytes).map_err(|error| StoreError::Corrupt(format!("{what}: {error}")))
+}

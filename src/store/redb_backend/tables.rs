@@ -1,0 +1,43 @@
+//! Table definitions. Keys are native redb tuples, which compare element by
+//! element, so `(workspace, ulid)` keys list a workspace's objects in time
+//! order and `(due_ms, delivery)` keys give the queue's order.
+
+use redb::TableDefinition;
+
+pub const WORKSPACES: TableDefinition<u128, &[u8]> = TableDefinition::new("workspaces");
+/// SHA-256 of a key → its workspace and kind.
+pub const API_KEYS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("api_keys");
+/// (workspace, event id).
+pub const EVENTS: TableDefinition<(u128, u128), &[u8]> = TableDefinition::new("events");
+pub const IDEMPOTENCY: TableDefinition<(u128, &str), &[u8]> = TableDefinition::new("idempotency");
+/// (created at, workspace, key): lets the purge walk only expired entries.
+pub const IDEMPOTENCY_BY_AGE: TableDefinition<(u64, u128, &str), ()> =
+    TableDefinition::new("idempotency_by_age");
+/// (workspace, connection id).
+pub const CONNECTIONS: TableDefinition<(u128, u128), &[u8]> = TableDefinition::new("connections");
+/// (workspace, rule id).
+pub const RULES: TableDefinition<(u128, u128), &[u8]> = TableDefinition::new("rules");
+/// (workspace, delivery id).
+pub const DELIVERIES: TableDefinition<(u128, u128), &[u8]> = TableDefinition::new("deliveries");
+/// (workspace, event id, delivery id): an event's deliveries.
+pub const EVENT_DELIVERIES: TableDefinition<(u128, u128, u128), ()> =
+    TableDefinition::new("event_deliveries");
+/// (delivery id, attempt number from 1).
+pub const ATTEMPTS: TableDefinition<(u128, u32), &[u8]> = TableDefinition::new("attempts");
+/// (due at ms, delivery id) → workspace and connection.
+pub const QUEUE: TableDefinition<(u64, u128), &[u8]> = TableDefinition::new("queue");
+
+pub fn create_all(txn: &redb::WriteTransaction) -> Result<(), redb::TableError> {
+    txn.open_table(WORKSPACES)?;
+    txn.open_table(API_KEYS)?;
+    txn.open_table(EVENTS)?;
+    txn.open_table(IDEMPOTENCY)?;
+    txn.open_table(IDEMPOTENCY_BY_AGE)?;
+    txn.open_table(CONNECTIONS)?;
+    txn.open_table(RULES)?;
+    txn.open_table(DELIVERIES)?;
+    txn.open_table(EVENT_DELIVERIES)?;
+    txn.open_table(ATTEMPTS)?;
+    txn.open_table(QUEUE)?;
+    Ok(())
+}
