@@ -126,6 +126,8 @@ impl Server {
     /// Serves until `shutdown` is cancelled, then stops accepting, lets
     /// in-flight requests finish and commits every queued write.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), ServeError> {
+        // Install the recorder before anything records.
+        crate::telemetry::metrics_handle();
         let store: Arc<dyn Store> = self.store.clone();
         let config = self.config;
         let rule_index = Arc::new(RuleIndex::default());

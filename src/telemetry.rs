@@ -1,7 +1,10 @@
 //! Logging: human-readable on a terminal, one JSON object per line when
-//! `log.format = "json"`. `RUST_LOG` overrides `log.level`.
+//! `log.format = "json"`. `RUST_LOG` overrides `log.level`. Metrics: a
+//! Prometheus recorder rendered at `/metrics`.
 
 use crate::config::{LogConfig, LogFormat};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use std::sync::OnceLock;
 use tracing_subscriber::EnvFilter;
 
 pub fn init(config: &LogConfig) -> anyhow::Result<()> {
@@ -14,4 +17,38 @@ pub fn init(config: &LogConfig) -> anyhow::Result<()> {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
     result.map_err(|error| anyhow::anyhow!("cannot install the logger: {error}"))
+}
+
+/// The process-wide Prometheus recorder, installed on first use (metrics
+/// are global in the `metrics` crate, so every server in a process shares
+/// it).
+pub fn metrics_handle() -> Option<&'static PrometheusHandle> {
+    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Full("switchyard_attempt_duration_seconds".into()),
+                    &[
+                        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                    ],
+                )
+                .and_then(|builder| {
+                    builder.set_buckets_for_metric(
+                        Matcher::Full("switchyard_write_batch_size".into()),
+                        &[
+                            1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+                            4096.0,
+                        ],
+                    )
+                });
+            match builder.and_then(PrometheusBuilder::install_recorder) {
+                Ok(handle) => Some(handle),
+                Err(error) => {
+                    tracing::warn!(%error, "metrics are unavailable");
+                    None
+                }
+            }
+        })
+        .as_ref()
 }

@@ -2,6 +2,8 @@
 
 use super::{ApiError, AppState};
 use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Value, json};
@@ -10,6 +12,18 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+}
+
+/// Prometheus text exposition.
+async fn metrics() -> Result<impl IntoResponse, ApiError> {
+    let handle = crate::telemetry::metrics_handle()
+        .ok_or_else(|| ApiError::unavailable("metrics are unavailable"))?;
+    handle.run_upkeep();
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        handle.render(),
+    ))
 }
 
 /// The process is up and serving HTTP.

@@ -149,5 +149,5 @@ fn fail_all(batch: &mut Vec<Box<dyn Job>>, error: StoreError) {
 }
 
 fn metrics_batch_size(size: usize) {
-    tracing::trace!(size, "write batch");
+    metrics::histogram!("switchyard_write_batch_size").record(size as f64);
 }

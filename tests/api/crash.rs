@@ -96,3 +96,71 @@ async fn every_acknowledged_event_survives_sigkill() {
         "clean exit on SIGTERM"
     );
 }
+
+/// SIGKILL while deliveries are in flight and queued: after a restart every
+/// acknowledged event reaches the receiver at least once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_flight_and_queued_deliveries_survive_sigkill() {
+    use crate::receiver::{Receiver, Reply};
+    const EVENTS: usize = 40;
+    let data_dir = tempfile::tempdir().unwrap();
+    let env = [("SWITCHYARD_DELIVERY__ALLOW_PRIVATE_NETWORKS", "true")];
+    let server = ChildServer::start_with_env(data_dir.path(), Some(ADMIN_TOKEN), &env).await;
+    let mut receiver = Receiver::start(Reply::Status(200)).await;
+    // The connection's first eight attempts (its in-flight cap) hang, so
+    // the kill finds eight in flight and the rest queued behind them.
+    receiver.script(std::iter::repeat_n(Reply::Hang, 8));
+    let http = reqwest::Client::new();
+    let url = server.url.clone();
+    let (_, body) = send(
+        http.post(format!("{url}/v1/workspaces"))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&json!({"name": "crash"})),
+    )
+    .await;
+    let ws = workspace_from(&body);
+    let (status, connection) = send(
+        http.post(format!("{url}/v1/connections"))
+            .bearer_auth(&ws.secret_key)
+            .json(&json!({"type": "webhook", "name": "hook", "config": {"url": receiver.url}})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{connection}");
+    let (status, _) = send(
+        http.post(format!("{url}/v1/rules"))
+            .bearer_auth(&ws.secret_key)
+            .json(&json!({"name": "all", "events": ["*"], "connection_id": connection["id"]})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let mut acknowledged = HashSet::new();
+    for _ in 0..EVENTS {
+        let (status, body) = send(
+            http.post(format!("{url}/v1/events"))
+                .bearer_auth(&ws.publishable_key)
+                .json(&example_event()),
+        )
+        .await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+        assert_eq!(body["deliveries"], 1);
+        acknowledged.insert(body["id"].as_str().unwrap().to_string());
+    }
+    let mut arrived = HashSet::new();
+    for _ in 0..8 {
+        arrived.insert(
+            receiver.next().await.json()["event_id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    server.kill().await;
+    receiver.release();
+
+    let server = ChildServer::start_with_env(data_dir.path(), Some(ADMIN_TOKEN), &env).await;
+    while !acknowledged.is_subset(&arrived) {
+        let request = receiver.next().await;
+        arrived.insert(request.json()["event_id"].as_str().unwrap().to_string());
+    }
+    server.kill().await;
+}

@@ -66,6 +66,17 @@ impl TestApp {
         }
     }
 
+    /// A server that may deliver to loopback receivers, with a quick retry
+    /// schedule of two immediate retries.
+    pub async fn spawn_for_delivery() -> Self {
+        Self::spawn_with(|config| {
+            config.delivery.allow_private_networks = true;
+            config.delivery.retry_schedule = vec![0, 0];
+            config.delivery.timeout_seconds = 2;
+        })
+        .await
+    }
+
     /// Stops gracefully and starts again on the same data dir.
     pub async fn restart(&mut self) {
         self.stop().await;
@@ -75,11 +86,20 @@ impl TestApp {
         self.server = Some(server);
     }
 
+    /// Starts a graceful shutdown without waiting for it.
+    pub fn begin_shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
     pub async fn stop(&mut self) {
         self.shutdown.cancel();
         if let Some(server) = self.server.take() {
             server.await.unwrap();
         }
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.data_dir.path()
     }
 
     pub async fn create_workspace(&self, name: &str) -> TestWorkspace {
@@ -123,6 +143,76 @@ impl TestApp {
             .await;
         assert_eq!(status, StatusCode::ACCEPTED, "{body}");
         body["id"].as_str().unwrap().to_string()
+    }
+
+    pub fn patch(&self, path: &str, key: &str) -> reqwest::RequestBuilder {
+        self.http
+            .patch(format!("{}{path}", self.url))
+            .bearer_auth(key)
+    }
+
+    /// Creates a webhook connection; returns its id and signing secret.
+    pub async fn create_webhook(&self, ws: &TestWorkspace, url: &str) -> (String, String) {
+        let body = json!({"type": "webhook", "name": "hook", "config": {"url": url}});
+        let (status, answer) = self
+            .send(self.post("/v1/connections", &ws.secret_key).json(&body))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{answer}");
+        (
+            answer["id"].as_str().unwrap().to_string(),
+            answer["signing_secret"].as_str().unwrap().to_string(),
+        )
+    }
+
+    /// Creates a rule sending `events` to `connection`; returns its id.
+    pub async fn create_rule(&self, ws: &TestWorkspace, connection: &str, extra: Value) -> String {
+        let mut body = json!({"name": "rule", "events": ["alert.*"], "connection_id": connection});
+        if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
+            body.extend(extra.clone());
+        }
+        let (status, answer) = self
+            .send(self.post("/v1/rules", &ws.secret_key).json(&body))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{answer}");
+        answer["id"].as_str().unwrap().to_string()
+    }
+
+    /// The delivery ids of an event (as `GET /v1/events/{id}` lists them).
+    pub async fn deliveries_of(&self, ws: &TestWorkspace, event_id: &str) -> Vec<String> {
+        let (status, event) = self
+            .send(self.get(&format!("/v1/events/{event_id}"), &ws.secret_key))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{event}");
+        event["deliveries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|delivery| delivery["id"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    /// Polls a delivery until `done` holds for it (at most 20 s).
+    pub async fn wait_for_delivery(
+        &self,
+        ws: &TestWorkspace,
+        delivery_id: &str,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let (status, delivery) = self
+                .send(self.get(&format!("/v1/deliveries/{delivery_id}"), &ws.secret_key))
+                .await;
+            assert_eq!(status, StatusCode::OK, "{delivery}");
+            if done(&delivery) {
+                return delivery;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "delivery never got there: {delivery}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
     }
 
     /// Every event id of the workspace, newest first, across all pages.
@@ -197,6 +287,14 @@ pub fn binary() -> PathBuf {
 impl ChildServer {
     /// Starts the binary on `data_dir` and waits for its `listening on` line.
     pub async fn start(data_dir: &Path, admin_token: Option<&str>) -> Self {
+        Self::start_with_env(data_dir, admin_token, &[]).await
+    }
+
+    pub async fn start_with_env(
+        data_dir: &Path,
+        admin_token: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> Self {
         let mut command = Command::new(binary());
         command
             .arg("serve")
@@ -209,6 +307,9 @@ impl ChildServer {
             .kill_on_drop(true);
         if let Some(token) = admin_token {
             command.env("SWITCHYARD_ADMIN_TOKEN", token);
+        }
+        for (key, value) in env {
+            command.env(key, value);
         }
         let mut child = command.spawn().unwrap();
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();

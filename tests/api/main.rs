@@ -2,7 +2,11 @@
 //! file in a temp dir, driven over HTTP.
 
 mod cli;
+mod connections;
 mod crash;
+mod delivery;
 mod events;
 mod helpers;
+mod receiver;
+mod rules;
 mod workspaces;

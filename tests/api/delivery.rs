@@ -1,0 +1,499 @@
+//! The delivery engine end to end against a local recording receiver.
+
+use crate::helpers::{TestApp, example_event};
+use crate::receiver::{Receiver, Reply};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use std::time::Duration;
+use switchyard::delivery::signing::{WebhookSecret, verify};
+
+fn status_is(expected: &'static str) -> impl Fn(&Value) -> bool {
+    move |delivery| delivery["status"] == expected
+}
+
+fn verify_signature(secret: &str, request: &crate::receiver::Recorded) -> bool {
+    let secret = WebhookSecret::parse(secret).unwrap();
+    let timestamp: i64 = request.header("webhook-timestamp").parse().unwrap();
+    verify(
+        &secret,
+        request.header("webhook-id"),
+        timestamp,
+        &request.body,
+        request.header("webhook-signature"),
+    )
+}
+
+#[tokio::test]
+async fn a_matching_event_reaches_the_webhook_signed() {
+    let app = TestApp::spawn_for_delivery().await;
+    let mut receiver = Receiver::start(Reply::Status(200)).await;
+    let ws = app.create_workspace("acme").await;
+    let (connection, secret) = app.create_webhook(&ws, &receiver.url).await;
+    let rule = app
+        .create_rule(&ws, &connection, json!({"min_severity": "high"}))
+        .await;
+
+    let (status, accepted) = app
+        .send(
+            app.post("/v1/events", &ws.publishable_key)
+                .json(&example_event()),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(accepted["deliveries"], 1);
+    let event_id = accepted["id"].as_str().unwrap();
+
+    let request = receiver.next().await;
+    assert!(verify_signature(&secret, &request), "signature verifies");
+    assert!(request.header("webhook-signature").starts_with("v1,"));
+    assert_eq!(request.header("content-type"), "application/json");
+    let body = request.json();
+    assert_eq!(body["type"], "alert.triggered");
+    assert_eq!(body["event_id"], event_id);
+    assert_eq!(body["resource"], "alert");
+    assert_eq!(body["resource_id"], "alrt_tyrion_42");
+    assert_eq!(body["data"], example_event()["payload"]);
+    assert!(body["timestamp"].as_str().unwrap().ends_with('Z'));
+
+    let deliveries = app.deliveries_of(&ws, event_id).await;
+    assert_eq!(deliveries.len(), 1);
+    assert_eq!(
+        request.header("webhook-id"),
+        deliveries[0],
+        "webhook-id is the delivery id"
+    );
+    let delivery = app
+        .wait_for_delivery(&ws, &deliveries[0], status_is("succeeded"))
+        .await;
+    assert_eq!(delivery["rule_id"], rule.as_str());
+    assert_eq!(delivery["connection_id"], connection.as_str());
+    assert_eq!(delivery["attempts"].as_array().unwrap().len(), 1);
+    assert_eq!(delivery["attempts"][0]["status_code"], 200);
+    assert_eq!(delivery["attempts"][0]["response"], "answer body");
+    assert_eq!(delivery["next_attempt_at"], Value::Null);
+
+    // Below the rule's severity: stored, not delivered.
+    let mut low = example_event();
+    low["payload"]["severity"] = json!("low");
+    let (_, accepted) = app
+        .send(app.post("/v1/events", &ws.publishable_key).json(&low))
+        .await;
+    assert_eq!(accepted["deliveries"], 0);
+}
+
+#[tokio::test]
+async fn failures_are_retried_with_the_same_webhook_id_until_success() {
+    let app = TestApp::spawn_for_delivery().await;
+    let mut receiver = Receiver::start(Reply::Status(200)).await;
+    receiver.script([Reply::Status(500), Reply::Status(500)]);
+    let ws = app.create_workspace("acme").await;
+    let (connection, _) = app.create_webhook(&ws, &receiver.url).await;
+    app.create_rule(&ws, &connection, json!({})).await;
+    let event_id = app.emit_example(&ws.publishable_key).await;
+
+    let ids: Vec<String> = [
+        receiver.next().await,
+        receiver.next().await,
+        receiver.next().await,
+    ]
+    .iter()
+    .map(|request| request.header("webhook-id").to_string())
+    .collect();
+    assert!(ids.iter().all(|id| *id == ids[0]), "{ids:?}");
+    let delivery_id = &app.deliveries_of(&ws, &event_id).await[0];
+    let delivery = app
+        .wait_for_delivery(&ws, delivery_id, status_is("succeeded"))
+        .await;
+    let codes: Vec<&Value> = delivery["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| &a["status_code"])
+        .collect();
+    assert_eq!(codes, [&json!(500), &json!(500), &json!(200)]);
+    assert_eq!(
+        delivery["attempts"][0]["error"],
+        "HTTP 500 Internal Server Error"
+    );
+    assert_eq!(delivery["attempt_count"], 3);
+}
+
+#[tokio::test]
+async fn an_exhausted_schedule_is_dead_and_a_manual_retry_succeeds() {
+    let app = TestApp::spawn_for_delivery().await;
+    let mut receiver = Receiver::start(Reply::Status(200)).await;
+    receiver.script([Reply::Status(502), Reply::Status(502), Reply::Status(502)]);
+    let ws = app.create_workspace("acme").await;
+    let (connection, _) = app.create_webhook(&ws, &receiver.url).await;
+    app.create_rule(&ws, &connection, json!({})).await;
+    let event_id = app.emit_example(&ws.publishable_key).await;
+    let delivery_id = app.deliveries_of(&ws, &event_id).await.remove(0);
+    let dead = app
+        .wait_for_delivery(&ws, &delivery_id, status_is("dead"))
+        .await;
+    assert_eq!(
+        dead["attempts"].as_array().unwrap().len(),
+        3,
+        "two delays: three attempts"
+    );
+    for _ in 0..3 {
+        receiver.next().await;
+    }
+
+    let (status, listed) = app
+        .send(app.get("/v1/deliveries?status=dead", &ws.secret_key))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(listed["data"][0]["id"], delivery_id.as_str());
+
+    let path = format!("/v1/deliveries/{delivery_id}/retry");
+    let (status, body) = app.send(app.post(&path, &ws.secret_key)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let request = receiver.next().await;
+    assert_eq!(request.header("webhook-id"), delivery_id);
+    let delivery = app
+        .wait_for_delivery(&ws, &delivery_id, status_is("succeeded"))
+        .await;
+    assert_eq!(delivery["attempts"].as_array().unwrap().len(), 4);
+
+    // Retrying a queued delivery is a conflict; an unknown one is 404.
+    let (status, _) = app
+        .send(app.post(
+            "/v1/deliveries/dlv_01ARZ3NDEKTSV4RRFFQ69G5FAV/retry",
+            &ws.secret_key,
+        ))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn bulk_retry_queues_every_dead_delivery() {
+    let app = TestApp::spawn_with(|config| {
+        config.delivery.allow_private_networks = true;
+        config.delivery.retry_schedule = vec![];
+    })
+    .await;
+    let receiver = Receiver::start(Reply::Status(200)).await;
+    receiver.script([Reply::Status(500), Reply::Status(500), Reply::Status(500)]);
+    let ws = app.create_workspace("acme").await;
+    let (connection, _) = app.create_webhook(&ws, &receiver.url).await;
+    app.create_rule(&ws, &connection, json!({})).await;
+    let mut deliveries = Vec::new();
+    for _ in 0..3 {
+        let event = app.emit_example(&ws.publishable_key).await;
+        deliveries.push(app.deliveries_of(&ws, &event).await.remove(0));
+    }
+    for delivery in &deliveries {
+        app.wait_for_delivery(&ws, delivery, status_is("dead"))
+            .await;
+    }
+    let (status, body) = app
+        .send(
+            app.post("/v1/deliveries/retry", &ws.secret_key)
+                .json(&json!({"status": "dead", "since": "2020-01-01T00:00:00Z"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["queued"], 3);
+    for delivery in &deliveries {
+        app.wait_for_delivery(&ws, delivery, status_is("succeeded"))
+            .await;
+    }
+    let (status, _) = app
+        .send(
+            app.post("/v1/deliveries/retry", &ws.secret_key)
+                .json(&json!({"status": "pending"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+}
+
+#[tokio::test]
+async fn retry_after_on_429_is_honoured() {
+    let app = TestApp::spawn_for_delivery().await;
+    let mut receiver = Receiver::start(Reply::Status(200)).await;
+    receiver.script([Reply::WithHeader(429, "retry-after", "1")]);
+    let ws = app.create_workspace("acme").await;
+    let (connection, _) = app.create_webhook(&ws, &receiver.url).await;
+    app.create_rule(&ws, &connection, json!({})).await;
+    let event_id = app.emit_example(&ws.publishable_key).await;
+    let first = receiver.next().await;
+    let delivery_id = app.deliveries_of(&ws, &event_id).await.remove(0);
+    let retrying = app
+        .wait_for_delivery(&ws, &delivery_id, |d| d["attempt_count"] == 1)
+        .await;
+    assert_eq!(retrying["status"], "retrying");
+    assert!(retrying["next_attempt_at"].is_string());
+    let second = receiver.next().await;
+    let waited = second.at - first.at;
+    assert!(
+        waited >= Duration::from_millis(950),
+        "waited only {waited:?}"
+    );
+    app.wait_for_delivery(&ws, &delivery_id, status_is("succeeded"))
+        .await;
+}
+
+#[tokio::test]
+async fn gone_kills_the_delivery_and_disables_the_connection() {
+    let app = TestApp::spawn_for_delivery().await;
+    let mut receiver = Receiver::start(Reply::Status(410)).await;
+    let ws = app.create_workspace("acme").await;
+    let (connection, _) = app.create_webhook(&ws, &receiver.url).await;
+    app.create_rule(&ws, &connection, json!({})).await;
+    let event_id = app.emit_example(&ws.publishable_key).await;
+    let delivery_id = app.deliveries_of(&ws, &event_id).await.remove(0);
+    let dead = app
+        .wait_for_delivery(&ws, &delivery_id, status_is("dead"))
+        .await;
+    assert_eq!(
+        dead["attempts"].as_array().unwrap().len(),
+        1,
+        "no retry after 410"
+    );
+    receiver.next().await;
+    let (_, connection) = app
+        .send(app.get(&format!("/v1/connections/{connection}"), &ws.secret_key))
+        .await;
+    assert_eq!(connection["status"], "disabled");
+    let (_, accepted) = app
+        .send(
+            app.post("/v1/events", &ws.publishable_key)
+                .json(&example_event()),
+        )
+        .await;
+    assert_eq!(
+        accepted["deliveries"], 0,
+        "a disabled connection gets nothing new"
+    );
+}
+
+#[tokio::test]
+async fn timeouts_and_refused_connections_are_retried_then_dead() {
+    let app = TestApp::spawn_with(|config| {
+        config.delivery.allow_private_networks = true;
+        config.delivery.retry_schedule = vec![0];
+        config.delivery.timeout_seconds = 1;
+    })
+    .await;
+    let hanging = Receiver::start(Reply::Hang).await;
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}/hook", listener.local_addr().unwrap())
+    };
+    let ws = app.create_workspace("acme").await;
+    let (slow, _) = app.create_webhook(&ws, &hanging.url).await;
+    let (refused, _) = app.create_webhook(&ws, &closed).await;
+    app.create_rule(&ws, &slow, json!({})).await;
+    app.create_rule(&ws, &refused, json!({})).await;
+    let event_id = app.emit_example(&ws.publishable_key).await;
+    for delivery_id in app.deliveries_of(&ws, &event_id).await {
+        let dead = app
+            .wait_for_delivery(&ws, &delivery_id, status_is("dead"))
+            .await;
+        let attempts = dead["attempts"].as_array().unwrap();
+        assert_eq!(attempts.len(), 2, "{dead}");
+        let error = attempts[0]["error"].as_str().unwrap();
+        if dead["connection_id"] == slow.as_str() {
+            assert_eq!(error, "timed out after 1s");
+        } else {
+            assert!(error.starts_with("connection failed"), "{error}");
+        }
+        assert!(attempts[0].get("status_code").is_none());
+    }
+    hanging.release();
+}
+
+/// One tenant's hanging endpoint must not delay another tenant.
+#[tokio::test]
+async fn a_hanging_endpoint_does_not_hold_up_other_workspaces() {
+    let app = TestApp::spawn_with(|config| {
+        config.delivery.allow_private_networks = true;
+        config.delivery.timeout_seconds = 60;
+    })
+    .await;
+    let mut stuck = Receiver::start(Reply::Hang).await;
+    let mut healthy = Receiver::start(Reply::Status(200)).await;
+    let a = app.create_workspace("a").await;
+    let b = app.create_workspace("b").await;
+    let (a_hook, _) = app.create_webhook(&a, &stuck.url).await;
+    let (b_hook, _) = app.create_webhook(&b, &healthy.url).await;
+    app.create_rule(&a, &a_hook, json!({})).await;
+    app.create_rule(&b, &b_hook, json!({})).await;
+    for _ in 0..40 {
+        app.emit_example(&a.publishable_key).await;
+    }
+    // A's lane is full: its cap of attempts hang.
+    for _ in 0..8 {
+        stuck.next().await;
+    }
+    let mut b_events = Vec::new();
+    for _ in 0..20 {
+        b_events.push(app.emit_example(&b.publishable_key).await);
+    }
+    for event in &b_events {
+        let delivery = app.deliveries_of(&b, event).await.remove(0);
+        app.wait_for_delivery(&b, &delivery, status_is("succeeded"))
+            .await;
+    }
+    for _ in 0..20 {
+        healthy.next().await;
+    }
+    assert!(
+        stuck.try_next().is_none(),
+        "A never exceeds its in-flight cap"
+    );
+    stuck.release();
+}
+
+#[tokio::test]
+async fn private_targets_are_refused_unless_allowed() {
+    let app = TestApp::spawn().await; // allow_private_networks = false
+    let mut receiver = Receiver::start(Reply::Status(200)).await;
+    let ws = app.create_workspace("acme").await;
+    for url in [
+        "http://127.0.0.1:9/x",
+        "http://10.0.0.1/x",
+        "http://[::1]/x",
+        "http://169.254.169.254/latest",
+        "ftp://example.com/x",
+    ] {
+        let body = json!({"type": "webhook", "name": "x", "config": {"url": url}});
+        let (status, answer) = app
+            .send(app.post("/v1/connections", &ws.secret_key).json(&body))
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{url}: {answer}");
+    }
+    // A name that resolves to loopback passes creation but is refused when
+    // connecting: the check runs in the resolver.
+    let by_name = receiver.url.replace("127.0.0.1", "localhost");
+    let (connection, _) = app.create_webhook(&ws, &by_name).await;
+    app.create_rule(&ws, &connection, json!({})).await;
+    let event_id = app.emit_example(&ws.publishable_key).await;
+    let delivery_id = app.deliveries_of(&ws, &event_id).await.remove(0);
+    let dead = app
+        .wait_for_delivery(&ws, &delivery_id, status_is("dead"))
+        .await;
+    assert!(
+        dead["attempts"][0]["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("refused"),
+        "{dead}"
+    );
+    assert!(
+        receiver.try_next().is_none(),
+        "nothing reached the private address"
+    );
+
+    let allowed = TestApp::spawn_for_delivery().await;
+    let ws = allowed.create_workspace("acme").await;
+    let (connection, _) = allowed.create_webhook(&ws, &by_name).await;
+    allowed.create_rule(&ws, &connection, json!({})).await;
+    allowed.emit_example(&ws.publishable_key).await;
+    receiver.next().await;
+}
+
+#[tokio::test]
+async fn a_rotated_secret_signs_beside_the_old_one() {
+    let app = TestApp::spawn_for_delivery().await;
+    let mut receiver = Receiver::start(Reply::Status(200)).await;
+    let ws = app.create_workspace("acme").await;
+    let (connection, old_secret) = app.create_webhook(&ws, &receiver.url).await;
+    app.create_rule(&ws, &connection, json!({})).await;
+    let (status, rotated) = app
+        .send(app.post(
+            &format!("/v1/connections/{connection}/rotate-secret"),
+            &ws.secret_key,
+        ))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{rotated}");
+    let new_secret = rotated["signing_secret"].as_str().unwrap();
+    assert!(new_secret.starts_with("whsec_"));
+    assert_ne!(new_secret, old_secret);
+    app.emit_example(&ws.publishable_key).await;
+    let request = receiver.next().await;
+    assert_eq!(request.header("webhook-signature").split(' ').count(), 2);
+    assert!(verify_signature(&old_secret, &request));
+    assert!(verify_signature(new_secret, &request));
+}
+
+#[tokio::test]
+async fn a_batch_fans_out_per_event_and_metrics_count_it() {
+    let app = TestApp::spawn_for_delivery().await;
+    let mut receiver = Receiver::start(Reply::Status(200)).await;
+    let ws = app.create_workspace("acme").await;
+    let (connection, _) = app.create_webhook(&ws, &receiver.url).await;
+    app.create_rule(
+        &ws,
+        &connection,
+        json!({"conditions": [{"path": "value", "op": "gt", "value": 1500}]}),
+    )
+    .await;
+    let mut cool = example_event();
+    cool["payload"]["value"] = json!(900);
+    let batch = json!({"events": [example_event(), cool, example_event()]});
+    let (status, body) = app
+        .send(
+            app.post("/v1/events/batch", &ws.publishable_key)
+                .json(&batch),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let counts: Vec<&Value> = body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["deliveries"])
+        .collect();
+    assert_eq!(counts, [&json!(1), &json!(0), &json!(1)]);
+    receiver.next().await;
+    receiver.next().await;
+    for entry in body["data"].as_array().unwrap() {
+        for delivery in app.deliveries_of(&ws, entry["id"].as_str().unwrap()).await {
+            app.wait_for_delivery(&ws, &delivery, status_is("succeeded"))
+                .await;
+        }
+    }
+
+    let response = app
+        .http
+        .get(format!("{}/metrics", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let text = response.text().await.unwrap();
+    for metric in [
+        "switchyard_events_ingested_total",
+        "switchyard_write_batch_size",
+        "switchyard_queue_depth",
+        "switchyard_attempts_total",
+        "switchyard_attempt_duration_seconds",
+    ] {
+        assert!(text.contains(metric), "{metric} missing from:\n{text}");
+    }
+}
+
+#[tokio::test]
+async fn graceful_shutdown_lets_an_attempt_in_flight_finish_and_records_it() {
+    let mut app = TestApp::spawn_for_delivery().await;
+    let mut receiver = Receiver::start(Reply::Hang).await;
+    let ws = app.create_workspace("acme").await;
+    let (connection, _) = app.create_webhook(&ws, &receiver.url).await;
+    app.create_rule(&ws, &connection, json!({})).await;
+    let event_id = app.emit_example(&ws.publishable_key).await;
+    let delivery_id = app.deliveries_of(&ws, &event_id).await.remove(0);
+    receiver.next().await;
+    app.begin_shutdown();
+    receiver.release();
+    app.stop().await;
+
+    app.restart().await;
+    let (_, delivery) = app
+        .send(app.get(&format!("/v1/deliveries/{delivery_id}"), &ws.secret_key))
+        .await;
+    assert_eq!(delivery["status"], "succeeded", "{delivery}");
+    assert_eq!(delivery["attempts"].as_array().unwrap().len(), 1);
+    assert!(receiver.try_next().is_none(), "not sent twice");
+}
