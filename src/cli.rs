@@ -1,7 +1,7 @@
 //! Command-line parsing and the client commands that talk to a running
 //! server over its HTTP API.
 
-use crate::bench::{self, IngestBenchOptions};
+use crate::bench::{self, E2eBenchOptions, IngestBenchOptions};
 use crate::config::Config;
 use crate::server::{AdminTokenSource, Server};
 use anyhow::{Context, bail};
@@ -126,9 +126,19 @@ struct EmitArgs {
 enum BenchCommand {
     /// Durable ingest throughput and latency against a bare hyper baseline.
     Ingest(IngestBenchOptions),
+    /// End to end: events in, webhook deliveries out to a local receiver;
+    /// throughput, queue depth and latency, against a bare reqwest baseline.
+    E2e(E2eBenchOptions),
     /// A minimal hyper server answering 202 to everything (the baseline).
     #[command(hide = true)]
     BaselineServer {
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: String,
+    },
+    /// The webhook receiver of `bench e2e`: answers 200, records event →
+    /// receiver latency; `GET /stats`, `POST /reset`.
+    #[command(hide = true)]
+    Receiver {
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: String,
     },
@@ -155,8 +165,14 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             command: BenchCommand::Ingest(options),
         } => runtime.block_on(bench::ingest(options)),
         Command::Bench {
+            command: BenchCommand::E2e(options),
+        } => runtime.block_on(bench::e2e(options)),
+        Command::Bench {
             command: BenchCommand::BaselineServer { listen },
         } => runtime.block_on(bench::baseline_server(&listen)),
+        Command::Bench {
+            command: BenchCommand::Receiver { listen },
+        } => runtime.block_on(bench::receiver(&listen)),
     }
 }
 

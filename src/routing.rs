@@ -6,6 +6,7 @@ use crate::model::{ConnectionId, ConnectionStatus, Event, RuleId, WorkspaceId};
 use crate::rules::{EventPattern, RuleFilter, Severity, validate_conditions};
 use crate::store::{Store, StoreError};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 /// Where one event goes through one rule.
@@ -18,6 +19,9 @@ pub struct Route {
 #[derive(Default)]
 pub struct RuleIndex {
     workspaces: RwLock<HashMap<WorkspaceId, Arc<WorkspaceRules>>>,
+    /// Bumped by every invalidation: a set loaded while one happened may be
+    /// stale and is used once but not cached.
+    generation: AtomicU64,
 }
 
 /// One workspace's compiled, enabled rules whose connection is not disabled.
@@ -42,14 +46,20 @@ impl RuleIndex {
         if let Some(rules) = self.read().get(&workspace) {
             return Ok(rules.clone());
         }
+        let generation = self.generation.load(Ordering::Acquire);
         let compiled = Arc::new(WorkspaceRules::load(store, workspace)?);
-        self.write().insert(workspace, compiled.clone());
+        let mut cache = self.write();
+        if self.generation.load(Ordering::Acquire) == generation {
+            cache.insert(workspace, compiled.clone());
+        }
         Ok(compiled)
     }
 
     /// Call after any change to the workspace's rules or connections.
     pub fn invalidate(&self, workspace: WorkspaceId) {
-        self.write().remove(&workspace);
+        let mut cache = self.write();
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        cache.remove(&workspace);
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<WorkspaceId, Arc<WorkspaceRules>>> {
@@ -96,15 +106,42 @@ impl WorkspaceRules {
         self.rules.is_empty()
     }
 
-    /// The routes of an event, in rule creation order.
+    /// The routes of an event, in rule creation order. The payload is parsed
+    /// only when a rule whose patterns match the name also filters on it.
     pub fn routes(&self, event: &Event) -> Vec<Route> {
-        if self.rules.is_empty() {
+        let name = event.name.as_str();
+        let candidates: Vec<&CompiledRule> = self
+            .rules
+            .iter()
+            .filter(|rule| {
+                rule.filter
+                    .events
+                    .iter()
+                    .any(|pattern| pattern.matches(name))
+            })
+            .collect();
+        if candidates.is_empty() {
             return Vec::new();
         }
-        let Ok(payload) = serde_json::from_slice::<serde_json::Value>(&event.payload) else {
-            return Vec::new();
+        let needs_payload = candidates
+            .iter()
+            .any(|rule| rule.filter.min_severity.is_some() || !rule.filter.conditions.is_empty());
+        let payload = if needs_payload {
+            match serde_json::from_slice::<serde_json::Value>(&event.payload) {
+                Ok(payload) => payload,
+                Err(_) => return Vec::new(),
+            }
+        } else {
+            serde_json::Value::Null
         };
-        self.routes_for(event.name.as_str(), &payload)
+        candidates
+            .into_iter()
+            .filter(|rule| !needs_payload || rule.filter.matches(name, &payload))
+            .map(|rule| Route {
+                rule_id: rule.id,
+                connection_id: rule.connection_id,
+            })
+            .collect()
     }
 
     pub fn routes_for(&self, event_name: &str, payload: &serde_json::Value) -> Vec<Route> {

@@ -62,7 +62,7 @@ pub struct Server {
     master_key_source: MasterKeySource,
 }
 
-/// How often expired idempotency keys are swept.
+/// How often expired idempotency keys and OAuth states are swept.
 const PURGE_INTERVAL: Duration = Duration::from_secs(600);
 
 impl Server {
@@ -131,7 +131,11 @@ impl Server {
         let store: Arc<dyn Store> = self.store.clone();
         let config = self.config;
         let rule_index = Arc::new(RuleIndex::default());
-        let destinations = Arc::new(Destinations::new(&config)?);
+        let destinations = Arc::new(Destinations::new(
+            &config,
+            store.clone(),
+            self.master_key.clone(),
+        )?);
         let timeout = Duration::from_secs(config.delivery.timeout_seconds);
         let (engine, engine_done) = Engine::start(
             EngineDeps {
@@ -157,7 +161,7 @@ impl Server {
             shutdown: shutdown.clone(),
         });
         let tasks = TaskTracker::new();
-        tasks.spawn(purge_idempotency_keys(state.clone(), shutdown.clone()));
+        tasks.spawn(purge_expired(state.clone(), shutdown.clone()));
         let app = api::router(state);
         tracing::info!(address = %self.local_addr, "serving");
         let served = axum::serve(self.listener, app)
@@ -192,7 +196,7 @@ pub async fn serve(
         .await
 }
 
-async fn purge_idempotency_keys(app: AppState, shutdown: CancellationToken) {
+async fn purge_expired(app: AppState, shutdown: CancellationToken) {
     let mut interval = tokio::time::interval(PURGE_INTERVAL);
     loop {
         tokio::select! {
@@ -203,6 +207,9 @@ async fn purge_idempotency_keys(app: AppState, shutdown: CancellationToken) {
             Ok(0) => {}
             Ok(purged) => tracing::debug!(purged, "expired idempotency keys removed"),
             Err(error) => tracing::warn!(%error, "cannot purge idempotency keys"),
+        }
+        if let Err(error) = app.store().purge_oauth_states(now_ms()).await {
+            tracing::warn!(%error, "cannot purge expired OAuth states");
         }
     }
 }

@@ -155,11 +155,15 @@ async fn create(
                 serde_json::to_value(secrets).map_err(|error| ApiError::internal(&error))?;
             (config, secrets, Some(secret))
         }
-        kind => {
-            return Err(ApiError::invalid(
-                "type",
-                format!("{} connections are not available yet", kind.as_str()),
-            ));
+        ConnectionKind::Email => {
+            let config = crate::destinations::email::validate_config(&body.config, app.config())
+                .map_err(|error| ApiError::invalid("config", error))?;
+            (config, json!({}), None)
+        }
+        ConnectionKind::Slack => {
+            let (config, secrets) =
+                super::slack::connection_from_bot_token(&app, &body.config).await?;
+            (config, secrets, None)
         }
     };
     let now = now_ms();
@@ -243,6 +247,8 @@ async fn update(
                     seal_secrets(app.master_key(), current.id, &secrets)
                         .map_err(|error| ApiError::internal(&error))?,
                 );
+                // Never undo a secret rotation that committed meanwhile.
+                patch.if_secrets_are = Some(current.sealed_secrets.clone());
             }
             _ => {
                 return Err(ApiError::invalid(
@@ -261,7 +267,12 @@ async fn update(
             app.rule_index().invalidate(workspace);
             Ok(Json(ConnectionView::of(&connection, &app)))
         }
-        PatchOutcome::NotFound | PatchOutcome::Stale(_) => Err(ApiError::not_found("connection")),
+        PatchOutcome::NotFound => Err(ApiError::not_found("connection")),
+        PatchOutcome::Stale(_) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            "the connection's secrets changed meanwhile; try again",
+        )),
     }
 }
 

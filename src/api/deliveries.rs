@@ -176,27 +176,19 @@ async fn retry_one(
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let id = parse_id(&id)?;
-    let Some((delivery, _)) = app.store().delivery(workspace, id)? else {
+    if app.store().delivery(workspace, id)?.is_none() {
         return Err(ApiError::not_found("delivery"));
-    };
+    }
     let queued = app
         .store()
         .requeue(workspace, Requeue::One(id), now_ms())
         .await?;
-    if queued.is_empty() {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "already_queued",
-            format!(
-                "the delivery is {} and already queued",
-                delivery.status.as_str()
-            ),
-        ));
-    }
+    // A pending or retrying delivery is already queued: nothing to do.
+    let newly_queued = !queued.is_empty();
     app.engine().schedule(queued);
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({"id": id, "queued": true})),
+        Json(json!({"id": id, "queued": newly_queued})),
     ))
 }
 

@@ -8,6 +8,7 @@ mod error;
 mod extract;
 mod health;
 mod rules;
+mod slack;
 mod workspaces;
 
 pub use auth::{EmitKey, SecretKey, generate_key, hash_key, random_token};
@@ -121,6 +122,7 @@ pub fn router(state: AppState) -> Router {
         .merge(health::routes())
         .merge(workspaces::routes())
         .merge(crate::ingest::routes())
+        .merge(slack::routes())
         .merge(connections::routes())
         .merge(rules::routes())
         .merge(deliveries::routes())

@@ -149,8 +149,8 @@ fn apply(
         rule.conditions = conditions;
     }
     if let Some(template) = input.template {
-        if template.as_ref().is_some_and(|value| !value.is_object()) {
-            return Err(ApiError::invalid("template", "must be an object or null"));
+        if let Some(template) = &template {
+            validate_template(template)?;
         }
         rule.template = template;
     }
@@ -165,6 +165,46 @@ fn apply(
         rule.target = target;
     }
     rule.target = validate_target(&connection, &rule.target)?;
+    Ok(())
+}
+
+/// A template is `{"text"?, "subject"?, "html"?, "resend_template"?}`;
+/// each string must compile, so a typo fails here and not at delivery.
+fn validate_template(template: &Value) -> Result<(), ApiError> {
+    let map = template
+        .as_object()
+        .ok_or_else(|| ApiError::invalid("template", "must be an object or null"))?;
+    for (key, value) in map {
+        match key.as_str() {
+            "text" | "subject" | "html" => {
+                let source = value
+                    .as_str()
+                    .filter(|source| source.len() <= 16 * 1024)
+                    .ok_or_else(|| {
+                        ApiError::invalid(
+                            &format!("template.{key}"),
+                            "must be a string of at most 16 KiB",
+                        )
+                    })?;
+                crate::destinations::message::check(source)
+                    .map_err(|error| ApiError::invalid(&format!("template.{key}"), error))?;
+            }
+            "resend_template" => {
+                if !value.get("id").is_some_and(Value::is_string) {
+                    return Err(ApiError::invalid(
+                        "template.resend_template.id",
+                        "is required",
+                    ));
+                }
+            }
+            other => {
+                return Err(ApiError::invalid(
+                    &format!("template.{other}"),
+                    "unknown key; use text, subject, html or resend_template",
+                ));
+            }
+        }
+    }
     Ok(())
 }
 
@@ -226,13 +266,14 @@ fn find(app: &AppState, workspace: WorkspaceId, id: &str) -> Result<Rule, ApiErr
         .ok_or_else(|| ApiError::not_found("rule"))
 }
 
-async fn store_rule(app: &AppState, rule: Rule) -> Result<Rule, ApiError> {
-    match app.store().put_rule(rule.clone()).await? {
+async fn store_rule(app: &AppState, rule: Rule, update: bool) -> Result<Rule, ApiError> {
+    match app.store().put_rule(rule.clone(), update).await? {
         PutRule::Stored => {
             app.rule_index().invalidate(rule.workspace_id);
             Ok(rule)
         }
         PutRule::UnknownConnection => Err(ApiError::invalid("connection_id", "no such connection")),
+        PutRule::NotFound => Err(ApiError::not_found("rule")),
     }
 }
 
@@ -257,7 +298,7 @@ async fn create(
         updated_at_ms: now,
     };
     apply(&app, &mut rule, input, true)?;
-    let rule = store_rule(&app, rule).await?;
+    let rule = store_rule(&app, rule, false).await?;
     Ok((StatusCode::CREATED, Json(rule.into())))
 }
 
@@ -291,7 +332,7 @@ async fn update(
     let mut rule = find(&app, workspace, &id)?;
     apply(&app, &mut rule, input, false)?;
     rule.updated_at_ms = now_ms();
-    Ok(Json(store_rule(&app, rule).await?.into()))
+    Ok(Json(store_rule(&app, rule, true).await?.into()))
 }
 
 async fn remove(

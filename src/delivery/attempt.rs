@@ -1,6 +1,7 @@
 //! One attempt, start to finish: read the delivery's context, send through
 //! its destination, decide the next step, record it durably.
 
+use super::retry::MAX_RETRY_AFTER;
 use super::scheduler::EngineDeps;
 use crate::destinations::{Job, Outcome, Verdict, open_secrets};
 use crate::model::{Attempt, ConnectionStatus, DeliveryStatus, now_ms};
@@ -13,9 +14,13 @@ const STORE_FAILURE_BACKOFF_MS: u64 = 5_000;
 
 /// What the scheduler needs to know once an attempt is over.
 pub struct Finished {
+    /// The entry as dispatched (its `due_ms` is its queue-table key).
     pub entry: QueueEntry,
-    /// Schedule the delivery again at this time.
+    /// The delivery was queued again, due at this time.
     pub next_due_ms: Option<u64>,
+    /// Nothing was recorded (storage trouble): run the same entry again at
+    /// this time.
+    pub rerun_at_ms: Option<u64>,
     /// Hold the whole connection until this time (`Retry-After`).
     pub pause_connection_until: Option<u64>,
 }
@@ -25,7 +30,16 @@ impl Finished {
         Self {
             entry,
             next_due_ms: None,
+            rerun_at_ms: None,
             pause_connection_until: None,
+        }
+    }
+
+    /// Nothing happened to the entry; try it again after a back-off.
+    pub fn again_later(entry: QueueEntry) -> Self {
+        Self {
+            rerun_at_ms: Some(now_ms() + STORE_FAILURE_BACKOFF_MS),
+            ..Self::done(entry)
         }
     }
 }
@@ -40,10 +54,7 @@ pub async fn run(deps: &EngineDeps, entry: QueueEntry) -> Finished {
         Ok(None) => return Finished::done(entry),
         Err(error) => {
             tracing::error!(%error, delivery = %entry.delivery_id, "cannot read a due delivery");
-            return Finished {
-                next_due_ms: Some(now_ms() + STORE_FAILURE_BACKOFF_MS),
-                ..Finished::done(entry)
-            };
+            return Finished::again_later(entry);
         }
     };
     // A stale entry: the delivery was finished or queued again meanwhile.
@@ -107,16 +118,15 @@ pub async fn run(deps: &EngineDeps, entry: QueueEntry) -> Finished {
                     NextStep::RetryAt(due) => Some(due),
                     NextStep::Succeeded | NextStep::Dead => None,
                 },
-                pause_connection_until: retry_after
-                    .map(|wait| finished_ms + wait.as_millis() as u64),
+                rerun_at_ms: None,
+                pause_connection_until: retry_after.map(|wait| {
+                    finished_ms.saturating_add(wait.min(MAX_RETRY_AFTER).as_millis() as u64)
+                }),
             }
         }
         Err(error) => {
             tracing::error!(%error, delivery = %entry.delivery_id, "cannot record an attempt");
-            Finished {
-                next_due_ms: Some(now_ms() + STORE_FAILURE_BACKOFF_MS),
-                ..Finished::done(entry)
-            }
+            Finished::again_later(entry)
         }
     }
 }

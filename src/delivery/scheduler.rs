@@ -86,10 +86,17 @@ struct Lane {
 struct Scheduler {
     deps: Arc<EngineDeps>,
     commands: mpsc::UnboundedSender<Command>,
-    heap: BinaryHeap<Reverse<QueueEntry>>,
-    /// Deliveries in the heap, waiting in a lane or in flight: each at most
-    /// once, whatever the sources of its entries.
-    known: HashSet<DeliveryId>,
+    /// (when to run, entry). The entry's own `due_ms` is its key in the
+    /// queue table and never changes here: a pause or a back-off only moves
+    /// the run time, so the attempt still recognises its entry.
+    heap: BinaryHeap<Reverse<(u64, QueueEntry)>>,
+    /// Entries in the heap or waiting in a lane, so a source that repeats
+    /// an entry (ingest, requeue, start-up load) adds it once.
+    pending: HashSet<(DeliveryId, u64)>,
+    /// Deliveries being attempted; another entry of one waits in `deferred`
+    /// until the attempt finishes, so a delivery never runs twice at once.
+    running: HashSet<DeliveryId>,
+    deferred: HashMap<DeliveryId, Vec<QueueEntry>>,
     lanes: HashMap<ConnectionId, Lane>,
     in_flight: usize,
     tasks: TaskTracker,
@@ -101,7 +108,9 @@ impl Scheduler {
             deps,
             commands,
             heap: BinaryHeap::new(),
-            known: HashSet::new(),
+            pending: HashSet::new(),
+            running: HashSet::new(),
+            deferred: HashMap::new(),
             lanes: HashMap::new(),
             in_flight: 0,
             tasks: TaskTracker::new(),
@@ -115,7 +124,8 @@ impl Scheduler {
     ) {
         loop {
             self.dispatch_due(now_ms());
-            metrics::gauge!("switchyard_queue_depth").set(self.known.len() as f64);
+            let depth = self.pending.len() + self.running.len();
+            metrics::gauge!("switchyard_queue_depth").set(depth as f64);
             let wake_in = self.next_wake(now_ms());
             tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -132,8 +142,8 @@ impl Scheduler {
 
     fn schedule(&mut self, entries: Vec<QueueEntry>) {
         for entry in entries {
-            if self.known.insert(entry.delivery_id) {
-                self.heap.push(Reverse(entry));
+            if self.pending.insert((entry.delivery_id, entry.due_ms)) {
+                self.heap.push(Reverse((entry.due_ms, entry)));
             }
         }
     }
@@ -141,21 +151,25 @@ impl Scheduler {
     /// Starts every due entry its lane and the global cap allow.
     fn dispatch_due(&mut self, now: u64) {
         while self.in_flight < self.deps.max_in_flight {
-            let Some(Reverse(entry)) = self.heap.peek().copied() else {
+            let Some(Reverse((run_at, entry))) = self.heap.peek().copied() else {
                 return;
             };
-            if entry.due_ms > now {
+            if run_at > now {
                 return;
             }
             self.heap.pop();
+            if self.running.contains(&entry.delivery_id) {
+                self.deferred
+                    .entry(entry.delivery_id)
+                    .or_default()
+                    .push(entry);
+                continue;
+            }
             let cap = self.deps.max_in_flight_per_connection;
             let lane = self.lanes.entry(entry.connection_id).or_default();
             if lane.paused_until > now {
                 let paused_until = lane.paused_until;
-                self.heap.push(Reverse(QueueEntry {
-                    due_ms: paused_until,
-                    ..entry
-                }));
+                self.heap.push(Reverse((paused_until, entry)));
             } else if lane.in_flight >= cap {
                 lane.waiting.push_back(entry);
             } else {
@@ -165,20 +179,26 @@ impl Scheduler {
     }
 
     fn start(&mut self, entry: QueueEntry) {
+        self.pending.remove(&(entry.delivery_id, entry.due_ms));
+        self.running.insert(entry.delivery_id);
         self.lanes.entry(entry.connection_id).or_default().in_flight += 1;
         self.in_flight += 1;
         let deps = self.deps.clone();
-        let commands = self.commands.clone();
+        let guard = FinishGuard {
+            commands: self.commands.clone(),
+            entry,
+            sent: false,
+        };
         self.tasks.spawn(async move {
             let finished = attempt::run(&deps, entry).await;
-            let _ = commands.send(Command::Finished(finished));
+            guard.send(finished);
         });
     }
 
     fn finish(&mut self, finished: Finished) {
         let entry = finished.entry;
         self.in_flight = self.in_flight.saturating_sub(1);
-        self.known.remove(&entry.delivery_id);
+        self.running.remove(&entry.delivery_id);
         let now = now_ms();
         let lane = self.lanes.entry(entry.connection_id).or_default();
         lane.in_flight = lane.in_flight.saturating_sub(1);
@@ -187,6 +207,14 @@ impl Scheduler {
         }
         if let Some(due_ms) = finished.next_due_ms {
             self.schedule(vec![QueueEntry { due_ms, ..entry }]);
+        }
+        if let Some(run_at) = finished.rerun_at_ms
+            && self.pending.insert((entry.delivery_id, entry.due_ms))
+        {
+            self.heap.push(Reverse((run_at, entry)));
+        }
+        for deferred in self.deferred.remove(&entry.delivery_id).unwrap_or_default() {
+            self.heap.push(Reverse((now, deferred)));
         }
         self.start_waiting(entry.connection_id, now);
     }
@@ -209,8 +237,15 @@ impl Scheduler {
             };
             if lane.paused_until > now {
                 // Paused while it waited: back to the heap until the pause ends.
-                let due_ms = lane.paused_until;
-                self.heap.push(Reverse(QueueEntry { due_ms, ..entry }));
+                let paused_until = lane.paused_until;
+                self.heap.push(Reverse((paused_until, entry)));
+                continue;
+            }
+            if self.running.contains(&entry.delivery_id) {
+                self.deferred
+                    .entry(entry.delivery_id)
+                    .or_default()
+                    .push(entry);
                 continue;
             }
             self.start(entry);
@@ -223,8 +258,8 @@ impl Scheduler {
         if self.in_flight >= self.deps.max_in_flight {
             return None;
         }
-        let Reverse(next) = self.heap.peek()?;
-        Some(Duration::from_millis(next.due_ms.saturating_sub(now)))
+        let Reverse((run_at, _)) = self.heap.peek()?;
+        Some(Duration::from_millis(run_at.saturating_sub(now)))
     }
 
     async fn drain(self) {
@@ -237,6 +272,32 @@ impl Scheduler {
                 "in-flight deliveries did not finish within the shutdown grace; \
                  they stay queued and run after the next start"
             );
+        }
+    }
+}
+
+/// Reports an attempt's end to the scheduler even if the attempt panicked,
+/// so its lane and global slots are never lost.
+struct FinishGuard {
+    commands: mpsc::UnboundedSender<Command>,
+    entry: QueueEntry,
+    sent: bool,
+}
+
+impl FinishGuard {
+    fn send(mut self, finished: Finished) {
+        self.sent = true;
+        let _ = self.commands.send(Command::Finished(finished));
+    }
+}
+
+impl Drop for FinishGuard {
+    fn drop(&mut self) {
+        if !self.sent {
+            tracing::error!(delivery = %self.entry.delivery_id, "an attempt ended abnormally; it will run again");
+            let _ = self
+                .commands
+                .send(Command::Finished(Finished::again_later(self.entry)));
         }
     }
 }

@@ -2,6 +2,10 @@
 //! config, render the request (pure, pinned by tests), send it, classify the
 //! answer into an [`Outcome`]. The engine sees only [`Destinations::send`].
 
+pub mod email;
+pub mod message;
+pub mod slack;
+pub mod slack_delivery;
 pub mod webhook;
 
 use crate::config::Config;
@@ -9,7 +13,9 @@ use crate::crypto::{CryptoError, MasterKey};
 use crate::model::{
     Connection, ConnectionId, ConnectionKind, ConnectionStatus, Delivery, Event, Rule,
 };
+use crate::store::Store;
 use serde_json::Value;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 /// How much of an answer is kept with the attempt.
@@ -77,26 +83,59 @@ pub struct Job<'a> {
 /// The destination adapters, built once from the configuration.
 pub struct Destinations {
     webhook: webhook::Webhook,
+    email: email::Email,
+    slack: slack_delivery::SlackDelivery,
 }
 
 impl Destinations {
-    pub fn new(config: &Config) -> reqwest::Result<Self> {
+    pub fn new(
+        config: &Config,
+        store: Arc<dyn Store>,
+        master_key: Arc<MasterKey>,
+    ) -> reqwest::Result<Self> {
         let timeout = Duration::from_secs(config.delivery.timeout_seconds);
         let allow_private = config.delivery.allow_private_networks;
         let tenant_http = crate::delivery::net::tenant_client(allow_private, timeout)?;
+        // The operator's own API bases (Slack, Resend) are trusted.
+        let trusted_http = crate::delivery::net::trusted_client(timeout)?;
+        let slack_client = config
+            .slack
+            .client_id
+            .clone()
+            .zip(config.slack.client_secret.clone());
         Ok(Self {
             webhook: webhook::Webhook::new(tenant_http, allow_private, timeout),
+            // An SMTP setup error is logged and reported by each SMTP send
+            // rather than stopping the server.
+            email: email::Email::new_or_degraded(config, trusted_http.clone()),
+            slack: slack_delivery::SlackDelivery::new(
+                slack::SlackApi::new(trusted_http, config.slack.api_base.clone()),
+                store,
+                master_key,
+                slack_client,
+                timeout,
+            ),
         })
     }
 
     pub async fn send(&self, job: &Job<'_>) -> Outcome {
         match job.connection.kind {
             ConnectionKind::Webhook => self.webhook.send(job).await,
-            kind => Outcome::permanent(format!(
-                "{} connections are not supported yet",
-                kind.as_str()
-            )),
+            ConnectionKind::Slack => self.slack.send(job).await,
+            ConnectionKind::Email => self.email.send(job).await,
         }
+    }
+
+    pub fn slack_api(&self) -> &slack::SlackApi {
+        self.slack.api()
+    }
+
+    /// A Slack connection's channels (cached briefly).
+    pub async fn slack_channels(
+        &self,
+        connection: &Connection,
+    ) -> Result<Vec<slack::Channel>, String> {
+        self.slack.channels(connection).await
     }
 }
 

@@ -24,8 +24,8 @@ pub struct WebhookConfig {
 }
 
 /// The sealed part: signing secrets and the tenant's extra headers (which
-/// often carry credentials).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// often carry credentials). Its `Debug` shows header names only.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct WebhookSecrets {
     pub signing_secret: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -34,8 +34,18 @@ pub struct WebhookSecrets {
     pub headers: BTreeMap<String, String>,
 }
 
+impl std::fmt::Debug for WebhookSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookSecrets")
+            .field("signing_secret", &"********")
+            .field("previous", &self.previous.as_ref().map(|p| p.expires_at_ms))
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
 /// A rotated-out secret that keeps signing until `expires_at_ms`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct PreviousSecret {
     pub signing_secret: String,
     pub expires_at_ms: u64,

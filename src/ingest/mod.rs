@@ -312,10 +312,15 @@ async fn list(
         .map(|cursor| cursor.parse::<EventId>())
         .transpose()
         .map_err(|_| ApiError::invalid("after", "not an event id cursor"))?;
+    let name = query.event.filter(|name| !name.is_empty());
+    if let Some(pattern) = &name {
+        crate::rules::EventPattern::parse(pattern)
+            .map_err(|problem| ApiError::invalid("event", problem))?;
+    }
     let page = app.store().events(
         workspace,
         &EventQuery {
-            name: query.event.filter(|name| !name.is_empty()),
+            name,
             before,
             limit,
         },

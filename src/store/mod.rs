@@ -147,6 +147,8 @@ pub enum DeleteConnection {
 pub enum PutRule {
     Stored,
     UnknownConnection,
+    /// An update of a rule deleted meanwhile; nothing was stored.
+    NotFound,
 }
 
 /// A due delivery in the queue table.
@@ -268,8 +270,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Option<Connection>, StoreError>;
     fn connections(&self, workspace: WorkspaceId) -> Result<Vec<Connection>, StoreError>;
 
-    /// Creates or replaces a rule; its connection must exist in the workspace.
-    fn put_rule(&self, rule: Rule) -> StoreFuture<PutRule>;
+    /// Creates a rule, or replaces one that still exists when `update`; its
+    /// connection must exist in the workspace.
+    fn put_rule(&self, rule: Rule, update: bool) -> StoreFuture<PutRule>;
     fn delete_rule(&self, workspace: WorkspaceId, id: RuleId) -> StoreFuture<bool>;
     fn rule(&self, workspace: WorkspaceId, id: RuleId) -> Result<Option<Rule>, StoreError>;
     fn rules(&self, workspace: WorkspaceId) -> Result<Vec<Rule>, StoreError>;
@@ -301,4 +304,11 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreFuture<Vec<QueueEntry>>;
     /// Every queued delivery (loaded by the scheduler at start-up).
     fn queue(&self) -> Result<Vec<QueueEntry>, StoreError>;
+
+    /// Remembers an OAuth `state` nonce until it expires.
+    fn put_oauth_state(&self, nonce: u128, expires_at_ms: u64) -> StoreFuture<()>;
+    /// Uses a nonce up: true only the first time, and only before expiry.
+    fn consume_oauth_state(&self, nonce: u128, now_ms: u64) -> StoreFuture<bool>;
+    /// Drops expired nonces; returns how many.
+    fn purge_oauth_states(&self, now_ms: u64) -> StoreFuture<usize>;
 }

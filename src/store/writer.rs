@@ -125,6 +125,12 @@ fn commit_batch(db: &Database, batch: &mut Vec<Box<dyn Job>>) {
                 if let Err(abort) = txn.abort() {
                     tracing::warn!(error = %abort, "aborting a failed write batch");
                 }
+                // Storage trouble (disk full, I/O) would fail every job the
+                // same way: fail the batch at once rather than retry it.
+                if matches!(error, StoreError::Storage(_)) {
+                    tracing::error!(%error, "write batch failed");
+                    return fail_all(batch, error);
+                }
                 tracing::warn!(%error, "write rejected; retrying its batch without it");
                 batch.remove(index).complete(Err(error));
                 continue 'retry;

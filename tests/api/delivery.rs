@@ -497,3 +497,61 @@ async fn graceful_shutdown_lets_an_attempt_in_flight_finish_and_records_it() {
     assert_eq!(delivery["attempts"].as_array().unwrap().len(), 1);
     assert!(receiver.try_next().is_none(), "not sent twice");
 }
+
+/// A delivery that falls due while its connection is paused by
+/// Retry-After runs when the pause ends (it is not parked until restart).
+#[tokio::test]
+async fn deliveries_due_during_a_pause_run_after_it() {
+    let app = TestApp::spawn_for_delivery().await;
+    let mut receiver = Receiver::start(Reply::Status(200)).await;
+    receiver.script([Reply::WithHeader(429, "retry-after", "1")]);
+    let ws = app.create_workspace("acme").await;
+    let (connection, _) = app.create_webhook(&ws, &receiver.url).await;
+    app.create_rule(&ws, &connection, json!({})).await;
+    let first = app.emit_example(&ws.publishable_key).await;
+    receiver.next().await;
+    let first = app.deliveries_of(&ws, &first).await.remove(0);
+    app.wait_for_delivery(&ws, &first, |d| d["attempt_count"] == 1)
+        .await;
+    // Emitted while the connection is paused.
+    let second = app.emit_example(&ws.publishable_key).await;
+    let second = app.deliveries_of(&ws, &second).await.remove(0);
+    for delivery in [&first, &second] {
+        app.wait_for_delivery(&ws, delivery, status_is("succeeded"))
+            .await;
+    }
+}
+
+/// An absurd Retry-After is capped at one hour and wedges nothing.
+#[tokio::test]
+async fn a_huge_retry_after_is_capped() {
+    let app = TestApp::spawn_for_delivery().await;
+    let mut receiver = Receiver::start(Reply::Status(200)).await;
+    receiver.script([Reply::WithHeader(
+        503,
+        "retry-after",
+        "18446744073709551615",
+    )]);
+    let ws = app.create_workspace("acme").await;
+    let (connection, _) = app.create_webhook(&ws, &receiver.url).await;
+    app.create_rule(&ws, &connection, json!({})).await;
+    let event = app.emit_example(&ws.publishable_key).await;
+    receiver.next().await;
+    let delivery = app.deliveries_of(&ws, &event).await.remove(0);
+    let retrying = app
+        .wait_for_delivery(&ws, &delivery, |d| d["attempt_count"] == 1)
+        .await;
+    assert_eq!(retrying["status"], "retrying");
+    let next = humantime::parse_rfc3339(retrying["next_attempt_at"].as_str().unwrap()).unwrap();
+    let wait = next
+        .duration_since(std::time::SystemTime::now())
+        .unwrap_or_default();
+    assert!(wait <= Duration::from_secs(3600), "{wait:?}");
+    assert!(wait >= Duration::from_secs(3500), "{wait:?}");
+    // The manual retry still goes through right away.
+    let (status, body) = app
+        .send(app.post(&format!("/v1/deliveries/{delivery}/retry"), &ws.secret_key))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["queued"], false, "still queued: nothing new");
+}

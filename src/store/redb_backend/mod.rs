@@ -19,7 +19,7 @@ use crate::model::{
     Attempt, Connection, ConnectionId, Delivery, DeliveryId, Event, EventId, KeyKind, Rule, RuleId,
     Workspace, WorkspaceId,
 };
-use redb::{Database, ReadTransaction, ReadableDatabase, WriteTransaction};
+use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTableMetadata, WriteTransaction};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -167,8 +167,8 @@ impl Store for RedbStore {
         connections::list(&self.read()?, workspace)
     }
 
-    fn put_rule(&self, rule: Rule) -> StoreFuture<PutRule> {
-        self.write(move |txn| rules::put(txn, &rule))
+    fn put_rule(&self, rule: Rule, update: bool) -> StoreFuture<PutRule> {
+        self.write(move |txn| rules::put(txn, &rule, update))
     }
 
     fn delete_rule(&self, workspace: WorkspaceId, id: RuleId) -> StoreFuture<bool> {
@@ -222,6 +222,31 @@ impl Store for RedbStore {
 
     fn queue(&self) -> Result<Vec<QueueEntry>, StoreError> {
         deliveries::queue(&self.read()?)
+    }
+
+    fn put_oauth_state(&self, nonce: u128, expires_at_ms: u64) -> StoreFuture<()> {
+        self.write(move |txn| {
+            txn.open_table(tables::OAUTH_STATES)?
+                .insert(nonce, expires_at_ms)?;
+            Ok(())
+        })
+    }
+
+    fn consume_oauth_state(&self, nonce: u128, now_ms: u64) -> StoreFuture<bool> {
+        self.write(move |txn| {
+            let mut table = txn.open_table(tables::OAUTH_STATES)?;
+            let expires_at = table.remove(nonce)?.map(|expires_at| expires_at.value());
+            Ok(expires_at.is_some_and(|expires_at| now_ms < expires_at))
+        })
+    }
+
+    fn purge_oauth_states(&self, now_ms: u64) -> StoreFuture<usize> {
+        self.write(move |txn| {
+            let mut table = txn.open_table(tables::OAUTH_STATES)?;
+            let before = table.len()?;
+            table.retain(|_, expires_at| expires_at > now_ms)?;
+            Ok((before - table.len()?) as usize)
+        })
     }
 }
 

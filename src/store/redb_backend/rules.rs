@@ -6,8 +6,11 @@ use crate::store::records::RuleRecord;
 use crate::store::{PutRule, StoreError};
 use redb::{ReadTransaction, ReadableTable, WriteTransaction};
 
-pub fn put(txn: &WriteTransaction, rule: &Rule) -> Result<PutRule, StoreError> {
+pub fn put(txn: &WriteTransaction, rule: &Rule, update: bool) -> Result<PutRule, StoreError> {
     let ws = rule.workspace_id.0;
+    if update && txn.open_table(RULES)?.get((ws, rule.id.0))?.is_none() {
+        return Ok(PutRule::NotFound);
+    }
     if txn
         .open_table(CONNECTIONS)?
         .get((ws, rule.connection_id.0))?

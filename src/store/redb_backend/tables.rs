@@ -27,6 +27,9 @@ pub const ATTEMPTS: TableDefinition<(u128, u32), &[u8]> = TableDefinition::new("
 /// (due at ms, delivery id) → workspace and connection.
 pub const QUEUE: TableDefinition<(u64, u128), &[u8]> = TableDefinition::new("queue");
 
+/// Single-use OAuth `state` nonces → expiry (ms).
+pub const OAUTH_STATES: TableDefinition<u128, u64> = TableDefinition::new("oauth_states");
+
 pub fn create_all(txn: &redb::WriteTransaction) -> Result<(), redb::TableError> {
     txn.open_table(WORKSPACES)?;
     txn.open_table(API_KEYS)?;
@@ -39,5 +42,6 @@ pub fn create_all(txn: &redb::WriteTransaction) -> Result<(), redb::TableError> 
     txn.open_table(EVENT_DELIVERIES)?;
     txn.open_table(ATTEMPTS)?;
     txn.open_table(QUEUE)?;
+    txn.open_table(OAUTH_STATES)?;
     Ok(())
 }

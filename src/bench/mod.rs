@@ -1,9 +1,20 @@
-//! `switchyard bench ingest`: drives durable ingest with N keep-alive
-//! connections and, in the same run, a bare hyper server that answers 202
-//! to the same requests, then prints both and their ratio.
+//! Benchmarks. Every server they measure runs as a child process of this
+//! binary, so the load generator never shares a runtime with it.
 //!
-//! Both servers run as child processes of this binary, so the load
-//! generator never shares a runtime with the server it measures.
+//! - `switchyard bench ingest` (here): drives durable ingest with N
+//!   keep-alive connections and, in the same run, a bare hyper server that
+//!   answers 202 to the same requests, then prints both and their ratio.
+//! - `switchyard bench e2e` ([`e2e`]): events in, webhook deliveries out to
+//!   a local receiver ([`receiver`]), against a bare reqwest baseline.
+
+mod cpu;
+mod e2e;
+mod load;
+mod probe;
+mod receiver;
+
+pub use e2e::{E2eBenchOptions, e2e};
+pub use receiver::receiver;
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
@@ -14,6 +25,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -55,16 +67,11 @@ pub async fn ingest(options: IngestBenchOptions) -> anyhow::Result<()> {
         (Some(url), Some(key)) => (url.clone(), key.clone(), None),
         _ => {
             let admin = format!("adm_{}", crate::api::random_token());
-            let mut command = Command::new(&exe);
-            command
-                .arg("serve")
-                .env("SWITCHYARD_LISTEN", "127.0.0.1:0")
-                .env("SWITCHYARD_DATA_DIR", data_dir.path())
-                .env("SWITCHYARD_ADMIN_TOKEN", &admin)
-                .env("SWITCHYARD_LOG__LEVEL", "warn");
-            let server = spawn_listening(&mut command).await?;
-            let key = create_workspace(&server.url, &admin).await?;
-            (server.url.clone(), key, Some(server))
+            let server = spawn_listening(&mut serve_command(&exe, data_dir.path(), &admin))
+                .await
+                .context("cannot start switchyard serve")?;
+            let keys = create_workspace(&server.url, &admin).await?;
+            (server.url.clone(), keys.publishable, Some(server))
         }
     };
 
@@ -127,6 +134,19 @@ impl Child2 {
     }
 }
 
+/// `switchyard serve` on a free port of 127.0.0.1 with its data in
+/// `data_dir`, the given admin token and warnings only.
+fn serve_command(exe: &Path, data_dir: &Path, admin: &str) -> Command {
+    let mut command = Command::new(exe);
+    command
+        .arg("serve")
+        .env("SWITCHYARD_LISTEN", "127.0.0.1:0")
+        .env("SWITCHYARD_DATA_DIR", data_dir)
+        .env("SWITCHYARD_ADMIN_TOKEN", admin)
+        .env("SWITCHYARD_LOG__LEVEL", "warn");
+    command
+}
+
 /// Starts a child that prints `listening on http://…` and returns its URL.
 async fn spawn_listening(command: &mut Command) -> anyhow::Result<Child2> {
     let mut child = command
@@ -148,20 +168,34 @@ async fn spawn_listening(command: &mut Command) -> anyhow::Result<Child2> {
     bail!("child exited before listening")
 }
 
-async fn create_workspace(url: &str, admin: &str) -> anyhow::Result<String> {
+/// The keys of a freshly created workspace.
+struct WorkspaceKeys {
+    publishable: String,
+    secret: String,
+}
+
+async fn create_workspace(url: &str, admin: &str) -> anyhow::Result<WorkspaceKeys> {
     let answer: serde_json::Value = reqwest::Client::new()
         .post(format!("{url}/v1/workspaces"))
         .bearer_auth(admin)
         .json(&serde_json::json!({"name": "bench"}))
         .send()
-        .await?
-        .error_for_status()?
+        .await
+        .context("cannot reach the server to create a workspace")?
+        .error_for_status()
+        .context("cannot create a workspace")?
         .json()
         .await?;
-    answer["publishable_key"]
-        .as_str()
-        .map(str::to_string)
-        .context("no publishable key in the answer")
+    let key = |field: &str| {
+        answer[field]
+            .as_str()
+            .map(str::to_string)
+            .with_context(|| format!("no {field} in the answer"))
+    };
+    Ok(WorkspaceKeys {
+        publishable: key("publishable_key")?,
+        secret: key("secret_key")?,
+    })
 }
 
 struct LoadResult {

@@ -1,0 +1,1149 @@
+//! Email through Resend or SMTP.
+//!
+//! A connection says which provider and sender: `{"provider": "resend" |
+//! "smtp", "from": "Alerts <alerts@example.com>"}`; the credentials are the
+//! operator's (`email.resend.*`, `email.smtp.*` in the configuration), never
+//! stored per connection. A rule's target is `{"to": ["a@b", …]}`.
+//!
+//! Same shape as the other destinations: [`validate_config`], [`render`]
+//! (pure), [`Email::send`], and pure classifiers ([`classify_resend`],
+//! [`classify_smtp`]) turning an answer into a [`Verdict`].
+//!
+//! Resend: `POST {api_base}/emails` with `Idempotency-Key` = the delivery id,
+//! so a retried attempt never sends a second mail. SMTP: one pooled lettre
+//! transport built at start; the `Message-ID` is derived from the delivery id
+//! for the same reason (receivers can de-duplicate on it).
+
+use super::message::{self, AlertSummary, Escape, TemplateError};
+use super::{Job, Outcome, Verdict, response_excerpt, transport_outcome};
+use crate::config::{Config, SmtpConfig, SmtpTls};
+use crate::delivery::retry::parse_retry_after;
+use crate::model::Event;
+use crate::rules::Severity;
+use crate::secret::Secret;
+use lettre::message::{Mailbox, MultiPart};
+use lettre::transport::smtp::PoolConfig;
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+
+/// Longest subject line sent, in characters.
+pub const MAX_SUBJECT_CHARS: usize = 200;
+
+/// Sent to Resend, which refuses requests without a `User-Agent`.
+pub const USER_AGENT: &str = concat!("switchyard/", env!("CARGO_PKG_VERSION"));
+
+/// SMTP connections kept open per instance.
+const SMTP_POOL_SIZE: u32 = 8;
+
+/// Who sends an email connection's mail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Provider {
+    Resend,
+    Smtp,
+}
+
+impl Provider {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Provider::Resend => "resend",
+            Provider::Smtp => "smtp",
+        }
+    }
+}
+
+/// The stored config of an email connection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EmailConnectionConfig {
+    pub provider: Provider,
+    /// A mailbox, `Name <address>` or a bare address, checked by lettre.
+    pub from: String,
+}
+
+/// Why an instance's provider cannot send, naming the key to set; `None`
+/// when it is configured.
+fn provider_unconfigured(provider: Provider, instance: &Config) -> Option<String> {
+    match provider {
+        Provider::Resend => {
+            let configured = instance
+                .email
+                .resend
+                .api_key
+                .as_ref()
+                .is_some_and(|key| !key.expose().trim().is_empty());
+            (!configured).then(|| {
+                "the resend provider is not configured on this instance: the operator must set \
+                 email.resend.api_key (SWITCHYARD_EMAIL__RESEND__API_KEY)"
+                    .to_string()
+            })
+        }
+        Provider::Smtp => {
+            let configured = instance
+                .email
+                .smtp
+                .host
+                .as_ref()
+                .is_some_and(|host| !host.trim().is_empty());
+            (!configured).then(|| {
+                "the smtp provider is not configured on this instance: the operator must set \
+                 email.smtp.host (SWITCHYARD_EMAIL__SMTP__HOST)"
+                    .to_string()
+            })
+        }
+    }
+}
+
+/// Validates an email connection's config as the tenant sent it and returns
+/// the config to store: `{"provider": "resend" | "smtp", "from": "…"}`.
+pub fn validate_config(config: &Value, instance: &Config) -> Result<Value, String> {
+    let map = config.as_object().ok_or_else(|| {
+        "expected {\"provider\": \"resend\" | \"smtp\", \"from\": \"Name <address>\"}".to_string()
+    })?;
+    if let Some(key) = map
+        .keys()
+        .find(|key| !matches!(key.as_str(), "provider" | "from"))
+    {
+        return Err(format!(
+            "unknown key {key:?}: an email connection takes only provider and from \
+             (credentials are instance configuration, email.resend.* and email.smtp.*)"
+        ));
+    }
+    let provider = match map.get("provider").and_then(Value::as_str) {
+        Some("resend") => Provider::Resend,
+        Some("smtp") => Provider::Smtp,
+        Some(other) => {
+            return Err(format!(
+                "provider {other:?} is unknown: use \"resend\" or \"smtp\""
+            ));
+        }
+        None => return Err("provider is required: \"resend\" or \"smtp\"".into()),
+    };
+    let from = map
+        .get("from")
+        .and_then(Value::as_str)
+        .ok_or_else(|| "from is required, e.g. \"Alerts <alerts@example.com>\"".to_string())?;
+    let mailbox = parse_mailbox(from)
+        .map_err(|error| format!("from: {error}, e.g. \"Alerts <alerts@example.com>\""))?;
+    if let Some(error) = provider_unconfigured(provider, instance) {
+        return Err(error);
+    }
+    serde_json::to_value(EmailConnectionConfig {
+        provider,
+        from: mailbox.to_string(),
+    })
+    .map_err(|error| error.to_string())
+}
+
+fn parse_mailbox(text: &str) -> Result<Mailbox, String> {
+    text.trim()
+        .parse::<Mailbox>()
+        .map_err(|error| format!("{text:?} is not an email address ({error})"))
+}
+
+/// The recipients of a rule's target `{"to": [...]}`.
+pub fn recipients(target: &Value) -> Result<Vec<Mailbox>, String> {
+    let list = target
+        .get("to")
+        .and_then(Value::as_array)
+        .filter(|list| !list.is_empty())
+        .ok_or_else(|| {
+            "no recipients: the rule's target needs {\"to\": [\"a@example.com\"]}".to_string()
+        })?;
+    list.iter()
+        .enumerate()
+        .map(|(index, address)| {
+            let text = address
+                .as_str()
+                .ok_or_else(|| format!("target.to[{index}] is not a string"))?;
+            parse_mailbox(text).map_err(|error| format!("target.to[{index}]: {error}"))
+        })
+        .collect()
+}
+
+/// A rendered email: what any provider sends.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RenderedEmail {
+    /// One line, at most [`MAX_SUBJECT_CHARS`] characters.
+    pub subject: String,
+    pub text: String,
+    pub html: String,
+    /// Whether the rule's template set the subject (with a Resend stored
+    /// template, only then is a subject sent, so the template's own applies).
+    pub custom_subject: bool,
+    /// A Resend stored template to send instead of `html`/`text` (Resend
+    /// only; SMTP sends `html` and `text`).
+    pub resend_template: Option<ResendTemplate>,
+}
+
+/// Resend's `template: {id, variables}`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ResendTemplate {
+    pub id: String,
+    pub variables: BTreeMap<String, Value>,
+}
+
+/// The default HTML layout: table-based, inline styles, at most 600px wide,
+/// rendered with HTML auto-escaping so payload text cannot add markup.
+pub const DEFAULT_HTML: &str = r##"<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="color-scheme" content="light">
+<title>{{ subject }}</title>
+</head>
+<body style="margin:0;padding:0;background-color:#f4f5f7;">
+<table role="presentation" width="100%" cellpadding="0" cellspacing="0" border="0" style="background-color:#f4f5f7;">
+<tr><td align="center" style="padding:24px 12px;">
+<table role="presentation" width="100%" cellpadding="0" cellspacing="0" border="0" style="max-width:600px;background-color:#ffffff;border:1px solid #e1e4e8;border-radius:6px;">
+<tr><td style="height:6px;line-height:6px;font-size:0;background-color:{{ color }};border-radius:6px 6px 0 0;">&nbsp;</td></tr>
+<tr><td style="padding:24px 24px 8px 24px;font-family:-apple-system,BlinkMacSystemFont,'Segoe UI',Helvetica,Arial,sans-serif;">
+{%- if badge %}
+<span style="display:inline-block;padding:2px 8px;border-radius:3px;background-color:{{ color }};color:#ffffff;font-size:12px;line-height:18px;font-weight:bold;letter-spacing:0.5px;">{{ badge }}</span>
+{%- endif %}
+<h1 style="margin:12px 0 0 0;font-size:20px;line-height:28px;color:#1f2328;font-weight:600;word-break:break-word;">{{ title }}</h1>
+</td></tr>
+{%- if rows %}
+<tr><td style="padding:8px 24px 16px 24px;">
+<table role="presentation" width="100%" cellpadding="0" cellspacing="0" border="0" style="border-collapse:collapse;font-family:-apple-system,BlinkMacSystemFont,'Segoe UI',Helvetica,Arial,sans-serif;font-size:14px;line-height:20px;">
+{%- for row in rows %}
+<tr><td width="30%" style="padding:6px 12px 6px 0;border-top:1px solid #eaecef;color:#656d76;vertical-align:top;white-space:nowrap;">{{ row.label }}</td><td style="padding:6px 0;border-top:1px solid #eaecef;color:#1f2328;vertical-align:top;word-break:break-word;">{{ row.value }}</td></tr>
+{%- endfor %}
+</table>
+</td></tr>
+{%- endif %}
+<tr><td style="padding:0 24px 24px 24px;font-family:-apple-system,BlinkMacSystemFont,'Segoe UI',Helvetica,Arial,sans-serif;font-size:12px;line-height:18px;color:#8c959f;">Event {{ event_id }} &middot; {{ event_name }}<br>Sent by Switchyard</td></tr>
+</table>
+</td></tr>
+</table>
+</body>
+</html>
+"##;
+
+/// The colour of a severity's bar and badge.
+fn severity_color(severity: Option<Severity>) -> &'static str {
+    match severity {
+        Some(Severity::Critical) => "#b42318",
+        Some(Severity::High) => "#d9480f",
+        Some(Severity::Medium) => "#b7791f",
+        Some(Severity::Low) => "#2f6fba",
+        Some(Severity::Info) => "#57606a",
+        None => "#57606a",
+    }
+}
+
+/// The labelled fields both default bodies list, in order.
+fn summary_rows(summary: &AlertSummary) -> Vec<(String, String)> {
+    let mut rows = Vec::new();
+    let mut push = |label: &str, value: &Option<String>| {
+        if let Some(value) = value {
+            rows.push((label.to_string(), value.clone()));
+        }
+    };
+    push("Value", &summary.value);
+    push("Threshold", &summary.threshold);
+    push("Account", &summary.account);
+    push("Time", &Some(summary.time.clone()));
+    rows.extend(summary.extra.iter().cloned());
+    rows
+}
+
+/// Text fit for a subject: one line, whitespace collapsed, truncated.
+pub fn subject_line(text: &str) -> String {
+    let line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    message::truncate(&line, MAX_SUBJECT_CHARS)
+}
+
+fn default_text(summary: &AlertSummary, headline: &str) -> String {
+    let mut text = format!("{headline}\n\n");
+    for (label, value) in summary_rows(summary) {
+        text.push_str(&format!("{label}: {value}\n"));
+    }
+    text.push_str(&format!(
+        "\nEvent: {} ({})\n",
+        summary.event_id, summary.event_name
+    ));
+    text
+}
+
+fn default_html(summary: &AlertSummary, subject: &str) -> Result<String, TemplateError> {
+    let headline = summary.headline();
+    let badge = summary
+        .severity
+        .map(|severity| severity.as_str().to_uppercase());
+    // The badge shows the severity, so the heading does not repeat it.
+    let title = match &badge {
+        Some(badge) => headline
+            .strip_prefix(&format!("[{badge}] "))
+            .unwrap_or(&headline)
+            .to_string(),
+        None => headline.clone(),
+    };
+    let rows: Vec<Value> = summary_rows(summary)
+        .into_iter()
+        .map(|(label, value)| json!({"label": label, "value": value}))
+        .collect();
+    let context = json!({
+        "subject": subject,
+        "title": title,
+        "badge": badge,
+        "color": severity_color(summary.severity),
+        "rows": rows,
+        "event_id": summary.event_id,
+        "event_name": summary.event_name,
+    });
+    message::render(DEFAULT_HTML, Escape::Html, &context)
+}
+
+/// Renders an event's email; pure. `template` is the rule's template:
+/// `subject`, `text` and `html` (minijinja over
+/// [`message::template_context`]; `html` auto-escaped) each replace that
+/// part of the default, and `resend_template: {id, variables}` asks Resend
+/// to render its stored template with `variables` (each a minijinja
+/// template, its output HTML-escaped since Resend inserts it as is).
+pub fn render(
+    event: &Event,
+    summary: &AlertSummary,
+    template: Option<&Value>,
+) -> Result<RenderedEmail, TemplateError> {
+    let empty = Map::new();
+    let template = template.and_then(Value::as_object).unwrap_or(&empty);
+    let source = |key: &str| template.get(key).and_then(Value::as_str);
+    let context = message::template_context(event, summary);
+    let headline = summary.headline();
+
+    let custom_subject = source("subject").is_some();
+    let subject = match source("subject") {
+        Some(source) => {
+            let line = subject_line(&message::render(source, Escape::None, &context)?);
+            if line.is_empty() {
+                subject_line(&headline)
+            } else {
+                line
+            }
+        }
+        None => subject_line(&headline),
+    };
+    let text = match source("text") {
+        Some(source) => message::render(source, Escape::None, &context)?,
+        None => default_text(summary, &headline),
+    };
+    let html = match source("html") {
+        Some(source) => message::render(source, Escape::Html, &context)?,
+        None => default_html(summary, &subject)?,
+    };
+    let resend_template = match template.get("resend_template") {
+        Some(stored) => match stored.get("id").and_then(Value::as_str) {
+            Some(id) => Some(ResendTemplate {
+                id: id.to_string(),
+                variables: render_variables(stored.get("variables"), &context)?,
+            }),
+            None => None,
+        },
+        None => None,
+    };
+    Ok(RenderedEmail {
+        subject,
+        text,
+        html,
+        custom_subject,
+        resend_template,
+    })
+}
+
+/// A stored template's variables: strings are templates (rendered,
+/// HTML-escaped), numbers and booleans are sent as they are.
+fn render_variables(
+    variables: Option<&Value>,
+    context: &Value,
+) -> Result<BTreeMap<String, Value>, TemplateError> {
+    let mut rendered = BTreeMap::new();
+    let Some(variables) = variables.and_then(Value::as_object) else {
+        return Ok(rendered);
+    };
+    for (key, value) in variables {
+        let value = match value {
+            Value::String(source) => Value::String(message::render(source, Escape::Html, context)?),
+            Value::Number(_) | Value::Bool(_) => value.clone(),
+            _ => continue,
+        };
+        rendered.insert(key.clone(), value);
+    }
+    Ok(rendered)
+}
+
+/// The JSON body of `POST /emails`; pure.
+pub fn resend_body(from: &Mailbox, to: &[Mailbox], email: &RenderedEmail) -> Value {
+    let to: Vec<String> = to.iter().map(Mailbox::to_string).collect();
+    match &email.resend_template {
+        // Resend refuses html/text beside a template.
+        Some(template) => {
+            let mut body = json!({"from": from.to_string(), "to": to, "template": template});
+            if email.custom_subject {
+                body["subject"] = Value::String(email.subject.clone());
+            }
+            body
+        }
+        None => json!({
+            "from": from.to_string(),
+            "to": to,
+            "subject": email.subject,
+            "html": email.html,
+            "text": email.text,
+        }),
+    }
+}
+
+/// Resend's error body: `{"statusCode", "name", "message"}`.
+#[derive(Debug, Default, Deserialize)]
+struct ResendError {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    message: String,
+}
+
+/// How a Resend answer classifies; pure. `body` is the (excerpt of the)
+/// answer, `retry_after` its parsed `Retry-After`.
+pub fn classify_resend(status: u16, body: Option<&str>, retry_after: Option<Duration>) -> Verdict {
+    if (200..300).contains(&status) {
+        return Verdict::Delivered;
+    }
+    let error: ResendError = body
+        .and_then(|body| serde_json::from_str(body).ok())
+        .unwrap_or_default();
+    let described = match (error.name.is_empty(), error.message.is_empty()) {
+        (false, false) => format!("Resend answered {status} {}: {}", error.name, error.message),
+        (false, true) => format!("Resend answered {status} {}", error.name),
+        (true, false) => format!("Resend answered {status}: {}", error.message),
+        (true, true) => format!("Resend answered {status}"),
+    };
+    let permanent = |error: String| Verdict::Permanent {
+        error,
+        connection_status: None,
+    };
+    match (status, error.name.as_str()) {
+        (429, _) | (503, _) => Verdict::Retry {
+            error: described,
+            retry_after,
+        },
+        (500..=599, _) => Verdict::Retry {
+            error: described,
+            retry_after: None,
+        },
+        (409, "concurrent_idempotent_requests") => Verdict::Retry {
+            error: described,
+            retry_after,
+        },
+        // 403 validation_error is about the sender (unverified domain), not
+        // the key.
+        (401, _) | (403, "missing_api_key" | "invalid_api_key" | "restricted_api_key" | "") => {
+            permanent(format!(
+                "Resend refused the operator's API key (email.resend.api_key): {described}"
+            ))
+        }
+        _ => permanent(described),
+    }
+}
+
+/// What an SMTP send failed with, for [`classify_smtp`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SmtpFailure {
+    /// A 5xx reply.
+    Permanent { code: u16, text: String },
+    /// A 4xx reply.
+    Transient { code: u16, text: String },
+    /// A command timed out.
+    Timeout,
+    /// Connection, TLS, protocol or client trouble.
+    Other(String),
+}
+
+impl SmtpFailure {
+    fn of(error: &lettre::transport::smtp::Error) -> Self {
+        let code = error.status().map(u16::from).unwrap_or_default();
+        if error.is_permanent() {
+            SmtpFailure::Permanent {
+                code,
+                text: error.to_string(),
+            }
+        } else if error.is_transient() {
+            SmtpFailure::Transient {
+                code,
+                text: error.to_string(),
+            }
+        } else if error.is_timeout() {
+            SmtpFailure::Timeout
+        } else {
+            SmtpFailure::Other(describe_chain(error))
+        }
+    }
+}
+
+/// How an SMTP failure classifies; pure. Only a 5xx reply is permanent.
+pub fn classify_smtp(failure: &SmtpFailure, timeout: Duration) -> Verdict {
+    match failure {
+        SmtpFailure::Permanent { text, .. } => Verdict::Permanent {
+            error: format!("SMTP server refused the message: {text}"),
+            connection_status: None,
+        },
+        SmtpFailure::Transient { text, .. } => Verdict::Retry {
+            error: format!("SMTP server deferred the message: {text}"),
+            retry_after: None,
+        },
+        SmtpFailure::Timeout => Verdict::Retry {
+            error: format!("SMTP timed out after {}s", timeout.as_secs()),
+            retry_after: None,
+        },
+        SmtpFailure::Other(text) => Verdict::Retry {
+            error: format!("SMTP failed: {text}"),
+            retry_after: None,
+        },
+    }
+}
+
+/// An error and its causes on one line.
+fn describe_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(source) = cause {
+        let next = source.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        cause = source.source();
+    }
+    text
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EmailSetupError {
+    #[error("email.smtp: cannot set up the SMTP transport for {host}: {reason}")]
+    Smtp { host: String, reason: String },
+}
+
+struct Resend {
+    http: reqwest::Client,
+    endpoint: String,
+    api_key: Secret,
+    timeout: Duration,
+}
+
+impl Resend {
+    async fn send(
+        &self,
+        job: &Job<'_>,
+        from: &Mailbox,
+        to: &[Mailbox],
+        email: &RenderedEmail,
+    ) -> Outcome {
+        let request = self
+            .http
+            .post(&self.endpoint)
+            .bearer_auth(self.api_key.expose())
+            .header("idempotency-key", job.delivery.id.to_string())
+            .header("user-agent", USER_AGENT)
+            .json(&resend_body(from, to, email));
+        match request.send().await {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                let retry_after = response
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|value| value.to_str().ok())
+                    .and_then(|value| parse_retry_after(value, SystemTime::now()));
+                let excerpt = response_excerpt(response).await;
+                Outcome {
+                    status_code: Some(status),
+                    verdict: classify_resend(status, excerpt.as_deref(), retry_after),
+                    response: excerpt,
+                }
+            }
+            Err(error) => transport_outcome(&error, self.timeout),
+        }
+    }
+}
+
+struct Smtp {
+    transport: AsyncSmtpTransport<Tokio1Executor>,
+    timeout: Duration,
+}
+
+impl Smtp {
+    /// Builds the pooled transport; must run inside the Tokio runtime (the
+    /// pool starts a task). `None` when `email.smtp.host` is unset.
+    fn from_config(
+        config: &SmtpConfig,
+        timeout: Duration,
+    ) -> Result<Option<Self>, EmailSetupError> {
+        let Some(host) = config
+            .host
+            .as_deref()
+            .map(str::trim)
+            .filter(|host| !host.is_empty())
+        else {
+            return Ok(None);
+        };
+        let failed = |error: lettre::transport::smtp::Error| EmailSetupError::Smtp {
+            host: host.to_string(),
+            reason: describe_chain(&error),
+        };
+        let builder = match config.tls {
+            SmtpTls::None => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host),
+            SmtpTls::Starttls => {
+                AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(host).map_err(failed)?
+            }
+            SmtpTls::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(host).map_err(failed)?,
+        };
+        let mut builder = builder
+            .port(config.port)
+            .timeout(Some(timeout))
+            .pool_config(PoolConfig::new().max_size(SMTP_POOL_SIZE));
+        if let Some(username) = config.username.as_deref().filter(|name| !name.is_empty()) {
+            let password = config
+                .password
+                .as_ref()
+                .map(|password| password.expose().to_string())
+                .unwrap_or_default();
+            builder = builder.credentials(Credentials::new(username.to_string(), password));
+        }
+        Ok(Some(Self {
+            transport: builder.build(),
+            timeout,
+        }))
+    }
+
+    async fn send(
+        &self,
+        job: &Job<'_>,
+        from: &Mailbox,
+        to: &[Mailbox],
+        email: &RenderedEmail,
+    ) -> Outcome {
+        let mut builder = Message::builder()
+            .from(from.clone())
+            .subject(email.subject.clone())
+            // The same on every attempt, so a receiver can drop a duplicate.
+            .message_id(Some(format!(
+                "<{}.switchyard@{}>",
+                job.delivery.id,
+                from.email.domain()
+            )))
+            .user_agent(USER_AGENT.to_string());
+        for recipient in to {
+            builder = builder.to(recipient.clone());
+        }
+        let message = match builder.multipart(MultiPart::alternative_plain_html(
+            email.text.clone(),
+            email.html.clone(),
+        )) {
+            Ok(message) => message,
+            Err(error) => return Outcome::permanent(format!("cannot build the message: {error}")),
+        };
+        match self.transport.send(message).await {
+            Ok(response) => Outcome {
+                status_code: Some(u16::from(response.code())),
+                response: Some(message::truncate(
+                    &format!(
+                        "{} {}",
+                        response.code(),
+                        response.message().collect::<Vec<_>>().join(" ")
+                    ),
+                    super::RESPONSE_EXCERPT_BYTES,
+                )),
+                verdict: Verdict::Delivered,
+            },
+            Err(error) => {
+                let failure = SmtpFailure::of(&error);
+                let status_code = match &failure {
+                    SmtpFailure::Permanent { code, .. } | SmtpFailure::Transient { code, .. }
+                        if *code != 0 =>
+                    {
+                        Some(*code)
+                    }
+                    _ => None,
+                };
+                Outcome {
+                    status_code,
+                    response: None,
+                    verdict: classify_smtp(&failure, self.timeout),
+                }
+            }
+        }
+    }
+}
+
+/// The email adapter: the providers configured on this instance.
+pub struct Email {
+    resend: Option<Resend>,
+    smtp: Option<Smtp>,
+    /// Why SMTP could not be set up, reported by every SMTP send.
+    smtp_error: Option<String>,
+}
+
+impl Email {
+    /// Builds the configured providers; `http` is the trusted client (the
+    /// Resend base is the operator's). Must run inside the Tokio runtime.
+    pub fn new(config: &Config, http: reqwest::Client) -> Result<Self, EmailSetupError> {
+        let timeout = Duration::from_secs(config.delivery.timeout_seconds);
+        Ok(Self {
+            resend: Self::resend(config, http, timeout),
+            smtp: Smtp::from_config(&config.email.smtp, timeout)?,
+            smtp_error: None,
+        })
+    }
+
+    /// Like [`Email::new`], but an SMTP setup error does not stop the
+    /// server: it is logged and every SMTP send fails with it.
+    pub fn new_or_degraded(config: &Config, http: reqwest::Client) -> Self {
+        match Self::new(config, http.clone()) {
+            Ok(email) => email,
+            Err(error) => {
+                tracing::error!(%error, "SMTP email is unavailable until the configuration is fixed");
+                let timeout = Duration::from_secs(config.delivery.timeout_seconds);
+                Self {
+                    resend: Self::resend(config, http, timeout),
+                    smtp: None,
+                    smtp_error: Some(error.to_string()),
+                }
+            }
+        }
+    }
+
+    fn resend(config: &Config, http: reqwest::Client, timeout: Duration) -> Option<Resend> {
+        let api_key = config
+            .email
+            .resend
+            .api_key
+            .clone()
+            .filter(|key| !key.expose().trim().is_empty())?;
+        Some(Resend {
+            http,
+            endpoint: format!(
+                "{}/emails",
+                config.email.resend.api_base.trim_end_matches('/')
+            ),
+            api_key,
+            timeout,
+        })
+    }
+
+    pub async fn send(&self, job: &Job<'_>) -> Outcome {
+        let config: EmailConnectionConfig =
+            match serde_json::from_value(job.connection.config.clone()) {
+                Ok(config) => config,
+                Err(error) => {
+                    return Outcome::permanent(format!("invalid email connection config: {error}"));
+                }
+            };
+        let from = match parse_mailbox(&config.from) {
+            Ok(from) => from,
+            Err(error) => return Outcome::permanent(format!("from: {error}")),
+        };
+        let to = match recipients(&job.rule.target) {
+            Ok(to) => to,
+            Err(error) => return Outcome::permanent(error),
+        };
+        let summary = AlertSummary::from_event(job.event);
+        let email = match render(job.event, &summary, job.rule.template.as_ref()) {
+            Ok(email) => email,
+            Err(error) => return Outcome::permanent(format!("rule template: {error}")),
+        };
+        match config.provider {
+            Provider::Resend => match &self.resend {
+                Some(resend) => resend.send(job, &from, &to, &email).await,
+                None => Outcome::permanent(unconfigured_message(Provider::Resend, None)),
+            },
+            Provider::Smtp => match &self.smtp {
+                Some(smtp) => smtp.send(job, &from, &to, &email).await,
+                None => Outcome::permanent(unconfigured_message(
+                    Provider::Smtp,
+                    self.smtp_error.as_deref(),
+                )),
+            },
+        }
+    }
+}
+
+fn unconfigured_message(provider: Provider, setup_error: Option<&str>) -> String {
+    if let Some(error) = setup_error {
+        return format!("the smtp provider is unavailable on this instance: {error}");
+    }
+    match provider {
+        Provider::Resend => "the resend provider is not configured on this instance: the operator \
+                             must set email.resend.api_key"
+            .into(),
+        Provider::Smtp => {
+            "the smtp provider is not configured on this instance: the operator must \
+                           set email.smtp.host"
+                .into()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{EventId, EventName, WorkspaceId};
+
+    fn event(payload: Value) -> Event {
+        Event {
+            id: EventId(7),
+            workspace_id: WorkspaceId(1),
+            name: EventName::parse("alert.triggered").unwrap(),
+            resource: Some("alert".into()),
+            resource_id: Some("alrt_tyrion_42".into()),
+            payload: serde_json::to_vec(&payload).unwrap(),
+            received_at_ms: 0,
+        }
+    }
+
+    fn example_payload() -> Value {
+        json!({
+            "alert_id": "alrt_tyrion_42", "account_id": "acc_casterly", "severity": "high",
+            "resource": "api_latency_p95", "value": 1840, "threshold": 1000,
+            "triggered_at": "2026-04-17T16:02:00Z"
+        })
+    }
+
+    fn rendered(payload: Value, template: Option<Value>) -> (Event, RenderedEmail) {
+        let event = event(payload);
+        let summary = AlertSummary::from_event(&event);
+        let email = render(&event, &summary, template.as_ref()).unwrap();
+        (event, email)
+    }
+
+    fn instance() -> Config {
+        Config::defaults().unwrap()
+    }
+
+    #[test]
+    fn the_example_renders_subject_text_and_html() {
+        let (event, email) = rendered(example_payload(), None);
+        assert_eq!(
+            email.subject,
+            "[HIGH] api_latency_p95 is 1840 (threshold 1000)"
+        );
+        let id = event.id.to_string();
+        assert_eq!(
+            email.text,
+            format!(
+                "[HIGH] api_latency_p95 is 1840 (threshold 1000)\n\nValue: 1840\nThreshold: 1000\n\
+                 Account: acc_casterly\nTime: 2026-04-17T16:02:00Z\nalert_id: alrt_tyrion_42\n\n\
+                 Event: {id} (alert.triggered)\n"
+            )
+        );
+        for needle in [
+            "max-width:600px",
+            "role=\"presentation\"",
+            ">HIGH</span>",
+            "background-color:#d9480f",
+            "api_latency_p95 is 1840 (threshold 1000)</h1>",
+            ">Value</td>",
+            ">1840</td>",
+            ">acc_casterly</td>",
+            ">alrt_tyrion_42</td>",
+            &format!("Event {id} &middot; alert.triggered"),
+        ] {
+            assert!(
+                email.html.contains(needle),
+                "{needle} missing from {}",
+                email.html
+            );
+        }
+        assert!(!email.custom_subject);
+        assert!(email.resend_template.is_none());
+    }
+
+    #[test]
+    fn hostile_payload_text_is_escaped_in_html() {
+        let mut payload = example_payload();
+        payload["resource"] = json!("<img src=x onerror=alert(1)>");
+        payload["note"] = json!("<script>alert(2)</script>");
+        let (_, email) = rendered(payload, None);
+        assert!(!email.html.contains("<img"), "{}", email.html);
+        assert!(!email.html.contains("<script"), "{}", email.html);
+        assert!(
+            email.html.contains("&lt;img src=x onerror=alert(1)&gt;"),
+            "{}",
+            email.html
+        );
+        // Plain text parts are not HTML and stay as they are.
+        assert!(email.subject.contains("<img src=x onerror=alert(1)>"));
+        assert!(email.text.contains("note: <script>alert(2)</script>"));
+    }
+
+    #[test]
+    fn subjects_are_one_line_and_bounded() {
+        let mut payload = example_payload();
+        payload["resource"] = json!(format!("multi\r\nline\t{}", "x".repeat(300)));
+        let (_, email) = rendered(payload, None);
+        assert!(!email.subject.contains(['\r', '\n', '\t']));
+        assert!(email.subject.starts_with("[HIGH] multi line x"));
+        assert_eq!(email.subject.chars().count(), MAX_SUBJECT_CHARS);
+        let (_, email) = rendered(example_payload(), Some(json!({"subject": "  \n "})));
+        assert_eq!(
+            email.subject,
+            "[HIGH] api_latency_p95 is 1840 (threshold 1000)"
+        );
+    }
+
+    #[test]
+    fn rule_templates_override_each_part() {
+        let template = json!({
+            "subject": "{{ alert.title }} on {{ payload.account_id }}\nsecond line",
+            "text": "Value {{ payload.value }} & more",
+        });
+        let (_, email) = rendered(example_payload(), Some(template));
+        assert_eq!(email.subject, "api_latency_p95 on acc_casterly second line");
+        assert!(email.custom_subject);
+        assert_eq!(email.text, "Value 1840 & more");
+        // The default HTML stays.
+        assert!(email.html.contains("max-width:600px"));
+
+        let mut payload = example_payload();
+        payload["resource"] = json!("<b>bold</b>");
+        let (_, email) = rendered(payload, Some(json!({"html": "<p>{{ alert.title }}</p>"})));
+        assert_eq!(email.html, "<p>&lt;b&gt;bold&lt;&#x2f;b&gt;</p>");
+        assert_eq!(email.subject, "[HIGH] <b>bold</b> is 1840 (threshold 1000)");
+    }
+
+    #[test]
+    fn a_broken_template_is_an_error() {
+        let event = event(example_payload());
+        let summary = AlertSummary::from_event(&event);
+        let template = json!({"text": "{% if %}"});
+        assert!(render(&event, &summary, Some(&template)).is_err());
+    }
+
+    #[test]
+    fn resend_templates_replace_html_and_text() {
+        let template = json!({"resend_template": {
+            "id": "alert-template",
+            "variables": {"RESOURCE": "{{ alert.title }}", "VALUE": "{{ payload.value }}", "LIMIT": 5, "NOTE": "<i>{{ payload.note }}</i>"}
+        }});
+        let mut payload = example_payload();
+        payload["note"] = json!("<b>x</b>");
+        let (_, email) = rendered(payload, Some(template));
+        let from: Mailbox = "Alerts <alerts@example.com>".parse().unwrap();
+        let to = vec!["oncall@example.com".parse().unwrap()];
+        let body = resend_body(&from, &to, &email);
+        assert_eq!(
+            body,
+            json!({
+                "from": "Alerts <alerts@example.com>",
+                "to": ["oncall@example.com"],
+                "template": {"id": "alert-template", "variables": {
+                    "RESOURCE": "api_latency_p95", "VALUE": "1840", "LIMIT": 5,
+                    "NOTE": "<i>&lt;b&gt;x&lt;&#x2f;b&gt;</i>"
+                }},
+            })
+        );
+        let template = json!({"subject": "{{ alert.headline }}", "resend_template": {"id": "t"}});
+        let (_, email) = rendered(example_payload(), Some(template));
+        let body = resend_body(&from, &to, &email);
+        assert_eq!(
+            body["subject"],
+            "[HIGH] api_latency_p95 is 1840 (threshold 1000)"
+        );
+        assert_eq!(body["template"], json!({"id": "t", "variables": {}}));
+        assert!(body.get("html").is_none() && body.get("text").is_none());
+    }
+
+    #[test]
+    fn the_default_resend_body_has_every_part() {
+        let (_, email) = rendered(example_payload(), None);
+        let from: Mailbox = "Alerts <alerts@example.com>".parse().unwrap();
+        let to = vec![
+            "a@example.com".parse().unwrap(),
+            "B <b@example.com>".parse().unwrap(),
+        ];
+        let body = resend_body(&from, &to, &email);
+        assert_eq!(body["from"], "Alerts <alerts@example.com>");
+        assert_eq!(body["to"], json!(["a@example.com", "B <b@example.com>"]));
+        assert_eq!(body["subject"], email.subject);
+        assert_eq!(body["html"], email.html);
+        assert_eq!(body["text"], email.text);
+    }
+
+    fn error_body(status: u16, name: &str, message: &str) -> String {
+        json!({"statusCode": status, "name": name, "message": message}).to_string()
+    }
+
+    #[test]
+    fn resend_answers_classify() {
+        let wait = Some(Duration::from_secs(7));
+        assert_eq!(
+            classify_resend(200, Some(r#"{"id":"x"}"#), None),
+            Verdict::Delivered
+        );
+        let retry = |status, name: &str, retry_after| {
+            matches!(
+                classify_resend(status, Some(&error_body(status, name, "m")), retry_after),
+                Verdict::Retry { retry_after: got, .. } if got == retry_after
+            )
+        };
+        assert!(retry(429, "rate_limit_exceeded", wait));
+        assert!(retry(429, "daily_quota_exceeded", None));
+        assert!(retry(500, "internal_server_error", None));
+        assert!(retry(500, "application_error", None));
+        assert!(retry(503, "", wait));
+        assert!(retry(409, "concurrent_idempotent_requests", None));
+        // A 5xx without a JSON body still retries.
+        assert!(matches!(
+            classify_resend(502, Some("<html>bad gateway"), None),
+            Verdict::Retry { .. }
+        ));
+
+        let permanent = |status, name: &str, message: &str| match classify_resend(
+            status,
+            Some(&error_body(status, name, message)),
+            None,
+        ) {
+            Verdict::Permanent {
+                error,
+                connection_status: None,
+            } => error,
+            other => panic!("{status} {name}: {other:?}"),
+        };
+        let error = permanent(
+            409,
+            "invalid_idempotent_request",
+            "Same key, different payload",
+        );
+        assert!(error.contains("Same key, different payload"), "{error}");
+        for (status, name) in [
+            (401, "missing_api_key"),
+            (401, "restricted_api_key"),
+            (403, "invalid_api_key"),
+        ] {
+            let error = permanent(status, name, "API key is invalid");
+            assert!(
+                error.contains("refused the operator's API key (email.resend.api_key)"),
+                "{error}"
+            );
+            assert!(error.contains(name), "{error}");
+        }
+        let error = permanent(
+            403,
+            "validation_error",
+            "The example.com domain is not verified",
+        );
+        assert!(!error.contains("API key"), "{error}");
+        assert!(
+            error.contains("The example.com domain is not verified"),
+            "{error}"
+        );
+        for (status, name) in [
+            (400, "validation_error"),
+            (400, "invalid_idempotency_key"),
+            (404, "not_found"),
+            (422, "missing_required_field"),
+            (422, "invalid_parameter"),
+        ] {
+            let error = permanent(status, name, "Resend's own words");
+            assert_eq!(
+                error,
+                format!("Resend answered {status} {name}: Resend's own words")
+            );
+        }
+    }
+
+    #[test]
+    fn smtp_failures_classify() {
+        let timeout = Duration::from_secs(3);
+        let verdict = classify_smtp(
+            &SmtpFailure::Permanent {
+                code: 550,
+                text: "permanent error (550): mailbox unavailable".into(),
+            },
+            timeout,
+        );
+        assert!(
+            matches!(&verdict, Verdict::Permanent { error, .. } if error.contains("mailbox unavailable")),
+            "{verdict:?}"
+        );
+        let verdict = classify_smtp(
+            &SmtpFailure::Transient {
+                code: 451,
+                text: "try later".into(),
+            },
+            timeout,
+        );
+        assert!(matches!(&verdict, Verdict::Retry { error, .. } if error.contains("try later")));
+        let verdict = classify_smtp(&SmtpFailure::Timeout, timeout);
+        assert!(matches!(&verdict, Verdict::Retry { error, .. } if error.contains("after 3s")));
+        let verdict = classify_smtp(&SmtpFailure::Other("Connection refused".into()), timeout);
+        assert!(
+            matches!(&verdict, Verdict::Retry { error, .. } if error.contains("Connection refused"))
+        );
+    }
+
+    #[test]
+    fn config_is_validated_against_the_instance() {
+        let mut instance = instance();
+        let config = json!({"provider": "resend", "from": "Alerts <alerts@example.com>"});
+        let error = validate_config(&config, &instance).unwrap_err();
+        assert!(error.contains("email.resend.api_key"), "{error}");
+        let smtp = json!({"provider": "smtp", "from": "alerts@example.com"});
+        let error = validate_config(&smtp, &instance).unwrap_err();
+        assert!(error.contains("email.smtp.host"), "{error}");
+
+        instance.email.resend.api_key = Some(Secret::new("re_test"));
+        instance.email.smtp.host = Some("127.0.0.1".into());
+        assert_eq!(validate_config(&config, &instance).unwrap(), config);
+        assert_eq!(
+            validate_config(
+                &json!({"provider": "smtp", "from": " alerts@example.com "}),
+                &instance
+            )
+            .unwrap(),
+            json!({"provider": "smtp", "from": "alerts@example.com"})
+        );
+
+        for (bad, says) in [
+            (json!("resend"), "expected"),
+            (json!({"from": "a@example.com"}), "provider is required"),
+            (
+                json!({"provider": "sendgrid", "from": "a@example.com"}),
+                "unknown",
+            ),
+            (json!({"provider": "resend"}), "from is required"),
+            (
+                json!({"provider": "resend", "from": "not an address"}),
+                "not an email address",
+            ),
+            (
+                json!({"provider": "resend", "from": "a@example.com", "api_key": "re_x"}),
+                "unknown key",
+            ),
+        ] {
+            let error = validate_config(&bad, &instance).unwrap_err();
+            assert!(error.contains(says), "{bad}: {error}");
+        }
+    }
+
+    #[test]
+    fn recipients_are_parsed_at_send_time() {
+        let to = recipients(&json!({"to": ["a@example.com", "Bee <b@example.com>"]})).unwrap();
+        assert_eq!(to.len(), 2);
+        assert_eq!(to[1].to_string(), "Bee <b@example.com>");
+        let error = recipients(&json!({"to": ["a@example.com", "b@@example.com"]})).unwrap_err();
+        assert!(error.contains("target.to[1]"), "{error}");
+        assert!(
+            recipients(&json!({"to": []}))
+                .unwrap_err()
+                .contains("no recipients")
+        );
+        assert!(
+            recipients(&Value::Null)
+                .unwrap_err()
+                .contains("no recipients")
+        );
+    }
+}

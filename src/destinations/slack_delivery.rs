@@ -1,0 +1,295 @@
+//! Posting alerts to Slack with the tenant's own token: token refresh
+//! (rotation) done once per connection however many deliveries need it,
+//! about one message per second per channel, and the channel picker's list.
+
+use super::message::AlertSummary;
+use super::slack::{
+    Channel, SlackApi, SlackError, SlackSecrets, SlackVerdict, classify, into_outcome,
+    render_message,
+};
+use super::{Job, Outcome, open_secrets, seal_secrets, transport_outcome};
+use crate::crypto::MasterKey;
+use crate::model::{Connection, ConnectionId, ConnectionStatus, now_ms};
+use crate::secret::Secret;
+use crate::store::{ConnectionPatch, PatchOutcome, Store};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Tokens expiring sooner than this are refreshed before use.
+pub const REFRESH_MARGIN: Duration = Duration::from_secs(5 * 60);
+/// Slack allows about one message per second per channel.
+pub const CHANNEL_INTERVAL: Duration = Duration::from_secs(1);
+/// How long a channel list is reused.
+pub const CHANNEL_CACHE_TTL: Duration = Duration::from_secs(60);
+
+/// Each connection's channel list and when it was fetched.
+type ChannelCache = HashMap<ConnectionId, (Instant, Arc<Vec<Channel>>)>;
+
+pub struct SlackDelivery {
+    api: SlackApi,
+    tokens: SlackTokens,
+    pacer: ChannelPacer,
+    channels: Mutex<ChannelCache>,
+    timeout: Duration,
+}
+
+impl SlackDelivery {
+    pub fn new(
+        api: SlackApi,
+        store: Arc<dyn Store>,
+        master_key: Arc<MasterKey>,
+        client: Option<(String, Secret)>,
+        timeout: Duration,
+    ) -> Self {
+        Self {
+            tokens: SlackTokens {
+                api: api.clone(),
+                store,
+                master_key,
+                client,
+                locks: Mutex::new(HashMap::new()),
+            },
+            api,
+            pacer: ChannelPacer::default(),
+            channels: Mutex::new(HashMap::new()),
+            timeout,
+        }
+    }
+
+    pub fn api(&self) -> &SlackApi {
+        &self.api
+    }
+
+    pub async fn send(&self, job: &Job<'_>) -> Outcome {
+        let Some(channel) = job.rule.target.get("channel").and_then(|c| c.as_str()) else {
+            return Outcome::permanent("the rule has no Slack channel");
+        };
+        let summary = AlertSummary::from_event(job.event);
+        let body = match render_message(job.event, &summary, channel, job.rule.template.as_ref()) {
+            Ok(body) => body,
+            Err(error) => {
+                return Outcome::permanent(format!("the rule's template failed: {error}"));
+            }
+        };
+        let token = match self.tokens.token(job.connection, None).await {
+            Ok(token) => token,
+            Err(outcome) => return outcome,
+        };
+        self.pacer.wait_turn(job.connection.id, channel).await;
+        let answer = match self.api.post_message(&token, &body).await {
+            Ok(answer) => answer,
+            Err(error) => return self.failed(error),
+        };
+        let verdict = classify(&answer);
+        if verdict != SlackVerdict::TokenExpired {
+            return into_outcome(verdict, &answer);
+        }
+        // The token expired early (or rotation was switched on): refresh once
+        // and post again.
+        let token = match self.tokens.token(job.connection, Some(&token)).await {
+            Ok(token) => token,
+            Err(outcome) => return outcome,
+        };
+        match self.api.post_message(&token, &body).await {
+            Ok(answer) => into_outcome(classify(&answer), &answer),
+            Err(error) => self.failed(error),
+        }
+    }
+
+    /// The connection's public and private channels, cached briefly.
+    pub async fn channels(&self, connection: &Connection) -> Result<Vec<Channel>, String> {
+        if let Some((fetched, channels)) = self.lock_channels().get(&connection.id)
+            && fetched.elapsed() < CHANNEL_CACHE_TTL
+        {
+            return Ok(channels.as_ref().clone());
+        }
+        let token = self
+            .tokens
+            .token(connection, None)
+            .await
+            .map_err(|outcome| outcome_text(&outcome))?;
+        let channels = self
+            .api
+            .conversations_list(&token)
+            .await
+            .map_err(|error| format!("Slack did not list the channels: {error}"))?;
+        self.lock_channels()
+            .insert(connection.id, (Instant::now(), Arc::new(channels.clone())));
+        Ok(channels)
+    }
+
+    fn lock_channels(&self) -> std::sync::MutexGuard<'_, ChannelCache> {
+        self.channels
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn failed(&self, error: SlackError) -> Outcome {
+        match error {
+            SlackError::Transport(error) => transport_outcome(&error, self.timeout),
+            other => Outcome::retry(format!("Slack request failed: {other}")),
+        }
+    }
+}
+
+fn outcome_text(outcome: &Outcome) -> String {
+    match &outcome.verdict {
+        super::Verdict::Delivered => "ok".into(),
+        super::Verdict::Retry { error, .. } | super::Verdict::Permanent { error, .. } => {
+            error.clone()
+        }
+    }
+}
+
+/// Access tokens of rotating Slack installs. A per-connection lock and a
+/// compare-and-swap write make sure concurrent deliveries refresh once: the
+/// second waiter finds the token already replaced and uses it.
+struct SlackTokens {
+    api: SlackApi,
+    store: Arc<dyn Store>,
+    master_key: Arc<MasterKey>,
+    client: Option<(String, Secret)>,
+    locks: Mutex<HashMap<ConnectionId, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl SlackTokens {
+    /// A usable token. `rejected` is a token Slack just called expired:
+    /// refresh unless the stored token is already another one.
+    async fn token(
+        &self,
+        connection: &Connection,
+        rejected: Option<&str>,
+    ) -> Result<String, Outcome> {
+        let secrets = self.secrets(connection)?;
+        if rejected.is_none() && !expires_soon(&secrets) {
+            return Ok(secrets.bot_token);
+        }
+        let lock = self.lock_for(connection.id);
+        let _guard = lock.lock().await;
+        // Re-read under the lock: another delivery may have refreshed.
+        let current = self
+            .store
+            .connection(connection.workspace_id, connection.id)
+            .map_err(|error| Outcome::retry(format!("cannot read the connection: {error}")))?
+            .ok_or_else(|| Outcome::permanent("the connection was deleted"))?;
+        let stored = self.secrets(&current)?;
+        let replaced = rejected.is_some_and(|token| token != stored.bot_token);
+        if replaced || (rejected.is_none() && !expires_soon(&stored)) {
+            return Ok(stored.bot_token);
+        }
+        let Some(refresh_token) = stored.refresh_token.clone() else {
+            return Err(reauth(
+                "the token expired and the install has no refresh token",
+            ));
+        };
+        let Some((client_id, client_secret)) = &self.client else {
+            return Err(Outcome::permanent(
+                "cannot refresh the Slack token: slack.client_id and slack.client_secret are not set",
+            ));
+        };
+        let access = match self
+            .api
+            .refresh(client_id, client_secret.expose(), &refresh_token)
+            .await
+        {
+            Ok(access) => access,
+            Err(SlackError::Api { error }) => {
+                return Err(reauth(&format!("Slack refused the refresh ({error})")));
+            }
+            Err(error) => return Err(Outcome::retry(format!("token refresh failed: {error}"))),
+        };
+        let fresh = SlackSecrets {
+            bot_token: access.access_token,
+            refresh_token: access.refresh_token.or(Some(refresh_token)),
+            expires_at_ms: access.expires_in.map(|secs| now_ms() + secs * 1000),
+        };
+        let sealed = serde_json::to_value(&fresh)
+            .ok()
+            .and_then(|json| seal_secrets(&self.master_key, current.id, &json).ok())
+            .ok_or_else(|| Outcome::retry("cannot seal the refreshed token"))?;
+        let patch = ConnectionPatch {
+            sealed_secrets: Some(sealed),
+            if_secrets_are: Some(current.sealed_secrets.clone()),
+            ..ConnectionPatch::default()
+        };
+        match self
+            .store
+            .update_connection(current.workspace_id, current.id, patch)
+            .await
+        {
+            Ok(PatchOutcome::Updated(_)) => {
+                tracing::info!(connection = %current.id, "Slack token refreshed");
+                Ok(fresh.bot_token)
+            }
+            Ok(PatchOutcome::Stale(newer)) => Ok(self.secrets(&newer)?.bot_token),
+            Ok(PatchOutcome::NotFound) => Err(Outcome::permanent("the connection was deleted")),
+            // The old refresh token is spent; without the new one stored the
+            // install must be renewed.
+            Err(error) => Err(Outcome::retry(format!(
+                "cannot store the refreshed token: {error}"
+            ))),
+        }
+    }
+
+    fn secrets(&self, connection: &Connection) -> Result<SlackSecrets, Outcome> {
+        open_secrets(&self.master_key, connection)
+            .ok()
+            .and_then(|json| serde_json::from_value(json).ok())
+            .ok_or_else(|| Outcome::permanent("the connection's Slack token cannot be read"))
+    }
+
+    fn lock_for(&self, id: ConnectionId) -> Arc<tokio::sync::Mutex<()>> {
+        self.locks
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .entry(id)
+            .or_default()
+            .clone()
+    }
+}
+
+fn expires_soon(secrets: &SlackSecrets) -> bool {
+    secrets
+        .expires_at_ms
+        .is_some_and(|expires| expires <= now_ms() + REFRESH_MARGIN.as_millis() as u64)
+}
+
+fn reauth(error: &str) -> Outcome {
+    Outcome {
+        status_code: None,
+        response: None,
+        verdict: super::Verdict::Permanent {
+            error: format!("{error}; reconnect Slack"),
+            connection_status: Some(ConnectionStatus::NeedsReauth),
+        },
+    }
+}
+
+/// Spaces messages to one channel `CHANNEL_INTERVAL` apart, in arrival
+/// order: each caller reserves the next free slot and waits for it.
+#[derive(Default)]
+struct ChannelPacer {
+    next_slot: Mutex<HashMap<(ConnectionId, String), Instant>>,
+}
+
+impl ChannelPacer {
+    async fn wait_turn(&self, connection: ConnectionId, channel: &str) {
+        let slot = {
+            let mut slots = self
+                .next_slot
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let now = Instant::now();
+            let next = slots
+                .entry((connection, channel.to_string()))
+                .or_insert(now);
+            let slot = (*next).max(now);
+            *next = slot + CHANNEL_INTERVAL;
+            // Forget channels idle for a while so the map stays small.
+            slots.retain(|_, next| now.saturating_duration_since(*next) < Duration::from_secs(60));
+            slot
+        };
+        tokio::time::sleep_until(slot.into()).await;
+    }
+}
