@@ -35,6 +35,14 @@ pub fn metrics_handle() -> Option<&'static PrometheusHandle> {
                 )
                 .and_then(|builder| {
                     builder.set_buckets_for_metric(
+                        Matcher::Full("switchyard_commit_seconds".into()),
+                        &[
+                            0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1,
+                        ],
+                    )
+                })
+                .and_then(|builder| {
+                    builder.set_buckets_for_metric(
                         Matcher::Full("switchyard_write_batch_size".into()),
                         &[
                             1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,

@@ -4,7 +4,7 @@
 
 use super::{ApiError, AppState};
 use crate::model::{KeyKind, WorkspaceId};
-use crate::store::KeyHash;
+use crate::store::{KeyHash, Store, StoreError};
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
@@ -12,6 +12,9 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// A fresh key: the kind's prefix, then 32 random bytes in URL-safe base64.
 pub fn generate_key(kind: KeyKind) -> String {
@@ -27,6 +30,59 @@ pub fn random_token() -> String {
 
 pub fn hash_key(key: &str) -> KeyHash {
     Sha256::digest(key.as_bytes()).into()
+}
+
+/// Known keys, so most requests authenticate without a storage read.
+/// Only hits are cached. A rotation or deletion forgets the workspace's
+/// entries before it answers, and bumps an epoch so a lookup that raced it
+/// cannot put an old key back.
+#[derive(Default)]
+pub struct KeyCache {
+    entries: RwLock<HashMap<KeyHash, (WorkspaceId, KeyKind)>>,
+    epoch: AtomicU64,
+}
+
+/// Beyond this many cached keys, lookups go to the store.
+const MAX_CACHED_KEYS: usize = 100_000;
+
+impl KeyCache {
+    pub fn lookup(
+        &self,
+        store: &dyn Store,
+        hash: &KeyHash,
+    ) -> Result<Option<(WorkspaceId, KeyKind)>, StoreError> {
+        if let Some(hit) = self.read().get(hash) {
+            return Ok(Some(*hit));
+        }
+        let epoch = self.epoch.load(Ordering::Acquire);
+        let found = store.key(hash)?;
+        if let Some(found) = found {
+            let mut entries = self.write();
+            if self.epoch.load(Ordering::Acquire) == epoch && entries.len() < MAX_CACHED_KEYS {
+                entries.insert(*hash, found);
+            }
+        }
+        Ok(found)
+    }
+
+    /// Call after a workspace's keys changed or it was deleted.
+    pub fn forget_workspace(&self, workspace: WorkspaceId) {
+        let mut entries = self.write();
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        entries.retain(|_, (owner, _)| *owner != workspace);
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, HashMap<KeyHash, (WorkspaceId, KeyKind)>> {
+        self.entries
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, HashMap<KeyHash, (WorkspaceId, KeyKind)>> {
+        self.entries
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
 }
 
 /// The instance admin token.
@@ -61,7 +117,7 @@ fn identify(parts: &Parts, app: &AppState) -> Result<Caller, ApiError> {
     if hash == app.admin_token_hash() {
         return Ok(Caller::Admin);
     }
-    match app.store().key(&hash)? {
+    match app.key_cache().lookup(app.store(), &hash)? {
         Some((workspace, kind)) => Ok(Caller::Workspace(workspace, kind)),
         None => Err(ApiError::unauthorized("unknown API key")),
     }

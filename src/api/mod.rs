@@ -46,6 +46,7 @@ pub struct AppParts {
 }
 
 struct Inner {
+    key_cache: auth::KeyCache,
     store: Arc<dyn Store>,
     config: Config,
     admin_token_hash: KeyHash,
@@ -70,6 +71,7 @@ impl AppState {
         } = parts;
         Self {
             inner: Arc::new(Inner {
+                key_cache: auth::KeyCache::default(),
                 store,
                 config,
                 admin_token_hash,
@@ -84,6 +86,10 @@ impl AppState {
 
     pub fn store(&self) -> &dyn Store {
         self.inner.store.as_ref()
+    }
+
+    pub(crate) fn key_cache(&self) -> &auth::KeyCache {
+        &self.inner.key_cache
     }
 
     pub fn rule_index(&self) -> &RuleIndex {

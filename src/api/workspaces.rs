@@ -110,6 +110,7 @@ async fn remove(
         return Err(ApiError::not_found("workspace"));
     }
     app.rule_index().invalidate(id);
+    app.key_cache().forget_workspace(id);
     tracing::info!(workspace = %id, "workspace deleted");
     Ok(StatusCode::NO_CONTENT)
 }
@@ -127,6 +128,7 @@ async fn rotate_keys(
         .rotate_keys(id, hash_key(&publishable_key), hash_key(&secret_key))
         .await?
         .ok_or_else(|| ApiError::not_found("workspace"))?;
+    app.key_cache().forget_workspace(id);
     tracing::info!(workspace = %id, "workspace keys rotated");
     Ok(Json(WorkspaceWithKeys {
         workspace: workspace.into(),

@@ -24,7 +24,7 @@ pub struct AlertSummary {
     pub account: Option<String>,
     /// The payload's `triggered_at`, else when the event was received.
     pub time: String,
-    /// Other top-level scalar payload fields, in payload order (at most
+    /// Other top-level scalar payload fields, in key order (at most
     /// [`MAX_EXTRA_FIELDS`]), for generic layouts.
     pub extra: Vec<(String, String)>,
 }

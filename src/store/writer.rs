@@ -136,7 +136,10 @@ fn commit_batch(db: &Database, batch: &mut Vec<Box<dyn Job>>) {
                 continue 'retry;
             }
         }
-        match txn.commit() {
+        let started = std::time::Instant::now();
+        let committed = txn.commit();
+        metrics::histogram!("switchyard_commit_seconds").record(started.elapsed().as_secs_f64());
+        match committed {
             Ok(()) => batch.drain(..).for_each(|job| job.complete(Ok(()))),
             Err(error) => {
                 tracing::error!(%error, "commit failed");
