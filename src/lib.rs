@@ -11,6 +11,7 @@ pub mod config;
 pub mod crypto;
 pub mod delivery;
 pub mod destinations;
+pub mod embed;
 pub mod ingest;
 pub mod model;
 pub mod routing;

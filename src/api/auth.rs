@@ -97,7 +97,14 @@ pub struct EmitKey(pub WorkspaceId);
 enum Caller {
     Admin,
     Workspace(WorkspaceId, KeyKind),
+    /// An embedded UI session: stands for the workspace's secret key,
+    /// except where a real one is required.
+    Embed(WorkspaceId),
 }
+
+/// A workspace's real secret key, not an embed session (minting embed
+/// sessions needs it).
+pub struct RealSecretKey(pub WorkspaceId);
 
 fn identify(parts: &Parts, app: &AppState) -> Result<Caller, ApiError> {
     let header = parts
@@ -117,6 +124,11 @@ fn identify(parts: &Parts, app: &AppState) -> Result<Caller, ApiError> {
     if hash == app.admin_token_hash() {
         return Ok(Caller::Admin);
     }
+    if crate::embed::is_session_token(token) {
+        return crate::embed::session_workspace(app, token)
+            .map(Caller::Embed)
+            .ok_or_else(|| ApiError::unauthorized("this session has expired or is not valid"));
+    }
     match app.key_cache().lookup(app.store(), &hash)? {
         Some((workspace, kind)) => Ok(Caller::Workspace(workspace, kind)),
         None => Err(ApiError::unauthorized("unknown API key")),
@@ -129,7 +141,7 @@ impl FromRequestParts<AppState> for Admin {
     async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
         match identify(parts, app)? {
             Caller::Admin => Ok(Admin),
-            Caller::Workspace(..) => Err(ApiError::forbidden(
+            Caller::Workspace(..) | Caller::Embed(_) => Err(ApiError::forbidden(
                 "this endpoint needs the admin token, not a workspace key",
             )),
         }
@@ -141,7 +153,9 @@ impl FromRequestParts<AppState> for SecretKey {
 
     async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
         match identify(parts, app)? {
-            Caller::Workspace(workspace, KeyKind::Secret) => Ok(SecretKey(workspace)),
+            Caller::Workspace(workspace, KeyKind::Secret) | Caller::Embed(workspace) => {
+                Ok(SecretKey(workspace))
+            }
             Caller::Workspace(_, KeyKind::Publishable) => Err(ApiError::forbidden(
                 "a publishable key can only emit events; use the secret key",
             )),
@@ -157,10 +171,23 @@ impl FromRequestParts<AppState> for EmitKey {
 
     async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
         match identify(parts, app)? {
-            Caller::Workspace(workspace, _) => Ok(EmitKey(workspace)),
+            Caller::Workspace(workspace, _) | Caller::Embed(workspace) => Ok(EmitKey(workspace)),
             Caller::Admin => Err(ApiError::forbidden(
                 "events are emitted with a workspace key, not the admin token",
             )),
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for RealSecretKey {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
+        match identify(parts, app)? {
+            Caller::Workspace(workspace, KeyKind::Secret) => Ok(RealSecretKey(workspace)),
+            Caller::Workspace(_, KeyKind::Publishable) | Caller::Embed(_) | Caller::Admin => Err(
+                ApiError::forbidden("this endpoint needs the workspace's secret key"),
+            ),
         }
     }
 }

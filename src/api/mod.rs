@@ -11,7 +11,7 @@ mod rules;
 mod slack;
 mod workspaces;
 
-pub use auth::{EmitKey, SecretKey, generate_key, hash_key, random_token};
+pub use auth::{EmitKey, RealSecretKey, SecretKey, generate_key, hash_key, random_token};
 pub use error::ApiError;
 pub use extract::{ApiQuery, JsonBody, RawBody, parse_json};
 
@@ -129,6 +129,7 @@ pub fn router(state: AppState) -> Router {
         .merge(workspaces::routes())
         .merge(crate::ingest::routes())
         .merge(slack::routes())
+        .merge(crate::embed::routes())
         .merge(connections::routes())
         .merge(rules::routes())
         .merge(deliveries::routes())

@@ -3,6 +3,10 @@
 //! other systems every reading is `None` and nothing is printed. Both files
 //! count in the same clock ticks (`USER_HZ`), so only ratios are used.
 
+/// Cores used by processes outside the benchmark above which a phase's
+/// figures are flagged.
+const DISTURBED_CORES: f64 = 0.15;
+
 /// The processes to account for, by label.
 pub(super) struct CpuMeter {
     processes: Vec<(&'static str, u32)>,
@@ -62,12 +66,14 @@ impl CpuMeter {
                 parts.push(format!("{label} {:.2}", used / per_core));
             }
         }
-        parts.push(format!(
-            "other processes {:.2}",
-            ((busy - accounted) / per_core).max(0.0)
-        ));
+        let other = ((busy - accounted) / per_core).max(0.0);
+        parts.push(format!("other processes {other:.2}"));
         parts.push(format!("idle {:.2}", (total - busy) / per_core));
-        Some(format!("CPU, cores of {cores}: {}", parts.join(", ")))
+        let mut line = format!("CPU, cores of {cores}: {}", parts.join(", "));
+        if other > DISTURBED_CORES {
+            line.push_str("\n  warning: other processes took CPU during this phase; its figures are disturbed");
+        }
+        Some(line)
     }
 }
 

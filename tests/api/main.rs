@@ -6,6 +6,7 @@ mod connections;
 mod crash;
 mod delivery;
 mod email;
+mod embed;
 mod events;
 mod fake_resend;
 mod fake_slack;

@@ -1,0 +1,302 @@
+//! The embeddable tenant UI: sessions minted with a secret key, the page and
+//! its assets (compiled into the binary), and the token exchange.
+//!
+//! A launch token (`eml_…`) in the iframe URL is exchanged on first load for
+//! a session token (`ems_…`) that the page keeps in memory and sends as
+//! `Authorization: Bearer` on every `/v1` call, where it stands for its
+//! workspace's secret key. Both are sealed with the master key: they cannot
+//! be forged or read, and they expire to the millisecond. Because the
+//! session rides in a header, not a cookie, cross-site requests cannot carry
+//! it (no CSRF), and third-party cookie blocking does not matter.
+
+use crate::api::{ApiError, AppState, JsonBody, RawBody, RealSecretKey, parse_json};
+use crate::destinations::message::{Escape, render};
+use crate::model::{WorkspaceId, format_timestamp_ms, now_ms};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::{Deserialize, Serialize};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/embed/sessions", post(create_session))
+        .route("/embed", get(page))
+        .route("/embed/session", post(exchange))
+        .route("/embed/assets/{file}", get(asset))
+}
+
+pub const DEFAULT_TTL_SECONDS: u64 = 1800;
+pub const MAX_TTL_SECONDS: u64 = 43_200;
+pub const MAX_ALLOWED_ORIGINS: usize = 10;
+const LAUNCH_PREFIX: &str = "eml_";
+const SESSION_PREFIX: &str = "ems_";
+const TOKEN_AAD: &[u8] = b"switchyard:embed-token";
+
+const INDEX_HTML: &str = include_str!("assets/index.html");
+const APP_CSS: &str = include_str!("assets/app.css");
+const APP_JS: &str = include_str!("assets/app.js");
+const EXPIRED_PAGE: &str = include_str!("expired.html");
+
+/// What a launch or session token carries.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Claims {
+    kind: TokenKind,
+    workspace: u128,
+    expires_at_ms: u64,
+    allowed_origins: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum TokenKind {
+    Launch,
+    Session,
+}
+
+/// The workspace of a valid, unexpired session token (`ems_…`), else `None`.
+pub fn session_workspace(app: &AppState, token: &str) -> Option<WorkspaceId> {
+    let claims = open(app, token.strip_prefix(SESSION_PREFIX)?, TokenKind::Session)?;
+    Some(WorkspaceId(claims.workspace))
+}
+
+/// Whether a bearer token looks like a session token (so an invalid one is
+/// answered as an expired session rather than an unknown key).
+pub fn is_session_token(token: &str) -> bool {
+    token.starts_with(SESSION_PREFIX)
+}
+
+fn seal(app: &AppState, claims: &Claims) -> Result<String, ApiError> {
+    let plaintext = serde_json::to_vec(claims).map_err(|error| ApiError::internal(&error))?;
+    let sealed = app
+        .master_key()
+        .seal(&plaintext, TOKEN_AAD)
+        .map_err(|error| ApiError::internal(&error))?;
+    let prefix = match claims.kind {
+        TokenKind::Launch => LAUNCH_PREFIX,
+        TokenKind::Session => SESSION_PREFIX,
+    };
+    Ok(format!("{prefix}{}", URL_SAFE_NO_PAD.encode(sealed)))
+}
+
+/// Opens a token body (without its prefix); `None` when forged, of the
+/// wrong kind or expired. Expiry is exact: no leeway.
+fn open(app: &AppState, body: &str, kind: TokenKind) -> Option<Claims> {
+    let sealed = URL_SAFE_NO_PAD.decode(body).ok()?;
+    let plaintext = app.master_key().open(&sealed, TOKEN_AAD).ok()?;
+    let claims: Claims = serde_json::from_slice(&plaintext).ok()?;
+    (claims.kind == kind && now_ms() < claims.expires_at_ms).then_some(claims)
+}
+
+fn open_launch(app: &AppState, token: &str) -> Option<Claims> {
+    open(app, token.strip_prefix(LAUNCH_PREFIX)?, TokenKind::Launch)
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct CreateSession {
+    ttl_seconds: Option<u64>,
+    #[serde(default)]
+    allowed_origins: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct SessionCreated {
+    url: String,
+    token: String,
+    expires_at: String,
+}
+
+async fn create_session(
+    State(app): State<AppState>,
+    RealSecretKey(workspace): RealSecretKey,
+    RawBody(body): RawBody,
+) -> Result<(StatusCode, Json<SessionCreated>), ApiError> {
+    let body: CreateSession = if body.is_empty() {
+        CreateSession::default()
+    } else {
+        parse_json(&body)?
+    };
+    let ttl = body.ttl_seconds.unwrap_or(DEFAULT_TTL_SECONDS);
+    if !(1..=MAX_TTL_SECONDS).contains(&ttl) {
+        return Err(ApiError::invalid(
+            "ttl_seconds",
+            format!("must be 1 to {MAX_TTL_SECONDS}"),
+        ));
+    }
+    if body.allowed_origins.len() > MAX_ALLOWED_ORIGINS {
+        return Err(ApiError::invalid(
+            "allowed_origins",
+            format!("at most {MAX_ALLOWED_ORIGINS} origins"),
+        ));
+    }
+    let mut origins = Vec::with_capacity(body.allowed_origins.len());
+    for (index, origin) in body.allowed_origins.iter().enumerate() {
+        origins.push(normalise_origin(origin).ok_or_else(|| {
+            ApiError::invalid(
+                &format!("allowed_origins[{index}]"),
+                "must be an origin such as https://app.example.com",
+            )
+        })?);
+    }
+    let expires_at_ms = now_ms() + ttl * 1000;
+    let token = seal(
+        &app,
+        &Claims {
+            kind: TokenKind::Launch,
+            workspace: workspace.0,
+            expires_at_ms,
+            allowed_origins: origins,
+        },
+    )?;
+    let base = app
+        .config()
+        .public_url
+        .as_deref()
+        .unwrap_or_default()
+        .trim_end_matches('/');
+    Ok((
+        StatusCode::CREATED,
+        Json(SessionCreated {
+            url: format!("{base}/embed?token={token}"),
+            token,
+            expires_at: format_timestamp_ms(expires_at_ms),
+        }),
+    ))
+}
+
+/// `scheme://host[:port]` with nothing after it, lowercased.
+fn normalise_origin(text: &str) -> Option<String> {
+    let url = reqwest::Url::parse(text).ok()?;
+    let plain = matches!(url.scheme(), "http" | "https")
+        && url.username().is_empty()
+        && url.password().is_none()
+        && url.path() == "/"
+        && url.query().is_none()
+        && url.fragment().is_none();
+    if !plain || url.host_str().is_none() {
+        return None;
+    }
+    Some(url.origin().ascii_serialization())
+}
+
+#[derive(Deserialize)]
+struct PageQuery {
+    token: Option<String>,
+}
+
+async fn page(State(app): State<AppState>, Query(query): Query<PageQuery>) -> Response {
+    let Some(claims) = query
+        .token
+        .as_deref()
+        .and_then(|token| open_launch(&app, token))
+    else {
+        return expired_page();
+    };
+    let ancestors = if claims.allowed_origins.is_empty() {
+        "*".to_string()
+    } else {
+        format!("'self' {}", claims.allowed_origins.join(" "))
+    };
+    let csp = format!(
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+         connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors {ancestors}"
+    );
+    let mut response = Html(INDEX_HTML).into_response();
+    let headers = response.headers_mut();
+    if let Ok(value) = HeaderValue::from_str(&csp) {
+        headers.insert(header::CONTENT_SECURITY_POLICY, value);
+    }
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    response
+}
+
+fn expired_page() -> Response {
+    let context = serde_json::json!({
+        "title": "This session has expired",
+        "message": "The link is no longer valid. Reload the page in your product to open a new session.",
+    });
+    let html = render(EXPIRED_PAGE, Escape::Html, &context)
+        .unwrap_or_else(|_| "This session has expired.".to_string());
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::CACHE_CONTROL, "no-store")],
+        Html(html),
+    )
+        .into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Exchange {
+    token: String,
+}
+
+#[derive(Serialize)]
+struct Exchanged {
+    session: String,
+    workspace: WorkspaceView,
+    expires_at: String,
+}
+
+#[derive(Serialize)]
+struct WorkspaceView {
+    id: WorkspaceId,
+    name: String,
+}
+
+/// Launch token → session token with the same expiry and workspace.
+async fn exchange(
+    State(app): State<AppState>,
+    JsonBody(body): JsonBody<Exchange>,
+) -> Result<Json<Exchanged>, ApiError> {
+    let claims = open_launch(&app, &body.token)
+        .ok_or_else(|| ApiError::unauthorized("this session has expired or is not valid"))?;
+    let workspace = app
+        .store()
+        .workspace(WorkspaceId(claims.workspace))?
+        .ok_or_else(|| ApiError::unauthorized("this session's workspace no longer exists"))?;
+    let session = seal(
+        &app,
+        &Claims {
+            kind: TokenKind::Session,
+            ..claims.clone()
+        },
+    )?;
+    Ok(Json(Exchanged {
+        session,
+        workspace: WorkspaceView {
+            id: workspace.id,
+            name: workspace.name,
+        },
+        expires_at: format_timestamp_ms(claims.expires_at_ms),
+    }))
+}
+
+async fn asset(Path(file): Path<String>) -> Response {
+    let (body, content_type) = match file.as_str() {
+        "app.js" => (APP_JS, "text/javascript; charset=utf-8"),
+        "app.css" => (APP_CSS, "text/css; charset=utf-8"),
+        _ => return ApiError::not_found("asset").into_response(),
+    };
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "no-cache"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        body,
+    )
+        .into_response()
+}
