@@ -3,12 +3,34 @@
 
 use crate::secret::Secret;
 use figment::Figment;
-use figment::providers::{Env, Format, Toml};
+use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 /// The commented reference configuration, used as the defaults layer.
 pub const DEFAULT_CONFIG_TOML: &str = include_str!("../config/switchyard.toml");
+
+/// Environment variables `SWITCHYARD_<SECTION>__<KEY>` override the file.
+const ENV_PREFIX: &str = "SWITCHYARD_";
+
+/// Keys whose environment values are strings whatever they look like.
+const STRING_KEYS: &[&str] = &[
+    "listen",
+    "data_dir",
+    "admin_token",
+    "public_url",
+    "master_key",
+    "log.level",
+    "slack.api_base",
+    "slack.oauth_base",
+    "slack.client_id",
+    "slack.client_secret",
+    "email.resend.api_base",
+    "email.resend.api_key",
+    "email.smtp.host",
+    "email.smtp.username",
+    "email.smtp.password",
+];
 
 /// Path read when `--config` is not given, if the file exists.
 pub const DEFAULT_CONFIG_PATH: &str = "config/switchyard.toml";
@@ -147,7 +169,7 @@ impl Config {
     /// Loads defaults < file < environment. An explicit `file` must exist;
     /// without one, `./config/switchyard.toml` is read when present.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
-        Self::load_with_env(file, Env::prefixed("SWITCHYARD_").split("__"))
+        Self::load_with_env(file, ENV_PREFIX)
     }
 
     /// The built-in defaults alone: no file, no environment.
@@ -155,7 +177,7 @@ impl Config {
         Ok(Figment::from(Toml::string(DEFAULT_CONFIG_TOML)).extract()?)
     }
 
-    fn load_with_env(file: Option<&Path>, env: Env) -> Result<Self, ConfigError> {
+    fn load_with_env(file: Option<&Path>, prefix: &str) -> Result<Self, ConfigError> {
         let mut figment = Figment::from(Toml::string(DEFAULT_CONFIG_TOML));
         match file {
             Some(path) if !path.exists() => return Err(ConfigError::MissingFile(path.into())),
@@ -165,7 +187,17 @@ impl Config {
             }
             None => {}
         }
-        let config: Config = figment.merge(env).extract()?;
+        figment = figment.merge(Env::prefixed(prefix).split("__"));
+        // figment reads environment values as TOML-ish literals, so a Slack
+        // client id like 1234.5678 or an all-digit hex key would arrive as a
+        // number (and lose digits). String keys are taken verbatim.
+        for key in STRING_KEYS {
+            let variable = format!("{prefix}{}", key.replace('.', "__").to_uppercase());
+            if let Ok(value) = std::env::var(&variable) {
+                figment = figment.merge(Serialized::default(key, value));
+            }
+        }
+        let config: Config = figment.extract()?;
         config.validate()?;
         Ok(config)
     }
@@ -247,7 +279,7 @@ mod tests {
 
     #[test]
     fn defaults_match_the_contract() {
-        let config = Config::load_with_env(None, Env::prefixed("SWITCHYARD_TEST_NONE_")).unwrap();
+        let config = Config::load_with_env(None, "SWITCHYARD_TEST_NONE_").unwrap();
         assert_eq!(config.listen, "127.0.0.1:7600");
         assert_eq!(config.data_dir, PathBuf::from("./data"));
         assert!(config.admin_token.is_none());
@@ -273,7 +305,21 @@ mod tests {
             jail.set_env("SWITCHYARD_LIMITS__MAX_BODY_BYTES", "8192");
             jail.set_env("SWITCHYARD_DELIVERY__RETRY_SCHEDULE", "[1,1]");
             jail.set_env("SWITCHYARD_ADMIN_TOKEN", "an-admin-token-of-length");
+            jail.set_env("SWITCHYARD_SLACK__CLIENT_ID", "1234567890123.9876543210987");
+            jail.set_env(
+                "SWITCHYARD_MASTER_KEY",
+                "0123456789012345678901234567890123456789012345678901234567890123",
+            );
             let config = Config::load(Some(Path::new("custom.toml"))).unwrap();
+            assert_eq!(
+                config.slack.client_id.as_deref(),
+                Some("1234567890123.9876543210987"),
+                "numeric-looking strings are kept verbatim"
+            );
+            assert_eq!(
+                config.master_key.as_ref().map(Secret::expose),
+                Some("0123456789012345678901234567890123456789012345678901234567890123")
+            );
             assert_eq!(config.listen, "0.0.0.0:9000");
             assert_eq!(config.limits.max_body_bytes, 8192);
             assert_eq!(config.delivery.retry_schedule, vec![1, 1]);

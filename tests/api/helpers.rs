@@ -295,6 +295,16 @@ impl ChildServer {
         admin_token: Option<&str>,
         env: &[(&str, &str)],
     ) -> Self {
+        Self::start_logging_to(data_dir, admin_token, env, None).await
+    }
+
+    /// Like `start_with_env`, writing the server's log (stderr) to `log`.
+    pub async fn start_logging_to(
+        data_dir: &Path,
+        admin_token: Option<&str>,
+        env: &[(&str, &str)],
+        log: Option<&Path>,
+    ) -> Self {
         let mut command = Command::new(binary());
         command
             .arg("serve")
@@ -310,6 +320,9 @@ impl ChildServer {
         }
         for (key, value) in env {
             command.env(key, value);
+        }
+        if let Some(log) = log {
+            command.stderr(std::fs::File::create(log).unwrap());
         }
         let mut child = command.spawn().unwrap();
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();

@@ -417,3 +417,102 @@ async fn a_bot_token_connection_is_checked_with_auth_test() {
     assert_eq!(result["ok"], true, "{result}");
     assert_eq!(slack.next_message().await.channel, "C0000009");
 }
+
+/// Tokens must not reach the logs, even at debug level, nor the database
+/// file, across an install, deliveries and a refresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_never_reach_the_logs() {
+    use crate::helpers::{ADMIN_TOKEN, ChildServer, send, workspace_from};
+    let slack = FakeSlack::start().await;
+    slack.enable_rotation(fake_slack::DEFAULT_EXPIRES_IN);
+    let data_dir = tempfile::tempdir().unwrap();
+    let log = data_dir.path().join("server.log");
+    let env = [
+        ("SWITCHYARD_LOG__LEVEL", "debug"),
+        ("SWITCHYARD_SLACK__API_BASE", slack.api_base.as_str()),
+        ("SWITCHYARD_SLACK__OAUTH_BASE", slack.oauth_base.as_str()),
+        ("SWITCHYARD_SLACK__CLIENT_ID", fake_slack::CLIENT_ID),
+        ("SWITCHYARD_SLACK__CLIENT_SECRET", fake_slack::CLIENT_SECRET),
+    ];
+    let server =
+        ChildServer::start_logging_to(data_dir.path(), Some(ADMIN_TOKEN), &env, Some(&log)).await;
+    let http = reqwest::Client::new();
+    let (_, body) = send(
+        http.post(format!("{}/v1/workspaces", server.url))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&json!({"name": "a"})),
+    )
+    .await;
+    let ws = workspace_from(&body);
+    let (_, answer) = send(
+        http.post(format!("{}/v1/connections/slack/authorize", server.url))
+            .bearer_auth(&ws.secret_key),
+    )
+    .await;
+    let browser = no_redirects();
+    let to_slack = browser
+        .get(answer["url"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let back = to_slack.headers()["location"].to_str().unwrap().to_string();
+    assert_eq!(
+        browser.get(back).send().await.unwrap().status(),
+        StatusCode::OK
+    );
+    let (_, list) = send(
+        http.get(format!("{}/v1/connections", server.url))
+            .bearer_auth(&ws.secret_key),
+    )
+    .await;
+    let connection = list["data"][0]["id"].as_str().unwrap().to_string();
+    let rule = json!({"name": "r", "events": ["*"], "connection_id": connection, "target": {"channel": "C0000002"}});
+    let (status, _) = send(
+        http.post(format!("{}/v1/rules", server.url))
+            .bearer_auth(&ws.secret_key)
+            .json(&rule),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    slack.expire(&slack.last_access_token().unwrap());
+    let (status, _) = send(
+        http.post(format!("{}/v1/events", server.url))
+            .bearer_auth(&ws.publishable_key)
+            .json(&example_event()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    slack.next_message().await;
+    assert_eq!(slack.refresh_count(), 1);
+    assert_eq!(server.terminate().await.code(), Some(0));
+
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        logged.contains("Slack token refreshed"),
+        "debug log was captured:\n{logged}"
+    );
+    let stored =
+        String::from_utf8_lossy(&std::fs::read(data_dir.path().join("switchyard.redb")).unwrap())
+            .into_owned();
+    for token in slack.issued_tokens() {
+        assert!(!logged.contains(&token), "a token is in the log");
+        assert!(!stored.contains(&token), "a token is in the database file");
+    }
+    assert!(
+        !logged.contains(fake_slack::CLIENT_SECRET),
+        "the client secret is in the log"
+    );
+    assert!(!logged.contains(&ws.secret_key), "an API key is in the log");
+    assert!(
+        !logged.contains("fake-code-"),
+        "an OAuth code is in the log"
+    );
+    let state = answer["url"]
+        .as_str()
+        .unwrap()
+        .split("state=")
+        .nth(1)
+        .unwrap()
+        .to_string();
+    assert!(!logged.contains(&state), "the OAuth state is in the log");
+}
