@@ -516,3 +516,25 @@ async fn tokens_never_reach_the_logs() {
         .to_string();
     assert!(!logged.contains(&state), "the OAuth state is in the log");
 }
+
+/// A token about to expire is refreshed before it is used.
+#[tokio::test]
+async fn a_token_near_expiry_is_refreshed_ahead() {
+    let slack = FakeSlack::start().await;
+    slack.enable_rotation(60); // inside the five-minute refresh margin
+    let app = app_with(&slack).await;
+    let ws = app.create_workspace("acme").await;
+    installed_with_rule(&app, &ws, "C0000002").await;
+    let installed = slack.last_access_token().unwrap();
+    app.emit_example(&ws.publishable_key).await;
+    let message = slack.next_message().await;
+    assert_ne!(message.token, installed, "posted with a fresh token");
+    assert_eq!(slack.refresh_count(), 1);
+    assert!(
+        slack
+            .post_attempts()
+            .iter()
+            .all(|attempt| attempt.error.is_none()),
+        "no token_expired round trip"
+    );
+}
