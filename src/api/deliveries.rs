@@ -143,7 +143,9 @@ async fn list(
             .transpose()?,
         limit,
     };
-    let page = app.store().deliveries(workspace, &query)?;
+    let page = app
+        .read_blocking(move |store| store.deliveries(workspace, &query))
+        .await?;
     Ok(Json(DeliveryList {
         data: page.deliveries.iter().map(Into::into).collect(),
         next: page.next,

@@ -7,6 +7,7 @@ mod deliveries;
 mod error;
 mod extract;
 mod health;
+mod openapi;
 mod rules;
 mod slack;
 mod workspaces;
@@ -88,6 +89,19 @@ impl AppState {
         self.inner.store.as_ref()
     }
 
+    /// Runs a read that may scan many records on the blocking pool, so a
+    /// long listing never holds up a runtime worker.
+    pub async fn read_blocking<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&dyn Store) -> Result<T, crate::store::StoreError> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let store = self.inner.store.clone();
+        tokio::task::spawn_blocking(move || read(store.as_ref()))
+            .await
+            .map_err(|error| ApiError::internal(&error))?
+            .map_err(ApiError::from)
+    }
+
     pub(crate) fn key_cache(&self) -> &auth::KeyCache {
         &self.inner.key_cache
     }
@@ -133,6 +147,7 @@ pub fn router(state: AppState) -> Router {
         .merge(connections::routes())
         .merge(rules::routes())
         .merge(deliveries::routes())
+        .merge(openapi::routes())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

@@ -317,14 +317,14 @@ async fn list(
         crate::rules::EventPattern::parse(pattern)
             .map_err(|problem| ApiError::invalid("event", problem))?;
     }
-    let page = app.store().events(
-        workspace,
-        &EventQuery {
-            name,
-            before,
-            limit,
-        },
-    )?;
+    let query = EventQuery {
+        name,
+        before,
+        limit,
+    };
+    let page = app
+        .read_blocking(move |store| store.events(workspace, &query))
+        .await?;
     let data = page.events.iter().map(view).collect::<Result<_, _>>()?;
     Ok(axum::Json(EventList {
         data,

@@ -214,11 +214,18 @@ pub enum Requeue {
     /// One delivery, if it is dead or succeeded.
     One(DeliveryId),
     /// Every delivery in `status` last updated at or after `since_ms`,
-    /// at most `limit` of them.
+    /// at most `limit` of them. The store finds them in a read snapshot, so
+    /// the scan never holds up other writes.
     Matching {
         status: DeliveryStatus,
         since_ms: u64,
         limit: usize,
+    },
+    /// These deliveries, each only if it is still in `status` and not
+    /// queued (what `Matching` becomes once its scan is done).
+    Listed {
+        status: DeliveryStatus,
+        ids: Vec<DeliveryId>,
     },
 }
 

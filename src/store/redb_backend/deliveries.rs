@@ -225,18 +225,19 @@ pub fn requeue(
             since_ms,
             limit,
         } => {
-            for entry in table.range((ws, 0)..=(ws, u128::MAX))? {
-                let (key, bytes) = entry?;
-                let record = DeliveryRecord::decode(bytes.value())?;
-                let current: DeliveryStatus = record.status.into();
-                if current == *status
+            for id in matching(&table, ws, *status, *since_ms, *limit)? {
+                if let Some(record) = decode::<DeliveryRecord>(table.get((ws, id))?)? {
+                    chosen.push((id, record));
+                }
+            }
+        }
+        Requeue::Listed { status, ids } => {
+            for id in ids {
+                if let Some(record) = decode::<DeliveryRecord>(table.get((ws, id.0))?)?
+                    && DeliveryStatus::from(record.status) == *status
                     && record.next_attempt_at_ms.is_none()
-                    && record.updated_at_ms >= *since_ms
                 {
-                    chosen.push((key.value().1, record));
-                    if chosen.len() == *limit {
-                        break;
-                    }
+                    chosen.push((id.0, record));
                 }
             }
         }
@@ -266,6 +267,47 @@ pub fn requeue(
         });
     }
     Ok(entries)
+}
+
+/// Ids of the workspace's unqueued deliveries in `status` updated at or
+/// after `since_ms`, oldest first, at most `limit`.
+pub fn matching(
+    table: &impl ReadableTable<(u128, u128), &'static [u8]>,
+    ws: u128,
+    status: DeliveryStatus,
+    since_ms: u64,
+    limit: usize,
+) -> Result<Vec<u128>, StoreError> {
+    let mut ids = Vec::new();
+    for entry in table.range((ws, 0)..=(ws, u128::MAX))? {
+        let (key, bytes) = entry?;
+        let record = DeliveryRecord::decode(bytes.value())?;
+        if DeliveryStatus::from(record.status) == status
+            && record.next_attempt_at_ms.is_none()
+            && record.updated_at_ms >= since_ms
+        {
+            ids.push(key.value().1);
+            if ids.len() == limit {
+                break;
+            }
+        }
+    }
+    Ok(ids)
+}
+
+/// [`matching`] in its own read snapshot.
+pub fn matching_in_snapshot(
+    txn: &ReadTransaction,
+    ws: u128,
+    status: DeliveryStatus,
+    since_ms: u64,
+    limit: usize,
+) -> Result<Vec<DeliveryId>, StoreError> {
+    let table = txn.open_table(DELIVERIES)?;
+    Ok(matching(&table, ws, status, since_ms, limit)?
+        .into_iter()
+        .map(DeliveryId)
+        .collect())
 }
 
 pub fn queue(txn: &ReadTransaction) -> Result<Vec<QueueEntry>, StoreError> {

@@ -217,7 +217,38 @@ impl Store for RedbStore {
         which: Requeue,
         now_ms: u64,
     ) -> StoreFuture<Vec<QueueEntry>> {
-        self.write(move |txn| deliveries::requeue(txn, workspace, &which, now_ms))
+        let Requeue::Matching {
+            status,
+            since_ms,
+            limit,
+        } = which
+        else {
+            return self.write(move |txn| deliveries::requeue(txn, workspace, &which, now_ms));
+        };
+        // Scan in a read snapshot on the blocking pool, then requeue the
+        // ids found (each checked again) in a short write.
+        let db = self.db.clone();
+        let writer = self.writer.clone();
+        Box::pin(async move {
+            let ids = tokio::task::spawn_blocking(move || {
+                deliveries::matching_in_snapshot(
+                    &db.begin_read()?,
+                    workspace.0,
+                    status,
+                    since_ms,
+                    limit,
+                )
+            })
+            .await
+            .map_err(|error| StoreError::Unavailable(error.to_string()))??;
+            let listed = Requeue::Listed { status, ids };
+            let op: WriteOp<Vec<QueueEntry>> =
+                Box::new(move |txn| deliveries::requeue(txn, workspace, &listed, now_ms));
+            match writer {
+                Some(writer) => writer.write(op).await,
+                None => Err(StoreError::WriterStopped),
+            }
+        })
     }
 
     fn queue(&self) -> Result<Vec<QueueEntry>, StoreError> {
