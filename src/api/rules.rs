@@ -37,7 +37,8 @@ struct RuleInput {
     target: Option<Value>,
     #[serde(default, with = "double_option")]
     min_severity: Option<Option<Value>>,
-    conditions: Option<Value>,
+    #[serde(default, with = "double_option")]
+    conditions: Option<Option<Value>>,
     #[serde(default, with = "double_option")]
     template: Option<Option<Value>>,
     enabled: Option<bool>,
@@ -141,10 +142,9 @@ fn apply(
         rule.min_severity = parse_min_severity(&min_severity.unwrap_or(Value::Null))?
             .map(|severity| severity.as_str().to_string());
     }
-    if let Some(mut conditions) = input.conditions {
-        if conditions.is_null() {
-            conditions = json!([]);
-        }
+    if let Some(conditions) = input.conditions {
+        // `null` clears the conditions.
+        let conditions = conditions.unwrap_or_else(|| json!([]));
         validate_conditions(&conditions)?;
         rule.conditions = conditions;
     }

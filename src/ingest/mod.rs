@@ -217,7 +217,9 @@ struct EventView<'a> {
     resource_id: Option<&'a str>,
     payload: &'a RawValue,
     received_at: String,
-    deliveries: Vec<DeliverySummary>,
+    /// Only when one event is fetched; listings leave it out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    deliveries: Option<Vec<DeliverySummary>>,
 }
 
 #[derive(Serialize)]
@@ -239,7 +241,7 @@ fn view(event: &Event) -> Result<EventView<'_>, ApiError> {
         resource_id: event.resource_id.as_deref(),
         payload,
         received_at: format_timestamp_ms(event.received_at_ms),
-        deliveries: Vec::new(),
+        deliveries: None,
     })
 }
 
@@ -275,7 +277,7 @@ async fn get_one(
         .event(workspace, id)?
         .ok_or_else(|| ApiError::not_found("event"))?;
     let mut view = view(&event)?;
-    view.deliveries = deliveries_of(&app, &event)?;
+    view.deliveries = Some(deliveries_of(&app, &event)?);
     Ok(axum::Json(view).into_response())
 }
 

@@ -33,7 +33,9 @@ async fn emit_get_and_list_round_trip() {
     let (status, list) = app.send(app.get("/v1/events", &ws.secret_key)).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(list["data"].as_array().unwrap().len(), 1);
-    assert_eq!(list["data"][0], event);
+    let mut listed = event.clone();
+    listed.as_object_mut().unwrap().remove("deliveries");
+    assert_eq!(list["data"][0], listed, "listings leave the deliveries out");
     assert_eq!(list["next"], Value::Null);
 }
 

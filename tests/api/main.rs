@@ -11,6 +11,7 @@ mod events;
 mod fake_resend;
 mod fake_slack;
 mod helpers;
+mod openapi;
 mod receiver;
 mod rules;
 mod slack;

@@ -227,3 +227,39 @@ async fn another_workspace_sees_404_for_everything() {
     let (status, _) = app.send(app.get("/v1/rules", &a.publishable_key)).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
 }
+
+#[tokio::test]
+async fn null_clears_conditions() {
+    let app = TestApp::spawn_for_delivery().await;
+    let ws = app.create_workspace("acme").await;
+    let (connection, _) = app.create_webhook(&ws, "http://127.0.0.1:9/hook").await;
+    let rule = app
+        .create_rule(
+            &ws,
+            &connection,
+            json!({"conditions": [{"path": "value", "op": "gt", "value": 5000}]}),
+        )
+        .await;
+    let (_, accepted) = app
+        .send(
+            app.post("/v1/events", &ws.publishable_key)
+                .json(&example_event()),
+        )
+        .await;
+    assert_eq!(accepted["deliveries"], 0);
+    let (status, updated) = app
+        .send(
+            app.patch(&format!("/v1/rules/{rule}"), &ws.secret_key)
+                .json(&json!({"conditions": null})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{updated}");
+    assert_eq!(updated["conditions"], json!([]));
+    let (_, accepted) = app
+        .send(
+            app.post("/v1/events", &ws.publishable_key)
+                .json(&example_event()),
+        )
+        .await;
+    assert_eq!(accepted["deliveries"], 1);
+}
