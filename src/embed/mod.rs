@@ -189,17 +189,19 @@ struct PageQuery {
 }
 
 async fn page(State(app): State<AppState>, Query(query): Query<PageQuery>) -> Response {
-    let Some(claims) = query
-        .token
-        .as_deref()
-        .and_then(|token| open_launch(&app, token))
-    else {
-        return expired_page();
+    // Without a token the page is a reload inside the iframe: it resumes
+    // its session from sessionStorage. The page itself holds no secrets.
+    let origins = match query.token.as_deref() {
+        None => Vec::new(),
+        Some(token) => match open_launch(&app, token) {
+            Some(claims) => claims.allowed_origins,
+            None => return expired_page(),
+        },
     };
-    let ancestors = if claims.allowed_origins.is_empty() {
+    let ancestors = if origins.is_empty() {
         "*".to_string()
     } else {
-        format!("'self' {}", claims.allowed_origins.join(" "))
+        format!("'self' {}", origins.join(" "))
     };
     let csp = format!(
         "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \

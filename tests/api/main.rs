@@ -7,6 +7,7 @@ mod crash;
 mod delivery;
 mod email;
 mod embed;
+mod embed_browser;
 mod events;
 mod fake_resend;
 mod fake_slack;

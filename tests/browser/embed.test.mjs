@@ -1,0 +1,413 @@
+// Browser tests of the embedded tenant UI, run by tests/api/embed_browser.rs
+// (`cargo test --test api embed_browser`), which starts the server, the fake
+// Slack, a webhook receiver and a host page, and passes them in the
+// environment. Run alone: `node --test tests/browser/embed.test.mjs` with
+// the same variables set.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import path from "node:path";
+import fs from "node:fs";
+import { chromium } from "playwright-core";
+
+const env = (name) => {
+  const value = process.env[name];
+  assert.ok(value, `${name} is not set: run this through cargo test --test api embed_browser`);
+  return value;
+};
+
+const SWITCHYARD_URL = env("SWITCHYARD_URL");
+const HOST_URL = env("HOST_URL");
+const SCREENSHOT_DIR = env("SCREENSHOT_DIR");
+const WIDE = { width: 1024, height: 1140 };
+const NARROW = { width: 380, height: 1140 };
+
+let browser;
+
+before(async () => {
+  fs.mkdirSync(SCREENSHOT_DIR, { recursive: true });
+  for (const file of fs.readdirSync(SCREENSHOT_DIR)) {
+    if (file.startsWith("failure-")) fs.rmSync(path.join(SCREENSHOT_DIR, file));
+  }
+  browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+    args: [
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-dev-shm-usage",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+      "--no-first-run",
+    ],
+  });
+});
+
+after(async () => {
+  await browser?.close();
+});
+
+/**
+ * A fresh browser context with the host product's page framing `embedUrl`.
+ * Collects page errors and CSP violations, which fail the test.
+ */
+async function openHost(embedUrl, viewport = WIDE) {
+  const context = await browser.newContext({ viewport, colorScheme: "light" });
+  context.setDefaultTimeout(20000);
+  const page = await context.newPage();
+  const problems = [];
+  page.on("pageerror", (error) => problems.push(`page error: ${error.message}`));
+  page.on("console", (message) => {
+    if (message.type() === "error" && /Content Security Policy/i.test(message.text())) {
+      problems.push(`CSP: ${message.text()}`);
+    }
+  });
+  await page.goto(`${HOST_URL}/?src=${encodeURIComponent(embedUrl)}`);
+  const ui = page.frameLocator("#switchyard");
+  await ui.getByTestId("view").waitFor();
+  const frame = await (await page.locator("#switchyard").elementHandle()).contentFrame();
+  return { context, page, ui, frame, problems };
+}
+
+async function close({ context, problems }) {
+  await context.close();
+  assert.deepEqual(problems, [], "the UI logged errors or CSP violations");
+}
+
+/** Screenshots the framed UI (the iframe's box). */
+async function shot(page, name) {
+  await page.locator("#switchyard").screenshot({ path: path.join(SCREENSHOT_DIR, `${name}.png`) });
+}
+
+/** Runs a scenario; on failure, keeps a screenshot of where it stood. */
+function scenario(name, body) {
+  test(name, { timeout: 120000 }, async () => {
+    let opened;
+    const open = async (...args) => {
+      opened = await openHost(...args);
+      return opened;
+    };
+    try {
+      await body(open);
+    } catch (error) {
+      if (opened && !opened.page.isClosed()) {
+        const file = `failure-${name.replace(/[^a-z0-9]+/gi, "-").toLowerCase()}.png`;
+        await opened.page.screenshot({ path: path.join(SCREENSHOT_DIR, file), fullPage: true }).catch(() => {});
+      }
+      throw error;
+    }
+    if (opened) await close(opened);
+  });
+}
+
+/** The session token the UI keeps (sessionStorage of its frame). */
+async function sessionToken(frame) {
+  return frame.evaluate(() => JSON.parse(sessionStorage.getItem("switchyard.embed.session")).session);
+}
+
+/** `fetch` from inside the UI's frame with its session token. */
+async function fetchInFrame(frame, method, url, body) {
+  return frame.evaluate(async ({ method, url, body }) => {
+    const token = JSON.parse(sessionStorage.getItem("switchyard.embed.session")).session;
+    const init = { method, headers: { Authorization: `Bearer ${token}` } };
+    if (body !== undefined) {
+      init.headers["Content-Type"] = "application/json";
+      init.body = JSON.stringify(body);
+    }
+    const response = await fetch(url, init);
+    const text = await response.text();
+    return { status: response.status, body: text ? JSON.parse(text) : null };
+  }, { method, url, body });
+}
+
+/** Clicks `trigger` and follows the Slack install popup it opens. */
+async function installSlack(page, trigger) {
+  const [popup] = await Promise.all([page.context().waitForEvent("page"), trigger.click()]);
+  // The fake Slack's authorize page redirects straight to the callback,
+  // whose result page tells the UI; the UI then closes the popup.
+  if (!popup.isClosed()) await popup.waitForEvent("close", { timeout: 20000 });
+}
+
+scenario("a tenant adds a webhook, routes high alerts to it and watches the delivery succeed", async (open) => {
+  const host = await open(env("EMBED_URL_A"));
+  const { page, ui, frame } = host;
+
+  // The launch token left the address once exchanged.
+  assert.ok(!frame.url().includes("token="), frame.url());
+  await ui.getByTestId("workspace-name").filter({ hasText: "Acme Corp" }).waitFor();
+  await ui.getByTestId("empty-connections").getByText("No destinations yet — connect Slack or add a webhook").waitFor();
+  await shot(page, "overview-empty-1024");
+
+  // Add the webhook endpoint: the signing secret is shown once.
+  await ui.getByTestId("nav-connections").click();
+  await ui.getByTestId("add-webhook").click();
+  await ui.getByTestId("webhook-name").fill("Ops endpoint");
+  await ui.getByTestId("webhook-url").fill(env("RECEIVER_URL"));
+  await ui.getByTestId("webhook-save").click();
+  const secret = await ui.getByTestId("signing-secret-value").inputValue();
+  assert.match(secret, /^whsec_/);
+  await ui.getByTestId("signing-secret").getByText("shown only once").waitFor();
+  const connection = ui.getByTestId("connection").filter({ hasText: "Ops endpoint" });
+  await connection.getByTestId("connection-status").filter({ hasText: "Active" }).waitFor();
+  await shot(page, "connections-1024");
+  await ui.getByTestId("secret-done").click();
+  await ui.getByTestId("signing-secret").waitFor({ state: "detached" });
+
+  // Send a test message to it.
+  await connection.getByTestId("test-connection").click();
+  await connection.locator('[data-testid=test-outcome][data-ok="true"]').getByText("HTTP 200").waitFor();
+
+  // Leaving and coming back never shows the secret again.
+  await ui.getByTestId("nav-overview").click();
+  await ui.getByTestId("overview-connection").filter({ hasText: "Ops endpoint" }).waitFor();
+  await ui.getByTestId("nav-connections").click();
+  await connection.waitFor();
+  assert.ok(!(await frame.content()).includes(secret), "the signing secret was shown twice");
+
+  // A rule: alert.triggered, high and above, value > 1500.
+  await ui.getByTestId("nav-rules").click();
+  await ui.getByTestId("new-rule").click();
+  await ui.getByTestId("rule-name").fill("High latency to ops");
+  assert.equal(await ui.getByTestId("rule-events").inputValue(), "alert.triggered");
+  await ui.getByTestId("rule-severity").selectOption("high");
+  await ui.getByTestId("add-condition").click();
+  await ui.getByTestId("cond-path").fill("value");
+  await ui.getByTestId("cond-op").selectOption("gt");
+  await ui.getByTestId("cond-value").fill("1500");
+  await ui.getByTestId("rule-connection").selectOption({ label: "Ops endpoint (Webhook)" });
+  await shot(page, "rule-editor-1024");
+
+  // A 422 shows next to the form and marks the field.
+  await ui.getByTestId("rule-events").fill("alert triggered");
+  await ui.getByTestId("rule-save").click();
+  await ui.getByTestId("form-error").getByText("events[0]").waitFor();
+  assert.equal(await ui.getByTestId("rule-events").getAttribute("aria-invalid"), "true");
+  await ui.getByTestId("rule-events").fill("alert.triggered");
+  await ui.getByTestId("rule-save").click();
+  await ui.getByTestId("rule").filter({ hasText: "High latency to ops" }).waitFor();
+
+  // The condition went out typed: value > 1500 as a number.
+  const rules = await fetchInFrame(frame, "GET", `${SWITCHYARD_URL}/v1/rules`);
+  assert.equal(rules.status, 200);
+  const rule = rules.body.data.find((r) => r.name === "High latency to ops");
+  assert.deepEqual(rule.events, ["alert.triggered"]);
+  assert.equal(rule.min_severity, "high");
+  assert.deepEqual(rule.conditions, [{ path: "value", op: "gt", value: 1500 }]);
+  assert.equal(rule.enabled, true);
+
+  // Send the test event (critical, 2000) and watch it succeed.
+  await ui.getByTestId("nav-deliveries").click();
+  await ui.getByTestId("open-test-event").click();
+  await ui.getByTestId("test-severity").selectOption("critical");
+  await ui.getByTestId("test-value").fill("2000");
+  await ui.getByTestId("test-send").click();
+  await ui.getByTestId("test-result").getByText("It matched 1 rule").waitFor();
+  await ui.locator('[data-testid=test-delivery] [data-status="succeeded"]').waitFor();
+  // The log refreshes by itself every 3 s.
+  const row = ui.locator('[data-testid=delivery-list] [data-testid=delivery-row][data-status="succeeded"]');
+  await row.first().waitFor({ timeout: 10000 });
+  await ui.getByTestId("test-close").click();
+  await ui.getByTestId("filter-succeeded").click();
+  await row.first().waitFor();
+  await ui.getByTestId("filter-dead").click();
+  await ui.getByTestId("empty-deliveries").waitFor();
+  await ui.getByTestId("filter-all").click();
+  await row.first().waitFor();
+  await shot(page, "delivery-log-1024");
+
+  // Its detail: every attempt with status code and response.
+  await row.first().click();
+  await ui.getByTestId("delivery-status").filter({ hasText: "Succeeded" }).waitFor();
+  const attempt = ui.getByTestId("attempt");
+  assert.equal(await attempt.count(), 1);
+  await attempt.getByTestId("attempt-meta").getByText("HTTP 200").waitFor();
+  await attempt.getByTestId("attempt-response").waitFor();
+  await ui.getByTestId("event-payload").getByText('"severity": "critical"').waitFor();
+  await shot(page, "delivery-detail-1024");
+
+  // Retry it: queued again, then succeeds again with a second attempt.
+  await ui.getByTestId("retry-delivery").click();
+  await ui.getByTestId("attempt").nth(1).waitFor({ timeout: 15000 });
+});
+
+scenario("a tenant connects Slack through the popup and picks a channel", async (open) => {
+  const host = await open(env("EMBED_URL_A"));
+  const { page, ui } = host;
+
+  await ui.getByTestId("nav-connections").click();
+  await installSlack(page, ui.getByTestId("connect-slack"));
+  const slack = ui.locator('[data-testid=connection][data-type="slack"]').filter({ hasText: env("SLACK_TEAM_NAME") });
+  await slack.waitFor();
+  await slack.getByTestId("connection-status").filter({ hasText: "Active" }).waitFor();
+
+  // A rule to #general, chosen from the searchable picker.
+  await ui.getByTestId("nav-rules").click();
+  await ui.getByTestId("new-rule").click();
+  await ui.getByTestId("rule-name").fill("Alerts to Slack");
+  await ui.getByTestId("rule-connection").selectOption({ label: `Slack: ${env("SLACK_TEAM_NAME")} (Slack)` });
+  const picker = ui.getByTestId("channel-picker");
+  await picker.locator("option").first().waitFor({ state: "attached" });
+  assert.ok((await picker.locator("option").count()) > 100, "the channel list is loaded");
+  await ui.getByTestId("channel-search").fill("gener");
+  await picker.getByText("1 channel").waitFor();
+  await ui.getByTestId("channel-select").selectOption("C0000001");
+  await shot(page, "rule-editor-slack-1024");
+  await ui.getByTestId("rule-save").click();
+  await ui.getByTestId("rule").filter({ hasText: "Alerts to Slack" }).filter({ hasText: "C0000001" }).waitFor();
+
+  // The test event now fans out to Slack (and the webhook of the first scenario).
+  await ui.getByTestId("nav-overview").click();
+  await ui.getByTestId("open-test-event").click();
+  await ui.getByTestId("test-send").click();
+  const deliveries = ui.getByTestId("test-delivery");
+  await deliveries.filter({ hasText: "Slack" }).locator('[data-status="succeeded"]').waitFor({ timeout: 20000 });
+  await ui.getByTestId("test-close").click();
+  await ui.getByTestId("recent-deliveries").waitFor();
+  await shot(page, "overview-1024");
+
+  await page.setViewportSize(NARROW);
+  await ui.getByTestId("recent-deliveries").waitFor();
+  await shot(page, "overview-380");
+  await ui.getByTestId("nav-rules").click();
+  await ui.getByTestId("rule").first().waitFor();
+  await ui.getByTestId("edit-rule").first().click();
+  await ui.getByTestId("rule-form").waitFor();
+  await shot(page, "rule-editor-380");
+  // Nothing overflows sideways in a narrow frame.
+  const overflow = await host.frame.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
+  assert.ok(overflow <= 0, `the UI is ${overflow}px wider than a 380px frame`);
+});
+
+scenario("a tenant adds an email sender and routes critical alerts to recipients", async (open) => {
+  const host = await open(env("EMBED_URL_A"));
+  const { ui, frame } = host;
+  await ui.getByTestId("nav-connections").click();
+  await ui.getByTestId("add-email").click();
+  await ui.getByTestId("email-name").fill("On-call email");
+  await ui.getByTestId("email-provider").selectOption("resend");
+  await ui.getByTestId("email-from").fill("Alerts <alerts@acme.test>");
+  await ui.getByTestId("email-save").click();
+  const email = ui.locator('[data-testid=connection][data-type="email"]').filter({ hasText: "On-call email" });
+  await email.getByText("alerts@acme.test").waitFor();
+
+  // A test message needs recipients.
+  await email.getByTestId("test-connection").click();
+  await email.getByTestId("test-to").fill("me@acme.test");
+  await email.getByRole("button", { name: "Send test" }).last().click();
+  await email.locator('[data-testid=test-outcome][data-ok="true"]').waitFor();
+
+  await ui.getByTestId("nav-rules").click();
+  await ui.getByTestId("new-rule").click();
+  await ui.getByTestId("rule-name").fill("Critical to on-call");
+  await ui.getByTestId("rule-severity").selectOption("critical");
+  await ui.getByTestId("rule-connection").selectOption({ label: "On-call email (Email)" });
+  await ui.getByTestId("rule-recipients").fill("oncall@acme.test, cto@acme.test");
+  await ui.getByTestId("add-condition").click();
+  await ui.getByTestId("cond-path").fill("account_id");
+  await ui.getByTestId("cond-op").selectOption("in");
+  await ui.getByTestId("cond-value").fill("acc_casterly, acc_winterfell");
+  await ui.getByTestId("rule-save").click();
+  await ui.getByTestId("rule").filter({ hasText: "Critical to on-call" }).waitFor();
+  const rules = await fetchInFrame(frame, "GET", `${SWITCHYARD_URL}/v1/rules`);
+  const rule = rules.body.data.find((r) => r.name === "Critical to on-call");
+  assert.deepEqual(rule.target, { to: ["oncall@acme.test", "cto@acme.test"] });
+  assert.deepEqual(rule.conditions, [{ path: "account_id", op: "in", value: ["acc_casterly", "acc_winterfell"] }]);
+
+  // Turn it off from the list, then edit it back on.
+  const item = ui.getByTestId("rule").filter({ hasText: "Critical to on-call" });
+  await item.getByTestId("rule-toggle").uncheck();
+  await ui.getByTestId("toast").filter({ hasText: "disabled" }).waitFor();
+  await item.getByTestId("edit-rule").click();
+  assert.equal(await ui.getByTestId("rule-enabled").isChecked(), false);
+  assert.equal(await ui.getByTestId("cond-value").inputValue(), "acc_casterly, acc_winterfell");
+  await ui.getByTestId("rule-enabled").check();
+  await ui.getByTestId("rule-save").click();
+  await item.getByTestId("rule-toggle").and(ui.locator(":checked")).waitFor();
+
+  // An email sender that rules use cannot be deleted: the 409 says so.
+  await ui.getByTestId("nav-connections").click();
+  await email.getByTestId("delete-connection").click();
+  await email.getByTestId("delete-connection-confirm").click();
+  await email.getByTestId("delete-error").waitFor();
+  await email.getByRole("link", { name: "Critical to on-call" }).waitFor();
+});
+
+scenario("without a Slack app on the instance, Connect Slack says so", async (open) => {
+  const { ui } = await open(env("EMBED_URL_NO_SLACK"));
+  await ui.getByTestId("nav-connections").click();
+  await ui.getByTestId("connect-slack").click();
+  await ui.getByTestId("slack-error").getByText("Slack isn't available").waitFor();
+});
+
+scenario("a Slack connection that needs reconnecting stands out and reconnects", async (open) => {
+  const host = await open(env("EMBED_URL_REAUTH"));
+  const { page, ui } = host;
+  const banner = ui.getByTestId("reauth-banner");
+  await banner.getByText("needs to be reconnected").waitFor();
+  await ui.getByTestId("overview-connection").getByTestId("connection-status").filter({ hasText: "Needs reconnect" }).waitFor();
+  await shot(page, "overview-needs-reauth-1024");
+  await installSlack(page, banner.getByTestId("reconnect-slack"));
+  await banner.waitFor({ state: "detached" });
+  await ui.getByTestId("overview-connection").getByTestId("connection-status").filter({ hasText: "Active" }).waitFor();
+});
+
+scenario("an expired launch URL shows the expired page", async () => {
+  const context = await browser.newContext({ viewport: WIDE });
+  try {
+    const page = await context.newPage();
+    const response = await page.goto(env("EMBED_URL_EXPIRED"));
+    assert.equal(response.status(), 401);
+    await page.getByText("This session has expired").waitFor();
+    await page.screenshot({ path: path.join(SCREENSHOT_DIR, "expired-1024.png") });
+    // Framed by the host, it says the same.
+    await page.goto(`${HOST_URL}/?src=${encodeURIComponent(env("EMBED_URL_EXPIRED"))}`);
+    await page.frameLocator("#switchyard").getByText("This session has expired").waitFor();
+  } finally {
+    await context.close();
+  }
+});
+
+scenario("a session of one workspace cannot read or change another's objects", async (open) => {
+  const host = await open(env("EMBED_URL_A"));
+  const { ui, frame } = host;
+  const ruleB = env("WORKSPACE_B_RULE_ID");
+  const connectionB = env("WORKSPACE_B_CONNECTION_ID");
+  assert.match(await sessionToken(frame), /^ems_/);
+
+  for (const url of [`${SWITCHYARD_URL}/v1/rules/${ruleB}`, `${SWITCHYARD_URL}/v1/connections/${connectionB}`]) {
+    assert.equal((await fetchInFrame(frame, "GET", url)).status, 404, url);
+    assert.equal((await fetchInFrame(frame, "PATCH", url, { name: "mine now" })).status, 404, url);
+    assert.equal((await fetchInFrame(frame, "DELETE", url)).status, 404, url);
+  }
+  assert.equal((await fetchInFrame(frame, "POST", `${SWITCHYARD_URL}/v1/connections/${connectionB}/rotate-secret`)).status, 404);
+  const mine = await fetchInFrame(frame, "GET", `${SWITCHYARD_URL}/v1/connections`);
+  assert.ok(!mine.body.data.some((c) => c.id === connectionB), "B's connection listed for A");
+  // A session cannot mint sessions (that needs the real secret key).
+  assert.equal((await fetchInFrame(frame, "POST", `${SWITCHYARD_URL}/v1/embed/sessions`, {})).status, 403);
+
+  // The UI says "not found" for B's rule.
+  await frame.evaluate((id) => { window.location.hash = `#/rules/${id}`; }, ruleB);
+  await ui.getByTestId("view-error").getByRole("heading", { name: "Not found" }).waitFor();
+});
+
+scenario("a session that expires while open shows the expired screen", async (open) => {
+  const answer = await fetch(`${SWITCHYARD_URL}/v1/embed/sessions`, {
+    method: "POST",
+    headers: { Authorization: `Bearer ${env("WORKSPACE_A_SECRET_KEY")}`, "Content-Type": "application/json" },
+    body: JSON.stringify({ ttl_seconds: 5, allowed_origins: [HOST_URL] }),
+  });
+  assert.equal(answer.status, 201);
+  const { url } = await answer.json();
+  const host = await open(url);
+  const { page, ui, frame } = host;
+  await page.evaluate(() => {
+    window.messages = [];
+    window.addEventListener("message", (event) => window.messages.push(event.data));
+  });
+  await ui.getByTestId("nav-deliveries").waitFor();
+  await ui.getByTestId("session-expired").waitFor({ timeout: 15000 });
+  await ui.getByText("Your session has expired").waitFor();
+  await shot(page, "session-expired-in-app-1024");
+  assert.equal(await frame.evaluate(() => sessionStorage.getItem("switchyard.embed.session")), null);
+  const messages = await page.evaluate(() => window.messages);
+  assert.deepEqual(messages, [{ type: "switchyard:session-expired" }]);
+});
