@@ -279,7 +279,16 @@ mod tests {
 
     #[test]
     fn defaults_match_the_contract() {
-        let config = Config::load_with_env(None, "SWITCHYARD_TEST_NONE_").unwrap();
+        // Inside a Jail: other tests change the working directory, which
+        // decides whether ./config/switchyard.toml is read.
+        Jail::expect_with(|_| {
+            check_defaults(&Config::load_with_env(None, "SWITCHYARD_TEST_NONE_").unwrap());
+            Ok(())
+        });
+        check_defaults(&Config::defaults().unwrap());
+    }
+
+    fn check_defaults(config: &Config) {
         assert_eq!(config.listen, "127.0.0.1:7600");
         assert_eq!(config.data_dir, PathBuf::from("./data"));
         assert!(config.admin_token.is_none());
