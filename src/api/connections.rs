@@ -207,6 +207,13 @@ async fn get_one(
     Ok(Json(ConnectionView::of(&connection, &app)))
 }
 
+/// A webhook connection's decrypted secrets.
+fn webhook_secrets(app: &AppState, connection: &Connection) -> Result<WebhookSecrets, ApiError> {
+    let json =
+        open_secrets(app.master_key(), connection).map_err(|error| ApiError::internal(&error))?;
+    serde_json::from_value(json).map_err(|error| ApiError::internal(&error))
+}
+
 fn find(app: &AppState, workspace: WorkspaceId, id: &str) -> Result<Connection, ApiError> {
     app.store()
         .connection(workspace, parse_id(id)?)?
@@ -234,11 +241,7 @@ async fn update(
         match current.kind {
             ConnectionKind::Webhook => {
                 let (public, headers) = webhook_input(&app, config)?;
-                let mut secrets: WebhookSecrets = serde_json::from_value(
-                    open_secrets(app.master_key(), &current)
-                        .map_err(|error| ApiError::internal(&error))?,
-                )
-                .map_err(|error| ApiError::internal(&error))?;
+                let mut secrets = webhook_secrets(&app, &current)?;
                 secrets.headers = headers;
                 let secrets =
                     serde_json::to_value(secrets).map_err(|error| ApiError::internal(&error))?;
@@ -325,10 +328,7 @@ async fn rotate_secret(
             "only webhook connections have a signing secret",
         ));
     }
-    let mut secrets: WebhookSecrets = serde_json::from_value(
-        open_secrets(app.master_key(), &current).map_err(|error| ApiError::internal(&error))?,
-    )
-    .map_err(|error| ApiError::internal(&error))?;
+    let mut secrets = webhook_secrets(&app, &current)?;
     let expires_at_ms = now_ms() + SECRET_OVERLAP_MS;
     let fresh = WebhookSecret::generate().expose();
     secrets.previous = Some(PreviousSecret {
