@@ -162,6 +162,13 @@ impl Server {
         });
         let tasks = TaskTracker::new();
         tasks.spawn(purge_expired(state.clone(), shutdown.clone()));
+        if let Some(metrics) = crate::telemetry::metrics_handle() {
+            tasks.spawn(crate::telemetry::metrics_upkeep(
+                crate::telemetry::METRICS_UPKEEP_INTERVAL,
+                shutdown.clone(),
+                || metrics.run_upkeep(),
+            ));
+        }
         let app = api::router(state);
         tracing::info!(address = %self.local_addr, "serving");
         let served = axum::serve(self.listener, app)

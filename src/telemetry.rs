@@ -5,7 +5,12 @@
 use crate::config::{LogConfig, LogFormat};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
+
+/// How often recorded histogram samples are folded into their buckets.
+pub const METRICS_UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 
 pub fn init(config: &LogConfig) -> anyhow::Result<()> {
     let filter = EnvFilter::try_from_default_env()
@@ -63,4 +68,47 @@ pub fn metrics_handle() -> Option<&'static PrometheusHandle> {
             }
         })
         .as_ref()
+}
+
+/// Runs `upkeep` every `period` until `shutdown`. The Prometheus recorder
+/// keeps every histogram sample until upkeep or a scrape of `/metrics` folds
+/// it into the buckets; with nobody scraping, the commit histogram alone
+/// would grow by tens of kilobytes a second under load.
+pub async fn metrics_upkeep(period: Duration, shutdown: CancellationToken, upkeep: impl Fn()) {
+    let mut interval = tokio::time::interval(period);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = interval.tick() => upkeep(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[tokio::test(start_paused = true)]
+    async fn metrics_upkeep_runs_every_period_until_shutdown() {
+        let runs = Arc::new(AtomicUsize::new(0));
+        let shutdown = CancellationToken::new();
+        let counted = runs.clone();
+        let task = tokio::spawn(metrics_upkeep(
+            Duration::from_secs(5),
+            shutdown.clone(),
+            move || {
+                counted.fetch_add(1, Ordering::SeqCst);
+            },
+        ));
+        // The first tick is immediate, then one every five seconds.
+        tokio::time::sleep(Duration::from_millis(10_001)).await;
+        assert_eq!(runs.load(Ordering::SeqCst), 3);
+        shutdown.cancel();
+        task.await.unwrap();
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert_eq!(runs.load(Ordering::SeqCst), 3);
+    }
 }

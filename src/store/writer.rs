@@ -6,7 +6,8 @@
 //! run at HTTP speed. Callers are answered only after their batch committed.
 
 use super::StoreError;
-use redb::{Database, WriteTransaction};
+use super::redb_backend::WriteScope;
+use redb::Database;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use tokio::sync::{mpsc, oneshot};
@@ -20,7 +21,7 @@ const QUEUE_DEPTH: usize = 16 * 1024;
 /// (an `Ok` result is committed with everything else) and may run more than
 /// once: when another job in its batch fails, the batch is rebuilt without
 /// that job.
-pub type WriteOp<T> = Box<dyn Fn(&WriteTransaction) -> Result<T, StoreError> + Send>;
+pub type WriteOp<T> = Box<dyn Fn(&mut WriteScope<'_>) -> Result<T, StoreError> + Send>;
 
 #[derive(Clone)]
 pub struct Writer {
@@ -71,7 +72,7 @@ impl WriterThread {
 }
 
 trait Job: Send {
-    fn apply(&mut self, txn: &WriteTransaction) -> Result<(), StoreError>;
+    fn apply(&mut self, scope: &mut WriteScope<'_>) -> Result<(), StoreError>;
     fn complete(self: Box<Self>, outcome: Result<(), StoreError>);
 }
 
@@ -82,8 +83,8 @@ struct TypedJob<T> {
 }
 
 impl<T: Send> Job for TypedJob<T> {
-    fn apply(&mut self, txn: &WriteTransaction) -> Result<(), StoreError> {
-        self.value = Some((self.op)(txn)?);
+    fn apply(&mut self, scope: &mut WriteScope<'_>) -> Result<(), StoreError> {
+        self.value = Some((self.op)(scope)?);
         Ok(())
     }
 
@@ -120,21 +121,30 @@ fn commit_batch(db: &Database, batch: &mut Vec<Box<dyn Job>>) {
             Ok(txn) => txn,
             Err(error) => return fail_all(batch, error.into()),
         };
-        for index in 0..batch.len() {
-            if let Err(error) = batch[index].apply(&txn) {
-                if let Err(abort) = txn.abort() {
-                    tracing::warn!(error = %abort, "aborting a failed write batch");
-                }
-                // Storage trouble (disk full, I/O) would fail every job the
-                // same way: fail the batch at once rather than retry it.
-                if matches!(error, StoreError::Storage(_)) {
-                    tracing::error!(%error, "write batch failed");
-                    return fail_all(batch, error);
-                }
-                tracing::warn!(%error, "write rejected; retrying its batch without it");
-                batch.remove(index).complete(Err(error));
-                continue 'retry;
+        // The scope (and the tables it keeps open) must be gone before the
+        // transaction is committed or aborted.
+        let failed = {
+            let mut scope = WriteScope::new(&txn);
+            (0..batch.len()).find_map(|index| {
+                batch[index]
+                    .apply(&mut scope)
+                    .err()
+                    .map(|error| (index, error))
+            })
+        };
+        if let Some((index, error)) = failed {
+            if let Err(abort) = txn.abort() {
+                tracing::warn!(error = %abort, "aborting a failed write batch");
             }
+            // Storage trouble (disk full, I/O) would fail every job the
+            // same way: fail the batch at once rather than retry it.
+            if matches!(error, StoreError::Storage(_)) {
+                tracing::error!(%error, "write batch failed");
+                return fail_all(batch, error);
+            }
+            tracing::warn!(%error, "write rejected; retrying its batch without it");
+            batch.remove(index).complete(Err(error));
+            continue 'retry;
         }
         let started = std::time::Instant::now();
         let committed = txn.commit();

@@ -189,6 +189,12 @@ async fn workspace_commands_and_emit_drive_a_running_server() {
 async fn a_generated_admin_token_is_stored_0600_and_printed_once() {
     let dir = tempfile::tempdir().unwrap();
     let first = ChildServer::start(dir.path(), None).await;
+    // The database file holds payloads and key hashes: owner only, too.
+    let database = dir.path().join("switchyard.redb");
+    assert_eq!(
+        std::fs::metadata(&database).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
     let printed = first
         .stdout_lines
         .iter()

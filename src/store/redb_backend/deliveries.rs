@@ -1,3 +1,4 @@
+use super::scope::NewDeliveryTables;
 use super::tables::*;
 use super::{connections, decode, events, rules};
 use crate::model::{
@@ -11,24 +12,51 @@ use crate::store::{
 };
 use redb::{ReadTransaction, ReadableTable, WriteTransaction};
 
+/// A new delivery with its records already encoded (see
+/// [`events::PreparedIngest`]).
+pub struct NewDelivery {
+    workspace: u128,
+    id: u128,
+    event_id: u128,
+    record: Vec<u8>,
+    /// Due time and queue record.
+    queue: Option<(u64, Vec<u8>)>,
+}
+
+impl NewDelivery {
+    pub fn new(delivery: &Delivery) -> Self {
+        let workspace = delivery.workspace_id.0;
+        Self {
+            workspace,
+            id: delivery.id.0,
+            event_id: delivery.event_id.0,
+            record: record_from(delivery, 0).encode(),
+            queue: delivery.next_attempt_at_ms.map(|due| {
+                let entry = QueueRecord {
+                    workspace_id: workspace,
+                    connection_id: delivery.connection_id.0,
+                };
+                (due, entry.encode())
+            }),
+        }
+    }
+}
+
 /// Writes new deliveries, their event index entries and queue entries.
-pub fn insert_new(txn: &WriteTransaction, deliveries: &[Delivery]) -> Result<(), StoreError> {
-    let mut table = txn.open_table(DELIVERIES)?;
-    let mut by_event = txn.open_table(EVENT_DELIVERIES)?;
-    let mut queue = txn.open_table(QUEUE)?;
+pub fn insert_new(
+    tables: &mut NewDeliveryTables<'_>,
+    deliveries: &[NewDelivery],
+) -> Result<(), StoreError> {
     for delivery in deliveries {
-        let ws = delivery.workspace_id.0;
-        table.insert(
-            (ws, delivery.id.0),
-            record_from(delivery, 0).encode().as_slice(),
-        )?;
-        by_event.insert((ws, delivery.event_id.0, delivery.id.0), ())?;
-        if let Some(due) = delivery.next_attempt_at_ms {
-            let entry = QueueRecord {
-                workspace_id: ws,
-                connection_id: delivery.connection_id.0,
-            };
-            queue.insert((due, delivery.id.0), entry.encode().as_slice())?;
+        let ws = delivery.workspace;
+        tables
+            .deliveries
+            .insert((ws, delivery.id), delivery.record.as_slice())?;
+        tables
+            .by_event
+            .insert((ws, delivery.event_id, delivery.id), ())?;
+        if let Some((due, entry)) = &delivery.queue {
+            tables.queue.insert((*due, delivery.id), entry.as_slice())?;
         }
     }
     Ok(())

@@ -1,25 +1,70 @@
+use super::scope::IngestTables;
 use super::tables::*;
-use super::{decode, deliveries, workspaces};
+use super::{decode, deliveries};
 use crate::model::{Event, EventId, EventName, WorkspaceId, now_ms};
 use crate::rules::EventPattern;
 use crate::store::codec::Record;
 use crate::store::records::{EventRecord, IdempotencyRecord, QueueRecord};
 use crate::store::{
-    EventPage, EventQuery, IDEMPOTENCY_TTL_MS, IngestBatch, IngestOutcome, StoreError,
+    EventPage, EventQuery, IDEMPOTENCY_TTL_MS, IdempotentAnswer, IngestBatch, IngestOutcome,
+    StoreError,
 };
 use redb::{ReadTransaction, ReadableTable, WriteTransaction};
 
+/// An ingest batch with its records encoded, ready to insert. Built on the
+/// caller's thread: the writer is the one serial stage of ingest, so it only
+/// checks and inserts.
+pub struct PreparedIngest {
+    workspace: u128,
+    /// (event id, encoded record).
+    events: Vec<(u128, Vec<u8>)>,
+    deliveries: Vec<deliveries::NewDelivery>,
+    idempotency: Option<IdempotentAnswer>,
+}
+
+impl PreparedIngest {
+    pub fn new(batch: IngestBatch) -> Self {
+        let events = batch
+            .events
+            .iter()
+            .map(|event| {
+                let record = EventRecord {
+                    name: event.name.as_str().to_string(),
+                    resource: event.resource.clone(),
+                    resource_id: event.resource_id.clone(),
+                    payload: event.payload.clone(),
+                    received_at_ms: event.received_at_ms,
+                };
+                (event.id.0, record.encode())
+            })
+            .collect();
+        Self {
+            workspace: batch.workspace_id.0,
+            events,
+            deliveries: batch
+                .deliveries
+                .iter()
+                .map(deliveries::NewDelivery::new)
+                .collect(),
+            idempotency: batch.idempotency,
+        }
+    }
+}
+
 /// Stores events with their deliveries and queue entries, or replays the
 /// first answer of a known idempotency key. Checks come before writes.
-pub fn ingest(txn: &WriteTransaction, batch: &IngestBatch) -> Result<IngestOutcome, StoreError> {
-    let ws = batch.workspace_id.0;
-    if !workspaces::exists(txn, batch.workspace_id)? {
+pub fn ingest(
+    tables: &mut IngestTables<'_>,
+    batch: &PreparedIngest,
+) -> Result<IngestOutcome, StoreError> {
+    let ws = batch.workspace;
+    if tables.workspaces.get(ws)?.is_none() {
         return Ok(IngestOutcome::UnknownWorkspace);
     }
     let now = now_ms();
     if let Some(answer) = &batch.idempotency {
-        let mut keys = txn.open_table(IDEMPOTENCY)?;
-        let previous = decode::<IdempotencyRecord>(keys.get((ws, answer.key.as_str()))?)?;
+        let previous =
+            decode::<IdempotencyRecord>(tables.idempotency.get((ws, answer.key.as_str()))?)?;
         if let Some(previous) = previous {
             if now < previous.created_at_ms.saturating_add(IDEMPOTENCY_TTL_MS) {
                 return Ok(IngestOutcome::Replayed {
@@ -28,35 +73,26 @@ pub fn ingest(txn: &WriteTransaction, batch: &IngestBatch) -> Result<IngestOutco
                 });
             }
             // Expired but not purged yet: the key starts a new life.
-            txn.open_table(IDEMPOTENCY_BY_AGE)?.remove((
-                previous.created_at_ms,
-                ws,
-                answer.key.as_str(),
-            ))?;
+            tables
+                .idempotency_by_age
+                .remove((previous.created_at_ms, ws, answer.key.as_str()))?;
         }
         let record = IdempotencyRecord {
             created_at_ms: now,
             status: answer.status,
             response: answer.response.clone(),
         };
-        keys.insert((ws, answer.key.as_str()), record.encode().as_slice())?;
-        txn.open_table(IDEMPOTENCY_BY_AGE)?
+        tables
+            .idempotency
+            .insert((ws, answer.key.as_str()), record.encode().as_slice())?;
+        tables
+            .idempotency_by_age
             .insert((now, ws, answer.key.as_str()), ())?;
     }
-    let mut events = txn.open_table(EVENTS)?;
-    for event in &batch.events {
-        let record = EventRecord {
-            name: event.name.as_str().to_string(),
-            resource: event.resource.clone(),
-            resource_id: event.resource_id.clone(),
-            payload: event.payload.clone(),
-            received_at_ms: event.received_at_ms,
-        };
-        events.insert((ws, event.id.0), record.encode().as_slice())?;
+    for (id, record) in &batch.events {
+        tables.events.insert((ws, *id), record.as_slice())?;
     }
-    if !batch.deliveries.is_empty() {
-        deliveries::insert_new(txn, &batch.deliveries)?;
-    }
+    deliveries::insert_new(&mut tables.deliveries, &batch.deliveries)?;
     Ok(IngestOutcome::Stored)
 }
 

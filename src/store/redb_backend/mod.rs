@@ -6,6 +6,7 @@ mod connections;
 mod deliveries;
 mod events;
 mod rules;
+mod scope;
 mod tables;
 mod workspaces;
 
@@ -20,6 +21,7 @@ use crate::model::{
     Workspace, WorkspaceId,
 };
 use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTableMetadata, WriteTransaction};
+pub use scope::WriteScope;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -35,7 +37,7 @@ pub struct RedbStore {
 impl RedbStore {
     /// Opens (or creates) the database file and starts its write coordinator.
     pub fn open(path: &Path) -> Result<Arc<Self>, StoreError> {
-        let db = Database::create(path).map_err(|source| StoreError::Open {
+        let db = open_database(path).map_err(|source| StoreError::Open {
             path: path.display().to_string(),
             source: Box::new(source),
         })?;
@@ -57,6 +59,13 @@ impl RedbStore {
         &self,
         op: impl Fn(&WriteTransaction) -> Result<T, StoreError> + Send + 'static,
     ) -> StoreFuture<T> {
+        self.write_scoped(move |scope| op(scope.txn()))
+    }
+
+    fn write_scoped<T: Send + 'static>(
+        &self,
+        op: impl Fn(&mut WriteScope<'_>) -> Result<T, StoreError> + Send + 'static,
+    ) -> StoreFuture<T> {
         let writer = self.writer.clone();
         let op: WriteOp<T> = Box::new(op);
         Box::pin(async move {
@@ -70,6 +79,17 @@ impl RedbStore {
     fn read(&self) -> Result<ReadTransaction, StoreError> {
         Ok(self.db.begin_read()?)
     }
+}
+
+/// Opens the database, creating the file readable by its owner only: it
+/// holds event payloads and key hashes (secrets in it are sealed).
+fn open_database(path: &Path) -> Result<Database, redb::DatabaseError> {
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true).write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let file = options.open(path)?;
+    Database::builder().create_with_backend(redb::backends::FileBackend::new(file)?)
 }
 
 impl Drop for RedbStore {
@@ -103,7 +123,17 @@ impl Store for RedbStore {
     }
 
     fn ingest(&self, batch: IngestBatch) -> StoreFuture<IngestOutcome> {
-        self.write(move |txn| events::ingest(txn, &batch))
+        let prepared = Arc::new(events::PreparedIngest::new(batch));
+        let for_writer = prepared.clone();
+        let stored =
+            self.write_scoped(move |scope| events::ingest(scope.ingest_tables()?, &for_writer));
+        Box::pin(async move {
+            let outcome = stored.await;
+            // The last reference goes here, so the batch is freed on this
+            // thread rather than on the writer's.
+            drop(prepared);
+            outcome
+        })
     }
 
     fn purge_idempotency_keys(&self, now_ms: u64) -> StoreFuture<usize> {
@@ -243,7 +273,7 @@ impl Store for RedbStore {
             .map_err(|error| StoreError::Unavailable(error.to_string()))??;
             let listed = Requeue::Listed { status, ids };
             let op: WriteOp<Vec<QueueEntry>> =
-                Box::new(move |txn| deliveries::requeue(txn, workspace, &listed, now_ms));
+                Box::new(move |scope| deliveries::requeue(scope.txn(), workspace, &listed, now_ms));
             match writer {
                 Some(writer) => writer.write(op).await,
                 None => Err(StoreError::WriterStopped),

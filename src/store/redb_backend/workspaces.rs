@@ -69,10 +69,6 @@ pub fn rotate_keys(
     Ok(Some(workspace_from(id.0, record)))
 }
 
-pub fn exists(txn: &WriteTransaction, id: WorkspaceId) -> Result<bool, StoreError> {
-    Ok(txn.open_table(WORKSPACES)?.get(id.0)?.is_some())
-}
-
 pub fn list(txn: &ReadTransaction) -> Result<Vec<Workspace>, StoreError> {
     let table = txn.open_table(WORKSPACES)?;
     let mut workspaces = Vec::new();

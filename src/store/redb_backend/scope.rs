@@ -1,0 +1,116 @@
+//! What a write op sees: the batch's write transaction, plus the tables
+//! ingest writes, kept open from one ingest job to the next.
+//!
+//! Why: closing a redb table that was written writes its root back into the
+//! table tree and checksums its dirty pages. With one open and close per
+//! job, a group commit of 20 ingests did that 20 times per table; the
+//! profile put it near a tenth of the server's CPU at full ingest load
+//! (docs/benchmarks.md). Kept open, it happens once per batch.
+
+use super::tables::*;
+use crate::store::StoreError;
+use redb::{Table, WriteTransaction};
+
+pub struct WriteScope<'txn> {
+    txn: &'txn WriteTransaction,
+    ingest: Option<IngestTables<'txn>>,
+}
+
+/// Every table an ingest writes or checks.
+pub struct IngestTables<'txn> {
+    pub workspaces: Table<'txn, u128, &'static [u8]>,
+    pub events: Table<'txn, (u128, u128), &'static [u8]>,
+    pub idempotency: Table<'txn, (u128, &'static str), &'static [u8]>,
+    pub idempotency_by_age: Table<'txn, (u64, u128, &'static str), ()>,
+    pub deliveries: NewDeliveryTables<'txn>,
+}
+
+/// The tables a new delivery goes into.
+pub struct NewDeliveryTables<'txn> {
+    pub deliveries: Table<'txn, (u128, u128), &'static [u8]>,
+    pub by_event: Table<'txn, (u128, u128, u128), ()>,
+    pub queue: Table<'txn, (u64, u128), &'static [u8]>,
+}
+
+impl<'txn> WriteScope<'txn> {
+    pub fn new(txn: &'txn WriteTransaction) -> Self {
+        Self { txn, ingest: None }
+    }
+
+    /// The transaction itself. Closes the tables kept open for ingest first:
+    /// redb refuses to open a table that is already open.
+    pub fn txn(&mut self) -> &'txn WriteTransaction {
+        self.ingest = None;
+        self.txn
+    }
+
+    /// The ingest tables, opened on first use in this batch.
+    pub fn ingest_tables(&mut self) -> Result<&mut IngestTables<'txn>, StoreError> {
+        let tables = match self.ingest.take() {
+            Some(tables) => tables,
+            None => IngestTables::open(self.txn)?,
+        };
+        Ok(self.ingest.insert(tables))
+    }
+}
+
+impl<'txn> IngestTables<'txn> {
+    fn open(txn: &'txn WriteTransaction) -> Result<Self, StoreError> {
+        Ok(Self {
+            workspaces: txn.open_table(WORKSPACES)?,
+            events: txn.open_table(EVENTS)?,
+            idempotency: txn.open_table(IDEMPOTENCY)?,
+            idempotency_by_age: txn.open_table(IDEMPOTENCY_BY_AGE)?,
+            deliveries: NewDeliveryTables::open(txn)?,
+        })
+    }
+}
+
+impl<'txn> NewDeliveryTables<'txn> {
+    pub fn open(txn: &'txn WriteTransaction) -> Result<Self, StoreError> {
+        Ok(Self {
+            deliveries: txn.open_table(DELIVERIES)?,
+            by_event: txn.open_table(EVENT_DELIVERIES)?,
+            queue: txn.open_table(QUEUE)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata};
+
+    #[test]
+    fn the_bare_transaction_closes_the_kept_tables_and_sees_their_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::create(dir.path().join("scope.redb")).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut scope = WriteScope::new(&txn);
+            let tables = scope.ingest_tables().unwrap();
+            tables.events.insert((1, 1), b"first".as_slice()).unwrap();
+            // Asking again hands back the same open tables.
+            let tables = scope.ingest_tables().unwrap();
+            tables.events.insert((1, 2), b"second".as_slice()).unwrap();
+            // redb refuses a second open of a table; the scope closed its own.
+            let events = scope.txn().open_table(EVENTS).unwrap();
+            assert_eq!(events.len().unwrap(), 2);
+            drop(events);
+            let tables = scope.ingest_tables().unwrap();
+            tables.events.insert((1, 3), b"third".as_slice()).unwrap();
+        }
+        txn.commit().unwrap();
+        let read = db.begin_read().unwrap();
+        let events = read.open_table(EVENTS).unwrap();
+        let stored: Vec<_> = events
+            .iter()
+            .unwrap()
+            .map(|entry| entry.unwrap().1.value().to_vec())
+            .collect();
+        assert_eq!(
+            stored,
+            [b"first".to_vec(), b"second".to_vec(), b"third".to_vec()]
+        );
+    }
+}
