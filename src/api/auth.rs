@@ -106,6 +106,14 @@ enum Caller {
 /// sessions needs it).
 pub struct RealSecretKey(pub WorkspaceId);
 
+/// The token of an `Authorization: Bearer <token>` value. The scheme name
+/// is case-insensitive (RFC 9110, section 11.1), the token is not.
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
 fn identify(parts: &Parts, app: &AppState) -> Result<Caller, ApiError> {
     let header = parts
         .headers
@@ -114,9 +122,7 @@ fn identify(parts: &Parts, app: &AppState) -> Result<Caller, ApiError> {
     let token = header
         .to_str()
         .ok()
-        .and_then(|value| value.strip_prefix("Bearer "))
-        .map(str::trim)
-        .filter(|token| !token.is_empty())
+        .and_then(bearer_token)
         .ok_or_else(|| ApiError::unauthorized("expected Authorization: Bearer <key>"))?;
     let hash = hash_key(token);
     // Comparing digests keeps the comparison independent of the token's
@@ -195,6 +201,23 @@ impl FromRequestParts<AppState> for RealSecretKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive_and_the_token_is_kept_exactly() {
+        assert_eq!(bearer_token("Bearer sk_AbC"), Some("sk_AbC"));
+        assert_eq!(bearer_token("bearer sk_AbC"), Some("sk_AbC"));
+        assert_eq!(bearer_token("BEARER  sk_AbC "), Some("sk_AbC"));
+        for rejected in [
+            "Bearer",
+            "Bearer ",
+            "Basic sk_AbC",
+            "Bearersk_AbC",
+            "",
+            "Token x",
+        ] {
+            assert_eq!(bearer_token(rejected), None, "{rejected:?}");
+        }
+    }
 
     #[test]
     fn keys_are_prefixed_random_and_hash_stably() {

@@ -47,6 +47,18 @@ async fn a_secret_key_may_emit_too() {
 }
 
 #[tokio::test]
+async fn the_bearer_scheme_may_be_in_any_case() {
+    let app = TestApp::spawn().await;
+    let ws = app.create_workspace("acme").await;
+    let request = reqwest::Client::new()
+        .post(format!("{}/v1/events", app.url))
+        .header("authorization", format!("bearer {}", ws.publishable_key))
+        .json(&example_event());
+    let (status, accepted) = app.send(request).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
+}
+
+#[tokio::test]
 async fn listing_is_newest_first_with_a_cursor_and_a_filter() {
     let app = TestApp::spawn().await;
     let ws = app.create_workspace("acme").await;
