@@ -78,6 +78,7 @@ pub struct DeliveryConfig {
     pub retry_schedule: Vec<u64>,
     pub timeout_seconds: u64,
     pub max_in_flight_per_connection: usize,
+    pub max_in_flight_per_workspace: usize,
     pub max_in_flight: usize,
     pub allow_private_networks: bool,
 }
@@ -248,6 +249,9 @@ impl Config {
                 "must be at least 1",
             );
         }
+        if self.delivery.max_in_flight_per_workspace == 0 {
+            return invalid("delivery.max_in_flight_per_workspace", "must be at least 1");
+        }
         for (key, base) in [
             ("slack.api_base", &self.slack.api_base),
             ("slack.oauth_base", &self.slack.oauth_base),
@@ -299,6 +303,7 @@ mod tests {
         );
         assert_eq!(config.delivery.timeout_seconds, 15);
         assert_eq!(config.delivery.max_in_flight_per_connection, 8);
+        assert_eq!(config.delivery.max_in_flight_per_workspace, 512);
         assert!(!config.delivery.allow_private_networks);
         assert_eq!(config.slack.api_base, "https://slack.com/api");
         assert_eq!(config.email.resend.api_base, "https://api.resend.com");

@@ -145,6 +145,7 @@ impl Server {
                 policy: RetryPolicy::new(&config.delivery.retry_schedule),
                 rule_index: rule_index.clone(),
                 max_in_flight_per_connection: config.delivery.max_in_flight_per_connection,
+                max_in_flight_per_workspace: config.delivery.max_in_flight_per_workspace,
                 max_in_flight: config.delivery.max_in_flight,
                 shutdown_grace: timeout + Duration::from_secs(5),
             },

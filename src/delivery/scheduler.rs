@@ -1,13 +1,15 @@
 //! The scheduler task. Fairness: each connection has its own lane with an
 //! in-flight cap, and entries of a lane at its cap wait in that lane, so one
-//! tenant's slow endpoint never holds up anyone else's deliveries. A
+//! tenant's slow endpoint never holds up anyone else's deliveries. Each
+//! workspace also has a cap across all its connections, so one tenant's
+//! many hanging endpoints cannot take every global slot either. A
 //! `Retry-After` pauses only its own connection.
 
 use super::attempt::{self, Finished};
 use super::retry::RetryPolicy;
 use crate::crypto::MasterKey;
 use crate::destinations::Destinations;
-use crate::model::{ConnectionId, DeliveryId, now_ms};
+use crate::model::{ConnectionId, DeliveryId, WorkspaceId, now_ms};
 use crate::routing::RuleIndex;
 use crate::store::{QueueEntry, Store, StoreError};
 use std::cmp::Reverse;
@@ -27,6 +29,8 @@ pub struct EngineDeps {
     pub policy: RetryPolicy,
     pub rule_index: Arc<RuleIndex>,
     pub max_in_flight_per_connection: usize,
+    /// Attempts in flight across all of one workspace's connections.
+    pub max_in_flight_per_workspace: usize,
     /// Attempts in flight across all connections.
     pub max_in_flight: usize,
     /// How long shutdown waits for in-flight attempts to record.
@@ -77,7 +81,8 @@ impl Engine {
 #[derive(Default)]
 struct Lane {
     in_flight: usize,
-    /// Due entries held back by the lane's cap, oldest first.
+    /// Due entries held back by the lane's or its workspace's cap, oldest
+    /// first.
     waiting: VecDeque<QueueEntry>,
     /// No attempts before this time (ms), set by `Retry-After`.
     paused_until: u64,
@@ -98,6 +103,8 @@ struct Scheduler {
     running: HashSet<DeliveryId>,
     deferred: HashMap<DeliveryId, Vec<QueueEntry>>,
     lanes: HashMap<ConnectionId, Lane>,
+    /// Attempts in flight per workspace (only workspaces with some).
+    workspaces: HashMap<WorkspaceId, usize>,
     in_flight: usize,
     tasks: TaskTracker,
 }
@@ -112,6 +119,7 @@ impl Scheduler {
             running: HashSet::new(),
             deferred: HashMap::new(),
             lanes: HashMap::new(),
+            workspaces: HashMap::new(),
             in_flight: 0,
             tasks: TaskTracker::new(),
         }
@@ -166,11 +174,12 @@ impl Scheduler {
                 continue;
             }
             let cap = self.deps.max_in_flight_per_connection;
+            let workspace_full = self.workspace_full(entry.workspace_id);
             let lane = self.lanes.entry(entry.connection_id).or_default();
             if lane.paused_until > now {
                 let paused_until = lane.paused_until;
                 self.heap.push(Reverse((paused_until, entry)));
-            } else if lane.in_flight >= cap {
+            } else if lane.in_flight >= cap || workspace_full {
                 lane.waiting.push_back(entry);
             } else {
                 self.start(entry);
@@ -182,6 +191,7 @@ impl Scheduler {
         self.pending.remove(&(entry.delivery_id, entry.due_ms));
         self.running.insert(entry.delivery_id);
         self.lanes.entry(entry.connection_id).or_default().in_flight += 1;
+        *self.workspaces.entry(entry.workspace_id).or_default() += 1;
         self.in_flight += 1;
         let deps = self.deps.clone();
         let guard = FinishGuard {
@@ -199,6 +209,13 @@ impl Scheduler {
         let entry = finished.entry;
         self.in_flight = self.in_flight.saturating_sub(1);
         self.running.remove(&entry.delivery_id);
+        let workspace_was_full = self.workspace_full(entry.workspace_id);
+        if let Some(count) = self.workspaces.get_mut(&entry.workspace_id) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                self.workspaces.remove(&entry.workspace_id);
+            }
+        }
         let now = now_ms();
         let lane = self.lanes.entry(entry.connection_id).or_default();
         lane.in_flight = lane.in_flight.saturating_sub(1);
@@ -217,6 +234,32 @@ impl Scheduler {
             self.heap.push(Reverse((now, deferred)));
         }
         self.start_waiting(entry.connection_id, now);
+        if workspace_was_full {
+            // The workspace's other connections may hold entries back for
+            // its cap. Only looked for when the cap was reached, so the scan
+            // is rare.
+            let held: Vec<ConnectionId> = self
+                .lanes
+                .iter()
+                .filter(|(_, lane)| {
+                    lane.waiting
+                        .front()
+                        .is_some_and(|waiting| waiting.workspace_id == entry.workspace_id)
+                })
+                .map(|(connection, _)| *connection)
+                .collect();
+            for connection in held {
+                self.start_waiting(connection, now);
+            }
+        }
+    }
+
+    fn workspace_full(&self, workspace: WorkspaceId) -> bool {
+        at_cap(
+            &self.workspaces,
+            workspace,
+            self.deps.max_in_flight_per_workspace,
+        )
     }
 
     /// Moves a lane's waiting entries on as its cap frees up.
@@ -227,6 +270,15 @@ impl Scheduler {
                 return;
             };
             if lane.in_flight >= cap || self.in_flight >= self.deps.max_in_flight {
+                return;
+            }
+            if lane.waiting.front().is_some_and(|waiting| {
+                at_cap(
+                    &self.workspaces,
+                    waiting.workspace_id,
+                    self.deps.max_in_flight_per_workspace,
+                )
+            }) {
                 return;
             }
             let Some(entry) = lane.waiting.pop_front() else {
@@ -300,6 +352,10 @@ impl Drop for FinishGuard {
                 .send(Command::Finished(Finished::again_later(self.entry)));
         }
     }
+}
+
+fn at_cap(counts: &HashMap<WorkspaceId, usize>, workspace: WorkspaceId, cap: usize) -> bool {
+    counts.get(&workspace).is_some_and(|count| *count >= cap)
 }
 
 async fn sleep_for(wait: Option<Duration>) {

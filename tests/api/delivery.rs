@@ -346,6 +346,62 @@ async fn a_hanging_endpoint_does_not_hold_up_other_workspaces() {
     stuck.release();
 }
 
+/// A workspace's attempts in flight are capped across all its connections,
+/// so one tenant's hanging endpoints cannot take every global slot; its
+/// held deliveries start as its own attempts finish.
+#[tokio::test]
+async fn a_workspace_holds_at_most_its_share_of_attempts() {
+    let app = TestApp::spawn_with(|config| {
+        config.delivery.allow_private_networks = true;
+        config.delivery.timeout_seconds = 60;
+        config.delivery.max_in_flight_per_workspace = 4;
+    })
+    .await;
+    let mut stuck = Receiver::start(Reply::Hang).await;
+    let mut a_healthy = Receiver::start(Reply::Status(200)).await;
+    let mut b_healthy = Receiver::start(Reply::Status(200)).await;
+    let a = app.create_workspace("a").await;
+    let b = app.create_workspace("b").await;
+    let (a_stuck_hook, _) = app.create_webhook(&a, &stuck.url).await;
+    let (a_healthy_hook, _) = app.create_webhook(&a, &a_healthy.url).await;
+    let (b_hook, _) = app.create_webhook(&b, &b_healthy.url).await;
+    app.create_rule(&a, &a_stuck_hook, json!({"events": ["job.stuck"]}))
+        .await;
+    app.create_rule(&a, &a_healthy_hook, json!({})).await;
+    app.create_rule(&b, &b_hook, json!({})).await;
+    for _ in 0..4 {
+        let (status, answer) = app
+            .send(
+                app.post("/v1/events", &a.publishable_key)
+                    .json(&json!({"event": "job.stuck"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    }
+    // A is at its workspace cap of 4 (its lane's own cap is 8).
+    for _ in 0..4 {
+        stuck.next().await;
+    }
+    let held_event = app.emit_example(&a.publishable_key).await;
+    let held = app.deliveries_of(&a, &held_event).await.remove(0);
+    let b_event = app.emit_example(&b.publishable_key).await;
+    let b_delivery = app.deliveries_of(&b, &b_event).await.remove(0);
+    app.wait_for_delivery(&b, &b_delivery, status_is("succeeded"))
+        .await;
+    b_healthy.next().await;
+    // A's event was due before B's, yet it waits for A's share.
+    assert!(a_healthy.try_next().is_none(), "A went over its cap");
+    let (_, delivery) = app
+        .send(app.get(&format!("/v1/deliveries/{held}"), &a.secret_key))
+        .await;
+    assert_eq!(delivery["status"], "pending", "{delivery}");
+
+    stuck.release();
+    a_healthy.next().await;
+    app.wait_for_delivery(&a, &held, status_is("succeeded"))
+        .await;
+}
+
 #[tokio::test]
 async fn private_targets_are_refused_unless_allowed() {
     let app = TestApp::spawn().await; // allow_private_networks = false
