@@ -96,15 +96,15 @@ pub struct EmitKey(pub WorkspaceId);
 
 enum Caller {
     Admin,
-    Workspace(WorkspaceId, KeyKind),
+    Workspace(WorkspaceId, KeyKind, KeyHash),
     /// An embedded UI session: stands for the workspace's secret key,
     /// except where a real one is required.
     Embed(WorkspaceId),
 }
 
 /// A workspace's real secret key, not an embed session (minting embed
-/// sessions needs it).
-pub struct RealSecretKey(pub WorkspaceId);
+/// sessions needs it), with the key's hash.
+pub struct RealSecretKey(pub WorkspaceId, pub KeyHash);
 
 /// The token of an `Authorization: Bearer <token>` value. The scheme name
 /// is case-insensitive (RFC 9110, section 11.1), the token is not.
@@ -136,7 +136,7 @@ fn identify(parts: &Parts, app: &AppState) -> Result<Caller, ApiError> {
             .ok_or_else(|| ApiError::unauthorized("this session has expired or is not valid"));
     }
     match app.key_cache().lookup(app.store(), &hash)? {
-        Some((workspace, kind)) => Ok(Caller::Workspace(workspace, kind)),
+        Some((workspace, kind)) => Ok(Caller::Workspace(workspace, kind, hash)),
         None => Err(ApiError::unauthorized("unknown API key")),
     }
 }
@@ -159,10 +159,10 @@ impl FromRequestParts<AppState> for SecretKey {
 
     async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
         match identify(parts, app)? {
-            Caller::Workspace(workspace, KeyKind::Secret) | Caller::Embed(workspace) => {
+            Caller::Workspace(workspace, KeyKind::Secret, _) | Caller::Embed(workspace) => {
                 Ok(SecretKey(workspace))
             }
-            Caller::Workspace(_, KeyKind::Publishable) => Err(ApiError::forbidden(
+            Caller::Workspace(_, KeyKind::Publishable, _) => Err(ApiError::forbidden(
                 "a publishable key can only emit events; use the secret key",
             )),
             Caller::Admin => Err(ApiError::forbidden(
@@ -177,7 +177,7 @@ impl FromRequestParts<AppState> for EmitKey {
 
     async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
         match identify(parts, app)? {
-            Caller::Workspace(workspace, _) | Caller::Embed(workspace) => Ok(EmitKey(workspace)),
+            Caller::Workspace(workspace, ..) | Caller::Embed(workspace) => Ok(EmitKey(workspace)),
             Caller::Admin => Err(ApiError::forbidden(
                 "events are emitted with a workspace key, not the admin token",
             )),
@@ -190,10 +190,14 @@ impl FromRequestParts<AppState> for RealSecretKey {
 
     async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
         match identify(parts, app)? {
-            Caller::Workspace(workspace, KeyKind::Secret) => Ok(RealSecretKey(workspace)),
-            Caller::Workspace(_, KeyKind::Publishable) | Caller::Embed(_) | Caller::Admin => Err(
-                ApiError::forbidden("this endpoint needs the workspace's secret key"),
-            ),
+            Caller::Workspace(workspace, KeyKind::Secret, hash) => {
+                Ok(RealSecretKey(workspace, hash))
+            }
+            Caller::Workspace(_, KeyKind::Publishable, _) | Caller::Embed(_) | Caller::Admin => {
+                Err(ApiError::forbidden(
+                    "this endpoint needs the workspace's secret key",
+                ))
+            }
         }
     }
 }

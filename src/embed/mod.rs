@@ -5,13 +5,17 @@
 //! a session token (`ems_…`) that the page keeps in memory and sends as
 //! `Authorization: Bearer` on every `/v1` call, where it stands for its
 //! workspace's secret key. Both are sealed with the master key: they cannot
-//! be forged or read, and they expire to the millisecond. Because the
+//! be forged or read, and they expire to the millisecond. Each carries the
+//! hash of the secret key that minted it and is honoured only while that key
+//! is the workspace's: rotating the keys (or deleting the workspace) ends
+//! every session at once. Because the
 //! session rides in a header, not a cookie, cross-site requests cannot carry
 //! it (no CSRF), and third-party cookie blocking does not matter.
 
 use crate::api::{ApiError, AppState, JsonBody, RawBody, RealSecretKey, parse_json};
 use crate::destinations::message::{Escape, render};
-use crate::model::{WorkspaceId, format_timestamp_ms, now_ms};
+use crate::model::{KeyKind, WorkspaceId, format_timestamp_ms, now_ms};
+use crate::store::KeyHash;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
@@ -48,6 +52,8 @@ struct Claims {
     workspace: u128,
     expires_at_ms: u64,
     allowed_origins: Vec<String>,
+    /// SHA-256 of the secret key that minted the session.
+    minted_by: KeyHash,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,12 +89,24 @@ fn seal(app: &AppState, claims: &Claims) -> Result<String, ApiError> {
 }
 
 /// Opens a token body (without its prefix); `None` when forged, of the
-/// wrong kind or expired. Expiry is exact: no leeway.
+/// wrong kind, expired (exactly: no leeway) or minted by a secret key the
+/// workspace no longer has.
 fn open(app: &AppState, body: &str, kind: TokenKind) -> Option<Claims> {
     let sealed = URL_SAFE_NO_PAD.decode(body).ok()?;
     let plaintext = app.master_key().open(&sealed, TOKEN_AAD).ok()?;
     let claims: Claims = serde_json::from_slice(&plaintext).ok()?;
-    (claims.kind == kind && now_ms() < claims.expires_at_ms).then_some(claims)
+    if claims.kind != kind || now_ms() >= claims.expires_at_ms {
+        return None;
+    }
+    let minted_by = match app.key_cache().lookup(app.store(), &claims.minted_by) {
+        Ok(found) => found,
+        Err(error) => {
+            // Fail closed: a session is only as good as its key.
+            tracing::warn!(%error, "cannot check the key of an embed session");
+            None
+        }
+    };
+    (minted_by == Some((WorkspaceId(claims.workspace), KeyKind::Secret))).then_some(claims)
 }
 
 fn open_launch(app: &AppState, token: &str) -> Option<Claims> {
@@ -112,7 +130,7 @@ struct SessionCreated {
 
 async fn create_session(
     State(app): State<AppState>,
-    RealSecretKey(workspace): RealSecretKey,
+    RealSecretKey(workspace, key_hash): RealSecretKey,
     RawBody(body): RawBody,
 ) -> Result<(StatusCode, Json<SessionCreated>), ApiError> {
     let body: CreateSession = if body.is_empty() {
@@ -150,6 +168,7 @@ async fn create_session(
             workspace: workspace.0,
             expires_at_ms,
             allowed_origins: origins,
+            minted_by: key_hash,
         },
     )?;
     let base = app

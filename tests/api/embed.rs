@@ -1,7 +1,7 @@
 //! Embed sessions: minting, the launch page, the exchange, expiry and
 //! isolation (the browser tests drive the UI itself).
 
-use crate::helpers::{TestApp, TestWorkspace};
+use crate::helpers::{ADMIN_TOKEN, TestApp, TestWorkspace, workspace_from};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -182,6 +182,54 @@ async fn forged_and_expired_tokens_get_401() {
         .await
         .unwrap();
     assert_eq!(page.status(), StatusCode::UNAUTHORIZED);
+}
+
+/// Rotating a workspace's keys (after a leak, say) ends its embed sessions
+/// and unused launch links at once, not when they expire.
+#[tokio::test]
+async fn rotating_the_keys_ends_every_session_of_the_workspace() {
+    let app = TestApp::spawn().await;
+    let ws = app.create_workspace("a").await;
+    let other = app.create_workspace("b").await;
+    let opened = mint(&app, &ws, json!({"ttl_seconds": 3600})).await;
+    let (status, session) = exchange(&app, opened["token"].as_str().unwrap()).await;
+    assert_eq!(status, StatusCode::OK, "{session}");
+    let session = session["session"].as_str().unwrap().to_string();
+    let unused = mint(&app, &ws, json!({"ttl_seconds": 3600})).await;
+    let elsewhere = mint(&app, &other, json!({"ttl_seconds": 3600})).await;
+    let (status, _) = app.send(app.get("/v1/rules", &session)).await;
+    assert_eq!(status, StatusCode::OK);
+
+    let path = format!("/v1/workspaces/{}/keys/rotate", ws.id);
+    let (status, rotated) = app.send(app.post(&path, ADMIN_TOKEN)).await;
+    assert_eq!(status, StatusCode::OK, "{rotated}");
+
+    let (status, body) = app.send(app.get("/v1/rules", &session)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert_eq!(
+        exchange(&app, unused["token"].as_str().unwrap()).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    let page = app
+        .http
+        .get(unused["url"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::UNAUTHORIZED);
+    // Another workspace's sessions are untouched, and the new key mints
+    // working ones.
+    assert_eq!(
+        exchange(&app, elsewhere["token"].as_str().unwrap()).await.0,
+        StatusCode::OK
+    );
+    let fresh = mint(&app, &workspace_from(&rotated), json!({})).await;
+    let (status, session) = exchange(&app, fresh["token"].as_str().unwrap()).await;
+    assert_eq!(status, StatusCode::OK, "{session}");
+    let (status, _) = app
+        .send(app.get("/v1/rules", session["session"].as_str().unwrap()))
+        .await;
+    assert_eq!(status, StatusCode::OK);
 }
 
 #[tokio::test]
