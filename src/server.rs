@@ -64,6 +64,10 @@ pub struct Server {
 
 /// How often expired idempotency keys and OAuth states are swept.
 const PURGE_INTERVAL: Duration = Duration::from_secs(600);
+/// How often the server looks for deleted workspaces left to purge.
+const DELETED_WORKSPACE_CHECK: Duration = Duration::from_secs(1);
+/// Rows of deleted workspaces removed per transaction.
+const PURGE_ROWS_PER_COMMIT: usize = 2_000;
 
 impl Server {
     /// Binds `config.listen`, prepares `data_dir` and opens the store.
@@ -163,6 +167,7 @@ impl Server {
         });
         let tasks = TaskTracker::new();
         tasks.spawn(purge_expired(state.clone(), shutdown.clone()));
+        tasks.spawn(purge_deleted_workspaces(state.clone(), shutdown.clone()));
         if let Some(metrics) = crate::telemetry::metrics_handle() {
             tasks.spawn(crate::telemetry::metrics_upkeep(
                 crate::telemetry::METRICS_UPKEEP_INTERVAL,
@@ -218,6 +223,41 @@ async fn purge_expired(app: AppState, shutdown: CancellationToken) {
         }
         if let Err(error) = app.store().purge_oauth_states(now_ms()).await {
             tracing::warn!(%error, "cannot purge expired OAuth states");
+        }
+    }
+}
+
+/// Removes deleted workspaces' events and deliveries, a bounded number of
+/// rows per transaction so ingest keeps committing in between; resumes after
+/// a restart. Checks once a second (a read) whether there is any to do.
+async fn purge_deleted_workspaces(app: AppState, shutdown: CancellationToken) {
+    let mut interval = tokio::time::interval(DELETED_WORKSPACE_CHECK);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = interval.tick() => {}
+        }
+        match app.store().pending_purges() {
+            Ok(0) => continue,
+            Ok(pending) => tracing::debug!(pending, "purging deleted workspaces"),
+            Err(error) => {
+                tracing::warn!(%error, "cannot look for deleted workspaces to purge");
+                continue;
+            }
+        }
+        while !shutdown.is_cancelled() {
+            match app.store().purge_deleted(PURGE_ROWS_PER_COMMIT).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::info!("deleted workspaces purged");
+                    break;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "cannot purge deleted workspaces");
+                    break;
+                }
+            }
         }
     }
 }

@@ -236,9 +236,15 @@ pub const IDEMPOTENCY_TTL_MS: u64 = 24 * 60 * 60 * 1000;
 /// committed state.
 pub trait Store: Send + Sync + 'static {
     fn create_workspace(&self, new: NewWorkspace) -> StoreFuture<()>;
-    /// Removes the workspace with its keys, events and idempotency keys.
-    /// Resolves to false when it did not exist.
+    /// Removes the workspace with its keys, connections, rules, queue entries
+    /// and idempotency keys; its events and deliveries follow through
+    /// [`Store::purge_deleted`]. Resolves to false when it did not exist.
     fn delete_workspace(&self, id: WorkspaceId) -> StoreFuture<bool>;
+    /// Removes up to about `budget` rows of deleted workspaces in one
+    /// transaction; resolves to whether rows remain.
+    fn purge_deleted(&self, budget: usize) -> StoreFuture<bool>;
+    /// Deleted workspaces whose rows are still being removed.
+    fn pending_purges(&self) -> Result<u64, StoreError>;
     /// Replaces both keys at once; the old ones stop working on commit.
     fn rotate_keys(
         &self,

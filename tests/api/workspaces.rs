@@ -137,3 +137,72 @@ async fn health_and_readiness() {
     assert_eq!(body["error"]["code"], "not_found");
     app.stop().await;
 }
+
+/// A deleted workspace's events are removed in the background, in bounded
+/// transactions, and nothing of another workspace goes with them.
+#[tokio::test]
+async fn a_deleted_workspace_is_purged_in_the_background() {
+    use crate::helpers::{ChildServer, example_event, send};
+    use redb::{ReadableDatabase, TableDefinition};
+
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("server.log");
+    let server = ChildServer::start_logging_to(
+        dir.path(),
+        Some(ADMIN_TOKEN),
+        &[("SWITCHYARD_LOG__LEVEL", "info")],
+        Some(&log),
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let mut workspaces = Vec::new();
+    for name in ["gone", "kept"] {
+        let (status, body) = send(
+            http.post(format!("{}/v1/workspaces", server.url))
+                .bearer_auth(ADMIN_TOKEN)
+                .json(&json!({ "name": name })),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let ws = workspace_from(&body);
+        for _ in 0..30 {
+            let (status, _) = send(
+                http.post(format!("{}/v1/events", server.url))
+                    .bearer_auth(&ws.publishable_key)
+                    .json(&example_event()),
+            )
+            .await;
+            assert_eq!(status, StatusCode::ACCEPTED);
+        }
+        workspaces.push(ws);
+    }
+    let (status, _) = send(
+        http.delete(format!("{}/v1/workspaces/{}", server.url, workspaces[0].id))
+            .bearer_auth(ADMIN_TOKEN),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("deleted workspaces purged")
+    {
+        assert!(std::time::Instant::now() < deadline, "no purge logged");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(server.terminate().await.code(), Some(0));
+
+    const EVENTS: TableDefinition<(u128, u128), &[u8]> = TableDefinition::new("events");
+    let db = redb::Database::open(dir.path().join("switchyard.redb")).unwrap();
+    let txn = db.begin_read().unwrap();
+    let events = txn.open_table(EVENTS).unwrap();
+    let stored = |id: &str| {
+        let ws = ulid::Ulid::from_string(id.trim_start_matches("ws_"))
+            .unwrap()
+            .0;
+        events.range((ws, 0)..=(ws, u128::MAX)).unwrap().count()
+    };
+    assert_eq!(stored(&workspaces[0].id), 0);
+    assert_eq!(stored(&workspaces[1].id), 30);
+}

@@ -146,6 +146,10 @@ pub fn context(
     id: DeliveryId,
 ) -> Result<Option<DeliveryContext>, StoreError> {
     let ws = workspace.0;
+    // A deleted workspace's deliveries linger until purged: nothing is due.
+    if txn.open_table(WORKSPACES)?.get(ws)?.is_none() {
+        return Ok(None);
+    }
     let Some(record) = decode::<DeliveryRecord>(txn.open_table(DELIVERIES)?.get((ws, id.0))?)?
     else {
         return Ok(None);
@@ -175,6 +179,10 @@ pub fn record_attempt(
 ) -> Result<Option<Delivery>, StoreError> {
     let ws = outcome.workspace_id.0;
     let id = outcome.delivery_id.0;
+    // A deleted workspace's deliveries linger until purged: record nothing.
+    if txn.open_table(WORKSPACES)?.get(ws)?.is_none() {
+        return Ok(None);
+    }
     let mut table = txn.open_table(DELIVERIES)?;
     let Some(mut record) = decode::<DeliveryRecord>(table.get((ws, id))?)? else {
         return Ok(None);

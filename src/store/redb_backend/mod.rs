@@ -111,6 +111,14 @@ impl Store for RedbStore {
         self.write(move |txn| workspaces::delete(txn, id))
     }
 
+    fn purge_deleted(&self, budget: usize) -> StoreFuture<bool> {
+        self.write(move |txn| workspaces::purge_step(txn, budget))
+    }
+
+    fn pending_purges(&self) -> Result<u64, StoreError> {
+        workspaces::pending_purges(&self.read()?)
+    }
+
     fn rotate_keys(
         &self,
         id: WorkspaceId,

@@ -27,6 +27,10 @@ pub const ATTEMPTS: TableDefinition<(u128, u32), &[u8]> = TableDefinition::new("
 /// (due at ms, delivery id) → workspace and connection.
 pub const QUEUE: TableDefinition<(u64, u128), &[u8]> = TableDefinition::new("queue");
 
+/// Deleted workspaces whose events and deliveries are still being removed
+/// (a few thousand rows per transaction) → when deleted (ms).
+pub const PURGES: TableDefinition<u128, u64> = TableDefinition::new("workspace_purges");
+
 /// Single-use OAuth `state` nonces → expiry (ms).
 pub const OAUTH_STATES: TableDefinition<u128, u64> = TableDefinition::new("oauth_states");
 
@@ -43,5 +47,6 @@ pub fn create_all(txn: &redb::WriteTransaction) -> Result<(), redb::TableError> 
     txn.open_table(ATTEMPTS)?;
     txn.open_table(QUEUE)?;
     txn.open_table(OAUTH_STATES)?;
+    txn.open_table(PURGES)?;
     Ok(())
 }

@@ -1,10 +1,10 @@
 use super::tables::*;
 use super::{decode, events};
-use crate::model::{KeyKind, Workspace, WorkspaceId};
+use crate::model::{KeyKind, Workspace, WorkspaceId, now_ms};
 use crate::store::codec::Record;
 use crate::store::records::{ApiKeyRecord, StoredKeyKind, WorkspaceRecord};
 use crate::store::{KeyHash, NewWorkspace, StoreError};
-use redb::{ReadTransaction, ReadableTable, WriteTransaction};
+use redb::{ReadTransaction, ReadableTable, ReadableTableMetadata, WriteTransaction};
 
 pub fn create(txn: &WriteTransaction, new: &NewWorkspace) -> Result<(), StoreError> {
     let id = new.workspace.id.0;
@@ -19,7 +19,11 @@ pub fn create(txn: &WriteTransaction, new: &NewWorkspace) -> Result<(), StoreErr
     insert_keys(txn, id, &new.publishable_key_hash, &new.secret_key_hash)
 }
 
-/// Removes the workspace and everything it owns.
+/// Removes the workspace, its keys, connections, rules, queue entries and
+/// idempotency keys at once, and marks it for [`purge_step`], which removes
+/// its events, deliveries and attempts a bounded number at a time: one big
+/// transaction would hold the single writer (and every ingest) for as long
+/// as it takes.
 pub fn delete(txn: &WriteTransaction, id: WorkspaceId) -> Result<bool, StoreError> {
     let ws = id.0;
     let Some(record) = decode::<WorkspaceRecord>(txn.open_table(WORKSPACES)?.remove(ws)?)? else {
@@ -27,28 +31,56 @@ pub fn delete(txn: &WriteTransaction, id: WorkspaceId) -> Result<bool, StoreErro
     };
     remove_keys(txn, &record)?;
     let whole = (ws, 0)..=(ws, u128::MAX);
-    txn.open_table(EVENTS)?
-        .retain_in(whole.clone(), |_, _| false)?;
     txn.open_table(CONNECTIONS)?
         .retain_in(whole.clone(), |_, _| false)?;
-    txn.open_table(RULES)?
-        .retain_in(whole.clone(), |_, _| false)?;
-    let mut delivery_ids = Vec::new();
-    {
-        let deliveries = txn.open_table(DELIVERIES)?;
-        for entry in deliveries.range(whole.clone())? {
-            delivery_ids.push(entry?.0.value().1);
-        }
-    }
-    txn.open_table(DELIVERIES)?.retain_in(whole, |_, _| false)?;
+    txn.open_table(RULES)?.retain_in(whole, |_, _| false)?;
+    events::forget_queue_and_idempotency(txn, ws)?;
+    txn.open_table(PURGES)?.insert(ws, now_ms())?;
+    Ok(true)
+}
+
+/// Removes up to about `budget` rows (events, deliveries with their
+/// attempts, event index entries) of the oldest deleted workspace. Resolves
+/// to whether deleted workspaces remain to be purged.
+pub fn purge_step(txn: &WriteTransaction, budget: usize) -> Result<bool, StoreError> {
+    let mut purges = txn.open_table(PURGES)?;
+    let Some(ws) = purges.first()?.map(|(key, _)| key.value()) else {
+        return Ok(false);
+    };
+    let whole = (ws, 0)..=(ws, u128::MAX);
+    let mut left = budget.max(1);
+    let delivery_ids: Vec<u128> = txn
+        .open_table(DELIVERIES)?
+        .extract_from_if(whole.clone(), |_, _| true)?
+        .take(left)
+        .map(|entry| entry.map(|(key, _)| key.value().1))
+        .collect::<Result<_, _>>()?;
+    left -= delivery_ids.len();
     let mut attempts = txn.open_table(ATTEMPTS)?;
     for delivery in &delivery_ids {
         attempts.retain_in((*delivery, 0)..=(*delivery, u32::MAX), |_, _| false)?;
     }
-    txn.open_table(EVENT_DELIVERIES)?
-        .retain_in((ws, 0, 0)..=(ws, u128::MAX, u128::MAX), |_, ()| false)?;
-    events::forget_queue_and_idempotency(txn, ws)?;
+    left -= txn
+        .open_table(EVENT_DELIVERIES)?
+        .extract_from_if((ws, 0, 0)..=(ws, u128::MAX, u128::MAX), |_, ()| true)?
+        .take(left)
+        .try_fold(0, |removed, entry| entry.map(|_| removed + 1))?;
+    left -= txn
+        .open_table(EVENTS)?
+        .extract_from_if(whole, |_, _| true)?
+        .take(left)
+        .try_fold(0, |removed, entry| entry.map(|_| removed + 1))?;
+    if left > 0 {
+        // The budget was not used up: nothing of this workspace is left.
+        purges.remove(ws)?;
+        return Ok(!purges.is_empty()?);
+    }
     Ok(true)
+}
+
+/// How many deleted workspaces still have rows to purge.
+pub fn pending_purges(txn: &ReadTransaction) -> Result<u64, StoreError> {
+    Ok(txn.open_table(PURGES)?.len()?)
 }
 
 pub fn rotate_keys(
@@ -127,5 +159,115 @@ fn workspace_from(id: u128, record: WorkspaceRecord) -> Workspace {
         id: WorkspaceId(id),
         name: record.name,
         created_at_ms: record.created_at_ms,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::NewWorkspace;
+    use redb::{Database, ReadableDatabase};
+
+    /// A workspace with `events` events, one delivery each, two attempts each.
+    fn seed(txn: &WriteTransaction, ws: u128, events: u128) {
+        create(
+            txn,
+            &NewWorkspace {
+                workspace: Workspace {
+                    id: WorkspaceId(ws),
+                    name: format!("ws{ws}"),
+                    created_at_ms: 1,
+                },
+                publishable_key_hash: [ws as u8; 32],
+                secret_key_hash: [ws as u8 + 100; 32],
+            },
+        )
+        .unwrap();
+        let mut event_table = txn.open_table(EVENTS).unwrap();
+        let mut deliveries = txn.open_table(DELIVERIES).unwrap();
+        let mut by_event = txn.open_table(EVENT_DELIVERIES).unwrap();
+        let mut attempts = txn.open_table(ATTEMPTS).unwrap();
+        for event in 0..events {
+            let delivery = ws * 1_000_000 + event;
+            event_table.insert((ws, event), b"e".as_slice()).unwrap();
+            deliveries.insert((ws, delivery), b"d".as_slice()).unwrap();
+            by_event.insert((ws, event, delivery), ()).unwrap();
+            for attempt in 1..=2 {
+                attempts
+                    .insert((delivery, attempt), b"a".as_slice())
+                    .unwrap();
+            }
+        }
+    }
+
+    /// Events, deliveries, event index entries and attempts of `ws`.
+    fn rows(db: &Database, ws: u128) -> [usize; 4] {
+        let txn = db.begin_read().unwrap();
+        let whole = (ws, 0)..=(ws, u128::MAX);
+        let seeded = (ws * 1_000_000, 0)..=(ws * 1_000_000 + 999_999, u32::MAX);
+        [
+            txn.open_table(EVENTS)
+                .unwrap()
+                .range(whole.clone())
+                .unwrap()
+                .count(),
+            txn.open_table(DELIVERIES)
+                .unwrap()
+                .range(whole)
+                .unwrap()
+                .count(),
+            txn.open_table(EVENT_DELIVERIES)
+                .unwrap()
+                .range((ws, 0, 0)..=(ws, u128::MAX, u128::MAX))
+                .unwrap()
+                .count(),
+            txn.open_table(ATTEMPTS)
+                .unwrap()
+                .range(seeded)
+                .unwrap()
+                .count(),
+        ]
+    }
+
+    #[test]
+    fn a_deleted_workspace_is_purged_in_bounded_steps_and_others_are_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::create(dir.path().join("purge.redb")).unwrap();
+        let txn = db.begin_write().unwrap();
+        create_all(&txn).unwrap();
+        seed(&txn, 1, 25);
+        seed(&txn, 2, 5);
+        txn.commit().unwrap();
+
+        let txn = db.begin_write().unwrap();
+        assert!(delete(&txn, WorkspaceId(1)).unwrap());
+        assert!(!delete(&txn, WorkspaceId(1)).unwrap(), "already gone");
+        txn.commit().unwrap();
+        // Gone from the API's view at once; its rows wait for the purge.
+        let read = db.begin_read().unwrap();
+        assert!(get(&read, WorkspaceId(1)).unwrap().is_none());
+        assert!(key(&read, &[1; 32]).unwrap().is_none());
+        assert_eq!(pending_purges(&read).unwrap(), 1);
+        drop(read);
+        assert_eq!(rows(&db, 1), [25, 25, 25, 50]);
+
+        let mut steps = 0;
+        loop {
+            let txn = db.begin_write().unwrap();
+            let more = purge_step(&txn, 10).unwrap();
+            txn.commit().unwrap();
+            steps += 1;
+            if !more {
+                break;
+            }
+            assert!(steps < 100, "the purge makes progress");
+        }
+        // 25 deliveries + 25 index entries + 25 events at 10 rows a step.
+        assert!((8..=9).contains(&steps), "{steps} steps");
+        assert_eq!(rows(&db, 1), [0, 0, 0, 0]);
+        assert_eq!(rows(&db, 2), [5, 5, 5, 10]);
+        assert_eq!(pending_purges(&db.begin_read().unwrap()).unwrap(), 0);
+        let txn = db.begin_write().unwrap();
+        assert!(!purge_step(&txn, 10).unwrap(), "nothing left to do");
     }
 }
