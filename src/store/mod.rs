@@ -192,6 +192,10 @@ pub struct AttemptOutcome {
     pub connection_status: Option<ConnectionStatus>,
 }
 
+/// Most rows a filtered listing examines for one page; a page that has not
+/// filled by then ends early, with a cursor to go on from.
+pub const MAX_SCANNED_PER_PAGE: usize = 10_000;
+
 #[derive(Debug, Clone, Default)]
 pub struct DeliveryQuery {
     pub status: Option<DeliveryStatus>,

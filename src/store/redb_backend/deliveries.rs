@@ -7,8 +7,8 @@ use crate::model::{
 use crate::store::codec::Record;
 use crate::store::records::{AttemptRecord, DeliveryRecord, EventRecord, QueueRecord};
 use crate::store::{
-    AttemptOutcome, ConnectionPatch, DeliveryContext, DeliveryPage, DeliveryQuery, NextStep,
-    QueueEntry, Requeue, StoreError,
+    AttemptOutcome, ConnectionPatch, DeliveryContext, DeliveryPage, DeliveryQuery,
+    MAX_SCANNED_PER_PAGE, NextStep, QueueEntry, Requeue, StoreError,
 };
 use redb::{ReadTransaction, ReadableTable, WriteTransaction};
 
@@ -94,50 +94,84 @@ pub fn list(
     workspace: WorkspaceId,
     query: &DeliveryQuery,
 ) -> Result<DeliveryPage, StoreError> {
+    list_scanning_at_most(txn, workspace, query, MAX_SCANNED_PER_PAGE)
+}
+
+/// Newest first from the cursor, examining at most `budget` rows (as for
+/// events): a page that has not filled by then ends early with a cursor.
+fn list_scanning_at_most(
+    txn: &ReadTransaction,
+    workspace: WorkspaceId,
+    query: &DeliveryQuery,
+    budget: usize,
+) -> Result<DeliveryPage, StoreError> {
     let ws = workspace.0;
     let table = txn.open_table(DELIVERIES)?;
     let upper = query.before.map_or(u128::MAX, |cursor| cursor.0);
     let mut page = DeliveryPage::default();
-    let mut consider = |id: u128, record: DeliveryRecord| -> bool {
-        let wanted = query
-            .status
-            .is_none_or(|status| status == record.status.into())
-            && query
-                .connection_id
-                .is_none_or(|connection| connection.0 == record.connection_id)
-            && query
-                .event_id
-                .is_none_or(|event| event.0 == record.event_id);
-        if !wanted {
-            return true;
-        }
-        if page.deliveries.len() == query.limit {
-            page.next = page.deliveries.last().map(|delivery| delivery.id);
-            return false;
-        }
-        page.deliveries
-            .push(delivery_from(workspace, DeliveryId(id), record));
-        true
-    };
     if let Some(event) = query.event_id {
+        // One event has at most one delivery per rule: no budget needed.
         let index = txn.open_table(EVENT_DELIVERIES)?;
         for entry in index.range((ws, event.0, 0)..(ws, event.0, upper))?.rev() {
             let id = entry?.0.value().2;
             if let Some(record) = decode::<DeliveryRecord>(table.get((ws, id))?)?
-                && !consider(id, record)
+                && !offer(&mut page, query, workspace, id, record)
             {
                 break;
             }
         }
-    } else {
-        for entry in table.range((ws, 0)..(ws, upper))?.rev() {
-            let (key, bytes) = entry?;
-            if !consider(key.value().1, DeliveryRecord::decode(bytes.value())?) {
-                break;
-            }
+        return Ok(page);
+    }
+    let mut last_examined = None;
+    for (scanned, entry) in table.range((ws, 0)..(ws, upper))?.rev().enumerate() {
+        if scanned == budget {
+            page.next = last_examined;
+            break;
+        }
+        let (key, bytes) = entry?;
+        let id = key.value().1;
+        last_examined = Some(DeliveryId(id));
+        if !offer(
+            &mut page,
+            query,
+            workspace,
+            id,
+            DeliveryRecord::decode(bytes.value())?,
+        ) {
+            break;
         }
     }
     Ok(page)
+}
+
+/// Adds a delivery to the page if the query wants it; false once the page
+/// is full (its cursor then set).
+fn offer(
+    page: &mut DeliveryPage,
+    query: &DeliveryQuery,
+    workspace: WorkspaceId,
+    id: u128,
+    record: DeliveryRecord,
+) -> bool {
+    let wanted = query
+        .status
+        .is_none_or(|status| status == record.status.into())
+        && query
+            .connection_id
+            .is_none_or(|connection| connection.0 == record.connection_id)
+        && query
+            .event_id
+            .is_none_or(|event| event.0 == record.event_id);
+    if !wanted {
+        return true;
+    }
+    if page.deliveries.len() == query.limit {
+        page.next = page.deliveries.last().map(|delivery| delivery.id);
+        return false;
+    }
+    page.deliveries
+        .push(delivery_from(workspace, DeliveryId(id), record));
+    true
 }
 
 pub fn context(
@@ -388,5 +422,61 @@ fn delivery_from(workspace: WorkspaceId, id: DeliveryId, record: DeliveryRecord)
         next_attempt_at_ms: record.next_attempt_at_ms,
         created_at_ms: record.created_at_ms,
         updated_at_ms: record.updated_at_ms,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::records::StoredDeliveryStatus;
+    use redb::{Database, ReadableDatabase};
+
+    #[test]
+    fn a_sparse_status_filter_pages_through_with_a_scan_budget_and_misses_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::create(dir.path().join("list.redb")).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut deliveries = txn.open_table(DELIVERIES).unwrap();
+            for id in 0..30u128 {
+                let record = DeliveryRecord {
+                    event_id: id,
+                    rule_id: 1,
+                    connection_id: 2,
+                    status: if id % 10 == 5 {
+                        StoredDeliveryStatus::Dead
+                    } else {
+                        StoredDeliveryStatus::Succeeded
+                    },
+                    attempt_count: 1,
+                    round_attempts: 1,
+                    next_attempt_at_ms: None,
+                    created_at_ms: 1,
+                    updated_at_ms: 1,
+                };
+                deliveries
+                    .insert((7, id), record.encode().as_slice())
+                    .unwrap();
+            }
+        }
+        txn.commit().unwrap();
+        let read = db.begin_read().unwrap();
+        let mut query = DeliveryQuery {
+            status: Some(DeliveryStatus::Dead),
+            limit: 50,
+            ..DeliveryQuery::default()
+        };
+        let (mut found, mut pages) = (Vec::new(), 0);
+        loop {
+            let page = list_scanning_at_most(&read, WorkspaceId(7), &query, 7).unwrap();
+            pages += 1;
+            found.extend(page.deliveries.iter().map(|delivery| delivery.id.0));
+            match page.next {
+                Some(cursor) => query.before = Some(cursor),
+                None => break,
+            }
+        }
+        assert_eq!(found, [25, 15, 5], "newest first, none skipped");
+        assert_eq!(pages, 5, "30 rows at 7 a page: the budget bounds each");
     }
 }

@@ -7,7 +7,7 @@ use crate::store::codec::Record;
 use crate::store::records::{EventRecord, IdempotencyRecord, QueueRecord};
 use crate::store::{
     EventPage, EventQuery, IDEMPOTENCY_TTL_MS, IdempotentAnswer, IngestBatch, IngestOutcome,
-    StoreError,
+    MAX_SCANNED_PER_PAGE, StoreError,
 };
 use redb::{ReadTransaction, ReadableTable, WriteTransaction};
 
@@ -143,6 +143,18 @@ pub fn list(
     workspace: WorkspaceId,
     query: &EventQuery,
 ) -> Result<EventPage, StoreError> {
+    list_scanning_at_most(txn, workspace, query, MAX_SCANNED_PER_PAGE)
+}
+
+/// Newest first from the cursor. A filter that matches little would walk
+/// the whole workspace, so at most `budget` rows are examined: a page that
+/// has not filled by then ends early with a cursor to go on from.
+fn list_scanning_at_most(
+    txn: &ReadTransaction,
+    workspace: WorkspaceId,
+    query: &EventQuery,
+    budget: usize,
+) -> Result<EventPage, StoreError> {
     let table = txn.open_table(EVENTS)?;
     let ws = workspace.0;
     let upper = query.before.map_or(u128::MAX, |cursor| cursor.0);
@@ -153,9 +165,15 @@ pub fn list(
         .transpose()
         .map_err(|_| StoreError::Corrupt("unchecked event filter".into()))?;
     let mut page = EventPage::default();
-    // Newest first: walk the workspace's range backwards from the cursor.
-    for entry in table.range((ws, 0)..(ws, upper))?.rev() {
+    let mut last_examined = None;
+    for (scanned, entry) in table.range((ws, 0)..(ws, upper))?.rev().enumerate() {
+        if scanned == budget {
+            page.next = last_examined;
+            break;
+        }
         let (key, bytes) = entry?;
+        let id = EventId(key.value().1);
+        last_examined = Some(id);
         let record = EventRecord::decode(bytes.value())?;
         if pattern
             .as_ref()
@@ -167,8 +185,7 @@ pub fn list(
             page.next = page.events.last().map(|event: &Event| event.id);
             break;
         }
-        page.events
-            .push(event_from(workspace, EventId(key.value().1), record)?);
+        page.events.push(event_from(workspace, id, record)?);
     }
     Ok(page)
 }
@@ -190,4 +207,69 @@ pub fn event_from(
         payload: record.payload,
         received_at_ms: record.received_at_ms,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use redb::{Database, ReadableDatabase};
+
+    #[test]
+    fn a_sparse_filter_pages_through_with_a_scan_budget_and_misses_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::create(dir.path().join("list.redb")).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut events = txn.open_table(EVENTS).unwrap();
+            for id in 0..30u128 {
+                let name = if id % 10 == 0 {
+                    "rare.thing"
+                } else {
+                    "common.thing"
+                };
+                let record = EventRecord {
+                    name: name.into(),
+                    resource: None,
+                    resource_id: None,
+                    payload: b"{}".to_vec(),
+                    received_at_ms: 1,
+                };
+                events.insert((7, id), record.encode().as_slice()).unwrap();
+            }
+        }
+        txn.commit().unwrap();
+        let read = db.begin_read().unwrap();
+        let mut query = EventQuery {
+            name: Some("rare.*".into()),
+            before: None,
+            limit: 50,
+        };
+        let (mut found, mut pages) = (Vec::new(), 0);
+        loop {
+            let page = list_scanning_at_most(&read, WorkspaceId(7), &query, 7).unwrap();
+            pages += 1;
+            found.extend(page.events.iter().map(|event| event.id.0));
+            match page.next {
+                Some(cursor) => query.before = Some(cursor),
+                None => break,
+            }
+        }
+        assert_eq!(found, [20, 10, 0], "newest first, none skipped");
+        assert_eq!(pages, 5, "30 rows at 7 a page: the budget bounds each");
+
+        // A full page still ends at its last event.
+        let page = list_scanning_at_most(
+            &read,
+            WorkspaceId(7),
+            &EventQuery {
+                name: None,
+                before: None,
+                limit: 2,
+            },
+            7,
+        )
+        .unwrap();
+        assert_eq!(page.events.len(), 2);
+        assert_eq!(page.next, Some(EventId(28)));
+    }
 }
