@@ -38,6 +38,10 @@ enum Command {
     },
     /// Emit one event to a running server; prints its id.
     Emit(EmitArgs),
+    /// Download a consistent backup of a running server's database (admin
+    /// token). Restore: stop the server, put the file in place of
+    /// `data_dir/switchyard.redb`, start it with the same master key.
+    Backup(BackupArgs),
     /// Load generators and benchmarks.
     Bench {
         #[command(subcommand)]
@@ -95,6 +99,15 @@ enum WorkspaceCommand {
         #[command(flatten)]
         admin: AdminArgs,
     },
+}
+
+#[derive(Args)]
+struct BackupArgs {
+    #[command(flatten)]
+    admin: AdminArgs,
+    /// Where to write the backup; must not exist yet.
+    #[arg(long)]
+    out: PathBuf,
 }
 
 #[derive(Args)]
@@ -161,6 +174,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Workspace { command } => runtime.block_on(workspace(command)),
         Command::Emit(args) => runtime.block_on(emit(args)),
+        Command::Backup(args) => runtime.block_on(backup(args)),
         Command::Bench {
             command: BenchCommand::Ingest(options),
         } => runtime.block_on(bench::ingest(options)),
@@ -280,6 +294,67 @@ async fn workspace(command: WorkspaceCommand) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&call(request).await?)?);
         }
     }
+    Ok(())
+}
+
+/// Streams the backup into a temporary file next to `out`, syncs it and
+/// only then gives it its name, so `out` is either complete or absent.
+async fn backup(args: BackupArgs) -> anyhow::Result<()> {
+    use std::io::Write;
+    let directory = match args.out.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let mut partial = tempfile::NamedTempFile::new_in(&directory)
+        .with_context(|| format!("cannot write in {}", directory.display()))?;
+    // No overall timeout: a big database takes as long as it takes.
+    let http = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .build()
+        .context("cannot build the HTTP client")?;
+    let mut response = http
+        .post(format!("{}/v1/backup", args.admin.server.url))
+        .bearer_auth(&args.admin.admin_token)
+        .send()
+        .await
+        .context("cannot reach the server")?;
+    if !response.status().is_success() {
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        let message = serde_json::from_str::<Value>(&text)
+            .ok()
+            .and_then(|body| body["error"]["message"].as_str().map(str::to_string))
+            .unwrap_or(text);
+        bail!("server answered {status}: {message}");
+    }
+    let rows = response
+        .headers()
+        .get("switchyard-backup-rows")
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("?")
+        .to_string();
+    let mut bytes = 0u64;
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .context("the download was interrupted")?
+    {
+        partial
+            .write_all(&chunk)
+            .context("cannot write the backup")?;
+        bytes += chunk.len() as u64;
+    }
+    partial
+        .as_file()
+        .sync_all()
+        .context("cannot write the backup")?;
+    partial
+        .persist_noclobber(&args.out)
+        .with_context(|| format!("cannot create {}", args.out.display()))?;
+    println!(
+        "backup written to {} ({bytes} bytes, {rows} rows)",
+        args.out.display()
+    );
     Ok(())
 }
 

@@ -2,6 +2,7 @@
 //! request and response types.
 
 mod auth;
+mod backup;
 mod connections;
 mod deliveries;
 mod error;
@@ -141,6 +142,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(health::routes())
         .merge(workspaces::routes())
+        .merge(backup::routes())
         .merge(crate::ingest::routes())
         .merge(slack::routes())
         .merge(crate::embed::routes())

@@ -58,8 +58,17 @@ storage_error_from!(
     redb::TransactionError,
     redb::TableError,
     redb::StorageError,
-    redb::CommitError
+    redb::CommitError,
+    redb::DatabaseError,
+    redb::SetDurabilityError
 );
+
+/// What a backup copied.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BackupStats {
+    pub tables: usize,
+    pub rows: u64,
+}
 
 /// What the store needs to create a workspace; keys arrive already hashed.
 #[derive(Debug, Clone)]
@@ -249,6 +258,9 @@ pub trait Store: Send + Sync + 'static {
     fn purge_deleted(&self, budget: usize) -> StoreFuture<bool>;
     /// Deleted workspaces whose rows are still being removed.
     fn pending_purges(&self) -> Result<u64, StoreError>;
+    /// Copies the whole store, as of one snapshot, into a new database in
+    /// `target` (an empty file). Blocking: call it off the async workers.
+    fn backup(&self, target: std::fs::File) -> Result<BackupStats, StoreError>;
     /// Replaces both keys at once; the old ones stop working on commit.
     fn rotate_keys(
         &self,

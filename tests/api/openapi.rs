@@ -22,6 +22,8 @@ const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/workspaces"),
     ("DELETE", "/v1/workspaces/{id}"),
     ("POST", "/v1/workspaces/{id}/keys/rotate"),
+    // src/api/backup.rs
+    ("POST", "/v1/backup"),
     // src/ingest/mod.rs
     ("POST", "/v1/events"),
     ("GET", "/v1/events"),

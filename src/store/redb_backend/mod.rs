@@ -2,6 +2,7 @@
 //! and reads of one resource; this file owns the database handle, the
 //! write coordinator and the trait impl that delegates to them.
 
+mod backup;
 mod connections;
 mod deliveries;
 mod events;
@@ -12,7 +13,7 @@ mod workspaces;
 
 use super::writer::{WriteOp, Writer, WriterThread};
 use super::{
-    AttemptOutcome, ConnectionPatch, DeleteConnection, DeliveryContext, DeliveryPage,
+    AttemptOutcome, BackupStats, ConnectionPatch, DeleteConnection, DeliveryContext, DeliveryPage,
     DeliveryQuery, EventPage, EventQuery, IngestBatch, IngestOutcome, KeyHash, NewWorkspace,
     PatchOutcome, PutRule, QueueEntry, Requeue, Store, StoreError, StoreFuture,
 };
@@ -117,6 +118,10 @@ impl Store for RedbStore {
 
     fn pending_purges(&self) -> Result<u64, StoreError> {
         workspaces::pending_purges(&self.read()?)
+    }
+
+    fn backup(&self, target: std::fs::File) -> Result<BackupStats, StoreError> {
+        backup::copy(&self.read()?, target)
     }
 
     fn rotate_keys(

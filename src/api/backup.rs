@@ -1,0 +1,65 @@
+//! `POST /v1/backup` (admin): a consistent copy of the whole database,
+//! streamed as a redb file. Restoring is stopping the server and putting the
+//! file in place of `data_dir/switchyard.redb`, with the same master key.
+
+use super::auth::Admin;
+use super::{ApiError, AppState};
+use crate::model::{format_timestamp_ms, now_ms};
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use std::io::Seek;
+
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/v1/backup", post(backup))
+}
+
+async fn backup(State(app): State<AppState>, _: Admin) -> Result<Response, ApiError> {
+    let data_dir = app.config().data_dir.clone();
+    let (file, stats) = app
+        .read_blocking(move |store| {
+            let unavailable =
+                |error: std::io::Error| crate::store::StoreError::Unavailable(error.to_string());
+            // Created unlinked, in the data dir's file system: nothing is
+            // left behind whether the copy or the download completes or not.
+            let mut file = tempfile::tempfile_in(&data_dir).map_err(unavailable)?;
+            let stats = store.backup(file.try_clone().map_err(unavailable)?)?;
+            file.rewind().map_err(unavailable)?;
+            Ok((file, stats))
+        })
+        .await?;
+    let length = file
+        .metadata()
+        .map_err(|error| ApiError::internal(&error))?
+        .len();
+    tracing::info!(
+        tables = stats.tables,
+        rows = stats.rows,
+        bytes = length,
+        "backup taken"
+    );
+    let stamp: String = format_timestamp_ms(now_ms())
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .collect();
+    let body = Body::from_stream(tokio_util::io::ReaderStream::new(
+        tokio::fs::File::from_std(file),
+    ));
+    let mut response = body.into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    if let Ok(value) =
+        HeaderValue::from_str(&format!("attachment; filename=\"switchyard-{stamp}.redb\""))
+    {
+        headers.insert(header::CONTENT_DISPOSITION, value);
+    }
+    headers.insert("switchyard-backup-rows", HeaderValue::from(stats.rows));
+    Ok(response)
+}
