@@ -50,8 +50,9 @@ pub async fn run(deps: &EngineDeps, entry: QueueEntry) -> Finished {
         .delivery_context(entry.workspace_id, entry.delivery_id)
     {
         Ok(Some(context)) => context,
-        // Its workspace was deleted.
-        Ok(None) => return Finished::done(entry),
+        // Gone with its workspace (or never there): its row must not come
+        // back at every start.
+        Ok(None) => return drop_stale(deps, entry).await,
         Err(error) => {
             tracing::error!(%error, delivery = %entry.delivery_id, "cannot read a due delivery");
             return Finished::again_later(entry);
@@ -59,7 +60,7 @@ pub async fn run(deps: &EngineDeps, entry: QueueEntry) -> Finished {
     };
     // A stale entry: the delivery was finished or queued again meanwhile.
     if context.delivery.next_attempt_at_ms != Some(entry.due_ms) {
-        return Finished::done(entry);
+        return drop_stale(deps, entry).await;
     }
 
     let at_ms = now_ms();
@@ -183,4 +184,17 @@ fn record_metrics(context: &DeliveryContext, outcome: &Outcome, next: &NextStep,
         metrics::counter!("switchyard_connection_failures_total", "connection" => connection)
             .increment(1);
     }
+}
+
+/// Finishes an entry that stands for no attempt, removing its queue row if
+/// one is left (the store checks again inside its transaction).
+async fn drop_stale(deps: &EngineDeps, entry: QueueEntry) -> Finished {
+    match deps.store.drop_stale_queue_entry(entry).await {
+        Ok(true) => tracing::debug!(delivery = %entry.delivery_id, "stale queue entry removed"),
+        Ok(false) => {}
+        Err(error) => {
+            tracing::warn!(%error, delivery = %entry.delivery_id, "cannot remove a stale queue entry");
+        }
+    }
+    Finished::done(entry)
 }

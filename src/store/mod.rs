@@ -333,6 +333,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreFuture<Vec<QueueEntry>>;
     /// Every queued delivery (loaded by the scheduler at start-up).
     fn queue(&self) -> Result<Vec<QueueEntry>, StoreError>;
+    /// Removes `entry`'s queue row unless it still stands for its delivery's
+    /// next attempt; resolves to whether one was removed.
+    fn drop_stale_queue_entry(&self, entry: QueueEntry) -> StoreFuture<bool>;
 
     /// Remembers an OAuth `state` nonce until it expires.
     fn put_oauth_state(&self, nonce: u128, expires_at_ms: u64) -> StoreFuture<()>;

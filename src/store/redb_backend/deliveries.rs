@@ -380,6 +380,24 @@ pub fn matching_in_snapshot(
         .collect())
 }
 
+/// Removes a queue row that no longer stands for its delivery's next
+/// attempt (the delivery, or its workspace, is gone, or it is due at another
+/// time); true if one was removed. The live row is never touched.
+pub fn drop_stale_queue_entry(
+    txn: &WriteTransaction,
+    entry: &QueueEntry,
+) -> Result<bool, StoreError> {
+    let ws = entry.workspace_id.0;
+    let id = entry.delivery_id.0;
+    let workspace_exists = txn.open_table(WORKSPACES)?.get(ws)?.is_some();
+    let due = decode::<DeliveryRecord>(txn.open_table(DELIVERIES)?.get((ws, id))?)?
+        .and_then(|record| record.next_attempt_at_ms);
+    if workspace_exists && due == Some(entry.due_ms) {
+        return Ok(false);
+    }
+    Ok(txn.open_table(QUEUE)?.remove((entry.due_ms, id))?.is_some())
+}
+
 pub fn queue(txn: &ReadTransaction) -> Result<Vec<QueueEntry>, StoreError> {
     let mut entries = Vec::new();
     for entry in txn.open_table(QUEUE)?.iter()? {
@@ -478,5 +496,67 @@ mod tests {
         }
         assert_eq!(found, [25, 15, 5], "newest first, none skipped");
         assert_eq!(pages, 5, "30 rows at 7 a page: the budget bounds each");
+    }
+
+    #[test]
+    fn only_queue_rows_that_stand_for_no_attempt_are_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::create(dir.path().join("queue.redb")).unwrap();
+        let txn = db.begin_write().unwrap();
+        create_all(&txn).unwrap();
+        txn.open_table(WORKSPACES)
+            .unwrap()
+            .insert(7, b"ws".as_slice())
+            .unwrap();
+        let delivery = |due: u64| DeliveryRecord {
+            event_id: 1,
+            rule_id: 1,
+            connection_id: 2,
+            status: StoredDeliveryStatus::Retrying,
+            attempt_count: 1,
+            round_attempts: 1,
+            next_attempt_at_ms: Some(due),
+            created_at_ms: 1,
+            updated_at_ms: 1,
+        };
+        txn.open_table(DELIVERIES)
+            .unwrap()
+            .insert((7, 10), delivery(500).encode().as_slice())
+            .unwrap();
+        {
+            let mut queue = txn.open_table(QUEUE).unwrap();
+            for (due, id) in [(500, 10), (400, 10), (500, 11)] {
+                let row = QueueRecord {
+                    workspace_id: 7,
+                    connection_id: 2,
+                };
+                queue.insert((due, id), row.encode().as_slice()).unwrap();
+            }
+        }
+        let entry = |due_ms, id| QueueEntry {
+            due_ms,
+            delivery_id: DeliveryId(id),
+            workspace_id: WorkspaceId(7),
+            connection_id: ConnectionId(2),
+        };
+        assert!(
+            !drop_stale_queue_entry(&txn, &entry(500, 10)).unwrap(),
+            "live"
+        );
+        assert!(
+            drop_stale_queue_entry(&txn, &entry(400, 10)).unwrap(),
+            "old due"
+        );
+        assert!(
+            drop_stale_queue_entry(&txn, &entry(500, 11)).unwrap(),
+            "no delivery"
+        );
+        assert!(
+            !drop_stale_queue_entry(&txn, &entry(500, 11)).unwrap(),
+            "gone"
+        );
+        txn.commit().unwrap();
+        let left: Vec<QueueEntry> = queue(&db.begin_read().unwrap()).unwrap();
+        assert_eq!(left, [entry(500, 10)]);
     }
 }

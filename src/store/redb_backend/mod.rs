@@ -298,6 +298,10 @@ impl Store for RedbStore {
         deliveries::queue(&self.read()?)
     }
 
+    fn drop_stale_queue_entry(&self, entry: QueueEntry) -> StoreFuture<bool> {
+        self.write(move |txn| deliveries::drop_stale_queue_entry(txn, &entry))
+    }
+
     fn put_oauth_state(&self, nonce: u128, expires_at_ms: u64) -> StoreFuture<()> {
         self.write(move |txn| {
             txn.open_table(tables::OAUTH_STATES)?
