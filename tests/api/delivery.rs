@@ -86,9 +86,7 @@ async fn failures_are_retried_with_the_same_webhook_id_until_success() {
     let app = TestApp::spawn_for_delivery().await;
     let mut receiver = Receiver::start(Reply::Status(200)).await;
     receiver.script([Reply::Status(500), Reply::Status(500)]);
-    let ws = app.create_workspace("acme").await;
-    let (connection, _) = app.create_webhook(&ws, &receiver.url).await;
-    app.create_rule(&ws, &connection, json!({})).await;
+    let (ws, _) = app.workspace_with_webhook(&receiver.url).await;
     let event_id = app.emit_example(&ws.publishable_key).await;
 
     let ids: Vec<String> = [
@@ -123,11 +121,8 @@ async fn an_exhausted_schedule_is_dead_and_a_manual_retry_succeeds() {
     let app = TestApp::spawn_for_delivery().await;
     let mut receiver = Receiver::start(Reply::Status(200)).await;
     receiver.script([Reply::Status(502), Reply::Status(502), Reply::Status(502)]);
-    let ws = app.create_workspace("acme").await;
-    let (connection, _) = app.create_webhook(&ws, &receiver.url).await;
-    app.create_rule(&ws, &connection, json!({})).await;
-    let event_id = app.emit_example(&ws.publishable_key).await;
-    let delivery_id = app.deliveries_of(&ws, &event_id).await.remove(0);
+    let (ws, _) = app.workspace_with_webhook(&receiver.url).await;
+    let (_, delivery_id) = app.emit_for_delivery(&ws).await;
     let dead = app
         .wait_for_delivery(&ws, &delivery_id, status_is("dead"))
         .await;
@@ -175,9 +170,7 @@ async fn bulk_retry_queues_every_dead_delivery() {
     .await;
     let receiver = Receiver::start(Reply::Status(200)).await;
     receiver.script([Reply::Status(500), Reply::Status(500), Reply::Status(500)]);
-    let ws = app.create_workspace("acme").await;
-    let (connection, _) = app.create_webhook(&ws, &receiver.url).await;
-    app.create_rule(&ws, &connection, json!({})).await;
+    let (ws, _) = app.workspace_with_webhook(&receiver.url).await;
     let mut deliveries = Vec::new();
     for _ in 0..3 {
         let event = app.emit_example(&ws.publishable_key).await;
@@ -213,9 +206,7 @@ async fn retry_after_on_429_is_honoured() {
     let app = TestApp::spawn_for_delivery().await;
     let mut receiver = Receiver::start(Reply::Status(200)).await;
     receiver.script([Reply::WithHeader(429, "retry-after", "1")]);
-    let ws = app.create_workspace("acme").await;
-    let (connection, _) = app.create_webhook(&ws, &receiver.url).await;
-    app.create_rule(&ws, &connection, json!({})).await;
+    let (ws, _) = app.workspace_with_webhook(&receiver.url).await;
     let event_id = app.emit_example(&ws.publishable_key).await;
     let first = receiver.next().await;
     let delivery_id = app.deliveries_of(&ws, &event_id).await.remove(0);
@@ -238,11 +229,8 @@ async fn retry_after_on_429_is_honoured() {
 async fn gone_kills_the_delivery_and_disables_the_connection() {
     let app = TestApp::spawn_for_delivery().await;
     let mut receiver = Receiver::start(Reply::Status(410)).await;
-    let ws = app.create_workspace("acme").await;
-    let (connection, _) = app.create_webhook(&ws, &receiver.url).await;
-    app.create_rule(&ws, &connection, json!({})).await;
-    let event_id = app.emit_example(&ws.publishable_key).await;
-    let delivery_id = app.deliveries_of(&ws, &event_id).await.remove(0);
+    let (ws, connection) = app.workspace_with_webhook(&receiver.url).await;
+    let (_, delivery_id) = app.emit_for_delivery(&ws).await;
     let dead = app
         .wait_for_delivery(&ws, &delivery_id, status_is("dead"))
         .await;
@@ -425,8 +413,7 @@ async fn private_targets_are_refused_unless_allowed() {
     let by_name = receiver.url.replace("127.0.0.1", "localhost");
     let (connection, _) = app.create_webhook(&ws, &by_name).await;
     app.create_rule(&ws, &connection, json!({})).await;
-    let event_id = app.emit_example(&ws.publishable_key).await;
-    let delivery_id = app.deliveries_of(&ws, &event_id).await.remove(0);
+    let (_, delivery_id) = app.emit_for_delivery(&ws).await;
     let dead = app
         .wait_for_delivery(&ws, &delivery_id, status_is("dead"))
         .await;
@@ -535,11 +522,8 @@ async fn a_batch_fans_out_per_event_and_metrics_count_it() {
 async fn graceful_shutdown_lets_an_attempt_in_flight_finish_and_records_it() {
     let mut app = TestApp::spawn_for_delivery().await;
     let mut receiver = Receiver::start(Reply::Hang).await;
-    let ws = app.create_workspace("acme").await;
-    let (connection, _) = app.create_webhook(&ws, &receiver.url).await;
-    app.create_rule(&ws, &connection, json!({})).await;
-    let event_id = app.emit_example(&ws.publishable_key).await;
-    let delivery_id = app.deliveries_of(&ws, &event_id).await.remove(0);
+    let (ws, _) = app.workspace_with_webhook(&receiver.url).await;
+    let (_, delivery_id) = app.emit_for_delivery(&ws).await;
     receiver.next().await;
     app.begin_shutdown();
     receiver.release();
@@ -561,9 +545,7 @@ async fn deliveries_due_during_a_pause_run_after_it() {
     let app = TestApp::spawn_for_delivery().await;
     let mut receiver = Receiver::start(Reply::Status(200)).await;
     receiver.script([Reply::WithHeader(429, "retry-after", "1")]);
-    let ws = app.create_workspace("acme").await;
-    let (connection, _) = app.create_webhook(&ws, &receiver.url).await;
-    app.create_rule(&ws, &connection, json!({})).await;
+    let (ws, _) = app.workspace_with_webhook(&receiver.url).await;
     let first = app.emit_example(&ws.publishable_key).await;
     receiver.next().await;
     let first = app.deliveries_of(&ws, &first).await.remove(0);
@@ -588,9 +570,7 @@ async fn a_huge_retry_after_is_capped() {
         "retry-after",
         "18446744073709551615",
     )]);
-    let ws = app.create_workspace("acme").await;
-    let (connection, _) = app.create_webhook(&ws, &receiver.url).await;
-    app.create_rule(&ws, &connection, json!({})).await;
+    let (ws, _) = app.workspace_with_webhook(&receiver.url).await;
     let event = app.emit_example(&ws.publishable_key).await;
     receiver.next().await;
     let delivery = app.deliveries_of(&ws, &event).await.remove(0);

@@ -177,6 +177,22 @@ impl TestApp {
         answer["id"].as_str().unwrap().to_string()
     }
 
+    /// A workspace whose `alert.*` events all go to one webhook at `url`;
+    /// with the connection's id.
+    pub async fn workspace_with_webhook(&self, url: &str) -> (TestWorkspace, String) {
+        let ws = self.create_workspace("acme").await;
+        let (connection, _) = self.create_webhook(&ws, url).await;
+        self.create_rule(&ws, &connection, json!({})).await;
+        (ws, connection)
+    }
+
+    /// Emits the example event; its id and its (first) delivery's.
+    pub async fn emit_for_delivery(&self, ws: &TestWorkspace) -> (String, String) {
+        let event = self.emit_example(&ws.publishable_key).await;
+        let delivery = self.deliveries_of(ws, &event).await.remove(0);
+        (event, delivery)
+    }
+
     /// The delivery ids of an event (as `GET /v1/events/{id}` lists them).
     pub async fn deliveries_of(&self, ws: &TestWorkspace, event_id: &str) -> Vec<String> {
         let (status, event) = self
