@@ -8,16 +8,18 @@ use crate::model::{format_timestamp_ms, now_ms};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use std::io::Seek;
+use std::sync::atomic::Ordering;
 
 pub fn routes() -> Router<AppState> {
     Router::new().route("/v1/backup", post(backup))
 }
 
 async fn backup(State(app): State<AppState>, _: Admin) -> Result<Response, ApiError> {
+    let _running = OneAtATime::claim(&app)?;
     let data_dir = app.config().data_dir.clone();
     let (file, stats) = app
         .read_blocking(move |store| {
@@ -62,4 +64,28 @@ async fn backup(State(app): State<AppState>, _: Admin) -> Result<Response, ApiEr
     }
     headers.insert("switchyard-backup-rows", HeaderValue::from(stats.rows));
     Ok(response)
+}
+
+/// Held while a backup is being copied; a second one meanwhile gets 409.
+struct OneAtATime(AppState);
+
+impl OneAtATime {
+    fn claim(app: &AppState) -> Result<Self, ApiError> {
+        app.backup_running()
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .map(|_| Self(app.clone()))
+            .map_err(|_| {
+                ApiError::new(
+                    StatusCode::CONFLICT,
+                    "backup_running",
+                    "a backup is being taken; try again when it is done",
+                )
+            })
+    }
+}
+
+impl Drop for OneAtATime {
+    fn drop(&mut self) {
+        self.0.backup_running().store(false, Ordering::Release);
+    }
 }

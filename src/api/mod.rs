@@ -49,6 +49,9 @@ pub struct AppParts {
 
 struct Inner {
     key_cache: auth::KeyCache,
+    /// One backup at a time: each needs the database's size again in free
+    /// space.
+    backup_running: std::sync::atomic::AtomicBool,
     store: Arc<dyn Store>,
     config: Config,
     admin_token_hash: KeyHash,
@@ -74,6 +77,7 @@ impl AppState {
         Self {
             inner: Arc::new(Inner {
                 key_cache: auth::KeyCache::default(),
+                backup_running: std::sync::atomic::AtomicBool::new(false),
                 store,
                 config,
                 admin_token_hash,
@@ -101,6 +105,10 @@ impl AppState {
             .await
             .map_err(|error| ApiError::internal(&error))?
             .map_err(ApiError::from)
+    }
+
+    pub(crate) fn backup_running(&self) -> &std::sync::atomic::AtomicBool {
+        &self.inner.backup_running
     }
 
     pub(crate) fn key_cache(&self) -> &auth::KeyCache {

@@ -109,7 +109,10 @@ pub async fn run(deps: &EngineDeps, entry: QueueEntry) -> Finished {
         })
         .await;
     match written {
-        Ok(_) => {
+        // Its workspace was deleted meanwhile: nothing was recorded and
+        // nothing is due again.
+        Ok(None) => Finished::done(entry),
+        Ok(Some(_)) => {
             if connection_status.is_some() {
                 deps.rule_index.invalidate(entry.workspace_id);
             }

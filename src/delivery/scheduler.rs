@@ -233,24 +233,36 @@ impl Scheduler {
         for deferred in self.deferred.remove(&entry.delivery_id).unwrap_or_default() {
             self.heap.push(Reverse((now, deferred)));
         }
-        self.start_waiting(entry.connection_id, now);
         if workspace_was_full {
-            // The workspace's other connections may hold entries back for
-            // its cap. Only looked for when the cap was reached, so the scan
-            // is rare.
-            let held: Vec<ConnectionId> = self
-                .lanes
-                .iter()
-                .filter(|(_, lane)| {
-                    lane.waiting
-                        .front()
-                        .is_some_and(|waiting| waiting.workspace_id == entry.workspace_id)
-                })
-                .map(|(connection, _)| *connection)
-                .collect();
-            for connection in held {
-                self.start_waiting(connection, now);
+            self.start_held_by_workspace(entry.workspace_id, now);
+        }
+        // Also forgets the lane once it is idle.
+        self.start_waiting(entry.connection_id, now);
+    }
+
+    /// A slot of a workspace that was at its cap goes to the lane of that
+    /// workspace with the fewest attempts in flight, not to the lane that
+    /// just finished: otherwise a hanging endpoint's own backlog would take
+    /// every slot it frees, and the workspace's healthy connections would
+    /// wait for ever. Scans the lanes only while the workspace is at its
+    /// cap.
+    fn start_held_by_workspace(&mut self, workspace: WorkspaceId, now: u64) {
+        let mut held: Vec<(usize, ConnectionId)> = self
+            .lanes
+            .iter()
+            .filter(|(_, lane)| {
+                lane.waiting
+                    .front()
+                    .is_some_and(|waiting| waiting.workspace_id == workspace)
+            })
+            .map(|(connection, lane)| (lane.in_flight, *connection))
+            .collect();
+        held.sort_unstable();
+        for (_, connection) in held {
+            if self.workspace_full(workspace) {
+                break;
             }
+            self.start_waiting(connection, now);
         }
     }
 

@@ -89,7 +89,10 @@ impl<T: Send> Job for TypedJob<T> {
     }
 
     fn complete(self: Box<Self>, outcome: Result<(), StoreError>) {
-        let TypedJob { value, reply, .. } = *self;
+        let TypedJob { op, value, reply } = *self;
+        // Dropped before the answer, so what the op shares with its caller
+        // is freed on the caller's thread, not on this one.
+        drop(op);
         let result = outcome.and_then(|()| value.ok_or(StoreError::WriterStopped));
         // The caller may have gone away (client disconnected); the write
         // stands either way.

@@ -357,7 +357,8 @@ async fn a_workspace_holds_at_most_its_share_of_attempts() {
         .await;
     app.create_rule(&a, &a_healthy_hook, json!({})).await;
     app.create_rule(&b, &b_hook, json!({})).await;
-    for _ in 0..4 {
+    // Eight for the hanging endpoint: four in flight, four waiting.
+    for _ in 0..8 {
         let (status, answer) = app
             .send(
                 app.post("/v1/events", &a.publishable_key)
@@ -384,10 +385,14 @@ async fn a_workspace_holds_at_most_its_share_of_attempts() {
         .await;
     assert_eq!(delivery["status"], "pending", "{delivery}");
 
+    // The four answer; the first slot freed goes to the healthy lane (none
+    // in flight), not to the hanging lane's own backlog, which would take
+    // every slot and hang again.
     stuck.release();
     a_healthy.next().await;
     app.wait_for_delivery(&a, &held, status_is("succeeded"))
         .await;
+    stuck.release();
 }
 
 #[tokio::test]

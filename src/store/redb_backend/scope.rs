@@ -38,8 +38,9 @@ impl<'txn> WriteScope<'txn> {
     }
 
     /// The transaction itself. Closes the tables kept open for ingest first:
-    /// redb refuses to open a table that is already open.
-    pub fn txn(&mut self) -> &'txn WriteTransaction {
+    /// redb refuses to open a table that is already open. The borrow keeps
+    /// the scope from reopening them while a table opened here is alive.
+    pub fn txn(&mut self) -> &WriteTransaction {
         self.ingest = None;
         self.txn
     }
