@@ -248,16 +248,22 @@ async fn call(request: reqwest::RequestBuilder) -> anyhow::Result<Value> {
     let status = response.status();
     let text = response.text().await.context("cannot read the answer")?;
     if !status.is_success() {
-        let message = serde_json::from_str::<Value>(&text)
-            .ok()
-            .and_then(|body| body["error"]["message"].as_str().map(str::to_string))
-            .unwrap_or(text);
-        bail!("server answered {status}: {message}");
+        return Err(server_error(status, text));
     }
     if text.is_empty() {
         return Ok(Value::Null);
     }
     serde_json::from_str(&text).context("the server's answer is not JSON")
+}
+
+/// The server's own error message (from its JSON error body) with the
+/// status, or the raw body when it is not one.
+fn server_error(status: reqwest::StatusCode, text: String) -> anyhow::Error {
+    let message = serde_json::from_str::<Value>(&text)
+        .ok()
+        .and_then(|body| body["error"]["message"].as_str().map(str::to_string))
+        .unwrap_or(text);
+    anyhow::anyhow!("server answered {status}: {message}")
 }
 
 async fn workspace(command: WorkspaceCommand) -> anyhow::Result<()> {
@@ -320,12 +326,10 @@ async fn backup(args: BackupArgs) -> anyhow::Result<()> {
         .context("cannot reach the server")?;
     if !response.status().is_success() {
         let status = response.status();
-        let text = response.text().await.unwrap_or_default();
-        let message = serde_json::from_str::<Value>(&text)
-            .ok()
-            .and_then(|body| body["error"]["message"].as_str().map(str::to_string))
-            .unwrap_or(text);
-        bail!("server answered {status}: {message}");
+        return Err(server_error(
+            status,
+            response.text().await.unwrap_or_default(),
+        ));
     }
     let rows = response
         .headers()

@@ -48,50 +48,26 @@ pub struct AppParts {
 }
 
 struct Inner {
+    parts: AppParts,
     key_cache: auth::KeyCache,
     /// One backup at a time: each needs the database's size again in free
     /// space.
     backup_running: std::sync::atomic::AtomicBool,
-    store: Arc<dyn Store>,
-    config: Config,
-    admin_token_hash: KeyHash,
-    master_key: Arc<MasterKey>,
-    rule_index: Arc<RuleIndex>,
-    engine: Engine,
-    destinations: Arc<Destinations>,
-    shutdown: CancellationToken,
 }
 
 impl AppState {
     pub fn new(parts: AppParts) -> Self {
-        let AppParts {
-            store,
-            config,
-            admin_token_hash,
-            master_key,
-            rule_index,
-            engine,
-            destinations,
-            shutdown,
-        } = parts;
         Self {
             inner: Arc::new(Inner {
+                parts,
                 key_cache: auth::KeyCache::default(),
                 backup_running: std::sync::atomic::AtomicBool::new(false),
-                store,
-                config,
-                admin_token_hash,
-                master_key,
-                rule_index,
-                engine,
-                destinations,
-                shutdown,
             }),
         }
     }
 
     pub fn store(&self) -> &dyn Store {
-        self.inner.store.as_ref()
+        self.inner.parts.store.as_ref()
     }
 
     /// Runs a read that may scan many records on the blocking pool, so a
@@ -100,7 +76,7 @@ impl AppState {
         &self,
         read: impl FnOnce(&dyn Store) -> Result<T, crate::store::StoreError> + Send + 'static,
     ) -> Result<T, ApiError> {
-        let store = self.inner.store.clone();
+        let store = self.inner.parts.store.clone();
         tokio::task::spawn_blocking(move || read(store.as_ref()))
             .await
             .map_err(|error| ApiError::internal(&error))?
@@ -116,31 +92,31 @@ impl AppState {
     }
 
     pub fn rule_index(&self) -> &RuleIndex {
-        &self.inner.rule_index
+        &self.inner.parts.rule_index
     }
 
     pub fn engine(&self) -> &Engine {
-        &self.inner.engine
+        &self.inner.parts.engine
     }
 
     pub fn master_key(&self) -> &MasterKey {
-        &self.inner.master_key
+        &self.inner.parts.master_key
     }
 
     pub fn destinations(&self) -> &Destinations {
-        &self.inner.destinations
+        &self.inner.parts.destinations
     }
 
     pub fn config(&self) -> &Config {
-        &self.inner.config
+        &self.inner.parts.config
     }
 
     fn admin_token_hash(&self) -> KeyHash {
-        self.inner.admin_token_hash
+        self.inner.parts.admin_token_hash
     }
 
     fn is_shutting_down(&self) -> bool {
-        self.inner.shutdown.is_cancelled()
+        self.inner.parts.shutdown.is_cancelled()
     }
 }
 

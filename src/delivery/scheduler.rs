@@ -166,13 +166,9 @@ impl Scheduler {
                 return;
             }
             self.heap.pop();
-            if self.running.contains(&entry.delivery_id) {
-                self.deferred
-                    .entry(entry.delivery_id)
-                    .or_default()
-                    .push(entry);
+            let Some(entry) = self.defer_if_running(entry) else {
                 continue;
-            }
+            };
             let cap = self.deps.max_in_flight_per_connection;
             let workspace_full = self.workspace_full(entry.workspace_id);
             let lane = self.lanes.entry(entry.connection_id).or_default();
@@ -185,6 +181,19 @@ impl Scheduler {
                 self.start(entry);
             }
         }
+    }
+
+    /// Holds `entry` back while another attempt of its delivery runs (it
+    /// goes on when that one finishes); hands it back otherwise.
+    fn defer_if_running(&mut self, entry: QueueEntry) -> Option<QueueEntry> {
+        if !self.running.contains(&entry.delivery_id) {
+            return Some(entry);
+        }
+        self.deferred
+            .entry(entry.delivery_id)
+            .or_default()
+            .push(entry);
+        None
     }
 
     fn start(&mut self, entry: QueueEntry) {
@@ -305,14 +314,9 @@ impl Scheduler {
                 self.heap.push(Reverse((paused_until, entry)));
                 continue;
             }
-            if self.running.contains(&entry.delivery_id) {
-                self.deferred
-                    .entry(entry.delivery_id)
-                    .or_default()
-                    .push(entry);
-                continue;
+            if let Some(entry) = self.defer_if_running(entry) {
+                self.start(entry);
             }
-            self.start(entry);
         }
     }
 

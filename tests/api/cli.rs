@@ -240,29 +240,16 @@ async fn a_generated_admin_token_is_stored_0600_and_printed_once() {
 /// connections, sealed secrets included.
 #[tokio::test]
 async fn a_backup_of_a_running_server_restores_into_a_new_data_dir() {
-    use crate::helpers::{example_event, send, workspace_from};
+    use crate::helpers::send;
     use reqwest::StatusCode;
     use serde_json::json;
 
     let original_dir = tempfile::tempdir().unwrap();
     let original = ChildServer::start(original_dir.path(), Some(ADMIN_TOKEN)).await;
     let http = reqwest::Client::new();
-    let (status, body) = send(
-        http.post(format!("{}/v1/workspaces", original.url))
-            .bearer_auth(ADMIN_TOKEN)
-            .json(&json!({"name": "acme"})),
-    )
-    .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    let ws = workspace_from(&body);
+    let ws = original.create_workspace("acme").await;
     for _ in 0..20 {
-        let (status, _) = send(
-            http.post(format!("{}/v1/events", original.url))
-                .bearer_auth(&ws.publishable_key)
-                .json(&example_event()),
-        )
-        .await;
-        assert_eq!(status, StatusCode::ACCEPTED);
+        original.emit_example(&ws.publishable_key).await;
     }
     let (status, hook) = send(
         http.post(format!("{}/v1/connections", original.url))

@@ -16,14 +16,7 @@ async fn every_acknowledged_event_survives_sigkill() {
     let data_dir = tempfile::tempdir().unwrap();
     let server = ChildServer::start(data_dir.path(), Some(ADMIN_TOKEN)).await;
     let http = reqwest::Client::new();
-    let (status, body) = send(
-        http.post(format!("{}/v1/workspaces", server.url))
-            .bearer_auth(ADMIN_TOKEN)
-            .json(&json!({"name": "crash"})),
-    )
-    .await;
-    assert_eq!(status, StatusCode::CREATED);
-    let ws = workspace_from(&body);
+    let ws = server.create_workspace("crash").await;
 
     let acknowledged = Arc::new(Mutex::new(Vec::<String>::new()));
     let enough = Arc::new(Notify::new());

@@ -41,6 +41,27 @@ async fn create_email_connection(app: &TestApp, ws: &TestWorkspace, provider: &s
     answer["id"].as_str().unwrap().to_string()
 }
 
+/// A workspace whose `alert.*` events are mailed through `provider` to
+/// oncall@example.com; with the connection's id.
+async fn workspace_mailing_oncall(app: &TestApp, provider: &str) -> (TestWorkspace, String) {
+    let ws = app.create_workspace("acme").await;
+    let connection = create_email_connection(app, &ws, provider).await;
+    app.create_rule(
+        &ws,
+        &connection,
+        json!({"target": {"to": ["oncall@example.com"]}}),
+    )
+    .await;
+    (ws, connection)
+}
+
+/// Emits the example event; its id and its one delivery's.
+async fn emit_one(app: &TestApp, ws: &TestWorkspace) -> (String, String) {
+    let event_id = app.emit_example(&ws.publishable_key).await;
+    let delivery_id = only_delivery(app, ws, &event_id).await;
+    (event_id, delivery_id)
+}
+
 async fn only_delivery(app: &TestApp, ws: &TestWorkspace, event_id: &str) -> String {
     let deliveries = app.deliveries_of(ws, event_id).await;
     assert_eq!(deliveries.len(), 1, "{deliveries:?}");
@@ -56,17 +77,9 @@ async fn resend_gets_the_alert_with_the_delivery_id_as_idempotency_key() {
         "An unexpected error occurred.",
     )]);
     let app = TestApp::spawn_with(|config| with_resend(config, &fake, API_KEY)).await;
-    let ws = app.create_workspace("acme").await;
-    let connection = create_email_connection(&app, &ws, "resend").await;
-    app.create_rule(
-        &ws,
-        &connection,
-        json!({"target": {"to": ["oncall@example.com"]}}),
-    )
-    .await;
+    let (ws, _) = workspace_mailing_oncall(&app, "resend").await;
 
-    let event_id = app.emit_example(&ws.publishable_key).await;
-    let delivery_id = only_delivery(&app, &ws, &event_id).await;
+    let (event_id, delivery_id) = emit_one(&app, &ws).await;
 
     let first = fake.next_request().await;
     assert_eq!(first.path, "/emails");
@@ -136,17 +149,9 @@ async fn resend_validation_errors_are_permanent_and_rate_limits_wait() {
         "Invalid `to` field. The email address needs to follow the `email@example.com` format.";
     fake.script([ResendReply::error(422, "validation_error", message)]);
     let app = TestApp::spawn_with(|config| with_resend(config, &fake, API_KEY)).await;
-    let ws = app.create_workspace("acme").await;
-    let connection = create_email_connection(&app, &ws, "resend").await;
-    app.create_rule(
-        &ws,
-        &connection,
-        json!({"target": {"to": ["oncall@example.com"]}}),
-    )
-    .await;
+    let (ws, _) = workspace_mailing_oncall(&app, "resend").await;
 
-    let event_id = app.emit_example(&ws.publishable_key).await;
-    let delivery_id = only_delivery(&app, &ws, &event_id).await;
+    let (_, delivery_id) = emit_one(&app, &ws).await;
     fake.next_request().await;
     let delivery = app
         .wait_for_delivery(&ws, &delivery_id, status_is("dead"))
@@ -166,8 +171,7 @@ async fn resend_validation_errors_are_permanent_and_rate_limits_wait() {
         ResendReply::error(429, "rate_limit_exceeded", "Too many requests.")
             .with_header("retry-after", "1"),
     ]);
-    let event_id = app.emit_example(&ws.publishable_key).await;
-    let delivery_id = only_delivery(&app, &ws, &event_id).await;
+    let (_, delivery_id) = emit_one(&app, &ws).await;
     let limited = fake.next_request().await;
     let retried = fake.next_request().await;
     assert_eq!(retried.header("idempotency-key"), delivery_id);
@@ -186,16 +190,8 @@ async fn resend_validation_errors_are_permanent_and_rate_limits_wait() {
 async fn a_refused_resend_key_is_reported_as_the_operators() {
     let mut fake = FakeResend::start().await;
     let app = TestApp::spawn_with(|config| with_resend(config, &fake, "re_wrong_key")).await;
-    let ws = app.create_workspace("acme").await;
-    let connection = create_email_connection(&app, &ws, "resend").await;
-    app.create_rule(
-        &ws,
-        &connection,
-        json!({"target": {"to": ["oncall@example.com"]}}),
-    )
-    .await;
-    let event_id = app.emit_example(&ws.publishable_key).await;
-    let delivery_id = only_delivery(&app, &ws, &event_id).await;
+    let (ws, _) = workspace_mailing_oncall(&app, "resend").await;
+    let (_, delivery_id) = emit_one(&app, &ws).await;
     assert_eq!(
         fake.next_request().await.header("authorization"),
         "Bearer re_wrong_key"
@@ -371,17 +367,9 @@ async fn smtp_delivers_a_multipart_mail_to_a_real_server() {
         config.email.smtp.tls = SmtpTls::None;
     })
     .await;
-    let ws = app.create_workspace("acme").await;
-    let connection = create_email_connection(&app, &ws, "smtp").await;
-    app.create_rule(
-        &ws,
-        &connection,
-        json!({"target": {"to": ["oncall@example.com"]}}),
-    )
-    .await;
+    let (ws, connection) = workspace_mailing_oncall(&app, "smtp").await;
 
-    let event_id = app.emit_example(&ws.publishable_key).await;
-    let delivery_id = only_delivery(&app, &ws, &event_id).await;
+    let (event_id, delivery_id) = emit_one(&app, &ws).await;
     let message = sink.next_message().await;
     assert_eq!(message["mail_from"], "alerts@example.com");
     assert_eq!(message["rcpt_tos"], json!(["oncall@example.com"]));
@@ -450,8 +438,7 @@ async fn smtp_rejections_are_permanent_and_deferrals_retried() {
             json!({"target": {"to": ["reject@example.com"]}}),
         )
         .await;
-    let event_id = app.emit_example(&ws.publishable_key).await;
-    let delivery_id = only_delivery(&app, &ws, &event_id).await;
+    let (_, delivery_id) = emit_one(&app, &ws).await;
     let delivery = app
         .wait_for_delivery(&ws, &delivery_id, status_is("dead"))
         .await;
@@ -471,8 +458,7 @@ async fn smtp_rejections_are_permanent_and_deferrals_retried() {
         json!({"target": {"to": ["tempfail@example.com"]}}),
     )
     .await;
-    let event_id = app.emit_example(&ws.publishable_key).await;
-    let delivery_id = only_delivery(&app, &ws, &event_id).await;
+    let (_, delivery_id) = emit_one(&app, &ws).await;
     let delivery = app
         .wait_for_delivery(&ws, &delivery_id, |delivery| {
             delivery["attempts"]

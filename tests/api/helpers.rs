@@ -358,6 +358,32 @@ impl ChildServer {
         panic!("server exited before listening: {stdout_lines:?}");
     }
 
+    /// Creates a workspace with the admin token (the server must have been
+    /// started with `ADMIN_TOKEN`).
+    pub async fn create_workspace(&self, name: &str) -> TestWorkspace {
+        let (status, body) = send(
+            reqwest::Client::new()
+                .post(format!("{}/v1/workspaces", self.url))
+                .bearer_auth(ADMIN_TOKEN)
+                .json(&json!({ "name": name })),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        workspace_from(&body)
+    }
+
+    /// Emits the example event with `key`, expecting 202.
+    pub async fn emit_example(&self, key: &str) {
+        let (status, body) = send(
+            reqwest::Client::new()
+                .post(format!("{}/v1/events", self.url))
+                .bearer_auth(key)
+                .json(&example_event()),
+        )
+        .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    }
+
     pub async fn kill(mut self) {
         self.child.start_kill().unwrap();
         self.child.wait().await.unwrap();

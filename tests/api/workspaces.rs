@@ -142,7 +142,7 @@ async fn health_and_readiness() {
 /// transactions, and nothing of another workspace goes with them.
 #[tokio::test]
 async fn a_deleted_workspace_is_purged_in_the_background() {
-    use crate::helpers::{ChildServer, example_event, send};
+    use crate::helpers::{ChildServer, send};
     use redb::{ReadableDatabase, TableDefinition};
 
     let dir = tempfile::tempdir().unwrap();
@@ -157,22 +157,9 @@ async fn a_deleted_workspace_is_purged_in_the_background() {
     let http = reqwest::Client::new();
     let mut workspaces = Vec::new();
     for name in ["gone", "kept"] {
-        let (status, body) = send(
-            http.post(format!("{}/v1/workspaces", server.url))
-                .bearer_auth(ADMIN_TOKEN)
-                .json(&json!({ "name": name })),
-        )
-        .await;
-        assert_eq!(status, StatusCode::CREATED, "{body}");
-        let ws = workspace_from(&body);
+        let ws = server.create_workspace(name).await;
         for _ in 0..30 {
-            let (status, _) = send(
-                http.post(format!("{}/v1/events", server.url))
-                    .bearer_auth(&ws.publishable_key)
-                    .json(&example_event()),
-            )
-            .await;
-            assert_eq!(status, StatusCode::ACCEPTED);
+            server.emit_example(&ws.publishable_key).await;
         }
         workspaces.push(ws);
     }

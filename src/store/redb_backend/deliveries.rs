@@ -1,6 +1,6 @@
 use super::scope::NewDeliveryTables;
 use super::tables::*;
-use super::{connections, decode, events, rules};
+use super::{connections, decode, events, rules, scan_newest_first};
 use crate::model::{
     Attempt, ConnectionId, Delivery, DeliveryId, DeliveryStatus, EventId, RuleId, WorkspaceId,
 };
@@ -107,10 +107,10 @@ fn list_scanning_at_most(
 ) -> Result<DeliveryPage, StoreError> {
     let ws = workspace.0;
     let table = txn.open_table(DELIVERIES)?;
-    let upper = query.before.map_or(u128::MAX, |cursor| cursor.0);
     let mut page = DeliveryPage::default();
     if let Some(event) = query.event_id {
         // One event has at most one delivery per rule: no budget needed.
+        let upper = query.before.map_or(u128::MAX, |cursor| cursor.0);
         let index = txn.open_table(EVENT_DELIVERIES)?;
         for entry in index.range((ws, event.0, 0)..(ws, event.0, upper))?.rev() {
             let id = entry?.0.value().2;
@@ -122,24 +122,18 @@ fn list_scanning_at_most(
         }
         return Ok(page);
     }
-    let mut last_examined = None;
-    for (scanned, entry) in table.range((ws, 0)..(ws, upper))?.rev().enumerate() {
-        if scanned == budget {
-            page.next = last_examined;
-            break;
-        }
-        let (key, bytes) = entry?;
-        let id = key.value().1;
-        last_examined = Some(DeliveryId(id));
-        if !offer(
+    let before = query.before.map(|cursor| cursor.0);
+    let cursor = scan_newest_first(&table, ws, before, budget, |id, bytes| {
+        Ok(offer(
             &mut page,
             query,
             workspace,
             id,
-            DeliveryRecord::decode(bytes.value())?,
-        ) {
-            break;
-        }
+            DeliveryRecord::decode(bytes)?,
+        ))
+    })?;
+    if let Some(cursor) = cursor {
+        page.next = Some(DeliveryId(cursor));
     }
     Ok(page)
 }

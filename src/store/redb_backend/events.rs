@@ -1,6 +1,6 @@
 use super::scope::IngestTables;
 use super::tables::*;
-use super::{decode, deliveries};
+use super::{decode, deliveries, scan_newest_first};
 use crate::model::{Event, EventId, EventName, WorkspaceId, now_ms};
 use crate::rules::EventPattern;
 use crate::store::codec::Record;
@@ -156,8 +156,6 @@ fn list_scanning_at_most(
     budget: usize,
 ) -> Result<EventPage, StoreError> {
     let table = txn.open_table(EVENTS)?;
-    let ws = workspace.0;
-    let upper = query.before.map_or(u128::MAX, |cursor| cursor.0);
     let pattern = query
         .name
         .as_deref()
@@ -165,27 +163,25 @@ fn list_scanning_at_most(
         .transpose()
         .map_err(|_| StoreError::Corrupt("unchecked event filter".into()))?;
     let mut page = EventPage::default();
-    let mut last_examined = None;
-    for (scanned, entry) in table.range((ws, 0)..(ws, upper))?.rev().enumerate() {
-        if scanned == budget {
-            page.next = last_examined;
-            break;
-        }
-        let (key, bytes) = entry?;
-        let id = EventId(key.value().1);
-        last_examined = Some(id);
-        let record = EventRecord::decode(bytes.value())?;
+    let before = query.before.map(|cursor| cursor.0);
+    let cursor = scan_newest_first(&table, workspace.0, before, budget, |id, bytes| {
+        let record = EventRecord::decode(bytes)?;
         if pattern
             .as_ref()
             .is_some_and(|pattern| !pattern.matches(&record.name))
         {
-            continue;
+            return Ok(true);
         }
         if page.events.len() == query.limit {
             page.next = page.events.last().map(|event: &Event| event.id);
-            break;
+            return Ok(false);
         }
-        page.events.push(event_from(workspace, id, record)?);
+        page.events
+            .push(event_from(workspace, EventId(id), record)?);
+        Ok(true)
+    })?;
+    if let Some(cursor) = cursor {
+        page.next = Some(EventId(cursor));
     }
     Ok(page)
 }

@@ -21,7 +21,10 @@ use crate::model::{
     Attempt, Connection, ConnectionId, Delivery, DeliveryId, Event, EventId, KeyKind, Rule, RuleId,
     Workspace, WorkspaceId,
 };
-use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTableMetadata, WriteTransaction};
+use redb::{
+    Database, ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTableMetadata,
+    WriteTransaction,
+};
 pub use scope::WriteScope;
 use std::path::Path;
 use std::sync::Arc;
@@ -329,6 +332,35 @@ impl Store for RedbStore {
 }
 
 /// Decodes an optional stored value.
+/// Walks a workspace's `(workspace, id)` rows newest first, from below
+/// `before`, handing each id and value to `visit` until it returns false.
+/// At most `budget` rows are examined, so a filter that matches little
+/// cannot walk the whole workspace: when the budget runs out, the id of the
+/// last row examined comes back as the cursor to go on from.
+fn scan_newest_first(
+    table: &ReadOnlyTable<(u128, u128), &'static [u8]>,
+    workspace: u128,
+    before: Option<u128>,
+    budget: usize,
+    mut visit: impl FnMut(u128, &[u8]) -> Result<bool, StoreError>,
+) -> Result<Option<u128>, StoreError> {
+    let upper = before.unwrap_or(u128::MAX);
+    let mut last_examined = None;
+    let rows = table.range((workspace, 0)..(workspace, upper))?.rev();
+    for (scanned, row) in rows.enumerate() {
+        if scanned == budget {
+            return Ok(last_examined);
+        }
+        let (key, value) = row?;
+        let id = key.value().1;
+        last_examined = Some(id);
+        if !visit(id, value.value())? {
+            break;
+        }
+    }
+    Ok(None)
+}
+
 fn decode<R: super::codec::Record>(
     guard: Option<redb::AccessGuard<'_, &[u8]>>,
 ) -> Result<Option<R>, StoreError> {
