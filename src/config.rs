@@ -6,6 +6,7 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// The commented reference configuration, used as the defaults layer.
 pub const DEFAULT_CONFIG_TOML: &str = include_str!("../config/switchyard.toml");
@@ -30,6 +31,7 @@ const STRING_KEYS: &[&str] = &[
     "email.smtp.host",
     "email.smtp.username",
     "email.smtp.password",
+    "retention.events",
 ];
 
 /// Path read when `--config` is not given, if the file exists.
@@ -50,6 +52,8 @@ pub struct Config {
     pub log: LogConfig,
     pub limits: LimitsConfig,
     pub delivery: DeliveryConfig,
+    pub storage: StorageConfig,
+    pub retention: RetentionConfig,
     pub slack: SlackConfig,
     pub email: EmailConfig,
 }
@@ -71,6 +75,10 @@ pub enum LogFormat {
 pub struct LimitsConfig {
     pub max_body_bytes: usize,
     pub max_batch_events: usize,
+    /// Events per second each workspace may emit (0: no limit).
+    pub events_per_second: u32,
+    /// Seconds of `events_per_second` a workspace may send at once.
+    pub burst_seconds: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -81,6 +89,103 @@ pub struct DeliveryConfig {
     pub max_in_flight_per_workspace: usize,
     pub max_in_flight: usize,
     pub allow_private_networks: bool,
+    /// Queue entries the scheduler holds in memory; the rest of the backlog
+    /// stays on disk.
+    pub queue_window: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StorageConfig {
+    /// redb's page cache, in MiB.
+    pub cache_mb: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RetentionConfig {
+    /// How long events (with their deliveries and attempts) are kept.
+    pub events: RetentionPeriod,
+    /// How often the retention sweep runs.
+    #[serde(with = "duration_text")]
+    pub interval: Duration,
+}
+
+/// How long to keep something: a duration such as `"30d"`, `"12h"` or
+/// `"90s"`, or `"0"` to keep it for ever.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetentionPeriod {
+    Forever,
+    For(Duration),
+}
+
+impl RetentionPeriod {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        if text == "0" {
+            return Ok(Self::Forever);
+        }
+        match humantime::parse_duration(text) {
+            Ok(duration) if duration.is_zero() => Ok(Self::Forever),
+            Ok(duration) => Ok(Self::For(duration)),
+            Err(error) => Err(format!(
+                "{error}; expected a duration such as \"30d\", \"12h\" or \"90s\", or \"0\" to keep everything"
+            )),
+        }
+    }
+
+    /// The retention as a duration; `None` keeps everything.
+    pub fn duration(self) -> Option<Duration> {
+        match self {
+            Self::Forever => None,
+            Self::For(duration) => Some(duration),
+        }
+    }
+}
+
+impl std::fmt::Display for RetentionPeriod {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Forever => f.write_str("0"),
+            Self::For(duration) => write!(f, "{}", humantime::format_duration(*duration)),
+        }
+    }
+}
+
+impl Serialize for RetentionPeriod {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for RetentionPeriod {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        /// A string, or a bare number of seconds (so `events = 0` works).
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Text(String),
+            Seconds(u64),
+        }
+        match Raw::deserialize(deserializer)? {
+            Raw::Text(text) => Self::parse(&text).map_err(serde::de::Error::custom),
+            Raw::Seconds(0) => Ok(Self::Forever),
+            Raw::Seconds(seconds) => Ok(Self::For(Duration::from_secs(seconds))),
+        }
+    }
+}
+
+/// Durations written as `"60s"`, `"1m"` (humantime).
+mod duration_text {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(value: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&humantime::format_duration(*value))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        humantime::parse_duration(&text).map_err(serde::de::Error::custom)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -252,6 +357,18 @@ impl Config {
         if self.delivery.max_in_flight_per_workspace == 0 {
             return invalid("delivery.max_in_flight_per_workspace", "must be at least 1");
         }
+        if self.delivery.queue_window < 16 {
+            return invalid("delivery.queue_window", "must be at least 16");
+        }
+        if self.storage.cache_mb == 0 {
+            return invalid("storage.cache_mb", "must be at least 1");
+        }
+        if self.retention.interval.is_zero() {
+            return invalid("retention.interval", "must be longer than zero");
+        }
+        if self.limits.events_per_second > 0 && self.limits.burst_seconds == 0 {
+            return invalid("limits.burst_seconds", "must be at least 1");
+        }
         for (key, base) in [
             ("slack.api_base", &self.slack.api_base),
             ("slack.oauth_base", &self.slack.oauth_base),
@@ -305,6 +422,12 @@ mod tests {
         assert_eq!(config.delivery.max_in_flight_per_connection, 8);
         assert_eq!(config.delivery.max_in_flight_per_workspace, 512);
         assert!(!config.delivery.allow_private_networks);
+        assert_eq!(config.delivery.queue_window, 10_000);
+        assert_eq!(config.limits.events_per_second, 0);
+        assert_eq!(
+            config.retention.events,
+            RetentionPeriod::For(Duration::from_secs(30 * 24 * 3600))
+        );
         assert_eq!(config.slack.api_base, "https://slack.com/api");
         assert_eq!(config.email.resend.api_base, "https://api.resend.com");
     }
@@ -363,6 +486,46 @@ mod tests {
             jail.set_env("SWITCHYARD_LOG__FORMAT", "xml");
             let error = Config::load(None).unwrap_err().to_string();
             assert!(error.contains("`log.format`"), "{error}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn retention_takes_durations_and_zero_keeps_everything() {
+        let day = Duration::from_secs(24 * 3600);
+        assert_eq!(
+            RetentionPeriod::parse("30d"),
+            Ok(RetentionPeriod::For(30 * day))
+        );
+        assert_eq!(
+            RetentionPeriod::parse("12h"),
+            Ok(RetentionPeriod::For(Duration::from_secs(12 * 3600)))
+        );
+        assert_eq!(
+            RetentionPeriod::parse("90s"),
+            Ok(RetentionPeriod::For(Duration::from_secs(90)))
+        );
+        assert_eq!(RetentionPeriod::parse("0"), Ok(RetentionPeriod::Forever));
+        assert!(RetentionPeriod::parse("soon").is_err());
+        Jail::expect_with(|jail| {
+            jail.set_env("SWITCHYARD_RETENTION__EVENTS", "0");
+            let config = Config::load(None).unwrap();
+            assert_eq!(config.retention.events, RetentionPeriod::Forever);
+            jail.set_env("SWITCHYARD_RETENTION__EVENTS", "20s");
+            let config = Config::load(None).unwrap();
+            assert_eq!(
+                config.retention.events.duration(),
+                Some(Duration::from_secs(20))
+            );
+            jail.set_env("SWITCHYARD_RETENTION__EVENTS", "a while");
+            let error = Config::load(None).unwrap_err().to_string();
+            assert!(error.contains("`retention.events`"), "{error}");
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            jail.create_file("keep.toml", "[retention]\nevents = 0\n")?;
+            let config = Config::load(Some(Path::new("keep.toml"))).unwrap();
+            assert_eq!(config.retention.events, RetentionPeriod::Forever);
             Ok(())
         });
     }
