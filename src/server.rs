@@ -151,10 +151,12 @@ impl Server {
                 max_in_flight_per_connection: config.delivery.max_in_flight_per_connection,
                 max_in_flight_per_workspace: config.delivery.max_in_flight_per_workspace,
                 max_in_flight: config.delivery.max_in_flight,
+                queue_window: config.delivery.queue_window,
                 shutdown_grace: timeout + Duration::from_secs(5),
             },
             shutdown.clone(),
-        )?;
+        )
+        .await?;
         let state = AppState::new(AppParts {
             store,
             config,

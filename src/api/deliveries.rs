@@ -187,7 +187,7 @@ async fn retry_one(
         .await?;
     // A pending or retrying delivery is already queued: nothing to do.
     let newly_queued = !queued.is_empty();
-    app.engine().schedule(queued);
+    app.engine().schedule(queued).await;
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({"id": id, "queued": newly_queued})),
@@ -225,6 +225,6 @@ async fn retry_many(
     };
     let queued = app.store().requeue(workspace, which, now_ms()).await?;
     let count = queued.len();
-    app.engine().schedule(queued);
+    app.engine().schedule(queued).await;
     Ok((StatusCode::ACCEPTED, Json(json!({"queued": count}))))
 }

@@ -16,9 +16,13 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// Prometheus text exposition.
-async fn metrics() -> Result<impl IntoResponse, ApiError> {
+async fn metrics(State(app): State<AppState>) -> Result<impl IntoResponse, ApiError> {
     let handle = crate::telemetry::metrics_handle()
         .ok_or_else(|| ApiError::unavailable("metrics are unavailable"))?;
+    // The backlog on disk, as of now (a stored count, no scan).
+    if let Ok(depth) = app.store().queue_len() {
+        metrics::gauge!("switchyard_queue_depth").set(depth as f64);
+    }
     handle.run_upkeep();
     Ok((
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

@@ -1,9 +1,34 @@
-//! The scheduler task. Fairness: each connection has its own lane with an
-//! in-flight cap, and entries of a lane at its cap wait in that lane, so one
-//! tenant's slow endpoint never holds up anyone else's deliveries. Each
-//! workspace also has a cap across all its connections, so one tenant's
-//! many hanging endpoints cannot take every global slot either. A
-//! `Retry-After` pauses only its own connection.
+//! The scheduler task: a bounded window over the durable queue.
+//!
+//! The queue table holds the whole backlog; memory holds at most
+//! `queue_window` of its entries, plus the attempts in flight. Everything in
+//! memory can be dropped and read again: the table is the truth.
+//!
+//! Invariants:
+//!
+//! - **Per-connection order.** A connection's entries are held in its lane
+//!   in queue-key order (due time, delivery id) and started front first. A
+//!   lane that does not hold all of its connection's entries is
+//!   *incomplete*: it holds a prefix, up to its `frontier` (the first key it
+//!   does not hold), and admits nothing at or past it, so a later entry
+//!   never overtakes one still on disk. Refills read on from the frontier.
+//! - **A fair window.** When the window is full, an entry for a lane takes
+//!   the place of the biggest lane's last entry (which stays on disk), and a
+//!   refill gives each connection with a backlog at most its share (the
+//!   window divided among them). A connection that hangs or is paused thus
+//!   holds its share at most, and its backlog cannot starve anyone else.
+//! - **Fair slots.** Each connection has an in-flight cap, each workspace a
+//!   cap across its connections (a freed slot goes to its lane with the
+//!   fewest attempts in flight, not to a hanging endpoint's backlog), and
+//!   there is a global cap. `Retry-After` pauses only its own connection.
+//! - **Refills** read the first entry of every connection's queue (one seek
+//!   each), then top up incomplete lanes, oldest first. They run at start,
+//!   when an incomplete lane has drained to half its share, and every few
+//!   seconds as a safety net; consecutive refills are spaced by ten times
+//!   the last one's cost, so a huge number of connections cannot make them
+//!   eat the CPU.
+//! - **Storage trouble pauses the engine**: nothing is dispatched while the
+//!   store refuses writes, since no outcome could be recorded.
 
 use super::attempt::{self, Finished};
 use super::retry::RetryPolicy;
@@ -11,11 +36,10 @@ use crate::crypto::MasterKey;
 use crate::destinations::Destinations;
 use crate::model::{ConnectionId, DeliveryId, WorkspaceId, now_ms};
 use crate::routing::RuleIndex;
-use crate::store::{QueueEntry, Store, StoreError};
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
+use crate::store::{LaneRead, QueueEntry, QueueHeads, QueueKey, Store, StoreError};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -33,6 +57,8 @@ pub struct EngineDeps {
     pub max_in_flight_per_workspace: usize,
     /// Attempts in flight across all connections.
     pub max_in_flight: usize,
+    /// Queue entries held in memory, in flight not counted.
+    pub queue_window: usize,
     /// How long shutdown waits for in-flight attempts to record.
     pub shutdown_grace: Duration,
 }
@@ -40,171 +66,371 @@ pub struct EngineDeps {
 /// A handle to the running engine. Cheap to clone.
 #[derive(Clone)]
 pub struct Engine {
-    commands: mpsc::UnboundedSender<Command>,
+    schedule: mpsc::Sender<Vec<QueueEntry>>,
 }
 
-pub(super) enum Command {
-    Schedule(Vec<QueueEntry>),
-    Finished(Finished),
-}
+/// Batches of new entries waiting for the scheduler before senders wait
+/// too. Each batch is one request's worth, so this bounds memory and makes
+/// ingest wait (briefly, during a refill) rather than pile up.
+const SCHEDULE_CHANNEL: usize = 256;
+/// A refill runs at least this often: it publishes the backlog metrics and
+/// catches anything a lane missed.
+const PERIODIC_REFILL: Duration = Duration::from_secs(5);
+/// Least gap between two refills, and how many times its own cost the gap
+/// after a refill is at least.
+const MIN_REFILL_GAP: Duration = Duration::from_millis(20);
+const REFILL_GAP_FACTOR: u32 = 10;
 
 impl Engine {
-    /// Loads the queue table and starts the scheduler; the handle resolves
-    /// once `shutdown` fired and in-flight attempts were recorded.
-    pub fn start(
+    /// Reads the first window of the queue and starts the scheduler; the
+    /// handle resolves once `shutdown` fired and in-flight attempts were
+    /// recorded.
+    pub async fn start(
         deps: EngineDeps,
         shutdown: CancellationToken,
     ) -> Result<(Engine, JoinHandle<()>), StoreError> {
-        let queued = deps.store.queue()?;
-        let (commands, receiver) = mpsc::unbounded_channel();
-        let engine = Engine {
-            commands: commands.clone(),
-        };
-        let mut scheduler = Scheduler::new(Arc::new(deps), commands);
-        tracing::info!(queued = queued.len(), "delivery engine starting");
-        scheduler.schedule(queued);
-        let handle = tokio::spawn(scheduler.run(receiver, shutdown));
-        Ok((engine, handle))
+        let (schedule, schedule_rx) = mpsc::channel(SCHEDULE_CHANNEL);
+        let (finished, finished_rx) = mpsc::unbounded_channel();
+        let mut scheduler = Scheduler::new(Arc::new(deps), finished);
+        let heads = scheduler.refill().await?;
+        tracing::info!(
+            queued = heads.backlog,
+            in_memory = scheduler.held,
+            "delivery engine starting"
+        );
+        let handle = tokio::spawn(scheduler.run(schedule_rx, finished_rx, shutdown));
+        Ok((Engine { schedule }, handle))
     }
 
-    /// Hands newly durable queue entries to the scheduler.
-    pub fn schedule(&self, entries: Vec<QueueEntry>) {
+    /// Hands newly durable queue entries to the scheduler; waits while it
+    /// is busy with a full channel.
+    pub async fn schedule(&self, entries: Vec<QueueEntry>) {
         if entries.is_empty() {
             return;
         }
-        // After shutdown the entries stay in the queue table and are loaded
+        // After shutdown the entries stay in the queue table and are read
         // on the next start.
-        let _ = self.commands.send(Command::Schedule(entries));
+        let _ = self.schedule.send(entries).await;
     }
 }
 
-#[derive(Default)]
+/// One connection's part of the window.
 struct Lane {
+    workspace: WorkspaceId,
+    /// Entries held in memory, in queue order.
+    held: BTreeSet<QueueKey>,
     in_flight: usize,
-    /// Due entries held back by the lane's or its workspace's cap, oldest
-    /// first.
-    waiting: VecDeque<QueueEntry>,
     /// No attempts before this time (ms), set by `Retry-After`.
     paused_until: u64,
+    /// The first key this lane does not hold when its connection has more
+    /// entries on disk than in memory; `None` when it holds them all.
+    frontier: Option<QueueKey>,
+    /// Waiting for a slot of its workspace.
+    parked: bool,
+    /// Its key in `Scheduler::ready`, if it is there.
+    ready_at: Option<u64>,
+}
+
+impl Lane {
+    fn new(workspace: WorkspaceId) -> Self {
+        Self {
+            workspace,
+            held: BTreeSet::new(),
+            in_flight: 0,
+            paused_until: 0,
+            frontier: None,
+            parked: false,
+            ready_at: None,
+        }
+    }
+
+    fn holds_everything_before(&self, key: QueueKey) -> bool {
+        self.frontier.is_none_or(|frontier| key < frontier)
+    }
 }
 
 struct Scheduler {
     deps: Arc<EngineDeps>,
-    commands: mpsc::UnboundedSender<Command>,
-    /// (when to run, entry). The entry's own `due_ms` is its key in the
-    /// queue table and never changes here: a pause or a back-off only moves
-    /// the run time, so the attempt still recognises its entry.
-    heap: BinaryHeap<Reverse<(u64, QueueEntry)>>,
-    /// Entries in the heap or waiting in a lane, so a source that repeats
-    /// an entry (ingest, requeue, start-up load) adds it once.
-    pending: HashSet<(DeliveryId, u64)>,
-    /// Deliveries being attempted; another entry of one waits in `deferred`
-    /// until the attempt finishes, so a delivery never runs twice at once.
-    running: HashSet<DeliveryId>,
-    deferred: HashMap<DeliveryId, Vec<QueueEntry>>,
+    finished: mpsc::UnboundedSender<Finished>,
     lanes: HashMap<ConnectionId, Lane>,
+    /// Lanes that can start their front entry, by when it can run.
+    ready: BTreeSet<(u64, ConnectionId)>,
+    /// Lanes by how many entries they hold (lanes holding none are left
+    /// out), to find the biggest.
+    sizes: BTreeSet<(usize, ConnectionId)>,
+    /// Entries in memory: held in lanes or deferred.
+    held: usize,
+    /// Deliveries being attempted, with the due time of the entry that
+    /// runs: another entry of one waits in `deferred` until the attempt
+    /// finishes, so a delivery never runs twice at once.
+    running: HashMap<DeliveryId, u64>,
+    deferred: HashMap<DeliveryId, Vec<QueueEntry>>,
     /// Attempts in flight per workspace (only workspaces with some).
     workspaces: HashMap<WorkspaceId, usize>,
     in_flight: usize,
+    refill: RefillTiming,
     tasks: TaskTracker,
 }
 
+/// When the next refill may and must run.
+struct RefillTiming {
+    /// An incomplete lane ran low.
+    wanted: bool,
+    /// The last refill ran out of room before every lane had its share.
+    starved: bool,
+    /// Not before this time (ms).
+    not_before: u64,
+    /// At the latest at this time (ms).
+    due: u64,
+    /// Each connection's share of the window, as of the last refill.
+    share: usize,
+}
+
 impl Scheduler {
-    fn new(deps: Arc<EngineDeps>, commands: mpsc::UnboundedSender<Command>) -> Self {
+    fn new(deps: Arc<EngineDeps>, finished: mpsc::UnboundedSender<Finished>) -> Self {
+        let share = deps.queue_window;
         Self {
             deps,
-            commands,
-            heap: BinaryHeap::new(),
-            pending: HashSet::new(),
-            running: HashSet::new(),
-            deferred: HashMap::new(),
+            finished,
             lanes: HashMap::new(),
+            ready: BTreeSet::new(),
+            sizes: BTreeSet::new(),
+            held: 0,
+            running: HashMap::new(),
+            deferred: HashMap::new(),
             workspaces: HashMap::new(),
             in_flight: 0,
+            refill: RefillTiming {
+                wanted: false,
+                starved: false,
+                not_before: 0,
+                due: 0,
+                share,
+            },
             tasks: TaskTracker::new(),
         }
     }
 
     async fn run(
         mut self,
-        mut commands: mpsc::UnboundedReceiver<Command>,
+        mut schedule: mpsc::Receiver<Vec<QueueEntry>>,
+        mut finished: mpsc::UnboundedReceiver<Finished>,
         shutdown: CancellationToken,
     ) {
+        let mut writable = self.deps.store.writable();
         loop {
-            self.dispatch_due(now_ms());
-            let depth = self.pending.len() + self.running.len();
-            metrics::gauge!("switchyard_queue_depth").set(depth as f64);
-            let wake_in = self.next_wake(now_ms());
+            let storage_ok = *writable.borrow_and_update();
+            if storage_ok {
+                let now = now_ms();
+                if self.refill_is_due(now)
+                    && let Err(error) = self.refill().await
+                {
+                    tracing::warn!(%error, "cannot read the delivery queue");
+                    self.refill.not_before = now_ms() + PERIODIC_REFILL.as_millis() as u64;
+                }
+                self.dispatch_due(now_ms());
+            }
+            self.publish_window_metrics();
+            let wake_in = if storage_ok {
+                self.next_wake(now_ms())
+            } else {
+                None
+            };
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                command = commands.recv() => match command {
-                    Some(Command::Schedule(entries)) => self.schedule(entries),
-                    Some(Command::Finished(finished)) => self.finish(finished),
-                    None => break,
-                },
+                Some(done) = finished.recv() => self.finish(done),
+                Some(entries) = schedule.recv() => {
+                    for entry in entries {
+                        self.admit(entry);
+                    }
+                }
+                Ok(()) = writable.changed() => {}
                 _ = sleep_for(wake_in) => {}
             }
         }
         self.drain().await;
     }
 
-    fn schedule(&mut self, entries: Vec<QueueEntry>) {
-        for entry in entries {
-            if self.pending.insert((entry.delivery_id, entry.due_ms)) {
-                self.heap.push(Reverse((entry.due_ms, entry)));
+    /// Takes `entry` into its lane if the window has room for it, or makes
+    /// room by dropping the biggest lane's last entry; otherwise leaves it
+    /// on disk for a refill. Entries already in memory are ignored.
+    fn admit(&mut self, entry: QueueEntry) {
+        let connection = entry.connection_id;
+        let key = entry.key();
+        if self.running.get(&entry.delivery_id) == Some(&entry.due_ms) {
+            return; // The entry of an attempt in flight.
+        }
+        if self
+            .deferred
+            .get(&entry.delivery_id)
+            .is_some_and(|waiting| waiting.iter().any(|other| other.key() == key))
+        {
+            return;
+        }
+        let lane = self
+            .lanes
+            .entry(connection)
+            .or_insert_with(|| Lane::new(entry.workspace_id));
+        if lane.held.contains(&key) || !lane.holds_everything_before(key) {
+            return;
+        }
+        if self.held >= self.deps.queue_window {
+            let own = lane.held.len();
+            match self.sizes.last().copied() {
+                Some((biggest, other)) if other != connection && biggest > own + 1 => {
+                    if let Some(last) = self.lanes.get(&other).and_then(|l| l.held.last()) {
+                        let last = *last;
+                        self.truncate(other, last);
+                    }
+                }
+                _ => {
+                    self.truncate(connection, key);
+                    return;
+                }
             }
+        }
+        self.hold(connection, key);
+        self.arm(connection);
+    }
+
+    fn hold(&mut self, connection: ConnectionId, key: QueueKey) {
+        let Some(lane) = self.lanes.get_mut(&connection) else {
+            return;
+        };
+        let before = lane.held.len();
+        if lane.held.insert(key) {
+            self.held += 1;
+            resize(&mut self.sizes, connection, before, before + 1);
         }
     }
 
-    /// Starts every due entry its lane and the global cap allow.
+    /// Leaves `from` and every held entry after it on disk: the lane now
+    /// holds only what comes before.
+    fn truncate(&mut self, connection: ConnectionId, from: QueueKey) {
+        let Some(lane) = self.lanes.get_mut(&connection) else {
+            return;
+        };
+        let before = lane.held.len();
+        lane.frontier = Some(lane.frontier.map_or(from, |frontier| frontier.min(from)));
+        let dropped = lane.held.split_off(&from).len();
+        self.held -= dropped;
+        resize(&mut self.sizes, connection, before, before - dropped);
+        if before == dropped {
+            self.refill.wanted = true;
+            self.arm(connection);
+        }
+    }
+
+    /// Starts due entries in the order they can run, as the caps allow.
     fn dispatch_due(&mut self, now: u64) {
         while self.in_flight < self.deps.max_in_flight {
-            let Some(Reverse((run_at, entry))) = self.heap.peek().copied() else {
+            let Some(&(run_at, connection)) = self.ready.first() else {
                 return;
             };
             if run_at > now {
                 return;
             }
-            self.heap.pop();
-            let Some(entry) = self.defer_if_running(entry) else {
-                continue;
-            };
-            let cap = self.deps.max_in_flight_per_connection;
-            let workspace_full = self.workspace_full(entry.workspace_id);
-            let lane = self.lanes.entry(entry.connection_id).or_default();
-            if lane.paused_until > now {
-                let paused_until = lane.paused_until;
-                self.heap.push(Reverse((paused_until, entry)));
-            } else if lane.in_flight >= cap || workspace_full {
-                lane.waiting.push_back(entry);
-            } else {
-                self.start(entry);
+            self.ready.pop_first();
+            if let Some(lane) = self.lanes.get_mut(&connection) {
+                lane.ready_at = None;
             }
+            self.run_lane(connection, now);
         }
     }
 
-    /// Holds `entry` back while another attempt of its delivery runs (it
-    /// goes on when that one finishes); hands it back otherwise.
-    fn defer_if_running(&mut self, entry: QueueEntry) -> Option<QueueEntry> {
-        if !self.running.contains(&entry.delivery_id) {
-            return Some(entry);
+    /// Starts the lane's front entry if it is due and the caps allow, then
+    /// puts the lane back in line for its next one.
+    fn run_lane(&mut self, connection: ConnectionId, now: u64) {
+        let cap = self.deps.max_in_flight_per_connection;
+        let workspace_cap = self.deps.max_in_flight_per_workspace;
+        loop {
+            let Some(lane) = self.lanes.get_mut(&connection) else {
+                return;
+            };
+            let Some(&front) = lane.held.first() else {
+                return;
+            };
+            if lane.in_flight >= cap {
+                return; // Its next finish puts it back in line.
+            }
+            if front.0 > now || lane.paused_until > now {
+                break;
+            }
+            if at_cap(&self.workspaces, lane.workspace, workspace_cap) {
+                lane.parked = true;
+                break;
+            }
+            let workspace = lane.workspace;
+            self.take(connection, front);
+            let entry = QueueEntry {
+                due_ms: front.0,
+                delivery_id: front.1,
+                workspace_id: workspace,
+                connection_id: connection,
+            };
+            if self.running.contains_key(&entry.delivery_id) {
+                self.deferred
+                    .entry(entry.delivery_id)
+                    .or_default()
+                    .push(entry);
+                self.held += 1;
+                continue;
+            }
+            self.start(entry);
+            break;
         }
-        self.deferred
-            .entry(entry.delivery_id)
-            .or_default()
-            .push(entry);
-        None
+        self.arm(connection);
+    }
+
+    /// Removes `key` from the lane's held entries (it starts, or waits for
+    /// its delivery's running attempt).
+    fn take(&mut self, connection: ConnectionId, key: QueueKey) {
+        let Some(lane) = self.lanes.get_mut(&connection) else {
+            return;
+        };
+        let before = lane.held.len();
+        if !lane.held.remove(&key) {
+            return;
+        }
+        self.held -= 1;
+        resize(&mut self.sizes, connection, before, before - 1);
+        let lane_ran_low = lane.frontier.is_some() && lane.held.len() <= self.refill.share / 2;
+        let window_freed = self.refill.starved && self.held <= self.deps.queue_window * 3 / 4;
+        if lane_ran_low || window_freed {
+            self.refill.wanted = true;
+        }
+    }
+
+    /// Puts the lane in line at the time its front entry can run, unless a
+    /// cap holds it (a finished attempt puts it back then).
+    fn arm(&mut self, connection: ConnectionId) {
+        let cap = self.deps.max_in_flight_per_connection;
+        let Some(lane) = self.lanes.get_mut(&connection) else {
+            return;
+        };
+        if let Some(at) = lane.ready_at.take() {
+            self.ready.remove(&(at, connection));
+        }
+        if lane.parked || lane.in_flight >= cap {
+            return;
+        }
+        if let Some(&(due, _)) = lane.held.first() {
+            let at = due.max(lane.paused_until);
+            lane.ready_at = Some(at);
+            self.ready.insert((at, connection));
+        }
     }
 
     fn start(&mut self, entry: QueueEntry) {
-        self.pending.remove(&(entry.delivery_id, entry.due_ms));
-        self.running.insert(entry.delivery_id);
-        self.lanes.entry(entry.connection_id).or_default().in_flight += 1;
+        self.running.insert(entry.delivery_id, entry.due_ms);
+        if let Some(lane) = self.lanes.get_mut(&entry.connection_id) {
+            lane.in_flight += 1;
+        }
         *self.workspaces.entry(entry.workspace_id).or_default() += 1;
         self.in_flight += 1;
         let deps = self.deps.clone();
         let guard = FinishGuard {
-            commands: self.commands.clone(),
+            finished: self.finished.clone(),
             entry,
             sent: false,
         };
@@ -216,6 +442,7 @@ impl Scheduler {
 
     fn finish(&mut self, finished: Finished) {
         let entry = finished.entry;
+        let connection = entry.connection_id;
         self.in_flight = self.in_flight.saturating_sub(1);
         self.running.remove(&entry.delivery_id);
         let workspace_was_full = self.workspace_full(entry.workspace_id);
@@ -225,53 +452,54 @@ impl Scheduler {
                 self.workspaces.remove(&entry.workspace_id);
             }
         }
-        let now = now_ms();
-        let lane = self.lanes.entry(entry.connection_id).or_default();
+        let lane = self
+            .lanes
+            .entry(connection)
+            .or_insert_with(|| Lane::new(entry.workspace_id));
         lane.in_flight = lane.in_flight.saturating_sub(1);
         if let Some(until) = finished.pause_connection_until {
             lane.paused_until = lane.paused_until.max(until);
         }
+        if let Some(run_at) = finished.rerun_at_ms {
+            // Nothing was recorded: the same entry runs again after a pause.
+            lane.paused_until = lane.paused_until.max(run_at);
+            self.admit(entry);
+        }
         if let Some(due_ms) = finished.next_due_ms {
-            self.schedule(vec![QueueEntry { due_ms, ..entry }]);
+            self.admit(QueueEntry { due_ms, ..entry });
         }
-        if let Some(run_at) = finished.rerun_at_ms
-            && self.pending.insert((entry.delivery_id, entry.due_ms))
-        {
-            self.heap.push(Reverse((run_at, entry)));
+        for waiting in self.deferred.remove(&entry.delivery_id).unwrap_or_default() {
+            self.held -= 1;
+            self.admit(waiting);
         }
-        for deferred in self.deferred.remove(&entry.delivery_id).unwrap_or_default() {
-            self.heap.push(Reverse((now, deferred)));
-        }
+        let now = now_ms();
         if workspace_was_full {
-            self.start_held_by_workspace(entry.workspace_id, now);
+            self.start_parked(entry.workspace_id, now);
         }
-        // Also forgets the lane once it is idle.
-        self.start_waiting(entry.connection_id, now);
+        self.arm(connection);
+        self.forget_if_idle(connection, now);
     }
 
-    /// A slot of a workspace that was at its cap goes to the lane of that
-    /// workspace with the fewest attempts in flight, not to the lane that
-    /// just finished: otherwise a hanging endpoint's own backlog would take
-    /// every slot it frees, and the workspace's healthy connections would
-    /// wait for ever. Scans the lanes only while the workspace is at its
-    /// cap.
-    fn start_held_by_workspace(&mut self, workspace: WorkspaceId, now: u64) {
-        let mut held: Vec<(usize, ConnectionId)> = self
-            .lanes
-            .iter()
-            .filter(|(_, lane)| {
-                lane.waiting
-                    .front()
-                    .is_some_and(|waiting| waiting.workspace_id == workspace)
-            })
-            .map(|(connection, lane)| (lane.in_flight, *connection))
-            .collect();
-        held.sort_unstable();
-        for (_, connection) in held {
-            if self.workspace_full(workspace) {
-                break;
+    /// A slot of a workspace that was at its cap goes to the parked lane of
+    /// that workspace with the fewest attempts in flight, not to the lane
+    /// that just finished: otherwise a hanging endpoint's own backlog would
+    /// take every slot it frees, and the workspace's healthy connections
+    /// would wait for ever.
+    fn start_parked(&mut self, workspace: WorkspaceId, now: u64) {
+        while !self.workspace_full(workspace) {
+            let Some(connection) = self
+                .lanes
+                .iter()
+                .filter(|(_, lane)| lane.parked && lane.workspace == workspace)
+                .min_by_key(|(_, lane)| lane.in_flight)
+                .map(|(connection, _)| *connection)
+            else {
+                return;
+            };
+            if let Some(lane) = self.lanes.get_mut(&connection) {
+                lane.parked = false;
             }
-            self.start_waiting(connection, now);
+            self.run_lane(connection, now);
         }
     }
 
@@ -283,51 +511,163 @@ impl Scheduler {
         )
     }
 
-    /// Moves a lane's waiting entries on as its cap frees up.
-    fn start_waiting(&mut self, connection: ConnectionId, now: u64) {
-        let cap = self.deps.max_in_flight_per_connection;
-        loop {
-            let Some(lane) = self.lanes.get_mut(&connection) else {
-                return;
-            };
-            if lane.in_flight >= cap || self.in_flight >= self.deps.max_in_flight {
-                return;
-            }
-            if lane.waiting.front().is_some_and(|waiting| {
-                at_cap(
-                    &self.workspaces,
-                    waiting.workspace_id,
-                    self.deps.max_in_flight_per_workspace,
-                )
-            }) {
-                return;
-            }
-            let Some(entry) = lane.waiting.pop_front() else {
-                if lane.in_flight == 0 && lane.paused_until <= now {
-                    self.lanes.remove(&connection);
-                }
-                return;
-            };
-            if lane.paused_until > now {
-                // Paused while it waited: back to the heap until the pause ends.
-                let paused_until = lane.paused_until;
-                self.heap.push(Reverse((paused_until, entry)));
-                continue;
-            }
-            if let Some(entry) = self.defer_if_running(entry) {
-                self.start(entry);
-            }
+    /// Drops a lane that holds nothing and knows of nothing more.
+    fn forget_if_idle(&mut self, connection: ConnectionId, now: u64) {
+        if self.lanes.get(&connection).is_some_and(|lane| {
+            lane.held.is_empty()
+                && lane.in_flight == 0
+                && lane.frontier.is_none()
+                && !lane.parked
+                && lane.paused_until <= now
+        }) {
+            self.lanes.remove(&connection);
         }
     }
 
-    /// When the timer should wake the loop: at the next due entry, unless
-    /// the global cap is reached (then only a finished attempt helps).
-    fn next_wake(&self, now: u64) -> Option<Duration> {
-        if self.in_flight >= self.deps.max_in_flight {
-            return None;
+    fn refill_is_due(&self, now: u64) -> bool {
+        now >= self.refill.due || (self.refill.wanted && now >= self.refill.not_before)
+    }
+
+    /// Reads the queue's heads, shares the window among the connections
+    /// with a backlog, and tops up the lanes that hold less than all of
+    /// theirs, oldest head first.
+    async fn refill(&mut self) -> Result<QueueHeads, StoreError> {
+        let started = Instant::now();
+        let store = self.deps.store.clone();
+        let heads = blocking(move || store.queue_heads()).await?;
+        let window = self.deps.queue_window;
+
+        let mut with_backlog: HashSet<ConnectionId> =
+            heads.heads.iter().map(|head| head.connection_id).collect();
+        // A lane waiting for entries its connection no longer has (they
+        // were removed meanwhile) now holds everything there is.
+        for (connection, lane) in &mut self.lanes {
+            if !with_backlog.contains(connection) {
+                lane.frontier = None;
+            }
         }
-        let Reverse((run_at, _)) = self.heap.peek()?;
-        Some(Duration::from_millis(run_at.saturating_sub(now)))
+        with_backlog.extend(
+            self.lanes
+                .iter()
+                .filter(|(_, lane)| !lane.held.is_empty())
+                .map(|(connection, _)| *connection),
+        );
+        let share = (window / with_backlog.len().max(1)).max(1);
+        self.refill.share = share;
+
+        let mut wanted: Vec<(QueueKey, LaneRead)> = Vec::new();
+        for head in &heads.heads {
+            let lane = self
+                .lanes
+                .entry(head.connection_id)
+                .or_insert_with(|| Lane {
+                    // Not known to hold anything of this connection yet.
+                    frontier: Some(head.first),
+                    ..Lane::new(head.workspace_id)
+                });
+            let Some(frontier) = lane.frontier else {
+                continue;
+            };
+            let want = share.saturating_sub(lane.held.len());
+            if want > 0 {
+                let read = LaneRead {
+                    connection_id: head.connection_id,
+                    from: Some(frontier),
+                    limit: want,
+                };
+                wanted.push((head.first, read));
+            }
+        }
+        let asked: usize = wanted.iter().map(|(_, read)| read.limit).sum();
+        if asked > window.saturating_sub(self.held) {
+            self.trim_to(share);
+        }
+        wanted.sort_unstable_by_key(|(first, _)| *first);
+        let mut room = window.saturating_sub(self.held);
+        let mut reads = Vec::new();
+        self.refill.starved = false;
+        for (_, mut read) in wanted {
+            if room == 0 {
+                self.refill.starved = true;
+                break;
+            }
+            read.limit = read.limit.min(room);
+            room -= read.limit;
+            reads.push(read);
+        }
+
+        if !reads.is_empty() {
+            let store = self.deps.store.clone();
+            let asked = reads.clone();
+            let found = blocking(move || store.queue_rows(&asked)).await?;
+            for (read, rows) in reads.iter().zip(found) {
+                let connection = read.connection_id;
+                for entry in rows.entries {
+                    let known = self.running.get(&entry.delivery_id) == Some(&entry.due_ms)
+                        || self.deferred.get(&entry.delivery_id).is_some_and(|waiting| {
+                            waiting.iter().any(|other| other.key() == entry.key())
+                        });
+                    if !known {
+                        self.hold(connection, entry.key());
+                    }
+                }
+                if let Some(lane) = self.lanes.get_mut(&connection) {
+                    lane.frontier = rows.next;
+                }
+                self.arm(connection);
+            }
+        }
+
+        let now = now_ms();
+        let idle: Vec<ConnectionId> = self.lanes.keys().copied().collect();
+        for connection in idle {
+            self.forget_if_idle(connection, now);
+        }
+        publish_backlog_metrics(&heads, now);
+        let cost = started.elapsed() * REFILL_GAP_FACTOR;
+        self.refill.wanted = false;
+        self.refill.not_before = now + cost.max(MIN_REFILL_GAP).as_millis() as u64;
+        self.refill.due = now + PERIODIC_REFILL.as_millis() as u64;
+        Ok(heads)
+    }
+
+    /// Leaves every lane holding at most `share` entries.
+    fn trim_to(&mut self, share: usize) {
+        let over: Vec<(ConnectionId, QueueKey)> = self
+            .lanes
+            .iter()
+            .filter_map(|(connection, lane)| {
+                lane.held
+                    .iter()
+                    .nth(share)
+                    .map(|first_over| (*connection, *first_over))
+            })
+            .collect();
+        for (connection, from) in over {
+            self.truncate(connection, from);
+        }
+    }
+
+    /// When the loop should wake by itself: at the next lane's run time
+    /// (unless the global cap is reached: then only a finish helps), or for
+    /// the next refill.
+    fn next_wake(&self, now: u64) -> Option<Duration> {
+        let mut at = if self.refill.wanted {
+            self.refill.not_before.min(self.refill.due)
+        } else {
+            self.refill.due
+        };
+        if self.in_flight < self.deps.max_in_flight
+            && let Some(&(run_at, _)) = self.ready.first()
+        {
+            at = at.min(run_at);
+        }
+        Some(Duration::from_millis(at.saturating_sub(now)))
+    }
+
+    fn publish_window_metrics(&self) {
+        metrics::gauge!("switchyard_queue_window_entries").set(self.held as f64);
+        metrics::gauge!("switchyard_deliveries_in_flight").set(self.in_flight as f64);
     }
 
     async fn drain(self) {
@@ -344,10 +684,42 @@ impl Scheduler {
     }
 }
 
+/// Moves a lane's place in `sizes` from `before` to `after` entries.
+fn resize(
+    sizes: &mut BTreeSet<(usize, ConnectionId)>,
+    connection: ConnectionId,
+    before: usize,
+    after: usize,
+) {
+    if before > 0 {
+        sizes.remove(&(before, connection));
+    }
+    if after > 0 {
+        sizes.insert((after, connection));
+    }
+}
+
+fn publish_backlog_metrics(heads: &QueueHeads, now: u64) {
+    metrics::gauge!("switchyard_queue_depth").set(heads.backlog as f64);
+    let oldest_due = heads.heads.iter().map(|head| head.first.0).min();
+    let age_ms = oldest_due.map_or(0, |due| now.saturating_sub(due));
+    metrics::gauge!("switchyard_queue_oldest_due_age_seconds").set(age_ms as f64 / 1000.0);
+}
+
+/// Runs a blocking store read on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    read: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(read)
+        .await
+        .map_err(|error| StoreError::Unavailable(error.to_string()))?
+}
+
 /// Reports an attempt's end to the scheduler even if the attempt panicked,
-/// so its lane and global slots are never lost.
+/// so its lane and global slots are never lost. The channel is unbounded,
+/// but holds at most one message per attempt in flight.
 struct FinishGuard {
-    commands: mpsc::UnboundedSender<Command>,
+    finished: mpsc::UnboundedSender<Finished>,
     entry: QueueEntry,
     sent: bool,
 }
@@ -355,7 +727,7 @@ struct FinishGuard {
 impl FinishGuard {
     fn send(mut self, finished: Finished) {
         self.sent = true;
-        let _ = self.commands.send(Command::Finished(finished));
+        let _ = self.finished.send(finished);
     }
 }
 
@@ -363,9 +735,7 @@ impl Drop for FinishGuard {
     fn drop(&mut self) {
         if !self.sent {
             tracing::error!(delivery = %self.entry.delivery_id, "an attempt ended abnormally; it will run again");
-            let _ = self
-                .commands
-                .send(Command::Finished(Finished::again_later(self.entry)));
+            let _ = self.finished.send(Finished::again_later(self.entry));
         }
     }
 }

@@ -180,7 +180,7 @@ async fn store_events(
         IngestOutcome::Stored => {
             tracing::debug!(workspace = %workspace_id, count, "events stored");
             metrics::counter!("switchyard_events_ingested_total").increment(count as u64);
-            app.engine().schedule(queue);
+            app.engine().schedule(queue).await;
             Ok(json_response(StatusCode::ACCEPTED, body))
         }
         IngestOutcome::Replayed { status, response } => {

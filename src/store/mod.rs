@@ -169,6 +169,51 @@ pub struct QueueEntry {
     pub connection_id: ConnectionId,
 }
 
+/// Where an entry sits in its connection's queue: (due at ms, delivery).
+/// Entries of one connection are delivered in this order.
+pub type QueueKey = (u64, DeliveryId);
+
+impl QueueEntry {
+    pub fn key(&self) -> QueueKey {
+        (self.due_ms, self.delivery_id)
+    }
+}
+
+/// The first entry of one connection's queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueHead {
+    pub connection_id: ConnectionId,
+    pub workspace_id: WorkspaceId,
+    pub first: QueueKey,
+}
+
+/// Every connection with queued entries, and the backlog's size.
+#[derive(Debug, Clone, Default)]
+pub struct QueueHeads {
+    /// In connection id order.
+    pub heads: Vec<QueueHead>,
+    /// Entries in the queue table, in memory or not.
+    pub backlog: u64,
+}
+
+/// Which entries of one connection to read: at most `limit`, from `from`
+/// on (inclusive; the connection's first entry when `None`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LaneRead {
+    pub connection_id: ConnectionId,
+    pub from: Option<QueueKey>,
+    pub limit: usize,
+}
+
+/// What a [`LaneRead`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LaneRows {
+    /// In due order.
+    pub entries: Vec<QueueEntry>,
+    /// The key of the first entry after them, if there is one.
+    pub next: Option<QueueKey>,
+}
+
 /// Everything one attempt needs, read in one snapshot.
 #[derive(Debug, Clone)]
 pub struct DeliveryContext {
@@ -279,6 +324,9 @@ pub trait Store: Send + Sync + 'static {
     fn events(&self, workspace: WorkspaceId, query: &EventQuery) -> Result<EventPage, StoreError>;
     /// False once the write coordinator has stopped.
     fn is_writable(&self) -> bool;
+    /// Whether writes are being accepted: false while storage is failing
+    /// (a commit failed and no probe has succeeded since).
+    fn writable(&self) -> tokio::sync::watch::Receiver<bool>;
 
     fn create_connection(&self, connection: Connection) -> StoreFuture<()>;
     fn update_connection(
@@ -331,8 +379,15 @@ pub trait Store: Send + Sync + 'static {
         which: Requeue,
         now_ms: u64,
     ) -> StoreFuture<Vec<QueueEntry>>;
-    /// Every queued delivery (loaded by the scheduler at start-up).
-    fn queue(&self) -> Result<Vec<QueueEntry>, StoreError>;
+    /// The first entry of every connection's queue. Blocking: call it off
+    /// the async workers. Costs a seek per connection with a backlog, not a
+    /// read of the backlog.
+    fn queue_heads(&self) -> Result<QueueHeads, StoreError>;
+    /// Reads some entries of some connections' queues, all in one snapshot,
+    /// one answer per read in order. Blocking, like [`Store::queue_heads`].
+    fn queue_rows(&self, reads: &[LaneRead]) -> Result<Vec<LaneRows>, StoreError>;
+    /// How many entries the queue table holds (cheap: a stored count).
+    fn queue_len(&self) -> Result<u64, StoreError>;
     /// Removes `entry`'s queue row unless it still stands for its delivery's
     /// next attempt; resolves to whether one was removed.
     fn drop_stale_queue_entry(&self, entry: QueueEntry) -> StoreFuture<bool>;

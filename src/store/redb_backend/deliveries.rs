@@ -7,10 +7,11 @@ use crate::model::{
 use crate::store::codec::Record;
 use crate::store::records::{AttemptRecord, DeliveryRecord, EventRecord, QueueRecord};
 use crate::store::{
-    AttemptOutcome, ConnectionPatch, DeliveryContext, DeliveryPage, DeliveryQuery,
-    MAX_SCANNED_PER_PAGE, NextStep, QueueEntry, Requeue, StoreError,
+    AttemptOutcome, ConnectionPatch, DeliveryContext, DeliveryPage, DeliveryQuery, LaneRead,
+    LaneRows, MAX_SCANNED_PER_PAGE, NextStep, QueueEntry, QueueHead, QueueHeads, Requeue,
+    StoreError,
 };
-use redb::{ReadTransaction, ReadableTable, WriteTransaction};
+use redb::{ReadTransaction, ReadableTable, ReadableTableMetadata, TableHandle, WriteTransaction};
 
 /// A new delivery with its records already encoded (see
 /// [`events::PreparedIngest`]).
@@ -18,9 +19,10 @@ pub struct NewDelivery {
     workspace: u128,
     id: u128,
     event_id: u128,
+    connection: u128,
     record: Vec<u8>,
-    /// Due time and queue record.
-    queue: Option<(u64, Vec<u8>)>,
+    /// Due time of its queue entry.
+    due: Option<u64>,
 }
 
 impl NewDelivery {
@@ -30,14 +32,9 @@ impl NewDelivery {
             workspace,
             id: delivery.id.0,
             event_id: delivery.event_id.0,
+            connection: delivery.connection_id.0,
             record: record_from(delivery, 0).encode(),
-            queue: delivery.next_attempt_at_ms.map(|due| {
-                let entry = QueueRecord {
-                    workspace_id: workspace,
-                    connection_id: delivery.connection_id.0,
-                };
-                (due, entry.encode())
-            }),
+            due: delivery.next_attempt_at_ms,
         }
     }
 }
@@ -55,8 +52,10 @@ pub fn insert_new(
         tables
             .by_event
             .insert((ws, delivery.event_id, delivery.id), ())?;
-        if let Some((due, entry)) = &delivery.queue {
-            tables.queue.insert((*due, delivery.id), entry.as_slice())?;
+        if let Some(due) = delivery.due {
+            tables
+                .queue
+                .insert((delivery.connection, due, delivery.id), ws)?;
         }
     }
     Ok(())
@@ -216,8 +215,9 @@ pub fn record_attempt(
         return Ok(None);
     };
     let mut queue = txn.open_table(QUEUE)?;
+    let connection = record.connection_id;
     if let Some(due) = record.next_attempt_at_ms {
-        queue.remove((due, id))?;
+        queue.remove((connection, due, id))?;
     }
     record.attempt_count += 1;
     record.round_attempts += 1;
@@ -243,11 +243,7 @@ pub fn record_attempt(
         NextStep::RetryAt(due) => {
             record.status = DeliveryStatus::Retrying.into();
             record.next_attempt_at_ms = Some(due);
-            let entry = QueueRecord {
-                workspace_id: ws,
-                connection_id: record.connection_id,
-            };
-            queue.insert((due, id), entry.encode().as_slice())?;
+            queue.insert((connection, due, id), ws)?;
         }
     }
     table.insert((ws, id), record.encode().as_slice())?;
@@ -318,11 +314,7 @@ pub fn requeue(
         record.next_attempt_at_ms = Some(now_ms);
         record.updated_at_ms = now_ms;
         table.insert((ws, id), record.encode().as_slice())?;
-        let entry = QueueRecord {
-            workspace_id: ws,
-            connection_id: record.connection_id,
-        };
-        queue.insert((now_ms, id), entry.encode().as_slice())?;
+        queue.insert((record.connection_id, now_ms, id), ws)?;
         entries.push(QueueEntry {
             due_ms: now_ms,
             delivery_id: DeliveryId(id),
@@ -389,23 +381,90 @@ pub fn drop_stale_queue_entry(
     if workspace_exists && due == Some(entry.due_ms) {
         return Ok(false);
     }
-    Ok(txn.open_table(QUEUE)?.remove((entry.due_ms, id))?.is_some())
+    let key = (entry.connection_id.0, entry.due_ms, id);
+    Ok(txn.open_table(QUEUE)?.remove(key)?.is_some())
 }
 
-pub fn queue(txn: &ReadTransaction) -> Result<Vec<QueueEntry>, StoreError> {
-    let mut entries = Vec::new();
-    for entry in txn.open_table(QUEUE)?.iter()? {
-        let (key, bytes) = entry?;
-        let (due_ms, id) = key.value();
-        let record = QueueRecord::decode(bytes.value())?;
-        entries.push(QueueEntry {
-            due_ms,
-            delivery_id: DeliveryId(id),
-            workspace_id: WorkspaceId(record.workspace_id),
-            connection_id: ConnectionId(record.connection_id),
+/// The first entry of every connection's queue: one seek per connection,
+/// skipping over each connection's backlog.
+pub fn queue_heads(txn: &ReadTransaction) -> Result<QueueHeads, StoreError> {
+    let table = txn.open_table(QUEUE)?;
+    let mut heads = QueueHeads {
+        heads: Vec::new(),
+        backlog: table.len()?,
+    };
+    let mut from = (0u128, 0u64, 0u128);
+    loop {
+        let Some(row) = table.range(from..)?.next() else {
+            break;
+        };
+        let (key, workspace) = row?;
+        let (connection, due_ms, delivery) = key.value();
+        heads.heads.push(QueueHead {
+            connection_id: ConnectionId(connection),
+            workspace_id: WorkspaceId(workspace.value()),
+            first: (due_ms, DeliveryId(delivery)),
         });
+        let Some(next) = connection.checked_add(1) else {
+            break;
+        };
+        from = (next, 0, 0);
     }
-    Ok(entries)
+    Ok(heads)
+}
+
+/// Reads each [`LaneRead`]'s entries, in due order, in one snapshot.
+pub fn queue_rows(txn: &ReadTransaction, reads: &[LaneRead]) -> Result<Vec<LaneRows>, StoreError> {
+    let table = txn.open_table(QUEUE)?;
+    let mut answers = Vec::with_capacity(reads.len());
+    for read in reads {
+        let connection = read.connection_id.0;
+        let (due, delivery) = read.from.map_or((0, 0), |(due, id)| (due, id.0));
+        let mut rows = table.range((connection, due, delivery)..=(connection, u64::MAX, u128::MAX))?;
+        let mut answer = LaneRows::default();
+        for row in rows.by_ref() {
+            let (key, workspace) = row?;
+            let (_, due_ms, delivery) = key.value();
+            if answer.entries.len() == read.limit {
+                answer.next = Some((due_ms, DeliveryId(delivery)));
+                break;
+            }
+            answer.entries.push(QueueEntry {
+                due_ms,
+                delivery_id: DeliveryId(delivery),
+                workspace_id: WorkspaceId(workspace.value()),
+                connection_id: read.connection_id,
+            });
+        }
+        answers.push(answer);
+    }
+    Ok(answers)
+}
+
+/// Moves the entries of the queue's first layout, (due, delivery) →
+/// workspace and connection, into the per-connection table, and drops the
+/// old table. Returns how many moved.
+pub fn migrate_legacy_queue(txn: &WriteTransaction) -> Result<u64, StoreError> {
+    let exists = txn
+        .list_tables()?
+        .any(|table| table.name() == LEGACY_QUEUE.name());
+    if !exists {
+        return Ok(0);
+    }
+    let mut moved = 0;
+    {
+        let legacy = txn.open_table(LEGACY_QUEUE)?;
+        let mut queue = txn.open_table(QUEUE)?;
+        for row in legacy.iter()? {
+            let (key, bytes) = row?;
+            let (due_ms, delivery) = key.value();
+            let record = QueueRecord::decode(bytes.value())?;
+            queue.insert((record.connection_id, due_ms, delivery), record.workspace_id)?;
+            moved += 1;
+        }
+    }
+    txn.delete_table(LEGACY_QUEUE)?;
+    Ok(moved)
 }
 
 fn record_from(delivery: &Delivery, round_attempts: u32) -> DeliveryRecord {
@@ -520,11 +579,7 @@ mod tests {
         {
             let mut queue = txn.open_table(QUEUE).unwrap();
             for (due, id) in [(500, 10), (400, 10), (500, 11)] {
-                let row = QueueRecord {
-                    workspace_id: 7,
-                    connection_id: 2,
-                };
-                queue.insert((due, id), row.encode().as_slice()).unwrap();
+                queue.insert((2, due, id), 7).unwrap();
             }
         }
         let entry = |due_ms, id| QueueEntry {
@@ -550,7 +605,143 @@ mod tests {
             "gone"
         );
         txn.commit().unwrap();
-        let left: Vec<QueueEntry> = queue(&db.begin_read().unwrap()).unwrap();
-        assert_eq!(left, [entry(500, 10)]);
+        let read = db.begin_read().unwrap();
+        let all = LaneRead {
+            connection_id: ConnectionId(2),
+            from: None,
+            limit: usize::MAX,
+        };
+        let left = queue_rows(&read, &[all]).unwrap();
+        assert_eq!(left[0].entries, [entry(500, 10)]);
+    }
+
+    /// Connection `c`'s entry for delivery `id`, due at `due`, workspace 7.
+    fn queued(c: u128, due: u64, id: u128) -> QueueEntry {
+        QueueEntry {
+            due_ms: due,
+            delivery_id: DeliveryId(id),
+            workspace_id: WorkspaceId(7),
+            connection_id: ConnectionId(c),
+        }
+    }
+
+    #[test]
+    fn heads_skip_each_backlog_and_rows_page_through_one_connection_in_due_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::create(dir.path().join("queue.redb")).unwrap();
+        let txn = db.begin_write().unwrap();
+        create_all(&txn).unwrap();
+        {
+            let mut queue = txn.open_table(QUEUE).unwrap();
+            // Connection 1: a backlog of 1,000; connection 5: three entries,
+            // inserted out of order; connection u128::MAX: one.
+            for id in 0..1_000u128 {
+                queue.insert((1, 100 + id as u64, id), 7).unwrap();
+            }
+            for (due, id) in [(300, 2_002), (100, 2_001), (200, 2_000)] {
+                queue.insert((5, due, id), 7).unwrap();
+            }
+            queue.insert((u128::MAX, 50, 3_000), 7).unwrap();
+        }
+        txn.commit().unwrap();
+        let read = db.begin_read().unwrap();
+
+        let heads = queue_heads(&read).unwrap();
+        assert_eq!(heads.backlog, 1_004);
+        let firsts: Vec<_> = heads
+            .heads
+            .iter()
+            .map(|head| (head.connection_id.0, head.first.0, head.first.1.0))
+            .collect();
+        assert_eq!(firsts, [(1, 100, 0), (5, 100, 2_001), (u128::MAX, 50, 3_000)]);
+
+        let reads = [
+            LaneRead {
+                connection_id: ConnectionId(5),
+                from: None,
+                limit: 2,
+            },
+            LaneRead {
+                connection_id: ConnectionId(5),
+                from: Some((200, DeliveryId(2_000))),
+                limit: 5,
+            },
+            LaneRead {
+                connection_id: ConnectionId(1),
+                from: Some((598, DeliveryId(498))),
+                limit: 2,
+            },
+            LaneRead {
+                connection_id: ConnectionId(9),
+                from: None,
+                limit: 2,
+            },
+        ];
+        let rows = queue_rows(&read, &reads).unwrap();
+        assert_eq!(
+            rows[0],
+            LaneRows {
+                entries: vec![queued(5, 100, 2_001), queued(5, 200, 2_000)],
+                next: Some((300, DeliveryId(2_002))),
+            }
+        );
+        assert_eq!(
+            rows[1],
+            LaneRows {
+                entries: vec![queued(5, 200, 2_000), queued(5, 300, 2_002)],
+                next: None,
+            },
+            "from is inclusive; the last read of a connection has no next"
+        );
+        assert_eq!(
+            rows[2].entries,
+            [queued(1, 598, 498), queued(1, 599, 499)],
+        );
+        assert_eq!(rows[2].next, Some((600, DeliveryId(500))));
+        assert_eq!(rows[3], LaneRows::default(), "an empty connection");
+    }
+
+    #[test]
+    fn the_first_queue_layout_is_moved_to_the_per_connection_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::create(dir.path().join("legacy.redb")).unwrap();
+        let txn = db.begin_write().unwrap();
+        create_all(&txn).unwrap();
+        {
+            let mut legacy = txn.open_table(LEGACY_QUEUE).unwrap();
+            for (due, id, connection) in [(10, 1, 4), (20, 2, 3), (30, 3, 4)] {
+                let record = QueueRecord {
+                    workspace_id: 7,
+                    connection_id: connection,
+                };
+                legacy
+                    .insert((due, id), record.encode().as_slice())
+                    .unwrap();
+            }
+        }
+        txn.commit().unwrap();
+
+        let txn = db.begin_write().unwrap();
+        assert_eq!(migrate_legacy_queue(&txn).unwrap(), 3);
+        txn.commit().unwrap();
+        let txn = db.begin_write().unwrap();
+        assert_eq!(migrate_legacy_queue(&txn).unwrap(), 0, "done once");
+        txn.commit().unwrap();
+
+        let read = db.begin_read().unwrap();
+        let names: Vec<String> = read
+            .list_tables()
+            .unwrap()
+            .map(|table| table.name().to_string())
+            .collect();
+        assert!(!names.contains(&"queue".to_string()), "{names:?}");
+        let reads = [3, 4].map(|connection| LaneRead {
+            connection_id: ConnectionId(connection),
+            from: None,
+            limit: 10,
+        });
+        let rows = queue_rows(&read, &reads).unwrap();
+        assert_eq!(rows[0].entries, [queued(3, 20, 2)]);
+        assert_eq!(rows[1].entries, [queued(4, 10, 1), queued(4, 30, 3)]);
     }
 }

@@ -4,7 +4,7 @@ use super::{decode, deliveries, scan_newest_first};
 use crate::model::{Event, EventId, EventName, WorkspaceId, now_ms};
 use crate::rules::EventPattern;
 use crate::store::codec::Record;
-use crate::store::records::{EventRecord, IdempotencyRecord, QueueRecord};
+use crate::store::records::{EventRecord, IdempotencyRecord};
 use crate::store::{
     EventPage, EventQuery, IDEMPOTENCY_TTL_MS, IdempotentAnswer, IngestBatch, IngestOutcome,
     MAX_SCANNED_PER_PAGE, StoreError,
@@ -113,16 +113,26 @@ pub fn purge_idempotency_keys(txn: &WriteTransaction, now_ms: u64) -> Result<usi
     Ok(expired.len())
 }
 
-/// Drops a deleted workspace's queue entries and idempotency keys (tables
-/// not keyed by workspace first, so they are walked whole).
-pub fn forget_queue_and_idempotency(txn: &WriteTransaction, ws: u128) -> Result<(), StoreError> {
+/// Drops a deleted workspace's idempotency keys (`idempotency_by_age` is not
+/// keyed by workspace first, so it is walked whole) and the queues of its
+/// `connections`. Queue rows of connections it deleted earlier are found
+/// stale when their turn comes and removed then.
+pub fn forget_queue_and_idempotency(
+    txn: &WriteTransaction,
+    ws: u128,
+    connections: &[u128],
+) -> Result<(), StoreError> {
     txn.open_table(IDEMPOTENCY)?
-        .retain(|(owner, _), _| owner != ws)?;
+        .retain_in((ws, "")..(ws.saturating_add(1), ""), |_, _| false)?;
     txn.open_table(IDEMPOTENCY_BY_AGE)?
         .retain(|(_, owner, _), ()| owner != ws)?;
-    txn.open_table(QUEUE)?.retain(|_, value| {
-        QueueRecord::decode(value).map_or(true, |entry| entry.workspace_id != ws)
-    })?;
+    let mut queue = txn.open_table(QUEUE)?;
+    for connection in connections {
+        queue.retain_in(
+            (*connection, 0, 0)..=(*connection, u64::MAX, u128::MAX),
+            |_, _| false,
+        )?;
+    }
     Ok(())
 }
 

@@ -14,8 +14,9 @@ mod workspaces;
 use super::writer::{WriteOp, Writer, WriterThread};
 use super::{
     AttemptOutcome, BackupStats, ConnectionPatch, DeleteConnection, DeliveryContext, DeliveryPage,
-    DeliveryQuery, EventPage, EventQuery, IngestBatch, IngestOutcome, KeyHash, NewWorkspace,
-    PatchOutcome, PutRule, QueueEntry, Requeue, Store, StoreError, StoreFuture,
+    DeliveryQuery, EventPage, EventQuery, IngestBatch, IngestOutcome, KeyHash, LaneRead, LaneRows,
+    NewWorkspace, PatchOutcome, PutRule, QueueEntry, QueueHeads, Requeue, Store, StoreError,
+    StoreFuture,
 };
 use crate::model::{
     Attempt, Connection, ConnectionId, Delivery, DeliveryId, Event, EventId, KeyKind, Rule, RuleId,
@@ -36,6 +37,7 @@ pub struct RedbStore {
     /// `None` only while dropping.
     writer: Option<Writer>,
     writer_thread: Option<WriterThread>,
+    writable: tokio::sync::watch::Sender<bool>,
 }
 
 impl RedbStore {
@@ -47,7 +49,11 @@ impl RedbStore {
         })?;
         let txn = db.begin_write()?;
         tables::create_all(&txn)?;
+        let moved = deliveries::migrate_legacy_queue(&txn)?;
         txn.commit()?;
+        if moved > 0 {
+            tracing::info!(entries = moved, "queue table moved to its per-connection layout");
+        }
         let db = Arc::new(db);
         let (writer, writer_thread) = Writer::start(db.clone()).map_err(|error| {
             StoreError::Unavailable(format!("cannot start the writer: {error}"))
@@ -56,6 +62,7 @@ impl RedbStore {
             db,
             writer: Some(writer),
             writer_thread: Some(writer_thread),
+            writable: tokio::sync::watch::Sender::new(true),
         }))
     }
 
@@ -180,6 +187,10 @@ impl Store for RedbStore {
         self.writer.as_ref().is_some_and(Writer::is_running)
     }
 
+    fn writable(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.writable.subscribe()
+    }
+
     fn create_connection(&self, connection: Connection) -> StoreFuture<()> {
         self.write(move |txn| connections::create(txn, &connection))
     }
@@ -297,8 +308,16 @@ impl Store for RedbStore {
         })
     }
 
-    fn queue(&self) -> Result<Vec<QueueEntry>, StoreError> {
-        deliveries::queue(&self.read()?)
+    fn queue_heads(&self) -> Result<QueueHeads, StoreError> {
+        deliveries::queue_heads(&self.read()?)
+    }
+
+    fn queue_rows(&self, reads: &[LaneRead]) -> Result<Vec<LaneRows>, StoreError> {
+        deliveries::queue_rows(&self.read()?, reads)
+    }
+
+    fn queue_len(&self) -> Result<u64, StoreError> {
+        Ok(self.read()?.open_table(tables::QUEUE)?.len()?)
     }
 
     fn drop_stale_queue_entry(&self, entry: QueueEntry) -> StoreFuture<bool> {

@@ -29,7 +29,7 @@ pub struct IngestTables<'txn> {
 pub struct NewDeliveryTables<'txn> {
     pub deliveries: Table<'txn, (u128, u128), &'static [u8]>,
     pub by_event: Table<'txn, (u128, u128, u128), ()>,
-    pub queue: Table<'txn, (u64, u128), &'static [u8]>,
+    pub queue: Table<'txn, (u128, u64, u128), u128>,
 }
 
 impl<'txn> WriteScope<'txn> {

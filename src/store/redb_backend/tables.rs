@@ -1,6 +1,7 @@
 //! Table definitions. Keys are native redb tuples, which compare element by
 //! element, so `(workspace, ulid)` keys list a workspace's objects in time
-//! order and `(due_ms, delivery)` keys give the queue's order.
+//! order and `(connection, due_ms, delivery)` keys give each connection's
+//! queue in due order.
 
 use redb::TableDefinition;
 
@@ -24,8 +25,13 @@ pub const EVENT_DELIVERIES: TableDefinition<(u128, u128, u128), ()> =
     TableDefinition::new("event_deliveries");
 /// (delivery id, attempt number from 1).
 pub const ATTEMPTS: TableDefinition<(u128, u32), &[u8]> = TableDefinition::new("attempts");
-/// (due at ms, delivery id) → workspace and connection.
-pub const QUEUE: TableDefinition<(u64, u128), &[u8]> = TableDefinition::new("queue");
+/// (connection, due at ms, delivery) → workspace. Keyed by connection first
+/// so the scheduler reads each connection's next entries in due order and a
+/// backlog of one connection never has to be walked to reach another's.
+pub const QUEUE: TableDefinition<(u128, u64, u128), u128> = TableDefinition::new("delivery_queue");
+/// The queue before it was keyed by connection: (due at ms, delivery) →
+/// `QueueRecord`. Moved into [`QUEUE`] when the database is opened.
+pub const LEGACY_QUEUE: TableDefinition<(u64, u128), &[u8]> = TableDefinition::new("queue");
 
 /// Deleted workspaces whose events and deliveries are still being removed
 /// (a few thousand rows per transaction) → when deleted (ms).

@@ -31,10 +31,14 @@ pub fn delete(txn: &WriteTransaction, id: WorkspaceId) -> Result<bool, StoreErro
     };
     remove_keys(txn, &record)?;
     let whole = (ws, 0)..=(ws, u128::MAX);
+    let mut connections = Vec::new();
     txn.open_table(CONNECTIONS)?
-        .retain_in(whole.clone(), |_, _| false)?;
+        .retain_in(whole.clone(), |(_, connection), _| {
+            connections.push(connection);
+            false
+        })?;
     txn.open_table(RULES)?.retain_in(whole, |_, _| false)?;
-    events::forget_queue_and_idempotency(txn, ws)?;
+    events::forget_queue_and_idempotency(txn, ws, &connections)?;
     txn.open_table(PURGES)?.insert(ws, now_ms())?;
     Ok(true)
 }
