@@ -9,6 +9,7 @@ mod error;
 mod extract;
 mod health;
 mod openapi;
+mod queue;
 mod rules;
 mod slack;
 mod workspaces;
@@ -127,6 +128,7 @@ pub fn router(state: AppState) -> Router {
         .merge(health::routes())
         .merge(workspaces::routes())
         .merge(backup::routes())
+        .merge(queue::routes())
         .merge(crate::ingest::routes())
         .merge(slack::routes())
         .merge(crate::embed::routes())

@@ -5,9 +5,9 @@
 //! The queue table is the source of truth: an entry leaves it only in the
 //! transaction that records its attempt, so after a crash every queued or
 //! in-flight delivery is simply due again (at least once, never at most
-//! once). The scheduler keeps an in-memory mirror (a heap ordered by due
-//! time) fed at start-up from the table and afterwards by ingest, retries
-//! and manual requeues.
+//! once). The scheduler holds a bounded window of the table in memory, read
+//! in per connection as room frees up and fed by ingest, retries and manual
+//! requeues (see `scheduler.rs` for its invariants).
 
 mod attempt;
 pub mod net;
@@ -15,4 +15,4 @@ pub mod retry;
 mod scheduler;
 pub mod signing;
 
-pub use scheduler::{Engine, EngineDeps};
+pub use scheduler::{Engine, EngineDeps, WindowSnapshot};

@@ -39,6 +39,7 @@ use crate::routing::RuleIndex;
 use crate::store::{LaneRead, QueueEntry, QueueHeads, QueueKey, Store, StoreError};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -67,6 +68,29 @@ pub struct EngineDeps {
 #[derive(Clone)]
 pub struct Engine {
     schedule: mpsc::Sender<Vec<QueueEntry>>,
+    window: Arc<WindowStats>,
+}
+
+/// The window as the scheduler last published it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct WindowSnapshot {
+    /// `delivery.queue_window`.
+    pub window: usize,
+    /// Queue entries held in memory now.
+    pub in_memory: usize,
+    /// The most ever held in memory since start.
+    pub peak_in_memory: usize,
+    pub in_flight: usize,
+    /// Connections the scheduler keeps a lane for.
+    pub lanes: usize,
+}
+
+#[derive(Default)]
+struct WindowStats {
+    in_memory: AtomicUsize,
+    peak_in_memory: AtomicUsize,
+    in_flight: AtomicUsize,
+    lanes: AtomicUsize,
 }
 
 /// Batches of new entries waiting for the scheduler before senders wait
@@ -91,15 +115,29 @@ impl Engine {
     ) -> Result<(Engine, JoinHandle<()>), StoreError> {
         let (schedule, schedule_rx) = mpsc::channel(SCHEDULE_CHANNEL);
         let (finished, finished_rx) = mpsc::unbounded_channel();
-        let mut scheduler = Scheduler::new(Arc::new(deps), finished);
+        let window = Arc::new(WindowStats::default());
+        let mut scheduler = Scheduler::new(Arc::new(deps), finished, window.clone());
         let heads = scheduler.refill().await?;
+        scheduler.publish_window_metrics();
         tracing::info!(
             queued = heads.backlog,
             in_memory = scheduler.held,
             "delivery engine starting"
         );
         let handle = tokio::spawn(scheduler.run(schedule_rx, finished_rx, shutdown));
-        Ok((Engine { schedule }, handle))
+        Ok((Engine { schedule, window }, handle))
+    }
+
+    /// The scheduler's window, as last published (at every turn of its
+    /// loop).
+    pub fn window(&self, size: usize) -> WindowSnapshot {
+        WindowSnapshot {
+            window: size,
+            in_memory: self.window.in_memory.load(Ordering::Relaxed),
+            peak_in_memory: self.window.peak_in_memory.load(Ordering::Relaxed),
+            in_flight: self.window.in_flight.load(Ordering::Relaxed),
+            lanes: self.window.lanes.load(Ordering::Relaxed),
+        }
     }
 
     /// Hands newly durable queue entries to the scheduler; waits while it
@@ -160,6 +198,9 @@ struct Scheduler {
     sizes: BTreeSet<(usize, ConnectionId)>,
     /// Entries in memory: held in lanes or deferred.
     held: usize,
+    /// The most `held` ever was.
+    peak_held: usize,
+    stats: Arc<WindowStats>,
     /// Deliveries being attempted, with the due time of the entry that
     /// runs: another entry of one waits in `deferred` until the attempt
     /// finishes, so a delivery never runs twice at once.
@@ -187,7 +228,11 @@ struct RefillTiming {
 }
 
 impl Scheduler {
-    fn new(deps: Arc<EngineDeps>, finished: mpsc::UnboundedSender<Finished>) -> Self {
+    fn new(
+        deps: Arc<EngineDeps>,
+        finished: mpsc::UnboundedSender<Finished>,
+        stats: Arc<WindowStats>,
+    ) -> Self {
         let share = deps.queue_window;
         Self {
             deps,
@@ -196,6 +241,8 @@ impl Scheduler {
             ready: BTreeSet::new(),
             sizes: BTreeSet::new(),
             held: 0,
+            peak_held: 0,
+            stats,
             running: HashMap::new(),
             deferred: HashMap::new(),
             workspaces: HashMap::new(),
@@ -300,6 +347,7 @@ impl Scheduler {
         let before = lane.held.len();
         if lane.held.insert(key) {
             self.held += 1;
+            self.peak_held = self.peak_held.max(self.held);
             resize(&mut self.sizes, connection, before, before + 1);
         }
     }
@@ -604,9 +652,12 @@ impl Scheduler {
                 let connection = read.connection_id;
                 for entry in rows.entries {
                     let known = self.running.get(&entry.delivery_id) == Some(&entry.due_ms)
-                        || self.deferred.get(&entry.delivery_id).is_some_and(|waiting| {
-                            waiting.iter().any(|other| other.key() == entry.key())
-                        });
+                        || self
+                            .deferred
+                            .get(&entry.delivery_id)
+                            .is_some_and(|waiting| {
+                                waiting.iter().any(|other| other.key() == entry.key())
+                            });
                     if !known {
                         self.hold(connection, entry.key());
                     }
@@ -668,6 +719,13 @@ impl Scheduler {
     fn publish_window_metrics(&self) {
         metrics::gauge!("switchyard_queue_window_entries").set(self.held as f64);
         metrics::gauge!("switchyard_deliveries_in_flight").set(self.in_flight as f64);
+        let stats = &self.stats;
+        stats.in_memory.store(self.held, Ordering::Relaxed);
+        stats
+            .peak_in_memory
+            .store(self.peak_held, Ordering::Relaxed);
+        stats.in_flight.store(self.in_flight, Ordering::Relaxed);
+        stats.lanes.store(self.lanes.len(), Ordering::Relaxed);
     }
 
     async fn drain(self) {

@@ -79,8 +79,16 @@ impl TestApp {
 
     /// Stops gracefully and starts again on the same data dir.
     pub async fn restart(&mut self) {
+        self.restart_with(|_| {}).await;
+    }
+
+    /// Stops gracefully and starts again on the same data dir, with the
+    /// test defaults adjusted by `adjust`.
+    pub async fn restart_with(&mut self, adjust: impl FnOnce(&mut Config)) {
         self.stop().await;
-        let (url, shutdown, server) = start(test_config(self.data_dir.path())).await;
+        let mut config = test_config(self.data_dir.path());
+        adjust(&mut config);
+        let (url, shutdown, server) = start(config).await;
         self.url = url;
         self.shutdown = shutdown;
         self.server = Some(server);

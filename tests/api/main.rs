@@ -13,6 +13,7 @@ mod fake_resend;
 mod fake_slack;
 mod helpers;
 mod openapi;
+mod queue_window;
 mod receiver;
 mod rules;
 mod slack;

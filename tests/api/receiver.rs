@@ -41,13 +41,14 @@ pub struct Receiver {
     pub url: String,
     requests: mpsc::UnboundedReceiver<Recorded>,
     script: Arc<Mutex<VecDeque<Reply>>>,
+    default: Arc<Mutex<Reply>>,
     release: Arc<Notify>,
 }
 
 struct Shared {
     sender: mpsc::UnboundedSender<Recorded>,
     script: Arc<Mutex<VecDeque<Reply>>>,
-    default: Reply,
+    default: Arc<Mutex<Reply>>,
     release: Arc<Notify>,
 }
 
@@ -56,10 +57,11 @@ impl Receiver {
         let (sender, requests) = mpsc::unbounded_channel();
         let script = Arc::new(Mutex::new(VecDeque::new()));
         let release = Arc::new(Notify::new());
+        let default = Arc::new(Mutex::new(default));
         let shared = Arc::new(Shared {
             sender,
             script: script.clone(),
-            default,
+            default: default.clone(),
             release: release.clone(),
         });
         let app = axum::Router::new().fallback(move |headers: HeaderMap, body: Bytes| {
@@ -73,8 +75,14 @@ impl Receiver {
             url,
             requests,
             script,
+            default,
             release,
         }
+    }
+
+    /// Answers requests past the script with `reply` from now on.
+    pub fn answer_by_default(&self, reply: Reply) {
+        *self.default.lock().unwrap() = reply;
     }
 
     /// Queues answers for the next requests, in order.
@@ -112,7 +120,7 @@ async fn answer(shared: &Shared, headers: HeaderMap, body: Bytes) -> Response {
         .lock()
         .unwrap()
         .pop_front()
-        .unwrap_or(shared.default.clone());
+        .unwrap_or_else(|| shared.default.lock().unwrap().clone());
     match reply {
         Reply::Status(code) => (StatusCode::from_u16(code).unwrap(), "answer body").into_response(),
         Reply::WithHeader(code, name, value) => {

@@ -420,7 +420,8 @@ pub fn queue_rows(txn: &ReadTransaction, reads: &[LaneRead]) -> Result<Vec<LaneR
     for read in reads {
         let connection = read.connection_id.0;
         let (due, delivery) = read.from.map_or((0, 0), |(due, id)| (due, id.0));
-        let mut rows = table.range((connection, due, delivery)..=(connection, u64::MAX, u128::MAX))?;
+        let mut rows =
+            table.range((connection, due, delivery)..=(connection, u64::MAX, u128::MAX))?;
         let mut answer = LaneRows::default();
         for row in rows.by_ref() {
             let (key, workspace) = row?;
@@ -459,7 +460,10 @@ pub fn migrate_legacy_queue(txn: &WriteTransaction) -> Result<u64, StoreError> {
             let (key, bytes) = row?;
             let (due_ms, delivery) = key.value();
             let record = QueueRecord::decode(bytes.value())?;
-            queue.insert((record.connection_id, due_ms, delivery), record.workspace_id)?;
+            queue.insert(
+                (record.connection_id, due_ms, delivery),
+                record.workspace_id,
+            )?;
             moved += 1;
         }
     }
@@ -653,7 +657,10 @@ mod tests {
             .iter()
             .map(|head| (head.connection_id.0, head.first.0, head.first.1.0))
             .collect();
-        assert_eq!(firsts, [(1, 100, 0), (5, 100, 2_001), (u128::MAX, 50, 3_000)]);
+        assert_eq!(
+            firsts,
+            [(1, 100, 0), (5, 100, 2_001), (u128::MAX, 50, 3_000)]
+        );
 
         let reads = [
             LaneRead {
@@ -693,10 +700,7 @@ mod tests {
             },
             "from is inclusive; the last read of a connection has no next"
         );
-        assert_eq!(
-            rows[2].entries,
-            [queued(1, 598, 498), queued(1, 599, 499)],
-        );
+        assert_eq!(rows[2].entries, [queued(1, 598, 498), queued(1, 599, 499)],);
         assert_eq!(rows[2].next, Some((600, DeliveryId(500))));
         assert_eq!(rows[3], LaneRows::default(), "an empty connection");
     }

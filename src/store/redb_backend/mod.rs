@@ -52,7 +52,10 @@ impl RedbStore {
         let moved = deliveries::migrate_legacy_queue(&txn)?;
         txn.commit()?;
         if moved > 0 {
-            tracing::info!(entries = moved, "queue table moved to its per-connection layout");
+            tracing::info!(
+                entries = moved,
+                "queue table moved to its per-connection layout"
+            );
         }
         let db = Arc::new(db);
         let (writer, writer_thread) = Writer::start(db.clone()).map_err(|error| {
