@@ -16,4 +16,5 @@ mod openapi;
 mod receiver;
 mod rules;
 mod slack;
+mod storage_faults;
 mod workspaces;
