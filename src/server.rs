@@ -10,7 +10,7 @@ use crate::destinations::Destinations;
 use crate::model::now_ms;
 use crate::routing::RuleIndex;
 use crate::secret::Secret;
-use crate::store::{RedbStore, Store, StoreError};
+use crate::store::{FaultSwitch, RedbStore, Store, StoreError, StoreOptions};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -50,6 +50,14 @@ pub enum AdminTokenSource {
     Generated { path: PathBuf, token: Secret },
 }
 
+/// What a server takes beyond its configuration.
+#[derive(Debug, Clone, Default)]
+pub struct ServerOptions {
+    /// Test and chaos seam: makes the database file's writes fail on demand
+    /// (as a full disk does). `None` in production.
+    pub storage_faults: Option<FaultSwitch>,
+}
+
 /// A bound server that has not started serving yet.
 pub struct Server {
     listener: TcpListener,
@@ -83,9 +91,15 @@ impl Server {
     }
 
     /// Uses an already bound listener (tests bind port 0 themselves).
-    pub async fn with_listener(
+    pub async fn with_listener(listener: TcpListener, config: Config) -> Result<Self, ServeError> {
+        Self::with_options(listener, config, ServerOptions::default()).await
+    }
+
+    /// Like [`Server::with_listener`], with options beyond the configuration.
+    pub async fn with_options(
         listener: TcpListener,
         mut config: Config,
+        options: ServerOptions,
     ) -> Result<Self, ServeError> {
         let local_addr = listener.local_addr()?;
         prepare_data_dir(&config.data_dir)?;
@@ -96,7 +110,11 @@ impl Server {
         let master_key_value = config.master_key.as_ref().map(Secret::expose);
         let (master_key, master_key_source) = MasterKey::load(&config.data_dir, master_key_value)?;
         let database = config.database_path();
-        let store = tokio::task::spawn_blocking(move || RedbStore::open(&database))
+        let store_options = StoreOptions {
+            faults: options.storage_faults,
+            ..StoreOptions::from_config(&config.storage)
+        };
+        let store = tokio::task::spawn_blocking(move || RedbStore::open(&database, store_options))
             .await
             .map_err(|error| StoreError::Unavailable(error.to_string()))??;
         Ok(Self {
@@ -133,6 +151,8 @@ impl Server {
         // Install the recorder before anything records.
         crate::telemetry::metrics_handle();
         let store: Arc<dyn Store> = self.store.clone();
+        let writable = if store.is_writable() { 1.0 } else { 0.0 };
+        metrics::gauge!("switchyard_storage_writable").set(writable);
         let config = self.config;
         let rule_index = Arc::new(RuleIndex::default());
         let destinations = Arc::new(Destinations::new(

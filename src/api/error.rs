@@ -13,7 +13,13 @@ pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    /// Seconds for a `Retry-After` header.
+    retry_after: Option<u64>,
 }
+
+/// What a client is told to wait before retrying while storage is failing;
+/// the store probes the disk on a backoff of 0.5 s up to 30 s meanwhile.
+pub const STORAGE_RETRY_AFTER_SECONDS: u64 = 5;
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
@@ -21,7 +27,14 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after: None,
         }
+    }
+
+    /// Adds a `Retry-After` header to the answer.
+    pub fn with_retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
+        self
     }
 
     pub fn malformed_json(message: impl Into<String>) -> Self {
@@ -65,6 +78,17 @@ impl ApiError {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
     }
 
+    /// 503 `storage_unavailable` with `Retry-After`: the disk is full or
+    /// failing; nothing of the request was acknowledged as stored.
+    pub fn storage_unavailable(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "storage_unavailable",
+            message,
+        )
+        .with_retry_after(STORAGE_RETRY_AFTER_SECONDS)
+    }
+
     pub fn internal(error: &dyn std::error::Error) -> Self {
         tracing::error!(error = %error, cause = ?error.source(), "internal error");
         Self::new(
@@ -82,9 +106,14 @@ impl ApiError {
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
         match error {
-            StoreError::Unavailable(_) | StoreError::WriterStopped | StoreError::Storage(_) => {
+            StoreError::Unavailable(_) | StoreError::Storage(_) => {
                 tracing::error!(%error, "storage unavailable");
-                Self::unavailable("storage is unavailable; retry later")
+                Self::storage_unavailable("storage is unavailable; retry later")
+            }
+            // Only while shutting down.
+            StoreError::WriterStopped => {
+                tracing::warn!(%error, "write refused");
+                Self::unavailable("the server is shutting down; retry later")
             }
             other => Self::internal(&other),
         }
@@ -100,6 +129,53 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(error: StoreError) -> (StatusCode, &'static str, Option<String>) {
+        let api = ApiError::from(error);
+        let code = api.code;
+        let response = api.into_response();
+        let retry_after = response
+            .headers()
+            .get(header::RETRY_AFTER)
+            .map(|value| value.to_str().unwrap_or_default().to_string());
+        (response.status(), code, retry_after)
+    }
+
+    #[test]
+    fn storage_failures_say_when_to_retry_and_shutting_down_does_not() {
+        let retry = Some(STORAGE_RETRY_AFTER_SECONDS.to_string());
+        let io = std::io::Error::from_raw_os_error(28);
+        assert_eq!(
+            answer(StoreError::Storage(Box::new(redb::Error::Io(io)))),
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "storage_unavailable",
+                retry.clone()
+            )
+        );
+        assert_eq!(
+            answer(StoreError::Unavailable("disk full".into())),
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "storage_unavailable",
+                retry
+            )
+        );
+        assert_eq!(
+            answer(StoreError::WriterStopped),
+            (StatusCode::SERVICE_UNAVAILABLE, "unavailable", None)
+        );
     }
 }

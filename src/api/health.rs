@@ -41,7 +41,9 @@ async fn readyz(State(app): State<AppState>) -> Result<Json<Value>, ApiError> {
         return Err(ApiError::unavailable("shutting down"));
     }
     if !app.store().is_writable() {
-        return Err(ApiError::unavailable("storage is not accepting writes"));
+        return Err(ApiError::storage_unavailable(
+            "storage is not accepting writes (disk full or failing); it recovers by itself once a write succeeds",
+        ));
     }
     Ok(Json(json!({"status": "ready"})))
 }

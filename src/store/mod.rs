@@ -6,11 +6,13 @@
 //! MVCC snapshots and run beside it.
 
 mod codec;
+mod fault;
 mod records;
 mod redb_backend;
 mod writer;
 
 pub use codec::CodecError;
+pub use fault::FaultSwitch;
 pub use redb_backend::RedbStore;
 
 use crate::model::{
@@ -44,6 +46,18 @@ pub enum StoreError {
     WriterStopped,
 }
 
+impl StoreError {
+    /// The disk refused a read or write (full, I/O error), or the handle is
+    /// latched by an earlier one: what the write coordinator recovers from
+    /// by opening the file again.
+    pub fn is_io_failure(&self) -> bool {
+        matches!(self, StoreError::Storage(error) if matches!(
+            **error,
+            redb::Error::Io(_) | redb::Error::PreviousIo | redb::Error::DatabaseClosed
+        ))
+    }
+}
+
 macro_rules! storage_error_from {
     ($($source:ty),*) => {$(
         impl From<$source> for StoreError {
@@ -62,6 +76,35 @@ storage_error_from!(
     redb::DatabaseError,
     redb::SetDurabilityError
 );
+
+/// How to open the store.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// redb's page cache, in bytes (`storage.cache_mb`).
+    pub cache_bytes: usize,
+    /// Test and chaos seam: fails the database file's writes on demand.
+    /// `None` in production.
+    pub faults: Option<FaultSwitch>,
+}
+
+impl StoreOptions {
+    pub fn from_config(storage: &crate::config::StorageConfig) -> Self {
+        Self {
+            cache_bytes: storage.cache_mb.saturating_mul(1024 * 1024),
+            faults: None,
+        }
+    }
+}
+
+impl Default for StoreOptions {
+    /// The configuration's default cache (32 MiB), no faults.
+    fn default() -> Self {
+        Self {
+            cache_bytes: 32 * 1024 * 1024,
+            faults: None,
+        }
+    }
+}
 
 /// What a backup copied.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -322,10 +365,11 @@ pub trait Store: Send + Sync + 'static {
     fn key(&self, hash: &KeyHash) -> Result<Option<(WorkspaceId, KeyKind)>, StoreError>;
     fn event(&self, workspace: WorkspaceId, id: EventId) -> Result<Option<Event>, StoreError>;
     fn events(&self, workspace: WorkspaceId, query: &EventQuery) -> Result<EventPage, StoreError>;
-    /// False once the write coordinator has stopped.
+    /// Whether writes are accepted now: `*self.writable().borrow()`.
     fn is_writable(&self) -> bool;
-    /// Whether writes are being accepted: false while storage is failing
-    /// (a commit failed and no probe has succeeded since).
+    /// True while writes are accepted. Flips to false when a commit fails
+    /// with an I/O error (disk full) and back to true once a probe write
+    /// succeeds; false for good once the write coordinator has stopped.
     fn writable(&self) -> tokio::sync::watch::Receiver<bool>;
 
     fn create_connection(&self, connection: Connection) -> StoreFuture<()>;

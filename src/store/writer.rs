@@ -4,18 +4,32 @@
 //! A commit costs one fsync (about 250 µs on the reference VM) whether it
 //! holds one record or a thousand, so batching is what lets durable ingest
 //! run at HTTP speed. Callers are answered only after their batch committed.
+//!
+//! When a commit fails with an I/O error (disk full, EIO), every job of its
+//! batch is answered with an error and nothing of it counts as stored. redb
+//! then refuses every write through that handle until the file is opened
+//! again (`redb_backend/handle.rs`), so the coordinator flips the store's
+//! `writable` watch to false, writes fail fast without reaching the disk,
+//! and a probe thread asks the coordinator, on a backoff from 0.5 s doubling
+//! to 30 s, to reopen the file and commit one small write. The first probe
+//! that commits flips `writable` back to true: no restart needed.
 
 use super::StoreError;
-use super::redb_backend::WriteScope;
+use super::redb_backend::{DbSlot, WriteScope};
 use redb::Database;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use tokio::sync::{mpsc, oneshot};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, watch};
 
 /// Most jobs folded into one transaction; bounds commit latency.
 const MAX_BATCH: usize = 4096;
 /// Jobs waiting for the writer before senders wait too (back-pressure).
 const QUEUE_DEPTH: usize = 16 * 1024;
+/// The storage probe's backoff after a failure: first wait, then doubling up
+/// to the last.
+const PROBE_FIRST_DELAY: Duration = Duration::from_millis(500);
+const PROBE_MAX_DELAY: Duration = Duration::from_secs(30);
 
 /// A write run inside the batch transaction. It must check before it writes
 /// (an `Ok` result is committed with everything else) and may run more than
@@ -25,24 +39,43 @@ pub type WriteOp<T> = Box<dyn Fn(&mut WriteScope<'_>) -> Result<T, StoreError> +
 
 #[derive(Clone)]
 pub struct Writer {
-    jobs: mpsc::Sender<Box<dyn Job>>,
+    jobs: mpsc::Sender<Message>,
+    writable: watch::Receiver<bool>,
 }
 
 pub struct WriterThread {
     handle: JoinHandle<()>,
 }
 
+enum Message {
+    Job(Box<dyn Job>),
+    /// From the probe thread: reopen the file and try one small write.
+    Probe(oneshot::Sender<Result<(), StoreError>>),
+}
+
 impl Writer {
-    pub fn start(db: Arc<Database>) -> std::io::Result<(Writer, WriterThread)> {
+    pub fn start(slot: Arc<DbSlot>) -> std::io::Result<(Writer, WriterThread)> {
         let (jobs, receiver) = mpsc::channel(QUEUE_DEPTH);
+        let (health, writable) = watch::channel(true);
+        let coordinator = Coordinator {
+            slot,
+            health,
+            // Weak, so that a probe waiting for its next try never keeps the
+            // coordinator from shutting down.
+            probe_sender: jobs.downgrade(),
+        };
         let handle = std::thread::Builder::new()
             .name("switchyard-writer".into())
-            .spawn(move || run(&db, receiver))?;
-        Ok((Writer { jobs }, WriterThread { handle }))
+            .spawn(move || coordinator.run(receiver))?;
+        Ok((Writer { jobs, writable }, WriterThread { handle }))
     }
 
     /// Runs `op` in the next group commit and resolves once it is durable.
+    /// While storage is failing it fails at once, without touching the disk.
     pub async fn write<T: Send + 'static>(&self, op: WriteOp<T>) -> Result<T, StoreError> {
+        if !*self.writable.borrow() {
+            return Err(not_writable());
+        }
         let (reply, answer) = oneshot::channel();
         let job = Box::new(TypedJob {
             op,
@@ -50,14 +83,15 @@ impl Writer {
             reply,
         });
         self.jobs
-            .send(job)
+            .send(Message::Job(job))
             .await
             .map_err(|_| StoreError::WriterStopped)?;
         answer.await.map_err(|_| StoreError::WriterStopped)?
     }
 
-    pub fn is_running(&self) -> bool {
-        !self.jobs.is_closed()
+    /// True while writes are accepted (see the module comment).
+    pub fn writable(&self) -> watch::Receiver<bool> {
+        self.writable.clone()
     }
 }
 
@@ -69,6 +103,10 @@ impl WriterThread {
             tracing::error!("the write coordinator panicked");
         }
     }
+}
+
+fn not_writable() -> StoreError {
+    StoreError::Unavailable("storage is failing; writes resume once a probe write succeeds".into())
 }
 
 trait Job: Send {
@@ -100,29 +138,129 @@ impl<T: Send> Job for TypedJob<T> {
     }
 }
 
-fn run(db: &Database, mut receiver: mpsc::Receiver<Box<dyn Job>>) {
-    let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
-    while let Some(first) = receiver.blocking_recv() {
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match receiver.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
+/// The writer thread's state.
+struct Coordinator {
+    slot: Arc<DbSlot>,
+    health: watch::Sender<bool>,
+    probe_sender: mpsc::WeakSender<Message>,
+}
+
+impl Coordinator {
+    fn run(self, mut receiver: mpsc::Receiver<Message>) {
+        metrics::gauge!("switchyard_storage_writable").set(1.0);
+        let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
+        let mut probes = Vec::new();
+        while let Some(first) = receiver.blocking_recv() {
+            let mut next = Some(first);
+            while let Some(message) = next.take() {
+                match message {
+                    Message::Job(job) => batch.push(job),
+                    Message::Probe(reply) => probes.push(reply),
+                }
+                if batch.len() < MAX_BATCH {
+                    next = receiver.try_recv().ok();
+                }
+            }
+            if !batch.is_empty() {
+                metrics_batch_size(batch.len());
+                self.commit(&mut batch);
+            }
+            for reply in probes.drain(..) {
+                let _ = reply.send(self.probe());
             }
         }
-        metrics_batch_size(batch.len());
-        commit_batch(db, &mut batch);
+    }
+
+    fn commit(&self, batch: &mut Vec<Box<dyn Job>>) {
+        // Jobs queued before storage failed fail fast too.
+        if !*self.health.borrow() {
+            return fail_all(batch, &not_writable());
+        }
+        let db = match self.slot.get() {
+            Ok(db) => db,
+            Err(error) => return fail_all(batch, &error),
+        };
+        if let Err(failure) = commit_batch(&db, batch) {
+            drop(db);
+            // Marked before the jobs hear of it, so a caller told of the
+            // failure already sees the store as not writable.
+            self.storage_failed(&failure);
+            fail_all(batch, &failure);
+        }
+    }
+
+    fn storage_failed(&self, error: &StoreError) {
+        metrics::counter!("switchyard_storage_errors_total").increment(1);
+        let was_writable = self.health.send_replace(false);
+        if was_writable {
+            tracing::error!(%error, "storage failed; writes are refused until a probe write succeeds");
+            metrics::gauge!("switchyard_storage_writable").set(0.0);
+            spawn_probe(self.probe_sender.clone());
+        }
+    }
+
+    fn probe(&self) -> Result<(), StoreError> {
+        if *self.health.borrow() {
+            return Ok(());
+        }
+        match self.slot.reopen_and_probe() {
+            Ok(()) => {
+                tracing::info!("storage accepts writes again");
+                self.health.send_replace(true);
+                metrics::gauge!("switchyard_storage_writable").set(1.0);
+                Ok(())
+            }
+            Err(error) => {
+                tracing::warn!(%error, "storage probe failed");
+                metrics::counter!("switchyard_storage_errors_total").increment(1);
+                Err(error)
+            }
+        }
+    }
+}
+
+impl Drop for Coordinator {
+    /// Stopped (or panicked): no more writes, for good.
+    fn drop(&mut self) {
+        self.health.send_replace(false);
+    }
+}
+
+/// Asks the coordinator to probe storage, on a backoff, until a probe
+/// succeeds or the coordinator has stopped.
+fn spawn_probe(sender: mpsc::WeakSender<Message>) {
+    let spawned = std::thread::Builder::new()
+        .name("switchyard-storage-probe".into())
+        .spawn(move || {
+            let mut delay = PROBE_FIRST_DELAY;
+            loop {
+                std::thread::sleep(delay);
+                let Some(jobs) = sender.upgrade() else { return };
+                let (reply, answer) = oneshot::channel();
+                if jobs.blocking_send(Message::Probe(reply)).is_err() {
+                    return;
+                }
+                drop(jobs);
+                match answer.blocking_recv() {
+                    Ok(Err(_)) => delay = (delay * 2).min(PROBE_MAX_DELAY),
+                    Ok(Ok(())) | Err(_) => return,
+                }
+            }
+        });
+    if let Err(error) = spawned {
+        tracing::error!(%error, "cannot start the storage probe; writes resume after a restart");
     }
 }
 
 /// Applies every job in one transaction and commits. A job that fails is
 /// answered with its error and the batch is retried without it, so one bad
-/// write never takes its neighbours down.
-fn commit_batch(db: &Database, batch: &mut Vec<Box<dyn Job>>) {
+/// write never takes its neighbours down. An I/O failure is returned with
+/// the whole batch left unanswered, for the coordinator to handle.
+fn commit_batch(db: &Database, batch: &mut Vec<Box<dyn Job>>) -> Result<(), StoreError> {
     'retry: while !batch.is_empty() {
         let txn = match db.begin_write() {
             Ok(txn) => txn,
-            Err(error) => return fail_all(batch, error.into()),
+            Err(error) => return fail_batch(batch, error.into()),
         };
         // The scope (and the tables it keeps open) must be gone before the
         // transaction is committed or aborted.
@@ -143,7 +281,7 @@ fn commit_batch(db: &Database, batch: &mut Vec<Box<dyn Job>>) {
             // same way: fail the batch at once rather than retry it.
             if matches!(error, StoreError::Storage(_)) {
                 tracing::error!(%error, "write batch failed");
-                return fail_all(batch, error);
+                return fail_batch(batch, error);
             }
             tracing::warn!(%error, "write rejected; retrying its batch without it");
             batch.remove(index).complete(Err(error));
@@ -156,15 +294,29 @@ fn commit_batch(db: &Database, batch: &mut Vec<Box<dyn Job>>) {
             Ok(()) => batch.drain(..).for_each(|job| job.complete(Ok(()))),
             Err(error) => {
                 tracing::error!(%error, "commit failed");
-                fail_all(batch, error.into());
+                return fail_batch(batch, error.into());
             }
         }
-        return;
+        return Ok(());
     }
+    Ok(())
 }
 
-fn fail_all(batch: &mut Vec<Box<dyn Job>>, error: StoreError) {
-    let message = error.to_string();
+/// Fails every job with `error`, except on an I/O failure, which comes back
+/// as the error with the jobs still waiting.
+fn fail_batch(batch: &mut Vec<Box<dyn Job>>, error: StoreError) -> Result<(), StoreError> {
+    if error.is_io_failure() {
+        return Err(error);
+    }
+    fail_all(batch, &error);
+    Ok(())
+}
+
+fn fail_all(batch: &mut Vec<Box<dyn Job>>, error: &StoreError) {
+    let message = match error {
+        StoreError::Unavailable(message) => message.clone(),
+        other => other.to_string(),
+    };
     for job in batch.drain(..) {
         job.complete(Err(StoreError::Unavailable(message.clone())));
     }
@@ -172,4 +324,63 @@ fn fail_all(batch: &mut Vec<Box<dyn Job>>, error: StoreError) {
 
 fn metrics_batch_size(size: usize) {
     metrics::histogram!("switchyard_write_batch_size").record(size as f64);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{FaultSwitch, StoreOptions};
+    use redb::{ReadableDatabase, TableDefinition};
+
+    const T: TableDefinition<u64, u64> = TableDefinition::new("t");
+
+    fn put(key: u64) -> WriteOp<()> {
+        Box::new(move |scope| {
+            scope.txn().open_table(T)?.insert(key, key)?;
+            Ok(())
+        })
+    }
+
+    fn stored(slot: &DbSlot, key: u64) -> bool {
+        let read = slot.get().unwrap().begin_read().unwrap();
+        read.open_table(T).unwrap().get(key).unwrap().is_some()
+    }
+
+    #[tokio::test]
+    async fn a_failed_commit_stops_writes_until_a_probe_write_succeeds() {
+        let dir = tempfile::tempdir().unwrap();
+        let switch = FaultSwitch::new();
+        let options = StoreOptions {
+            faults: Some(switch.clone()),
+            ..StoreOptions::default()
+        };
+        let slot = Arc::new(DbSlot::open(&dir.path().join("db.redb"), options).unwrap());
+        let (writer, thread) = Writer::start(slot.clone()).unwrap();
+        let mut writable = writer.writable();
+        writer.write(put(1)).await.unwrap();
+
+        switch.fail_writes(true);
+        assert!(matches!(
+            writer.write(put(2)).await,
+            Err(StoreError::Unavailable(_))
+        ));
+        assert!(!*writable.borrow(), "flipped by the failed commit itself");
+        assert!(matches!(
+            writer.write(put(3)).await,
+            Err(StoreError::Unavailable(_))
+        ));
+
+        switch.fail_writes(false);
+        tokio::time::timeout(Duration::from_secs(20), writable.wait_for(|ok| *ok))
+            .await
+            .expect("the probe brings writes back")
+            .unwrap();
+        writer.write(put(4)).await.unwrap();
+        assert!(stored(&slot, 1) && stored(&slot, 4));
+        assert!(!stored(&slot, 2) && !stored(&slot, 3));
+
+        drop(writer);
+        thread.join();
+        assert!(!*writable.borrow(), "false once the coordinator stopped");
+    }
 }

@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use switchyard::config::Config;
 use switchyard::secret::Secret;
-use switchyard::server::Server;
+use switchyard::server::{Server, ServerOptions};
+use switchyard::store::FaultSwitch;
 use tempfile::TempDir;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpListener;
@@ -57,6 +58,22 @@ impl TestApp {
         let mut config = test_config(data_dir.path());
         adjust(&mut config);
         let (url, shutdown, server) = start(config).await;
+        Self {
+            url,
+            http: reqwest::Client::new(),
+            data_dir,
+            shutdown,
+            server: Some(server),
+        }
+    }
+
+    /// A server whose database file fails every write while `faults` is on.
+    pub async fn spawn_with_storage_faults(faults: FaultSwitch) -> Self {
+        let data_dir = tempfile::tempdir().unwrap();
+        let options = ServerOptions {
+            storage_faults: Some(faults),
+        };
+        let (url, shutdown, server) = start_with(test_config(data_dir.path()), options).await;
         Self {
             url,
             http: reqwest::Client::new(),
@@ -288,8 +305,17 @@ pub fn workspace_from(body: &Value) -> TestWorkspace {
 }
 
 async fn start(config: Config) -> (String, CancellationToken, JoinHandle<()>) {
+    start_with(config, ServerOptions::default()).await
+}
+
+async fn start_with(
+    config: Config,
+    options: ServerOptions,
+) -> (String, CancellationToken, JoinHandle<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let server = Server::with_listener(listener, config).await.unwrap();
+    let server = Server::with_options(listener, config, options)
+        .await
+        .unwrap();
     let url = format!("http://{}", server.local_addr());
     let shutdown = CancellationToken::new();
     let token = shutdown.clone();

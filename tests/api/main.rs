@@ -17,4 +17,5 @@ mod queue_window;
 mod receiver;
 mod rules;
 mod slack;
+mod storage_faults;
 mod workspaces;

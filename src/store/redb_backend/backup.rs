@@ -47,6 +47,7 @@ pub fn copy(snapshot: &ReadTransaction, target: File) -> Result<BackupStats, Sto
         QUEUE,
         OAUTH_STATES,
         PURGES,
+        STORAGE_PROBE,
     );
     // A table added to the schema but not to the list above would be left
     // out silently; refuse instead.
@@ -130,13 +131,13 @@ mod tests {
         assert_eq!(
             stats,
             BackupStats {
-                tables: 13,
+                tables: 14,
                 rows: 1
             }
         );
         let copied = Database::open(&target).unwrap();
         let read = copied.begin_read().unwrap();
-        assert_eq!(read.list_tables().unwrap().count(), 13);
+        assert_eq!(read.list_tables().unwrap().count(), 14);
         let events = read.open_table(EVENTS).unwrap();
         assert_eq!(events.get((1, 2)).unwrap().unwrap().value(), b"event");
 

@@ -6,6 +6,7 @@ mod backup;
 mod connections;
 mod deliveries;
 mod events;
+mod handle;
 mod rules;
 mod scope;
 mod tables;
@@ -16,15 +17,15 @@ use super::{
     AttemptOutcome, BackupStats, ConnectionPatch, DeleteConnection, DeliveryContext, DeliveryPage,
     DeliveryQuery, EventPage, EventQuery, IngestBatch, IngestOutcome, KeyHash, LaneRead, LaneRows,
     NewWorkspace, PatchOutcome, PutRule, QueueEntry, QueueHeads, Requeue, Store, StoreError,
-    StoreFuture,
+    StoreFuture, StoreOptions,
 };
 use crate::model::{
     Attempt, Connection, ConnectionId, Delivery, DeliveryId, Event, EventId, KeyKind, Rule, RuleId,
     Workspace, WorkspaceId,
 };
+pub(crate) use handle::DbSlot;
 use redb::{
-    Database, ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTableMetadata,
-    WriteTransaction,
+    ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTableMetadata, WriteTransaction,
 };
 pub use scope::WriteScope;
 use std::path::Path;
@@ -33,21 +34,19 @@ use std::sync::Arc;
 /// Dropping the last handle lets every queued write commit, then closes the
 /// file.
 pub struct RedbStore {
-    db: Arc<Database>,
+    /// The database handle, replaced after a storage failure (`handle.rs`).
+    slot: Arc<DbSlot>,
+    writable: tokio::sync::watch::Receiver<bool>,
     /// `None` only while dropping.
     writer: Option<Writer>,
     writer_thread: Option<WriterThread>,
-    writable: tokio::sync::watch::Sender<bool>,
 }
 
 impl RedbStore {
     /// Opens (or creates) the database file and starts its write coordinator.
-    pub fn open(path: &Path) -> Result<Arc<Self>, StoreError> {
-        let db = open_database(path).map_err(|source| StoreError::Open {
-            path: path.display().to_string(),
-            source: Box::new(source),
-        })?;
-        let txn = db.begin_write()?;
+    pub fn open(path: &Path, options: StoreOptions) -> Result<Arc<Self>, StoreError> {
+        let slot = Arc::new(DbSlot::open(path, options)?);
+        let txn = slot.get()?.begin_write()?;
         tables::create_all(&txn)?;
         let moved = deliveries::migrate_legacy_queue(&txn)?;
         txn.commit()?;
@@ -57,15 +56,14 @@ impl RedbStore {
                 "queue table moved to its per-connection layout"
             );
         }
-        let db = Arc::new(db);
-        let (writer, writer_thread) = Writer::start(db.clone()).map_err(|error| {
+        let (writer, writer_thread) = Writer::start(slot.clone()).map_err(|error| {
             StoreError::Unavailable(format!("cannot start the writer: {error}"))
         })?;
         Ok(Arc::new(Self {
-            db,
+            slot,
+            writable: writer.writable(),
             writer: Some(writer),
             writer_thread: Some(writer_thread),
-            writable: tokio::sync::watch::Sender::new(true),
         }))
     }
 
@@ -91,19 +89,8 @@ impl RedbStore {
     }
 
     fn read(&self) -> Result<ReadTransaction, StoreError> {
-        Ok(self.db.begin_read()?)
+        Ok(self.slot.get()?.begin_read()?)
     }
-}
-
-/// Opens the database, creating the file readable by its owner only: it
-/// holds event payloads and key hashes (secrets in it are sealed).
-fn open_database(path: &Path) -> Result<Database, redb::DatabaseError> {
-    let mut options = std::fs::OpenOptions::new();
-    options.read(true).write(true).create(true).truncate(false);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let file = options.open(path)?;
-    Database::builder().create_with_backend(redb::backends::FileBackend::new(file)?)
 }
 
 impl Drop for RedbStore {
@@ -187,11 +174,11 @@ impl Store for RedbStore {
     }
 
     fn is_writable(&self) -> bool {
-        self.writer.as_ref().is_some_and(Writer::is_running)
+        *self.writable.borrow()
     }
 
     fn writable(&self) -> tokio::sync::watch::Receiver<bool> {
-        self.writable.subscribe()
+        self.writable.clone()
     }
 
     fn create_connection(&self, connection: Connection) -> StoreFuture<()> {
@@ -287,12 +274,12 @@ impl Store for RedbStore {
         };
         // Scan in a read snapshot on the blocking pool, then requeue the
         // ids found (each checked again) in a short write.
-        let db = self.db.clone();
+        let slot = self.slot.clone();
         let writer = self.writer.clone();
         Box::pin(async move {
             let ids = tokio::task::spawn_blocking(move || {
                 deliveries::matching_in_snapshot(
-                    &db.begin_read()?,
+                    &slot.get()?.begin_read()?,
                     workspace.0,
                     status,
                     since_ms,

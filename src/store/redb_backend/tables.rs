@@ -40,6 +40,10 @@ pub const PURGES: TableDefinition<u128, u64> = TableDefinition::new("workspace_p
 /// Single-use OAuth `state` nonces → expiry (ms).
 pub const OAUTH_STATES: TableDefinition<u128, u64> = TableDefinition::new("oauth_states");
 
+/// One row the storage probe rewrites (time of the last probe, ms) to prove
+/// the disk takes writes again after a failure.
+pub const STORAGE_PROBE: TableDefinition<u8, u64> = TableDefinition::new("storage_probe");
+
 pub fn create_all(txn: &redb::WriteTransaction) -> Result<(), redb::TableError> {
     txn.open_table(WORKSPACES)?;
     txn.open_table(API_KEYS)?;
@@ -54,5 +58,6 @@ pub fn create_all(txn: &redb::WriteTransaction) -> Result<(), redb::TableError> 
     txn.open_table(QUEUE)?;
     txn.open_table(OAUTH_STATES)?;
     txn.open_table(PURGES)?;
+    txn.open_table(STORAGE_PROBE)?;
     Ok(())
 }
