@@ -1,6 +1,8 @@
 //! The in-memory rule index: each workspace's enabled rules compiled into
 //! matchers, loaded on first use and dropped when its rules or connections
-//! change, so matching an event at ingest does no I/O.
+//! change (or the workspace is deleted), so matching an event at ingest does
+//! no I/O. It holds at most [`MAX_CACHED_WORKSPACES`] workspaces: past that,
+//! one is dropped for each newcomer and is compiled again on its next event.
 
 use crate::model::{ConnectionId, ConnectionStatus, Event, RuleId, WorkspaceId};
 use crate::rules::{EventPattern, RuleFilter, Severity, validate_conditions};
@@ -16,12 +18,21 @@ pub struct Route {
     pub connection_id: ConnectionId,
 }
 
-#[derive(Default)]
+/// Workspaces whose compiled rules are kept; a miss costs two small reads.
+pub const MAX_CACHED_WORKSPACES: usize = 10_000;
+
 pub struct RuleIndex {
     workspaces: RwLock<HashMap<WorkspaceId, Arc<WorkspaceRules>>>,
     /// Bumped by every invalidation: a set loaded while one happened may be
     /// stale and is used once but not cached.
     generation: AtomicU64,
+    capacity: usize,
+}
+
+impl Default for RuleIndex {
+    fn default() -> Self {
+        Self::with_capacity(MAX_CACHED_WORKSPACES)
+    }
 }
 
 /// One workspace's compiled, enabled rules whose connection is not disabled.
@@ -37,6 +48,15 @@ struct CompiledRule {
 }
 
 impl RuleIndex {
+    /// An index holding at most `capacity` workspaces (at least one).
+    pub fn with_capacity(capacity: usize) -> Self {
+        Self {
+            workspaces: RwLock::default(),
+            generation: AtomicU64::new(0),
+            capacity: capacity.max(1),
+        }
+    }
+
     /// The workspace's rules, compiled from the store on first use.
     pub fn workspace(
         &self,
@@ -50,9 +70,23 @@ impl RuleIndex {
         let compiled = Arc::new(WorkspaceRules::load(store, workspace)?);
         let mut cache = self.write();
         if self.generation.load(Ordering::Acquire) == generation {
+            // Full: drop an arbitrary entry. Tracking recency would cost a
+            // write lock on every event; a busy workspace that loses its
+            // entry pays one reload.
+            if cache.len() >= self.capacity
+                && !cache.contains_key(&workspace)
+                && let Some(victim) = cache.keys().next().copied()
+            {
+                cache.remove(&victim);
+            }
             cache.insert(workspace, compiled.clone());
         }
         Ok(compiled)
+    }
+
+    /// Workspaces whose compiled rules are held now.
+    pub fn cached_workspaces(&self) -> usize {
+        self.read().len()
     }
 
     /// Call after any change to the workspace's rules or connections.
@@ -173,4 +207,35 @@ pub fn compile(rule: &crate::model::Rule) -> Option<RuleFilter> {
         min_severity,
         conditions,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::RedbStore;
+
+    #[test]
+    fn the_index_holds_at_most_its_capacity_and_forgets_invalidated_workspaces() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open(
+            &dir.path().join("switchyard.redb"),
+            crate::store::StoreOptions::default(),
+        )
+        .unwrap();
+        let index = RuleIndex::with_capacity(3);
+        let workspaces: Vec<WorkspaceId> = (0..10).map(|_| WorkspaceId::new()).collect();
+        for &workspace in &workspaces {
+            index.workspace(store.as_ref(), workspace).unwrap();
+            assert!(index.cached_workspaces() <= 3);
+        }
+        assert_eq!(index.cached_workspaces(), 3);
+        // The newest is cached: asked again, it is the same compiled set.
+        let last = workspaces[9];
+        let first = index.workspace(store.as_ref(), last).unwrap();
+        let again = index.workspace(store.as_ref(), last).unwrap();
+        assert!(Arc::ptr_eq(&first, &again));
+        // A deleted workspace (or a rule change) drops its entry.
+        index.invalidate(last);
+        assert_eq!(index.cached_workspaces(), 2);
+    }
 }

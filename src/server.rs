@@ -194,7 +194,7 @@ impl Server {
             tasks.spawn(crate::telemetry::metrics_upkeep(
                 crate::telemetry::METRICS_UPKEEP_INTERVAL,
                 shutdown.clone(),
-                || metrics.run_upkeep(),
+                crate::telemetry::upkeep(metrics),
             ));
         }
         let app = api::router(state);

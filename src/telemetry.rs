@@ -3,14 +3,28 @@
 //! Prometheus recorder rendered at `/metrics`.
 
 use crate::config::{LogConfig, LogFormat};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics_util::MetricKindMask;
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
 /// How often recorded histogram samples are folded into their buckets.
 pub const METRICS_UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+/// A counter series not updated for this long is dropped, and starts again
+/// from zero if it is (Prometheus reads that as a counter reset). Without
+/// it `switchyard_connection_failures_total{connection}` would keep a series
+/// for every connection that ever failed, deleted ones included, until a
+/// restart. A day keeps every live dashboard whole.
+pub const IDLE_COUNTER_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+
+/// The recorder drops idle series only while it renders, so upkeep renders
+/// (and discards) the page every this many runs: about once a minute, so
+/// idle series go even when nobody scrapes.
+const RENDER_EVERY_UPKEEPS: u64 = 12;
 
 pub fn init(config: &LogConfig) -> anyhow::Result<()> {
     let filter = EnvFilter::try_from_default_env()
@@ -35,31 +49,9 @@ pub fn metrics_handle() -> Option<&'static PrometheusHandle> {
     static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            let builder = PrometheusBuilder::new()
-                .set_buckets_for_metric(
-                    Matcher::Full("switchyard_attempt_duration_seconds".into()),
-                    &[
-                        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-                    ],
-                )
-                .and_then(|builder| {
-                    builder.set_buckets_for_metric(
-                        Matcher::Full("switchyard_commit_seconds".into()),
-                        &[
-                            0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1,
-                        ],
-                    )
-                })
-                .and_then(|builder| {
-                    builder.set_buckets_for_metric(
-                        Matcher::Full("switchyard_write_batch_size".into()),
-                        &[
-                            1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
-                            4096.0,
-                        ],
-                    )
-                });
-            match builder.and_then(PrometheusBuilder::install_recorder) {
+            match recorder_builder(IDLE_COUNTER_TIMEOUT)
+                .and_then(PrometheusBuilder::install_recorder)
+            {
                 Ok(handle) => Some(handle),
                 Err(error) => {
                     tracing::warn!(%error, "metrics are unavailable");
@@ -68,6 +60,51 @@ pub fn metrics_handle() -> Option<&'static PrometheusHandle> {
             }
         })
         .as_ref()
+}
+
+/// The recorder's settings: histogram buckets, and counters dropped once
+/// idle for `idle_counters`. Gauges and histograms are kept: they carry no
+/// per-tenant labels.
+fn recorder_builder(idle_counters: Duration) -> Result<PrometheusBuilder, BuildError> {
+    PrometheusBuilder::new()
+        .idle_timeout(MetricKindMask::COUNTER, Some(idle_counters))
+        .set_buckets_for_metric(
+            Matcher::Full("switchyard_attempt_duration_seconds".into()),
+            &[
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ],
+        )
+        .and_then(|builder| {
+            builder.set_buckets_for_metric(
+                Matcher::Full("switchyard_commit_seconds".into()),
+                &[
+                    0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1,
+                ],
+            )
+        })
+        .and_then(|builder| {
+            builder.set_buckets_for_metric(
+                Matcher::Full("switchyard_write_batch_size".into()),
+                &[
+                    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0,
+                ],
+            )
+        })
+}
+
+/// What the upkeep task does each run: fold histogram samples into their
+/// buckets, and now and then render the page so idle series are dropped.
+pub fn upkeep(handle: &'static PrometheusHandle) -> impl Fn() + Send + 'static {
+    let runs = AtomicU64::new(0);
+    move || {
+        handle.run_upkeep();
+        if runs
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(RENDER_EVERY_UPKEEPS)
+        {
+            drop(handle.render());
+        }
+    }
 }
 
 /// Runs `upkeep` every `period` until `shutdown`. The Prometheus recorder
@@ -110,5 +147,54 @@ mod tests {
         task.await.unwrap();
         tokio::time::sleep(Duration::from_secs(60)).await;
         assert_eq!(runs.load(Ordering::SeqCst), 3);
+    }
+
+    #[test]
+    fn idle_counter_series_are_dropped_and_other_kinds_kept() {
+        let recorder = recorder_builder(Duration::from_millis(200))
+            .unwrap()
+            .build_recorder();
+        let handle = recorder.handle();
+        let failure = |connection: &'static str| {
+            metrics::with_local_recorder(&recorder, || {
+                metrics::counter!("switchyard_connection_failures_total", "connection" => connection)
+                    .increment(1);
+            });
+        };
+        failure("con_gone");
+        failure("con_live");
+        metrics::with_local_recorder(&recorder, || {
+            metrics::gauge!("switchyard_queue_depth").set(3.0);
+            metrics::histogram!("switchyard_commit_seconds").record(0.001);
+        });
+        let page = handle.render();
+        assert!(page.contains("connection=\"con_gone\""), "{page}");
+
+        // Wait (with a deadline) until the idle series is gone, keeping the
+        // other one busy.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let page = loop {
+            failure("con_live");
+            let page = handle.render();
+            if !page.contains("con_gone") {
+                break page;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "never dropped: {page}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(page.contains("connection=\"con_live\""), "{page}");
+        assert!(page.contains("switchyard_queue_depth 3"), "{page}");
+        assert!(page.contains("switchyard_commit_seconds_count 1"), "{page}");
+
+        // A dropped series comes back, from zero, when it counts again.
+        failure("con_gone");
+        let page = handle.render();
+        assert!(
+            page.contains("switchyard_connection_failures_total{connection=\"con_gone\"} 1"),
+            "{page}"
+        );
     }
 }

@@ -51,11 +51,19 @@ impl KeyCache {
         store: &dyn Store,
         hash: &KeyHash,
     ) -> Result<Option<(WorkspaceId, KeyKind)>, StoreError> {
+        self.lookup_with(hash, |hash| store.key(hash))
+    }
+
+    fn lookup_with(
+        &self,
+        hash: &KeyHash,
+        load: impl FnOnce(&KeyHash) -> Result<Option<(WorkspaceId, KeyKind)>, StoreError>,
+    ) -> Result<Option<(WorkspaceId, KeyKind)>, StoreError> {
         if let Some(hit) = self.read().get(hash) {
             return Ok(Some(*hit));
         }
         let epoch = self.epoch.load(Ordering::Acquire);
-        let found = store.key(hash)?;
+        let found = load(hash)?;
         if let Some(found) = found {
             let mut entries = self.write();
             if self.epoch.load(Ordering::Acquire) == epoch && entries.len() < MAX_CACHED_KEYS {
@@ -63,6 +71,16 @@ impl KeyCache {
             }
         }
         Ok(found)
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.read().len()
+    }
+
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
+        self.read().is_empty()
     }
 
     /// Call after a workspace's keys changed or it was deleted.
@@ -221,6 +239,48 @@ mod tests {
         ] {
             assert_eq!(bearer_token(rejected), None, "{rejected:?}");
         }
+    }
+
+    #[test]
+    fn the_key_cache_stops_growing_at_its_cap_and_still_answers() {
+        let cache = KeyCache::default();
+        let full = WorkspaceId::new();
+        let key_of = |n: usize| hash_key(&format!("pk_{n}"));
+        for n in 0..MAX_CACHED_KEYS {
+            let found = cache
+                .lookup_with(&key_of(n), |_| Ok(Some((full, KeyKind::Publishable))))
+                .unwrap();
+            assert_eq!(found, Some((full, KeyKind::Publishable)));
+        }
+        assert_eq!(cache.len(), MAX_CACHED_KEYS);
+        // Past the cap a key is still found, from the store each time.
+        let late = WorkspaceId::new();
+        let extra = key_of(MAX_CACHED_KEYS);
+        for _ in 0..2 {
+            let mut loads = 0;
+            let found = cache
+                .lookup_with(&extra, |_| {
+                    loads += 1;
+                    Ok(Some((late, KeyKind::Secret)))
+                })
+                .unwrap();
+            assert_eq!((found, loads), (Some((late, KeyKind::Secret)), 1));
+        }
+        assert_eq!(cache.len(), MAX_CACHED_KEYS);
+        // Misses are never cached; a deleted workspace's keys make room.
+        let unknown = cache
+            .lookup_with(&key_of(usize::MAX), |_| Ok(None))
+            .unwrap();
+        assert_eq!(unknown, None);
+        cache.forget_workspace(full);
+        assert!(cache.is_empty());
+        cache
+            .lookup_with(&extra, |_| Ok(Some((late, KeyKind::Secret))))
+            .unwrap();
+        let cached = cache
+            .lookup_with(&extra, |_| panic!("cached: no store read"))
+            .unwrap();
+        assert_eq!(cached, Some((late, KeyKind::Secret)));
     }
 
     #[test]

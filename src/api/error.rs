@@ -74,6 +74,11 @@ impl ApiError {
         )
     }
 
+    /// 429 with `Retry-After`: over a rate limit, fine again after `seconds`.
+    pub fn rate_limited(message: impl Into<String>, seconds: u64) -> Self {
+        Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message).with_retry_after(seconds)
+    }
+
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
     }

@@ -51,6 +51,7 @@ pub struct AppParts {
 struct Inner {
     parts: AppParts,
     key_cache: auth::KeyCache,
+    ingest_limiter: crate::ingest::IngestLimiter,
     /// One backup at a time: each needs the database's size again in free
     /// space.
     backup_running: std::sync::atomic::AtomicBool,
@@ -60,6 +61,7 @@ impl AppState {
     pub fn new(parts: AppParts) -> Self {
         Self {
             inner: Arc::new(Inner {
+                ingest_limiter: crate::ingest::IngestLimiter::from_config(&parts.config.limits),
                 parts,
                 key_cache: auth::KeyCache::default(),
                 backup_running: std::sync::atomic::AtomicBool::new(false),
@@ -90,6 +92,12 @@ impl AppState {
 
     pub(crate) fn key_cache(&self) -> &auth::KeyCache {
         &self.inner.key_cache
+    }
+
+    /// `limits.events_per_second`, per workspace; every emit endpoint
+    /// checks it before parsing events.
+    pub fn ingest_limiter(&self) -> &crate::ingest::IngestLimiter {
+        &self.inner.ingest_limiter
     }
 
     pub fn rule_index(&self) -> &RuleIndex {

@@ -22,9 +22,12 @@ pub const REFRESH_MARGIN: Duration = Duration::from_secs(5 * 60);
 pub const CHANNEL_INTERVAL: Duration = Duration::from_secs(1);
 /// How long a channel list is reused.
 pub const CHANNEL_CACHE_TTL: Duration = Duration::from_secs(60);
-
-/// Each connection's channel list and when it was fetched.
-type ChannelCache = HashMap<ConnectionId, (Instant, Arc<Vec<Channel>>)>;
+/// Most channel lists cached at once (a big workspace's list can be a few
+/// hundred kilobytes).
+pub const MAX_CACHED_CHANNEL_LISTS: usize = 256;
+/// The pacer looks for channels whose turn has passed once it holds this
+/// many (and again each time it has doubled since).
+pub const PACER_PRUNE_MIN: usize = 256;
 
 pub struct SlackDelivery {
     api: SlackApi,
@@ -48,11 +51,11 @@ impl SlackDelivery {
                 store,
                 master_key,
                 client,
-                locks: Mutex::new(HashMap::new()),
+                locks: RefreshLocks::default(),
             },
             api,
             pacer: ChannelPacer::default(),
-            channels: Mutex::new(HashMap::new()),
+            channels: Mutex::new(ChannelCache::default()),
             timeout,
         }
     }
@@ -99,9 +102,7 @@ impl SlackDelivery {
 
     /// The connection's public and private channels, cached briefly.
     pub async fn channels(&self, connection: &Connection) -> Result<Vec<Channel>, String> {
-        if let Some((fetched, channels)) = self.lock_channels().get(&connection.id)
-            && fetched.elapsed() < CHANNEL_CACHE_TTL
-        {
+        if let Some(channels) = self.lock_channels().get(connection.id, Instant::now()) {
             return Ok(channels.as_ref().clone());
         }
         let token = self
@@ -115,7 +116,7 @@ impl SlackDelivery {
             .await
             .map_err(|error| format!("Slack did not list the channels: {error}"))?;
         self.lock_channels()
-            .insert(connection.id, (Instant::now(), Arc::new(channels.clone())));
+            .insert(connection.id, Arc::new(channels.clone()), Instant::now());
         Ok(channels)
     }
 
@@ -130,6 +131,37 @@ impl SlackDelivery {
             SlackError::Transport(error) => transport_outcome(&error, self.timeout),
             other => Outcome::retry(format!("Slack request failed: {other}")),
         }
+    }
+}
+
+/// Each connection's channel list and when it was fetched: expired lists
+/// are dropped as new ones come in, and at most
+/// [`MAX_CACHED_CHANNEL_LISTS`] are kept.
+#[derive(Default)]
+struct ChannelCache {
+    lists: HashMap<ConnectionId, (Instant, Arc<Vec<Channel>>)>,
+}
+
+impl ChannelCache {
+    fn get(&self, connection: ConnectionId, now: Instant) -> Option<Arc<Vec<Channel>>> {
+        let (fetched, channels) = self.lists.get(&connection)?;
+        (now.saturating_duration_since(*fetched) < CHANNEL_CACHE_TTL).then(|| channels.clone())
+    }
+
+    fn insert(&mut self, connection: ConnectionId, channels: Arc<Vec<Channel>>, now: Instant) {
+        self.lists
+            .retain(|_, (fetched, _)| now.saturating_duration_since(*fetched) < CHANNEL_CACHE_TTL);
+        if self.lists.len() >= MAX_CACHED_CHANNEL_LISTS
+            && !self.lists.contains_key(&connection)
+            && let Some(oldest) = self
+                .lists
+                .iter()
+                .min_by_key(|(_, (fetched, _))| *fetched)
+                .map(|(id, _)| *id)
+        {
+            self.lists.remove(&oldest);
+        }
+        self.lists.insert(connection, (now, channels));
     }
 }
 
@@ -150,7 +182,7 @@ struct SlackTokens {
     store: Arc<dyn Store>,
     master_key: Arc<MasterKey>,
     client: Option<(String, Secret)>,
-    locks: Mutex<HashMap<ConnectionId, Arc<tokio::sync::Mutex<()>>>>,
+    locks: RefreshLocks,
 }
 
 impl SlackTokens {
@@ -165,7 +197,7 @@ impl SlackTokens {
         if rejected.is_none() && !expires_soon(&secrets) {
             return Ok(secrets.bot_token);
         }
-        let lock = self.lock_for(connection.id);
+        let lock = self.locks.lock_for(connection.id);
         let _guard = lock.lock().await;
         // Re-read under the lock: another delivery may have refreshed.
         let current = self
@@ -238,14 +270,34 @@ impl SlackTokens {
             .and_then(|json| serde_json::from_value(json).ok())
             .ok_or_else(|| Outcome::permanent("the connection's Slack token cannot be read"))
     }
+}
 
+/// One refresh lock per connection, held only while someone refreshes or
+/// waits to: a lock nobody else holds is dropped when the next is handed
+/// out, so the map never outgrows the refreshes in progress.
+#[derive(Default)]
+struct RefreshLocks {
+    locks: Mutex<HashMap<ConnectionId, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl RefreshLocks {
     fn lock_for(&self, id: ConnectionId) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self
+            .locks
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        // Only the map holds it: nobody refreshes or waits. Taken under the
+        // map's mutex, so no one can be about to clone it.
+        locks.retain(|_, lock| Arc::strong_count(lock) > 1);
+        locks.entry(id).or_default().clone()
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.locks
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .entry(id)
-            .or_default()
-            .clone()
+            .len()
     }
 }
 
@@ -268,28 +320,141 @@ fn reauth(error: &str) -> Outcome {
 
 /// Spaces messages to one channel `CHANNEL_INTERVAL` apart, in arrival
 /// order: each caller reserves the next free slot and waits for it.
-#[derive(Default)]
 struct ChannelPacer {
-    next_slot: Mutex<HashMap<(ConnectionId, String), Instant>>,
+    slots: Mutex<PacerSlots>,
+}
+
+struct PacerSlots {
+    next_slot: HashMap<(ConnectionId, String), tokio::time::Instant>,
+    /// Size at which channels whose turn has passed are dropped: twice what
+    /// the last prune left, so pruning costs O(1) per message on average.
+    prune_at: usize,
+}
+
+impl Default for ChannelPacer {
+    fn default() -> Self {
+        Self {
+            slots: Mutex::new(PacerSlots {
+                next_slot: HashMap::new(),
+                prune_at: PACER_PRUNE_MIN,
+            }),
+        }
+    }
 }
 
 impl ChannelPacer {
     async fn wait_turn(&self, connection: ConnectionId, channel: &str) {
         let slot = {
-            let mut slots = self
-                .next_slot
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            let now = Instant::now();
+            let mut slots = self.lock();
+            // tokio's clock, so tests can move it.
+            let now = tokio::time::Instant::now();
+            if slots.next_slot.len() >= slots.prune_at {
+                // A channel whose next slot has passed is no different from
+                // one never seen.
+                slots.next_slot.retain(|_, next| *next > now);
+                slots.prune_at = PACER_PRUNE_MIN.max(2 * slots.next_slot.len());
+            }
             let next = slots
+                .next_slot
                 .entry((connection, channel.to_string()))
                 .or_insert(now);
             let slot = (*next).max(now);
             *next = slot + CHANNEL_INTERVAL;
-            // Forget channels idle for a while so the map stays small.
-            slots.retain(|_, next| now.saturating_duration_since(*next) < Duration::from_secs(60));
             slot
         };
-        tokio::time::sleep_until(slot.into()).await;
+        tokio::time::sleep_until(slot).await;
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, PacerSlots> {
+        self.slots
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn channel(id: &str) -> Channel {
+        serde_json::from_value(serde_json::json!({"id": id, "name": id, "is_private": false}))
+            .unwrap()
+    }
+
+    #[test]
+    fn refresh_locks_are_dropped_once_nobody_holds_them() {
+        let locks = RefreshLocks::default();
+        let held = locks.lock_for(ConnectionId::new());
+        for _ in 0..1000 {
+            drop(locks.lock_for(ConnectionId::new()));
+        }
+        // The held one stays, the last handed out, and nothing else.
+        assert_eq!(locks.len(), 2);
+        let again = locks.lock_for(ConnectionId::new());
+        assert_eq!(locks.len(), 2);
+        drop((held, again));
+        locks.lock_for(ConnectionId::new());
+        assert_eq!(locks.len(), 1);
+    }
+
+    #[test]
+    fn a_held_refresh_lock_is_shared_not_replaced() {
+        let locks = RefreshLocks::default();
+        let id = ConnectionId::new();
+        let first = locks.lock_for(id);
+        locks.lock_for(ConnectionId::new());
+        assert!(Arc::ptr_eq(&first, &locks.lock_for(id)));
+    }
+
+    #[test]
+    fn channel_lists_expire_and_stay_under_the_cap() {
+        let mut cache = ChannelCache::default();
+        let start = Instant::now();
+        let lists = Arc::new(vec![channel("C1")]);
+        let first = ConnectionId::new();
+        cache.insert(first, lists.clone(), start);
+        assert!(cache.get(first, start + Duration::from_secs(59)).is_some());
+        assert!(cache.get(first, start + CHANNEL_CACHE_TTL).is_none());
+        // Many connections within one TTL: the oldest make room.
+        for n in 0..2 * MAX_CACHED_CHANNEL_LISTS {
+            let now = start + Duration::from_millis(n as u64);
+            cache.insert(ConnectionId::new(), lists.clone(), now);
+            assert!(cache.lists.len() <= MAX_CACHED_CHANNEL_LISTS);
+        }
+        assert!(cache.get(first, start).is_none(), "the oldest went first");
+        // Once they expired, the next insert clears them all.
+        cache.insert(ConnectionId::new(), lists, start + Duration::from_secs(120));
+        assert_eq!(cache.lists.len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_pacer_forgets_channels_whose_turn_has_passed() {
+        let pacer = ChannelPacer::default();
+        let connection = ConnectionId::new();
+        let mut largest = 0;
+        for round in 0..10 {
+            for n in 0..PACER_PRUNE_MIN {
+                pacer.wait_turn(connection, &format!("C{round}_{n}")).await;
+                largest = largest.max(pacer.lock().next_slot.len());
+            }
+            tokio::time::advance(CHANNEL_INTERVAL).await;
+        }
+        assert!(
+            largest <= 2 * PACER_PRUNE_MIN,
+            "held {largest} of {} channels seen",
+            10 * PACER_PRUNE_MIN
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_pacer_spaces_one_channels_messages_a_second_apart() {
+        let pacer = ChannelPacer::default();
+        let connection = ConnectionId::new();
+        let start = tokio::time::Instant::now();
+        for _ in 0..3 {
+            pacer.wait_turn(connection, "C1").await;
+        }
+        pacer.wait_turn(connection, "C2").await;
+        assert_eq!(start.elapsed(), 2 * CHANNEL_INTERVAL);
     }
 }

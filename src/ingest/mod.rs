@@ -5,9 +5,10 @@
 //! durable. Every check happens before the write, so a rejected request
 //! stores nothing.
 
+mod limit;
 mod validate;
 
-use crate::api::{ApiError, ApiQuery, AppState, EmitKey, JsonBody, SecretKey};
+use crate::api::{ApiError, ApiQuery, AppState, EmitKey, JsonBody, RawBody, SecretKey};
 use crate::model::{
     Delivery, DeliveryId, DeliveryStatus, Event, EventId, WorkspaceId, format_timestamp_ms,
 };
@@ -24,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use validate::{EventBody, idempotency_key, validate_event};
 
+pub use limit::{IngestLimiter, Refusal};
 pub use validate::MAX_IDEMPOTENCY_KEY_LEN;
 
 /// Parses and validates one event body as `POST /v1/events` would, without
@@ -57,13 +59,34 @@ struct BatchAccepted {
     data: Vec<Accepted>,
 }
 
+/// Takes `events` from the workspace's ingest allowance, or answers 429
+/// (422 for a batch larger than the whole burst). Called before the events
+/// are parsed, so a flood costs little, and before the write, so a refused
+/// request stores nothing.
+pub fn admit(app: &AppState, workspace: WorkspaceId, events: usize) -> Result<(), ApiError> {
+    let refusal = match app.ingest_limiter().check(workspace, events) {
+        Ok(()) => return Ok(()),
+        Err(refusal) => refusal,
+    };
+    metrics::counter!("switchyard_events_rate_limited_total").increment(events as u64);
+    tracing::debug!(%workspace, events, %refusal, "ingest refused by the rate limit");
+    Err(match refusal {
+        Refusal::RateLimited {
+            retry_after_secs, ..
+        } => ApiError::rate_limited(refusal.to_string(), retry_after_secs),
+        Refusal::OverBurst { .. } => ApiError::invalid("events", refusal),
+    })
+}
+
 async fn emit_one(
     State(app): State<AppState>,
     EmitKey(workspace): EmitKey,
     headers: HeaderMap,
-    JsonBody(body): JsonBody<EventBody>,
+    RawBody(bytes): RawBody,
 ) -> Result<Response, ApiError> {
+    admit(&app, workspace, 1)?;
     let idempotency = idempotency_key(&headers)?;
+    let body: EventBody = crate::api::parse_json(&bytes)?;
     let event = validate_event(body, workspace, "")?;
     let (deliveries, counts) = fan_out(&app, workspace, std::slice::from_ref(&event))?;
     let answer = Accepted {
@@ -87,6 +110,9 @@ async fn emit_batch(
             format!("must hold 1 to {max} events"),
         ));
     }
+    // Only the array was parsed so far; each event is parsed and
+    // validated after the limit let the batch in.
+    admit(&app, workspace, body.events.len())?;
     let mut events = Vec::with_capacity(body.events.len());
     for (index, raw) in body.events.iter().enumerate() {
         let field = format!("events[{index}]");

@@ -12,6 +12,7 @@ mod events;
 mod fake_resend;
 mod fake_slack;
 mod helpers;
+mod limits;
 mod openapi;
 mod queue_window;
 mod receiver;
