@@ -155,6 +155,12 @@ impl Server {
             },
             shutdown.clone(),
         )?;
+        let retention = crate::retention::run(
+            store.clone(),
+            config.retention.clone(),
+            config.database_path(),
+            shutdown.clone(),
+        );
         let state = AppState::new(AppParts {
             store,
             config,
@@ -168,6 +174,7 @@ impl Server {
         let tasks = TaskTracker::new();
         tasks.spawn(purge_expired(state.clone(), shutdown.clone()));
         tasks.spawn(purge_deleted_workspaces(state.clone(), shutdown.clone()));
+        tasks.spawn(retention);
         if let Some(metrics) = crate::telemetry::metrics_handle() {
             tasks.spawn(crate::telemetry::metrics_upkeep(
                 crate::telemetry::METRICS_UPKEEP_INTERVAL,

@@ -16,9 +16,11 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// Prometheus text exposition.
-async fn metrics() -> Result<impl IntoResponse, ApiError> {
+async fn metrics(State(app): State<AppState>) -> Result<impl IntoResponse, ApiError> {
     let handle = crate::telemetry::metrics_handle()
         .ok_or_else(|| ApiError::unavailable("metrics are unavailable"))?;
+    // A stat is cheap: the size is as of this scrape.
+    crate::telemetry::record_database_size(&app.config().database_path());
     handle.run_upkeep();
     Ok((
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

@@ -14,6 +14,7 @@ mod fake_slack;
 mod helpers;
 mod openapi;
 mod receiver;
+mod retention;
 mod rules;
 mod slack;
 mod workspaces;
