@@ -70,9 +70,9 @@ pub fn metrics_handle() -> Option<&'static PrometheusHandle> {
         .as_ref()
 }
 
-/// Sets `switchyard_database_bytes` to the size of the database file. The
-/// file only shrinks through `switchyard compact`; pages freed by retention
-/// are re-used inside it, so this levels off rather than falling.
+/// Sets `switchyard_database_bytes` to the size of the database file. Pages
+/// freed by retention are re-used inside the file, so this levels off
+/// rather than falling; `switchyard compact` gives the space back.
 pub fn record_database_size(path: &std::path::Path) {
     match std::fs::metadata(path) {
         Ok(metadata) => metrics::gauge!("switchyard_database_bytes").set(metadata.len() as f64),

@@ -50,9 +50,8 @@ async fn old_finished_events_go_while_a_queued_delivery_keeps_its_event() {
         .await;
     let (ws, _) = app.workspace_with_webhook(&working.url).await;
     let (event, delivery) = app.emit_for_delivery(&ws).await;
+    // Its one attempt succeeds; the sweeps may take it from then on.
     working.next().await;
-    app.wait_for_delivery(&ws, &delivery, status_is("succeeded"))
-        .await;
 
     let event_path = format!("/v1/events/{event}");
     let delivery_path = format!("/v1/deliveries/{delivery}");
@@ -194,6 +193,7 @@ async fn compact_refuses_a_running_server_and_frees_space_once_it_stopped() {
         reported_bytes(&text, ", after "),
         reported_bytes(&text, ", freed "),
     );
+    println!("{text}");
     // 2,000 events of about 4 kB went; compaction gives most of it back.
     assert!(freed >= 4_000_000, "{text}");
     assert_eq!(before - after, freed, "{text}");

@@ -362,13 +362,22 @@ mod tests {
         assert!(events_of(&db, 3).is_empty());
     }
 
-    /// Rounds of "ingest a fixed batch of events with deliveries and
-    /// attempts, then sweep away what is older than the last two rounds":
-    /// once warm, the file stops growing, as redb re-uses the freed pages.
-    /// Event ids carry a synthetic receive time (the round), so the sweep's
-    /// cutoff is exact and the workload the same on every run.
-    #[tokio::test]
-    async fn the_file_stops_growing_when_retention_keeps_up() {
+    /// A fixed workload per round.
+    struct Rounds {
+        rounds: u64,
+        events_per_round: u128,
+        payload_bytes: usize,
+        /// Rounds kept; each sweep removes the ones before.
+        kept: u64,
+    }
+
+    /// Runs `workload` on a new store: each round ingests its events (one
+    /// delivery each), records a successful attempt for every delivery,
+    /// then sweeps away the rounds older than `kept`. Event ids carry a
+    /// synthetic receive time (round r at r seconds), so the cutoff is exact
+    /// and the workload the same on every run. The file size after each
+    /// round.
+    async fn file_sizes(workload: &Rounds) -> Vec<u64> {
         use crate::model::{
             Attempt, ConnectionId, Delivery, DeliveryId, DeliveryStatus, Event, EventName, RuleId,
             Workspace,
@@ -376,11 +385,6 @@ mod tests {
         use crate::store::{
             AttemptOutcome, IngestBatch, IngestOutcome, NewWorkspace, NextStep, RedbStore, Store,
         };
-        const ROUNDS: u64 = 32;
-        const WARM_UP: u64 = 8;
-        const EVENTS_PER_ROUND: u128 = 32;
-        const PAYLOAD_BYTES: usize = 8192;
-
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("switchyard.redb");
         let store = RedbStore::open(&path).unwrap();
@@ -397,10 +401,10 @@ mod tests {
             })
             .await
             .unwrap();
-        let payload = format!("{{\"pad\":\"{}\"}}", "x".repeat(PAYLOAD_BYTES)).into_bytes();
+        let payload =
+            format!("{{\"pad\":\"{}\"}}", "x".repeat(workload.payload_bytes)).into_bytes();
         let mut sizes = Vec::new();
-        for round in 1..=ROUNDS {
-            // Round r's events were "received" at r seconds.
+        for round in 1..=workload.rounds {
             let received_at_ms = round * 1_000;
             let mut batch = IngestBatch {
                 workspace_id: ws,
@@ -408,7 +412,7 @@ mod tests {
                 deliveries: Vec::new(),
                 idempotency: None,
             };
-            for n in 0..EVENTS_PER_ROUND {
+            for n in 0..workload.events_per_round {
                 let event = EventId(event_at(received_at_ms, n));
                 batch.events.push(Event {
                     id: event,
@@ -450,12 +454,11 @@ mod tests {
                 };
                 assert!(store.record_attempt(outcome).await.unwrap().is_some());
             }
-            // Keep this round and the one before.
-            let cutoff_ms = (round - 1) * 1_000;
+            let cutoff_ms = (round + 1).saturating_sub(workload.kept) * 1_000;
             let mut swept = RetentionStep::default();
             loop {
                 let step = store
-                    .purge_old_events(cutoff_ms, swept.next, 50)
+                    .purge_old_events(cutoff_ms, swept.next, 500)
                     .await
                     .unwrap();
                 swept.add(&step);
@@ -463,26 +466,62 @@ mod tests {
                     break;
                 }
             }
-            let expected = if round > 2 {
-                EVENTS_PER_ROUND as u64
+            let expected = if round > workload.kept {
+                workload.events_per_round as u64
             } else {
                 0
             };
             assert_eq!((swept.events, swept.attempts), (expected, expected));
             sizes.push(std::fs::metadata(&path).unwrap().len());
         }
+        sizes
+    }
+
+    /// Once warm, the file stops growing: redb re-uses the freed pages.
+    #[tokio::test]
+    async fn the_file_stops_growing_when_retention_keeps_up() {
+        let workload = Rounds {
+            rounds: 32,
+            events_per_round: 32,
+            payload_bytes: 8192,
+            kept: 2,
+        };
+        let sizes = file_sizes(&workload).await;
         println!("file size after each round (bytes): {sizes:?}");
-        let written = ROUNDS * EVENTS_PER_ROUND as u64 * PAYLOAD_BYTES as u64;
-        let warm = &sizes[WARM_UP as usize..];
+        let warm = &sizes[8..];
         assert!(
             warm.iter().all(|&size| size == warm[0]),
             "the file keeps growing after warm-up: {sizes:?}"
         );
         // Without retention the file would hold all of it.
+        let written = workload.rounds * workload.events_per_round as u64 * 8192;
         assert!(
             warm[0] < written / 2,
             "{} bytes on disk for {written} bytes written",
             warm[0]
         );
+    }
+
+    /// The figures in docs/benchmarks.md: `cargo test --lib
+    /// steady_state_file_size -- --ignored --nocapture`.
+    #[tokio::test]
+    #[ignore = "a benchmark: about a minute"]
+    async fn steady_state_file_size() {
+        let workload = Rounds {
+            rounds: 40,
+            events_per_round: 250,
+            payload_bytes: 2048,
+            kept: 4,
+        };
+        let sizes = file_sizes(&workload).await;
+        let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
+        let written = workload.rounds * workload.events_per_round as u64;
+        println!(
+            "{} rounds of {} events ({} B payload, one delivery and one attempt each), {} rounds kept; {written} events written",
+            workload.rounds, workload.events_per_round, workload.payload_bytes, workload.kept
+        );
+        for (round, size) in sizes.iter().enumerate() {
+            println!("round {:>2}: {:>6.1} MiB", round + 1, mib(*size));
+        }
     }
 }
