@@ -37,7 +37,9 @@ pub async fn run(
             _ = interval.tick() => {}
         }
         if let Some(keep) = keep {
-            let cutoff_ms = now_ms().saturating_sub(keep.as_millis() as u64);
+            // A retention longer than u64 milliseconds keeps everything.
+            let keep_ms = u64::try_from(keep.as_millis()).unwrap_or(u64::MAX);
+            let cutoff_ms = now_ms().saturating_sub(keep_ms);
             match sweep(store.as_ref(), cutoff_ms, ROWS_PER_COMMIT, &shutdown).await {
                 Ok(swept) if swept.events > 0 => tracing::info!(
                     events = swept.events,
