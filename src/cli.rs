@@ -42,6 +42,15 @@ enum Command {
     /// token). Restore: stop the server, put the file in place of
     /// `data_dir/switchyard.redb`, start it with the same master key.
     Backup(BackupArgs),
+    /// Give the space freed inside the database file back to the file
+    /// system. Run it with the server stopped; it refuses while the server
+    /// holds the database.
+    Compact {
+        /// TOML configuration file naming `data_dir` (default:
+        /// ./config/switchyard.toml if present).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Load generators and benchmarks.
     Bench {
         #[command(subcommand)]
@@ -175,6 +184,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Workspace { command } => runtime.block_on(workspace(command)),
         Command::Emit(args) => runtime.block_on(emit(args)),
         Command::Backup(args) => runtime.block_on(backup(args)),
+        Command::Compact { config } => compact(config),
         Command::Bench {
             command: BenchCommand::Ingest(options),
         } => runtime.block_on(bench::ingest(options)),
@@ -362,6 +372,38 @@ async fn backup(args: BackupArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Compacts the stopped server's database and reports what it freed.
+fn compact(config_path: Option<PathBuf>) -> anyhow::Result<()> {
+    let config = Config::load(config_path.as_deref())?;
+    let path = config.database_path();
+    eprintln!("compacting {} …", path.display());
+    let report = crate::store::compact(&path)?;
+    println!(
+        "compacted {}: before {}, after {}, freed {}",
+        path.display(),
+        size_text(report.before_bytes),
+        size_text(report.after_bytes),
+        size_text(report.freed_bytes()),
+    );
+    Ok(())
+}
+
+/// `1.5 MiB (1572864 bytes)`: readable, and exact for scripts.
+fn size_text(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["bytes", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} bytes")
+    } else {
+        format!("{value:.1} {} ({bytes} bytes)", UNITS[unit])
+    }
+}
+
 async fn emit(args: EmitArgs) -> anyhow::Result<()> {
     let body: Value = match (&args.file, &args.event) {
         (Some(path), _) => {
@@ -394,4 +436,22 @@ async fn emit(args: EmitArgs) -> anyhow::Result<()> {
     let answer = call(request).await?;
     println!("{}", answer["id"].as_str().unwrap_or_default());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::size_text;
+
+    #[test]
+    fn sizes_read_in_binary_units_with_the_exact_bytes() {
+        for (bytes, text) in [
+            (0, "0 bytes"),
+            (1023, "1023 bytes"),
+            (1024, "1.0 KiB (1024 bytes)"),
+            (2_232_320, "2.1 MiB (2232320 bytes)"),
+            (5 << 30, "5.0 GiB (5368709120 bytes)"),
+        ] {
+            assert_eq!(size_text(bytes), text);
+        }
+    }
 }

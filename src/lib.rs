@@ -14,6 +14,7 @@ pub mod destinations;
 pub mod embed;
 pub mod ingest;
 pub mod model;
+pub mod retention;
 pub mod routing;
 pub mod rules;
 pub mod secret;

@@ -177,6 +177,12 @@ impl Server {
             shutdown.clone(),
         )
         .await?;
+        let retention = crate::retention::run(
+            store.clone(),
+            config.retention.clone(),
+            config.database_path(),
+            shutdown.clone(),
+        );
         let state = AppState::new(AppParts {
             store,
             config,
@@ -190,6 +196,7 @@ impl Server {
         let tasks = TaskTracker::new();
         tasks.spawn(purge_expired(state.clone(), shutdown.clone()));
         tasks.spawn(purge_deleted_workspaces(state.clone(), shutdown.clone()));
+        tasks.spawn(retention);
         if let Some(metrics) = crate::telemetry::metrics_handle() {
             tasks.spawn(crate::telemetry::metrics_upkeep(
                 crate::telemetry::METRICS_UPKEEP_INTERVAL,

@@ -107,6 +107,18 @@ pub fn upkeep(handle: &'static PrometheusHandle) -> impl Fn() + Send + 'static {
     }
 }
 
+/// Sets `switchyard_database_bytes` to the size of the database file. Pages
+/// freed by retention are re-used inside the file, so this levels off
+/// rather than falling; `switchyard compact` gives the space back.
+pub fn record_database_size(path: &std::path::Path) {
+    match std::fs::metadata(path) {
+        Ok(metadata) => metrics::gauge!("switchyard_database_bytes").set(metadata.len() as f64),
+        Err(error) => {
+            tracing::debug!(%error, path = %path.display(), "cannot read the database size")
+        }
+    }
+}
+
 /// Runs `upkeep` every `period` until `shutdown`. The Prometheus recorder
 /// keeps every histogram sample until upkeep or a scrape of `/metrics` folds
 /// it into the buckets; with nobody scraping, the commit histogram alone

@@ -23,6 +23,8 @@ async fn metrics(State(app): State<AppState>) -> Result<impl IntoResponse, ApiEr
     if let Ok(depth) = app.store().queue_len() {
         metrics::gauge!("switchyard_queue_depth").set(depth as f64);
     }
+    // A stat is cheap: the size is as of this scrape.
+    crate::telemetry::record_database_size(&app.config().database_path());
     handle.run_upkeep();
     Ok((
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

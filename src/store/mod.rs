@@ -13,7 +13,7 @@ mod writer;
 
 pub use codec::CodecError;
 pub use fault::FaultSwitch;
-pub use redb_backend::RedbStore;
+pub use redb_backend::{CompactError, CompactReport, RedbStore, compact};
 
 use crate::model::{
     Attempt, Connection, ConnectionId, ConnectionStatus, Delivery, DeliveryId, DeliveryStatus,
@@ -330,6 +330,39 @@ pub enum Requeue {
     },
 }
 
+/// Where a retention sweep goes on from: `workspace`'s events from `event`
+/// (inclusive), then the workspaces after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetentionCursor {
+    pub workspace: WorkspaceId,
+    pub event: EventId,
+}
+
+/// What one step of a retention sweep removed (or, summed, a whole sweep).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RetentionStep {
+    pub events: u64,
+    pub deliveries: u64,
+    pub attempts: u64,
+    /// Old events kept because a delivery of theirs is still queued or in
+    /// flight; they go in a later sweep, once it has succeeded or is dead.
+    pub held: u64,
+    /// Where the next step of this sweep starts; `None` once every old event
+    /// has been looked at.
+    pub next: Option<RetentionCursor>,
+}
+
+impl RetentionStep {
+    /// Adds `other`'s counts; `next` becomes `other`'s.
+    pub fn add(&mut self, other: &RetentionStep) {
+        self.events += other.events;
+        self.deliveries += other.deliveries;
+        self.attempts += other.attempts;
+        self.held += other.held;
+        self.next = other.next;
+    }
+}
+
 /// How long an idempotency key's first answer is kept.
 pub const IDEMPOTENCY_TTL_MS: u64 = 24 * 60 * 60 * 1000;
 
@@ -346,6 +379,17 @@ pub trait Store: Send + Sync + 'static {
     fn purge_deleted(&self, budget: usize) -> StoreFuture<bool>;
     /// Deleted workspaces whose rows are still being removed.
     fn pending_purges(&self) -> Result<u64, StoreError>;
+    /// One bounded step of a retention sweep: removes events received before
+    /// `cutoff_ms` (with their deliveries, index rows and attempts) from
+    /// `from` on (`None`: the first workspace), about `budget` rows examined
+    /// or removed in one transaction. An event whose delivery is still
+    /// queued or in flight stays, with all its deliveries.
+    fn purge_old_events(
+        &self,
+        cutoff_ms: u64,
+        from: Option<RetentionCursor>,
+        budget: usize,
+    ) -> StoreFuture<RetentionStep>;
     /// Copies the whole store, as of one snapshot, into a new database in
     /// `target` (an empty file). Blocking: call it off the async workers.
     fn backup(&self, target: std::fs::File) -> Result<BackupStats, StoreError>;

@@ -16,6 +16,7 @@ mod limits;
 mod openapi;
 mod queue_window;
 mod receiver;
+mod retention;
 mod rules;
 mod slack;
 mod storage_faults;

@@ -3,10 +3,12 @@
 //! write coordinator and the trait impl that delegates to them.
 
 mod backup;
+mod compact;
 mod connections;
 mod deliveries;
 mod events;
 mod handle;
+mod retention;
 mod rules;
 mod scope;
 mod tables;
@@ -16,13 +18,14 @@ use super::writer::{WriteOp, Writer, WriterThread};
 use super::{
     AttemptOutcome, BackupStats, ConnectionPatch, DeleteConnection, DeliveryContext, DeliveryPage,
     DeliveryQuery, EventPage, EventQuery, IngestBatch, IngestOutcome, KeyHash, LaneRead, LaneRows,
-    NewWorkspace, PatchOutcome, PutRule, QueueEntry, QueueHeads, Requeue, Store, StoreError,
-    StoreFuture, StoreOptions,
+    NewWorkspace, PatchOutcome, PutRule, QueueEntry, QueueHeads, Requeue, RetentionCursor,
+    RetentionStep, Store, StoreError, StoreFuture, StoreOptions,
 };
 use crate::model::{
     Attempt, Connection, ConnectionId, Delivery, DeliveryId, Event, EventId, KeyKind, Rule, RuleId,
     Workspace, WorkspaceId,
 };
+pub use compact::{CompactError, CompactReport, compact};
 pub(crate) use handle::DbSlot;
 use redb::{
     ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTableMetadata, WriteTransaction,
@@ -118,6 +121,15 @@ impl Store for RedbStore {
 
     fn pending_purges(&self) -> Result<u64, StoreError> {
         workspaces::pending_purges(&self.read()?)
+    }
+
+    fn purge_old_events(
+        &self,
+        cutoff_ms: u64,
+        from: Option<RetentionCursor>,
+        budget: usize,
+    ) -> StoreFuture<RetentionStep> {
+        self.write(move |txn| retention::purge_old_events(txn, cutoff_ms, from, budget))
     }
 
     fn backup(&self, target: std::fs::File) -> Result<BackupStats, StoreError> {
