@@ -1,7 +1,7 @@
 //! Command-line parsing and the client commands that talk to a running
 //! server over its HTTP API.
 
-use crate::bench::{self, E2eBenchOptions, IngestBenchOptions};
+use crate::bench::{self, BacklogBenchOptions, E2eBenchOptions, IngestBenchOptions};
 use crate::config::Config;
 use crate::server::{AdminTokenSource, Server};
 use anyhow::{Context, bail};
@@ -151,6 +151,9 @@ enum BenchCommand {
     /// End to end: events in, webhook deliveries out to a local receiver;
     /// throughput, queue depth and latency, against a bare reqwest baseline.
     E2e(E2eBenchOptions),
+    /// A large backlog to a webhook endpoint that is down: resident memory,
+    /// restart-to-ready time with the backlog, drain rate once it is back.
+    Backlog(BacklogBenchOptions),
     /// A minimal hyper server answering 202 to everything (the baseline).
     #[command(hide = true)]
     BaselineServer {
@@ -191,6 +194,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench {
             command: BenchCommand::E2e(options),
         } => runtime.block_on(bench::e2e(options)),
+        Command::Bench {
+            command: BenchCommand::Backlog(options),
+        } => runtime.block_on(bench::backlog(options)),
         Command::Bench {
             command: BenchCommand::BaselineServer { listen },
         } => runtime.block_on(bench::baseline_server(&listen)),

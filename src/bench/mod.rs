@@ -6,13 +6,17 @@
 //!   answers 202 to the same requests, then prints both and their ratio.
 //! - `switchyard bench e2e` ([`e2e`]): events in, webhook deliveries out to
 //!   a local receiver ([`receiver`]), against a bare reqwest baseline.
+//! - `switchyard bench backlog` ([`backlog`]): a large backlog to an
+//!   endpoint that is down; memory, restart-to-ready time, drain rate.
 
+mod backlog;
 mod cpu;
 mod e2e;
 mod load;
 mod probe;
 mod receiver;
 
+pub use backlog::{BacklogBenchOptions, backlog};
 pub use e2e::{E2eBenchOptions, e2e};
 pub use receiver::receiver;
 

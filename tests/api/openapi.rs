@@ -24,6 +24,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/workspaces/{id}/keys/rotate"),
     // src/api/backup.rs
     ("POST", "/v1/backup"),
+    ("GET", "/v1/queue"),
     // src/ingest/mod.rs
     ("POST", "/v1/events"),
     ("GET", "/v1/events"),
