@@ -67,13 +67,19 @@ impl TestApp {
         }
     }
 
-    /// A server whose database file fails every write while `faults` is on.
-    pub async fn spawn_with_storage_faults(faults: FaultSwitch) -> Self {
+    /// A server whose database file fails every write while `faults` is on,
+    /// with the test defaults adjusted by `adjust`.
+    pub async fn spawn_with_storage_faults(
+        faults: FaultSwitch,
+        adjust: impl FnOnce(&mut Config),
+    ) -> Self {
         let data_dir = tempfile::tempdir().unwrap();
         let options = ServerOptions {
             storage_faults: Some(faults),
         };
-        let (url, shutdown, server) = start_with(test_config(data_dir.path()), options).await;
+        let mut config = test_config(data_dir.path());
+        adjust(&mut config);
+        let (url, shutdown, server) = start_with(config, options).await;
         Self {
             url,
             http: reqwest::Client::new(),

@@ -4,6 +4,7 @@
 //! the disk takes writes again.
 
 use crate::helpers::{TestApp, example_event};
+use crate::receiver::{Receiver, Reply};
 use reqwest::{StatusCode, header};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
@@ -36,7 +37,7 @@ async fn readyz(app: &TestApp) -> StatusCode {
 #[tokio::test]
 async fn a_full_disk_is_reported_and_recovered_from_without_a_restart() {
     let faults = FaultSwitch::new();
-    let app = TestApp::spawn_with_storage_faults(faults.clone()).await;
+    let app = TestApp::spawn_with_storage_faults(faults.clone(), |_| {}).await;
     let ws = app.create_workspace("acme").await;
     let mut acknowledged = Vec::new();
     for _ in 0..5 {
@@ -106,4 +107,51 @@ async fn a_full_disk_is_reported_and_recovered_from_without_a_restart() {
         .collect();
     let expected: BTreeSet<String> = acknowledged.into_iter().collect();
     assert_eq!(listed, expected, "exactly the acknowledged events");
+}
+
+/// While storage refuses writes no outcome could be recorded, so the engine
+/// must not send: a delivery retrying every second goes quiet until the
+/// disk takes writes again, then goes on and succeeds.
+#[tokio::test]
+async fn the_delivery_engine_pauses_while_storage_fails_and_resumes_after() {
+    let faults = FaultSwitch::new();
+    let app = TestApp::spawn_with_storage_faults(faults.clone(), |config| {
+        config.delivery.allow_private_networks = true;
+        config.delivery.retry_schedule = vec![1; 60];
+    })
+    .await;
+    let mut receiver = Receiver::start(Reply::Status(503)).await;
+    let (ws, _) = app.workspace_with_webhook(&receiver.url).await;
+    let (_, delivery) = app.emit_for_delivery(&ws).await;
+    receiver.next().await;
+    receiver.next().await;
+
+    faults.fail_writes(true);
+    // The next attempt's outcome cannot be stored; that failure is how the
+    // store learns the disk is full.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while readyz(&app).await == StatusCode::OK {
+        assert!(Instant::now() < deadline, "the failure was never noticed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    while receiver.try_next().is_some() {}
+    // Three retry periods with storage down: nothing may be sent. (Proving
+    // an absence needs a window of time.)
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        receiver.try_next().is_none(),
+        "an attempt ran while storage refused writes"
+    );
+
+    receiver.answer_by_default(Reply::Status(200));
+    faults.fail_writes(false);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while readyz(&app).await != StatusCode::OK {
+        assert!(Instant::now() < deadline, "storage never recovered");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    app.wait_for_delivery(&ws, &delivery, |delivery| {
+        delivery["status"] == "succeeded"
+    })
+    .await;
 }
