@@ -181,13 +181,13 @@ async fn retry_one(
     if app.store().delivery(workspace, id)?.is_none() {
         return Err(ApiError::not_found("delivery"));
     }
+    let write = app.store().requeue(workspace, Requeue::One(id), now_ms());
     let queued = app
-        .store()
-        .requeue(workspace, Requeue::One(id), now_ms())
+        .engine()
+        .write_then_schedule(write, |queued| queued.clone())
         .await?;
     // A pending or retrying delivery is already queued: nothing to do.
     let newly_queued = !queued.is_empty();
-    app.engine().schedule(queued).await;
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({"id": id, "queued": newly_queued})),
@@ -223,8 +223,11 @@ async fn retry_many(
         since_ms,
         limit: MAX_BULK_RETRY,
     };
-    let queued = app.store().requeue(workspace, which, now_ms()).await?;
+    let write = app.store().requeue(workspace, which, now_ms());
+    let queued = app
+        .engine()
+        .write_then_schedule(write, |queued| queued.clone())
+        .await?;
     let count = queued.len();
-    app.engine().schedule(queued).await;
     Ok((StatusCode::ACCEPTED, Json(json!({"queued": count}))))
 }

@@ -36,7 +36,7 @@ use crate::crypto::MasterKey;
 use crate::destinations::Destinations;
 use crate::model::{ConnectionId, DeliveryId, WorkspaceId, now_ms};
 use crate::routing::RuleIndex;
-use crate::store::{LaneRead, QueueEntry, QueueHeads, QueueKey, Store, StoreError};
+use crate::store::{LaneRead, QueueEntry, QueueHeads, QueueKey, Store, StoreError, StoreFuture};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -104,6 +104,10 @@ const PERIODIC_REFILL: Duration = Duration::from_secs(5);
 /// after a refill is at least.
 const MIN_REFILL_GAP: Duration = Duration::from_millis(20);
 const REFILL_GAP_FACTOR: u32 = 10;
+/// Entries due further ahead than this stay on disk: a retry due in hours
+/// must not hold window space that entries due now need. Refills (every
+/// few seconds at least) read them in well before they are due.
+const LOOKAHEAD_MS: u64 = 60_000;
 
 impl Engine {
     /// Reads the first window of the queue and starts the scheduler; the
@@ -149,6 +153,25 @@ impl Engine {
         // After shutdown the entries stay in the queue table and are read
         // on the next start.
         let _ = self.schedule.send(entries).await;
+    }
+
+    /// Awaits `write`, then hands the queue entries `queued` finds in its
+    /// result to the scheduler, in a task of its own: a caller that goes
+    /// away meanwhile (a client that disconnects) cannot drop the handoff
+    /// of entries that are already durable.
+    pub async fn write_then_schedule<T: Send + 'static>(
+        &self,
+        write: StoreFuture<T>,
+        queued: impl FnOnce(&T) -> Vec<QueueEntry> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let engine = self.clone();
+        tokio::spawn(async move {
+            let written = write.await?;
+            engine.schedule(queued(&written)).await;
+            Ok(written)
+        })
+        .await
+        .map_err(|error| StoreError::Unavailable(error.to_string()))?
     }
 }
 
@@ -208,7 +231,11 @@ struct Scheduler {
     deferred: HashMap<DeliveryId, Vec<QueueEntry>>,
     /// Attempts in flight per workspace (only workspaces with some).
     workspaces: HashMap<WorkspaceId, usize>,
+    /// Lanes waiting for a slot of their workspace, by workspace.
+    parked: HashMap<WorkspaceId, HashSet<ConnectionId>>,
     in_flight: usize,
+    /// The store accepts writes (nothing starts while it does not).
+    storage_ok: bool,
     refill: RefillTiming,
     tasks: TaskTracker,
 }
@@ -246,7 +273,9 @@ impl Scheduler {
             running: HashMap::new(),
             deferred: HashMap::new(),
             workspaces: HashMap::new(),
+            parked: HashMap::new(),
             in_flight: 0,
+            storage_ok: true,
             refill: RefillTiming {
                 wanted: false,
                 starved: false,
@@ -267,13 +296,24 @@ impl Scheduler {
         let mut writable = self.deps.store.writable();
         loop {
             let storage_ok = *writable.borrow_and_update();
+            if storage_ok && !self.storage_ok {
+                self.storage_ok = true;
+                // Slots freed while storage failed were not handed on.
+                let waiting: Vec<WorkspaceId> = self.parked.keys().copied().collect();
+                for workspace in waiting {
+                    self.start_parked(workspace);
+                }
+            }
+            self.storage_ok = storage_ok;
             if storage_ok {
                 let now = now_ms();
                 if self.refill_is_due(now)
                     && let Err(error) = self.refill().await
                 {
                     tracing::warn!(%error, "cannot read the delivery queue");
-                    self.refill.not_before = now_ms() + PERIODIC_REFILL.as_millis() as u64;
+                    let later = now_ms() + PERIODIC_REFILL.as_millis() as u64;
+                    self.refill.not_before = later;
+                    self.refill.due = later;
                 }
                 self.dispatch_due(now_ms());
             }
@@ -319,6 +359,11 @@ impl Scheduler {
             .entry(connection)
             .or_insert_with(|| Lane::new(entry.workspace_id));
         if lane.held.contains(&key) || !lane.holds_everything_before(key) {
+            return;
+        }
+        if entry.due_ms > now_ms().saturating_add(LOOKAHEAD_MS) {
+            // Not due for a while: it waits on disk for a refill.
+            self.truncate(connection, key);
             return;
         }
         if self.held >= self.deps.queue_window {
@@ -406,6 +451,8 @@ impl Scheduler {
             }
             if at_cap(&self.workspaces, lane.workspace, workspace_cap) {
                 lane.parked = true;
+                let workspace = lane.workspace;
+                self.parked.entry(workspace).or_default().insert(connection);
                 break;
             }
             let workspace = lane.workspace;
@@ -520,34 +567,57 @@ impl Scheduler {
             self.held -= 1;
             self.admit(waiting);
         }
-        let now = now_ms();
         if workspace_was_full {
-            self.start_parked(entry.workspace_id, now);
+            self.start_parked(entry.workspace_id);
         }
         self.arm(connection);
-        self.forget_if_idle(connection, now);
+        self.forget_if_idle(connection, now_ms());
     }
 
-    /// A slot of a workspace that was at its cap goes to the parked lane of
-    /// that workspace with the fewest attempts in flight, not to the lane
-    /// that just finished: otherwise a hanging endpoint's own backlog would
-    /// take every slot it frees, and the workspace's healthy connections
-    /// would wait for ever.
-    fn start_parked(&mut self, workspace: WorkspaceId, now: u64) {
-        while !self.workspace_full(workspace) {
-            let Some(connection) = self
-                .lanes
-                .iter()
-                .filter(|(_, lane)| lane.parked && lane.workspace == workspace)
-                .min_by_key(|(_, lane)| lane.in_flight)
-                .map(|(connection, _)| *connection)
-            else {
-                return;
-            };
-            if let Some(lane) = self.lanes.get_mut(&connection) {
-                lane.parked = false;
+    /// The slots a workspace that was at its cap has free go to its parked
+    /// lanes with the fewest attempts in flight, not to the lane that just
+    /// finished: otherwise a hanging endpoint's own backlog would take every
+    /// slot it frees, and the workspace's healthy connections would wait for
+    /// ever. They go back in line rather than start at once, so lanes of
+    /// other workspaces due earlier still go first for a global slot.
+    /// Nothing is handed on while storage refuses writes.
+    fn start_parked(&mut self, workspace: WorkspaceId) {
+        if !self.storage_ok {
+            return;
+        }
+        let in_flight = self.workspaces.get(&workspace).copied().unwrap_or(0);
+        let free = self
+            .deps
+            .max_in_flight_per_workspace
+            .saturating_sub(in_flight);
+        let Some(parked) = self.parked.get(&workspace) else {
+            return;
+        };
+        let mut candidates: Vec<(usize, ConnectionId)> = parked
+            .iter()
+            .filter_map(|connection| {
+                let lane = self.lanes.get(connection)?;
+                Some((lane.in_flight, *connection))
+            })
+            .collect();
+        candidates.sort_unstable();
+        for (_, connection) in candidates.into_iter().take(free) {
+            self.unpark(connection);
+            self.arm(connection);
+        }
+    }
+
+    fn unpark(&mut self, connection: ConnectionId) {
+        let Some(lane) = self.lanes.get_mut(&connection) else {
+            return;
+        };
+        lane.parked = false;
+        let workspace = lane.workspace;
+        if let Some(parked) = self.parked.get_mut(&workspace) {
+            parked.remove(&connection);
+            if parked.is_empty() {
+                self.parked.remove(&workspace);
             }
-            self.run_lane(connection, now);
         }
     }
 
@@ -584,13 +654,20 @@ impl Scheduler {
         let store = self.deps.store.clone();
         let heads = blocking(move || store.queue_heads()).await?;
         let window = self.deps.queue_window;
+        let due_by = now_ms().saturating_add(LOOKAHEAD_MS);
 
-        let mut with_backlog: HashSet<ConnectionId> =
-            heads.heads.iter().map(|head| head.connection_id).collect();
+        let mut with_backlog: HashSet<ConnectionId> = heads
+            .heads
+            .iter()
+            .filter(|head| head.first.0 <= due_by)
+            .map(|head| head.connection_id)
+            .collect();
         // A lane waiting for entries its connection no longer has (they
         // were removed meanwhile) now holds everything there is.
+        let on_disk: HashSet<ConnectionId> =
+            heads.heads.iter().map(|head| head.connection_id).collect();
         for (connection, lane) in &mut self.lanes {
-            if !with_backlog.contains(connection) {
+            if !on_disk.contains(connection) {
                 lane.frontier = None;
             }
         }
@@ -613,14 +690,35 @@ impl Scheduler {
                     frontier: Some(head.first),
                     ..Lane::new(head.workspace_id)
                 });
+            // A connection's first entry is in memory, or at or past the
+            // frontier. One that is neither never reached the scheduler (its
+            // handoff was lost): read the lane again from there.
+            let missing = lane.holds_everything_before(head.first)
+                && !lane.held.contains(&head.first)
+                && self.running.get(&head.first.1) != Some(&head.first.0)
+                && !self
+                    .deferred
+                    .get(&head.first.1)
+                    .is_some_and(|waiting| waiting.iter().any(|e| e.key() == head.first));
+            if missing {
+                tracing::debug!(connection = %head.connection_id, "a queue entry was missing from the window; reading it again");
+                self.truncate(head.connection_id, head.first);
+            }
+            let Some(lane) = self.lanes.get(&head.connection_id) else {
+                continue;
+            };
             let Some(frontier) = lane.frontier else {
                 continue;
             };
+            if frontier.0 > due_by {
+                continue;
+            }
             let want = share.saturating_sub(lane.held.len());
             if want > 0 {
                 let read = LaneRead {
                     connection_id: head.connection_id,
                     from: Some(frontier),
+                    due_by,
                     limit: want,
                 };
                 wanted.push((head.first, read));
@@ -806,5 +904,225 @@ async fn sleep_for(wait: Option<Duration>) {
     match wait {
         Some(wait) => tokio::time::sleep(wait).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The scheduler's bookkeeping against a real store in a temp dir. The
+    //! deliveries here have no connection record, so an attempt that starts
+    //! ends at once as dead ("the connection … was deleted") without sending
+    //! anything; the tests drive `finish` themselves.
+
+    use super::*;
+    use crate::config::Config;
+    use crate::model::{Delivery, DeliveryStatus, Event, EventId, EventName, RuleId, Workspace};
+    use crate::store::{IngestBatch, NewWorkspace, RedbStore, StoreOptions};
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        store: Arc<dyn Store>,
+        workspace: WorkspaceId,
+        scheduler: Scheduler,
+    }
+
+    async fn fixture(adjust: impl FnOnce(&mut EngineDeps)) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> =
+            RedbStore::open(&dir.path().join("q.redb"), StoreOptions::default()).unwrap();
+        let workspace = WorkspaceId::new();
+        store
+            .create_workspace(NewWorkspace {
+                workspace: Workspace {
+                    id: workspace,
+                    name: "w".into(),
+                    created_at_ms: 1,
+                },
+                publishable_key_hash: [1; 32],
+                secret_key_hash: [2; 32],
+            })
+            .await
+            .unwrap();
+        let master_key = Arc::new(MasterKey::load(dir.path(), None).unwrap().0);
+        let config = Config::defaults().unwrap();
+        let mut deps = EngineDeps {
+            store: store.clone(),
+            destinations: Arc::new(
+                Destinations::new(&config, store.clone(), master_key.clone()).unwrap(),
+            ),
+            master_key,
+            policy: RetryPolicy::new(&[1]),
+            rule_index: Arc::new(RuleIndex::default()),
+            max_in_flight_per_connection: 8,
+            max_in_flight_per_workspace: 512,
+            max_in_flight: 4096,
+            queue_window: 16,
+            shutdown_grace: Duration::from_secs(1),
+        };
+        adjust(&mut deps);
+        let (finished, _) = mpsc::unbounded_channel();
+        let scheduler = Scheduler::new(Arc::new(deps), finished, Arc::default());
+        Fixture {
+            _dir: dir,
+            store,
+            workspace,
+            scheduler,
+        }
+    }
+
+    impl Fixture {
+        /// Stores an event with one delivery to `connection` due at `due`,
+        /// without telling the scheduler; its queue entry.
+        async fn queue(&self, connection: ConnectionId, due: u64) -> QueueEntry {
+            let event = Event {
+                id: EventId::new(),
+                workspace_id: self.workspace,
+                name: EventName::parse("alert.triggered").unwrap(),
+                resource: None,
+                resource_id: None,
+                payload: b"{}".to_vec(),
+                received_at_ms: due,
+            };
+            let delivery = Delivery {
+                id: DeliveryId::new(),
+                workspace_id: self.workspace,
+                event_id: event.id,
+                rule_id: RuleId::new(),
+                connection_id: connection,
+                status: DeliveryStatus::Pending,
+                attempt_count: 0,
+                next_attempt_at_ms: Some(due),
+                created_at_ms: due,
+                updated_at_ms: due,
+            };
+            let entry = QueueEntry {
+                due_ms: due,
+                delivery_id: delivery.id,
+                workspace_id: self.workspace,
+                connection_id: connection,
+            };
+            self.store
+                .ingest(IngestBatch {
+                    workspace_id: self.workspace,
+                    events: vec![event],
+                    deliveries: vec![delivery],
+                    idempotency: None,
+                })
+                .await
+                .unwrap();
+            entry
+        }
+
+        fn held(&self, connection: ConnectionId) -> Vec<QueueKey> {
+            self.scheduler
+                .lanes
+                .get(&connection)
+                .map(|lane| lane.held.iter().copied().collect())
+                .unwrap_or_default()
+        }
+    }
+
+    #[tokio::test]
+    async fn an_entry_that_never_reached_the_window_is_read_in_by_the_next_refill() {
+        let mut f = fixture(|_| {}).await;
+        let connection = ConnectionId::new();
+        let now = now_ms();
+        let first = f.queue(connection, now).await;
+        let second = f.queue(connection, now + 10).await;
+        f.scheduler.refill().await.unwrap();
+        assert_eq!(f.held(connection), [first.key(), second.key()]);
+        assert_eq!(f.scheduler.lanes[&connection].frontier, None, "complete");
+
+        // Stored, but its handoff was lost; it sorts before both.
+        let lost = f.queue(connection, now - 10).await;
+        f.scheduler.refill().await.unwrap();
+        assert_eq!(
+            f.held(connection),
+            [lost.key(), first.key(), second.key()],
+            "read in, and in due order"
+        );
+        assert_eq!(f.scheduler.held, 3);
+    }
+
+    #[tokio::test]
+    async fn entries_due_beyond_the_lookahead_stay_on_disk_until_they_come_near() {
+        let mut f = fixture(|_| {}).await;
+        let connection = ConnectionId::new();
+        let now = now_ms();
+        let later = f.queue(connection, now + 2 * LOOKAHEAD_MS).await;
+        f.scheduler.refill().await.unwrap();
+        assert!(f.held(connection).is_empty());
+        assert_eq!(f.scheduler.lanes[&connection].frontier, Some(later.key()));
+
+        // One due now goes ahead of it; another far ahead waits on disk.
+        let soon = f.queue(connection, now).await;
+        f.scheduler.admit(soon);
+        let far = f.queue(connection, now + 3 * LOOKAHEAD_MS).await;
+        f.scheduler.admit(far);
+        assert_eq!(f.held(connection), [soon.key()]);
+        assert_eq!(f.scheduler.held, 1);
+    }
+
+    #[tokio::test]
+    async fn the_window_is_shared_and_a_full_lane_gives_way_to_another() {
+        let mut f = fixture(|deps| deps.queue_window = 16).await;
+        let (hog, other) = (ConnectionId::new(), ConnectionId::new());
+        let now = now_ms();
+        let mut hogs = Vec::new();
+        for n in 0..40 {
+            hogs.push(f.queue(hog, now + n).await);
+        }
+        f.scheduler.refill().await.unwrap();
+        assert_eq!(f.held(hog).len(), 16, "alone, it may fill the window");
+        assert_eq!(f.scheduler.lanes[&hog].frontier, Some(hogs[16].key()));
+
+        for n in 0..10 {
+            let entry = f.queue(other, now + n).await;
+            f.scheduler.admit(entry);
+        }
+        assert_eq!(f.scheduler.held, 16, "never more than the window");
+        assert!(f.scheduler.peak_held <= 16);
+        assert_eq!(f.held(other).len(), 8, "room made: half each");
+        assert_eq!(
+            f.held(hog),
+            hogs[..8].iter().map(QueueEntry::key).collect::<Vec<_>>(),
+            "the hog keeps its first entries, in order"
+        );
+        assert_eq!(f.scheduler.lanes[&hog].frontier, Some(hogs[8].key()));
+        // The other lane now holds a prefix too: its 9th and 10th wait.
+        assert!(f.scheduler.lanes[&other].frontier.is_some());
+    }
+
+    #[tokio::test]
+    async fn a_freed_workspace_slot_is_not_handed_on_while_storage_fails() {
+        let mut f = fixture(|deps| deps.max_in_flight_per_workspace = 1).await;
+        let (a, b) = (ConnectionId::new(), ConnectionId::new());
+        let now = now_ms();
+        let first = f.queue(a, now - 1).await;
+        let waiting = f.queue(b, now).await;
+        f.scheduler.refill().await.unwrap();
+        f.scheduler.dispatch_due(now_ms());
+        assert_eq!(f.scheduler.in_flight, 1, "the workspace's one slot");
+        assert!(f.scheduler.lanes[&b].parked);
+
+        f.scheduler.storage_ok = false;
+        f.scheduler.finish(Finished {
+            entry: first,
+            next_due_ms: None,
+            rerun_at_ms: None,
+            pause_connection_until: None,
+        });
+        f.scheduler.dispatch_due(now_ms());
+        assert_eq!(f.scheduler.in_flight, 0, "nothing starts");
+        assert!(f.scheduler.lanes[&b].parked);
+
+        f.scheduler.storage_ok = true;
+        f.scheduler.start_parked(f.workspace);
+        f.scheduler.dispatch_due(now_ms());
+        assert_eq!(f.scheduler.in_flight, 1, "handed on once storage is back");
+        assert_eq!(
+            f.scheduler.running.get(&waiting.delivery_id),
+            Some(&waiting.due_ms)
+        );
     }
 }

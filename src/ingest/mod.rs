@@ -189,24 +189,27 @@ async fn store_events(
             })
         })
         .collect();
+    let write = app.store().ingest(IngestBatch {
+        workspace_id,
+        events,
+        deliveries,
+        idempotency: idempotency_key.map(|key| IdempotentAnswer {
+            key,
+            status: StatusCode::ACCEPTED.as_u16(),
+            response: body.clone(),
+        }),
+    });
     let outcome = app
-        .store()
-        .ingest(IngestBatch {
-            workspace_id,
-            events,
-            deliveries,
-            idempotency: idempotency_key.map(|key| IdempotentAnswer {
-                key,
-                status: StatusCode::ACCEPTED.as_u16(),
-                response: body.clone(),
-            }),
+        .engine()
+        .write_then_schedule(write, move |outcome| match outcome {
+            IngestOutcome::Stored => queue,
+            _ => Vec::new(),
         })
         .await?;
     match outcome {
         IngestOutcome::Stored => {
             tracing::debug!(workspace = %workspace_id, count, "events stored");
             metrics::counter!("switchyard_events_ingested_total").increment(count as u64);
-            app.engine().schedule(queue).await;
             Ok(json_response(StatusCode::ACCEPTED, body))
         }
         IngestOutcome::Replayed { status, response } => {

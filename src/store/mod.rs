@@ -240,11 +240,13 @@ pub struct QueueHeads {
 }
 
 /// Which entries of one connection to read: at most `limit`, from `from`
-/// on (inclusive; the connection's first entry when `None`).
+/// on (inclusive; the connection's first entry when `None`), due at or
+/// before `due_by`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LaneRead {
     pub connection_id: ConnectionId,
     pub from: Option<QueueKey>,
+    pub due_by: u64,
     pub limit: usize,
 }
 

@@ -516,6 +516,9 @@ async fn a_batch_fans_out_per_event_and_metrics_count_it() {
         "switchyard_events_ingested_total",
         "switchyard_write_batch_size",
         "switchyard_queue_depth",
+        "switchyard_queue_window_entries",
+        "switchyard_queue_oldest_due_age_seconds",
+        "switchyard_deliveries_in_flight",
         "switchyard_attempts_total",
         "switchyard_attempt_duration_seconds",
     ] {

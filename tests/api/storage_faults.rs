@@ -150,8 +150,6 @@ async fn the_delivery_engine_pauses_while_storage_fails_and_resumes_after() {
         assert!(Instant::now() < deadline, "storage never recovered");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    app.wait_for_delivery(&ws, &delivery, |delivery| {
-        delivery["status"] == "succeeded"
-    })
-    .await;
+    app.wait_for_delivery(&ws, &delivery, |delivery| delivery["status"] == "succeeded")
+        .await;
 }

@@ -426,7 +426,7 @@ pub fn queue_rows(txn: &ReadTransaction, reads: &[LaneRead]) -> Result<Vec<LaneR
         for row in rows.by_ref() {
             let (key, workspace) = row?;
             let (_, due_ms, delivery) = key.value();
-            if answer.entries.len() == read.limit {
+            if answer.entries.len() == read.limit || due_ms > read.due_by {
                 answer.next = Some((due_ms, DeliveryId(delivery)));
                 break;
             }
@@ -613,6 +613,7 @@ mod tests {
         let all = LaneRead {
             connection_id: ConnectionId(2),
             from: None,
+            due_by: u64::MAX,
             limit: usize::MAX,
         };
         let left = queue_rows(&read, &[all]).unwrap();
@@ -666,22 +667,32 @@ mod tests {
             LaneRead {
                 connection_id: ConnectionId(5),
                 from: None,
+                due_by: u64::MAX,
                 limit: 2,
             },
             LaneRead {
                 connection_id: ConnectionId(5),
                 from: Some((200, DeliveryId(2_000))),
+                due_by: u64::MAX,
                 limit: 5,
             },
             LaneRead {
                 connection_id: ConnectionId(1),
                 from: Some((598, DeliveryId(498))),
+                due_by: u64::MAX,
                 limit: 2,
             },
             LaneRead {
                 connection_id: ConnectionId(9),
                 from: None,
+                due_by: u64::MAX,
                 limit: 2,
+            },
+            LaneRead {
+                connection_id: ConnectionId(5),
+                from: None,
+                due_by: 250,
+                limit: 5,
             },
         ];
         let rows = queue_rows(&read, &reads).unwrap();
@@ -703,6 +714,14 @@ mod tests {
         assert_eq!(rows[2].entries, [queued(1, 598, 498), queued(1, 599, 499)],);
         assert_eq!(rows[2].next, Some((600, DeliveryId(500))));
         assert_eq!(rows[3], LaneRows::default(), "an empty connection");
+        assert_eq!(
+            rows[4],
+            LaneRows {
+                entries: vec![queued(5, 100, 2_001), queued(5, 200, 2_000)],
+                next: Some((300, DeliveryId(2_002))),
+            },
+            "entries due after due_by are left, and the first is next"
+        );
     }
 
     #[test]
@@ -742,6 +761,7 @@ mod tests {
         let reads = [3, 4].map(|connection| LaneRead {
             connection_id: ConnectionId(connection),
             from: None,
+            due_by: u64::MAX,
             limit: 10,
         });
         let rows = queue_rows(&read, &reads).unwrap();

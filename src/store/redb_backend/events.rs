@@ -113,26 +113,13 @@ pub fn purge_idempotency_keys(txn: &WriteTransaction, now_ms: u64) -> Result<usi
     Ok(expired.len())
 }
 
-/// Drops a deleted workspace's idempotency keys (`idempotency_by_age` is not
-/// keyed by workspace first, so it is walked whole) and the queues of its
-/// `connections`. Queue rows of connections it deleted earlier are found
-/// stale when their turn comes and removed then.
-pub fn forget_queue_and_idempotency(
-    txn: &WriteTransaction,
-    ws: u128,
-    connections: &[u128],
-) -> Result<(), StoreError> {
+/// Drops a deleted workspace's idempotency keys (`idempotency_by_age` is
+/// not keyed by workspace first, so it is walked whole).
+pub fn forget_idempotency(txn: &WriteTransaction, ws: u128) -> Result<(), StoreError> {
     txn.open_table(IDEMPOTENCY)?
         .retain_in((ws, "")..(ws.saturating_add(1), ""), |_, _| false)?;
     txn.open_table(IDEMPOTENCY_BY_AGE)?
         .retain(|(_, owner, _), ()| owner != ws)?;
-    let mut queue = txn.open_table(QUEUE)?;
-    for connection in connections {
-        queue.retain_in(
-            (*connection, 0, 0)..=(*connection, u64::MAX, u128::MAX),
-            |_, _| false,
-        )?;
-    }
     Ok(())
 }
 

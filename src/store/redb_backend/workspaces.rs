@@ -2,7 +2,7 @@ use super::tables::*;
 use super::{decode, events};
 use crate::model::{KeyKind, Workspace, WorkspaceId, now_ms};
 use crate::store::codec::Record;
-use crate::store::records::{ApiKeyRecord, StoredKeyKind, WorkspaceRecord};
+use crate::store::records::{ApiKeyRecord, DeliveryRecord, StoredKeyKind, WorkspaceRecord};
 use crate::store::{KeyHash, NewWorkspace, StoreError};
 use redb::{ReadTransaction, ReadableTable, ReadableTableMetadata, WriteTransaction};
 
@@ -19,11 +19,12 @@ pub fn create(txn: &WriteTransaction, new: &NewWorkspace) -> Result<(), StoreErr
     insert_keys(txn, id, &new.publishable_key_hash, &new.secret_key_hash)
 }
 
-/// Removes the workspace, its keys, connections, rules, queue entries and
-/// idempotency keys at once, and marks it for [`purge_step`], which removes
-/// its events, deliveries and attempts a bounded number at a time: one big
-/// transaction would hold the single writer (and every ingest) for as long
-/// as it takes.
+/// Removes the workspace, its keys, connections, rules and idempotency keys
+/// at once, and marks it for [`purge_step`], which removes its events,
+/// deliveries with their queue entries, and attempts a bounded number at a
+/// time: one big transaction would hold the single writer (and every
+/// ingest) for as long as it takes. Meanwhile a queue entry of it that comes
+/// due is found stale (its workspace is gone) and dropped.
 pub fn delete(txn: &WriteTransaction, id: WorkspaceId) -> Result<bool, StoreError> {
     let ws = id.0;
     let Some(record) = decode::<WorkspaceRecord>(txn.open_table(WORKSPACES)?.remove(ws)?)? else {
@@ -31,14 +32,10 @@ pub fn delete(txn: &WriteTransaction, id: WorkspaceId) -> Result<bool, StoreErro
     };
     remove_keys(txn, &record)?;
     let whole = (ws, 0)..=(ws, u128::MAX);
-    let mut connections = Vec::new();
     txn.open_table(CONNECTIONS)?
-        .retain_in(whole.clone(), |(_, connection), _| {
-            connections.push(connection);
-            false
-        })?;
+        .retain_in(whole.clone(), |_, _| false)?;
     txn.open_table(RULES)?.retain_in(whole, |_, _| false)?;
-    events::forget_queue_and_idempotency(txn, ws, &connections)?;
+    events::forget_idempotency(txn, ws)?;
     txn.open_table(PURGES)?.insert(ws, now_ms())?;
     Ok(true)
 }
@@ -57,10 +54,20 @@ pub fn purge_step(txn: &WriteTransaction, budget: usize) -> Result<bool, StoreEr
     {
         let mut deliveries = txn.open_table(DELIVERIES)?;
         let mut attempts = txn.open_table(ATTEMPTS)?;
+        let mut queue = txn.open_table(QUEUE)?;
         let mut removed = deliveries.extract_from_if(whole.clone(), |_, _| true)?;
         while left > 0 {
             let Some(entry) = removed.next() else { break };
-            let delivery = entry?.0.value().1;
+            let (key, value) = entry?;
+            let delivery = key.value().1;
+            // Its queue entry goes with it. (A record that cannot be read
+            // says nothing about one; the purge must not stall on it.)
+            let queued = DeliveryRecord::decode(value.value())
+                .ok()
+                .and_then(|record| Some((record.connection_id, record.next_attempt_at_ms?)));
+            if let Some((connection, due)) = queued {
+                queue.remove((connection, due, delivery))?;
+            }
             // A delivery's attempts go with it, and count against the budget.
             let its_attempts = attempts
                 .extract_from_if((delivery, 0)..=(delivery, u32::MAX), |_, _| true)?
@@ -174,6 +181,7 @@ fn workspace_from(id: u128, record: WorkspaceRecord) -> Workspace {
 mod tests {
     use super::*;
     use crate::store::NewWorkspace;
+    use crate::store::records::StoredDeliveryStatus;
     use redb::{Database, ReadableDatabase};
 
     /// A workspace with `events` events, one delivery each, two attempts each.
@@ -195,10 +203,29 @@ mod tests {
         let mut deliveries = txn.open_table(DELIVERIES).unwrap();
         let mut by_event = txn.open_table(EVENT_DELIVERIES).unwrap();
         let mut attempts = txn.open_table(ATTEMPTS).unwrap();
+        let mut queue = txn.open_table(QUEUE).unwrap();
         for event in 0..events {
             let delivery = ws * 1_000_000 + event;
             event_table.insert((ws, event), b"e".as_slice()).unwrap();
-            deliveries.insert((ws, delivery), b"d".as_slice()).unwrap();
+            // Every other delivery is still queued.
+            let due = (event % 2 == 0).then_some(1_000 + event as u64);
+            let record = DeliveryRecord {
+                event_id: event,
+                rule_id: 1,
+                connection_id: ws,
+                status: StoredDeliveryStatus::Retrying,
+                attempt_count: 2,
+                round_attempts: 2,
+                next_attempt_at_ms: due,
+                created_at_ms: 1,
+                updated_at_ms: 1,
+            };
+            deliveries
+                .insert((ws, delivery), record.encode().as_slice())
+                .unwrap();
+            if let Some(due) = due {
+                queue.insert((ws, due, delivery), ws).unwrap();
+            }
             by_event.insert((ws, event, delivery), ()).unwrap();
             for attempt in 1..=2 {
                 attempts
@@ -208,8 +235,9 @@ mod tests {
         }
     }
 
-    /// Events, deliveries, event index entries and attempts of `ws`.
-    fn rows(db: &Database, ws: u128) -> [usize; 4] {
+    /// Events, deliveries, event index entries, attempts and queue entries
+    /// of `ws` (whose one connection has the same id).
+    fn rows(db: &Database, ws: u128) -> [usize; 5] {
         let txn = db.begin_read().unwrap();
         let whole = (ws, 0)..=(ws, u128::MAX);
         let seeded = (ws * 1_000_000, 0)..=(ws * 1_000_000 + 999_999, u32::MAX);
@@ -232,6 +260,11 @@ mod tests {
             txn.open_table(ATTEMPTS)
                 .unwrap()
                 .range(seeded)
+                .unwrap()
+                .count(),
+            txn.open_table(QUEUE)
+                .unwrap()
+                .range((ws, 0, 0)..=(ws, u64::MAX, u128::MAX))
                 .unwrap()
                 .count(),
         ]
@@ -257,7 +290,7 @@ mod tests {
         assert!(key(&read, &[1; 32]).unwrap().is_none());
         assert_eq!(pending_purges(&read).unwrap(), 1);
         drop(read);
-        assert_eq!(rows(&db, 1), [25, 25, 25, 50]);
+        assert_eq!(rows(&db, 1), [25, 25, 25, 50, 13]);
 
         let mut steps = 0;
         loop {
@@ -274,8 +307,8 @@ mod tests {
         // about 10 rows a step: a delivery and its attempts go together, so
         // a step may pass the budget by one delivery's attempts (4 × 3 rows).
         assert_eq!(steps, 12);
-        assert_eq!(rows(&db, 1), [0, 0, 0, 0]);
-        assert_eq!(rows(&db, 2), [5, 5, 5, 10]);
+        assert_eq!(rows(&db, 1), [0, 0, 0, 0, 0]);
+        assert_eq!(rows(&db, 2), [5, 5, 5, 10, 3]);
         assert_eq!(pending_purges(&db.begin_read().unwrap()).unwrap(), 0);
         let txn = db.begin_write().unwrap();
         assert!(!purge_step(&txn, 10).unwrap(), "nothing left to do");
