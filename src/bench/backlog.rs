@@ -9,6 +9,7 @@
 //! does), so only the connection's in-flight cap of attempts hang and
 //! every other delivery stays queued; once "up" it answers 200 at once.
 
+use super::cpu::CpuMeter;
 use super::{create_workspace, serve_command, spawn_listening};
 use crate::bench::EXAMPLE_EVENT;
 use anyhow::{Context, bail};
@@ -136,6 +137,11 @@ pub async fn backlog(options: BacklogBenchOptions) -> anyhow::Result<()> {
         after_restart["in_memory"]
     );
 
+    let meter = CpuMeter::new(vec![
+        ("server", server.child.id()),
+        ("endpoint and monitor", Some(std::process::id())),
+    ]);
+    let cpu_start = meter.snapshot();
     endpoint.come_up();
     let draining = Instant::now();
     let total = after_restart["backlog"].as_u64().unwrap_or(0);
@@ -158,12 +164,21 @@ pub async fn backlog(options: BacklogBenchOptions) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let drained_in = draining.elapsed();
+    let server_cores = meter.cores_used(&cpu_start, "server");
+    let cpu_line = meter.report(&cpu_start);
     let drain_rss = rss.stop().await;
     println!(
         "  drained {total} deliveries in {:.1} s: {:.0} deliveries/s; server RSS while draining: max {drain_rss:.1} MB",
         drained_in.as_secs_f64(),
         total as f64 / drained_in.as_secs_f64()
     );
+    if let Some(cores) = server_cores {
+        let per_delivery_us = cores * drained_in.as_secs_f64() * 1e6 / total.max(1) as f64;
+        println!("  server CPU while draining: {per_delivery_us:.0} µs per delivery");
+    }
+    if let Some(line) = cpu_line {
+        println!("  {line}");
+    }
     println!("targets (2-core machine):");
     println!(
         "  RSS under {TARGET_RSS_MB:.0} MB throughout: see the two maxima above -> {}",

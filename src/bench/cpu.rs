@@ -40,6 +40,17 @@ impl CpuMeter {
         })
     }
 
+    /// Cores the process labelled `label` used on average since `start`.
+    pub fn cores_used(&self, start: &Option<CpuSnapshot>, label: &str) -> Option<f64> {
+        let start = start.as_ref()?;
+        let end = self.snapshot()?;
+        let index = self.processes.iter().position(|(name, _)| *name == label)?;
+        let total = end.machine.1.checked_sub(start.machine.1)? as f64;
+        let cores = std::thread::available_parallelism().map_or(1, usize::from) as f64;
+        let used = end.processes[index]?.checked_sub(start.processes[index]?)? as f64;
+        (total > 0.0).then(|| used / (total / cores))
+    }
+
     /// `CPU, cores of 2: server 1.20, receiver 0.30, …, idle 0.10`, or
     /// `None` without readings.
     pub fn report(&self, start: &Option<CpuSnapshot>) -> Option<String> {
