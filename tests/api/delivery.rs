@@ -5,7 +5,7 @@ use crate::receiver::{Receiver, Reply};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::time::Duration;
-use switchyard::delivery::signing::{WebhookSecret, verify};
+use switchyard::destinations::webhook::signing::{WebhookSecret, verify};
 
 fn status_is(expected: &'static str) -> impl Fn(&Value) -> bool {
     move |delivery| delivery["status"] == expected

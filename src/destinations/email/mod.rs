@@ -15,9 +15,13 @@
 //! for the same reason (receivers can de-duplicate on it).
 
 use super::message::{self, AlertSummary, Escape, TemplateError};
-use super::{Job, Outcome, Verdict, response_excerpt, transport_outcome};
+use super::{
+    BoxFuture, Destination, Invalid, Job, NewConnection, Outcome, Verdict, response_excerpt,
+    transport_outcome,
+};
 use crate::config::{Config, SmtpConfig, SmtpTls};
-use crate::delivery::retry::parse_retry_after;
+use crate::destinations::retry_after::parse_retry_after;
+use crate::model::ConnectionKind;
 use crate::model::Event;
 use crate::rules::Severity;
 use crate::secret::Secret;
@@ -142,6 +146,31 @@ fn parse_mailbox(text: &str) -> Result<Mailbox, String> {
     text.trim()
         .parse::<Mailbox>()
         .map_err(|error| format!("{text:?} is not an email address ({error})"))
+}
+
+/// Most recipients on one rule.
+pub const MAX_RECIPIENTS: usize = 50;
+
+/// Checks a rule's target `{"to": [...]}` with the same parser the send
+/// uses, and returns it to store.
+pub fn validate_target(target: &Value) -> Result<Value, Invalid> {
+    let list = target
+        .get("to")
+        .and_then(Value::as_array)
+        .filter(|to| !to.is_empty() && to.len() <= MAX_RECIPIENTS)
+        .ok_or_else(|| Invalid::new("target.to", format!("1 to {MAX_RECIPIENTS} addresses")))?;
+    for (index, address) in list.iter().enumerate() {
+        let valid = address
+            .as_str()
+            .is_some_and(|text| text.len() <= 254 && parse_mailbox(text).is_ok());
+        if !valid {
+            return Err(Invalid::new(
+                format!("target.to[{index}]"),
+                "not an email address",
+            ));
+        }
+    }
+    Ok(json!({"to": list}))
 }
 
 /// The recipients of a rule's target `{"to": [...]}`.
@@ -680,6 +709,8 @@ impl Smtp {
 
 /// The email adapter: the providers configured on this instance.
 pub struct Email {
+    /// The instance's configuration, for checking a connection's provider.
+    instance: Config,
     resend: Option<Resend>,
     smtp: Option<Smtp>,
     /// Why SMTP could not be set up, reported by every SMTP send.
@@ -692,6 +723,7 @@ impl Email {
     pub fn new(config: &Config, http: reqwest::Client) -> Result<Self, EmailSetupError> {
         let timeout = Duration::from_secs(config.delivery.timeout_seconds);
         Ok(Self {
+            instance: config.clone(),
             resend: Self::resend(config, http, timeout),
             smtp: Smtp::from_config(&config.email.smtp, timeout)?,
             smtp_error: None,
@@ -707,6 +739,7 @@ impl Email {
                 tracing::error!(%error, "SMTP email is unavailable until the configuration is fixed");
                 let timeout = Duration::from_secs(config.delivery.timeout_seconds);
                 Self {
+                    instance: config.clone(),
                     resend: Self::resend(config, http, timeout),
                     smtp: None,
                     smtp_error: Some(error.to_string()),
@@ -733,7 +766,7 @@ impl Email {
         })
     }
 
-    pub async fn send(&self, job: &Job<'_>) -> Outcome {
+    async fn post(&self, job: &Job<'_>) -> Outcome {
         let config: EmailConnectionConfig =
             match serde_json::from_value(job.connection.config.clone()) {
                 Ok(config) => config,
@@ -767,6 +800,30 @@ impl Email {
                 )),
             },
         }
+    }
+}
+
+impl Destination for Email {
+    fn kind(&self) -> ConnectionKind {
+        ConnectionKind::Email
+    }
+
+    /// No secrets: the credentials are the operator's.
+    fn create<'a>(&'a self, config: &'a Value) -> BoxFuture<'a, Result<NewConnection, Invalid>> {
+        let checked = validate_config(config, &self.instance).map(|config| NewConnection {
+            config,
+            secrets: json!({}),
+            shown_once: None,
+        });
+        Box::pin(async move { checked.map_err(|problem| Invalid::new("config", problem)) })
+    }
+
+    fn validate_target(&self, target: &Value) -> Result<Value, Invalid> {
+        validate_target(target)
+    }
+
+    fn send<'a>(&'a self, job: &'a Job<'a>) -> BoxFuture<'a, Outcome> {
+        Box::pin(self.post(job))
     }
 }
 
