@@ -318,3 +318,39 @@ fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
     }
     cause.to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct NoSecrets;
+
+    impl SecretsPort for NoSecrets {
+        fn load<'a>(
+            &'a self,
+            _connection: &'a Connection,
+        ) -> BoxFuture<'a, Result<Option<StoredSecrets>, SecretsError>> {
+            Box::pin(async { Ok(None) })
+        }
+
+        fn swap<'a>(
+            &'a self,
+            _connection: &'a Connection,
+            _expected: &'a StoredSecrets,
+            _fresh: &'a Value,
+        ) -> BoxFuture<'a, Result<Swap, SecretsError>> {
+            Box::pin(async { Ok(Swap::Gone) })
+        }
+    }
+
+    #[tokio::test]
+    async fn every_kind_is_registered_once() {
+        let config = Config::defaults().unwrap();
+        let destinations = Destinations::new(&config, Arc::new(NoSecrets)).unwrap();
+        for kind in ConnectionKind::ALL {
+            let destination = destinations.get(kind).expect("registered");
+            assert_eq!(destination.kind(), kind);
+        }
+        assert_eq!(destinations.kinds.len(), ConnectionKind::ALL.len());
+    }
+}

@@ -408,6 +408,116 @@ impl ChannelPacer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::WorkspaceId;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// The port over memory: one connection's secrets and a version bumped
+    /// by each swap.
+    struct MemorySecrets {
+        stored: Mutex<StoredSecrets>,
+        swaps: AtomicUsize,
+    }
+
+    impl SecretsPort for MemorySecrets {
+        fn load<'a>(
+            &'a self,
+            _connection: &'a Connection,
+        ) -> BoxFuture<'a, Result<Option<StoredSecrets>, SecretsError>> {
+            Box::pin(async { Ok(Some(self.stored.lock().unwrap().clone())) })
+        }
+
+        fn swap<'a>(
+            &'a self,
+            _connection: &'a Connection,
+            expected: &'a StoredSecrets,
+            fresh: &'a Value,
+        ) -> BoxFuture<'a, Result<Swap, SecretsError>> {
+            Box::pin(async move {
+                let mut stored = self.stored.lock().unwrap();
+                if stored.version != expected.version {
+                    return Ok(Swap::Stale(stored.clone()));
+                }
+                let version = self.swaps.fetch_add(1, Ordering::SeqCst) as u8 + 1;
+                *stored = StoredSecrets {
+                    secrets: fresh.clone(),
+                    version: vec![version],
+                };
+                Ok(Swap::Swapped)
+            })
+        }
+    }
+
+    /// Slack's `oauth.v2.access` on loopback, counting refreshes.
+    async fn fake_refresh_endpoint() -> (String, Arc<AtomicUsize>) {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counted = calls.clone();
+        let app = axum::Router::new().route(
+            "/oauth.v2.access",
+            axum::routing::post(move || {
+                let n = counted.fetch_add(1, Ordering::SeqCst) + 1;
+                async move {
+                    axum::Json(serde_json::json!({
+                        "ok": true,
+                        "access_token": format!("xoxe.xoxb-fresh-{n}"),
+                        "refresh_token": format!("xoxe-1-refresh-{n}"),
+                        "expires_in": 43200,
+                        "token_type": "bot",
+                    }))
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (base, calls)
+    }
+
+    #[tokio::test]
+    async fn two_deliveries_with_an_expired_token_refresh_once() {
+        let (base, refreshes) = fake_refresh_endpoint().await;
+        let expired = SlackSecrets {
+            bot_token: "xoxe.xoxb-old".into(),
+            refresh_token: Some("xoxe-1-refresh-0".into()),
+            expires_at_ms: Some(now_ms() - 1),
+        };
+        let port = Arc::new(MemorySecrets {
+            stored: Mutex::new(StoredSecrets {
+                secrets: serde_json::to_value(&expired).unwrap(),
+                version: vec![0],
+            }),
+            swaps: AtomicUsize::new(0),
+        });
+        let tokens = SlackTokens {
+            api: SlackApi::new(reqwest::Client::new(), base),
+            secrets: port.clone(),
+            client: Some(("client-id".into(), Secret::new("client-secret"))),
+            locks: RefreshLocks::default(),
+        };
+        let connection = Connection {
+            id: ConnectionId::new(),
+            workspace_id: WorkspaceId::new(),
+            name: "slack".into(),
+            kind: ConnectionKind::Slack,
+            status: ConnectionStatus::Active,
+            config: serde_json::json!({}),
+            sealed_secrets: Vec::new(),
+            created_at_ms: 0,
+            updated_at_ms: 0,
+        };
+
+        let (first, second) = tokio::join!(
+            tokens.token(&connection, &expired, None),
+            tokens.token(&connection, &expired, None),
+        );
+
+        assert_eq!(first.unwrap(), "xoxe.xoxb-fresh-1");
+        assert_eq!(second.unwrap(), "xoxe.xoxb-fresh-1");
+        assert_eq!(refreshes.load(Ordering::SeqCst), 1);
+        assert_eq!(port.swaps.load(Ordering::SeqCst), 1);
+        let stored: SlackSecrets =
+            serde_json::from_value(port.stored.lock().unwrap().secrets.clone()).unwrap();
+        assert_eq!(stored.refresh_token.as_deref(), Some("xoxe-1-refresh-1"));
+    }
 
     fn channel(id: &str) -> Channel {
         serde_json::from_value(serde_json::json!({"id": id, "name": id, "is_private": false}))
