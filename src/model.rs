@@ -200,6 +200,8 @@ pub enum ConnectionKind {
 }
 
 impl ConnectionKind {
+    pub const ALL: [Self; 3] = [Self::Webhook, Self::Slack, Self::Email];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Webhook => "webhook",

@@ -4,6 +4,7 @@
 use crate::api::{self, AppParts, AppState, hash_key, random_token};
 use crate::config::Config;
 use crate::crypto::{CryptoError, MasterKey, MasterKeySource};
+use crate::delivery::StoreSecrets;
 use crate::delivery::retry::RetryPolicy;
 use crate::delivery::{Engine, EngineDeps};
 use crate::destinations::Destinations;
@@ -157,8 +158,7 @@ impl Server {
         let rule_index = Arc::new(RuleIndex::default());
         let destinations = Arc::new(Destinations::new(
             &config,
-            store.clone(),
-            self.master_key.clone(),
+            Arc::new(StoreSecrets::new(store.clone(), self.master_key.clone())),
         )?);
         let timeout = Duration::from_secs(config.delivery.timeout_seconds);
         let (engine, engine_done) = Engine::start(

@@ -3,9 +3,11 @@
 //! signing secret is shown once, at creation and at rotation).
 
 use super::{ApiError, AppState, JsonBody, RawBody, SecretKey};
-use crate::delivery::signing::WebhookSecret;
-use crate::destinations::webhook::{self, PreviousSecret, WebhookSecrets};
-use crate::destinations::{Job, Outcome, Verdict, open_secrets, seal_secrets};
+use crate::destinations::webhook::signing::WebhookSecret;
+use crate::destinations::webhook::{PreviousSecret, WebhookSecrets};
+use crate::destinations::{
+    Destination, Invalid, Job, Outcome, Verdict, open_secrets, seal_secrets,
+};
 use crate::model::{
     Connection, ConnectionId, ConnectionKind, ConnectionStatus, Delivery, DeliveryId,
     DeliveryStatus, Event, EventId, EventName, Rule, RuleId, WorkspaceId, format_timestamp_ms,
@@ -18,7 +20,6 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use std::collections::BTreeMap;
 use std::time::{Instant, SystemTime};
 
 pub fn routes() -> Router<AppState> {
@@ -48,14 +49,6 @@ struct CreateConnection {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct WebhookInput {
-    url: String,
-    #[serde(default)]
-    headers: BTreeMap<String, String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct UpdateConnection {
     name: Option<String>,
     config: Option<Value>,
@@ -77,20 +70,14 @@ pub struct ConnectionView {
 }
 
 impl ConnectionView {
-    /// The public view; custom header values are masked.
+    /// The public view, as the connection's kind shows it (secrets
+    /// masked).
     pub fn of(connection: &Connection, app: &AppState) -> Self {
-        let mut config = connection.config.clone();
-        if connection.kind == ConnectionKind::Webhook
-            && let Ok(secrets) = open_secrets(app.master_key(), connection)
-            && let Some(headers) = secrets.get("headers").and_then(Value::as_object)
-            && !headers.is_empty()
-        {
-            let masked: serde_json::Map<String, Value> = headers
-                .keys()
-                .map(|name| (name.clone(), json!("********")))
-                .collect();
-            config["headers"] = Value::Object(masked);
-        }
+        let open = || open_secrets(app.master_key(), connection).ok();
+        let config = match app.destinations().get(connection.kind) {
+            Some(destination) => destination.shown_config(&connection.config, &open),
+            None => connection.config.clone(),
+        };
         Self {
             id: connection.id,
             kind: connection.kind,
@@ -121,18 +108,20 @@ fn parse_id(id: &str) -> Result<ConnectionId, ApiError> {
     id.parse().map_err(|_| ApiError::not_found("connection"))
 }
 
-/// Validates a webhook's input: its public config and its headers.
-fn webhook_input(
-    app: &AppState,
-    config: Value,
-) -> Result<(Value, BTreeMap<String, String>), ApiError> {
-    let input: WebhookInput =
-        serde_json::from_value(config).map_err(|error| ApiError::invalid("config", error))?;
-    let allow_private = app.config().delivery.allow_private_networks;
-    let public = webhook::validate(&input.url, &input.headers, allow_private)
-        .map_err(|error| ApiError::invalid("config", error))?;
-    let public = serde_json::to_value(public).map_err(|error| ApiError::internal(&error))?;
-    Ok((public, input.headers))
+/// The registered destination of a kind.
+pub fn destination(app: &AppState, kind: ConnectionKind) -> Result<&dyn Destination, ApiError> {
+    app.destinations().get(kind).ok_or_else(|| {
+        ApiError::invalid(
+            "type",
+            format!("{} is not available on this instance", kind.as_str()),
+        )
+    })
+}
+
+impl From<Invalid> for ApiError {
+    fn from(invalid: Invalid) -> Self {
+        ApiError::invalid(&invalid.field, invalid.problem)
+    }
 }
 
 async fn create(
@@ -142,30 +131,7 @@ async fn create(
 ) -> Result<(StatusCode, Json<ConnectionView>), ApiError> {
     let name = check_name(&body.name)?;
     let id = ConnectionId::new();
-    let (config, secrets, shown_secret) = match body.kind {
-        ConnectionKind::Webhook => {
-            let (config, headers) = webhook_input(&app, body.config)?;
-            let secret = WebhookSecret::generate().expose();
-            let secrets = WebhookSecrets {
-                signing_secret: secret.clone(),
-                previous: None,
-                headers,
-            };
-            let secrets =
-                serde_json::to_value(secrets).map_err(|error| ApiError::internal(&error))?;
-            (config, secrets, Some(secret))
-        }
-        ConnectionKind::Email => {
-            let config = crate::destinations::email::validate_config(&body.config, app.config())
-                .map_err(|error| ApiError::invalid("config", error))?;
-            (config, json!({}), None)
-        }
-        ConnectionKind::Slack => {
-            let (config, secrets) =
-                super::slack::connection_from_bot_token(&app, &body.config).await?;
-            (config, secrets, None)
-        }
-    };
+    let parts = destination(&app, body.kind)?.create(&body.config).await?;
     let now = now_ms();
     let connection = Connection {
         id,
@@ -173,15 +139,15 @@ async fn create(
         name,
         kind: body.kind,
         status: ConnectionStatus::Active,
-        config,
-        sealed_secrets: seal_secrets(app.master_key(), id, &secrets)
+        config: parts.config,
+        sealed_secrets: seal_secrets(app.master_key(), id, &parts.secrets)
             .map_err(|error| ApiError::internal(&error))?,
         created_at_ms: now,
         updated_at_ms: now,
     };
     app.store().create_connection(connection.clone()).await?;
     let mut view = ConnectionView::of(&connection, &app);
-    view.signing_secret = shown_secret;
+    view.signing_secret = parts.shown_once;
     Ok((StatusCode::CREATED, Json(view)))
 }
 
@@ -238,28 +204,18 @@ async fn update(
         patch.status = Some(status);
     }
     if let Some(config) = body.config {
-        match current.kind {
-            ConnectionKind::Webhook => {
-                let (public, headers) = webhook_input(&app, config)?;
-                let mut secrets = webhook_secrets(&app, &current)?;
-                secrets.headers = headers;
-                let secrets =
-                    serde_json::to_value(secrets).map_err(|error| ApiError::internal(&error))?;
-                patch.config = Some(public);
-                patch.sealed_secrets = Some(
-                    seal_secrets(app.master_key(), current.id, &secrets)
-                        .map_err(|error| ApiError::internal(&error))?,
-                );
-                // Never undo a secret rotation that committed meanwhile.
-                patch.if_secrets_are = Some(current.sealed_secrets.clone());
-            }
-            _ => {
-                return Err(ApiError::invalid(
-                    "config",
-                    "cannot be changed for this type",
-                ));
-            }
-        }
+        let secrets =
+            open_secrets(app.master_key(), &current).map_err(|error| ApiError::internal(&error))?;
+        let (public, secrets) = destination(&app, current.kind)?
+            .update(&config, secrets)
+            .await?;
+        patch.config = Some(public);
+        patch.sealed_secrets = Some(
+            seal_secrets(app.master_key(), current.id, &secrets)
+                .map_err(|error| ApiError::internal(&error))?,
+        );
+        // Never undo a secret rotation that committed meanwhile.
+        patch.if_secrets_are = Some(current.sealed_secrets.clone());
     }
     match app
         .store()

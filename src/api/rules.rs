@@ -4,10 +4,7 @@
 
 use super::{ApiError, AppState, JsonBody, RawBody, SecretKey};
 use crate::ingest::parse_event_body;
-use crate::model::{
-    Connection, ConnectionId, ConnectionKind, Rule, RuleId, WorkspaceId, format_timestamp_ms,
-    now_ms,
-};
+use crate::model::{ConnectionId, Rule, RuleId, WorkspaceId, format_timestamp_ms, now_ms};
 use crate::rules::{RuleError, parse_min_severity, validate_conditions, validate_events};
 use crate::store::PutRule;
 use axum::extract::{Path, State};
@@ -25,7 +22,6 @@ pub fn routes() -> Router<AppState> {
 }
 
 const MAX_NAME_CHARS: usize = 128;
-const MAX_RECIPIENTS: usize = 50;
 
 /// A rule as sent; on PATCH every field is optional.
 #[derive(Deserialize, Default)]
@@ -164,7 +160,9 @@ fn apply(
     if let Some(target) = input.target {
         rule.target = target;
     }
-    rule.target = validate_target(&connection, &rule.target)?;
+    // The connection's kind decides what a target is.
+    rule.target =
+        super::connections::destination(app, connection.kind)?.validate_target(&rule.target)?;
     Ok(())
 }
 
@@ -206,54 +204,6 @@ fn validate_template(template: &Value) -> Result<(), ApiError> {
         }
     }
     Ok(())
-}
-
-/// The target a rule needs for its connection's kind.
-fn validate_target(connection: &Connection, target: &Value) -> Result<Value, ApiError> {
-    match connection.kind {
-        ConnectionKind::Webhook => match target {
-            Value::Null => Ok(json!({})),
-            Value::Object(map) if map.is_empty() => Ok(json!({})),
-            _ => Err(ApiError::invalid("target", "webhook rules take no target")),
-        },
-        ConnectionKind::Slack => {
-            let channel = target
-                .get("channel")
-                .and_then(Value::as_str)
-                .filter(|channel| !channel.is_empty() && channel.len() <= 80)
-                .ok_or_else(|| {
-                    ApiError::invalid("target.channel", "a Slack channel id is required")
-                })?;
-            if target.as_object().is_some_and(|map| map.len() > 1) {
-                return Err(ApiError::invalid("target", "only `channel` is allowed"));
-            }
-            Ok(json!({"channel": channel}))
-        }
-        ConnectionKind::Email => {
-            let recipients = target
-                .get("to")
-                .and_then(Value::as_array)
-                .filter(|to| !to.is_empty() && to.len() <= MAX_RECIPIENTS)
-                .ok_or_else(|| {
-                    ApiError::invalid("target.to", format!("1 to {MAX_RECIPIENTS} addresses"))
-                })?;
-            for (index, address) in recipients.iter().enumerate() {
-                let valid = address.as_str().is_some_and(|text| {
-                    text.len() <= 254
-                        && text.split_once('@').is_some_and(|(local, domain)| {
-                            !local.is_empty() && domain.contains('.')
-                        })
-                });
-                if !valid {
-                    return Err(ApiError::invalid(
-                        &format!("target.to[{index}]"),
-                        "not an email address",
-                    ));
-                }
-            }
-            Ok(json!({"to": recipients}))
-        }
-    }
 }
 
 fn parse_id(id: &str) -> Result<RuleId, ApiError> {

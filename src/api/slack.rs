@@ -327,50 +327,6 @@ async fn store_install(
     Ok(connection)
 }
 
-/// A Slack connection made from a bot token the tenant pasted, checked
-/// with `auth.test`. Returns the public config and the secrets to seal.
-pub async fn connection_from_bot_token(
-    app: &AppState,
-    config: &serde_json::Value,
-) -> Result<(serde_json::Value, serde_json::Value), ApiError> {
-    let token = config
-        .get("bot_token")
-        .and_then(serde_json::Value::as_str)
-        .filter(|token| token.starts_with("xox"))
-        .ok_or_else(|| {
-            ApiError::invalid("config.bot_token", "a Slack bot token (xoxb-…) is required")
-        })?;
-    if config.as_object().is_some_and(|map| map.len() > 1) {
-        return Err(ApiError::invalid("config", "only bot_token is allowed"));
-    }
-    let identity = app
-        .destinations()
-        .slack_api()
-        .auth_test(token)
-        .await
-        .map_err(|error| {
-            ApiError::invalid(
-                "config.bot_token",
-                format!("Slack refused the token: {error}"),
-            )
-        })?;
-    let public = SlackConfig {
-        team_id: identity.team_id,
-        team_name: identity.team,
-        bot_user_id: identity.user_id,
-        scopes: Vec::new(),
-    };
-    let secrets = SlackSecrets {
-        bot_token: token.to_string(),
-        refresh_token: None,
-        expires_at_ms: None,
-    };
-    Ok((
-        serde_json::to_value(public).map_err(|error| ApiError::internal(&error))?,
-        serde_json::to_value(secrets).map_err(|error| ApiError::internal(&error))?,
-    ))
-}
-
 #[derive(Serialize)]
 struct ChannelList {
     data: Vec<Channel>,

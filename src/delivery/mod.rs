@@ -10,9 +10,9 @@
 //! requeues (see `scheduler.rs` for its invariants).
 
 mod attempt;
-pub mod net;
 pub mod retry;
 mod scheduler;
-pub mod signing;
+mod secrets;
 
 pub use scheduler::{Engine, EngineDeps, WindowSnapshot};
+pub use secrets::StoreSecrets;

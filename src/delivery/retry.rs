@@ -1,7 +1,8 @@
-//! Retry timing as pure functions: the schedule with jitter, and
-//! `Retry-After` parsing. No clocks are read here; callers pass `now`.
+//! Retry timing as pure functions: the schedule with jitter and the
+//! `Retry-After` cap (destinations parse the header:
+//! `destinations::retry_after`). No clocks are read here; callers pass `now`.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 /// Longest `Retry-After` honoured; longer answers are capped.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
@@ -49,16 +50,6 @@ impl RetryPolicy {
 fn jittered(delay: Duration, jitter: f64) -> Duration {
     let factor = 1.0 + JITTER * jitter.clamp(-1.0, 1.0);
     delay.mul_f64(factor)
-}
-
-/// `Retry-After` as delay-seconds or an HTTP date; `None` if unreadable.
-pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
-    let value = value.trim();
-    if let Ok(seconds) = value.parse::<u64>() {
-        return Some(Duration::from_secs(seconds));
-    }
-    let at = httpdate::parse_http_date(value).ok()?;
-    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 #[cfg(test)]
@@ -131,26 +122,5 @@ mod tests {
             None,
             "still counts as an attempt"
         );
-    }
-
-    #[test]
-    fn retry_after_reads_seconds_and_http_dates() {
-        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_445_412_480);
-        assert_eq!(
-            parse_retry_after("120", now),
-            Some(Duration::from_secs(120))
-        );
-        assert_eq!(parse_retry_after(" 0 ", now), Some(Duration::ZERO));
-        assert_eq!(
-            parse_retry_after("Wed, 21 Oct 2015 07:28:30 GMT", now),
-            Some(Duration::from_secs(30))
-        );
-        assert_eq!(
-            parse_retry_after("Wed, 21 Oct 2015 07:27:00 GMT", now),
-            Some(Duration::ZERO),
-            "a date in the past means now"
-        );
-        assert_eq!(parse_retry_after("soon", now), None);
-        assert_eq!(parse_retry_after("-5", now), None);
     }
 }

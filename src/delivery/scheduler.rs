@@ -948,7 +948,14 @@ mod tests {
         let mut deps = EngineDeps {
             store: store.clone(),
             destinations: Arc::new(
-                Destinations::new(&config, store.clone(), master_key.clone()).unwrap(),
+                Destinations::new(
+                    &config,
+                    Arc::new(crate::delivery::StoreSecrets::new(
+                        store.clone(),
+                        master_key.clone(),
+                    )),
+                )
+                .unwrap(),
             ),
             master_key,
             policy: RetryPolicy::new(&[1]),

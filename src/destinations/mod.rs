@@ -1,11 +1,18 @@
-//! One module per destination kind, each the same shape: validate its
-//! config, render the request (pure, pinned by tests), send it, classify the
-//! answer into an [`Outcome`]. The engine sees only [`Destinations::send`].
+//! Destination kinds, each one folder with the same shape (in the spirit of
+//! Vector's sinks): its config (validation, which fields are secret, how
+//! answers mask them), its rule target, a pure render pinned by tests, the
+//! send, and a classify of the answer into an [`Outcome`]. [`Destination`]
+//! ties a kind to the API and the engine; [`Destinations::new`] is the
+//! registry. Also here: what every kind's HTTP shares ([`net`]: the outbound
+//! clients and the address guard; [`retry_after`]) and the sealing of
+//! connection secrets. Nothing here depends on `delivery/` or `store/`:
+//! what a kind needs from storage comes through [`SecretsPort`].
 
 pub mod email;
 pub mod message;
+pub mod net;
+pub mod retry_after;
 pub mod slack;
-pub mod slack_delivery;
 pub mod webhook;
 
 use crate::config::Config;
@@ -13,8 +20,9 @@ use crate::crypto::{CryptoError, MasterKey};
 use crate::model::{
     Connection, ConnectionId, ConnectionKind, ConnectionStatus, Delivery, Event, Rule,
 };
-use crate::store::Store;
 use serde_json::Value;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -80,49 +88,158 @@ pub struct Job<'a> {
     pub now: SystemTime,
 }
 
-/// The destination adapters, built once from the configuration.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// One destination kind, as the API and the engine see it. Adding a kind
+/// is a folder implementing this plus one line in [`Destinations::new`]
+/// (ARCHITECTURE.md lists the steps).
+pub trait Destination: Send + Sync {
+    fn kind(&self) -> ConnectionKind;
+
+    /// Checks a new connection's config as the tenant sent it and splits it
+    /// into the public part and the secrets to seal.
+    fn create<'a>(&'a self, config: &'a Value) -> BoxFuture<'a, Result<NewConnection, Invalid>>;
+
+    /// A changed config for an existing connection, given its current
+    /// secrets: the new public part and the new secrets to seal.
+    fn update<'a>(
+        &'a self,
+        _config: &'a Value,
+        _secrets: Value,
+    ) -> BoxFuture<'a, Result<(Value, Value), Invalid>> {
+        Box::pin(async { Err(Invalid::new("config", "cannot be changed for this type")) })
+    }
+
+    /// The config as API answers show it. `secrets` opens the connection's
+    /// secrets, for kinds that show a masked trace of them.
+    fn shown_config(&self, config: &Value, _secrets: &dyn Fn() -> Option<Value>) -> Value {
+        config.clone()
+    }
+
+    /// Checks a rule's target for a connection of this kind and returns the
+    /// target to store.
+    fn validate_target(&self, target: &Value) -> Result<Value, Invalid>;
+
+    /// One attempt: render, send, classify.
+    fn send<'a>(&'a self, job: &'a Job<'a>) -> BoxFuture<'a, Outcome>;
+}
+
+/// A new connection's parts, split by its kind.
+#[derive(Debug)]
+pub struct NewConnection {
+    pub config: Value,
+    /// Sealed with the master key before it is stored.
+    pub secrets: Value,
+    /// A secret shown once in the creation answer (a webhook's signing
+    /// secret).
+    pub shown_once: Option<String>,
+}
+
+/// A field the tenant sent that a kind refuses (a 422 at the API).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {problem}")]
+pub struct Invalid {
+    pub field: String,
+    pub problem: String,
+}
+
+impl Invalid {
+    pub fn new(field: impl Into<String>, problem: impl std::fmt::Display) -> Self {
+        Self {
+            field: field.into(),
+            problem: problem.to_string(),
+        }
+    }
+}
+
+/// What a destination may ask of storage: a connection's current secrets,
+/// and replacing them only if they are still what it read (Slack's token
+/// refresh). The engine implements it over the `Store`; destinations never
+/// hold the store.
+pub trait SecretsPort: Send + Sync {
+    /// The connection's secrets as stored now; `None` once it is deleted.
+    fn load<'a>(
+        &'a self,
+        connection: &'a Connection,
+    ) -> BoxFuture<'a, Result<Option<StoredSecrets>, SecretsError>>;
+
+    /// Seals and stores `fresh` unless the stored secrets are no longer
+    /// `expected` (compare and swap).
+    fn swap<'a>(
+        &'a self,
+        connection: &'a Connection,
+        expected: &'a StoredSecrets,
+        fresh: &'a Value,
+    ) -> BoxFuture<'a, Result<Swap, SecretsError>>;
+}
+
+/// A connection's secrets as read, with what a swap compares against.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredSecrets {
+    pub secrets: Value,
+    /// Opaque to destinations (the sealed bytes, for the Store's port).
+    pub version: Vec<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Swap {
+    Swapped,
+    /// Someone else replaced them first: these are the newer secrets.
+    Stale(StoredSecrets),
+    /// The connection is gone.
+    Gone,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SecretsError {
+    #[error("{0}")]
+    Storage(String),
+    #[error("the connection's secrets cannot be opened or sealed with this master key")]
+    Crypto,
+}
+
+/// The registry: every kind's [`Destination`], built once from the
+/// configuration.
 pub struct Destinations {
-    webhook: webhook::Webhook,
-    email: email::Email,
-    slack: slack_delivery::SlackDelivery,
+    kinds: Vec<Arc<dyn Destination>>,
+    /// Also in `kinds`; the OAuth install and the channel picker need it.
+    slack: Arc<slack::Slack>,
 }
 
 impl Destinations {
-    pub fn new(
-        config: &Config,
-        store: Arc<dyn Store>,
-        master_key: Arc<MasterKey>,
-    ) -> reqwest::Result<Self> {
+    pub fn new(config: &Config, secrets: Arc<dyn SecretsPort>) -> reqwest::Result<Self> {
         let timeout = Duration::from_secs(config.delivery.timeout_seconds);
         let allow_private = config.delivery.allow_private_networks;
-        let tenant_http = crate::delivery::net::tenant_client(allow_private, timeout)?;
+        let tenant_http = net::tenant_client(allow_private, timeout)?;
         // The operator's own API bases (Slack, Resend) are trusted.
-        let trusted_http = crate::delivery::net::trusted_client(timeout)?;
-        let slack_client = config
-            .slack
-            .client_id
-            .clone()
-            .zip(config.slack.client_secret.clone());
-        Ok(Self {
-            webhook: webhook::Webhook::new(tenant_http, allow_private, timeout),
+        let trusted_http = net::trusted_client(timeout)?;
+        let slack = Arc::new(slack::Slack::new(config, trusted_http.clone(), secrets));
+        let kinds: Vec<Arc<dyn Destination>> = vec![
+            Arc::new(webhook::Webhook::new(tenant_http, allow_private, timeout)),
+            slack.clone(),
             // An SMTP setup error is logged and reported by each SMTP send
             // rather than stopping the server.
-            email: email::Email::new_or_degraded(config, trusted_http.clone()),
-            slack: slack_delivery::SlackDelivery::new(
-                slack::SlackApi::new(trusted_http, config.slack.api_base.clone()),
-                store,
-                master_key,
-                slack_client,
-                timeout,
-            ),
-        })
+            Arc::new(email::Email::new_or_degraded(config, trusted_http)),
+        ];
+        Ok(Self { kinds, slack })
+    }
+
+    /// The destination of a kind; `None` only if the registry lacks it (a
+    /// unit test checks every kind is there).
+    pub fn get(&self, kind: ConnectionKind) -> Option<&dyn Destination> {
+        self.kinds
+            .iter()
+            .find(|destination| destination.kind() == kind)
+            .map(|destination| destination.as_ref())
     }
 
     pub async fn send(&self, job: &Job<'_>) -> Outcome {
-        match job.connection.kind {
-            ConnectionKind::Webhook => self.webhook.send(job).await,
-            ConnectionKind::Slack => self.slack.send(job).await,
-            ConnectionKind::Email => self.email.send(job).await,
+        match self.get(job.connection.kind) {
+            Some(destination) => destination.send(job).await,
+            None => Outcome::permanent(format!(
+                "no destination of type {} on this instance",
+                job.connection.kind.as_str()
+            )),
         }
     }
 
@@ -180,11 +297,9 @@ pub async fn response_excerpt(mut response: reqwest::Response) -> Option<String>
 
 /// Describes a transport error for the delivery log, and whether to retry.
 pub fn transport_outcome(error: &reqwest::Error, timeout: Duration) -> Outcome {
-    if crate::delivery::net::is_forbidden_error(error) {
-        return Outcome::permanent(
-            "refused: the target resolves to a private or loopback address \
-             (delivery.allow_private_networks is false)",
-        );
+    // Worded as the checks at connection time and before the send word it.
+    if let Some(refused) = net::forbidden_target(error) {
+        return Outcome::permanent(format!("refused: {refused}"));
     }
     let message = if error.is_timeout() {
         format!("timed out after {}s", timeout.as_secs())
@@ -202,4 +317,40 @@ fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
         cause = source;
     }
     cause.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct NoSecrets;
+
+    impl SecretsPort for NoSecrets {
+        fn load<'a>(
+            &'a self,
+            _connection: &'a Connection,
+        ) -> BoxFuture<'a, Result<Option<StoredSecrets>, SecretsError>> {
+            Box::pin(async { Ok(None) })
+        }
+
+        fn swap<'a>(
+            &'a self,
+            _connection: &'a Connection,
+            _expected: &'a StoredSecrets,
+            _fresh: &'a Value,
+        ) -> BoxFuture<'a, Result<Swap, SecretsError>> {
+            Box::pin(async { Ok(Swap::Gone) })
+        }
+    }
+
+    #[tokio::test]
+    async fn every_kind_is_registered_once() {
+        let config = Config::defaults().unwrap();
+        let destinations = Destinations::new(&config, Arc::new(NoSecrets)).unwrap();
+        for kind in ConnectionKind::ALL {
+            let destination = destinations.get(kind).expect("registered");
+            assert_eq!(destination.kind(), kind);
+        }
+        assert_eq!(destinations.kinds.len(), ConnectionKind::ALL.len());
+    }
 }

@@ -5,7 +5,7 @@ use crate::receiver::{Receiver, Reply};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::time::Duration;
-use switchyard::delivery::signing::{WebhookSecret, verify};
+use switchyard::destinations::webhook::signing::{WebhookSecret, verify};
 
 fn status_is(expected: &'static str) -> impl Fn(&Value) -> bool {
     move |delivery| delivery["status"] == expected
@@ -413,11 +413,46 @@ async fn private_targets_are_refused_unless_allowed() {
             .await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{url}: {answer}");
     }
-    // A name that resolves to loopback passes creation but is refused when
-    // connecting: the check runs in the resolver.
+    // A name that resolves to loopback is refused at creation and on PATCH
+    // too (the host is resolved then), in the words of the send-time guard.
     let by_name = receiver.url.replace("127.0.0.1", "localhost");
+    let refusal = "localhost resolves to a private or loopback address; \
+                   set delivery.allow_private_networks to allow it";
+    let body = json!({"type": "webhook", "name": "x", "config": {"url": by_name}});
+    let (status, answer) = app
+        .send(app.post("/v1/connections", &ws.secret_key).json(&body))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
+    assert_eq!(
+        answer["error"]["message"],
+        format!("config: url: {refusal}"),
+        "{answer}"
+    );
+    let (public, _) = app
+        .create_webhook(&ws, "https://hooks.example.com/in")
+        .await;
+    let (status, answer) = app
+        .send(
+            app.patch(&format!("/v1/connections/{public}"), &ws.secret_key)
+                .json(&json!({"config": {"url": by_name}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
+    assert_eq!(
+        answer["error"]["message"],
+        format!("config: url: {refusal}")
+    );
+
+    // A name saved while it was allowed (or while it resolved elsewhere: DNS
+    // rebinding) is still refused when connecting: the resolver checks too.
+    let mut app = TestApp::spawn_with(|config| {
+        config.delivery.allow_private_networks = true;
+    })
+    .await;
+    let ws = app.create_workspace("acme").await;
     let (connection, _) = app.create_webhook(&ws, &by_name).await;
     app.create_rule(&ws, &connection, json!({})).await;
+    app.restart_with(|_| {}).await; // allow_private_networks = false
     let (_, delivery_id) = app.emit_for_delivery(&ws).await;
     let dead = app
         .wait_for_delivery(&ws, &delivery_id, status_is("dead"))
@@ -429,6 +464,7 @@ async fn private_targets_are_refused_unless_allowed() {
             .starts_with("refused"),
         "{dead}"
     );
+    assert_eq!(dead["attempts"][0]["error"], format!("refused: {refusal}"));
     assert!(
         receiver.try_next().is_none(),
         "nothing reached the private address"

@@ -5,22 +5,34 @@
 //! operator's (`email.resend.*`, `email.smtp.*` in the configuration), never
 //! stored per connection. A rule's target is `{"to": ["a@b", …]}`.
 //!
-//! Same shape as the other destinations: [`validate_config`], [`render`]
-//! (pure), [`Email::send`], and pure classifiers ([`classify_resend`],
-//! [`classify_smtp`]) turning an answer into a [`Verdict`].
+//! Same shape as the other destinations: [`config`] (the connection's
+//! provider and sender, the rule's recipients), [`render`] (pure), the
+//! send, and pure classifiers ([`classify_resend`], [`classify_smtp`])
+//! turning an answer into a [`Verdict`].
 //!
 //! Resend: `POST {api_base}/emails` with `Idempotency-Key` = the delivery id,
 //! so a retried attempt never sends a second mail. SMTP: one pooled lettre
 //! transport built at start; the `Message-ID` is derived from the delivery id
 //! for the same reason (receivers can de-duplicate on it).
 
+pub mod config;
+
+pub use config::{
+    EmailConnectionConfig, MAX_RECIPIENTS, Provider, recipients, validate_config, validate_target,
+};
+
 use super::message::{self, AlertSummary, Escape, TemplateError};
-use super::{Job, Outcome, Verdict, response_excerpt, transport_outcome};
+use super::{
+    BoxFuture, Destination, Invalid, Job, NewConnection, Outcome, Verdict, response_excerpt,
+    transport_outcome,
+};
 use crate::config::{Config, SmtpConfig, SmtpTls};
-use crate::delivery::retry::parse_retry_after;
+use crate::destinations::retry_after::parse_retry_after;
+use crate::model::ConnectionKind;
 use crate::model::Event;
 use crate::rules::Severity;
 use crate::secret::Secret;
+use config::parse_mailbox;
 use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::PoolConfig;
 use lettre::transport::smtp::authentication::Credentials;
@@ -38,131 +50,6 @@ pub const USER_AGENT: &str = concat!("switchyard/", env!("CARGO_PKG_VERSION"));
 
 /// SMTP connections kept open per instance.
 const SMTP_POOL_SIZE: u32 = 8;
-
-/// Who sends an email connection's mail.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Provider {
-    Resend,
-    Smtp,
-}
-
-impl Provider {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Provider::Resend => "resend",
-            Provider::Smtp => "smtp",
-        }
-    }
-}
-
-/// The stored config of an email connection.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EmailConnectionConfig {
-    pub provider: Provider,
-    /// A mailbox, `Name <address>` or a bare address, checked by lettre.
-    pub from: String,
-}
-
-/// Why an instance's provider cannot send, naming the key to set; `None`
-/// when it is configured.
-fn provider_unconfigured(provider: Provider, instance: &Config) -> Option<String> {
-    match provider {
-        Provider::Resend => {
-            let configured = instance
-                .email
-                .resend
-                .api_key
-                .as_ref()
-                .is_some_and(|key| !key.expose().trim().is_empty());
-            (!configured).then(|| {
-                "the resend provider is not configured on this instance: the operator must set \
-                 email.resend.api_key (SWITCHYARD_EMAIL__RESEND__API_KEY)"
-                    .to_string()
-            })
-        }
-        Provider::Smtp => {
-            let configured = instance
-                .email
-                .smtp
-                .host
-                .as_ref()
-                .is_some_and(|host| !host.trim().is_empty());
-            (!configured).then(|| {
-                "the smtp provider is not configured on this instance: the operator must set \
-                 email.smtp.host (SWITCHYARD_EMAIL__SMTP__HOST)"
-                    .to_string()
-            })
-        }
-    }
-}
-
-/// Validates an email connection's config as the tenant sent it and returns
-/// the config to store: `{"provider": "resend" | "smtp", "from": "…"}`.
-pub fn validate_config(config: &Value, instance: &Config) -> Result<Value, String> {
-    let map = config.as_object().ok_or_else(|| {
-        "expected {\"provider\": \"resend\" | \"smtp\", \"from\": \"Name <address>\"}".to_string()
-    })?;
-    if let Some(key) = map
-        .keys()
-        .find(|key| !matches!(key.as_str(), "provider" | "from"))
-    {
-        return Err(format!(
-            "unknown key {key:?}: an email connection takes only provider and from \
-             (credentials are instance configuration, email.resend.* and email.smtp.*)"
-        ));
-    }
-    let provider = match map.get("provider").and_then(Value::as_str) {
-        Some("resend") => Provider::Resend,
-        Some("smtp") => Provider::Smtp,
-        Some(other) => {
-            return Err(format!(
-                "provider {other:?} is unknown: use \"resend\" or \"smtp\""
-            ));
-        }
-        None => return Err("provider is required: \"resend\" or \"smtp\"".into()),
-    };
-    let from = map
-        .get("from")
-        .and_then(Value::as_str)
-        .ok_or_else(|| "from is required, e.g. \"Alerts <alerts@example.com>\"".to_string())?;
-    let mailbox = parse_mailbox(from)
-        .map_err(|error| format!("from: {error}, e.g. \"Alerts <alerts@example.com>\""))?;
-    if let Some(error) = provider_unconfigured(provider, instance) {
-        return Err(error);
-    }
-    serde_json::to_value(EmailConnectionConfig {
-        provider,
-        from: mailbox.to_string(),
-    })
-    .map_err(|error| error.to_string())
-}
-
-fn parse_mailbox(text: &str) -> Result<Mailbox, String> {
-    text.trim()
-        .parse::<Mailbox>()
-        .map_err(|error| format!("{text:?} is not an email address ({error})"))
-}
-
-/// The recipients of a rule's target `{"to": [...]}`.
-pub fn recipients(target: &Value) -> Result<Vec<Mailbox>, String> {
-    let list = target
-        .get("to")
-        .and_then(Value::as_array)
-        .filter(|list| !list.is_empty())
-        .ok_or_else(|| {
-            "no recipients: the rule's target needs {\"to\": [\"a@example.com\"]}".to_string()
-        })?;
-    list.iter()
-        .enumerate()
-        .map(|(index, address)| {
-            let text = address
-                .as_str()
-                .ok_or_else(|| format!("target.to[{index}] is not a string"))?;
-            parse_mailbox(text).map_err(|error| format!("target.to[{index}]: {error}"))
-        })
-        .collect()
-}
 
 /// A rendered email: what any provider sends.
 #[derive(Debug, Clone, PartialEq)]
@@ -680,6 +567,8 @@ impl Smtp {
 
 /// The email adapter: the providers configured on this instance.
 pub struct Email {
+    /// The instance's configuration, for checking a connection's provider.
+    instance: Config,
     resend: Option<Resend>,
     smtp: Option<Smtp>,
     /// Why SMTP could not be set up, reported by every SMTP send.
@@ -692,6 +581,7 @@ impl Email {
     pub fn new(config: &Config, http: reqwest::Client) -> Result<Self, EmailSetupError> {
         let timeout = Duration::from_secs(config.delivery.timeout_seconds);
         Ok(Self {
+            instance: config.clone(),
             resend: Self::resend(config, http, timeout),
             smtp: Smtp::from_config(&config.email.smtp, timeout)?,
             smtp_error: None,
@@ -707,6 +597,7 @@ impl Email {
                 tracing::error!(%error, "SMTP email is unavailable until the configuration is fixed");
                 let timeout = Duration::from_secs(config.delivery.timeout_seconds);
                 Self {
+                    instance: config.clone(),
                     resend: Self::resend(config, http, timeout),
                     smtp: None,
                     smtp_error: Some(error.to_string()),
@@ -733,7 +624,7 @@ impl Email {
         })
     }
 
-    pub async fn send(&self, job: &Job<'_>) -> Outcome {
+    async fn post(&self, job: &Job<'_>) -> Outcome {
         let config: EmailConnectionConfig =
             match serde_json::from_value(job.connection.config.clone()) {
                 Ok(config) => config,
@@ -767,6 +658,30 @@ impl Email {
                 )),
             },
         }
+    }
+}
+
+impl Destination for Email {
+    fn kind(&self) -> ConnectionKind {
+        ConnectionKind::Email
+    }
+
+    /// No secrets: the credentials are the operator's.
+    fn create<'a>(&'a self, config: &'a Value) -> BoxFuture<'a, Result<NewConnection, Invalid>> {
+        let checked = validate_config(config, &self.instance).map(|config| NewConnection {
+            config,
+            secrets: json!({}),
+            shown_once: None,
+        });
+        Box::pin(async move { checked.map_err(|problem| Invalid::new("config", problem)) })
+    }
+
+    fn validate_target(&self, target: &Value) -> Result<Value, Invalid> {
+        validate_target(target)
+    }
+
+    fn send<'a>(&'a self, job: &'a Job<'a>) -> BoxFuture<'a, Outcome> {
+        Box::pin(self.post(job))
     }
 }
 

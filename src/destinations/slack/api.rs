@@ -7,8 +7,8 @@
 //! `Retry-After` (seconds).
 
 use super::Channel;
-use crate::delivery::retry::parse_retry_after;
 use crate::destinations::RESPONSE_EXCERPT_BYTES;
+use crate::destinations::retry_after::parse_retry_after;
 use reqwest::header::{CONTENT_TYPE, RETRY_AFTER};
 use reqwest::{RequestBuilder, Response, StatusCode};
 use serde::Deserialize;

@@ -1,17 +1,19 @@
-//! Posting alerts to Slack with the tenant's own token: token refresh
-//! (rotation) done once per connection however many deliveries need it,
-//! about one message per second per channel, and the channel picker's list.
+//! Slack as a [`Destination`]: posting alerts with the tenant's own token,
+//! token refresh (rotation) done once per connection however many
+//! deliveries need it, about one message per second per channel, and the
+//! channel picker's list.
 
-use super::message::AlertSummary;
-use super::slack::{
-    Channel, SlackApi, SlackError, SlackSecrets, SlackVerdict, classify, into_outcome,
-    render_message,
+use super::config::{self, SlackSecrets};
+use super::{Channel, SlackApi, SlackError, SlackVerdict, classify, into_outcome, render_message};
+use crate::config::Config;
+use crate::destinations::message::AlertSummary;
+use crate::destinations::{
+    BoxFuture, Destination, Invalid, Job, NewConnection, Outcome, SecretsError, SecretsPort,
+    StoredSecrets, Swap, Verdict, transport_outcome,
 };
-use super::{Job, Outcome, open_secrets, seal_secrets, transport_outcome};
-use crate::crypto::MasterKey;
-use crate::model::{Connection, ConnectionId, ConnectionStatus, now_ms};
+use crate::model::{Connection, ConnectionId, ConnectionKind, ConnectionStatus, now_ms};
 use crate::secret::Secret;
-use crate::store::{ConnectionPatch, PatchOutcome, Store};
+use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -29,7 +31,7 @@ pub const MAX_CACHED_CHANNEL_LISTS: usize = 256;
 /// many (and again each time it has doubled since).
 pub const PACER_PRUNE_MIN: usize = 256;
 
-pub struct SlackDelivery {
+pub struct Slack {
     api: SlackApi,
     tokens: SlackTokens,
     pacer: ChannelPacer,
@@ -37,19 +39,38 @@ pub struct SlackDelivery {
     timeout: Duration,
 }
 
-impl SlackDelivery {
-    pub fn new(
-        api: SlackApi,
-        store: Arc<dyn Store>,
-        master_key: Arc<MasterKey>,
-        client: Option<(String, Secret)>,
-        timeout: Duration,
-    ) -> Self {
+impl Destination for Slack {
+    fn kind(&self) -> ConnectionKind {
+        ConnectionKind::Slack
+    }
+
+    fn create<'a>(&'a self, config: &'a Value) -> BoxFuture<'a, Result<NewConnection, Invalid>> {
+        Box::pin(config::from_bot_token(&self.api, config))
+    }
+
+    fn validate_target(&self, target: &Value) -> Result<Value, Invalid> {
+        config::validate_target(target)
+    }
+
+    fn send<'a>(&'a self, job: &'a Job<'a>) -> BoxFuture<'a, Outcome> {
+        Box::pin(self.post(job))
+    }
+}
+
+impl Slack {
+    /// `http` is the trusted client (the Slack API base is the operator's).
+    pub fn new(config: &Config, http: reqwest::Client, secrets: Arc<dyn SecretsPort>) -> Self {
+        let api = SlackApi::new(http, config.slack.api_base.clone());
+        let client = config
+            .slack
+            .client_id
+            .clone()
+            .zip(config.slack.client_secret.clone());
+        let timeout = Duration::from_secs(config.delivery.timeout_seconds);
         Self {
             tokens: SlackTokens {
                 api: api.clone(),
-                store,
-                master_key,
+                secrets,
                 client,
                 locks: RefreshLocks::default(),
             },
@@ -64,7 +85,7 @@ impl SlackDelivery {
         &self.api
     }
 
-    pub async fn send(&self, job: &Job<'_>) -> Outcome {
+    async fn post(&self, job: &Job<'_>) -> Outcome {
         let Some(channel) = job.rule.target.get("channel").and_then(|c| c.as_str()) else {
             return Outcome::permanent("the rule has no Slack channel");
         };
@@ -75,7 +96,11 @@ impl SlackDelivery {
                 return Outcome::permanent(format!("the rule's template failed: {error}"));
             }
         };
-        let token = match self.tokens.token(job.connection, None).await {
+        let current = match parse_secrets(job.secrets) {
+            Ok(current) => current,
+            Err(outcome) => return outcome,
+        };
+        let token = match self.tokens.token(job.connection, &current, None).await {
             Ok(token) => token,
             Err(outcome) => return outcome,
         };
@@ -90,7 +115,11 @@ impl SlackDelivery {
         }
         // The token expired early (or rotation was switched on): refresh once
         // and post again.
-        let token = match self.tokens.token(job.connection, Some(&token)).await {
+        let token = match self
+            .tokens
+            .token(job.connection, &current, Some(&token))
+            .await
+        {
             Ok(token) => token,
             Err(outcome) => return outcome,
         };
@@ -105,9 +134,15 @@ impl SlackDelivery {
         if let Some(channels) = self.lock_channels().get(connection.id, Instant::now()) {
             return Ok(channels.as_ref().clone());
         }
+        let current = self
+            .tokens
+            .load(connection)
+            .await
+            .and_then(|stored| parse_secrets(&stored.secrets))
+            .map_err(|outcome| outcome_text(&outcome))?;
         let token = self
             .tokens
-            .token(connection, None)
+            .token(connection, &current, None)
             .await
             .map_err(|outcome| outcome_text(&outcome))?;
         let channels = self
@@ -167,45 +202,40 @@ impl ChannelCache {
 
 fn outcome_text(outcome: &Outcome) -> String {
     match &outcome.verdict {
-        super::Verdict::Delivered => "ok".into(),
-        super::Verdict::Retry { error, .. } | super::Verdict::Permanent { error, .. } => {
-            error.clone()
-        }
+        Verdict::Delivered => "ok".into(),
+        Verdict::Retry { error, .. } | Verdict::Permanent { error, .. } => error.clone(),
     }
 }
 
 /// Access tokens of rotating Slack installs. A per-connection lock and a
-/// compare-and-swap write make sure concurrent deliveries refresh once: the
-/// second waiter finds the token already replaced and uses it.
+/// compare-and-swap through the [`SecretsPort`] make sure concurrent
+/// deliveries refresh once: the second waiter finds the token already
+/// replaced and uses it.
 struct SlackTokens {
     api: SlackApi,
-    store: Arc<dyn Store>,
-    master_key: Arc<MasterKey>,
+    secrets: Arc<dyn SecretsPort>,
     client: Option<(String, Secret)>,
     locks: RefreshLocks,
 }
 
 impl SlackTokens {
-    /// A usable token. `rejected` is a token Slack just called expired:
-    /// refresh unless the stored token is already another one.
+    /// A usable token. `current` is what the caller read; `rejected` is a
+    /// token Slack just called expired: refresh unless the stored token is
+    /// already another one.
     async fn token(
         &self,
         connection: &Connection,
+        current: &SlackSecrets,
         rejected: Option<&str>,
     ) -> Result<String, Outcome> {
-        let secrets = self.secrets(connection)?;
-        if rejected.is_none() && !expires_soon(&secrets) {
-            return Ok(secrets.bot_token);
+        if rejected.is_none() && !expires_soon(current) {
+            return Ok(current.bot_token.clone());
         }
         let lock = self.locks.lock_for(connection.id);
         let _guard = lock.lock().await;
         // Re-read under the lock: another delivery may have refreshed.
-        let current = self
-            .store
-            .connection(connection.workspace_id, connection.id)
-            .map_err(|error| Outcome::retry(format!("cannot read the connection: {error}")))?
-            .ok_or_else(|| Outcome::permanent("the connection was deleted"))?;
-        let stored = self.secrets(&current)?;
+        let read = self.load(connection).await?;
+        let stored = parse_secrets(&read.secrets)?;
         let replaced = rejected.is_some_and(|token| token != stored.bot_token);
         if replaced || (rejected.is_none() && !expires_soon(&stored)) {
             return Ok(stored.bot_token);
@@ -236,26 +266,16 @@ impl SlackTokens {
             refresh_token: access.refresh_token.or(Some(refresh_token)),
             expires_at_ms: access.expires_in.map(|secs| now_ms() + secs * 1000),
         };
-        let sealed = serde_json::to_value(&fresh)
-            .ok()
-            .and_then(|json| seal_secrets(&self.master_key, current.id, &json).ok())
-            .ok_or_else(|| Outcome::retry("cannot seal the refreshed token"))?;
-        let patch = ConnectionPatch {
-            sealed_secrets: Some(sealed),
-            if_secrets_are: Some(current.sealed_secrets.clone()),
-            ..ConnectionPatch::default()
-        };
-        match self
-            .store
-            .update_connection(current.workspace_id, current.id, patch)
-            .await
-        {
-            Ok(PatchOutcome::Updated(_)) => {
-                tracing::info!(connection = %current.id, "Slack token refreshed");
+        let fresh_json = serde_json::to_value(&fresh)
+            .map_err(|_| Outcome::retry("cannot seal the refreshed token"))?;
+        match self.secrets.swap(connection, &read, &fresh_json).await {
+            Ok(Swap::Swapped) => {
+                tracing::info!(connection = %connection.id, "Slack token refreshed");
                 Ok(fresh.bot_token)
             }
-            Ok(PatchOutcome::Stale(newer)) => Ok(self.secrets(&newer)?.bot_token),
-            Ok(PatchOutcome::NotFound) => Err(Outcome::permanent("the connection was deleted")),
+            Ok(Swap::Stale(newer)) => Ok(parse_secrets(&newer.secrets)?.bot_token),
+            Ok(Swap::Gone) => Err(Outcome::permanent("the connection was deleted")),
+            Err(SecretsError::Crypto) => Err(Outcome::retry("cannot seal the refreshed token")),
             // The old refresh token is spent; without the new one stored the
             // install must be renewed.
             Err(error) => Err(Outcome::retry(format!(
@@ -264,12 +284,25 @@ impl SlackTokens {
         }
     }
 
-    fn secrets(&self, connection: &Connection) -> Result<SlackSecrets, Outcome> {
-        open_secrets(&self.master_key, connection)
-            .ok()
-            .and_then(|json| serde_json::from_value(json).ok())
-            .ok_or_else(|| Outcome::permanent("the connection's Slack token cannot be read"))
+    /// The connection's secrets as stored now.
+    async fn load(&self, connection: &Connection) -> Result<StoredSecrets, Outcome> {
+        match self.secrets.load(connection).await {
+            Ok(Some(stored)) => Ok(stored),
+            Ok(None) => Err(Outcome::permanent("the connection was deleted")),
+            Err(SecretsError::Crypto) => Err(unreadable()),
+            Err(error) => Err(Outcome::retry(format!(
+                "cannot read the connection: {error}"
+            ))),
+        }
     }
+}
+
+fn parse_secrets(json: &Value) -> Result<SlackSecrets, Outcome> {
+    serde_json::from_value(json.clone()).map_err(|_| unreadable())
+}
+
+fn unreadable() -> Outcome {
+    Outcome::permanent("the connection's Slack token cannot be read")
 }
 
 /// One refresh lock per connection, held only while someone refreshes or
@@ -311,7 +344,7 @@ fn reauth(error: &str) -> Outcome {
     Outcome {
         status_code: None,
         response: None,
-        verdict: super::Verdict::Permanent {
+        verdict: Verdict::Permanent {
             error: format!("{error}; reconnect Slack"),
             connection_status: Some(ConnectionStatus::NeedsReauth),
         },
@@ -375,6 +408,116 @@ impl ChannelPacer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::WorkspaceId;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// The port over memory: one connection's secrets and a version bumped
+    /// by each swap.
+    struct MemorySecrets {
+        stored: Mutex<StoredSecrets>,
+        swaps: AtomicUsize,
+    }
+
+    impl SecretsPort for MemorySecrets {
+        fn load<'a>(
+            &'a self,
+            _connection: &'a Connection,
+        ) -> BoxFuture<'a, Result<Option<StoredSecrets>, SecretsError>> {
+            Box::pin(async { Ok(Some(self.stored.lock().unwrap().clone())) })
+        }
+
+        fn swap<'a>(
+            &'a self,
+            _connection: &'a Connection,
+            expected: &'a StoredSecrets,
+            fresh: &'a Value,
+        ) -> BoxFuture<'a, Result<Swap, SecretsError>> {
+            Box::pin(async move {
+                let mut stored = self.stored.lock().unwrap();
+                if stored.version != expected.version {
+                    return Ok(Swap::Stale(stored.clone()));
+                }
+                let version = self.swaps.fetch_add(1, Ordering::SeqCst) as u8 + 1;
+                *stored = StoredSecrets {
+                    secrets: fresh.clone(),
+                    version: vec![version],
+                };
+                Ok(Swap::Swapped)
+            })
+        }
+    }
+
+    /// Slack's `oauth.v2.access` on loopback, counting refreshes.
+    async fn fake_refresh_endpoint() -> (String, Arc<AtomicUsize>) {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counted = calls.clone();
+        let app = axum::Router::new().route(
+            "/oauth.v2.access",
+            axum::routing::post(move || {
+                let n = counted.fetch_add(1, Ordering::SeqCst) + 1;
+                async move {
+                    axum::Json(serde_json::json!({
+                        "ok": true,
+                        "access_token": format!("xoxe.xoxb-fresh-{n}"),
+                        "refresh_token": format!("xoxe-1-refresh-{n}"),
+                        "expires_in": 43200,
+                        "token_type": "bot",
+                    }))
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (base, calls)
+    }
+
+    #[tokio::test]
+    async fn two_deliveries_with_an_expired_token_refresh_once() {
+        let (base, refreshes) = fake_refresh_endpoint().await;
+        let expired = SlackSecrets {
+            bot_token: "xoxe.xoxb-old".into(),
+            refresh_token: Some("xoxe-1-refresh-0".into()),
+            expires_at_ms: Some(now_ms() - 1),
+        };
+        let port = Arc::new(MemorySecrets {
+            stored: Mutex::new(StoredSecrets {
+                secrets: serde_json::to_value(&expired).unwrap(),
+                version: vec![0],
+            }),
+            swaps: AtomicUsize::new(0),
+        });
+        let tokens = SlackTokens {
+            api: SlackApi::new(reqwest::Client::new(), base),
+            secrets: port.clone(),
+            client: Some(("client-id".into(), Secret::new("client-secret"))),
+            locks: RefreshLocks::default(),
+        };
+        let connection = Connection {
+            id: ConnectionId::new(),
+            workspace_id: WorkspaceId::new(),
+            name: "slack".into(),
+            kind: ConnectionKind::Slack,
+            status: ConnectionStatus::Active,
+            config: serde_json::json!({}),
+            sealed_secrets: Vec::new(),
+            created_at_ms: 0,
+            updated_at_ms: 0,
+        };
+
+        let (first, second) = tokio::join!(
+            tokens.token(&connection, &expired, None),
+            tokens.token(&connection, &expired, None),
+        );
+
+        assert_eq!(first.unwrap(), "xoxe.xoxb-fresh-1");
+        assert_eq!(second.unwrap(), "xoxe.xoxb-fresh-1");
+        assert_eq!(refreshes.load(Ordering::SeqCst), 1);
+        assert_eq!(port.swaps.load(Ordering::SeqCst), 1);
+        let stored: SlackSecrets =
+            serde_json::from_value(port.stored.lock().unwrap().secrets.clone()).unwrap();
+        assert_eq!(stored.refresh_token.as_deref(), Some("xoxe-1-refresh-1"));
+    }
 
     fn channel(id: &str) -> Channel {
         serde_json::from_value(serde_json::json!({"id": id, "name": id, "is_private": false}))

@@ -3,130 +3,30 @@
 //! `webhook-timestamp`, `webhook-signature: v1,<base64 HMAC-SHA256>` over
 //! `{id}.{timestamp}.{body}`; body `{type, timestamp, data, event_id,
 //! resource, resource_id}`. A 2xx answer is success.
+//!
+//! [`config`]: the URL (guarded) and the sealed secrets and headers;
+//! [`render`]: the body, pure; [`signing`]: the signatures; this file: the
+//! send and [`classify()`].
 
-use super::{Job, Outcome, Verdict, response_excerpt, transport_outcome};
-use crate::delivery::net::{TargetError, check_url};
-use crate::delivery::retry::parse_retry_after;
-use crate::delivery::signing::{WebhookSecret, signature_header};
-use crate::model::{ConnectionStatus, Event, format_timestamp_ms};
+pub mod config;
+pub mod render;
+pub mod signing;
+
+pub use config::{PreviousSecret, WebhookConfig, WebhookSecrets, validate};
+pub use render::render_body;
+
+use crate::destinations::net::check_url;
+use crate::destinations::retry_after::parse_retry_after;
+use crate::destinations::{
+    BoxFuture, Destination, Invalid, Job, NewConnection, Outcome, Verdict, response_excerpt,
+    transport_outcome,
+};
+use crate::model::{ConnectionKind, ConnectionStatus};
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
-use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
-use std::collections::BTreeMap;
+use serde_json::Value;
+use signing::{WebhookSecret, signature_header};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-/// The public part of a webhook connection.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WebhookConfig {
-    pub url: String,
-}
-
-/// The sealed part: signing secrets and the tenant's extra headers (which
-/// often carry credentials). Its `Debug` shows header names only.
-#[derive(Clone, PartialEq, Serialize, Deserialize)]
-pub struct WebhookSecrets {
-    pub signing_secret: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub previous: Option<PreviousSecret>,
-    #[serde(default)]
-    pub headers: BTreeMap<String, String>,
-}
-
-impl std::fmt::Debug for WebhookSecrets {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WebhookSecrets")
-            .field("signing_secret", &"********")
-            .field("previous", &self.previous.as_ref().map(|p| p.expires_at_ms))
-            .field("headers", &self.headers.keys().collect::<Vec<_>>())
-            .finish()
-    }
-}
-
-/// A rotated-out secret that keeps signing until `expires_at_ms`.
-#[derive(Clone, PartialEq, Serialize, Deserialize)]
-pub struct PreviousSecret {
-    pub signing_secret: String,
-    pub expires_at_ms: u64,
-}
-
-/// Most custom headers on one endpoint.
-pub const MAX_HEADERS: usize = 20;
-
-/// Headers a tenant may not set: ours, or ones the HTTP stack owns.
-const RESERVED_HEADERS: &[&str] = &[
-    "webhook-id",
-    "webhook-timestamp",
-    "webhook-signature",
-    "content-type",
-    "content-length",
-    "host",
-    "transfer-encoding",
-    "connection",
-];
-
-#[derive(Debug, thiserror::Error)]
-pub enum WebhookConfigError {
-    #[error("url: {0}")]
-    Url(#[from] TargetError),
-    #[error("headers: {0}")]
-    Headers(String),
-}
-
-/// Checks a webhook URL and custom headers as the tenant sent them.
-pub fn validate(
-    url: &str,
-    headers: &BTreeMap<String, String>,
-    allow_private: bool,
-) -> Result<WebhookConfig, WebhookConfigError> {
-    check_url(url, allow_private)?;
-    if headers.len() > MAX_HEADERS {
-        return Err(WebhookConfigError::Headers(format!(
-            "at most {MAX_HEADERS} headers"
-        )));
-    }
-    for (name, value) in headers {
-        let parsed = HeaderName::from_bytes(name.as_bytes())
-            .map_err(|_| WebhookConfigError::Headers(format!("{name:?} is not a header name")))?;
-        if RESERVED_HEADERS.contains(&parsed.as_str()) {
-            return Err(WebhookConfigError::Headers(format!(
-                "{name} is set by Switchyard"
-            )));
-        }
-        HeaderValue::from_str(value)
-            .map_err(|_| WebhookConfigError::Headers(format!("the value of {name} is invalid")))?;
-    }
-    Ok(WebhookConfig {
-        url: url.to_string(),
-    })
-}
-
-#[derive(Serialize)]
-struct Body<'a> {
-    #[serde(rename = "type")]
-    kind: &'a str,
-    timestamp: String,
-    data: &'a RawValue,
-    event_id: String,
-    resource: Option<&'a str>,
-    resource_id: Option<&'a str>,
-}
-
-/// The request body of an event; pure, so tests pin it.
-pub fn render_body(event: &Event) -> Vec<u8> {
-    // Payloads are validated JSON objects at ingest.
-    let data = serde_json::from_slice::<&RawValue>(&event.payload).unwrap_or(RawValue::NULL);
-    let body = Body {
-        kind: event.name.as_str(),
-        timestamp: format_timestamp_ms(event.received_at_ms),
-        data,
-        event_id: event.id.to_string(),
-        resource: event.resource.as_deref(),
-        resource_id: event.resource_id.as_deref(),
-    };
-    serde_json::to_vec(&body).unwrap_or_default()
-}
 
 /// The signing secrets in force at `now_ms`: the current one, then the
 /// previous one while its overlap lasts.
@@ -171,6 +71,36 @@ pub struct Webhook {
     timeout: Duration,
 }
 
+impl Destination for Webhook {
+    fn kind(&self) -> ConnectionKind {
+        ConnectionKind::Webhook
+    }
+
+    fn create<'a>(&'a self, config: &'a Value) -> BoxFuture<'a, Result<NewConnection, Invalid>> {
+        Box::pin(config::create(config, self.allow_private))
+    }
+
+    fn update<'a>(
+        &'a self,
+        config: &'a Value,
+        secrets: Value,
+    ) -> BoxFuture<'a, Result<(Value, Value), Invalid>> {
+        Box::pin(config::update(config, secrets, self.allow_private))
+    }
+
+    fn shown_config(&self, config: &Value, secrets: &dyn Fn() -> Option<Value>) -> Value {
+        config::shown(config, secrets())
+    }
+
+    fn validate_target(&self, target: &Value) -> Result<Value, Invalid> {
+        config::validate_target(target)
+    }
+
+    fn send<'a>(&'a self, job: &'a Job<'a>) -> BoxFuture<'a, Outcome> {
+        Box::pin(self.post(job))
+    }
+}
+
 impl Webhook {
     /// `http` must be the guarded tenant client (no redirects, private
     /// addresses refused at connect time unless allowed).
@@ -182,7 +112,7 @@ impl Webhook {
         }
     }
 
-    pub async fn send(&self, job: &Job<'_>) -> Outcome {
+    async fn post(&self, job: &Job<'_>) -> Outcome {
         let config: WebhookConfig = match serde_json::from_value(job.connection.config.clone()) {
             Ok(config) => config,
             Err(error) => return Outcome::permanent(format!("invalid webhook config: {error}")),

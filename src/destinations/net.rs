@@ -8,6 +8,9 @@
 //!   refuses bad schemes, credentials and forbidden IP literals (reqwest never
 //!   calls the resolver for an IP literal, so this check is the only guard
 //!   for them);
+//! - [`check_resolved`], at connection create and update time, resolves a
+//!   host name and refuses it when all its addresses are forbidden, so the
+//!   tenant hears about it then rather than from a dead delivery;
 //! - [`tenant_client`] resolves host names through [`GuardedResolver`], which
 //!   drops forbidden addresses at connect time, so a name that resolved to a
 //!   public address when the connection was created and to a private one now
@@ -91,6 +94,37 @@ pub fn check_url(url: &str, allow_private: bool) -> Result<Url, TargetError> {
     Ok(parsed)
 }
 
+/// Longest wait for a name to resolve when a connection is saved.
+pub const RESOLVE_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Resolves `url`'s host name now (unless `allow_private`) and refuses it,
+/// as [`GuardedResolver`] would at connect time, when every address it has
+/// is forbidden. A name that does not resolve (yet) passes: the resolver
+/// checks again at every connect, which also covers DNS rebinding.
+pub async fn check_resolved(url: &str, allow_private: bool) -> Result<(), TargetError> {
+    if allow_private {
+        return Ok(());
+    }
+    let parsed = check_url(url, allow_private)?;
+    let (Some(host), Some(port)) = (parsed.host_str(), parsed.port_or_known_default()) else {
+        return Ok(());
+    };
+    if host.starts_with('[') || host.parse::<IpAddr>().is_ok() {
+        return Ok(()); // an IP literal, which check_url has judged
+    }
+    let lookup = tokio::net::lookup_host((host, port));
+    let Ok(Ok(addresses)) = tokio::time::timeout(RESOLVE_CHECK_TIMEOUT, lookup).await else {
+        return Ok(());
+    };
+    let addresses: Vec<SocketAddr> = addresses.collect();
+    if !addresses.is_empty() && addresses.iter().all(|address| is_forbidden(address.ip())) {
+        return Err(TargetError::Forbidden {
+            host: host.to_owned(),
+        });
+    }
+    Ok(())
+}
+
 /// A DNS resolver that drops forbidden addresses (unless `allow_private`)
 /// and fails with [`TargetError::Forbidden`] when none are left.
 #[derive(Debug, Clone, Copy)]
@@ -142,17 +176,17 @@ pub fn trusted_client(timeout: Duration) -> reqwest::Result<reqwest::Client> {
     base_builder(timeout).build()
 }
 
-/// Whether a request failed because [`GuardedResolver`] refused the target,
-/// a permanent failure rather than one worth retrying.
-pub fn is_forbidden_error(error: &reqwest::Error) -> bool {
+/// The refusal, if a request failed because [`GuardedResolver`] refused
+/// the target: a permanent failure rather than one worth retrying.
+pub fn forbidden_target(error: &reqwest::Error) -> Option<&TargetError> {
     let mut current: Option<&(dyn StdError + 'static)> = Some(error);
     while let Some(err) = current {
-        if let Some(TargetError::Forbidden { .. }) = err.downcast_ref::<TargetError>() {
-            return true;
+        if let Some(refused @ TargetError::Forbidden { .. }) = err.downcast_ref::<TargetError>() {
+            return Some(refused);
         }
         current = err.source();
     }
-    false
+    None
 }
 
 /// What both clients share.
@@ -409,8 +443,27 @@ mod tests {
             .send()
             .await
             .unwrap_err();
-        assert!(is_forbidden_error(&error), "{error:?}");
+        assert!(forbidden_target(&error).is_some(), "{error:?}");
         assert!(paths.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn names_resolving_only_to_refused_addresses_are_refused_when_saved() {
+        assert_eq!(
+            check_resolved("http://localhost:9/hook", false).await,
+            Err(TargetError::Forbidden {
+                host: "localhost".into()
+            })
+        );
+        assert_eq!(
+            check_resolved("http://localhost:9/hook", true).await,
+            Ok(())
+        );
+        // Unresolvable names pass: the connect-time guard still applies.
+        assert_eq!(
+            check_resolved("http://no-such-host.invalid/hook", false).await,
+            Ok(())
+        );
     }
 
     #[tokio::test]

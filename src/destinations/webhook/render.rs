@@ -1,0 +1,55 @@
+//! The request body of a webhook, pure: `{type, timestamp, data, event_id,
+//! resource, resource_id}` (Standard Webhooks).
+
+use crate::model::{Event, format_timestamp_ms};
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+#[derive(Serialize)]
+struct Body<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    timestamp: String,
+    data: &'a RawValue,
+    event_id: String,
+    resource: Option<&'a str>,
+    resource_id: Option<&'a str>,
+}
+
+/// The request body of an event; pure, so tests pin it.
+pub fn render_body(event: &Event) -> Vec<u8> {
+    // Payloads are validated JSON objects at ingest.
+    let data = serde_json::from_slice::<&RawValue>(&event.payload).unwrap_or(RawValue::NULL);
+    let body = Body {
+        kind: event.name.as_str(),
+        timestamp: format_timestamp_ms(event.received_at_ms),
+        data,
+        event_id: event.id.to_string(),
+        resource: event.resource.as_deref(),
+        resource_id: event.resource_id.as_deref(),
+    };
+    serde_json::to_vec(&body).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{EventId, EventName, WorkspaceId};
+
+    #[test]
+    fn the_body_is_pinned() {
+        let event = Event {
+            id: "evt_01JQ0000000000000000000000".parse::<EventId>().unwrap(),
+            workspace_id: WorkspaceId::new(),
+            name: EventName::parse("alert.triggered").unwrap(),
+            resource: Some("checkout-api".into()),
+            resource_id: None,
+            payload: br#"{"severity":"high","value":1875}"#.to_vec(),
+            received_at_ms: 1_767_225_600_123,
+        };
+        assert_eq!(
+            String::from_utf8(render_body(&event)).unwrap(),
+            r#"{"type":"alert.triggered","timestamp":"2026-01-01T00:00:00.123Z","data":{"severity":"high","value":1875},"event_id":"evt_01JQ0000000000000000000000","resource":"checkout-api","resource_id":null}"#
+        );
+    }
+}
