@@ -51,7 +51,7 @@ after(async () => {
  * Collects page errors and CSP violations, which fail the test.
  */
 async function openHost(embedUrl, viewport = WIDE) {
-  const context = await browser.newContext({ viewport, colorScheme: "light" });
+  const context = await browser.newContext({ viewport, colorScheme: "light", locale: "en-US" });
   context.setDefaultTimeout(20000);
   const page = await context.newPage();
   const problems = [];

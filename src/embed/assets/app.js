@@ -1012,10 +1012,13 @@
           connections.length ? h("a", { class: "button", href: "#/rules/new" }, "Create a rule") : null));
 
     const deliveriesBox = h("div");
+    let shown = [];
     const renderDeliveries = (list) => {
+      shown = list;
       if (list.length) {
+        // Whatever arrives, the latest list is drawn again with it.
         loadEventSummaries(list.map((d) => d.event_id)).then((added) => {
-          if (added && ctx.alive()) renderDeliveries(list);
+          if (added && ctx.alive()) renderDeliveries(shown);
         });
       }
       deliveriesBox.replaceChildren(list.length
@@ -1694,9 +1697,9 @@
 
     const render = () => {
       if (loaded.length) {
-        const shown = loaded;
-        loadEventSummaries(shown.map((d) => d.event_id)).then((added) => {
-          if (added && ctx.alive() && shown === loaded) render();
+        // Whatever arrives, the rows loaded by then are drawn again with it.
+        loadEventSummaries(loaded.map((d) => d.event_id)).then((added) => {
+          if (added && ctx.alive()) render();
         });
       }
       listSlot.replaceChildren(loaded.length
