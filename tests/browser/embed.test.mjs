@@ -148,7 +148,7 @@ async function assertToastsClearOfControls(frame) {
       .map((el) => ({ el, r: el.getBoundingClientRect() }))
       .filter(({ r }) => r.width > 0 && r.height > 0);
     const toasts = boxes("[data-testid=toast]");
-    const controls = boxes("#view button, #view a.button, #view input, #view select, #view label.check");
+    const controls = boxes("#view button, #view a, #view input, #view select, #view label.check");
     const found = [];
     for (const t of toasts) {
       for (const c of controls) {
@@ -367,6 +367,13 @@ scenario("a tenant connects Slack through the popup and picks a channel", async 
   await shot(page, "overview-360");
   await ui.getByTestId("nav-rules").click();
   await ui.getByTestId("rule").first().waitFor();
+  // A toast in a narrow frame stays clear of the rules' buttons.
+  await ui.getByTestId("rule-toggle").first().uncheck();
+  await ui.getByTestId("toast").filter({ hasText: "disabled" }).waitFor();
+  await assertToastsClearOfControls(host.frame);
+  await shot(page, "rules-toast-360");
+  await ui.getByTestId("rule-toggle").first().check();
+  await ui.getByTestId("toast").filter({ hasText: "enabled" }).waitFor();
   await ui.getByTestId("edit-rule").first().click();
   await ui.getByTestId("rule-form").waitFor();
   // The operator select shows its longest label whole in a narrow frame.

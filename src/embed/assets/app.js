@@ -22,6 +22,7 @@
   const TERMINAL = new Set(["succeeded", "dead"]);
   const STORAGE_KEY = "switchyard.embed.session";
   const REFRESH_MS = 3000;
+  const MAX_TOASTS = 2;
   const NAV = [
     ["overview", "Overview"],
     ["connections", "Destinations"],
@@ -149,6 +150,8 @@
     const region = $("#toasts");
     if (!region) return;
     const el = h("div", { class: `toast${kind === "bad" ? " toast-bad" : ""}`, testid: "toast" }, message);
+    // At most two at once, so they stay over the header and off the page.
+    while (region.children.length >= MAX_TOASTS) region.firstElementChild.remove();
     region.append(el);
     setTimeout(() => el.remove(), kind === "bad" ? 8000 : 4000);
   }
