@@ -3,6 +3,7 @@
 
 mod auth;
 mod backup;
+mod capabilities;
 mod connections;
 mod deliveries;
 mod error;
@@ -137,6 +138,7 @@ pub fn router(state: AppState) -> Router {
         .merge(workspaces::routes())
         .merge(backup::routes())
         .merge(queue::routes())
+        .merge(capabilities::routes())
         .merge(crate::ingest::routes())
         .merge(slack::routes())
         .merge(crate::embed::routes())

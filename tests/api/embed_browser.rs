@@ -70,9 +70,19 @@ async fn the_embedded_ui_works_in_a_browser() {
         config.email.resend.api_key = Some(switchyard::secret::Secret::new(fake_resend::API_KEY));
     })
     .await;
-    // An instance without a Slack app: "Connect Slack" explains why it can't.
-    let bare = TestApp::spawn().await;
+    // An instance with neither a Slack app nor an email provider: the UI
+    // offers webhooks only and says what the operator must configure. Its
+    // deliveries retry an hour later, so one stays `retrying` while the
+    // browser looks at it.
+    let bare = TestApp::spawn_with(|config| {
+        config.delivery.allow_private_networks = true;
+        config.delivery.retry_schedule = vec![3600];
+    })
+    .await;
     let bare_ws = bare.create_workspace("No Slack Inc").await;
+    let healthy = Receiver::start(Reply::Status(200)).await;
+    let failing = Receiver::start(Reply::Status(500)).await;
+    stage_deliveries(&bare, &bare_ws, &healthy.url, &failing.url).await;
     let mut receiver = Receiver::start(Reply::Status(200)).await;
     let host_url = serve_host_page().await;
 
@@ -88,7 +98,14 @@ async fn the_embedded_ui_works_in_a_browser() {
     let embed_a = mint(&app, &a, json!({"allowed_origins": [host_url.clone()]})).await;
     let embed_c = mint(&app, &c, json!({"allowed_origins": [host_url.clone()]})).await;
     let expired = mint_expired(&app, &a).await;
+    // Launch tokens are single use: one per scenario.
     let embed_no_slack = mint(
+        &bare,
+        &bare_ws,
+        json!({"allowed_origins": [host_url.clone()]}),
+    )
+    .await;
+    let embed_deliveries = mint(
         &bare,
         &bare_ws,
         json!({"allowed_origins": [host_url.clone()]}),
@@ -101,6 +118,7 @@ async fn the_embedded_ui_works_in_a_browser() {
         ("SWITCHYARD_URL", app.url.clone()),
         ("HOST_URL", host_url),
         ("EMBED_URL_A", embed_a),
+        ("EMBED_URL_DELIVERIES", embed_deliveries),
         ("EMBED_URL_REAUTH", embed_c),
         ("EMBED_URL_EXPIRED", expired),
         ("EMBED_URL_NO_SLACK", embed_no_slack),
@@ -217,6 +235,43 @@ async fn mint_expired(app: &TestApp, ws: &TestWorkspace) -> String {
             "a one-second session still works after 10 s"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Two webhooks, one answering 200 and one 500, each with a rule, and two
+/// alerts: two deliveries succeed and two wait an hour to retry.
+async fn stage_deliveries(app: &TestApp, ws: &TestWorkspace, ok_url: &str, failing_url: &str) {
+    for (name, url) in [("Ops endpoint", ok_url), ("Flaky endpoint", failing_url)] {
+        let body = json!({"type": "webhook", "name": name, "config": {"url": url}});
+        let (status, connection) = app
+            .send(app.post("/v1/connections", &ws.secret_key).json(&body))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{connection}");
+        let connection_id = connection["id"].as_str().unwrap();
+        app.create_rule(
+            ws,
+            connection_id,
+            json!({"name": format!("Alerts to {name}")}),
+        )
+        .await;
+    }
+    let latency = app.emit_example(&ws.secret_key).await;
+    let errors = json!({"event": "alert.triggered", "resource": "alert", "resource_id": "alrt_errors_7",
+        "payload": {"severity": "critical", "resource": "error_rate", "value": 0.12, "threshold": 0.05}});
+    let (status, answer) = app
+        .send(app.post("/v1/events", &ws.secret_key).json(&errors))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    let errors = answer["id"].as_str().unwrap().to_string();
+    for event in [latency, errors] {
+        for delivery in app.deliveries_of(ws, &event).await {
+            let settled = app
+                .wait_for_delivery(ws, &delivery, |d| {
+                    d["status"] == "succeeded" || d["status"] == "retrying"
+                })
+                .await;
+            assert_ne!(settled["status"], "dead", "{settled}");
+        }
     }
 }
 

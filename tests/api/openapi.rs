@@ -25,6 +25,8 @@ const ROUTES: &[(&str, &str)] = &[
     // src/api/backup.rs
     ("POST", "/v1/backup"),
     ("GET", "/v1/queue"),
+    // src/api/capabilities.rs
+    ("GET", "/v1/capabilities"),
     // src/ingest/mod.rs
     ("POST", "/v1/events"),
     ("GET", "/v1/events"),

@@ -18,8 +18,8 @@ const env = (name) => {
 const SWITCHYARD_URL = env("SWITCHYARD_URL");
 const HOST_URL = env("HOST_URL");
 const SCREENSHOT_DIR = env("SCREENSHOT_DIR");
-const WIDE = { width: 1024, height: 1140 };
-const NARROW = { width: 380, height: 1140 };
+const WIDE = { width: 1280, height: 1140 };
+const NARROW = { width: 360, height: 1140 };
 
 let browser;
 
@@ -51,7 +51,7 @@ after(async () => {
  * Collects page errors and CSP violations, which fail the test.
  */
 async function openHost(embedUrl, viewport = WIDE) {
-  const context = await browser.newContext({ viewport, colorScheme: "light" });
+  const context = await browser.newContext({ viewport, colorScheme: "light", locale: "en-US" });
   context.setDefaultTimeout(20000);
   const page = await context.newPage();
   const problems = [];
@@ -127,6 +127,86 @@ async function installSlack(page, trigger) {
   if (!popup.isClosed()) await popup.waitForEvent("close", { timeout: 20000 });
 }
 
+/**
+ * A fresh launch URL for workspace A, framed by the host: launch tokens are
+ * single use, so each scenario mints its own.
+ */
+async function launchA() {
+  const answer = await fetch(`${SWITCHYARD_URL}/v1/embed/sessions`, {
+    method: "POST",
+    headers: { Authorization: `Bearer ${env("WORKSPACE_A_SECRET_KEY")}`, "Content-Type": "application/json" },
+    body: JSON.stringify({ allowed_origins: [HOST_URL] }),
+  });
+  assert.equal(answer.status, 201);
+  return (await answer.json()).url;
+}
+
+/** No toast on screen covers a control of the page (toasts sit over the header). */
+async function assertToastsClearOfControls(frame) {
+  const overlaps = await frame.evaluate(() => {
+    const boxes = (selector) => [...document.querySelectorAll(selector)]
+      .map((el) => ({ el, r: el.getBoundingClientRect() }))
+      .filter(({ r }) => r.width > 0 && r.height > 0);
+    const toasts = boxes("[data-testid=toast]");
+    const controls = boxes("#view button, #view a, #view input, #view select, #view label.check");
+    const found = [];
+    for (const t of toasts) {
+      for (const c of controls) {
+        if (t.r.left < c.r.right && c.r.left < t.r.right && t.r.top < c.r.bottom && c.r.top < t.r.bottom) {
+          found.push(`${t.el.textContent} covers ${c.el.dataset.testid || c.el.textContent}`);
+        }
+      }
+      // And a click where the toast is reaches the page underneath.
+      const x = t.r.left + t.r.width / 2;
+      const y = t.r.top + t.r.height / 2;
+      if (t.el.contains(document.elementFromPoint(x, y))) found.push(`${t.el.textContent} takes clicks`);
+    }
+    return { count: toasts.length, found };
+  });
+  assert.ok(overlaps.count > 0, "no toast on screen to check");
+  assert.deepEqual(overlaps.found, []);
+}
+
+/** A select is wide enough for its longest option (nothing truncated). */
+async function assertSelectFits(locator) {
+  const { widest, room } = await locator.evaluate((select) => {
+    const style = getComputedStyle(select);
+    const context = document.createElement("canvas").getContext("2d");
+    context.font = `${style.fontWeight} ${style.fontSize} ${style.fontFamily}`;
+    const widest = Math.max(...[...select.options].map((option) => context.measureText(option.text).width));
+    // The room left for text: the box without its padding and the arrow.
+    const room = select.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight) - 18;
+    return { widest, room };
+  });
+  assert.ok(widest <= room, `the longest option needs ${widest.toFixed(0)}px, the select has ${room.toFixed(0)}px`);
+}
+
+/**
+ * Delivery rows line up whatever their state: badges as wide as each
+ * other, the event starting at the same x; in a narrow frame every row
+ * wraps the same way (attempts and time under the event).
+ */
+async function assertDeliveryRowsAligned(frame, narrow) {
+  const rows = await frame.evaluate(() => [...document.querySelectorAll("[data-testid=delivery-list] [data-testid=delivery-row]")].map((row) => {
+    const box = (selector) => row.querySelector(selector).getBoundingClientRect();
+    const pill = box(".pill");
+    const main = box(".row-main");
+    const side = box(".row-side");
+    return { status: row.dataset.status, pillWidth: pill.width, mainLeft: main.left, mainBottom: main.bottom, sideLeft: side.left, sideTop: side.top };
+  }));
+  assert.ok(new Set(rows.map((r) => r.status)).size > 1, `rows of one state only: ${JSON.stringify(rows)}`);
+  const same = (values, what) => assert.ok(Math.max(...values) - Math.min(...values) < 1, `${what} differ: ${values}`);
+  same(rows.map((r) => r.pillWidth), "badge widths");
+  same(rows.map((r) => r.mainLeft), "event columns");
+  if (narrow) {
+    for (const r of rows) {
+      assert.ok(Math.abs(r.sideLeft - r.mainLeft) < 1 && r.sideTop >= r.mainBottom - 1, `a ${r.status} row wraps differently: ${JSON.stringify(r)}`);
+    }
+  } else {
+    same(rows.map((r) => r.sideTop - r.mainBottom), "row heights");
+  }
+}
+
 scenario("a tenant adds a webhook, routes high alerts to it and watches the delivery succeed", async (open) => {
   const host = await open(env("EMBED_URL_A"));
   const { page, ui, frame } = host;
@@ -134,8 +214,10 @@ scenario("a tenant adds a webhook, routes high alerts to it and watches the deli
   // The launch token left the address once exchanged.
   assert.ok(!frame.url().includes("token="), frame.url());
   await ui.getByTestId("workspace-name").filter({ hasText: "Acme Corp" }).waitFor();
-  await ui.getByTestId("empty-connections").getByText("No destinations yet — connect Slack or add a webhook").waitFor();
-  await shot(page, "overview-empty-1024");
+  await ui.getByTestId("empty-connections").getByText("No destinations yet — connect Slack, add a webhook or an email sender").waitFor();
+  // This instance has Slack and Resend: nothing is marked unavailable.
+  assert.equal(await ui.getByTestId("unavailable").count(), 0);
+  await shot(page, "overview-empty-1280");
 
   // Add the webhook endpoint: the signing secret is shown once.
   await ui.getByTestId("nav-connections").click();
@@ -148,7 +230,7 @@ scenario("a tenant adds a webhook, routes high alerts to it and watches the deli
   await ui.getByTestId("signing-secret").getByText("shown only once").waitFor();
   const connection = ui.getByTestId("connection").filter({ hasText: "Ops endpoint" });
   await connection.getByTestId("connection-status").filter({ hasText: "Active" }).waitFor();
-  await shot(page, "connections-1024");
+  await shot(page, "connections-1280");
   await ui.getByTestId("secret-done").click();
   await ui.getByTestId("signing-secret").waitFor({ state: "detached" });
 
@@ -166,15 +248,25 @@ scenario("a tenant adds a webhook, routes high alerts to it and watches the deli
   // A rule: alert.triggered, high and above, value > 1500.
   await ui.getByTestId("nav-rules").click();
   await ui.getByTestId("new-rule").click();
+  // A missing name is marked; typing one clears the mark and the message.
+  await ui.getByTestId("rule-save").click();
+  await ui.getByTestId("form-error").getByText("Give the rule a name.").waitFor();
+  assert.equal(await ui.getByTestId("rule-name").getAttribute("aria-invalid"), "true");
   await ui.getByTestId("rule-name").fill("High latency to ops");
+  await ui.getByTestId("form-error").waitFor({ state: "hidden" });
+  assert.equal(await ui.getByTestId("form-error").textContent(), "");
+  assert.equal(await ui.getByTestId("rule-name").getAttribute("aria-invalid"), null);
   assert.equal(await ui.getByTestId("rule-events").inputValue(), "alert.triggered");
+  // One wording for the minimum severity, here and in the rule list.
+  const severities = await ui.getByTestId("rule-severity").locator("option").allTextContents();
+  assert.deepEqual(severities, ["Any severity", "Info and above", "Low and above", "Medium and above", "High and above", "Critical only"]);
   await ui.getByTestId("rule-severity").selectOption("high");
   await ui.getByTestId("add-condition").click();
   await ui.getByTestId("cond-path").fill("value");
   await ui.getByTestId("cond-op").selectOption("gt");
   await ui.getByTestId("cond-value").fill("1500");
   await ui.getByTestId("rule-connection").selectOption({ label: "Ops endpoint (Webhook)" });
-  await shot(page, "rule-editor-1024");
+  await shot(page, "rule-editor-1280");
 
   // A 422 shows next to the form and marks the field.
   await ui.getByTestId("rule-events").fill("alert triggered");
@@ -182,8 +274,9 @@ scenario("a tenant adds a webhook, routes high alerts to it and watches the deli
   await ui.getByTestId("form-error").getByText("events[0]").waitFor();
   assert.equal(await ui.getByTestId("rule-events").getAttribute("aria-invalid"), "true");
   await ui.getByTestId("rule-events").fill("alert.triggered");
+  await ui.getByTestId("form-error").waitFor({ state: "hidden" });
   await ui.getByTestId("rule-save").click();
-  await ui.getByTestId("rule").filter({ hasText: "High latency to ops" }).waitFor();
+  await ui.getByTestId("rule").filter({ hasText: "High latency to ops" }).getByText("High and above").waitFor();
 
   // The condition went out typed: value > 1500 as a number.
   const rules = await fetchInFrame(frame, "GET", `${SWITCHYARD_URL}/v1/rules`);
@@ -212,7 +305,12 @@ scenario("a tenant adds a webhook, routes high alerts to it and watches the deli
   await ui.getByTestId("empty-deliveries").waitFor();
   await ui.getByTestId("filter-all").click();
   await row.first().waitFor();
-  await shot(page, "delivery-log-1024");
+  // The row names the event: severity, resource and value.
+  const event = row.first().locator('[data-testid=delivery-event][data-loaded="true"]');
+  await event.waitFor();
+  assert.equal(await event.textContent(), "Criticalapi_latency_p95 · 2000");
+  await row.first().getByText("alert.triggered → Ops endpoint · Rule: High latency to ops").waitFor();
+  await shot(page, "delivery-log-1280");
 
   // Its detail: every attempt with status code and response.
   await row.first().click();
@@ -222,7 +320,7 @@ scenario("a tenant adds a webhook, routes high alerts to it and watches the deli
   await attempt.getByTestId("attempt-meta").getByText("HTTP 200").waitFor();
   await attempt.getByTestId("attempt-response").waitFor();
   await ui.getByTestId("event-payload").getByText('"severity": "critical"').waitFor();
-  await shot(page, "delivery-detail-1024");
+  await shot(page, "delivery-detail-1280");
 
   // Retry it: queued again, then succeeds again with a second attempt.
   await ui.getByTestId("retry-delivery").click();
@@ -230,7 +328,7 @@ scenario("a tenant adds a webhook, routes high alerts to it and watches the deli
 });
 
 scenario("a tenant connects Slack through the popup and picks a channel", async (open) => {
-  const host = await open(env("EMBED_URL_A"));
+  const host = await open(await launchA());
   const { page, ui } = host;
 
   await ui.getByTestId("nav-connections").click();
@@ -250,7 +348,7 @@ scenario("a tenant connects Slack through the popup and picks a channel", async 
   await ui.getByTestId("channel-search").fill("gener");
   await picker.getByText("1 channel").waitFor();
   await ui.getByTestId("channel-select").selectOption("C0000001");
-  await shot(page, "rule-editor-slack-1024");
+  await shot(page, "rule-editor-slack-1280");
   await ui.getByTestId("rule-save").click();
   await ui.getByTestId("rule").filter({ hasText: "Alerts to Slack" }).filter({ hasText: "C0000001" }).waitFor();
 
@@ -262,26 +360,39 @@ scenario("a tenant connects Slack through the popup and picks a channel", async 
   await deliveries.filter({ hasText: "Slack" }).locator('[data-status="succeeded"]').waitFor({ timeout: 20000 });
   await ui.getByTestId("test-close").click();
   await ui.getByTestId("recent-deliveries").waitFor();
-  await shot(page, "overview-1024");
+  await shot(page, "overview-1280");
 
   await page.setViewportSize(NARROW);
   await ui.getByTestId("recent-deliveries").waitFor();
-  await shot(page, "overview-380");
+  await shot(page, "overview-360");
   await ui.getByTestId("nav-rules").click();
   await ui.getByTestId("rule").first().waitFor();
+  // A toast in a narrow frame stays clear of the rules' buttons.
+  await ui.getByTestId("rule-toggle").first().uncheck();
+  await ui.getByTestId("toast").filter({ hasText: "disabled" }).waitFor();
+  await assertToastsClearOfControls(host.frame);
+  await shot(page, "rules-toast-360");
+  await ui.getByTestId("rule-toggle").first().check();
+  await ui.getByTestId("toast").filter({ hasText: "enabled" }).waitFor();
   await ui.getByTestId("edit-rule").first().click();
   await ui.getByTestId("rule-form").waitFor();
-  await shot(page, "rule-editor-380");
+  // The operator select shows its longest label whole in a narrow frame.
+  await ui.getByTestId("add-condition").click();
+  await ui.getByTestId("cond-op").last().selectOption("gte");
+  await assertSelectFits(ui.getByTestId("cond-op").last());
+  await shot(page, "rule-editor-360");
   // Nothing overflows sideways in a narrow frame.
   const overflow = await host.frame.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
-  assert.ok(overflow <= 0, `the UI is ${overflow}px wider than a 380px frame`);
+  assert.ok(overflow <= 0, `the UI is ${overflow}px wider than a 360px frame`);
 });
 
 scenario("a tenant adds an email sender and routes critical alerts to recipients", async (open) => {
-  const host = await open(env("EMBED_URL_A"));
+  const host = await open(await launchA());
   const { ui, frame } = host;
   await ui.getByTestId("nav-connections").click();
   await ui.getByTestId("add-email").click();
+  // Only the provider this instance has (Resend, no SMTP) is offered.
+  assert.deepEqual(await ui.getByTestId("email-provider").locator("option").allTextContents(), ["Resend"]);
   await ui.getByTestId("email-name").fill("On-call email");
   await ui.getByTestId("email-provider").selectOption("resend");
   await ui.getByTestId("email-from").fill("Alerts <alerts@acme.test>");
@@ -310,18 +421,28 @@ scenario("a tenant adds an email sender and routes critical alerts to recipients
   const rules = await fetchInFrame(frame, "GET", `${SWITCHYARD_URL}/v1/rules`);
   const rule = rules.body.data.find((r) => r.name === "Critical to on-call");
   assert.deepEqual(rule.target, { to: ["oncall@acme.test", "cto@acme.test"] });
+  await ui.getByTestId("rule").filter({ hasText: "Critical to on-call" }).getByText("Critical only").waitFor();
   assert.deepEqual(rule.conditions, [{ path: "account_id", op: "in", value: ["acc_casterly", "acc_winterfell"] }]);
 
   // Turn it off from the list, then edit it back on.
   const item = ui.getByTestId("rule").filter({ hasText: "Critical to on-call" });
   await item.getByTestId("rule-toggle").uncheck();
   await ui.getByTestId("toast").filter({ hasText: "disabled" }).waitFor();
+  await assertToastsClearOfControls(frame);
   await item.getByTestId("edit-rule").click();
   assert.equal(await ui.getByTestId("rule-enabled").isChecked(), false);
   assert.equal(await ui.getByTestId("cond-value").inputValue(), "acc_casterly, acc_winterfell");
   await ui.getByTestId("rule-enabled").check();
   await ui.getByTestId("rule-save").click();
   await item.getByTestId("rule-toggle").and(ui.locator(":checked")).waitFor();
+  // The "saved" toast stays clear of the editor's buttons, Delete rule too.
+  await item.getByTestId("edit-rule").click();
+  await ui.getByTestId("delete-rule").waitFor();
+  await ui.getByTestId("toast").filter({ hasText: "saved" }).waitFor();
+  await assertToastsClearOfControls(frame);
+  await ui.getByTestId("delete-rule").click();
+  await ui.getByTestId("delete-rule-confirm").waitFor();
+  await ui.getByRole("button", { name: "Cancel" }).last().click();
 
   // An email sender that rules use cannot be deleted: the 409 says so.
   await ui.getByTestId("nav-connections").click();
@@ -329,13 +450,66 @@ scenario("a tenant adds an email sender and routes critical alerts to recipients
   await email.getByTestId("delete-connection-confirm").click();
   await email.getByTestId("delete-error").waitFor();
   await email.getByRole("link", { name: "Critical to on-call" }).waitFor();
+  // Opening another form puts that error away.
+  await ui.getByTestId("add-webhook").click();
+  await ui.getByTestId("webhook-form").waitFor();
+  await email.getByTestId("delete-error").waitFor({ state: "detached" });
 });
 
-scenario("without a Slack app on the instance, Connect Slack says so", async (open) => {
-  const { ui } = await open(env("EMBED_URL_NO_SLACK"));
+scenario("without Slack or email on the instance, the UI offers webhooks and says what to configure", async (open) => {
+  const { page, ui } = await open(env("EMBED_URL_NO_SLACK"));
+  await ui.getByTestId("overview-connections").waitFor();
+  assert.equal(await ui.getByTestId("connect-slack").count(), 0);
   await ui.getByTestId("nav-connections").click();
-  await ui.getByTestId("connect-slack").click();
-  await ui.getByTestId("slack-error").getByText("Slack isn't available").waitFor();
+  await ui.getByTestId("add-webhook").waitFor();
+  assert.equal(await ui.getByTestId("connect-slack").count(), 0);
+  assert.equal(await ui.getByTestId("add-email").count(), 0);
+  await ui.getByTestId("unavailable-slack").getByText("slack.client_id").waitFor();
+  await ui.getByTestId("unavailable-email").getByText("email.resend.api_key").waitFor();
+  await shot(page, "connections-no-slack-1280");
+  await page.setViewportSize(NARROW);
+  await ui.getByTestId("unavailable").waitFor();
+  await shot(page, "connections-no-slack-360");
+});
+
+scenario("delivery rows show their event and line up; a retrying delivery says why Retry now waits", async (open) => {
+  const host = await open(env("EMBED_URL_DELIVERIES"));
+  const { page, ui, frame } = host;
+  await ui.getByTestId("nav-deliveries").click();
+  const rows = ui.locator("[data-testid=delivery-list] [data-testid=delivery-row]");
+  await rows.nth(3).waitFor();
+  assert.equal(await rows.count(), 4);
+  const events = ui.locator('[data-testid=delivery-list] [data-testid=delivery-event][data-loaded="true"]');
+  await events.nth(3).waitFor();
+  const titles = await events.allTextContents();
+  assert.deepEqual(titles.slice().sort(), ["Criticalerror_rate · 0.12", "Criticalerror_rate · 0.12", "Highapi_latency_p95 · 1840", "Highapi_latency_p95 · 1840"]);
+  await assertDeliveryRowsAligned(frame, false);
+  await shot(page, "deliveries-1280");
+  await page.emulateMedia({ colorScheme: "dark" });
+  await shot(page, "deliveries-dark-1280");
+  await page.setViewportSize(NARROW);
+  await assertDeliveryRowsAligned(frame, true);
+  await shot(page, "deliveries-dark-360");
+  await page.emulateMedia({ colorScheme: "light" });
+  await shot(page, "deliveries-360");
+
+  // A retrying delivery: Retry now is off, and says the attempt is already queued and when.
+  await ui.getByTestId("filter-retrying").click();
+  await rows.first().waitFor();
+  assert.equal(await rows.count(), 2);
+  await rows.first().click();
+  await ui.getByTestId("delivery-status").filter({ hasText: "Retrying" }).waitFor();
+  const retry = ui.getByTestId("retry-delivery");
+  assert.equal(await retry.isDisabled(), true);
+  const hint = ui.getByTestId("retry-hint");
+  const text = await hint.textContent();
+  assert.match(text, /^Already queued: the next attempt is due .+ \(in \d+ (min|hr)\.?\)\. Nothing to retry until then\.$/);
+  assert.ok(await hint.isVisible());
+  assert.equal(await retry.getAttribute("title"), text);
+  assert.equal(await retry.getAttribute("aria-describedby"), await hint.getAttribute("id"));
+  await shot(page, "delivery-retrying-360");
+  await page.setViewportSize(WIDE);
+  await shot(page, "delivery-retrying-1280");
 });
 
 scenario("a Slack connection that needs reconnecting stands out and reconnects", async (open) => {
@@ -344,7 +518,7 @@ scenario("a Slack connection that needs reconnecting stands out and reconnects",
   const banner = ui.getByTestId("reauth-banner");
   await banner.getByText("needs to be reconnected").waitFor();
   await ui.getByTestId("overview-connection").getByTestId("connection-status").filter({ hasText: "Needs reconnect" }).waitFor();
-  await shot(page, "overview-needs-reauth-1024");
+  await shot(page, "overview-needs-reauth-1280");
   await installSlack(page, banner.getByTestId("reconnect-slack"));
   await banner.waitFor({ state: "detached" });
   await ui.getByTestId("overview-connection").getByTestId("connection-status").filter({ hasText: "Active" }).waitFor();
@@ -357,7 +531,7 @@ scenario("an expired launch URL shows the expired page", async () => {
     const response = await page.goto(env("EMBED_URL_EXPIRED"));
     assert.equal(response.status(), 401);
     await page.getByText("This session has expired").waitFor();
-    await page.screenshot({ path: path.join(SCREENSHOT_DIR, "expired-1024.png") });
+    await page.screenshot({ path: path.join(SCREENSHOT_DIR, "expired-1280.png") });
     // Framed by the host, it says the same.
     await page.goto(`${HOST_URL}/?src=${encodeURIComponent(env("EMBED_URL_EXPIRED"))}`);
     await page.frameLocator("#switchyard").getByText("This session has expired").waitFor();
@@ -367,7 +541,7 @@ scenario("an expired launch URL shows the expired page", async () => {
 });
 
 scenario("a session of one workspace cannot read or change another's objects", async (open) => {
-  const host = await open(env("EMBED_URL_A"));
+  const host = await open(await launchA());
   const { ui, frame } = host;
   const ruleB = env("WORKSPACE_B_RULE_ID");
   const connectionB = env("WORKSPACE_B_CONNECTION_ID");
@@ -406,7 +580,7 @@ scenario("a session that expires while open shows the expired screen", async (op
   await ui.getByTestId("nav-deliveries").waitFor();
   await ui.getByTestId("session-expired").waitFor({ timeout: 15000 });
   await ui.getByText("Your session has expired").waitFor();
-  await shot(page, "session-expired-in-app-1024");
+  await shot(page, "session-expired-in-app-1280");
   assert.equal(await frame.evaluate(() => sessionStorage.getItem("switchyard.embed.session")), null);
   const messages = await page.evaluate(() => window.messages);
   assert.deepEqual(messages, [{ type: "switchyard:session-expired" }]);

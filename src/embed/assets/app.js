@@ -22,6 +22,7 @@
   const TERMINAL = new Set(["succeeded", "dead"]);
   const STORAGE_KEY = "switchyard.embed.session";
   const REFRESH_MS = 3000;
+  const MAX_TOASTS = 2;
   const NAV = [
     ["overview", "Overview"],
     ["connections", "Destinations"],
@@ -56,6 +57,9 @@
     routeSerial: 0,
     leave: [],
     rerender: null,
+    // What the operator configured (GET /v1/capabilities); until known, or
+    // from a server without that endpoint, everything is offered.
+    capabilities: { slack: true, email: { resend: true, smtp: true } },
   };
 
   // ---------------------------------------------------------------- DOM
@@ -110,6 +114,34 @@
     return h("div", { class: `notice notice-${kind}`, role: kind === "bad" ? "alert" : null }, children);
   }
 
+  /**
+   * Error banners of the page: slots marked `data-transient` are emptied
+   * when the tenant starts something else (opens a form, starts an install),
+   * so one form's error never stands beside another form.
+   */
+  function transientSlot() {
+    return h("div", { class: "item-body", "data-transient": "" });
+  }
+
+  function clearBanners() {
+    for (const slot of document.querySelectorAll("#view [data-transient]")) slot.replaceChildren();
+  }
+
+  /**
+   * A form's error clears once the tenant fixes what it pointed at: editing
+   * a field marked invalid unmarks it, and when none is left the message goes.
+   */
+  function clearErrorOnFix(form, error) {
+    const fixed = (e) => {
+      const control = e.target;
+      if (!control || control.getAttribute("aria-invalid") !== "true") return;
+      control.removeAttribute("aria-invalid");
+      if (!form.querySelector("[aria-invalid=true]")) error.replaceChildren();
+    };
+    form.addEventListener("input", fixed);
+    form.addEventListener("change", fixed);
+  }
+
   function spinnerBlock(text) {
     return h("div", { class: "boot", "aria-busy": "true" }, h("div", { class: "spinner", "aria-hidden": "true" }), h("p", null, text || "Loading…"));
   }
@@ -118,6 +150,8 @@
     const region = $("#toasts");
     if (!region) return;
     const el = h("div", { class: `toast${kind === "bad" ? " toast-bad" : ""}`, testid: "toast" }, message);
+    // At most two at once, so they stay over the header and off the page.
+    while (region.children.length >= MAX_TOASTS) region.firstElementChild.remove();
     region.append(el);
     setTimeout(() => el.remove(), kind === "bad" ? 8000 : 4000);
   }
@@ -201,6 +235,17 @@
     return Number.isNaN(at) ? iso : absoluteFormat.format(at);
   }
 
+  const clockFormat = new Intl.DateTimeFormat(undefined, { hour: "numeric", minute: "2-digit" });
+  const dayClockFormat = new Intl.DateTimeFormat(undefined, { month: "short", day: "numeric", hour: "numeric", minute: "2-digit" });
+
+  /** "16:02" today, "Apr 17, 16:02" before: how a tenant names an alert. */
+  function clockEl(iso) {
+    const at = Date.parse(iso);
+    if (Number.isNaN(at)) return null;
+    const today = new Date(at).toDateString() === new Date().toDateString();
+    return h("time", { datetime: iso, title: absoluteFormat.format(at) }, (today ? clockFormat : dayClockFormat).format(at));
+  }
+
   // ---------------------------------------------------------------- API
 
   class ApiError extends Error {
@@ -248,6 +293,55 @@
     const text = (error && error.message) || "Something went wrong.";
     // "field: message" stays as the server wrote it; plain sentences get a capital.
     return /^[a-z_]+(\[\d+\])?(\.[a-z_]+)*:/.test(text) ? text : text[0].toUpperCase() + text.slice(1);
+  }
+
+  // ------------------------------------------------------- capabilities
+
+  async function loadCapabilities() {
+    try {
+      const answer = await api("GET", "v1/capabilities");
+      if (answer && answer.email) state.capabilities = answer;
+    } catch (_) {
+      // An older server: offer everything, as before; the API still refuses
+      // what the instance cannot do, with a message that says why.
+    }
+  }
+
+  function canSlack() {
+    return state.capabilities.slack === true;
+  }
+
+  /** The email providers this instance can send through, as [value, label]. */
+  function emailProviders() {
+    const email = state.capabilities.email || {};
+    return [["resend", "Resend"], ["smtp", "SMTP"]].filter(([value]) => email[value] === true);
+  }
+
+  /** What the tenant cannot set up here, and what the operator must configure. */
+  function unavailableNotice() {
+    const missing = [];
+    if (!canSlack()) {
+      missing.push(h("li", { testid: "unavailable-slack" },
+        h("strong", null, "Slack isn't set up on this instance. "),
+        "Its operator must add the Slack app's credentials (",
+        h("code", null, "slack.client_id"), " and ", h("code", null, "slack.client_secret"), ")."));
+    }
+    if (!emailProviders().length) {
+      missing.push(h("li", { testid: "unavailable-email" },
+        h("strong", null, "Email isn't set up on this instance. "),
+        "Its operator must configure a provider (",
+        h("code", null, "email.resend.api_key"), " or ", h("code", null, "email.smtp.host"), ")."));
+    }
+    if (!missing.length) return null;
+    return notice("info", h("ul", { class: "plain-list", testid: "unavailable" }, missing),
+      h("p", { class: "small" }, "Ask whoever runs this instance for you; webhooks work meanwhile."));
+  }
+
+  /** "connect Slack or add a webhook", as far as this instance can. */
+  function destinationChoices() {
+    const email = emailProviders().length > 0;
+    if (canSlack()) return email ? "connect Slack, add a webhook or an email sender" : "connect Slack or add a webhook";
+    return email ? "add a webhook or an email sender" : "add a webhook";
   }
 
   // ------------------------------------------------------------ session
@@ -451,6 +545,78 @@
       actions.length ? h("div", { class: "actions" }, actions) : null);
   }
 
+  // ------------------------------------------------------ event summaries
+
+  // Delivery rows name their event, but the delivery list carries only its
+  // id: the rows on screen fetch their events a few at a time. Events never
+  // change, so each is fetched once; only its summary is kept (payloads can
+  // be large), for at most EVENT_CACHE_MAX events.
+  const EVENT_CACHE_MAX = 500;
+  const EVENT_FETCH_PARALLEL = 4;
+  const eventSummaries = new Map(); // event id → summary, or null once the event is gone
+  const eventsInFlight = new Set();
+
+  function summarizeEvent(event) {
+    const payload = event.payload && typeof event.payload === "object" ? event.payload : {};
+    const scalar = (v) => (typeof v === "number" || typeof v === "string" ? v : undefined);
+    const severity = typeof payload.severity === "string" && SEVERITIES.includes(payload.severity.toLowerCase())
+      ? payload.severity.toLowerCase()
+      : null;
+    return {
+      event: event.event,
+      severity,
+      subject: scalar(payload.resource) ?? event.resource_id ?? event.resource ?? null,
+      value: scalar(payload.value),
+      received_at: event.received_at,
+    };
+  }
+
+  /** Fetches the summaries `ids` lack; true when any arrived. */
+  async function loadEventSummaries(ids) {
+    const wanted = [...new Set(ids)].filter((id) => id && !eventSummaries.has(id) && !eventsInFlight.has(id));
+    let next = 0;
+    let added = false;
+    const worker = async () => {
+      while (next < wanted.length && !state.expired) {
+        const id = wanted[next];
+        next += 1;
+        eventsInFlight.add(id);
+        try {
+          rememberEvent(id, summarizeEvent(await api("GET", `v1/events/${encodeURIComponent(id)}`)));
+          added = true;
+        } catch (error) {
+          // Removed by retention: say so. Anything else is tried again on the next render.
+          if (error.status === 404) {
+            rememberEvent(id, null);
+            added = true;
+          }
+        } finally {
+          eventsInFlight.delete(id);
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(EVENT_FETCH_PARALLEL, wanted.length) }, worker));
+    return added;
+  }
+
+  function rememberEvent(id, summary) {
+    if (eventSummaries.size >= EVENT_CACHE_MAX) eventSummaries.delete(eventSummaries.keys().next().value);
+    eventSummaries.set(id, summary);
+  }
+
+  /** "HIGH api_latency_p95 · 1840" for an alert; the event type otherwise. */
+  function eventTitle(eventId) {
+    const summary = eventSummaries.get(eventId);
+    if (summary === undefined) return h("span", { class: "muted", testid: "delivery-event", "data-loaded": "false" }, "Loading the event…");
+    if (summary === null) return h("span", { class: "muted", testid: "delivery-event", "data-loaded": "true" }, "Event no longer kept");
+    const parts = [];
+    if (summary.subject !== null) parts.push(String(summary.subject));
+    if (summary.value !== undefined) parts.push(String(summary.value));
+    return h("span", { testid: "delivery-event", "data-loaded": "true" },
+      summary.severity ? h("span", { class: `sev sev-${summary.severity}` }, capitalize(summary.severity)) : null,
+      parts.length ? parts.join(" · ") : h("code", null, summary.event));
+  }
+
   // ------------------------------------------------------------ helpers
 
   function typeTag(type) {
@@ -498,13 +664,20 @@
     return map;
   }
 
+  /** The editor's options and the rule list say the same: "High and above", "Critical only". */
   function severityLabel(value) {
-    return value ? `${value[0].toUpperCase()}${value.slice(1)} and above` : "Any severity";
+    if (!value) return "Any severity";
+    if (value === SEVERITIES[SEVERITIES.length - 1]) return `${capitalize(value)} only`;
+    return `${capitalize(value)} and above`;
+  }
+
+  function capitalize(text) {
+    return text ? text[0].toUpperCase() + text.slice(1) : text;
   }
 
   function ruleSummary(rule, connections) {
     const parts = [(rule.events || []).join(", ")];
-    if (rule.min_severity) parts.push(rule.min_severity === "critical" ? "critical only" : `${rule.min_severity} and above`);
+    if (rule.min_severity) parts.push(severityLabel(rule.min_severity));
     const count = (rule.conditions || []).length;
     if (count) parts.push(count === 1 ? "1 condition" : `${count} conditions`);
     const connection = connections.get(rule.connection_id);
@@ -593,6 +766,7 @@
 
   /** Asks for the install URL and opens Slack's page in a popup. */
   async function startSlackInstall(button, messageSlot) {
+    clearBanners();
     messageSlot.replaceChildren();
     let url;
     try {
@@ -656,7 +830,9 @@
     }
   }
 
+  /** Null where the instance has no Slack app: nothing to click that can only fail. */
   function slackButton(label, messageSlot, testid, quiet) {
+    if (!canSlack()) return null;
     const button = h("button", { type: "button", class: quiet ? "small-button" : "slack-button", testid }, label);
     button.addEventListener("click", () => startSlackInstall(button, messageSlot));
     return button;
@@ -719,10 +895,10 @@
         list.replaceChildren(...event.deliveries.map((delivery) => {
           const connection = connections.get(delivery.connection_id);
           return h("li", null,
-            h("a", { class: "row-link", href: `#/deliveries/${encodeURIComponent(delivery.id)}`, testid: "test-delivery" },
+            h("a", { class: "row-link delivery-row", href: `#/deliveries/${encodeURIComponent(delivery.id)}`, testid: "test-delivery" },
               deliveryPill(delivery.status),
               h("span", { class: "row-main" }, connection ? connection.name : delivery.connection_id),
-              h("span", { class: "row-meta" }, "View attempts →")));
+              h("span", { class: "row-meta row-side" }, "View attempts →")));
         }));
         if (event.deliveries.every((delivery) => TERMINAL.has(delivery.status))) return;
         await new Promise((resolve) => setTimeout(resolve, 1000));
@@ -800,7 +976,8 @@
         h("div", { class: "notice-row", testid: "reauth-banner" },
           h("div", null,
             h("strong", null, `Slack (${c.config.team_name || c.name}) needs to be reconnected`),
-            "Slack stopped accepting this connection, so alerts to it are failing. Reconnect to fix it."),
+            "Slack stopped accepting this connection, so alerts to it are failing. ",
+            canSlack() ? "Reconnect to fix it." : "Reconnecting needs the Slack app, which isn't set up on this instance: ask its operator."),
           slackButton("Reconnect Slack", slackMessage, "reconnect-slack"))));
 
     const destinations = h("section", { class: "card", "aria-labelledby": "ov-dest", testid: "overview-connections" },
@@ -812,11 +989,12 @@
             h("span", { class: "row-main" }, h("div", { class: "item-title" }, c.name), h("div", { class: "row-meta" }, describeConnection(c))),
             connectionStatusPill(c.status)))))
         : h("div", { class: "empty", testid: "empty-connections" },
-          h("p", null, h("strong", null, "No destinations yet — connect Slack or add a webhook.")),
+          h("p", null, h("strong", null, `No destinations yet — ${destinationChoices()}.`)),
           h("p", { class: "small" }, "Destinations are where your alerts go: a Slack channel, an email address or your own endpoint."),
           h("div", { class: "actions" },
             slackButton("Connect Slack", slackMessage, "connect-slack"),
-            h("a", { class: "button", href: "#/connections/webhook" }, "Add a webhook"))));
+            h("a", { class: "button", href: "#/connections/webhook" }, "Add a webhook")),
+          unavailableNotice()));
 
     const enabled = rules.filter((r) => r.enabled).length;
     const rulesCard = h("section", { class: "card", "aria-labelledby": "ov-rules", testid: "overview-rules" },
@@ -837,7 +1015,15 @@
           connections.length ? h("a", { class: "button", href: "#/rules/new" }, "Create a rule") : null));
 
     const deliveriesBox = h("div");
+    let shown = [];
     const renderDeliveries = (list) => {
+      shown = list;
+      if (list.length) {
+        // Whatever arrives, the latest list is drawn again with it.
+        loadEventSummaries(list.map((d) => d.event_id)).then((added) => {
+          if (added && ctx.alive()) renderDeliveries(shown);
+        });
+      }
       deliveriesBox.replaceChildren(list.length
         ? h("ul", { class: "rows", testid: "recent-deliveries" }, list.map((d) => deliveryRow(d, connectionMap, ruleMap)))
         : h("div", { class: "empty", testid: "empty-deliveries" },
@@ -872,21 +1058,23 @@
           deliveriesBox)));
   }
 
+  /** One delivery: its state, what the event was, where it went, when. */
   function deliveryRow(d, connections, rules) {
     const connection = connections.get(d.connection_id);
     const rule = rules.get(d.rule_id);
-    const meta = [`${d.attempt_count} ${d.attempt_count === 1 ? "attempt" : "attempts"}`];
+    const summary = eventSummaries.get(d.event_id);
+    const where = [summary ? `${summary.event} → ` : "", connection ? connection.name : "a deleted destination"].join("");
     return h("li", null,
-      h("a", { class: "row-link", href: `#/deliveries/${encodeURIComponent(d.id)}`, testid: "delivery-row", "data-id": d.id, "data-status": d.status },
+      h("a", { class: "row-link delivery-row", href: `#/deliveries/${encodeURIComponent(d.id)}`, testid: "delivery-row", "data-id": d.id, "data-status": d.status },
         deliveryPill(d.status),
         h("span", { class: "row-main" },
-          h("div", { class: "item-title" }, connection ? connection.name : "Destination"),
-          h("div", { class: "row-meta" }, rule ? `Rule: ${rule.name}` : d.id)),
-        h("span", { class: "row-meta nowrap" },
-          meta.join(""),
+          h("div", { class: "item-title" }, eventTitle(d.event_id)),
+          h("div", { class: "row-meta" }, where, rule ? ` · Rule: ${rule.name}` : "")),
+        h("span", { class: "row-meta row-side" },
+          `${d.attempt_count} ${d.attempt_count === 1 ? "attempt" : "attempts"}`,
           d.status === "retrying" && d.next_attempt_at ? [" · ", timeEl(d.next_attempt_at, "next")] : null,
           " · ",
-          timeEl(d.updated_at || d.created_at))));
+          clockEl((summary && summary.received_at) || d.created_at))));
   }
 
   // --------------------------------------------------------- connections
@@ -894,7 +1082,7 @@
   async function viewConnections(view, ctx, open) {
     const { data: connections } = await api("GET", "v1/connections");
     if (!ctx.alive()) return;
-    const slackMessage = h("div");
+    const slackMessage = h("div", { "data-transient": "" });
     const formSlot = h("div");
     const secretSlot = h("div", { class: "stack-sm" });
     const listSlot = h("div");
@@ -908,7 +1096,7 @@
       listSlot.replaceChildren(list.length
         ? h("ul", { class: "list", testid: "connection-list" }, list.map((c) => connectionItem(c, reload, secretSlot)))
         : h("div", { class: "empty", testid: "empty-connections" },
-          h("p", null, h("strong", null, "No destinations yet — connect Slack or add a webhook.")),
+          h("p", null, h("strong", null, `No destinations yet — ${destinationChoices()}.`)),
           h("p", { class: "small" }, "Then create a rule to send alerts to it.")));
     };
     renderList(connections);
@@ -918,6 +1106,7 @@
         formSlot.replaceChildren();
         return;
       }
+      clearBanners();
       const form = build(async (created) => {
         formSlot.replaceChildren();
         if (created && created.signing_secret) {
@@ -940,12 +1129,18 @@
     const addEmail = h("button", { type: "button", testid: "add-email" }, "Add email sender");
     addEmail.addEventListener("click", () => openForm(emailForm, addEmail));
 
+    const canEmail = emailProviders().length > 0;
     if (open === "webhook") openForm(webhookForm, addWebhook);
-    if (open === "email") openForm(emailForm, addEmail);
+    if (open === "email" && canEmail) openForm(emailForm, addEmail);
     view.replaceChildren(
-      pageHead("Destinations", "Where your alerts go. Connect Slack, send signed webhooks to your own endpoint, or email.",
-        slackButton("Connect Slack", slackMessage, "connect-slack"), addWebhook, addEmail),
-      h("div", { class: "stack" }, slackMessage, formSlot, secretSlot, listSlot));
+      pageHead("Destinations", destinationsSubtitle(canEmail),
+        slackButton("Connect Slack", slackMessage, "connect-slack"), addWebhook, canEmail ? addEmail : null),
+      h("div", { class: "stack" }, unavailableNotice(), slackMessage, formSlot, secretSlot, listSlot));
+  }
+
+  function destinationsSubtitle(canEmail) {
+    if (canSlack()) return `Where your alerts go. Connect Slack, send signed webhooks to your own endpoint${canEmail ? ", or email" : ""}.`;
+    return `Where your alerts go. Send signed webhooks to your own endpoint${canEmail ? ", or email" : ""}.`;
   }
 
   function webhookForm(onCreated, onCancel) {
@@ -961,6 +1156,7 @@
         field("Endpoint URL", url, "We POST each alert here as JSON, signed with the Standard Webhooks headers.")),
       error,
       h("div", { class: "form-actions" }, submit, cancel));
+    clearErrorOnFix(form, error);
     form.addEventListener("submit", async (e) => {
       e.preventDefault();
       error.replaceChildren();
@@ -986,9 +1182,9 @@
 
   function emailForm(onCreated, onCancel) {
     const name = h("input", { type: "text", required: true, value: "Email alerts", testid: "email-name", autocomplete: "off", maxlength: "128" });
+    const providers = emailProviders();
     const provider = h("select", { testid: "email-provider" },
-      h("option", { value: "resend" }, "Resend"),
-      h("option", { value: "smtp" }, "SMTP"));
+      providers.map(([value, label]) => h("option", { value }, label)));
     const from = h("input", { type: "text", required: true, placeholder: "Alerts <alerts@example.com>", testid: "email-from", autocomplete: "off" });
     const error = h("div", { class: "notice notice-bad", role: "alert", testid: "form-error" });
     const submit = h("button", { type: "submit", class: "primary", testid: "email-save" }, "Add email sender");
@@ -998,7 +1194,7 @@
       h("p", { class: "small muted" }, "Rules that use it name the recipients. The mail is sent by this instance's provider."),
       h("div", { class: "field-row" },
         field("Name", name),
-        field("Provider", provider),
+        field("Provider", provider, providers.length === 1 ? `The only provider set up on this instance.` : null),
         field("From", from, "The sender address, optionally with a name.")),
       error,
       h("div", { class: "form-actions" }, submit, cancel));
@@ -1018,11 +1214,12 @@
 
   function connectionItem(c, reload, secretSlot) {
     const body = h("div", { class: "item-body stack-sm" });
-    const message = h("div", { class: "item-body" });
+    const message = transientSlot();
     const actions = h("div", { class: "actions" });
 
     const test = h("button", { type: "button", class: "small-button", testid: "test-connection" }, "Send test");
     test.addEventListener("click", () => {
+      clearBanners();
       if (c.type === "webhook") {
         runTest(test, body, c, undefined);
         return;
@@ -1044,7 +1241,7 @@
         }
       }, "rotate-secret", "neutral"));
     }
-    if (c.type === "slack") {
+    if (c.type === "slack" && canSlack()) {
       actions.append(c.status === "needs_reauth"
         ? slackButton("Reconnect Slack", message, "reconnect-slack")
         : slackButton("Reinstall", message, "reinstall-slack", true));
@@ -1057,7 +1254,7 @@
       } catch (err) {
         if (state.expired) return;
         const users = err.status === 409 ? await rulesUsing(c.id) : [];
-        body.replaceChildren(notice("bad",
+        message.replaceChildren(notice("bad",
           h("strong", { testid: "delete-error" }, errorText(err)),
           users.length
             ? ["Used by ", users.map((rule, i) => [i ? ", " : "", h("a", { href: `#/rules/${encodeURIComponent(rule.id)}` }, rule.name)]), "."]
@@ -1206,7 +1403,7 @@
       : null;
 
     const item = (rule) => {
-      const message = h("div", { class: "item-body" });
+      const message = transientSlot();
       const toggle = h("input", { type: "checkbox", checked: rule.enabled, testid: "rule-toggle", "aria-label": `${rule.name}: enabled` });
       toggle.addEventListener("change", async () => {
         toggle.disabled = true;
@@ -1247,7 +1444,7 @@
       rules.length
         ? h("ul", { class: "list", testid: "rule-list" }, rules.map(item))
         : h("div", { class: "empty", testid: "empty-rules" },
-          h("p", null, h("strong", null, connections.length ? "No rules yet." : "No destinations yet — connect Slack or add a webhook first.")),
+          h("p", null, h("strong", null, connections.length ? "No rules yet." : `No destinations yet — ${destinationChoices()} first.`)),
           h("p", { class: "small" }, connections.length
             ? "Create a rule to route alerts, for example every alert.triggered of high severity to Slack."
             : "Rules send events to a destination, so add one before creating a rule."),
@@ -1436,6 +1633,7 @@
       h("label", { class: "check" }, enabled, "Enabled"),
       error,
       h("div", { class: "form-actions" }, save, cancel, h("span", { class: "spacer" }), deleteButton));
+    clearErrorOnFix(form, error);
 
     form.addEventListener("submit", async (e) => {
       e.preventDefault();
@@ -1501,6 +1699,12 @@
     };
 
     const render = () => {
+      if (loaded.length) {
+        // Whatever arrives, the rows loaded by then are drawn again with it.
+        loadEventSummaries(loaded.map((d) => d.event_id)).then((added) => {
+          if (added && ctx.alive()) render();
+        });
+      }
       listSlot.replaceChildren(loaded.length
         ? h("ul", { class: "rows" }, loaded.map((d) => deliveryRow(d, connections, rules)))
         : h("div", { class: "empty", testid: "empty-deliveries" },
@@ -1615,20 +1819,27 @@
     const attempts = h("div");
     const message = h("div");
     const retry = h("button", { type: "button", testid: "retry-delivery" }, "Retry now");
+    const retryHint = h("p", { class: "hint retry-hint", id: uid("h"), testid: "retry-hint" });
+    retry.setAttribute("aria-describedby", retryHint.id);
     let current = delivery;
 
     const render = (d) => {
       current = d;
       const connection = connections.get(d.connection_id);
       const rule = rules.get(d.rule_id);
-      retry.disabled = !TERMINAL.has(d.status);
-      retry.title = TERMINAL.has(d.status) ? "" : "It's still queued: it will be attempted automatically.";
+      // A queued delivery has nothing to retry: say when it runs instead.
+      const queued = !TERMINAL.has(d.status);
+      const why = queued ? queuedReason(d) : "";
+      retry.disabled = queued;
+      retry.title = why;
+      retryHint.textContent = why;
+      retryHint.hidden = !queued;
       head.replaceChildren(
         h("div", { class: "page-head" },
           h("div", null,
             h("h1", null, "Delivery ", deliveryPill(d.status)),
             h("p", { class: "mono small break" }, d.id)),
-          h("div", { class: "actions" }, retry)));
+          h("div", { class: "retry-box" }, retry, retryHint)));
       facts.replaceChildren(
         h("dl", { class: "facts", testid: "delivery-facts" },
           h("dt", null, "Destination"), h("dd", null, connection ? `${connection.name} (${typeName(connection.type)})` : d.connection_id),
@@ -1683,6 +1894,15 @@
         h("section", { class: "card stack-sm", "aria-label": "Event" }, h("h2", null, "Event"), eventBox)));
   }
 
+  function queuedReason(d) {
+    const next = d.next_attempt_at;
+    const which = d.attempt_count ? "next" : "first";
+    if (next && Date.parse(next) > Date.now() + 5000) {
+      return `Already queued: the ${which} attempt is due ${absolute(next)} (${relative(next)}). Nothing to retry until then.`;
+    }
+    return `Already queued: the ${which} attempt is on its way.`;
+  }
+
   function attemptItem(a, index) {
     const ok = !a.error && a.status_code >= 200 && a.status_code < 300;
     const meta = [];
@@ -1725,6 +1945,8 @@
       return;
     }
     scheduleExpiry();
+    if (state.expired) return;
+    await loadCapabilities();
     if (state.expired) return;
     renderShell();
     window.addEventListener("hashchange", route);
