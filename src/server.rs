@@ -259,6 +259,9 @@ async fn purge_expired(app: AppState, shutdown: CancellationToken) {
         if let Err(error) = app.store().purge_oauth_states(now_ms()).await {
             tracing::warn!(%error, "cannot purge expired OAuth states");
         }
+        if let Err(error) = app.store().purge_used_launch_tokens(now_ms()).await {
+            tracing::warn!(%error, "cannot purge expired embed launch tokens");
+        }
     }
 }
 
