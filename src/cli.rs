@@ -70,7 +70,12 @@ enum ConfigCommand {
 #[derive(Args)]
 struct ServerArgs {
     /// Base URL of the running server.
-    #[arg(long, env = "SWITCHYARD_URL", default_value = "http://127.0.0.1:7600")]
+    #[arg(
+        long,
+        env = "SWITCHYARD_URL",
+        hide_env_values = true,
+        default_value = "http://127.0.0.1:7600"
+    )]
     url: String,
 }
 
@@ -78,9 +83,40 @@ struct ServerArgs {
 struct AdminArgs {
     #[command(flatten)]
     server: ServerArgs,
-    /// The instance admin token.
+    /// The instance admin token (default: read from the data dir's
+    /// `admin_token` file).
     #[arg(long, env = "SWITCHYARD_ADMIN_TOKEN", hide_env_values = true)]
-    admin_token: String,
+    admin_token: Option<String>,
+    /// The server's data dir, where a generated admin token is stored
+    /// (default: `data_dir` of the configuration, `./data`).
+    #[arg(long, env = "SWITCHYARD_DATA_DIR", hide_env_values = true)]
+    data_dir: Option<PathBuf>,
+}
+
+impl AdminArgs {
+    /// The token given, else the one the server generated in its data dir:
+    /// run next to `data/`, the client commands need no token to be copied.
+    fn token(&self) -> anyhow::Result<String> {
+        if let Some(token) = &self.admin_token {
+            return Ok(token.clone());
+        }
+        let data_dir = match &self.data_dir {
+            Some(dir) => dir.clone(),
+            None => Config::load(None)?.data_dir,
+        };
+        let path = data_dir.join(crate::server::ADMIN_TOKEN_FILE);
+        match std::fs::read_to_string(&path) {
+            Ok(text) if !text.trim().is_empty() => Ok(text.trim().to_string()),
+            Ok(_) => bail!("{} is empty", path.display()),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => bail!(
+                "no admin token: give --admin-token (or SWITCHYARD_ADMIN_TOKEN), \
+                 or run next to the server's data dir ({} does not exist; \
+                 --data-dir names another)",
+                path.display()
+            ),
+            Err(error) => Err(error).with_context(|| format!("cannot read {}", path.display())),
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -169,6 +205,24 @@ enum BenchCommand {
     },
 }
 
+/// The error and its causes for the terminal, each said once: many errors
+/// already end with their cause's text (`cannot use data_dir …: File
+/// exists`), and anyhow's `{:#}` would repeat it.
+pub fn describe_error(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let message = cause.to_string();
+        if text.ends_with(&message) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&message);
+    }
+    text
+}
+
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -181,6 +235,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let config = Config::load(config.as_deref())?;
             print!("{}", config.to_masked_toml());
+            for name in crate::config::unknown_environment_variables() {
+                eprintln!("warning: {name} names no configuration key; it is ignored");
+            }
             eprintln!("configuration is valid");
             Ok(())
         }
@@ -209,45 +266,83 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 async fn serve(config_path: Option<PathBuf>) -> anyhow::Result<()> {
     let config = Config::load(config_path.as_deref())?;
     crate::telemetry::init(&config.log)?;
+    for name in crate::config::unknown_environment_variables() {
+        tracing::warn!("{name} names no configuration key; it is ignored");
+    }
     let server = Server::bind(config).await?;
-    if let AdminTokenSource::Generated { path, token } = server.admin_token_source() {
+    // The token itself is never printed: under systemd stdout is the
+    // journal, kept for ever. Say where it is instead.
+    if let AdminTokenSource::Generated(path) = server.admin_token_source() {
         println!(
-            "generated admin token (stored in {}, shown only now): {}",
+            "generated an admin token in {} (mode 0600); read it with: cat {}",
             path.display(),
-            token.expose()
+            path.display()
         );
     }
+    // Signals are caught from before the listening line: a script that
+    // sends SIGTERM as soon as it reads the line gets a clean stop.
+    let signals = StopSignals::install();
     let address = server.local_addr();
+    // Scripts wait for this stdout line; the log has its own ("serving",
+    // with the address), so it is said once on each.
     println!("listening on http://{address}");
-    tracing::info!("listening on http://{address}");
     let shutdown = CancellationToken::new();
-    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    tokio::spawn(signals.cancel_when_received(shutdown.clone()));
     server.run(shutdown).await?;
     Ok(())
 }
 
-async fn cancel_on_signal(shutdown: CancellationToken) {
-    let interrupt = tokio::signal::ctrl_c();
+/// SIGTERM and SIGINT, registered when installed (not when first awaited).
+struct StopSignals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut terminate) => {
-                tokio::select! {
-                    _ = interrupt => {}
-                    _ = terminate.recv() => {}
+    terminate: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    interrupt: Option<tokio::signal::unix::Signal>,
+}
+
+impl StopSignals {
+    fn install() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let install = |kind: SignalKind, name: &str| match signal(kind) {
+                Ok(handler) => Some(handler),
+                Err(error) => {
+                    tracing::warn!(%error, "cannot listen for {name}");
+                    None
                 }
-            }
-            Err(error) => {
-                tracing::warn!(%error, "cannot listen for SIGTERM; only Ctrl-C stops the server");
-                let _ = interrupt.await;
+            };
+            Self {
+                terminate: install(SignalKind::terminate(), "SIGTERM"),
+                interrupt: install(SignalKind::interrupt(), "SIGINT"),
             }
         }
+        #[cfg(not(unix))]
+        Self {}
     }
-    #[cfg(not(unix))]
-    let _ = interrupt.await;
-    tracing::info!("shutdown requested");
-    shutdown.cancel();
+
+    async fn cancel_when_received(self, shutdown: CancellationToken) {
+        #[cfg(unix)]
+        {
+            /// A handler that could not be installed never fires.
+            async fn received(handler: Option<tokio::signal::unix::Signal>) {
+                match handler {
+                    Some(mut handler) => {
+                        handler.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            }
+            tokio::select! {
+                _ = received(self.terminate) => {}
+                _ = received(self.interrupt) => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutdown requested");
+        shutdown.cancel();
+    }
 }
 
 fn client() -> anyhow::Result<reqwest::Client> {
@@ -289,13 +384,13 @@ async fn workspace(command: WorkspaceCommand) -> anyhow::Result<()> {
             let url = format!("{}/v1/workspaces", admin.server.url);
             let request = http
                 .post(url)
-                .bearer_auth(&admin.admin_token)
+                .bearer_auth(admin.token()?)
                 .json(&json!({"name": name}));
             println!("{}", serde_json::to_string_pretty(&call(request).await?)?);
         }
         WorkspaceCommand::List { admin } => {
             let url = format!("{}/v1/workspaces", admin.server.url);
-            let answer = call(http.get(url).bearer_auth(&admin.admin_token)).await?;
+            let answer = call(http.get(url).bearer_auth(admin.token()?)).await?;
             for workspace in answer["data"].as_array().into_iter().flatten() {
                 println!(
                     "{}\t{}\t{}",
@@ -307,12 +402,12 @@ async fn workspace(command: WorkspaceCommand) -> anyhow::Result<()> {
         }
         WorkspaceCommand::Delete { id, admin } => {
             let url = format!("{}/v1/workspaces/{id}", admin.server.url);
-            call(http.delete(url).bearer_auth(&admin.admin_token)).await?;
+            call(http.delete(url).bearer_auth(admin.token()?)).await?;
             println!("deleted {id}");
         }
         WorkspaceCommand::RotateKeys { id, admin } => {
             let url = format!("{}/v1/workspaces/{id}/keys/rotate", admin.server.url);
-            let request = http.post(url).bearer_auth(&admin.admin_token);
+            let request = http.post(url).bearer_auth(admin.token()?);
             println!("{}", serde_json::to_string_pretty(&call(request).await?)?);
         }
     }
@@ -327,6 +422,7 @@ async fn backup(args: BackupArgs) -> anyhow::Result<()> {
         Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
         _ => PathBuf::from("."),
     };
+    let token = args.admin.token()?;
     let mut partial = tempfile::NamedTempFile::new_in(&directory)
         .with_context(|| format!("cannot write in {}", directory.display()))?;
     // No overall timeout: a big database takes as long as it takes.
@@ -336,7 +432,7 @@ async fn backup(args: BackupArgs) -> anyhow::Result<()> {
         .context("cannot build the HTTP client")?;
     let mut response = http
         .post(format!("{}/v1/backup", args.admin.server.url))
-        .bearer_auth(&args.admin.admin_token)
+        .bearer_auth(&token)
         .send()
         .await
         .context("cannot reach the server")?;
@@ -446,7 +542,26 @@ async fn emit(args: EmitArgs) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::size_text;
+    use super::{describe_error, size_text};
+
+    #[test]
+    fn an_error_says_its_cause_once() {
+        let io = || std::io::Error::from_raw_os_error(17);
+        let nested = crate::server::ServeError::DataDir {
+            path: "data".into(),
+            source: io(),
+        };
+        let error = anyhow::Error::new(nested).context("cannot start");
+        assert_eq!(
+            describe_error(&error),
+            format!("cannot start: cannot use data_dir data: {}", io())
+        );
+        let plain = anyhow::Error::new(io()).context("cannot create out.redb");
+        assert_eq!(
+            describe_error(&plain),
+            format!("cannot create out.redb: {}", io())
+        );
+    }
 
     #[test]
     fn sizes_read_in_binary_units_with_the_exact_bytes() {

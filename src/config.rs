@@ -38,6 +38,7 @@ const STRING_KEYS: &[&str] = &[
 pub const DEFAULT_CONFIG_PATH: &str = "config/switchyard.toml";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Config {
     pub listen: String,
     pub data_dir: PathBuf,
@@ -59,6 +60,7 @@ pub struct Config {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LogConfig {
     pub format: LogFormat,
     pub level: String,
@@ -72,6 +74,7 @@ pub enum LogFormat {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LimitsConfig {
     pub max_body_bytes: usize,
     pub max_batch_events: usize,
@@ -82,6 +85,7 @@ pub struct LimitsConfig {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DeliveryConfig {
     pub retry_schedule: Vec<u64>,
     pub timeout_seconds: u64,
@@ -95,12 +99,14 @@ pub struct DeliveryConfig {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct StorageConfig {
     /// redb's page cache, in MiB.
     pub cache_mb: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RetentionConfig {
     /// How long events (with their deliveries and attempts) are kept.
     pub events: RetentionPeriod,
@@ -189,6 +195,7 @@ mod duration_text {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SlackConfig {
     pub api_base: String,
     pub oauth_base: String,
@@ -200,12 +207,14 @@ pub struct SlackConfig {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct EmailConfig {
     pub resend: ResendConfig,
     pub smtp: SmtpConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ResendConfig {
     pub api_base: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -213,6 +222,7 @@ pub struct ResendConfig {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SmtpConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
@@ -261,6 +271,20 @@ fn describe_figment_error(error: &figment::Error) -> String {
                 .as_ref()
                 .map(|metadata| format!(" (from {})", metadata.name))
                 .unwrap_or_default();
+            if let figment::error::Kind::UnknownField(name, expected) = &error.kind {
+                // The path ends with the unknown key itself.
+                let section = match error.path.split_last() {
+                    Some((last, section)) if last == name => section.join("."),
+                    _ => key,
+                };
+                let source = error
+                    .metadata
+                    .as_ref()
+                    .and_then(|metadata| metadata.source.as_ref())
+                    .map(|file| format!(" (in {file})"))
+                    .unwrap_or(source);
+                return unknown_key_message(&section, name, expected, &source);
+            }
             if key.is_empty() {
                 format!("{}{source}", error.kind)
             } else {
@@ -269,6 +293,126 @@ fn describe_figment_error(error: &figment::Error) -> String {
         })
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+/// `unknown key `timeout_secs` in [delivery] (from TOML file …); did you
+/// mean `timeout_seconds`?`: a typo must not pass for a default.
+fn unknown_key_message(section: &str, name: &str, expected: &[&str], source: &str) -> String {
+    let place = if section.is_empty() {
+        "at the top level".to_string()
+    } else {
+        format!("in [{section}]")
+    };
+    let hint = closest_name(name, expected)
+        .map(|known| format!("; did you mean `{known}`?"))
+        .unwrap_or_default();
+    format!("unknown key `{name}` {place}{source}{hint}")
+}
+
+/// The known name nearest to `name`, if it is near enough to be a typo:
+/// within a third of its length in edits, or one holding the other
+/// (`timeout` for `timeout_seconds`).
+fn closest_name<'a>(name: &str, known: &[&'a str]) -> Option<&'a str> {
+    let name = name.to_lowercase();
+    known
+        .iter()
+        .map(|candidate| (edit_distance(&name, candidate), *candidate))
+        .filter(|(distance, candidate)| {
+            *distance <= (name.len().max(3) / 3) || (name.len() >= 4 && candidate.contains(&name))
+        })
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, candidate)| candidate)
+}
+
+/// Edit distance counting a swap of two neighbours as one edit (optimal
+/// string alignment), so `hots` is one edit from `host`.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    let mut table = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in table.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in table[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut best = (table[i - 1][j] + 1)
+                .min(table[i][j - 1] + 1)
+                .min(table[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(table[i - 2][j - 2] + 1);
+            }
+            table[i][j] = best;
+        }
+    }
+    table[a.len()][b.len()]
+}
+
+/// Variables with the prefix that the command line reads itself (client
+/// commands), not configuration keys.
+const CLIENT_VARIABLES: &[&str] = &["URL", "KEY"];
+
+/// Dotted keys the configuration has (sections too, so a whole section can
+/// be given as one value), derived from the types themselves.
+fn known_keys() -> Vec<String> {
+    let mut every_key = match Config::defaults() {
+        Ok(config) => config,
+        Err(_) => return Vec::new(),
+    };
+    // Optional keys are absent from the defaults; fill each in so that it
+    // serialises. An optional key added to the types must be added here,
+    // or its environment variable is reported as unknown.
+    let filler = || Some(Secret::new("x"));
+    every_key.admin_token = filler();
+    every_key.master_key = filler();
+    every_key.public_url = Some(String::new());
+    every_key.slack.client_id = Some(String::new());
+    every_key.slack.client_secret = filler();
+    every_key.email.resend.api_key = filler();
+    every_key.email.smtp.host = Some(String::new());
+    every_key.email.smtp.username = Some(String::new());
+    every_key.email.smtp.password = filler();
+    let mut keys = Vec::new();
+    if let Ok(toml::Value::Table(table)) = toml::Value::try_from(&every_key) {
+        collect_keys("", &table, &mut keys);
+    }
+    keys
+}
+
+fn collect_keys(prefix: &str, table: &toml::Table, keys: &mut Vec<String>) {
+    for (name, value) in table {
+        let key = format!("{prefix}{name}");
+        if let toml::Value::Table(inner) = value {
+            collect_keys(&format!("{key}."), inner, keys);
+        }
+        keys.push(key);
+    }
+}
+
+/// `SWITCHYARD_*` variables that name no configuration key (and are not
+/// read by the client commands): most likely typos, which would otherwise
+/// be ignored without a word. The caller warns about them.
+pub fn unknown_environment_variables() -> Vec<String> {
+    unknown_variables_with_prefix(ENV_PREFIX)
+}
+
+fn unknown_variables_with_prefix(prefix: &str) -> Vec<String> {
+    let known = known_keys();
+    let mut unknown: Vec<String> = std::env::vars_os()
+        .filter_map(|(name, _)| name.into_string().ok())
+        .filter(|name| {
+            let Some(rest) = name.strip_prefix(prefix) else {
+                return false;
+            };
+            let key = rest.replace("__", ".").to_lowercase();
+            !CLIENT_VARIABLES.contains(&rest) && !known.contains(&key)
+        })
+        .collect();
+    unknown.sort();
+    unknown
 }
 
 impl Config {
@@ -293,7 +437,14 @@ impl Config {
             }
             None => {}
         }
-        figment = figment.merge(Env::prefixed(prefix).split("__"));
+        // Only variables naming a key: the others (typos, the client
+        // commands' SWITCHYARD_URL) are warned about, not fatal.
+        let known = known_keys();
+        figment = figment.merge(
+            Env::prefixed(prefix)
+                .split("__")
+                .filter(move |key| known.iter().any(|known| key == known.as_str())),
+        );
         // figment reads environment values as TOML-ish literals, so a Slack
         // client id like 1234.5678 or an all-digit hex key would arrive as a
         // number (and lose digits). String keys are taken verbatim.
@@ -488,6 +639,106 @@ mod tests {
             assert!(error.contains("`log.format`"), "{error}");
             Ok(())
         });
+    }
+
+    #[test]
+    fn unknown_keys_in_the_file_are_errors_with_a_suggestion() {
+        Jail::expect_with(|jail| {
+            jail.create_file("typo.toml", "[delivery]\ntimeout_secs = 3\n")?;
+            let error = Config::load(Some(Path::new("typo.toml")))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                error.contains("unknown key `timeout_secs` in [delivery]"),
+                "{error}"
+            );
+            assert!(error.contains("did you mean `timeout_seconds`?"), "{error}");
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            jail.create_file("bogus.toml", "bogus_key = 1\n")?;
+            let error = Config::load(Some(Path::new("bogus.toml")))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                error.contains("unknown key `bogus_key` at the top level"),
+                "{error}"
+            );
+            assert!(!error.contains("did you mean"), "nothing is close: {error}");
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            jail.create_file("smtp.toml", "[email.smtp]\nhots = \"mail\"\n")?;
+            let error = Config::load(Some(Path::new("smtp.toml")))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                error.contains("in [email.smtp]") && error.contains("did you mean `host`?"),
+                "{error}"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_environment_variables_are_named_not_fatal() {
+        Jail::expect_with(|jail| {
+            jail.set_env("SWITCHYARD_DELIVERY__TIMEOUT_SECS", "3");
+            jail.set_env("SWITCHYARD_LISTNE", "0.0.0.0:1");
+            jail.set_env("SWITCHYARD_URL", "http://127.0.0.1:7600");
+            jail.set_env("SWITCHYARD_EMAIL__SMTP__HOST", "mail.example.com");
+            let config = Config::load(None).unwrap();
+            assert_eq!(config.delivery.timeout_seconds, 15);
+            assert_eq!(config.email.smtp.host.as_deref(), Some("mail.example.com"));
+            let unknown = unknown_environment_variables();
+            assert!(
+                unknown.contains(&"SWITCHYARD_DELIVERY__TIMEOUT_SECS".to_string())
+                    && unknown.contains(&"SWITCHYARD_LISTNE".to_string()),
+                "{unknown:?}"
+            );
+            assert!(
+                !unknown
+                    .iter()
+                    .any(|name| name == "SWITCHYARD_URL" || name == "SWITCHYARD_EMAIL__SMTP__HOST"),
+                "{unknown:?}"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn every_key_of_the_defaults_file_is_known() {
+        let known = known_keys();
+        for key in [
+            "listen",
+            "admin_token",
+            "master_key",
+            "public_url",
+            "delivery.timeout_seconds",
+            "retention.interval",
+            "slack.client_secret",
+            "email.resend.api_key",
+            "email.smtp.password",
+        ] {
+            assert!(known.iter().any(|known| known == key), "{key}: {known:?}");
+        }
+    }
+
+    #[test]
+    fn close_names_are_suggested() {
+        let known = ["timeout_seconds", "retry_schedule", "queue_window"];
+        assert_eq!(
+            closest_name("timeout_secs", &known),
+            Some("timeout_seconds")
+        );
+        assert_eq!(
+            closest_name("retry_schedul", &known),
+            Some("retry_schedule")
+        );
+        assert_eq!(closest_name("timeout", &known), Some("timeout_seconds"));
+        assert_eq!(closest_name("colour", &known), None);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("hots", "host"), 1);
     }
 
     #[test]

@@ -43,12 +43,13 @@ pub enum ServeError {
     Io(#[from] std::io::Error),
 }
 
-/// Where the admin token came from; a generated one is shown once.
+/// Where the admin token came from; where a generated one was written is
+/// printed once (the token itself never is).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AdminTokenSource {
     Configured,
     Stored(PathBuf),
-    Generated { path: PathBuf, token: Secret },
+    Generated(PathBuf),
 }
 
 /// What a server takes beyond its configuration.
@@ -215,8 +216,13 @@ impl Server {
         if let Err(error) = engine_done.await {
             tracing::error!(%error, "the delivery engine failed");
         }
-        // Every request handler has returned, so this is the last handle:
-        // dropping it commits what is queued and closes the file.
+        // Every request handler has returned and, unless the drain above
+        // timed out, every attempt too: then this is the last handle, and
+        // dropping it commits what is queued and closes the file. Attempts
+        // still running past the shutdown grace hold handles of their own;
+        // the file then closes with the last of them (at the latest when the
+        // process exits), and their deliveries, still queued on disk, run
+        // again after the next start.
         let store = self.store;
         tokio::task::spawn_blocking(move || drop(store))
             .await
@@ -252,6 +258,9 @@ async fn purge_expired(app: AppState, shutdown: CancellationToken) {
         }
         if let Err(error) = app.store().purge_oauth_states(now_ms()).await {
             tracing::warn!(%error, "cannot purge expired OAuth states");
+        }
+        if let Err(error) = app.store().purge_used_launch_tokens(now_ms()).await {
+            tracing::warn!(%error, "cannot purge expired embed launch tokens");
         }
     }
 }
@@ -305,7 +314,9 @@ fn prepare_data_dir(path: &Path) -> Result<(), ServeError> {
     Ok(())
 }
 
-const ADMIN_TOKEN_FILE: &str = "admin_token";
+/// The generated admin token's file in the data dir (the client commands
+/// read it too).
+pub const ADMIN_TOKEN_FILE: &str = "admin_token";
 
 /// The configured admin token, else the one stored in the data dir, else a
 /// new one written there with mode 0600.
@@ -337,11 +348,5 @@ fn resolve_admin_token(config: &Config) -> Result<(Secret, AdminTokenSource), Se
     let mut file = options.open(&path).map_err(error)?;
     writeln!(file, "{}", token.expose()).map_err(error)?;
     file.sync_all().map_err(error)?;
-    Ok((
-        token.clone(),
-        AdminTokenSource::Generated {
-            path: path.clone(),
-            token,
-        },
-    ))
+    Ok((token, AdminTokenSource::Generated(path)))
 }

@@ -32,14 +32,27 @@ pub fn init(config: &LogConfig) -> anyhow::Result<()> {
         .map_err(|error| anyhow::anyhow!("invalid value for `log.level`: {error}"))?;
     // Logs go to stderr; stdout carries only the start-up lines (the
     // listening address and a generated admin token) for scripts to read.
+    use std::io::IsTerminal;
+    let colour = use_colour(
+        std::io::stderr().is_terminal(),
+        std::env::var_os("NO_COLOR").as_deref(),
+    );
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(std::io::stderr);
     let result = match config.format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
     result.map_err(|error| anyhow::anyhow!("cannot install the logger: {error}"))
+}
+
+/// Colour codes only for a person at a terminal: in a file or the journal
+/// they are noise. `NO_COLOR` set to anything but empty turns them off
+/// (<https://no-color.org>).
+fn use_colour(stderr_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(|value| value.is_empty())
 }
 
 /// The process-wide Prometheus recorder, installed on first use (metrics
@@ -139,6 +152,15 @@ mod tests {
     use super::*;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[test]
+    fn colour_only_on_a_terminal_and_never_with_no_color() {
+        use std::ffi::OsStr;
+        assert!(use_colour(true, None));
+        assert!(!use_colour(false, None), "a file or the journal");
+        assert!(!use_colour(true, Some(OsStr::new("1"))));
+        assert!(use_colour(true, Some(OsStr::new(""))), "empty means unset");
+    }
 
     #[tokio::test(start_paused = true)]
     async fn metrics_upkeep_runs_every_period_until_shutdown() {

@@ -42,7 +42,27 @@ impl FromRequest<AppState> for RawBody {
 }
 
 /// Parses JSON, telling syntax errors (400) from shape errors (422).
+/// Every body is an object: serde would otherwise read a struct from an
+/// array by position and answer `[1,2]` with "expected a string".
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let starts_an_object = bytes
+        .iter()
+        .find(|byte| !byte.is_ascii_whitespace())
+        .is_some_and(|byte| *byte == b'{');
+    if !starts_an_object {
+        return Err(
+            match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+                Ok(_) => ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid_request",
+                    "the body must be a JSON object",
+                ),
+                Err(error) => {
+                    ApiError::malformed_json(format!("request body is not valid JSON: {error}"))
+                }
+            },
+        );
+    }
     serde_json::from_slice(bytes).map_err(|error| match error.classify() {
         serde_json::error::Category::Data => ApiError::invalid("body", error),
         _ => ApiError::malformed_json(format!("request body is not valid JSON: {error}")),

@@ -277,7 +277,10 @@ struct WorkspaceView {
     name: String,
 }
 
-/// Launch token → session token with the same expiry and workspace.
+/// Launch token → session token with the same expiry and workspace, once:
+/// the launch URL sits in an iframe `src`, where history, logs or a
+/// `Referer` can leak it, so a second exchange gets 401 (the first session
+/// goes on).
 async fn exchange(
     State(app): State<AppState>,
     JsonBody(body): JsonBody<Exchange>,
@@ -288,6 +291,15 @@ async fn exchange(
         .store()
         .workspace(WorkspaceId(claims.workspace))?
         .ok_or_else(|| ApiError::unauthorized("this session's workspace no longer exists"))?;
+    let first_use = app
+        .store()
+        .use_launch_token(launch_digest(&body.token), claims.expires_at_ms)
+        .await?;
+    if !first_use {
+        return Err(ApiError::unauthorized(
+            "this launch link has already been used; open the page again from your product",
+        ));
+    }
     let session = seal(
         &app,
         &Claims {
@@ -303,6 +315,16 @@ async fn exchange(
         },
         expires_at: format_timestamp_ms(claims.expires_at_ms),
     }))
+}
+
+/// What the used-token table keys a launch token by: 128 bits of its
+/// SHA-256 (the token itself is a bearer secret, not stored).
+fn launch_digest(token: &str) -> u128 {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(token.as_bytes());
+    let mut first = [0u8; 16];
+    first.copy_from_slice(&digest[..16]);
+    u128::from_be_bytes(first)
 }
 
 async fn asset(Path(file): Path<String>) -> Response {

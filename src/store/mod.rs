@@ -488,4 +488,10 @@ pub trait Store: Send + Sync + 'static {
     fn consume_oauth_state(&self, nonce: u128, now_ms: u64) -> StoreFuture<bool>;
     /// Drops expired nonces; returns how many.
     fn purge_oauth_states(&self, now_ms: u64) -> StoreFuture<usize>;
+
+    /// Marks an embed launch token (by digest) used until it expires:
+    /// true only the first time.
+    fn use_launch_token(&self, digest: u128, expires_at_ms: u64) -> StoreFuture<bool>;
+    /// Forgets used launch tokens that have expired; returns how many.
+    fn purge_used_launch_tokens(&self, now_ms: u64) -> StoreFuture<usize>;
 }

@@ -255,12 +255,75 @@ mod tests {
         }
     }
 
+    fn sample_connection() -> ConnectionRecord {
+        ConnectionRecord {
+            name: "ops".into(),
+            kind: StoredConnectionKind::Slack,
+            status: StoredConnectionStatus::NeedsReauth,
+            config_json: br#"{"team_id":"T1"}"#.to_vec(),
+            sealed_secrets: vec![9, 8, 7],
+            created_at_ms: 1000,
+            updated_at_ms: 2000,
+        }
+    }
+
+    fn sample_rule() -> RuleRecord {
+        RuleRecord {
+            name: "hot".into(),
+            events: vec!["alert.*".into(), "deploy.done".into()],
+            connection_id: 7,
+            target_json: br#"{"channel":"C1"}"#.to_vec(),
+            min_severity: Some("high".into()),
+            conditions_json: b"[]".to_vec(),
+            template_json: Some(br#"{"text":"x"}"#.to_vec()),
+            enabled: true,
+            created_at_ms: 1000,
+            updated_at_ms: 2000,
+        }
+    }
+
+    fn sample_delivery() -> DeliveryRecord {
+        DeliveryRecord {
+            event_id: 1,
+            rule_id: 2,
+            connection_id: 3,
+            status: StoredDeliveryStatus::Retrying,
+            attempt_count: 2,
+            round_attempts: 1,
+            next_attempt_at_ms: Some(5000),
+            created_at_ms: 1000,
+            updated_at_ms: 2000,
+        }
+    }
+
+    fn sample_attempt() -> AttemptRecord {
+        AttemptRecord {
+            at_ms: 1000,
+            duration_ms: 15,
+            status_code: Some(503),
+            error: Some("busy".into()),
+            response: None,
+        }
+    }
+
+    fn sample_queue_entry() -> QueueRecord {
+        QueueRecord {
+            workspace_id: 1,
+            connection_id: u128::MAX,
+        }
+    }
+
     // Version-1 bytes as written by the first release. If one of these fails,
     // the disk format changed: add a new version instead of editing V1.
     const EVENT_V1: &str = "010f616c6572742e7472696767657265640105616c657274000e7b2276616c7565223a313834307dc0f9b5e1d933";
     const WORKSPACE_V1: &str = "010461636d65e80701010101010101010101010101010101010101010101010101010101010101010202020202020202020202020202020202020202020202020202020202020202";
     const API_KEY_V1: &str = "012a01";
     const IDEMPOTENCY_V1: &str = "0101ca01027b7d";
+    const CONNECTION_V1: &str = "01036f70730101107b227465616d5f6964223a225431227d03090807e807d00f";
+    const RULE_V1: &str = "0103686f740207616c6572742e2a0b6465706c6f792e646f6e6507107b226368616e6e656c223a224331227d010468696768025b5d010c7b2274657874223a2278227d01e807d00f";
+    const DELIVERY_V1: &str = "01010203020201018827e807d00f";
+    const ATTEMPT_V1: &str = "01e8070f01f70301046275737900";
+    const QUEUE_V1: &str = "0101ffffffffffffffffffffffffffffffffffff03";
 
     #[test]
     fn version_one_records_still_decode() {
@@ -297,6 +360,32 @@ mod tests {
     #[test]
     fn current_encoding_of_version_one_is_pinned() {
         assert_eq!(hex(&sample_event().encode()), EVENT_V1);
+        assert_eq!(hex(&sample_connection().encode()), CONNECTION_V1);
+        assert_eq!(hex(&sample_rule().encode()), RULE_V1);
+        assert_eq!(hex(&sample_delivery().encode()), DELIVERY_V1);
+        assert_eq!(hex(&sample_attempt().encode()), ATTEMPT_V1);
+        assert_eq!(hex(&sample_queue_entry().encode()), QUEUE_V1);
+    }
+
+    #[test]
+    fn version_one_engine_records_still_decode() {
+        assert_eq!(
+            ConnectionRecord::decode(&unhex(CONNECTION_V1)).unwrap(),
+            sample_connection()
+        );
+        assert_eq!(RuleRecord::decode(&unhex(RULE_V1)).unwrap(), sample_rule());
+        assert_eq!(
+            DeliveryRecord::decode(&unhex(DELIVERY_V1)).unwrap(),
+            sample_delivery()
+        );
+        assert_eq!(
+            AttemptRecord::decode(&unhex(ATTEMPT_V1)).unwrap(),
+            sample_attempt()
+        );
+        assert_eq!(
+            QueueRecord::decode(&unhex(QUEUE_V1)).unwrap(),
+            sample_queue_entry()
+        );
     }
 
     #[test]

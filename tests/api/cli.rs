@@ -1,16 +1,26 @@
 //! The command line against a real server: config check, workspace
-//! commands, emit, and the generated admin token.
+//! commands, emit, the generated admin token, logs and config typos.
 
 use crate::helpers::{ADMIN_TOKEN, ChildServer, TestApp, binary};
 use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 use std::process::Output;
 
 async fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
+    run_in(None, args, env).await
+}
+
+/// Runs the binary in `directory` (default: the test's own).
+async fn run_in(directory: Option<&Path>, args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut command = tokio::process::Command::new(binary());
     command
         .args(args)
         .env_remove("SWITCHYARD_ADMIN_TOKEN")
+        .env_remove("SWITCHYARD_DATA_DIR")
         .env_remove("SWITCHYARD_URL");
+    if let Some(directory) = directory {
+        command.current_dir(directory);
+    }
     for (key, value) in env {
         command.env(key, value);
     }
@@ -185,8 +195,92 @@ async fn workspace_commands_and_emit_drive_a_running_server() {
     assert_eq!(body["data"], serde_json::json!([]));
 }
 
+/// Run next to the data dir (or given `--data-dir`), the client commands
+/// read the generated admin token themselves.
 #[tokio::test]
-async fn a_generated_admin_token_is_stored_0600_and_printed_once() {
+async fn client_commands_find_the_admin_token_in_the_data_dir() {
+    let app = TestApp::spawn().await;
+    let url = app.url.as_str();
+    let here = tempfile::tempdir().unwrap();
+    std::fs::create_dir(here.path().join("data")).unwrap();
+    std::fs::write(
+        here.path().join("data/admin_token"),
+        format!("{ADMIN_TOKEN}\n"),
+    )
+    .unwrap();
+    let created = run_in(
+        Some(here.path()),
+        &["workspace", "create", "acme", "--url", url],
+        &[],
+    )
+    .await;
+    assert!(created.status.success(), "{}", stderr(&created));
+    assert!(stdout(&created).contains("\"name\": \"acme\""));
+
+    let elsewhere = tempfile::tempdir().unwrap();
+    let data_dir = here.path().join("data");
+    let listed = run_in(
+        Some(elsewhere.path()),
+        &[
+            "workspace",
+            "list",
+            "--url",
+            url,
+            "--data-dir",
+            data_dir.to_str().unwrap(),
+        ],
+        &[],
+    )
+    .await;
+    assert!(listed.status.success(), "{}", stderr(&listed));
+    assert!(stdout(&listed).contains("acme"), "{}", stdout(&listed));
+
+    let without = run_in(
+        Some(elsewhere.path()),
+        &["workspace", "list", "--url", url],
+        &[],
+    )
+    .await;
+    assert!(!without.status.success());
+    let message = stderr(&without);
+    assert!(
+        message.contains("no admin token: give --admin-token")
+            && message.contains("data/admin_token does not exist"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn help_shows_variable_names_and_errors_say_their_cause_once() {
+    let help = run(&["workspace", "list", "--help"], &[]).await;
+    let text = stdout(&help);
+    assert!(text.contains("[env: SWITCHYARD_URL]"), "{text}");
+    assert!(!text.contains("SWITCHYARD_URL="), "{text}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("taken.redb");
+    std::fs::write(&out, b"already here").unwrap();
+    let app = TestApp::spawn().await;
+    let output = run(
+        &[
+            "backup",
+            "--url",
+            &app.url,
+            "--admin-token",
+            ADMIN_TOKEN,
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &[],
+    )
+    .await;
+    assert!(!output.status.success());
+    let message = stderr(&output);
+    assert_eq!(message.matches("os error 17").count(), 1, "{message}");
+}
+
+#[tokio::test]
+async fn a_generated_admin_token_is_stored_0600_and_never_printed() {
     let dir = tempfile::tempdir().unwrap();
     let first = ChildServer::start(dir.path(), None).await;
     // The database file holds payloads and key hashes: owner only, too.
@@ -195,22 +289,32 @@ async fn a_generated_admin_token_is_stored_0600_and_printed_once() {
         std::fs::metadata(&database).unwrap().permissions().mode() & 0o777,
         0o600
     );
-    let printed = first
-        .stdout_lines
-        .iter()
-        .find_map(|line| line.split("shown only now): ").nth(1))
-        .map(str::to_string)
-        .expect("the generated token is printed");
     let path = dir.path().join("admin_token");
-    assert_eq!(std::fs::read_to_string(&path).unwrap().trim(), printed);
+    let token = std::fs::read_to_string(&path).unwrap().trim().to_string();
     assert_eq!(
         std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
         0o600
     );
+    // Under systemd stdout is the journal: it says where, never what.
+    assert!(
+        first.stdout_lines.iter().all(|line| !line.contains(&token)),
+        "{:?}",
+        first.stdout_lines
+    );
+    let expected = format!(
+        "generated an admin token in {} (mode 0600); read it with: cat {}",
+        path.display(),
+        path.display()
+    );
+    assert!(
+        first.stdout_lines.contains(&expected),
+        "{:?}",
+        first.stdout_lines
+    );
     let (status, _) = crate::helpers::send(
         reqwest::Client::new()
             .get(format!("{}/v1/workspaces", first.url))
-            .bearer_auth(&printed),
+            .bearer_auth(&token),
     )
     .await;
     assert_eq!(status, reqwest::StatusCode::OK);
@@ -221,18 +325,76 @@ async fn a_generated_admin_token_is_stored_0600_and_printed_once() {
         second
             .stdout_lines
             .iter()
-            .all(|line| !line.contains(&printed)),
-        "printed only on the first start: {:?}",
+            .all(|line| !line.contains("generated")),
+        "said only on the first start: {:?}",
         second.stdout_lines
     );
     let (status, _) = crate::helpers::send(
         reqwest::Client::new()
             .get(format!("{}/v1/workspaces", second.url))
-            .bearer_auth(&printed),
+            .bearer_auth(&token),
     )
     .await;
     assert_eq!(status, reqwest::StatusCode::OK);
     second.kill().await;
+}
+
+/// A log written to a file carries no colour codes, and "listening on" is
+/// said once, on stdout, where scripts wait for it.
+#[tokio::test]
+async fn a_log_file_has_no_colour_codes_and_listening_is_said_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("server.log");
+    let server = ChildServer::start_logging_to(
+        &dir.path().join("data"),
+        Some(ADMIN_TOKEN),
+        &[
+            ("SWITCHYARD_LOG__LEVEL", "info"),
+            ("SWITCHYARD_DELIVERY__TIMEOUT_SECS", "3"),
+        ],
+        Some(&log),
+    )
+    .await;
+    assert_eq!(server.terminate().await.code(), Some(0));
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("serving"), "{text}");
+    assert!(!text.contains('\u{1b}'), "colour codes in a file: {text:?}");
+    assert!(!text.contains("listening on"), "{text}");
+    assert!(
+        text.contains("SWITCHYARD_DELIVERY__TIMEOUT_SECS names no configuration key"),
+        "unknown variables are named: {text}"
+    );
+}
+
+#[tokio::test]
+async fn config_typos_are_errors_in_the_file_and_warnings_in_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("switchyard.toml");
+    std::fs::write(&file, "[delivery]\ntimeout_secs = 3\n").unwrap();
+    let output = run(
+        &["config", "check", "--config", file.to_str().unwrap()],
+        &[],
+    )
+    .await;
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("unknown key `timeout_secs` in [delivery]")
+            && stderr(&output).contains("did you mean `timeout_seconds`?"),
+        "{}",
+        stderr(&output)
+    );
+    let output = run(
+        &["config", "check"],
+        &[("SWITCHYARD_DELIVERY__TIMEOUT_SECS", "3")],
+    )
+    .await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stderr(&output)
+            .contains("warning: SWITCHYARD_DELIVERY__TIMEOUT_SECS names no configuration key"),
+        "{}",
+        stderr(&output)
+    );
 }
 
 /// `switchyard backup` copies a running server's database; a server started

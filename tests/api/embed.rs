@@ -22,6 +22,41 @@ async fn exchange(app: &TestApp, launch: &str) -> (StatusCode, Value) {
     .await
 }
 
+/// The launch URL sits in an iframe `src` (history, logs): exchanging it a
+/// second time, even after a restart, gets 401 and leaves the first session
+/// working.
+#[tokio::test]
+async fn a_launch_token_is_exchanged_only_once() {
+    let mut app = TestApp::spawn().await;
+    let ws = app.create_workspace("a").await;
+    let minted = mint(&app, &ws, json!({})).await;
+    let launch = minted["token"].as_str().unwrap();
+    let (status, first) = exchange(&app, launch).await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    let session = first["session"].as_str().unwrap().to_string();
+
+    let (status, again) = exchange(&app, launch).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{again}");
+    assert!(
+        again["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("already been used"),
+        "{again}"
+    );
+    let (status, _) = app.send(app.get("/v1/connections", &session)).await;
+    assert_eq!(status, StatusCode::OK, "the first session goes on");
+
+    app.restart().await;
+    assert_eq!(exchange(&app, launch).await.0, StatusCode::UNAUTHORIZED);
+    let other = mint(&app, &ws, json!({})).await;
+    assert_eq!(
+        exchange(&app, other["token"].as_str().unwrap()).await.0,
+        StatusCode::OK,
+        "another launch token is unaffected"
+    );
+}
+
 #[tokio::test]
 async fn a_session_opens_the_page_and_acts_for_its_workspace_only() {
     let app = TestApp::spawn_for_delivery().await;

@@ -84,7 +84,6 @@ async fn the_embedded_ui_works_in_a_browser() {
     let failing = Receiver::start(Reply::Status(500)).await;
     stage_deliveries(&bare, &bare_ws, &healthy.url, &failing.url).await;
     let mut receiver = Receiver::start(Reply::Status(200)).await;
-    let host_url = serve_host_page().await;
 
     // A: the tenant whose UI the browser drives. B: someone else's objects.
     let a = app.create_workspace("Acme Corp").await;
@@ -95,7 +94,11 @@ async fn the_embedded_ui_works_in_a_browser() {
     let c = app.create_workspace("Lannister Ops").await;
     make_slack_need_reauth(&app, &slack, &c).await;
 
-    let embed_a = mint(&app, &a, json!({"allowed_origins": [host_url.clone()]})).await;
+    let host_url = serve_host_page(&app, &a).await;
+    // A launch URL is single use and several scenarios open A's UI, so A's
+    // frame loads the host's own launch route, which mints a fresh one each
+    // time (as a host product does on every page view).
+    let embed_a = format!("{host_url}/launch");
     let embed_c = mint(&app, &c, json!({"allowed_origins": [host_url.clone()]})).await;
     let expired = mint_expired(&app, &a).await;
     // Launch tokens are single use: one per scenario.
@@ -202,11 +205,34 @@ async fn check_prerequisites(root: &Path) -> PathBuf {
     chromium
 }
 
-/// Serves [`HOST_PAGE`] on its own origin; returns that origin.
-async fn serve_host_page() -> String {
-    let router = axum::Router::new().route("/", axum::routing::get(|| async { Html(HOST_PAGE) }));
+/// Serves [`HOST_PAGE`] on its own origin, and `GET /launch`, which mints a
+/// new launch URL for `ws` (allowed to be framed by this origin) and
+/// redirects to it; returns the origin.
+async fn serve_host_page(app: &TestApp, ws: &TestWorkspace) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let origin = format!("http://{}", listener.local_addr().unwrap());
+    let sessions = format!("{}/v1/embed/sessions", app.url);
+    let secret_key = ws.secret_key.clone();
+    let body = json!({"allowed_origins": [origin.clone()]});
+    let launch = move || {
+        let (sessions, secret_key, body) = (sessions.clone(), secret_key.clone(), body.clone());
+        async move {
+            let answer: Value = reqwest::Client::new()
+                .post(sessions)
+                .bearer_auth(secret_key)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            axum::response::Redirect::to(answer["url"].as_str().unwrap())
+        }
+    };
+    let router = axum::Router::new()
+        .route("/", axum::routing::get(|| async { Html(HOST_PAGE) }))
+        .route("/launch", axum::routing::get(launch));
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
     origin
 }

@@ -410,6 +410,44 @@ async fn bad_input_is_rejected_with_the_right_status_and_nothing_stored() {
     );
 }
 
+/// Valid JSON of the wrong kind gets a message that says so, on every
+/// endpoint taking a body (serde alone would read `[1,2]` as a struct by
+/// position and complain about a field's type).
+#[tokio::test]
+async fn a_body_that_is_not_an_object_says_so() {
+    let app = TestApp::spawn().await;
+    let ws = app.create_workspace("acme").await;
+    for body in ["[1,2]", " [\"alert.triggered\"]", "5", "\"text\"", "null"] {
+        for (path, key) in [
+            ("/v1/events", ws.publishable_key.as_str()),
+            ("/v1/events/batch", ws.secret_key.as_str()),
+            ("/v1/workspaces", crate::helpers::ADMIN_TOKEN),
+        ] {
+            let (status, answer) = app
+                .send(
+                    app.post(path, key)
+                        .header("content-type", "application/json")
+                        .body(body),
+                )
+                .await;
+            assert_eq!(
+                status,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "{path} {body}: {answer}"
+            );
+            assert_eq!(
+                answer["error"]["message"], "the body must be a JSON object",
+                "{path} {body}"
+            );
+        }
+    }
+    let (status, _) = app
+        .send(app.post("/v1/events", &ws.publishable_key).body("[1,"))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "broken JSON stays 400");
+    assert!(app.all_event_ids(&ws.secret_key).await.is_empty());
+}
+
 #[tokio::test]
 async fn events_survive_a_clean_restart() {
     let mut app = TestApp::spawn().await;

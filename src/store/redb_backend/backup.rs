@@ -46,6 +46,7 @@ pub fn copy(snapshot: &ReadTransaction, target: File) -> Result<BackupStats, Sto
         ATTEMPTS,
         QUEUE,
         OAUTH_STATES,
+        USED_LAUNCH_TOKENS,
         PURGES,
         STORAGE_PROBE,
     );
@@ -131,13 +132,13 @@ mod tests {
         assert_eq!(
             stats,
             BackupStats {
-                tables: 14,
+                tables: 15,
                 rows: 1
             }
         );
         let copied = Database::open(&target).unwrap();
         let read = copied.begin_read().unwrap();
-        assert_eq!(read.list_tables().unwrap().count(), 14);
+        assert_eq!(read.list_tables().unwrap().count(), 15);
         let events = read.open_table(EVENTS).unwrap();
         assert_eq!(events.get((1, 2)).unwrap().unwrap().value(), b"event");
 

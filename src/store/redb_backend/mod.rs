@@ -350,6 +350,25 @@ impl Store for RedbStore {
             Ok((before - table.len()?) as usize)
         })
     }
+
+    fn use_launch_token(&self, digest: u128, expires_at_ms: u64) -> StoreFuture<bool> {
+        // Check and mark in one write: the writer runs ops one at a time, so
+        // two exchanges racing cannot both see the token unused.
+        self.write(move |txn| {
+            let mut table = txn.open_table(tables::USED_LAUNCH_TOKENS)?;
+            let first_use = table.insert(digest, expires_at_ms)?.is_none();
+            Ok(first_use)
+        })
+    }
+
+    fn purge_used_launch_tokens(&self, now_ms: u64) -> StoreFuture<usize> {
+        self.write(move |txn| {
+            let mut table = txn.open_table(tables::USED_LAUNCH_TOKENS)?;
+            let before = table.len()?;
+            table.retain(|_, expires_at| expires_at > now_ms)?;
+            Ok((before - table.len()?) as usize)
+        })
+    }
 }
 
 /// Decodes an optional stored value.
@@ -398,4 +417,27 @@ fn json_bytes(value: &serde_json::Value) -> Vec<u8> {
 
 fn json_value(bytes: &[u8], what: &str) -> Result<serde_json::Value, StoreError> {
     serde_json::from_slice(bytes).map_err(|error| StoreError::Corrupt(format!("{what}: {error}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::store::{RedbStore, Store, StoreOptions};
+
+    #[tokio::test]
+    async fn a_launch_token_is_used_once_and_forgotten_after_expiry() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open(&dir.path().join("s.redb"), StoreOptions::default()).unwrap();
+        assert!(store.use_launch_token(7, 1_000).await.unwrap());
+        assert!(
+            !store.use_launch_token(7, 1_000).await.unwrap(),
+            "second use"
+        );
+        assert!(store.use_launch_token(8, 5_000).await.unwrap());
+        assert_eq!(store.purge_used_launch_tokens(1_000).await.unwrap(), 1);
+        assert!(
+            !store.use_launch_token(8, 5_000).await.unwrap(),
+            "an unexpired one is kept"
+        );
+        assert_eq!(store.purge_used_launch_tokens(5_000).await.unwrap(), 1);
+    }
 }

@@ -40,6 +40,12 @@ pub const PURGES: TableDefinition<u128, u64> = TableDefinition::new("workspace_p
 /// Single-use OAuth `state` nonces → expiry (ms).
 pub const OAUTH_STATES: TableDefinition<u128, u64> = TableDefinition::new("oauth_states");
 
+/// Embed launch tokens already exchanged (a digest of the token) → the
+/// token's expiry (ms): a launch token is single use, and its row goes once
+/// it has expired.
+pub const USED_LAUNCH_TOKENS: TableDefinition<u128, u64> =
+    TableDefinition::new("used_launch_tokens");
+
 /// One row the storage probe rewrites (time of the last probe, ms) to prove
 /// the disk takes writes again after a failure.
 pub const STORAGE_PROBE: TableDefinition<u8, u64> = TableDefinition::new("storage_probe");
@@ -57,6 +63,7 @@ pub fn create_all(txn: &redb::WriteTransaction) -> Result<(), redb::TableError> 
     txn.open_table(ATTEMPTS)?;
     txn.open_table(QUEUE)?;
     txn.open_table(OAUTH_STATES)?;
+    txn.open_table(USED_LAUNCH_TOKENS)?;
     txn.open_table(PURGES)?;
     txn.open_table(STORAGE_PROBE)?;
     Ok(())
