@@ -190,6 +190,50 @@ pub struct Event {
     pub received_at_ms: u64,
 }
 
+/// Where an alert is in its life, from the event's name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AlertState {
+    Triggered,
+    Acknowledged,
+    Resolved,
+}
+
+impl AlertState {
+    /// `alert.triggered`, `alert.acknowledged`, `alert.resolved`; other
+    /// events are not part of an alert's life.
+    pub fn of(name: &EventName) -> Option<Self> {
+        match name.as_str() {
+            "alert.triggered" => Some(Self::Triggered),
+            "alert.acknowledged" => Some(Self::Acknowledged),
+            "alert.resolved" => Some(Self::Resolved),
+            _ => None,
+        }
+    }
+}
+
+impl Event {
+    /// Which alert this event belongs to, the same for every event of the
+    /// alert's life: `resource` + `resource_id` when both are present, else
+    /// the payload's `alert_id`. `None` for events that name no alert.
+    pub fn alert_key(&self) -> Option<String> {
+        if let (Some(resource), Some(id)) = (&self.resource, &self.resource_id) {
+            // The length prefix keeps ("a:b", "c") and ("a", "b:c") apart.
+            return Some(format!("{}:{resource}:{id}", resource.len()));
+        }
+        #[derive(Deserialize)]
+        struct WithAlertId {
+            alert_id: serde_json::Value,
+        }
+        let found: WithAlertId = serde_json::from_slice(&self.payload).ok()?;
+        match found.alert_id {
+            serde_json::Value::String(id) if !id.is_empty() => Some(format!("alert_id:{id}")),
+            serde_json::Value::Number(id) => Some(format!("alert_id:{id}")),
+            _ => None,
+        }
+    }
+}
+
 /// The destination kind of a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -315,6 +359,47 @@ pub struct Attempt {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn event(resource: Option<&str>, resource_id: Option<&str>, payload: &str) -> Event {
+        Event {
+            id: EventId::new(),
+            workspace_id: WorkspaceId::new(),
+            name: EventName::parse("alert.triggered").unwrap(),
+            resource: resource.map(str::to_string),
+            resource_id: resource_id.map(str::to_string),
+            payload: payload.as_bytes().to_vec(),
+            received_at_ms: 1,
+        }
+    }
+
+    #[test]
+    fn an_alert_is_its_resource_and_id_else_its_alert_id() {
+        let both = event(Some("alert"), Some("alrt_42"), r#"{"alert_id":"other"}"#);
+        assert_eq!(both.alert_key().as_deref(), Some("5:alert:alrt_42"));
+        let split_differently = event(Some("alert:alrt"), Some("42"), "{}");
+        assert_ne!(split_differently.alert_key(), both.alert_key());
+        let by_id = event(Some("alert"), None, r#"{"alert_id":"alrt_42"}"#);
+        assert_eq!(by_id.alert_key().as_deref(), Some("alert_id:alrt_42"));
+        let numeric = event(None, None, r#"{"alert_id":42}"#);
+        assert_eq!(numeric.alert_key().as_deref(), Some("alert_id:42"));
+        for payload in [r#"{}"#, r#"{"alert_id":""}"#, r#"{"alert_id":null}"#] {
+            assert_eq!(event(None, None, payload).alert_key(), None, "{payload}");
+        }
+        let name = |text| EventName::parse(text).unwrap();
+        assert_eq!(
+            AlertState::of(&name("alert.resolved")),
+            Some(AlertState::Resolved)
+        );
+        assert_eq!(
+            AlertState::of(&name("alert.acknowledged")),
+            Some(AlertState::Acknowledged)
+        );
+        assert_eq!(
+            AlertState::of(&name("alert.triggered")),
+            Some(AlertState::Triggered)
+        );
+        assert_eq!(AlertState::of(&name("deploy.finished")), None);
+    }
 
     #[test]
     fn ids_round_trip_through_text_and_sort_by_creation() {
