@@ -31,6 +31,7 @@ const STRING_KEYS: &[&str] = &[
     "email.smtp.host",
     "email.smtp.username",
     "email.smtp.password",
+    "pagerduty.events_url",
     "retention.events",
 ];
 
@@ -57,6 +58,7 @@ pub struct Config {
     pub retention: RetentionConfig,
     pub slack: SlackConfig,
     pub email: EmailConfig,
+    pub pagerduty: PagerDutyConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -204,6 +206,14 @@ pub struct SlackConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_secret: Option<Secret>,
     pub scopes: Vec<String>,
+}
+
+/// PagerDuty's Events API v2, an operator-configured (trusted) base.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PagerDutyConfig {
+    /// Events are sent to `{events_url}/v2/enqueue`.
+    pub events_url: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -524,6 +534,7 @@ impl Config {
             ("slack.api_base", &self.slack.api_base),
             ("slack.oauth_base", &self.slack.oauth_base),
             ("email.resend.api_base", &self.email.resend.api_base),
+            ("pagerduty.events_url", &self.pagerduty.events_url),
         ] {
             if !(base.starts_with("http://") || base.starts_with("https://")) {
                 return invalid(key, "must start with http:// or https://");
@@ -581,6 +592,7 @@ mod tests {
         );
         assert_eq!(config.slack.api_base, "https://slack.com/api");
         assert_eq!(config.email.resend.api_base, "https://api.resend.com");
+        assert_eq!(config.pagerduty.events_url, "https://events.pagerduty.com");
     }
 
     #[test]

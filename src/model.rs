@@ -241,16 +241,18 @@ pub enum ConnectionKind {
     Webhook,
     Slack,
     Email,
+    PagerDuty,
 }
 
 impl ConnectionKind {
-    pub const ALL: [Self; 3] = [Self::Webhook, Self::Slack, Self::Email];
+    pub const ALL: [Self; 4] = [Self::Webhook, Self::Slack, Self::Email, Self::PagerDuty];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Webhook => "webhook",
             Self::Slack => "slack",
             Self::Email => "email",
+            Self::PagerDuty => "pagerduty",
         }
     }
 }

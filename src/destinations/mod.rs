@@ -11,6 +11,7 @@
 pub mod email;
 pub mod message;
 pub mod net;
+pub mod pagerduty;
 pub mod retry_after;
 pub mod slack;
 pub mod webhook;
@@ -211,7 +212,7 @@ impl Destinations {
         let timeout = Duration::from_secs(config.delivery.timeout_seconds);
         let allow_private = config.delivery.allow_private_networks;
         let tenant_http = net::tenant_client(allow_private, timeout)?;
-        // The operator's own API bases (Slack, Resend) are trusted.
+        // The operator's own API bases (Slack, Resend, PagerDuty) are trusted.
         let trusted_http = net::trusted_client(timeout)?;
         let slack = Arc::new(slack::Slack::new(config, trusted_http.clone(), secrets));
         let kinds: Vec<Arc<dyn Destination>> = vec![
@@ -219,7 +220,8 @@ impl Destinations {
             slack.clone(),
             // An SMTP setup error is logged and reported by each SMTP send
             // rather than stopping the server.
-            Arc::new(email::Email::new_or_degraded(config, trusted_http)),
+            Arc::new(email::Email::new_or_degraded(config, trusted_http.clone())),
+            Arc::new(pagerduty::PagerDuty::new(config, trusted_http)),
         ];
         Ok(Self { kinds, slack })
     }

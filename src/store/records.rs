@@ -130,7 +130,8 @@ mirror_enum!(
     ConnectionKind {
         Webhook,
         Slack,
-        Email
+        Email,
+        PagerDuty
     }
 );
 mirror_enum!(
@@ -147,6 +148,8 @@ pub enum StoredConnectionKind {
     Webhook,
     Slack,
     Email,
+    // Appended: postcard writes the variant index, so never reorder.
+    PagerDuty,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -385,6 +388,24 @@ mod tests {
         assert_eq!(
             QueueRecord::decode(&unhex(QUEUE_V1)).unwrap(),
             sample_queue_entry()
+        );
+    }
+
+    /// Kinds appended after the first release keep their variant index.
+    const PAGERDUTY_CONNECTION_V1: &str = "01036f70730300027b7d03090807e807d00f";
+
+    #[test]
+    fn appended_connection_kinds_are_pinned() {
+        let pagerduty = ConnectionRecord {
+            kind: StoredConnectionKind::PagerDuty,
+            status: StoredConnectionStatus::Active,
+            config_json: b"{}".to_vec(),
+            ..sample_connection()
+        };
+        assert_eq!(hex(&pagerduty.encode()), PAGERDUTY_CONNECTION_V1);
+        assert_eq!(
+            ConnectionRecord::decode(&unhex(PAGERDUTY_CONNECTION_V1)).unwrap(),
+            pagerduty
         );
     }
 
