@@ -8,6 +8,7 @@
 //! browser did reached the receiver and Slack. `scripts/test` installs
 //! Chromium, Node and `playwright-core`; without them this test fails.
 
+use crate::fake_pagerduty::{self, FakePagerDuty};
 use crate::fake_resend::{self, FakeResend};
 use crate::fake_slack::{self, FakeSlack};
 use crate::helpers::{TestApp, TestWorkspace};
@@ -57,6 +58,8 @@ async fn the_embedded_ui_works_in_a_browser() {
     let api_base = slack.api_base.clone();
     let oauth_base = slack.oauth_base.clone();
     let resend_base = resend.api_base.clone();
+    let mut pagerduty = FakePagerDuty::start().await;
+    let events_url = pagerduty.events_url.clone();
     let app = TestApp::spawn_with(move |config| {
         config.delivery.allow_private_networks = true;
         config.delivery.retry_schedule = vec![0, 0];
@@ -68,6 +71,7 @@ async fn the_embedded_ui_works_in_a_browser() {
             Some(switchyard::secret::Secret::new(fake_slack::CLIENT_SECRET));
         config.email.resend.api_base = resend_base;
         config.email.resend.api_key = Some(switchyard::secret::Secret::new(fake_resend::API_KEY));
+        config.pagerduty.events_url = events_url;
     })
     .await;
     // An instance with neither a Slack app nor an email provider: the UI
@@ -130,6 +134,10 @@ async fn the_embedded_ui_works_in_a_browser() {
         ("WORKSPACE_B_CONNECTION_ID", b_connection.clone()),
         ("RECEIVER_URL", receiver.url.clone()),
         ("SLACK_TEAM_NAME", fake_slack::TEAM_NAME.to_string()),
+        (
+            "PAGERDUTY_ROUTING_KEY",
+            fake_pagerduty::ROUTING_KEY.to_string(),
+        ),
         ("SCREENSHOT_DIR", screenshots.display().to_string()),
         ("CHROMIUM", chromium.display().to_string()),
     ];
@@ -167,6 +175,16 @@ async fn the_embedded_ui_works_in_a_browser() {
             .any(|email| email.body["to"].to_string().contains("me@acme.test")),
         "no test email: {:?}",
         emails.iter().map(|email| &email.body).collect::<Vec<_>>()
+    );
+    // The PagerDuty test triggered with the key the browser pasted.
+    let pages = pagerduty.received();
+    assert!(
+        pages.iter().any(
+            |page| page.body["routing_key"] == fake_pagerduty::ROUTING_KEY
+                && page.body["event_action"] == "trigger"
+        ),
+        "no PagerDuty test trigger: {:?}",
+        pages.iter().map(|page| &page.body).collect::<Vec<_>>()
     );
     // B's objects are untouched by A's attempts.
     let (status, rule) = app

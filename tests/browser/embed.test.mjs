@@ -456,6 +456,64 @@ scenario("a tenant adds an email sender and routes critical alerts to recipients
   await email.getByTestId("delete-error").waitFor({ state: "detached" });
 });
 
+scenario("a tenant connects PagerDuty with its integration key and routes alerts to it", async (open) => {
+  const host = await open(await launchA());
+  const { page, ui, frame } = host;
+  const routingKey = env("PAGERDUTY_ROUTING_KEY");
+  await ui.getByTestId("nav-connections").click();
+  await ui.getByTestId("add-pagerduty").click();
+  await ui.getByTestId("pagerduty-name").fill("On-call PagerDuty");
+  // A key that is not an integration key is refused, and the field says so.
+  await ui.getByTestId("pagerduty-routing-key").fill("not-a-key");
+  await ui.getByTestId("pagerduty-save").click();
+  await ui.getByTestId("form-error").getByText("routing_key").waitFor();
+  assert.equal(await ui.getByTestId("pagerduty-routing-key").getAttribute("aria-invalid"), "true");
+  await ui.getByTestId("pagerduty-routing-key").fill(routingKey);
+  await ui.getByTestId("pagerduty-save").click();
+  const pagerduty = ui.locator('[data-testid=connection][data-type="pagerduty"]').filter({ hasText: "On-call PagerDuty" });
+  await pagerduty.getByText("key hidden").waitFor();
+  // The key is never shown again, on the page or in the API's answers.
+  assert.ok(!(await frame.content()).includes(routingKey), "the routing key is on the page");
+  const listed = await fetchInFrame(frame, "GET", `${SWITCHYARD_URL}/v1/connections`);
+  const connection = listed.body.data.find((c) => c.type === "pagerduty");
+  assert.deepEqual(connection.config, { routing_key: "********" });
+  assert.ok(!JSON.stringify(listed.body).includes(routingKey));
+
+  // A test needs no target: it triggers straight away.
+  await pagerduty.getByTestId("test-connection").click();
+  await pagerduty.locator('[data-testid=test-outcome][data-ok="true"]').waitFor();
+
+  // The rule editor offers it, with nothing to choose as a target.
+  await ui.getByTestId("nav-rules").click();
+  await ui.getByTestId("new-rule").click();
+  await ui.getByTestId("rule-name").fill("Page the on-call");
+  await ui.getByTestId("rule-connection").selectOption({ label: "On-call PagerDuty (PagerDuty)" });
+  await ui.getByTestId("rule-target-pagerduty").waitFor();
+  await ui.getByTestId("rule-save").click();
+  await ui.getByTestId("rule").filter({ hasText: "Page the on-call" }).waitFor();
+  const rules = await fetchInFrame(frame, "GET", `${SWITCHYARD_URL}/v1/rules`);
+  const rule = rules.body.data.find((r) => r.name === "Page the on-call");
+  assert.equal(rule.connection_id, connection.id);
+  assert.deepEqual(rule.target, {});
+
+  // The overview lists it among the destinations.
+  await ui.getByTestId("nav-overview").click();
+  await ui.getByTestId("overview-connection").filter({ hasText: "On-call PagerDuty" }).getByText("PagerDuty integration").waitFor();
+  await shot(page, "pagerduty-overview-1280");
+
+  // Its form fits a narrow frame beside the other destinations' buttons.
+  await page.setViewportSize(NARROW);
+  await ui.getByTestId("nav-connections").click();
+  await ui.getByTestId("add-pagerduty").click();
+  await ui.getByTestId("pagerduty-form").waitFor();
+  await shot(page, "pagerduty-form-360");
+  const overflow = await frame.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
+  assert.ok(overflow <= 0, `the UI is ${overflow}px wider than a 360px frame`);
+  // Remove the rule and the connection so later scenarios see A as before.
+  assert.equal((await fetchInFrame(frame, "DELETE", `${SWITCHYARD_URL}/v1/rules/${rule.id}`)).status, 204);
+  assert.equal((await fetchInFrame(frame, "DELETE", `${SWITCHYARD_URL}/v1/connections/${connection.id}`)).status, 204);
+});
+
 scenario("without Slack or email on the instance, the UI offers webhooks and says what to configure", async (open) => {
   const { page, ui } = await open(env("EMBED_URL_NO_SLACK"));
   await ui.getByTestId("overview-connections").waitFor();

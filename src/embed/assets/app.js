@@ -620,12 +620,12 @@
   // ------------------------------------------------------------ helpers
 
   function typeTag(type) {
-    const glyph = { slack: "#", webhook: "{ }", email: "@" }[type] || "?";
+    const glyph = { slack: "#", webhook: "{ }", email: "@", pagerduty: "PD" }[type] || "?";
     return h("span", { class: `type-tag type-${type}`, "aria-hidden": "true" }, glyph);
   }
 
   function typeName(type) {
-    return { slack: "Slack", webhook: "Webhook", email: "Email" }[type] || type;
+    return { slack: "Slack", webhook: "Webhook", email: "Email", pagerduty: "PagerDuty" }[type] || type;
   }
 
   function connectionStatusPill(status) {
@@ -655,6 +655,7 @@
       const provider = config.provider === "smtp" ? "SMTP" : "Resend";
       return config.from ? `From ${config.from} via ${provider}` : `Email via ${provider}`;
     }
+    if (connection.type === "pagerduty") return "PagerDuty integration (key hidden)";
     return connection.type;
   }
 
@@ -1129,12 +1130,14 @@
     const addEmail = h("button", { type: "button", testid: "add-email" }, "Add email sender");
     addEmail.addEventListener("click", () => openForm(emailForm, addEmail));
 
+    const addPagerDuty = pagerDutyButton(openForm);
     const canEmail = emailProviders().length > 0;
     if (open === "webhook") openForm(webhookForm, addWebhook);
+    if (open === "pagerduty") addPagerDuty.click();
     if (open === "email" && canEmail) openForm(emailForm, addEmail);
     view.replaceChildren(
       pageHead("Destinations", destinationsSubtitle(canEmail),
-        slackButton("Connect Slack", slackMessage, "connect-slack"), addWebhook, canEmail ? addEmail : null),
+        slackButton("Connect Slack", slackMessage, "connect-slack"), addWebhook, canEmail ? addEmail : null, addPagerDuty),
       h("div", { class: "stack" }, unavailableNotice(), slackMessage, formSlot, secretSlot, listSlot));
   }
 
@@ -1212,6 +1215,53 @@
     return form;
   }
 
+  // ------------------------------------------------------------ PagerDuty
+
+  /** The Destinations page's "Add PagerDuty" button, opening its form. */
+  function pagerDutyButton(openForm) {
+    const button = h("button", { type: "button", testid: "add-pagerduty" }, "Add PagerDuty");
+    button.addEventListener("click", () => openForm(pagerDutyForm, button));
+    return button;
+  }
+
+  function pagerDutyForm(onCreated, onCancel) {
+    const name = h("input", { type: "text", required: true, value: "PagerDuty", testid: "pagerduty-name", autocomplete: "off", maxlength: "128" });
+    const key = h("input", { type: "password", required: true, placeholder: "32 letters and digits", testid: "pagerduty-routing-key", autocomplete: "off", spellcheck: "false", maxlength: "64" });
+    const error = h("div", { class: "notice notice-bad", role: "alert", testid: "form-error" });
+    const submit = h("button", { type: "submit", class: "primary", testid: "pagerduty-save" }, "Add PagerDuty");
+    const cancel = h("button", { type: "button", class: "ghost", onclick: onCancel }, "Cancel");
+    const form = h("form", { class: "card stack", "aria-label": "Add PagerDuty", novalidate: true, testid: "pagerduty-form" },
+      h("h2", null, "Add PagerDuty"),
+      h("p", { class: "small muted" }, "On your PagerDuty service, add an Events API v2 integration and paste its integration key. Acknowledged and resolved alerts update the incident they opened."),
+      h("div", { class: "field-row" },
+        field("Name", name),
+        field("Integration key", key, "Stored encrypted; it is never shown again.")),
+      error,
+      h("div", { class: "form-actions" }, submit, cancel));
+    clearErrorOnFix(form, error);
+    form.addEventListener("submit", async (e) => {
+      e.preventDefault();
+      error.replaceChildren();
+      key.removeAttribute("aria-invalid");
+      if (!key.value.trim()) {
+        key.setAttribute("aria-invalid", "true");
+        error.textContent = "Paste the integration key of your PagerDuty service.";
+        key.focus();
+        return;
+      }
+      try {
+        const created = await busy(submit, "Adding…", () =>
+          api("POST", "v1/connections", { type: "pagerduty", name: name.value.trim() || "PagerDuty", config: { routing_key: key.value.trim() } }));
+        await onCreated(created);
+      } catch (err) {
+        if (state.expired) return;
+        if (/routing_key/.test(err.message)) key.setAttribute("aria-invalid", "true");
+        error.textContent = errorText(err);
+      }
+    });
+    return form;
+  }
+
   function connectionItem(c, reload, secretSlot) {
     const body = h("div", { class: "item-body stack-sm" });
     const message = transientSlot();
@@ -1220,7 +1270,7 @@
     const test = h("button", { type: "button", class: "small-button", testid: "test-connection" }, "Send test");
     test.addEventListener("click", () => {
       clearBanners();
-      if (c.type === "webhook") {
+      if (c.type === "webhook" || c.type === "pagerduty") {
         runTest(test, body, c, undefined);
         return;
       }
@@ -1542,6 +1592,9 @@
         const to = h("input", { type: "text", value: (start.to || []).join(", "), testid: "rule-recipients", placeholder: "oncall@example.com, cto@example.com", autocomplete: "off" });
         targetSlot.replaceChildren(field("Recipients", to, "Comma-separated, up to 50 addresses."));
         targetValue = () => ({ to: splitList(to.value) });
+      } else if (chosen.type === "pagerduty") {
+        targetSlot.replaceChildren(h("p", { class: "small muted", testid: "rule-target-pagerduty" }, "PagerDuty gets every matching event on its integration; acknowledged and resolved alerts update the incident they opened. Nothing else to choose."));
+        targetValue = () => ({});
       } else {
         targetSlot.replaceChildren(h("p", { class: "small muted" }, "Webhooks receive every matching event at their URL; nothing else to choose."));
         targetValue = () => ({});
