@@ -241,16 +241,28 @@ pub enum ConnectionKind {
     Webhook,
     Slack,
     Email,
+    /// A Microsoft Teams Workflows webhook.
+    Teams,
+    /// A Discord channel webhook.
+    Discord,
 }
 
 impl ConnectionKind {
-    pub const ALL: [Self; 3] = [Self::Webhook, Self::Slack, Self::Email];
+    pub const ALL: [Self; 5] = [
+        Self::Webhook,
+        Self::Slack,
+        Self::Email,
+        Self::Teams,
+        Self::Discord,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Webhook => "webhook",
             Self::Slack => "slack",
             Self::Email => "email",
+            Self::Teams => "teams",
+            Self::Discord => "discord",
         }
     }
 }

@@ -130,7 +130,9 @@ mirror_enum!(
     ConnectionKind {
         Webhook,
         Slack,
-        Email
+        Email,
+        Teams,
+        Discord
     }
 );
 mirror_enum!(
@@ -147,6 +149,9 @@ pub enum StoredConnectionKind {
     Webhook,
     Slack,
     Email,
+    // New kinds go at the end: postcard writes the variant index.
+    Teams,
+    Discord,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -386,6 +391,30 @@ mod tests {
             QueueRecord::decode(&unhex(QUEUE_V1)).unwrap(),
             sample_queue_entry()
         );
+    }
+
+    /// Postcard writes a kind as its variant index (one varint byte), so
+    /// these must never move. A kind appended later takes the next index.
+    #[test]
+    fn connection_kind_indices_are_pinned() {
+        for (kind, index) in [
+            (StoredConnectionKind::Webhook, 0u8),
+            (StoredConnectionKind::Slack, 1),
+            (StoredConnectionKind::Email, 2),
+            (StoredConnectionKind::Teams, 3),
+            (StoredConnectionKind::Discord, 4),
+        ] {
+            let record = ConnectionRecord {
+                kind,
+                ..sample_connection()
+            };
+            let mut expected = unhex(CONNECTION_V1);
+            // Version byte, then the name ("ops", length-prefixed), then the kind.
+            expected[5] = index;
+            assert_eq!(record.encode(), expected, "{kind:?}");
+            assert_eq!(ConnectionRecord::decode(&expected).unwrap(), record);
+            assert_eq!(StoredConnectionKind::from(ConnectionKind::from(kind)), kind);
+        }
     }
 
     #[test]
