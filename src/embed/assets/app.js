@@ -620,12 +620,12 @@
   // ------------------------------------------------------------ helpers
 
   function typeTag(type) {
-    const glyph = { slack: "#", webhook: "{ }", email: "@" }[type] || "?";
+    const glyph = { slack: "#", webhook: "{ }", email: "@", teams: "T", discord: "D" }[type] || "?";
     return h("span", { class: `type-tag type-${type}`, "aria-hidden": "true" }, glyph);
   }
 
   function typeName(type) {
-    return { slack: "Slack", webhook: "Webhook", email: "Email" }[type] || type;
+    return { slack: "Slack", webhook: "Webhook", email: "Email", teams: "Microsoft Teams", discord: "Discord" }[type] || type;
   }
 
   function connectionStatusPill(status) {
@@ -650,6 +650,7 @@
   function describeConnection(connection) {
     const config = connection.config || {};
     if (connection.type === "webhook") return config.url || "Webhook";
+    if (CHAT_KINDS[connection.type]) return chatDescription(connection);
     if (connection.type === "slack") return config.team_name ? `Slack workspace ${config.team_name}` : "Slack";
     if (connection.type === "email") {
       const provider = config.provider === "smtp" ? "SMTP" : "Resend";
@@ -1129,12 +1130,14 @@
     const addEmail = h("button", { type: "button", testid: "add-email" }, "Add email sender");
     addEmail.addEventListener("click", () => openForm(emailForm, addEmail));
 
+    const addChat = chatButtons(openForm, open);
+
     const canEmail = emailProviders().length > 0;
     if (open === "webhook") openForm(webhookForm, addWebhook);
     if (open === "email" && canEmail) openForm(emailForm, addEmail);
     view.replaceChildren(
       pageHead("Destinations", destinationsSubtitle(canEmail),
-        slackButton("Connect Slack", slackMessage, "connect-slack"), addWebhook, canEmail ? addEmail : null),
+        slackButton("Connect Slack", slackMessage, "connect-slack"), addWebhook, canEmail ? addEmail : null, addChat),
       h("div", { class: "stack" }, unavailableNotice(), slackMessage, formSlot, secretSlot, listSlot));
   }
 
@@ -1212,6 +1215,80 @@
     return form;
   }
 
+  // ------------------------------------------------- Teams and Discord
+
+  /** Kinds whose connection is one pasted URL (a secret, shown masked). */
+  const CHAT_KINDS = {
+    teams: {
+      button: "Add Teams channel",
+      title: "Add a Microsoft Teams channel",
+      name: "Teams alerts",
+      placeholder: "https://prod-00.westus.logic.azure.com/workflows/…",
+      hint: "In Teams, open the channel's Workflows, choose \u201cPost to a channel when a webhook request is received\u201d and paste its URL. It is kept encrypted and never shown again in full.",
+    },
+    discord: {
+      button: "Add Discord channel",
+      title: "Add a Discord channel",
+      name: "Discord alerts",
+      placeholder: "https://discord.com/api/webhooks/…",
+      hint: "In Discord, open the channel's settings, Integrations, Webhooks, create one and copy its URL. It is kept encrypted and never shown again in full.",
+    },
+  };
+
+  function chatDescription(connection) {
+    const url = (connection.config || {}).url;
+    return url ? `${typeName(connection.type)} via ${url}` : typeName(connection.type);
+  }
+
+  /** The "Add Teams channel" and "Add Discord channel" buttons. */
+  function chatButtons(openForm, open) {
+    return Object.keys(CHAT_KINDS).map((kind) => {
+      const button = h("button", { type: "button", testid: `add-${kind}` }, CHAT_KINDS[kind].button);
+      const build = (onCreated, onCancel) => chatForm(kind, onCreated, onCancel);
+      button.addEventListener("click", () => openForm(build, button));
+      if (open === kind) openForm(build, button);
+      return button;
+    });
+  }
+
+  function chatForm(kind, onCreated, onCancel) {
+    const spec = CHAT_KINDS[kind];
+    const name = h("input", { type: "text", required: true, value: spec.name, testid: `${kind}-name`, autocomplete: "off", maxlength: "128" });
+    const url = h("input", { type: "url", required: true, placeholder: spec.placeholder, testid: `${kind}-url`, autocomplete: "off", spellcheck: "false" });
+    const error = h("div", { class: "notice notice-bad", role: "alert", testid: "form-error" });
+    const submit = h("button", { type: "submit", class: "primary", testid: `${kind}-save` }, spec.button);
+    const cancel = h("button", { type: "button", class: "ghost", onclick: onCancel }, "Cancel");
+    const form = h("form", { class: "card stack", "aria-label": spec.title, novalidate: true, testid: `${kind}-form` },
+      h("h2", null, spec.title),
+      h("div", { class: "field-row" },
+        field("Name", name),
+        field("Webhook URL", url, spec.hint)),
+      error,
+      h("div", { class: "form-actions" }, submit, cancel));
+    clearErrorOnFix(form, error);
+    form.addEventListener("submit", async (e) => {
+      e.preventDefault();
+      error.replaceChildren();
+      url.removeAttribute("aria-invalid");
+      if (!url.value.trim()) {
+        url.setAttribute("aria-invalid", "true");
+        error.textContent = "Paste the channel's webhook URL.";
+        url.focus();
+        return;
+      }
+      try {
+        const created = await busy(submit, "Adding…", () =>
+          api("POST", "v1/connections", { type: kind, name: name.value.trim() || spec.name, config: { url: url.value.trim() } }));
+        await onCreated(created);
+      } catch (err) {
+        if (state.expired) return;
+        if (/url/.test(err.message)) url.setAttribute("aria-invalid", "true");
+        error.textContent = errorText(err);
+      }
+    });
+    return form;
+  }
+
   function connectionItem(c, reload, secretSlot) {
     const body = h("div", { class: "item-body stack-sm" });
     const message = transientSlot();
@@ -1220,7 +1297,7 @@
     const test = h("button", { type: "button", class: "small-button", testid: "test-connection" }, "Send test");
     test.addEventListener("click", () => {
       clearBanners();
-      if (c.type === "webhook") {
+      if (c.type === "webhook" || CHAT_KINDS[c.type]) {
         runTest(test, body, c, undefined);
         return;
       }
@@ -1543,7 +1620,10 @@
         targetSlot.replaceChildren(field("Recipients", to, "Comma-separated, up to 50 addresses."));
         targetValue = () => ({ to: splitList(to.value) });
       } else {
-        targetSlot.replaceChildren(h("p", { class: "small muted" }, "Webhooks receive every matching event at their URL; nothing else to choose."));
+        const text = CHAT_KINDS[chosen.type]
+          ? `Every matching event is posted to this ${typeName(chosen.type)} channel; nothing else to choose.`
+          : "Webhooks receive every matching event at their URL; nothing else to choose.";
+        targetSlot.replaceChildren(h("p", { class: "small muted", testid: "rule-no-target" }, text));
         targetValue = () => ({});
       }
     };
