@@ -242,10 +242,21 @@ pub enum ConnectionKind {
     Slack,
     Email,
     PagerDuty,
+    /// A Microsoft Teams Workflows webhook.
+    Teams,
+    /// A Discord channel webhook.
+    Discord,
 }
 
 impl ConnectionKind {
-    pub const ALL: [Self; 4] = [Self::Webhook, Self::Slack, Self::Email, Self::PagerDuty];
+    pub const ALL: [Self; 6] = [
+        Self::Webhook,
+        Self::Slack,
+        Self::Email,
+        Self::PagerDuty,
+        Self::Teams,
+        Self::Discord,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -253,6 +264,8 @@ impl ConnectionKind {
             Self::Slack => "slack",
             Self::Email => "email",
             Self::PagerDuty => "pagerduty",
+            Self::Teams => "teams",
+            Self::Discord => "discord",
         }
     }
 }

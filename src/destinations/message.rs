@@ -1,7 +1,7 @@
 //! What an alert says, independent of where it goes: the summary that the
 //! Slack and email layouts render, and per-rule templates (minijinja).
 
-use crate::model::{Event, format_timestamp_ms};
+use crate::model::{AlertState, Event, format_timestamp_ms};
 use crate::rules::Severity;
 use minijinja::{AutoEscape, Environment, UndefinedBehavior};
 use serde::Serialize;
@@ -95,10 +95,63 @@ impl AlertSummary {
         line
     }
 
+    /// The labelled facts a card or embed lists, in the Slack layout's
+    /// order: Value (alerts only), Threshold, Account, Time, Severity, then
+    /// the payload's other scalar fields. Values are the tenant's text,
+    /// unescaped.
+    pub fn facts(&self) -> Vec<(String, String)> {
+        let mut facts = Vec::new();
+        let mut push = |label: &str, value: &Option<String>| {
+            if let Some(value) = value {
+                facts.push((label.to_string(), value.clone()));
+            }
+        };
+        if self.is_alert() {
+            push("Value", &self.value);
+        }
+        push("Threshold", &self.threshold);
+        push("Account", &self.account);
+        push("Time", &Some(self.time.clone()));
+        if self.is_alert()
+            && let Some(severity) = self.severity
+        {
+            let name = severity.as_str();
+            let label = name[..1].to_uppercase() + &name[1..];
+            facts.push(("Severity".into(), label));
+        }
+        facts.extend(self.extra.iter().cloned());
+        facts
+    }
+
+    /// `evt_… · alert.triggered · alert alrt_tyrion_42`: which event this
+    /// is, for a footer or context line.
+    pub fn context_line(&self) -> String {
+        let mut parts = vec![self.event_id.clone(), self.event_name.clone()];
+        let resource: Vec<&str> = [&self.resource, &self.resource_id]
+            .into_iter()
+            .flatten()
+            .map(String::as_str)
+            .collect();
+        if !resource.is_empty() {
+            parts.push(resource.join(" "));
+        }
+        parts.join(" · ")
+    }
+
     /// Whether the payload looks like a metric alert (a value or a
     /// severity), which gets the alert layout rather than the generic one.
     pub fn is_alert(&self) -> bool {
         self.value.is_some() || self.severity.is_some()
+    }
+}
+
+/// How a message names an alert's state (`Resolved: …`), for events that
+/// are part of an alert's life.
+pub fn state_label(state: AlertState) -> &'static str {
+    match state {
+        AlertState::Triggered => "Triggered",
+        AlertState::Acknowledged => "Acknowledged",
+        AlertState::Resolved => "Resolved",
     }
 }
 

@@ -8,12 +8,15 @@
 //! connection secrets. Nothing here depends on `delivery/` or `store/`:
 //! what a kind needs from storage comes through [`SecretsPort`].
 
+pub mod discord;
 pub mod email;
 pub mod message;
 pub mod net;
 pub mod pagerduty;
 pub mod retry_after;
+pub mod secret_url;
 pub mod slack;
+pub mod teams;
 pub mod webhook;
 
 use crate::config::Config;
@@ -216,12 +219,22 @@ impl Destinations {
         let trusted_http = net::trusted_client(timeout)?;
         let slack = Arc::new(slack::Slack::new(config, trusted_http.clone(), secrets));
         let kinds: Vec<Arc<dyn Destination>> = vec![
-            Arc::new(webhook::Webhook::new(tenant_http, allow_private, timeout)),
+            Arc::new(webhook::Webhook::new(
+                tenant_http.clone(),
+                allow_private,
+                timeout,
+            )),
             slack.clone(),
             // An SMTP setup error is logged and reported by each SMTP send
             // rather than stopping the server.
             Arc::new(email::Email::new_or_degraded(config, trusted_http.clone())),
             Arc::new(pagerduty::PagerDuty::new(config, trusted_http)),
+            Arc::new(teams::Teams::new(
+                tenant_http.clone(),
+                allow_private,
+                timeout,
+            )),
+            Arc::new(discord::Discord::new(tenant_http, allow_private, timeout)),
         ];
         Ok(Self { kinds, slack })
     }

@@ -131,7 +131,9 @@ mirror_enum!(
         Webhook,
         Slack,
         Email,
-        PagerDuty
+        PagerDuty,
+        Teams,
+        Discord
     }
 );
 mirror_enum!(
@@ -150,6 +152,8 @@ pub enum StoredConnectionKind {
     Email,
     // Appended: postcard writes the variant index, so never reorder.
     PagerDuty,
+    Teams,
+    Discord,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -407,6 +411,31 @@ mod tests {
             ConnectionRecord::decode(&unhex(PAGERDUTY_CONNECTION_V1)).unwrap(),
             pagerduty
         );
+    }
+
+    /// Postcard writes a kind as its variant index (one varint byte), so
+    /// these must never move. A kind appended later takes the next index.
+    #[test]
+    fn connection_kind_indices_are_pinned() {
+        for (kind, index) in [
+            (StoredConnectionKind::Webhook, 0u8),
+            (StoredConnectionKind::Slack, 1),
+            (StoredConnectionKind::Email, 2),
+            (StoredConnectionKind::PagerDuty, 3),
+            (StoredConnectionKind::Teams, 4),
+            (StoredConnectionKind::Discord, 5),
+        ] {
+            let record = ConnectionRecord {
+                kind,
+                ..sample_connection()
+            };
+            let mut expected = unhex(CONNECTION_V1);
+            // Version byte, then the name ("ops", length-prefixed), then the kind.
+            expected[5] = index;
+            assert_eq!(record.encode(), expected, "{kind:?}");
+            assert_eq!(ConnectionRecord::decode(&expected).unwrap(), record);
+            assert_eq!(StoredConnectionKind::from(ConnectionKind::from(kind)), kind);
+        }
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! file in a temp dir, driven over HTTP.
 
 mod capabilities;
+mod chat;
 mod cli;
 mod connections;
 mod crash;
@@ -10,6 +11,7 @@ mod email;
 mod embed;
 mod embed_browser;
 mod events;
+mod fake_chat;
 mod fake_pagerduty;
 mod fake_resend;
 mod fake_slack;

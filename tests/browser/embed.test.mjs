@@ -514,6 +514,43 @@ scenario("a tenant connects PagerDuty with its integration key and routes alerts
   assert.equal((await fetchInFrame(frame, "DELETE", `${SWITCHYARD_URL}/v1/connections/${connection.id}`)).status, 204);
 });
 
+scenario("a tenant connects a Discord channel: the URL stays masked and rules need no target", async (open) => {
+  const host = await open(await launchA());
+  const { ui, frame } = host;
+  await ui.getByTestId("nav-connections").click();
+  await ui.getByTestId("add-discord").click();
+  await ui.getByTestId("discord-name").fill("Ops Discord");
+  // The receiver answers anything; the token in the path is the secret.
+  await ui.getByTestId("discord-url").fill(`${env("RECEIVER_URL")}/api/webhooks/42/discord-token-SECRET`);
+  await ui.getByTestId("discord-save").click();
+  const discord = ui.locator('[data-testid=connection][data-type="discord"]').filter({ hasText: "Ops Discord" });
+  await discord.getByText("Discord via http://").waitFor();
+  await discord.getByText("/********").waitFor();
+  assert.ok(!(await frame.content()).includes("discord-token-SECRET"), "the webhook URL was shown");
+
+  // A test message needs nothing more.
+  await discord.getByTestId("test-connection").click();
+  await discord.locator('[data-testid=test-outcome][data-ok="true"]').waitFor();
+
+  await ui.getByTestId("nav-overview").click();
+  await ui.getByTestId("overview-connection").filter({ hasText: "Ops Discord" }).waitFor();
+
+  await ui.getByTestId("nav-rules").click();
+  await ui.getByTestId("new-rule").click();
+  await ui.getByTestId("rule-name").fill("Alerts to Discord");
+  await ui.getByTestId("rule-connection").selectOption({ label: "Ops Discord (Discord)" });
+  await ui.getByTestId("rule-no-target").getByText("Discord channel").waitFor();
+  await ui.getByTestId("rule-save").click();
+  await ui.getByTestId("rule").filter({ hasText: "Alerts to Discord" }).waitFor();
+  const rules = await fetchInFrame(frame, "GET", `${SWITCHYARD_URL}/v1/rules`);
+  const rule = rules.body.data.find((r) => r.name === "Alerts to Discord");
+  assert.deepEqual(rule.target, {});
+
+  // Out of the way of the other scenarios' events.
+  assert.equal((await fetchInFrame(frame, "DELETE", `${SWITCHYARD_URL}/v1/rules/${rule.id}`)).status, 204);
+  assert.equal((await fetchInFrame(frame, "DELETE", `${SWITCHYARD_URL}/v1/connections/${rule.connection_id}`)).status, 204);
+});
+
 scenario("without Slack or email on the instance, the UI offers webhooks and says what to configure", async (open) => {
   const { page, ui } = await open(env("EMBED_URL_NO_SLACK"));
   await ui.getByTestId("overview-connections").waitFor();

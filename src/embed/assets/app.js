@@ -620,12 +620,12 @@
   // ------------------------------------------------------------ helpers
 
   function typeTag(type) {
-    const glyph = { slack: "#", webhook: "{ }", email: "@", pagerduty: "PD" }[type] || "?";
+    const glyph = { slack: "#", webhook: "{ }", email: "@", pagerduty: "PD", teams: "T", discord: "D" }[type] || "?";
     return h("span", { class: `type-tag type-${type}`, "aria-hidden": "true" }, glyph);
   }
 
   function typeName(type) {
-    return { slack: "Slack", webhook: "Webhook", email: "Email", pagerduty: "PagerDuty" }[type] || type;
+    return { slack: "Slack", webhook: "Webhook", email: "Email", pagerduty: "PagerDuty", teams: "Microsoft Teams", discord: "Discord" }[type] || type;
   }
 
   function connectionStatusPill(status) {
@@ -656,6 +656,7 @@
       return config.from ? `From ${config.from} via ${provider}` : `Email via ${provider}`;
     }
     if (connection.type === "pagerduty") return "PagerDuty integration (key hidden)";
+    if (CHAT_KINDS[connection.type]) return chatDescription(connection);
     return connection.type;
   }
 
@@ -1131,13 +1132,14 @@
     addEmail.addEventListener("click", () => openForm(emailForm, addEmail));
 
     const addPagerDuty = pagerDutyButton(openForm);
+    const addChat = chatButtons(openForm, open);
     const canEmail = emailProviders().length > 0;
     if (open === "webhook") openForm(webhookForm, addWebhook);
     if (open === "pagerduty") addPagerDuty.click();
     if (open === "email" && canEmail) openForm(emailForm, addEmail);
     view.replaceChildren(
       pageHead("Destinations", destinationsSubtitle(canEmail),
-        slackButton("Connect Slack", slackMessage, "connect-slack"), addWebhook, canEmail ? addEmail : null, addPagerDuty),
+        slackButton("Connect Slack", slackMessage, "connect-slack"), addWebhook, canEmail ? addEmail : null, addPagerDuty, addChat),
       h("div", { class: "stack" }, unavailableNotice(), slackMessage, formSlot, secretSlot, listSlot));
   }
 
@@ -1215,6 +1217,260 @@
     return form;
   }
 
+  // ------------------------------------------------- Teams and Discord
+
+  /** Kinds whose connection is one pasted URL (a secret, shown masked). */
+  const CHAT_KINDS = {
+    teams: {
+      button: "Add Teams channel",
+      title: "Add a Microsoft Teams channel",
+      name: "Teams alerts",
+      placeholder: "https://prod-00.westus.logic.azure.com/workflows/…",
+      hint: "In Teams, open the channel's Workflows, choose \u201cPost to a channel when a webhook request is received\u201d and paste its URL. It is kept encrypted and never shown again in full.",
+    },
+    discord: {
+      button: "Add Discord channel",
+      title: "Add a Discord channel",
+      name: "Discord alerts",
+      placeholder: "https://discord.com/api/webhooks/…",
+      hint: "In Discord, open the channel's settings, Integrations, Webhooks, create one and copy its URL. It is kept encrypted and never shown again in full.",
+    },
+  };
+
+  function chatDescription(connection) {
+    const url = (connection.config || {}).url;
+    return url ? `${typeName(connection.type)} via ${url}` : typeName(connection.type);
+  }
+
+  /** The "Add Teams channel" and "Add Discord channel" buttons. */
+  function chatButtons(openForm, open) {
+    return Object.keys(CHAT_KINDS).map((kind) => {
+      const button = h("button", { type: "button", testid: `add-${kind}` }, CHAT_KINDS[kind].button);
+      const build = (onCreated, onCancel) => chatForm(kind, onCreated, onCancel);
+      button.addEventListener("click", () => openForm(build, button));
+      if (open === kind) openForm(build, button);
+      return button;
+    });
+  }
+
+  function chatForm(kind, onCreated, onCancel) {
+    const spec = CHAT_KINDS[kind];
+    const name = h("input", { type: "text", required: true, value: spec.name, testid: `${kind}-name`, autocomplete: "off", maxlength: "128" });
+    const url = h("input", { type: "url", required: true, placeholder: spec.placeholder, testid: `${kind}-url`, autocomplete: "off", spellcheck: "false" });
+    const error = h("div", { class: "notice notice-bad", role: "alert", testid: "form-error" });
+    const submit = h("button", { type: "submit", class: "primary", testid: `${kind}-save` }, spec.button);
+    const cancel = h("button", { type: "button", class: "ghost", onclick: onCancel }, "Cancel");
+    const form = h("form", { class: "card stack", "aria-label": spec.title, novalidate: true, testid: `${kind}-form` },
+      h("h2", null, spec.title),
+      h("div", { class: "field-row" },
+        field("Name", name),
+        field("Webhook URL", url, spec.hint)),
+      error,
+      h("div", { class: "form-actions" }, submit, cancel));
+    clearErrorOnFix(form, error);
+    form.addEventListener("submit", async (e) => {
+      e.preventDefault();
+      error.replaceChildren();
+      url.removeAttribute("aria-invalid");
+      if (!url.value.trim()) {
+        url.setAttribute("aria-invalid", "true");
+        error.textContent = "Paste the channel's webhook URL.";
+        url.focus();
+        return;
+      }
+      try {
+        const created = await busy(submit, "Adding…", () =>
+          api("POST", "v1/connections", { type: kind, name: name.value.trim() || spec.name, config: { url: url.value.trim() } }));
+        await onCreated(created);
+      } catch (err) {
+        if (state.expired) return;
+        if (/url/.test(err.message)) url.setAttribute("aria-invalid", "true");
+        error.textContent = errorText(err);
+      }
+    });
+    return form;
+  }
+
+  function connectionItem(c, reload, secretSlot) {
+    const body = h("div", { class: "item-body stack-sm" });
+    const message = transientSlot();
+    const actions = h("div", { class: "actions" });
+
+    const test = h("button", { type: "button", class: "small-button", testid: "test-connection" }, "Send test");
+    test.addEventListener("click", () => {
+      clearBanners();
+      if (c.type === "webhook" || CHAT_KINDS[c.type]) {
+        runTest(test, body, c, undefined);
+        return;
+      }
+      body.replaceChildren(testTargetForm(c, body));
+    });
+    actions.append(test);
+
+    if (c.type === "webhook") {
+      actions.append(confirmButton("Rotate secret", "Rotate now", async () => {
+        try {
+          const { signing_secret: secret } = await api("POST", `v1/connections/${encodeURIComponent(c.id)}/rotate-secret`);
+          secretSlot.replaceChildren(secretBox(`New signing secret for ${c.name}`, secret, () => secretSlot.replaceChildren()));
+          secretSlot.append(notice("info", "The previous secret keeps signing alongside the new one for 24 hours, so you can update your endpoint without missing alerts."));
+          $("input", secretSlot).focus({ preventScroll: true });
+          secretSlot.scrollIntoView({ block: "nearest" });
+        } catch (err) {
+          if (!state.expired) body.replaceChildren(notice("bad", errorText(err)));
+        }
+      }, "rotate-secret", "neutral"));
+    }
+    if (c.type === "slack" && canSlack()) {
+      actions.append(c.status === "needs_reauth"
+        ? slackButton("Reconnect Slack", message, "reconnect-slack")
+        : slackButton("Reinstall", message, "reinstall-slack", true));
+    }
+    actions.append(confirmButton("Delete", "Delete for good", async () => {
+      try {
+        await api("DELETE", `v1/connections/${encodeURIComponent(c.id)}`);
+        toast(`${c.name} deleted.`);
+        await reload();
+      } catch (err) {
+        if (state.expired) return;
+        const users = err.status === 409 ? await rulesUsing(c.id) : [];
+        message.replaceChildren(notice("bad",
+          h("strong", { testid: "delete-error" }, errorText(err)),
+          users.length
+            ? ["Used by ", users.map((rule, i) => [i ? ", " : "", h("a", { href: `#/rules/${encodeURIComponent(rule.id)}` }, rule.name)]), "."]
+            : null));
+      }
+    }, "delete-connection"));
+
+    return h("li", { class: "item", testid: "connection", "data-id": c.id, "data-type": c.type },
+      typeTag(c.type),
+      h("div", { class: "item-main" },
+        h("div", { class: "item-title" }, c.name, " ", h("span", { class: "muted small" }, `· ${typeName(c.type)}`)),
+        h("div", { class: "item-sub" }, describeConnection(c))),
+      connectionStatusPill(c.status),
+      actions,
+      c.status === "needs_reauth"
+        ? h("div", { class: "item-body" }, notice("warn", "Slack stopped accepting this connection. Reconnect it to resume alerts."))
+        : null,
+      message,
+      body);
+  }
+
+  /** The rules that send to a connection (to explain a 409 on delete). */
+  async function rulesUsing(connectionId) {
+    try {
+      return (await api("GET", "v1/rules")).data.filter((rule) => rule.connection_id === connectionId);
+    } catch (_) {
+      return [];
+    }
+  }
+
+  /** Slack and email tests need a target: a channel or recipients. */
+  function testTargetForm(c, body) {
+    const submit = h("button", { type: "submit", class: "primary small-button" }, "Send test");
+    const cancel = h("button", { type: "button", class: "ghost small-button", onclick: () => body.replaceChildren() }, "Cancel");
+    let target;
+    let control;
+    if (c.type === "slack") {
+      const picker = channelPicker(c.id, "");
+      control = picker.el;
+      target = () => (picker.value() ? { channel: picker.value() } : null);
+    } else {
+      const to = h("input", { type: "text", placeholder: "you@example.com", testid: "test-to", autocomplete: "email" });
+      control = field("Send to", to, "Comma-separated addresses.");
+      target = () => (splitList(to.value).length ? { to: splitList(to.value) } : null);
+    }
+    const result = h("div");
+    const form = h("form", { class: "stack-sm", novalidate: true }, control, h("div", { class: "form-actions" }, submit, cancel), result);
+    form.addEventListener("submit", (e) => {
+      e.preventDefault();
+      const value = target();
+      if (!value) {
+        result.replaceChildren(notice("bad", c.type === "slack" ? "Pick a channel first." : "Enter at least one address."));
+        return;
+      }
+      runTest(submit, result, c, value);
+    });
+    return form;
+  }
+
+  async function runTest(button, slot, c, target) {
+    slot.replaceChildren(h("p", { class: "small muted" }, "Sending a test message…"));
+    try {
+      const outcome = await busy(button, "Sending…", () =>
+        api("POST", `v1/connections/${encodeURIComponent(c.id)}/test`, target ? { target } : {}));
+      const facts = [];
+      if (outcome.status_code) facts.push(`HTTP ${outcome.status_code}`);
+      facts.push(`${outcome.duration_ms} ms`);
+      slot.replaceChildren(h("div", { class: "stack-sm", testid: "test-outcome", "data-ok": String(outcome.ok) },
+        notice(outcome.ok ? "ok" : "bad",
+          h("strong", null, outcome.ok ? "Test delivered" : "Test failed"),
+          [outcome.error ? `${outcome.error} · ` : "", facts.join(" · ")].join("")),
+        outcome.response ? h("pre", { "aria-label": "Response" }, outcome.response) : null));
+    } catch (err) {
+      if (!state.expired) slot.replaceChildren(notice("bad", errorText(err)));
+    }
+  }
+
+  /** A searchable Slack channel list; `value()` is the chosen channel id. */
+  function channelPicker(connectionId, initial) {
+    let selected = initial || "";
+    let channels = [];
+    const search = h("input", { type: "search", placeholder: "Search channels", testid: "channel-search", autocomplete: "off", "aria-label": "Search channels" });
+    const select = h("select", { size: "8", testid: "channel-select" });
+    const selectId = uid("channels");
+    select.id = selectId;
+    const status = h("div", { class: "hint", "aria-live": "polite" }, "Loading channels…");
+    const manual = h("input", { type: "text", placeholder: "C0123456789", testid: "channel-manual", spellcheck: "false" });
+    const manualField = h("div", { hidden: true }, field("Channel ID", manual, "Couldn't list channels: enter the channel's ID instead (in Slack: channel details → About)."));
+    manual.addEventListener("input", () => {
+      selected = manual.value.trim();
+    });
+
+    const render = () => {
+      const q = search.value.trim().toLowerCase().replace(/^#/, "");
+      const shown = channels.filter((c) => !q || c.name.toLowerCase().includes(q) || c.id.toLowerCase() === q);
+      const limited = shown.slice(0, 300);
+      if (selected && !limited.some((c) => c.id === selected)) {
+        const chosen = channels.find((c) => c.id === selected);
+        if (chosen) limited.unshift(chosen);
+      }
+      select.replaceChildren(...limited.map((c) =>
+        h("option", { value: c.id }, `${c.is_private ? "" : "#"}${c.name}${c.is_private ? " (private)" : ""}`)));
+      if (selected) select.value = selected;
+      const count = shown.length === 0
+        ? "No channel matches."
+        : `${shown.length} ${shown.length === 1 ? "channel" : "channels"}${shown.length > limited.length ? `, showing the first ${limited.length}: refine the search` : ""}.`;
+      const chosen = channels.find((c) => c.id === selected);
+      status.textContent = chosen ? `${count} Selected: ${chosen.is_private ? "" : "#"}${chosen.name}.` : count;
+    };
+    search.addEventListener("input", render);
+    select.addEventListener("change", () => {
+      selected = select.value;
+      render();
+    });
+
+    api("GET", `v1/connections/${encodeURIComponent(connectionId)}/channels`).then((answer) => {
+      channels = (answer.data || []).slice().sort((a, b) => a.name.localeCompare(b.name));
+      if (selected && !channels.some((c) => c.id === selected)) {
+        channels.unshift({ id: selected, name: selected, is_private: false });
+      }
+      render();
+    }).catch((err) => {
+      if (state.expired) return;
+      status.textContent = errorText(err);
+      select.hidden = true;
+      search.hidden = true;
+      manualField.hidden = false;
+      manual.value = selected;
+    });
+
+    const el = h("div", { class: "picker", testid: "channel-picker" },
+      h("label", { for: selectId, class: "label" }, "Slack channel"),
+      search, select, status, manualField,
+      h("div", { class: "hint" }, "Private channels need the app invited first (/invite in the channel)."));
+    return { el, value: () => selected };
+  }
+
   // ------------------------------------------------------------ PagerDuty
 
   /** The Destinations page's "Add PagerDuty" button, opening its form. */
@@ -1270,7 +1526,7 @@
     const test = h("button", { type: "button", class: "small-button", testid: "test-connection" }, "Send test");
     test.addEventListener("click", () => {
       clearBanners();
-      if (c.type === "webhook" || c.type === "pagerduty") {
+      if (c.type === "webhook" || c.type === "pagerduty" || CHAT_KINDS[c.type]) {
         runTest(test, body, c, undefined);
         return;
       }
@@ -1596,7 +1852,10 @@
         targetSlot.replaceChildren(h("p", { class: "small muted", testid: "rule-target-pagerduty" }, "PagerDuty gets every matching event on its integration; acknowledged and resolved alerts update the incident they opened. Nothing else to choose."));
         targetValue = () => ({});
       } else {
-        targetSlot.replaceChildren(h("p", { class: "small muted" }, "Webhooks receive every matching event at their URL; nothing else to choose."));
+        const text = CHAT_KINDS[chosen.type]
+          ? `Every matching event is posted to this ${typeName(chosen.type)} channel; nothing else to choose.`
+          : "Webhooks receive every matching event at their URL; nothing else to choose.";
+        targetSlot.replaceChildren(h("p", { class: "small muted", testid: "rule-no-target" }, text));
         targetValue = () => ({});
       }
     };

@@ -1,0 +1,229 @@
+//! Discord through a channel webhook (`POST /api/webhooks/{id}/{token}`,
+//! no auth header): the URL carries the token, so it is sealed whole and
+//! guarded like a webhook URL ([`secret_url`]). Each event is one embed
+//! ([`render`]).
+//!
+//! [`classify()`]: 2xx (204 without `?wait=true`) is success; 429 retries
+//! after the JSON body's `retry_after` (seconds, may be fractional), else
+//! the `Retry-After` header; 5xx retries; any other 4xx is dead, with
+//! Discord's answer kept (`{"message","code"}`).
+
+pub mod render;
+
+use crate::destinations::message::AlertSummary;
+use crate::destinations::net::check_url;
+use crate::destinations::retry_after::parse_retry_after;
+use crate::destinations::{
+    BoxFuture, Destination, Invalid, Job, NewConnection, Outcome, Verdict, response_excerpt,
+    secret_url, transport_outcome,
+};
+use crate::model::ConnectionKind;
+use reqwest::StatusCode;
+use serde_json::Value;
+use std::time::{Duration, SystemTime};
+
+/// The wait a 429 asks for: the body's `retry_after` (Discord's rate limit
+/// answer is `{"message","retry_after","global"}`), else `header`.
+pub fn rate_limit_wait(answer: Option<&str>, header: Option<Duration>) -> Option<Duration> {
+    let seconds = answer
+        .and_then(|answer| serde_json::from_str::<Value>(answer).ok())
+        .and_then(|body| body.get("retry_after").and_then(Value::as_f64))
+        .filter(|seconds| seconds.is_finite() && *seconds >= 0.0);
+    match seconds {
+        // Rounded up to the millisecond: never earlier than asked.
+        Some(seconds) => Some(Duration::from_millis((seconds * 1000.0).ceil() as u64)),
+        None => header,
+    }
+}
+
+/// How an answer classifies; pure. `answer` is the excerpt of the body.
+pub fn classify(
+    status: StatusCode,
+    header_wait: Option<Duration>,
+    answer: Option<&str>,
+) -> Verdict {
+    if status.is_success() {
+        return Verdict::Delivered;
+    }
+    let error = match answer.map(str::trim).filter(|answer| !answer.is_empty()) {
+        Some(answer) => format!("Discord answered HTTP {status}: {answer}"),
+        None => format!("Discord answered HTTP {status}"),
+    };
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        return Verdict::Retry {
+            error,
+            retry_after: rate_limit_wait(answer, header_wait),
+        };
+    }
+    if status.is_server_error() {
+        return Verdict::Retry {
+            error,
+            retry_after: header_wait,
+        };
+    }
+    if status.is_client_error() {
+        return Verdict::Permanent {
+            error,
+            connection_status: None,
+        };
+    }
+    // 1xx and 3xx (redirects are never followed): unexpected, worth a retry.
+    Verdict::Retry {
+        error,
+        retry_after: None,
+    }
+}
+
+pub struct Discord {
+    http: reqwest::Client,
+    allow_private: bool,
+    timeout: Duration,
+}
+
+impl Discord {
+    /// `http` must be the guarded tenant client.
+    pub fn new(http: reqwest::Client, allow_private: bool, timeout: Duration) -> Self {
+        Self {
+            http,
+            allow_private,
+            timeout,
+        }
+    }
+
+    async fn post(&self, job: &Job<'_>) -> Outcome {
+        let url = match secret_url::open(job.secrets) {
+            Ok(url) => url,
+            Err(error) => return Outcome::permanent(error),
+        };
+        // Checked again at send time: the setting may have changed, and
+        // reqwest does not consult the resolver for IP-literal hosts.
+        if let Err(error) = check_url(&url, self.allow_private) {
+            return Outcome::permanent(format!("refused: {error}"));
+        }
+        let body = render::render_message(job.event, &AlertSummary::from_event(job.event));
+        match self.http.post(&url).json(&body).send().await {
+            Ok(response) => {
+                let status = response.status();
+                let header_wait = response
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|value| value.to_str().ok())
+                    .and_then(|value| parse_retry_after(value, SystemTime::now()));
+                let answer = response_excerpt(response).await;
+                Outcome {
+                    status_code: Some(status.as_u16()),
+                    verdict: classify(status, header_wait, answer.as_deref()),
+                    response: answer,
+                }
+            }
+            Err(error) => transport_outcome(&error, self.timeout),
+        }
+    }
+}
+
+impl Destination for Discord {
+    fn kind(&self) -> ConnectionKind {
+        ConnectionKind::Discord
+    }
+
+    fn create<'a>(&'a self, config: &'a Value) -> BoxFuture<'a, Result<NewConnection, Invalid>> {
+        Box::pin(secret_url::create(config, self.allow_private))
+    }
+
+    fn update<'a>(
+        &'a self,
+        config: &'a Value,
+        _secrets: Value,
+    ) -> BoxFuture<'a, Result<(Value, Value), Invalid>> {
+        Box::pin(secret_url::update(config, self.allow_private))
+    }
+
+    fn shown_config(&self, _config: &Value, secrets: &dyn Fn() -> Option<Value>) -> Value {
+        secret_url::shown(secrets())
+    }
+
+    fn validate_target(&self, target: &Value) -> Result<Value, Invalid> {
+        secret_url::validate_target(target, "discord")
+    }
+
+    fn send<'a>(&'a self, job: &'a Job<'a>) -> BoxFuture<'a, Outcome> {
+        Box::pin(self.post(job))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_limits_wait_as_the_body_says_else_the_header() {
+        let header = Some(Duration::from_secs(3));
+        for (answer, expected) in [
+            (
+                Some(
+                    r#"{"message":"You are being rate limited.","retry_after":0.25,"global":false}"#,
+                ),
+                Some(Duration::from_millis(250)),
+            ),
+            (Some(r#"{"retry_after":2}"#), Some(Duration::from_secs(2))),
+            (
+                Some(r#"{"retry_after":0.0004}"#),
+                Some(Duration::from_millis(1)),
+            ),
+            (Some(r#"{"retry_after":-1}"#), header),
+            (Some(r#"{"retry_after":"soon"}"#), header),
+            (Some("<html>"), header),
+            (None, header),
+        ] {
+            assert_eq!(rate_limit_wait(answer, header), expected, "{answer:?}");
+        }
+        assert_eq!(rate_limit_wait(None, None), None);
+    }
+
+    #[test]
+    fn answers_classify() {
+        let header = Some(Duration::from_secs(3));
+        let limited =
+            r#"{"message":"You are being rate limited.","retry_after":1.5,"global":false}"#;
+        let unknown = r#"{"message":"Unknown Webhook","code":10015}"#;
+        for (status, answer, expected) in [
+            (204, None, Verdict::Delivered),
+            (200, Some("{}"), Verdict::Delivered),
+            (
+                429,
+                Some(limited),
+                Verdict::Retry {
+                    error: format!("Discord answered HTTP 429 Too Many Requests: {limited}"),
+                    retry_after: Some(Duration::from_millis(1500)),
+                },
+            ),
+            (
+                503,
+                None,
+                Verdict::Retry {
+                    error: "Discord answered HTTP 503 Service Unavailable".into(),
+                    retry_after: header,
+                },
+            ),
+            (
+                404,
+                Some(unknown),
+                Verdict::Permanent {
+                    error: format!("Discord answered HTTP 404 Not Found: {unknown}"),
+                    connection_status: None,
+                },
+            ),
+            (
+                400,
+                None,
+                Verdict::Permanent {
+                    error: "Discord answered HTTP 400 Bad Request".into(),
+                    connection_status: None,
+                },
+            ),
+        ] {
+            let status = StatusCode::from_u16(status).unwrap();
+            assert_eq!(classify(status, header, answer), expected, "{status}");
+        }
+    }
+}

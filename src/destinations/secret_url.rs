@@ -1,0 +1,155 @@
+//! The config of kinds whose whole connection is one pasted URL that is
+//! itself the credential (a Teams Workflows URL, a Discord webhook URL):
+//! `{"url"}`, checked by the address guard, sealed whole, and shown only as
+//! its origin with the rest masked. Rules for these kinds take no target.
+
+use crate::destinations::net::{self, TargetError};
+use crate::destinations::{Invalid, NewConnection};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+/// What the tenant sends, and what is sealed.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretUrl {
+    pub url: String,
+}
+
+impl std::fmt::Debug for SecretUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretUrl")
+            .field("url", &masked(&self.url))
+            .finish()
+    }
+}
+
+/// What answers show instead of the path, which carries the credential.
+pub const MASK: &str = "********";
+
+/// Checks the URL as the guard will at send time, and its host resolved
+/// now (see [`net::check_resolved`]). The public config is empty: the
+/// whole URL is sealed.
+pub async fn create(config: &Value, allow_private: bool) -> Result<NewConnection, Invalid> {
+    let input = checked(config, allow_private).await?;
+    Ok(NewConnection {
+        config: json!({}),
+        secrets: serde_json::to_value(input).map_err(|error| Invalid::new("config", error))?,
+        shown_once: None,
+    })
+}
+
+/// A new URL replaces the old one.
+pub async fn update(config: &Value, allow_private: bool) -> Result<(Value, Value), Invalid> {
+    let input = checked(config, allow_private).await?;
+    let secrets = serde_json::to_value(input).map_err(|error| Invalid::new("config", error))?;
+    Ok((json!({}), secrets))
+}
+
+async fn checked(config: &Value, allow_private: bool) -> Result<SecretUrl, Invalid> {
+    let input = SecretUrl::deserialize(config).map_err(|error| Invalid::new("config", error))?;
+    let url = input.url.trim().to_string();
+    net::check_url(&url, allow_private).map_err(url_problem)?;
+    net::check_resolved(&url, allow_private)
+        .await
+        .map_err(url_problem)?;
+    Ok(SecretUrl { url })
+}
+
+fn url_problem(error: TargetError) -> Invalid {
+    Invalid::new("config", format!("url: {error}"))
+}
+
+/// The config as answers show it: `{"url": "https://host/********"}`, so
+/// a tenant can tell connections apart without the credential showing.
+pub fn shown(secrets: Option<Value>) -> Value {
+    let url = secrets
+        .and_then(|secrets| serde_json::from_value::<SecretUrl>(secrets).ok())
+        .map(|secret| masked(&secret.url))
+        .unwrap_or_else(|| MASK.to_string());
+    json!({ "url": url })
+}
+
+/// `https://host[:port]/********`; anything unparsable is all mask.
+pub fn masked(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(parsed) if parsed.host_str().is_some() => {
+            format!("{}/{MASK}", parsed.origin().ascii_serialization())
+        }
+        _ => MASK.to_string(),
+    }
+}
+
+/// These kinds take no target.
+pub fn validate_target(target: &Value, kind: &str) -> Result<Value, Invalid> {
+    match target {
+        Value::Null => Ok(json!({})),
+        Value::Object(map) if map.is_empty() => Ok(json!({})),
+        _ => Err(Invalid::new(
+            "target",
+            format!("{kind} rules take no target"),
+        )),
+    }
+}
+
+/// The sealed URL of a connection, for the send.
+pub fn open(secrets: &Value) -> Result<String, String> {
+    serde_json::from_value::<SecretUrl>(secrets.clone())
+        .map(|secret| secret.url)
+        .map_err(|error| format!("invalid connection secrets: {error}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_show_only_the_origin() {
+        let secrets = json!({"url": "https://discord.com/api/webhooks/123/tok-en_SECRET"});
+        assert_eq!(
+            shown(Some(secrets)),
+            json!({"url": "https://discord.com/********"})
+        );
+        assert_eq!(
+            masked("http://127.0.0.1:8080/workflows/abc?sig=SECRET"),
+            "http://127.0.0.1:8080/********"
+        );
+        assert_eq!(shown(None), json!({"url": "********"}));
+        assert_eq!(masked("not a url"), "********");
+        let debug = format!(
+            "{:?}",
+            SecretUrl {
+                url: "https://x.test/SECRET".into()
+            }
+        );
+        assert!(!debug.contains("SECRET"), "{debug}");
+    }
+
+    #[tokio::test]
+    async fn private_and_malformed_urls_are_refused() {
+        for config in [
+            json!({"url": "http://127.0.0.1:9/hook"}),
+            json!({"url": "http://10.0.0.1/hook"}),
+            json!({"url": "ftp://example.com/hook"}),
+            json!({"url": "https://user:pw@example.com/hook"}),
+            json!({}),
+            json!({"url": "https://example.com/", "extra": 1}),
+        ] {
+            let error = create(&config, false).await.unwrap_err();
+            assert_eq!(error.field, "config", "{config}");
+        }
+        let created = create(&json!({"url": " http://127.0.0.1:9/hook "}), true)
+            .await
+            .unwrap();
+        assert_eq!(created.config, json!({}));
+        assert_eq!(created.secrets, json!({"url": "http://127.0.0.1:9/hook"}));
+        assert!(created.shown_once.is_none());
+    }
+
+    #[test]
+    fn no_target() {
+        assert_eq!(validate_target(&Value::Null, "teams").unwrap(), json!({}));
+        assert_eq!(validate_target(&json!({}), "teams").unwrap(), json!({}));
+        let error = validate_target(&json!({"channel": "C1"}), "discord").unwrap_err();
+        assert_eq!(error.problem, "discord rules take no target");
+    }
+}
