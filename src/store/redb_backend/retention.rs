@@ -156,6 +156,8 @@ mod tests {
                     next_attempt_at_ms: queued.then_some(9_999),
                     created_at_ms: 1,
                     updated_at_ms: 1,
+                    alert: None,
+                    suppressed_before: 0,
                 };
                 self.txn
                     .open_table(DELIVERIES)
@@ -410,6 +412,7 @@ mod tests {
                 workspace_id: ws,
                 events: Vec::new(),
                 deliveries: Vec::new(),
+                noise: Default::default(),
                 idempotency: None,
             };
             for n in 0..workload.events_per_round {
@@ -434,10 +437,12 @@ mod tests {
                     next_attempt_at_ms: Some(received_at_ms),
                     created_at_ms: received_at_ms,
                     updated_at_ms: received_at_ms,
+                    alert: None,
+                    suppressed_before: 0,
                 });
             }
             let deliveries: Vec<DeliveryId> = batch.deliveries.iter().map(|d| d.id).collect();
-            assert_eq!(store.ingest(batch).await.unwrap(), IngestOutcome::Stored);
+            assert_eq!(store.ingest(batch).await.unwrap(), IngestOutcome::Stored { suppressed: vec![] });
             for delivery_id in deliveries {
                 let outcome = AttemptOutcome {
                     workspace_id: ws,

@@ -1,0 +1,150 @@
+//! Per-rule noise control, decided inside the ingest transaction.
+//!
+//! Why here: the single writer applies ingests one after another, so two
+//! events for the same alert (in one batch or in two concurrent requests)
+//! see each other's effect and cannot both pass a dedup window, and the
+//! decision is durable with the deliveries it shapes. Two small tables hold
+//! the state, both bounded: `alert_noise` keeps one row per (rule, alert)
+//! sent within the last [`MAX_DEDUP_SECONDS`], pruned by
+//! [`purge_expired`]; `rule_noise` one row per rule with noise controls,
+//! removed with its rule or once its window is over and nothing is owed.
+
+use super::tables::*;
+use crate::model::AlertState;
+use crate::store::codec::Record;
+use crate::store::records::{DeliveryRecord, RuleNoiseRecord};
+use crate::store::{MAX_DEDUP_SECONDS, NOISE_WINDOW_MS, NoiseCheck, StoreError};
+use crate::model::DeliveryStatus;
+use redb::{ReadableTable, Table, WriteTransaction};
+
+/// The noise tables an ingest writes.
+pub struct NoiseTables<'txn> {
+    /// (workspace, rule, alert key) → when the rule last sent it (ms).
+    pub alerts: Table<'txn, (u128, u128, &'static str), u64>,
+    /// (workspace, rule) → [`RuleNoiseRecord`].
+    pub rules: Table<'txn, (u128, u128), &'static [u8]>,
+}
+
+impl<'txn> NoiseTables<'txn> {
+    pub fn open(txn: &'txn WriteTransaction) -> Result<Self, StoreError> {
+        Ok(Self {
+            alerts: txn.open_table(ALERT_NOISE)?,
+            rules: txn.open_table(RULE_NOISE)?,
+        })
+    }
+}
+
+/// Decides whether a new delivery goes out or is suppressed, at `now_ms`,
+/// and updates `record` and the noise state to match. Returns true when it
+/// was suppressed.
+///
+/// - `dedup_seconds`: an `alert.triggered` whose alert this rule sent less
+///   than that long ago is suppressed; `alert.resolved` forgets the alert,
+///   so the next trigger is news again.
+/// - `max_per_hour`: a fixed window opens with the first delivery after the
+///   previous one closed and lasts an hour; past N deliveries in it the rest
+///   are suppressed.
+/// - Acknowledged and resolved are never suppressed (they still count).
+/// - The next delivery that goes out carries how many were suppressed
+///   since the last one (`suppressed_before`).
+pub fn decide(
+    tables: &mut NoiseTables<'_>,
+    ws: u128,
+    record: &mut DeliveryRecord,
+    check: &NoiseCheck,
+    now_ms: u64,
+) -> Result<bool, StoreError> {
+    let rule = record.rule_id;
+    let lifecycle = matches!(
+        check.state,
+        Some(AlertState::Acknowledged | AlertState::Resolved)
+    );
+    let mut state = match tables.rules.get((ws, rule))? {
+        Some(bytes) => RuleNoiseRecord::decode(bytes.value())?,
+        None => RuleNoiseRecord {
+            window_start_ms: now_ms,
+            sent_in_window: 0,
+            suppressed_since_sent: 0,
+        },
+    };
+    if now_ms >= state.window_start_ms.saturating_add(NOISE_WINDOW_MS) {
+        state.window_start_ms = now_ms;
+        state.sent_in_window = 0;
+    }
+    let duplicate = match (check.dedup_seconds, check.state, record.alert.as_deref()) {
+        (Some(seconds), Some(AlertState::Triggered), Some(alert)) => tables
+            .alerts
+            .get((ws, rule, alert))?
+            .is_some_and(|sent| now_ms < sent.value().saturating_add(u64::from(seconds) * 1000)),
+        _ => false,
+    };
+    let over_rate = check
+        .max_per_hour
+        .is_some_and(|limit| state.sent_in_window >= limit);
+    let suppress = !lifecycle && (duplicate || over_rate);
+    if suppress {
+        state.suppressed_since_sent = state.suppressed_since_sent.saturating_add(1);
+        record.status = DeliveryStatus::Suppressed.into();
+        record.next_attempt_at_ms = None;
+    } else {
+        if state.sent_in_window == 0 {
+            state.window_start_ms = now_ms;
+        }
+        state.sent_in_window = state.sent_in_window.saturating_add(1);
+        record.suppressed_before = state.suppressed_since_sent;
+        state.suppressed_since_sent = 0;
+        if let Some(alert) = record.alert.as_deref() {
+            match check.state {
+                Some(AlertState::Triggered) if check.dedup_seconds.is_some() => {
+                    tables.alerts.insert((ws, rule, alert), now_ms)?;
+                }
+                Some(AlertState::Resolved) => {
+                    tables.alerts.remove((ws, rule, alert))?;
+                }
+                _ => {}
+            }
+        }
+    }
+    tables
+        .rules
+        .insert((ws, rule), state.encode().as_slice())?;
+    Ok(suppress)
+}
+
+/// Drops alerts sent longer ago than any dedup window, and rule rows whose
+/// window is over with nothing suppressed to report. Returns how many.
+pub fn purge_expired(txn: &WriteTransaction, now_ms: u64) -> Result<usize, StoreError> {
+    let mut removed = 0;
+    let alert_cutoff = now_ms.saturating_sub(u64::from(MAX_DEDUP_SECONDS) * 1000);
+    txn.open_table(ALERT_NOISE)?.retain(|_, sent| {
+        let keep = sent >= alert_cutoff;
+        removed += usize::from(!keep);
+        keep
+    })?;
+    let window_cutoff = now_ms.saturating_sub(NOISE_WINDOW_MS);
+    txn.open_table(RULE_NOISE)?.retain(|_, bytes| {
+        let keep = RuleNoiseRecord::decode(bytes).map_or(false, |state| {
+            state.suppressed_since_sent > 0 || state.window_start_ms >= window_cutoff
+        });
+        removed += usize::from(!keep);
+        keep
+    })?;
+    Ok(removed)
+}
+
+/// Forgets a rule's noise state (the rule was deleted).
+pub fn forget_rule(txn: &WriteTransaction, ws: u128, rule: u128) -> Result<(), StoreError> {
+    txn.open_table(RULE_NOISE)?.remove((ws, rule))?;
+    txn.open_table(ALERT_NOISE)?
+        .retain_in((ws, rule, "")..(ws, rule.saturating_add(1), ""), |_, _| false)?;
+    Ok(())
+}
+
+/// Forgets a deleted workspace's noise state.
+pub fn forget_workspace(txn: &WriteTransaction, ws: u128) -> Result<(), StoreError> {
+    txn.open_table(RULE_NOISE)?
+        .retain_in((ws, 0)..=(ws, u128::MAX), |_, _| false)?;
+    txn.open_table(ALERT_NOISE)?
+        .retain_in((ws, 0, "")..(ws.saturating_add(1), 0, ""), |_, _| false)?;
+    Ok(())
+}
