@@ -44,7 +44,7 @@ impl Bodies {
             resource_id: text("resource_id"),
             payload: serde_json::to_vec(&event["payload"])?,
             received_at_ms: now_ms(),
-        });
+        }, 0);
         Ok(Self {
             event: BodyTemplate::split(&serde_json::to_string(&event)?)?,
             webhook: BodyTemplate::split(
