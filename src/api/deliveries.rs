@@ -52,7 +52,11 @@ impl From<&Delivery> for DeliveryView {
             rule_id: delivery.rule_id,
             connection_id: delivery.connection_id,
             status: delivery.status,
-            alert: delivery.alert.as_deref().map(alert_label).map(str::to_string),
+            alert: delivery
+                .alert
+                .as_deref()
+                .map(alert_label)
+                .map(str::to_string),
             suppressed_before: delivery.suppressed_before,
             attempt_count: delivery.attempt_count,
             next_attempt_at: delivery.next_attempt_at_ms.map(format_timestamp_ms),
@@ -109,13 +113,12 @@ struct DeliveryList {
 }
 
 fn parse_status(text: &str, field: &str) -> Result<DeliveryStatus, ApiError> {
-    DeliveryStatus::parse(text)
-        .ok_or_else(|| {
-            ApiError::invalid(
-                field,
-                "must be pending, succeeded, retrying, dead or suppressed",
-            )
-        })
+    DeliveryStatus::parse(text).ok_or_else(|| {
+        ApiError::invalid(
+            field,
+            "must be pending, succeeded, retrying, dead or suppressed",
+        )
+    })
 }
 
 async fn list(

@@ -195,7 +195,10 @@ fn whole_number(field: &str, value: &Value, max: u32) -> Result<u32, ApiError> {
         .filter(|number| (1..=u64::from(max)).contains(number))
         .and_then(|number| u32::try_from(number).ok())
         .ok_or_else(|| {
-            ApiError::invalid(field, format!("must be a whole number from 1 to {max}, or null"))
+            ApiError::invalid(
+                field,
+                format!("must be a whole number from 1 to {max}, or null"),
+            )
         })
 }
 

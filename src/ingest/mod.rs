@@ -14,10 +14,8 @@ use crate::model::{
     format_timestamp_ms,
 };
 use crate::store::{
-    DeliveryQuery, EventQuery, IdempotentAnswer, IngestBatch, IngestOutcome, NoiseCheck,
-    QueueEntry,
+    DeliveryQuery, EventQuery, IdempotentAnswer, IngestBatch, IngestOutcome, NoiseCheck, QueueEntry,
 };
-use std::collections::HashMap;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -26,6 +24,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+use std::collections::HashMap;
 use validate::{EventBody, idempotency_key, validate_event};
 
 pub use limit::{IngestLimiter, Refusal};

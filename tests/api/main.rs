@@ -14,6 +14,7 @@ mod fake_resend;
 mod fake_slack;
 mod helpers;
 mod limits;
+mod noise;
 mod openapi;
 mod queue_window;
 mod receiver;

@@ -368,7 +368,11 @@ fn a_mail_after_suppressed_deliveries_says_how_many() {
     let email = render(&event, &summary, None).unwrap();
     let note = "Suppressed: 4 more were suppressed by this rule since the last message";
     assert!(email.text.contains(note), "{}", email.text);
-    assert!(email.html.contains("4 more were suppressed"), "{}", email.html);
+    assert!(
+        email.html.contains("4 more were suppressed"),
+        "{}",
+        email.html
+    );
     let quiet = render(&event, &AlertSummary::from_event(&event), None).unwrap();
     assert!(!quiet.text.contains("Suppressed"));
 }

@@ -11,10 +11,10 @@
 
 use super::tables::*;
 use crate::model::AlertState;
+use crate::model::DeliveryStatus;
 use crate::store::codec::Record;
 use crate::store::records::{DeliveryRecord, RuleNoiseRecord};
 use crate::store::{MAX_DEDUP_SECONDS, NOISE_WINDOW_MS, NoiseCheck, StoreError};
-use crate::model::DeliveryStatus;
 use redb::{ReadableTable, Table, WriteTransaction};
 
 /// The noise tables an ingest writes.
@@ -105,9 +105,7 @@ pub fn decide(
             }
         }
     }
-    tables
-        .rules
-        .insert((ws, rule), state.encode().as_slice())?;
+    tables.rules.insert((ws, rule), state.encode().as_slice())?;
     Ok(suppress)
 }
 
@@ -136,7 +134,9 @@ pub fn purge_expired(txn: &WriteTransaction, now_ms: u64) -> Result<usize, Store
 pub fn forget_rule(txn: &WriteTransaction, ws: u128, rule: u128) -> Result<(), StoreError> {
     txn.open_table(RULE_NOISE)?.remove((ws, rule))?;
     txn.open_table(ALERT_NOISE)?
-        .retain_in((ws, rule, "")..(ws, rule.saturating_add(1), ""), |_, _| false)?;
+        .retain_in((ws, rule, "")..(ws, rule.saturating_add(1), ""), |_, _| {
+            false
+        })?;
     Ok(())
 }
 

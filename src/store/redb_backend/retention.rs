@@ -442,7 +442,10 @@ mod tests {
                 });
             }
             let deliveries: Vec<DeliveryId> = batch.deliveries.iter().map(|d| d.id).collect();
-            assert_eq!(store.ingest(batch).await.unwrap(), IngestOutcome::Stored { suppressed: vec![] });
+            assert_eq!(
+                store.ingest(batch).await.unwrap(),
+                IngestOutcome::Stored { suppressed: vec![] }
+            );
             for delivery_id in deliveries {
                 let outcome = AttemptOutcome {
                     workspace_id: ws,
