@@ -148,3 +148,108 @@ pub fn forget_workspace(txn: &WriteTransaction, ws: u128) -> Result<(), StoreErr
         .retain_in((ws, 0, "")..(ws.saturating_add(1), 0, ""), |_, _| false)?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::records::StoredDeliveryStatus;
+    use redb::Database;
+
+    fn delivery(rule: u128, alert: &str) -> DeliveryRecord {
+        DeliveryRecord {
+            event_id: 1,
+            rule_id: rule,
+            connection_id: 2,
+            status: StoredDeliveryStatus::Pending,
+            attempt_count: 0,
+            round_attempts: 0,
+            next_attempt_at_ms: Some(0),
+            created_at_ms: 0,
+            updated_at_ms: 0,
+            alert: Some(alert.into()),
+            suppressed_before: 0,
+        }
+    }
+
+    /// Runs `decide` for each (state, alert, at) in one transaction; which
+    /// were suppressed, and each delivery's `suppressed_before`.
+    fn decide_all(check: NoiseCheck, events: &[(AlertState, &str, u64)]) -> (Vec<bool>, Vec<u32>) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::create(dir.path().join("noise.redb")).unwrap();
+        let txn = db.begin_write().unwrap();
+        let (mut suppressed, mut carried) = (Vec::new(), Vec::new());
+        {
+            let mut tables = NoiseTables::open(&txn).unwrap();
+            for &(state, alert, at) in events {
+                let mut record = delivery(9, alert);
+                let check = NoiseCheck {
+                    state: Some(state),
+                    ..check
+                };
+                let held = decide(&mut tables, 1, &mut record, &check, at).unwrap();
+                assert_eq!(held, record.next_attempt_at_ms.is_none());
+                suppressed.push(held);
+                carried.push(record.suppressed_before);
+            }
+        }
+        txn.commit().unwrap();
+        (suppressed, carried)
+    }
+
+    use AlertState::{Acknowledged, Resolved, Triggered};
+
+    #[test]
+    fn dedup_holds_a_repeat_within_the_window_only_and_resolve_ends_it() {
+        let check = NoiseCheck {
+            dedup_seconds: Some(60),
+            ..NoiseCheck::default()
+        };
+        let (suppressed, carried) = decide_all(
+            check,
+            &[
+                (Triggered, "a", 0),
+                (Triggered, "a", 59_999),
+                (Triggered, "b", 59_999),
+                (Triggered, "a", 60_000),
+                (Acknowledged, "a", 60_001),
+                (Resolved, "a", 60_002),
+                (Triggered, "a", 60_003),
+                (Triggered, "a", 60_004),
+            ],
+        );
+        assert_eq!(
+            suppressed,
+            [false, true, false, false, false, false, false, true]
+        );
+        assert_eq!(carried, [0, 0, 1, 0, 0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn max_per_hour_is_a_fixed_window_from_its_first_delivery() {
+        let check = NoiseCheck {
+            max_per_hour: Some(2),
+            ..NoiseCheck::default()
+        };
+        let hour = NOISE_WINDOW_MS;
+        let (suppressed, carried) = decide_all(
+            check,
+            &[
+                (Triggered, "a", 1_000),
+                (Triggered, "b", 2_000),
+                (Triggered, "c", 3_000),
+                (Resolved, "c", 4_000),
+                (Triggered, "d", 1_000 + hour - 1),
+                (Triggered, "e", 1_000 + hour),
+                (Triggered, "f", 1_000 + hour + 1),
+                (Triggered, "g", 1_000 + hour + 2),
+            ],
+        );
+        assert_eq!(
+            suppressed,
+            [false, false, true, false, true, false, false, true]
+        );
+        // The resolve went out over the limit carrying one; the new window's
+        // first delivery carries the one held after it.
+        assert_eq!(carried, [0, 0, 0, 1, 0, 1, 0, 0]);
+    }
+}

@@ -249,6 +249,37 @@ mod tests {
     }
 
     #[test]
+    fn an_old_event_whose_delivery_was_suppressed_is_finished_and_goes() {
+        let (_dir, db) = database();
+        let old = event_at(1_000, 1);
+        seed(&db, |seed| {
+            let ids = seed.event(7, old, &[false]);
+            // As ingest writes one: suppressed, never queued, no attempts.
+            let record = DeliveryRecord {
+                event_id: old,
+                rule_id: 1,
+                connection_id: 2,
+                status: StoredDeliveryStatus::Suppressed,
+                attempt_count: 0,
+                round_attempts: 0,
+                next_attempt_at_ms: None,
+                created_at_ms: 1,
+                updated_at_ms: 1,
+                alert: Some("alert_id:a".into()),
+                suppressed_before: 0,
+            };
+            seed.txn
+                .open_table(DELIVERIES)
+                .unwrap()
+                .insert((7, ids[0]), record.encode().as_slice())
+                .unwrap();
+        });
+        let (total, _) = sweep(&db, 2_000, 100);
+        assert_eq!((total.events, total.deliveries, total.held), (1, 1, 0));
+        assert!(events_of(&db, 7).is_empty());
+    }
+
+    #[test]
     fn old_finished_events_go_with_everything_they_own_and_recent_ones_stay() {
         let (_dir, db) = database();
         let (old, recent) = (event_at(1_000, 1), event_at(5_000, 1));
