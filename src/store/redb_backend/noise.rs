@@ -121,8 +121,8 @@ pub fn purge_expired(txn: &WriteTransaction, now_ms: u64) -> Result<usize, Store
     })?;
     let window_cutoff = now_ms.saturating_sub(NOISE_WINDOW_MS);
     txn.open_table(RULE_NOISE)?.retain(|_, bytes| {
-        let keep = RuleNoiseRecord::decode(bytes).map_or(false, |state| {
-            state.suppressed_since_sent > 0 || state.window_start_ms >= window_cutoff
+        let keep = RuleNoiseRecord::decode(bytes).is_ok_and(|state| {
+            state.suppressed_since_sent > 0 || state.window_start_ms > window_cutoff
         });
         removed += usize::from(!keep);
         keep
@@ -153,7 +153,7 @@ pub fn forget_workspace(txn: &WriteTransaction, ws: u128) -> Result<(), StoreErr
 mod tests {
     use super::*;
     use crate::store::records::StoredDeliveryStatus;
-    use redb::Database;
+    use redb::{Database, ReadableTableMetadata};
 
     fn delivery(rule: u128, alert: &str) -> DeliveryRecord {
         DeliveryRecord {
@@ -222,6 +222,41 @@ mod tests {
             [false, true, false, false, false, false, false, true]
         );
         assert_eq!(carried, [0, 0, 1, 0, 0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn state_past_every_window_is_purged_and_rules_forget_theirs() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::create(dir.path().join("noise.redb")).unwrap();
+        let day = u64::from(MAX_DEDUP_SECONDS) * 1000;
+        let txn = db.begin_write().unwrap();
+        {
+            let mut tables = NoiseTables::open(&txn).unwrap();
+            let check = NoiseCheck {
+                dedup_seconds: Some(60),
+                max_per_hour: Some(1),
+                state: Some(Triggered),
+            };
+            // Rule 9 sends "old" at 0 and holds "x" back; rule 8 sends "new"
+            // a day later, its window still open.
+            decide(&mut tables, 1, &mut delivery(9, "old"), &check, 0).unwrap();
+            decide(&mut tables, 1, &mut delivery(9, "x"), &check, 1).unwrap();
+            decide(&mut tables, 1, &mut delivery(8, "new"), &check, day).unwrap();
+        }
+        // Rule 9 still owes a count, so its row stays; its old alert goes.
+        assert_eq!(purge_expired(&txn, day + 1).unwrap(), 1);
+        forget_rule(&txn, 1, 9).unwrap();
+        let alerts = txn.open_table(ALERT_NOISE).unwrap();
+        let rules = txn.open_table(RULE_NOISE).unwrap();
+        assert!(alerts.get((1, 9, "old")).unwrap().is_none());
+        assert!(alerts.get((1, 8, "new")).unwrap().is_some());
+        assert!(rules.get((1, 9)).unwrap().is_none());
+        assert!(rules.get((1, 8)).unwrap().is_some());
+        drop((alerts, rules));
+        // An hour after rule 8's window opened, with nothing owed, it goes.
+        assert_eq!(purge_expired(&txn, day + NOISE_WINDOW_MS).unwrap(), 1);
+        forget_workspace(&txn, 1).unwrap();
+        assert!(txn.open_table(ALERT_NOISE).unwrap().is_empty().unwrap());
     }
 
     #[test]
