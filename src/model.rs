@@ -234,6 +234,16 @@ impl Event {
     }
 }
 
+/// How an alert key reads in the delivery log: `resource:resource_id`
+/// (without the length prefix that keeps keys unambiguous), or
+/// `alert_id:…`.
+pub fn alert_label(key: &str) -> &str {
+    match key.split_once(':') {
+        Some((length, rest)) if length.bytes().all(|b| b.is_ascii_digit()) => rest,
+        _ => key,
+    }
+}
+
 /// The destination kind of a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -311,6 +321,11 @@ pub struct Rule {
     pub enabled: bool,
     pub created_at_ms: u64,
     pub updated_at_ms: u64,
+    /// Noise control: an `alert.triggered` for an alert this rule delivered
+    /// within this many seconds is suppressed.
+    pub dedup_seconds: Option<u32>,
+    /// Noise control: at most this many deliveries per hour window.
+    pub max_per_hour: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -323,6 +338,8 @@ pub enum DeliveryStatus {
     Retrying,
     /// Permanently failed or out of attempts.
     Dead,
+    /// Held back by the rule's noise control; never sent or retried.
+    Suppressed,
 }
 
 impl DeliveryStatus {
@@ -332,6 +349,7 @@ impl DeliveryStatus {
             Self::Succeeded => "succeeded",
             Self::Retrying => "retrying",
             Self::Dead => "dead",
+            Self::Suppressed => "suppressed",
         }
     }
 
@@ -341,6 +359,7 @@ impl DeliveryStatus {
             "succeeded" => Some(Self::Succeeded),
             "retrying" => Some(Self::Retrying),
             "dead" => Some(Self::Dead),
+            "suppressed" => Some(Self::Suppressed),
             _ => None,
         }
     }
@@ -358,6 +377,11 @@ pub struct Delivery {
     pub next_attempt_at_ms: Option<u64>,
     pub created_at_ms: u64,
     pub updated_at_ms: u64,
+    /// Which alert its event belongs to (`Event::alert_key`).
+    pub alert: Option<String>,
+    /// Deliveries of its rule suppressed since the one before this one went
+    /// out; messages say so.
+    pub suppressed_before: u32,
 }
 
 /// One try at delivering, as shown in the delivery log.
@@ -395,6 +419,8 @@ mod tests {
         assert_ne!(split_differently.alert_key(), both.alert_key());
         let by_id = event(Some("alert"), None, r#"{"alert_id":"alrt_42"}"#);
         assert_eq!(by_id.alert_key().as_deref(), Some("alert_id:alrt_42"));
+        assert_eq!(alert_label("5:alert:alrt_42"), "alert:alrt_42");
+        assert_eq!(alert_label("alert_id:alrt_42"), "alert_id:alrt_42");
         let numeric = event(None, None, r#"{"alert_id":42}"#);
         assert_eq!(numeric.alert_key().as_deref(), Some("alert_id:42"));
         for payload in [r#"{}"#, r#"{"alert_id":""}"#, r#"{"alert_id":null}"#] {

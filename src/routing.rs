@@ -16,6 +16,24 @@ use std::sync::{Arc, RwLock};
 pub struct Route {
     pub rule_id: RuleId,
     pub connection_id: ConnectionId,
+    /// The rule's noise controls, if it has any.
+    pub noise: Option<NoiseControls>,
+}
+
+/// A rule's `dedup_seconds` and `max_per_hour`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NoiseControls {
+    pub dedup_seconds: Option<u32>,
+    pub max_per_hour: Option<u32>,
+}
+
+impl NoiseControls {
+    fn of(rule: &crate::model::Rule) -> Option<Self> {
+        (rule.dedup_seconds.is_some() || rule.max_per_hour.is_some()).then_some(Self {
+            dedup_seconds: rule.dedup_seconds,
+            max_per_hour: rule.max_per_hour,
+        })
+    }
 }
 
 /// Workspaces whose compiled rules are kept; a miss costs two small reads.
@@ -45,6 +63,7 @@ struct CompiledRule {
     id: RuleId,
     connection_id: ConnectionId,
     filter: RuleFilter,
+    noise: Option<NoiseControls>,
 }
 
 impl RuleIndex {
@@ -127,6 +146,7 @@ impl WorkspaceRules {
                     id: rule.id,
                     connection_id: rule.connection_id,
                     filter,
+                    noise: NoiseControls::of(&rule),
                 }),
                 // Rules are validated before they are stored; one that no
                 // longer compiles is skipped loudly rather than guessed at.
@@ -174,6 +194,7 @@ impl WorkspaceRules {
             .map(|rule| Route {
                 rule_id: rule.id,
                 connection_id: rule.connection_id,
+                noise: rule.noise,
             })
             .collect()
     }
@@ -185,6 +206,7 @@ impl WorkspaceRules {
             .map(|rule| Route {
                 rule_id: rule.id,
                 connection_id: rule.connection_id,
+                noise: rule.noise,
             })
             .collect()
     }

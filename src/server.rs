@@ -256,6 +256,9 @@ async fn purge_expired(app: AppState, shutdown: CancellationToken) {
             Ok(purged) => tracing::debug!(purged, "expired idempotency keys removed"),
             Err(error) => tracing::warn!(%error, "cannot purge idempotency keys"),
         }
+        if let Err(error) = app.store().purge_noise_state(now_ms()).await {
+            tracing::warn!(%error, "cannot purge expired noise-control state");
+        }
         if let Err(error) = app.store().purge_oauth_states(now_ms()).await {
             tracing::warn!(%error, "cannot purge expired OAuth states");
         }

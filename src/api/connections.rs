@@ -382,6 +382,8 @@ async fn test(
         enabled: true,
         created_at_ms: now,
         updated_at_ms: now,
+        dedup_seconds: None,
+        max_per_hour: None,
     };
     let delivery = Delivery {
         id: DeliveryId::new(),
@@ -394,6 +396,8 @@ async fn test(
         next_attempt_at_ms: None,
         created_at_ms: now,
         updated_at_ms: now,
+        alert: None,
+        suppressed_before: 0,
     };
     let job = Job {
         delivery: &delivery,

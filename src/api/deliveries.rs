@@ -2,7 +2,7 @@
 
 use super::{ApiError, ApiQuery, AppState, JsonBody, SecretKey};
 use crate::model::{
-    Attempt, ConnectionId, Delivery, DeliveryId, DeliveryStatus, EventId, RuleId,
+    Attempt, ConnectionId, Delivery, DeliveryId, DeliveryStatus, EventId, RuleId, alert_label,
     format_timestamp_ms, now_ms,
 };
 use crate::store::{DeliveryQuery, Requeue};
@@ -33,6 +33,11 @@ pub struct DeliveryView {
     rule_id: RuleId,
     connection_id: ConnectionId,
     status: DeliveryStatus,
+    /// The alert its event belongs to (`resource:resource_id`, else the
+    /// payload's `alert_id`), for lifecycle events.
+    alert: Option<String>,
+    /// Deliveries of its rule suppressed since the previous one went out.
+    suppressed_before: u32,
     attempt_count: u32,
     next_attempt_at: Option<String>,
     created_at: String,
@@ -47,6 +52,12 @@ impl From<&Delivery> for DeliveryView {
             rule_id: delivery.rule_id,
             connection_id: delivery.connection_id,
             status: delivery.status,
+            alert: delivery
+                .alert
+                .as_deref()
+                .map(alert_label)
+                .map(str::to_string),
+            suppressed_before: delivery.suppressed_before,
             attempt_count: delivery.attempt_count,
             next_attempt_at: delivery.next_attempt_at_ms.map(format_timestamp_ms),
             created_at: format_timestamp_ms(delivery.created_at_ms),
@@ -102,8 +113,12 @@ struct DeliveryList {
 }
 
 fn parse_status(text: &str, field: &str) -> Result<DeliveryStatus, ApiError> {
-    DeliveryStatus::parse(text)
-        .ok_or_else(|| ApiError::invalid(field, "must be pending, succeeded, retrying or dead"))
+    DeliveryStatus::parse(text).ok_or_else(|| {
+        ApiError::invalid(
+            field,
+            "must be pending, succeeded, retrying, dead or suppressed",
+        )
+    })
 }
 
 async fn list(
@@ -178,8 +193,17 @@ async fn retry_one(
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let id = parse_id(&id)?;
-    if app.store().delivery(workspace, id)?.is_none() {
+    let Some((delivery, _)) = app.store().delivery(workspace, id)? else {
         return Err(ApiError::not_found("delivery"));
+    };
+    // Held back by its rule's noise control on purpose: sending it now
+    // would be the noise the rule asked to stop.
+    if delivery.status == DeliveryStatus::Suppressed {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "suppressed",
+            "a suppressed delivery is never sent; emit the event again to send it",
+        ));
     }
     let write = app.store().requeue(workspace, Requeue::One(id), now_ms());
     let queued = app

@@ -6,7 +6,7 @@ use super::{ApiError, AppState, JsonBody, RawBody, SecretKey};
 use crate::ingest::parse_event_body;
 use crate::model::{ConnectionId, Rule, RuleId, WorkspaceId, format_timestamp_ms, now_ms};
 use crate::rules::{RuleError, parse_min_severity, validate_conditions, validate_events};
-use crate::store::PutRule;
+use crate::store::{MAX_DEDUP_SECONDS, PutRule};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
@@ -38,7 +38,14 @@ struct RuleInput {
     #[serde(default, with = "double_option")]
     template: Option<Option<Value>>,
     enabled: Option<bool>,
+    #[serde(default, with = "double_option")]
+    dedup_seconds: Option<Option<Value>>,
+    #[serde(default, with = "double_option")]
+    max_per_hour: Option<Option<Value>>,
 }
+
+/// The largest `max_per_hour` a rule may set.
+const MAX_PER_HOUR_LIMIT: u32 = 100_000;
 
 /// Tells an absent field (keep) from an explicit null (clear).
 mod double_option {
@@ -62,6 +69,8 @@ struct RuleView {
     conditions: Value,
     template: Option<Value>,
     enabled: bool,
+    dedup_seconds: Option<u32>,
+    max_per_hour: Option<u32>,
     created_at: String,
     updated_at: String,
 }
@@ -78,6 +87,8 @@ impl From<Rule> for RuleView {
             conditions: rule.conditions,
             template: rule.template,
             enabled: rule.enabled,
+            dedup_seconds: rule.dedup_seconds,
+            max_per_hour: rule.max_per_hour,
             created_at: format_timestamp_ms(rule.created_at_ms),
             updated_at: format_timestamp_ms(rule.updated_at_ms),
         }
@@ -153,6 +164,17 @@ fn apply(
     if let Some(enabled) = input.enabled {
         rule.enabled = enabled;
     }
+    // `null` turns a noise control off.
+    if let Some(dedup_seconds) = input.dedup_seconds {
+        rule.dedup_seconds = dedup_seconds
+            .map(|value| whole_number("dedup_seconds", &value, MAX_DEDUP_SECONDS))
+            .transpose()?;
+    }
+    if let Some(max_per_hour) = input.max_per_hour {
+        rule.max_per_hour = max_per_hour
+            .map(|value| whole_number("max_per_hour", &value, MAX_PER_HOUR_LIMIT))
+            .transpose()?;
+    }
     let connection = app
         .store()
         .connection(rule.workspace_id, rule.connection_id)?
@@ -164,6 +186,20 @@ fn apply(
     rule.target =
         super::connections::destination(app, connection.kind)?.validate_target(&rule.target)?;
     Ok(())
+}
+
+/// A noise-control setting: a whole number from 1 to `max`, or null.
+fn whole_number(field: &str, value: &Value, max: u32) -> Result<u32, ApiError> {
+    value
+        .as_u64()
+        .filter(|number| (1..=u64::from(max)).contains(number))
+        .and_then(|number| u32::try_from(number).ok())
+        .ok_or_else(|| {
+            ApiError::invalid(
+                field,
+                format!("must be a whole number from 1 to {max}, or null"),
+            )
+        })
 }
 
 /// A template is `{"text"?, "subject"?, "html"?, "resend_template"?}`;
@@ -246,6 +282,8 @@ async fn create(
         enabled: true,
         created_at_ms: now,
         updated_at_ms: now,
+        dedup_seconds: None,
+        max_per_hour: None,
     };
     apply(&app, &mut rule, input, true)?;
     let rule = store_rule(&app, rule, false).await?;

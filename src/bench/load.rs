@@ -35,16 +35,19 @@ impl Bodies {
             .context("the example event has no payload object")?
             .insert("sent_at_us".into(), json!(0));
         let text = |field: &str| event[field].as_str().map(str::to_string);
-        let webhook = render_body(&Event {
-            id: EventId::new(),
-            workspace_id: WorkspaceId::new(),
-            name: EventName::parse(&text("event").context("the example event has no name")?)
-                .map_err(anyhow::Error::msg)?,
-            resource: text("resource"),
-            resource_id: text("resource_id"),
-            payload: serde_json::to_vec(&event["payload"])?,
-            received_at_ms: now_ms(),
-        });
+        let webhook = render_body(
+            &Event {
+                id: EventId::new(),
+                workspace_id: WorkspaceId::new(),
+                name: EventName::parse(&text("event").context("the example event has no name")?)
+                    .map_err(anyhow::Error::msg)?,
+                resource: text("resource"),
+                resource_id: text("resource_id"),
+                payload: serde_json::to_vec(&event["payload"])?,
+                received_at_ms: now_ms(),
+            },
+            0,
+        );
         Ok(Self {
             event: BodyTemplate::split(&serde_json::to_string(&event)?)?,
             webhook: BodyTemplate::split(

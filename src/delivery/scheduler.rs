@@ -1001,6 +1001,8 @@ mod tests {
                 next_attempt_at_ms: Some(due),
                 created_at_ms: due,
                 updated_at_ms: due,
+                alert: None,
+                suppressed_before: 0,
             };
             let entry = QueueEntry {
                 due_ms: due,
@@ -1013,6 +1015,7 @@ mod tests {
                     workspace_id: self.workspace,
                     events: vec![event],
                     deliveries: vec![delivery],
+                    noise: Default::default(),
                     idempotency: None,
                 })
                 .await

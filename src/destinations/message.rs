@@ -1,7 +1,7 @@
 //! What an alert says, independent of where it goes: the summary that the
 //! Slack and email layouts render, and per-rule templates (minijinja).
 
-use crate::model::{AlertState, Event, format_timestamp_ms};
+use crate::model::{AlertState, Delivery, Event, format_timestamp_ms};
 use crate::rules::Severity;
 use minijinja::{AutoEscape, Environment, UndefinedBehavior};
 use serde::Serialize;
@@ -27,6 +27,9 @@ pub struct AlertSummary {
     /// Other top-level scalar payload fields, in key order (at most
     /// [`MAX_EXTRA_FIELDS`]), for generic layouts.
     pub extra: Vec<(String, String)>,
+    /// Deliveries of the rule suppressed by its noise control since the
+    /// previous message (the delivery's `suppressed_before`).
+    pub suppressed_before: u32,
 }
 
 pub const MAX_EXTRA_FIELDS: usize = 8;
@@ -69,6 +72,27 @@ impl AlertSummary {
             account: text("account_id"),
             time: text("triggered_at").unwrap_or_else(|| format_timestamp_ms(event.received_at_ms)),
             extra,
+            suppressed_before: 0,
+        }
+    }
+
+    /// The summary of a delivery's event, with how many its rule held back
+    /// before it.
+    pub fn of_delivery(event: &Event, delivery: &Delivery) -> Self {
+        Self {
+            suppressed_before: delivery.suppressed_before,
+            ..Self::from_event(event)
+        }
+    }
+
+    /// `3 more were suppressed since the last message`, when any were.
+    pub fn suppressed_note(&self) -> Option<String> {
+        match self.suppressed_before {
+            0 => None,
+            1 => Some("1 more was suppressed by this rule since the last message".into()),
+            count => Some(format!(
+                "{count} more were suppressed by this rule since the last message"
+            )),
         }
     }
 

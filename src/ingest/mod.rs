@@ -10,10 +10,11 @@ mod validate;
 
 use crate::api::{ApiError, ApiQuery, AppState, EmitKey, JsonBody, RawBody, SecretKey};
 use crate::model::{
-    Delivery, DeliveryId, DeliveryStatus, Event, EventId, WorkspaceId, format_timestamp_ms,
+    AlertState, Delivery, DeliveryId, DeliveryStatus, Event, EventId, WorkspaceId,
+    format_timestamp_ms,
 };
 use crate::store::{
-    DeliveryQuery, EventQuery, IdempotentAnswer, IngestBatch, IngestOutcome, QueueEntry,
+    DeliveryQuery, EventQuery, IdempotentAnswer, IngestBatch, IngestOutcome, NoiseCheck, QueueEntry,
 };
 use axum::Router;
 use axum::body::Body;
@@ -23,6 +24,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+use std::collections::HashMap;
 use validate::{EventBody, idempotency_key, validate_event};
 
 pub use limit::{IngestLimiter, Refusal};
@@ -134,33 +136,60 @@ async fn emit_batch(
     store_events(&app, events, deliveries, idempotency, &answer).await
 }
 
+/// Deliveries of a batch, and the noise controls the writer decides for
+/// those whose rule has any.
+#[derive(Default)]
+struct FannedOut {
+    deliveries: Vec<Delivery>,
+    noise: HashMap<DeliveryId, NoiseCheck>,
+}
+
 /// One pending delivery, due now, per (event, matching rule); and how many
-/// each event got.
+/// each event got. Whether a rule's noise control suppresses one is decided
+/// in the write, where concurrent ingests are applied one after another.
 fn fan_out(
     app: &AppState,
     workspace: WorkspaceId,
     events: &[Event],
-) -> Result<(Vec<Delivery>, Vec<usize>), ApiError> {
+) -> Result<(FannedOut, Vec<usize>), ApiError> {
     let rules = app.rule_index().workspace(app.store(), workspace)?;
-    let mut deliveries = Vec::new();
+    let mut out = FannedOut::default();
     let mut counts = Vec::with_capacity(events.len());
     for event in events {
         let routes = rules.routes(event);
         counts.push(routes.len());
-        deliveries.extend(routes.into_iter().map(|route| Delivery {
-            id: DeliveryId::new(),
-            workspace_id: workspace,
-            event_id: event.id,
-            rule_id: route.rule_id,
-            connection_id: route.connection_id,
-            status: DeliveryStatus::Pending,
-            attempt_count: 0,
-            next_attempt_at_ms: Some(event.received_at_ms),
-            created_at_ms: event.received_at_ms,
-            updated_at_ms: event.received_at_ms,
-        }));
+        if routes.is_empty() {
+            continue;
+        }
+        let alert = event.alert_key();
+        let state = AlertState::of(&event.name);
+        for route in routes {
+            let delivery = Delivery {
+                id: DeliveryId::new(),
+                workspace_id: workspace,
+                event_id: event.id,
+                rule_id: route.rule_id,
+                connection_id: route.connection_id,
+                status: DeliveryStatus::Pending,
+                attempt_count: 0,
+                next_attempt_at_ms: Some(event.received_at_ms),
+                created_at_ms: event.received_at_ms,
+                updated_at_ms: event.received_at_ms,
+                alert: alert.clone(),
+                suppressed_before: 0,
+            };
+            if let Some(noise) = route.noise {
+                let check = NoiseCheck {
+                    dedup_seconds: noise.dedup_seconds,
+                    max_per_hour: noise.max_per_hour,
+                    state,
+                };
+                out.noise.insert(delivery.id, check);
+            }
+            out.deliveries.push(delivery);
+        }
     }
-    Ok((deliveries, counts))
+    Ok((out, counts))
 }
 
 /// Writes the events (and the idempotency key's answer) in one durable
@@ -168,10 +197,11 @@ fn fan_out(
 async fn store_events(
     app: &AppState,
     events: Vec<Event>,
-    deliveries: Vec<Delivery>,
+    fanned_out: FannedOut,
     idempotency_key: Option<String>,
     answer: &impl Serialize,
 ) -> Result<Response, ApiError> {
+    let FannedOut { deliveries, noise } = fanned_out;
     let body = serde_json::to_vec(answer).map_err(|error| ApiError::internal(&error))?;
     let workspace_id = events
         .first()
@@ -193,6 +223,7 @@ async fn store_events(
         workspace_id,
         events,
         deliveries,
+        noise,
         idempotency: idempotency_key.map(|key| IdempotentAnswer {
             key,
             status: StatusCode::ACCEPTED.as_u16(),
@@ -202,13 +233,19 @@ async fn store_events(
     let outcome = app
         .engine()
         .write_then_schedule(write, move |outcome| match outcome {
-            IngestOutcome::Stored => queue,
+            IngestOutcome::Stored { suppressed } if suppressed.is_empty() => queue,
+            IngestOutcome::Stored { suppressed } => queue
+                .into_iter()
+                .filter(|entry| !suppressed.contains(&entry.delivery_id))
+                .collect(),
             _ => Vec::new(),
         })
         .await?;
     match outcome {
-        IngestOutcome::Stored => {
+        IngestOutcome::Stored { suppressed } => {
             tracing::debug!(workspace = %workspace_id, count, "events stored");
+            metrics::counter!("switchyard_deliveries_suppressed_total")
+                .increment(suppressed.len() as u64);
             metrics::counter!("switchyard_events_ingested_total").increment(count as u64);
             Ok(json_response(StatusCode::ACCEPTED, body))
         }
@@ -257,6 +294,7 @@ struct DeliverySummary {
     rule_id: crate::model::RuleId,
     connection_id: crate::model::ConnectionId,
     status: DeliveryStatus,
+    alert: Option<String>,
 }
 
 fn view(event: &Event) -> Result<EventView<'_>, ApiError> {
@@ -291,6 +329,10 @@ fn deliveries_of(app: &AppState, event: &Event) -> Result<Vec<DeliverySummary>, 
             rule_id: delivery.rule_id,
             connection_id: delivery.connection_id,
             status: delivery.status,
+            alert: delivery
+                .alert
+                .as_deref()
+                .map(|key| crate::model::alert_label(key).to_string()),
         })
         .collect())
 }

@@ -129,8 +129,28 @@ pub struct IngestBatch {
     pub events: Vec<Event>,
     /// Each due at its `next_attempt_at_ms`.
     pub deliveries: Vec<Delivery>,
+    /// The noise controls of the deliveries whose rule has any, decided
+    /// inside the ingest transaction (see `redb_backend/noise.rs`).
+    pub noise: std::collections::HashMap<DeliveryId, NoiseCheck>,
     pub idempotency: Option<IdempotentAnswer>,
 }
+
+/// A rule's noise controls, as they apply to one new delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct NoiseCheck {
+    pub dedup_seconds: Option<u32>,
+    pub max_per_hour: Option<u32>,
+    /// The event's place in its alert's life; acknowledged and resolved are
+    /// never suppressed.
+    pub state: Option<crate::model::AlertState>,
+}
+
+/// The longest `dedup_seconds` a rule may set (one day); also how long an
+/// alert's last-sent time is kept.
+pub const MAX_DEDUP_SECONDS: u32 = 86_400;
+
+/// How long a `max_per_hour` window lasts.
+pub const NOISE_WINDOW_MS: u64 = 60 * 60 * 1000;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdempotentAnswer {
@@ -141,8 +161,9 @@ pub struct IdempotentAnswer {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IngestOutcome {
-    /// Stored and durable.
-    Stored,
+    /// Stored and durable; these deliveries were suppressed by their rule's
+    /// noise control, so they are not queued.
+    Stored { suppressed: Vec<DeliveryId> },
     /// The idempotency key was seen within its lifetime: nothing was stored
     /// and this is the first answer.
     Replayed { status: u16, response: Vec<u8> },
@@ -314,7 +335,7 @@ pub struct DeliveryPage {
 /// Which deliveries to queue again by hand.
 #[derive(Debug, Clone)]
 pub enum Requeue {
-    /// One delivery, if it is dead or succeeded.
+    /// One delivery, if it is dead or succeeded (never a suppressed one).
     One(DeliveryId),
     /// Every delivery in `status` last updated at or after `since_ms`,
     /// at most `limit` of them. The store finds them in a read snapshot, so
@@ -405,6 +426,9 @@ pub trait Store: Send + Sync + 'static {
     fn ingest(&self, batch: IngestBatch) -> StoreFuture<IngestOutcome>;
     /// Drops idempotency keys older than their lifetime; returns how many.
     fn purge_idempotency_keys(&self, now_ms: u64) -> StoreFuture<usize>;
+    /// Drops noise-control state that no longer matters: alerts sent longer
+    /// ago than any dedup window, rule windows over with nothing owed.
+    fn purge_noise_state(&self, now_ms: u64) -> StoreFuture<usize>;
 
     fn workspaces(&self) -> Result<Vec<Workspace>, StoreError>;
     fn workspace(&self, id: WorkspaceId) -> Result<Option<Workspace>, StoreError>;

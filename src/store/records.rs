@@ -163,6 +163,7 @@ pub enum StoredConnectionStatus {
     Disabled,
 }
 
+/// A routing rule, version 2: version 1 plus the noise controls.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RuleRecord {
     pub name: String,
@@ -177,10 +178,65 @@ pub struct RuleRecord {
     pub enabled: bool,
     pub created_at_ms: u64,
     pub updated_at_ms: u64,
+    pub dedup_seconds: Option<u32>,
+    pub max_per_hour: Option<u32>,
 }
 
-single_version_record!(RuleRecord, "rule");
+/// The frozen version-1 rule body: no noise controls.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct RuleRecordV1 {
+    name: String,
+    events: Vec<String>,
+    connection_id: u128,
+    #[serde(with = "serde_bytes")]
+    target_json: Vec<u8>,
+    min_severity: Option<String>,
+    #[serde(with = "serde_bytes")]
+    conditions_json: Vec<u8>,
+    template_json: Option<Vec<u8>>,
+    enabled: bool,
+    created_at_ms: u64,
+    updated_at_ms: u64,
+}
 
+impl Record for RuleRecord {
+    const KIND: &'static str = "rule";
+    const VERSION: u8 = 2;
+
+    fn encode(&self) -> Vec<u8> {
+        encode_body(Self::VERSION, self)
+    }
+
+    fn decode_version(version: u8, body: &[u8]) -> Result<Self, CodecError> {
+        match version {
+            1 => {
+                let v1: RuleRecordV1 = decode_body(Self::KIND, body)?;
+                Ok(Self {
+                    name: v1.name,
+                    events: v1.events,
+                    connection_id: v1.connection_id,
+                    target_json: v1.target_json,
+                    min_severity: v1.min_severity,
+                    conditions_json: v1.conditions_json,
+                    template_json: v1.template_json,
+                    enabled: v1.enabled,
+                    created_at_ms: v1.created_at_ms,
+                    updated_at_ms: v1.updated_at_ms,
+                    dedup_seconds: None,
+                    max_per_hour: None,
+                })
+            }
+            2 => decode_body(Self::KIND, body),
+            version => Err(CodecError::UnknownVersion {
+                kind: Self::KIND,
+                version,
+            }),
+        }
+    }
+}
+
+/// A delivery, version 2: version 1 plus its alert and the count of
+/// deliveries its rule held back before it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeliveryRecord {
     pub event_id: u128,
@@ -195,16 +251,83 @@ pub struct DeliveryRecord {
     pub next_attempt_at_ms: Option<u64>,
     pub created_at_ms: u64,
     pub updated_at_ms: u64,
+    /// `Event::alert_key` of its event.
+    pub alert: Option<String>,
+    /// Deliveries of the same rule suppressed since the one before this.
+    pub suppressed_before: u32,
 }
 
-single_version_record!(DeliveryRecord, "delivery");
+/// The frozen version-1 delivery body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct DeliveryRecordV1 {
+    event_id: u128,
+    rule_id: u128,
+    connection_id: u128,
+    status: StoredDeliveryStatus,
+    attempt_count: u32,
+    round_attempts: u32,
+    next_attempt_at_ms: Option<u64>,
+    created_at_ms: u64,
+    updated_at_ms: u64,
+}
+
+impl Record for DeliveryRecord {
+    const KIND: &'static str = "delivery";
+    const VERSION: u8 = 2;
+
+    fn encode(&self) -> Vec<u8> {
+        encode_body(Self::VERSION, self)
+    }
+
+    fn decode_version(version: u8, body: &[u8]) -> Result<Self, CodecError> {
+        match version {
+            1 => {
+                let v1: DeliveryRecordV1 = decode_body(Self::KIND, body)?;
+                Ok(Self {
+                    event_id: v1.event_id,
+                    rule_id: v1.rule_id,
+                    connection_id: v1.connection_id,
+                    status: v1.status,
+                    attempt_count: v1.attempt_count,
+                    round_attempts: v1.round_attempts,
+                    next_attempt_at_ms: v1.next_attempt_at_ms,
+                    created_at_ms: v1.created_at_ms,
+                    updated_at_ms: v1.updated_at_ms,
+                    alert: None,
+                    suppressed_before: 0,
+                })
+            }
+            2 => decode_body(Self::KIND, body),
+            version => Err(CodecError::UnknownVersion {
+                kind: Self::KIND,
+                version,
+            }),
+        }
+    }
+}
+
+/// Noise control of one rule (`max_per_hour`): its current hour window
+/// and what it held back since its last delivery.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleNoiseRecord {
+    /// When the current window began: at the first delivery after the
+    /// previous window ended.
+    pub window_start_ms: u64,
+    /// Deliveries sent (queued) in the current window.
+    pub sent_in_window: u32,
+    /// Deliveries suppressed since the last one that went out.
+    pub suppressed_since_sent: u32,
+}
+
+single_version_record!(RuleNoiseRecord, "rule noise");
 mirror_enum!(
     StoredDeliveryStatus,
     DeliveryStatus {
         Pending,
         Succeeded,
         Retrying,
-        Dead
+        Dead,
+        Suppressed
     }
 );
 
@@ -214,6 +337,8 @@ pub enum StoredDeliveryStatus {
     Succeeded,
     Retrying,
     Dead,
+    /// Appended: never renumber the variants above.
+    Suppressed,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -286,6 +411,16 @@ mod tests {
             enabled: true,
             created_at_ms: 1000,
             updated_at_ms: 2000,
+            dedup_seconds: None,
+            max_per_hour: None,
+        }
+    }
+
+    fn sample_rule_v2() -> RuleRecord {
+        RuleRecord {
+            dedup_seconds: Some(600),
+            max_per_hour: Some(20),
+            ..sample_rule()
         }
     }
 
@@ -300,6 +435,26 @@ mod tests {
             next_attempt_at_ms: Some(5000),
             created_at_ms: 1000,
             updated_at_ms: 2000,
+            alert: None,
+            suppressed_before: 0,
+        }
+    }
+
+    fn sample_delivery_v2() -> DeliveryRecord {
+        DeliveryRecord {
+            status: StoredDeliveryStatus::Suppressed,
+            next_attempt_at_ms: None,
+            alert: Some("5:alert:a1".into()),
+            suppressed_before: 3,
+            ..sample_delivery()
+        }
+    }
+
+    fn sample_rule_noise() -> RuleNoiseRecord {
+        RuleNoiseRecord {
+            window_start_ms: 1_776_441_720_000,
+            sent_in_window: 20,
+            suppressed_since_sent: 7,
         }
     }
 
@@ -331,6 +486,10 @@ mod tests {
     const DELIVERY_V1: &str = "01010203020201018827e807d00f";
     const ATTEMPT_V1: &str = "01e8070f01f70301046275737900";
     const QUEUE_V1: &str = "0101ffffffffffffffffffffffffffffffffffff03";
+    // Version-2 bytes, frozen the same way once released.
+    const RULE_V2: &str = "0203686f740207616c6572742e2a0b6465706c6f792e646f6e6507107b226368616e6e656c223a224331227d010468696768025b5d010c7b2274657874223a2278227d01e807d00f01d8040114";
+    const DELIVERY_V2: &str = "0201020304020100e807d00f010a353a616c6572743a613103";
+    const RULE_NOISE_V1: &str = "01c0f9b5e1d9331407";
 
     #[test]
     fn version_one_records_still_decode() {
@@ -368,10 +527,33 @@ mod tests {
     fn current_encoding_of_version_one_is_pinned() {
         assert_eq!(hex(&sample_event().encode()), EVENT_V1);
         assert_eq!(hex(&sample_connection().encode()), CONNECTION_V1);
-        assert_eq!(hex(&sample_rule().encode()), RULE_V1);
-        assert_eq!(hex(&sample_delivery().encode()), DELIVERY_V1);
         assert_eq!(hex(&sample_attempt().encode()), ATTEMPT_V1);
         assert_eq!(hex(&sample_queue_entry().encode()), QUEUE_V1);
+    }
+
+    #[test]
+    fn current_encoding_of_version_two_is_pinned() {
+        assert_eq!(hex(&sample_rule_v2().encode()), RULE_V2);
+        assert_eq!(hex(&sample_delivery_v2().encode()), DELIVERY_V2);
+        assert_eq!(hex(&sample_rule_noise().encode()), RULE_NOISE_V1);
+        assert_eq!(
+            RuleRecord::decode(&unhex(RULE_V2)).unwrap(),
+            sample_rule_v2()
+        );
+        assert_eq!(
+            DeliveryRecord::decode(&unhex(DELIVERY_V2)).unwrap(),
+            sample_delivery_v2()
+        );
+        assert_eq!(
+            RuleNoiseRecord::decode(&unhex(RULE_NOISE_V1)).unwrap(),
+            sample_rule_noise()
+        );
+        // The statuses before `Suppressed` kept their numbers.
+        let dead = DeliveryRecord {
+            status: StoredDeliveryStatus::Dead,
+            ..sample_delivery_v2()
+        };
+        assert_eq!(dead.encode()[4], 3);
     }
 
     #[test]

@@ -315,6 +315,8 @@ scenario("a tenant adds a webhook, routes high alerts to it and watches the deli
   // Its detail: every attempt with status code and response.
   await row.first().click();
   await ui.getByTestId("delivery-status").filter({ hasText: "Succeeded" }).waitFor();
+  // It names the alert the event belongs to.
+  assert.equal(await ui.getByTestId("delivery-alert").textContent(), "alert:alrt_tyrion_42");
   const attempt = ui.getByTestId("attempt");
   assert.equal(await attempt.count(), 1);
   await attempt.getByTestId("attempt-meta").getByText("HTTP 200").waitFor();
@@ -416,6 +418,13 @@ scenario("a tenant adds an email sender and routes critical alerts to recipients
   await ui.getByTestId("cond-path").fill("account_id");
   await ui.getByTestId("cond-op").selectOption("in");
   await ui.getByTestId("cond-value").fill("acc_casterly, acc_winterfell");
+  // Noise control: a bad value is caught before sending, a good one saved.
+  await ui.getByTestId("rule-dedup").fill("0");
+  await ui.getByTestId("rule-save").click();
+  await ui.getByTestId("form-error").getByText("Skip repeats for 1 to 86400 seconds").waitFor();
+  assert.equal(await ui.getByTestId("rule-dedup").getAttribute("aria-invalid"), "true");
+  await ui.getByTestId("rule-dedup").fill("600");
+  await ui.getByTestId("rule-max-per-hour").fill("20");
   await ui.getByTestId("rule-save").click();
   await ui.getByTestId("rule").filter({ hasText: "Critical to on-call" }).waitFor();
   const rules = await fetchInFrame(frame, "GET", `${SWITCHYARD_URL}/v1/rules`);
@@ -423,6 +432,8 @@ scenario("a tenant adds an email sender and routes critical alerts to recipients
   assert.deepEqual(rule.target, { to: ["oncall@acme.test", "cto@acme.test"] });
   await ui.getByTestId("rule").filter({ hasText: "Critical to on-call" }).getByText("Critical only").waitFor();
   assert.deepEqual(rule.conditions, [{ path: "account_id", op: "in", value: ["acc_casterly", "acc_winterfell"] }]);
+  assert.equal(rule.dedup_seconds, 600);
+  assert.equal(rule.max_per_hour, 20);
 
   // Turn it off from the list, then edit it back on.
   const item = ui.getByTestId("rule").filter({ hasText: "Critical to on-call" });
@@ -432,9 +443,16 @@ scenario("a tenant adds an email sender and routes critical alerts to recipients
   await item.getByTestId("edit-rule").click();
   assert.equal(await ui.getByTestId("rule-enabled").isChecked(), false);
   assert.equal(await ui.getByTestId("cond-value").inputValue(), "acc_casterly, acc_winterfell");
+  assert.equal(await ui.getByTestId("rule-dedup").inputValue(), "600");
+  assert.equal(await ui.getByTestId("rule-max-per-hour").inputValue(), "20");
   await ui.getByTestId("rule-enabled").check();
+  // Blank turns a noise control off.
+  await ui.getByTestId("rule-dedup").fill("");
   await ui.getByTestId("rule-save").click();
   await item.getByTestId("rule-toggle").and(ui.locator(":checked")).waitFor();
+  const edited = (await fetchInFrame(frame, "GET", `${SWITCHYARD_URL}/v1/rules`)).body.data.find((r) => r.name === "Critical to on-call");
+  assert.equal(edited.dedup_seconds, null);
+  assert.equal(edited.max_per_hour, 20);
   // The "saved" toast stays clear of the editor's buttons, Delete rule too.
   await item.getByTestId("edit-rule").click();
   await ui.getByTestId("delete-rule").waitFor();

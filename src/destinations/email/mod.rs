@@ -136,6 +136,9 @@ fn summary_rows(summary: &AlertSummary) -> Vec<(String, String)> {
     push("Account", &summary.account);
     push("Time", &Some(summary.time.clone()));
     rows.extend(summary.extra.iter().cloned());
+    if let Some(note) = summary.suppressed_note() {
+        rows.push(("Suppressed".to_string(), note));
+    }
     rows
 }
 
@@ -640,7 +643,7 @@ impl Email {
             Ok(to) => to,
             Err(error) => return Outcome::permanent(error),
         };
-        let summary = AlertSummary::from_event(job.event);
+        let summary = AlertSummary::of_delivery(job.event, job.delivery);
         let email = match render(job.event, &summary, job.rule.template.as_ref()) {
             Ok(email) => email,
             Err(error) => return Outcome::permanent(format!("rule template: {error}")),

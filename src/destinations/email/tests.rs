@@ -357,3 +357,22 @@ fn recipients_are_parsed_at_send_time() {
             .contains("no recipients")
     );
 }
+
+#[test]
+fn a_mail_after_suppressed_deliveries_says_how_many() {
+    let event = event(example_payload());
+    let summary = AlertSummary {
+        suppressed_before: 4,
+        ..AlertSummary::from_event(&event)
+    };
+    let email = render(&event, &summary, None).unwrap();
+    let note = "Suppressed: 4 more were suppressed by this rule since the last message";
+    assert!(email.text.contains(note), "{}", email.text);
+    assert!(
+        email.html.contains("4 more were suppressed"),
+        "{}",
+        email.html
+    );
+    let quiet = render(&event, &AlertSummary::from_event(&event), None).unwrap();
+    assert!(!quiet.text.contains("Suppressed"));
+}

@@ -89,7 +89,7 @@ impl Slack {
         let Some(channel) = job.rule.target.get("channel").and_then(|c| c.as_str()) else {
             return Outcome::permanent("the rule has no Slack channel");
         };
-        let summary = AlertSummary::from_event(job.event);
+        let summary = AlertSummary::of_delivery(job.event, job.delivery);
         let body = match render_message(job.event, &summary, channel, job.rule.template.as_ref()) {
             Ok(body) => body,
             Err(error) => {

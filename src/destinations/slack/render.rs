@@ -94,11 +94,18 @@ pub fn render_message(
             return Ok(body(channel, text, blocks));
         }
     }
-    let blocks = if summary.is_alert() {
+    let mut blocks = if summary.is_alert() {
         alert_blocks(summary)
     } else {
         generic_blocks(summary)
     };
+    if let Some(note) = summary.suppressed_note() {
+        // First, so `body`'s cap on blocks never cuts it.
+        blocks.insert(
+            0,
+            json!({"type": "context", "elements": [mrkdwn(&escape(&note))]}),
+        );
+    }
     Ok(body(channel, fallback_text(summary), blocks))
 }
 
@@ -121,6 +128,9 @@ fn fallback_text(summary: &AlertSummary) -> String {
         text.push_str(&format!(" · account {account}"));
     }
     text.push_str(&format!(" · {}", summary.time));
+    if let Some(note) = summary.suppressed_note() {
+        text.push_str(&format!(" · {note}"));
+    }
     fit(&escape(&text), FALLBACK_TEXT_MAX, true)
 }
 
@@ -616,6 +626,22 @@ mod tests {
             format!("<!here> {escaped} &lt;!here&gt; alert.triggered: {escaped}")
         );
         assert_eq!(body["blocks"][0]["text"]["text"], body["text"]);
+    }
+
+    #[test]
+    fn a_message_after_suppressed_deliveries_says_how_many() {
+        let event = example();
+        let summary = AlertSummary {
+            suppressed_before: 2,
+            ..AlertSummary::from_event(&event)
+        };
+        let body = render_message(&event, &summary, "C1", None).unwrap();
+        let note = "2 more were suppressed by this rule since the last message";
+        assert!(body["text"].as_str().unwrap().ends_with(note), "{body}");
+        assert_eq!(body["blocks"][0]["type"], "context");
+        assert_eq!(body["blocks"][0]["elements"][0]["text"], note);
+        let quiet = render_message(&event, &AlertSummary::from_event(&event), "C1", None).unwrap();
+        assert!(!quiet["text"].as_str().unwrap().contains("suppressed"));
     }
 
     #[test]

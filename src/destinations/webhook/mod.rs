@@ -128,7 +128,7 @@ impl Webhook {
         }
         let now = job.now.duration_since(UNIX_EPOCH).unwrap_or_default();
         let timestamp = now.as_secs() as i64;
-        let body = render_body(job.event);
+        let body = render_body(job.event, job.delivery.suppressed_before);
         let msg_id = job.delivery.id.to_string();
         let signing = match active_secrets(&secrets, now.as_millis() as u64) {
             Ok(signing) => signing,

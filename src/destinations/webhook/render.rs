@@ -14,10 +14,15 @@ struct Body<'a> {
     event_id: String,
     resource: Option<&'a str>,
     resource_id: Option<&'a str>,
+    /// Present only when the rule's noise control held deliveries back
+    /// since the previous one, so the body is otherwise unchanged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    suppressed_since_last: Option<u32>,
 }
 
-/// The request body of an event; pure, so tests pin it.
-pub fn render_body(event: &Event) -> Vec<u8> {
+/// The request body of an event; pure, so tests pin it. `suppressed` is
+/// the delivery's `suppressed_before`.
+pub fn render_body(event: &Event, suppressed: u32) -> Vec<u8> {
     // Payloads are validated JSON objects at ingest.
     let data = serde_json::from_slice::<&RawValue>(&event.payload).unwrap_or(RawValue::NULL);
     let body = Body {
@@ -27,6 +32,7 @@ pub fn render_body(event: &Event) -> Vec<u8> {
         event_id: event.id.to_string(),
         resource: event.resource.as_deref(),
         resource_id: event.resource_id.as_deref(),
+        suppressed_since_last: (suppressed > 0).then_some(suppressed),
     };
     serde_json::to_vec(&body).unwrap_or_default()
 }
@@ -48,8 +54,13 @@ mod tests {
             received_at_ms: 1_767_225_600_123,
         };
         assert_eq!(
-            String::from_utf8(render_body(&event)).unwrap(),
+            String::from_utf8(render_body(&event, 0)).unwrap(),
             r#"{"type":"alert.triggered","timestamp":"2026-01-01T00:00:00.123Z","data":{"severity":"high","value":1875},"event_id":"evt_01JQ0000000000000000000000","resource":"checkout-api","resource_id":null}"#
+        );
+        // After suppressed deliveries: one added field, the rest unchanged.
+        assert_eq!(
+            String::from_utf8(render_body(&event, 3)).unwrap(),
+            r#"{"type":"alert.triggered","timestamp":"2026-01-01T00:00:00.123Z","data":{"severity":"high","value":1875},"event_id":"evt_01JQ0000000000000000000000","resource":"checkout-api","resource_id":null,"suppressed_since_last":3}"#
         );
     }
 }

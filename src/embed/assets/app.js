@@ -18,8 +18,8 @@
     ["exists", "exists"],
     ["contains", "contains"],
   ];
-  const DELIVERY_STATES = ["pending", "retrying", "succeeded", "dead"];
-  const TERMINAL = new Set(["succeeded", "dead"]);
+  const DELIVERY_STATES = ["pending", "retrying", "succeeded", "dead", "suppressed"];
+  const TERMINAL = new Set(["succeeded", "dead", "suppressed"]);
   const STORAGE_KEY = "switchyard.embed.session";
   const REFRESH_MS = 3000;
   const MAX_TOASTS = 2;
@@ -643,6 +643,7 @@
       retrying: ["warn", "Retrying"],
       succeeded: ["ok", "Succeeded"],
       dead: ["bad", "Dead"],
+      suppressed: ["plain", "Suppressed"],
     }[status] || ["plain", status];
     return h("span", { class: `pill pill-${kind}`, testid: "delivery-status", "data-status": status }, label);
   }
@@ -1775,6 +1776,8 @@
       connection_id: connections.length === 1 ? connections[0].id : "",
       target: {},
       enabled: true,
+      dedup_seconds: null,
+      max_per_hour: null,
     };
 
     const name = h("input", { type: "text", required: true, value: initial.name, testid: "rule-name", autocomplete: "off", maxlength: "128", placeholder: "High latency to on-call" });
@@ -1783,6 +1786,11 @@
       h("option", { value: "" }, "Any severity"),
       SEVERITIES.map((s) => h("option", { value: s }, severityLabel(s))));
     severity.value = initial.min_severity || "";
+
+    // Noise control: blank means off.
+    const dedup = h("input", { type: "number", min: "1", max: "86400", step: "1", inputmode: "numeric", value: initial.dedup_seconds ?? "", testid: "rule-dedup", placeholder: "Off", autocomplete: "off" });
+    const perHour = h("input", { type: "number", min: "1", max: "100000", step: "1", inputmode: "numeric", value: initial.max_per_hour ?? "", testid: "rule-max-per-hour", placeholder: "No limit", autocomplete: "off" });
+    const wholeOrNull = (input) => (input.value.trim() === "" ? null : Number(input.value));
 
     // Conditions builder
     const conditionRows = h("div", { class: "conditions", testid: "conditions" });
@@ -1889,6 +1897,8 @@
       if (key === "name") el = name;
       else if (key === "events") el = events;
       else if (key === "min_severity") el = severity;
+      else if (key === "dedup_seconds") el = dedup;
+      else if (key === "max_per_hour") el = perHour;
       else if (key === "connection_id") el = connection;
       else if (key === "target") el = $("input, select", targetSlot);
       else if (key === "conditions" && index !== undefined) {
@@ -1916,6 +1926,10 @@
       };
       if (severity.value) body.min_severity = severity.value;
       else if (!isNew) body.min_severity = null;
+      for (const [key, input] of [["dedup_seconds", dedup], ["max_per_hour", perHour]]) {
+        const value = wholeOrNull(input);
+        if (value !== null || !isNew) body[key] = value;
+      }
       return body;
     };
 
@@ -1926,6 +1940,8 @@
       const chosen = connectionMap.get(body.connection_id);
       if (chosen && chosen.type === "slack" && !body.target.channel) return ["target", "Pick a Slack channel."];
       if (chosen && chosen.type === "email" && !body.target.to.length) return ["target", "Enter at least one recipient."];
+      if (body.dedup_seconds !== undefined && body.dedup_seconds !== null && !(Number.isInteger(body.dedup_seconds) && body.dedup_seconds >= 1 && body.dedup_seconds <= 86400)) return ["dedup_seconds", "Skip repeats for 1 to 86400 seconds, or leave it blank."];
+      if (body.max_per_hour !== undefined && body.max_per_hour !== null && !(Number.isInteger(body.max_per_hour) && body.max_per_hour >= 1 && body.max_per_hour <= 100000)) return ["max_per_hour", "Allow 1 to 100000 per hour, or leave it blank."];
       const blank = body.conditions.findIndex((c) => !c.path);
       if (blank >= 0) return [`conditions[${blank}].path`, `Condition ${blank + 1} needs a field path, such as value.`];
       return null;
@@ -1941,6 +1957,11 @@
         h("p", { class: "hint" }, "All must hold. A field path is a dot path into the payload, like value or labels.env. Numbers and true/false are compared as such; put text in \"quotes\" to keep it text; separate \"is one of\" values with commas."),
         conditionRows, conditionsEmpty, h("div", null, addButton)),
       h("div", { class: "field-row" }, field("Destination", connection), targetSlot),
+      h("fieldset", { class: "stack-sm", testid: "rule-noise" },
+        h("legend", null, "Noise control"),
+        h("div", { class: "field-row" },
+          field("Skip repeats of an alert for (seconds)", dedup, "A repeated alert.triggered for the same alert within this time is recorded as suppressed, not sent. Blank: off."),
+          field("At most per hour", perHour, "Past this many in an hour the rest are suppressed; the next message says how many. Acknowledged and resolved always go out."))),
       connections.length ? null : notice("warn", "No destinations yet. ", h("a", { href: "#/connections" }, "Add one first"), "."),
       h("label", { class: "check" }, enabled, "Enabled"),
       error,
@@ -2141,11 +2162,14 @@
       const rule = rules.get(d.rule_id);
       // A queued delivery has nothing to retry: say when it runs instead.
       const queued = !TERMINAL.has(d.status);
-      const why = queued ? queuedReason(d) : "";
-      retry.disabled = queued;
+      const suppressed = d.status === "suppressed";
+      const why = suppressed
+        ? "Held back by the rule's noise control: it is never sent."
+        : queued ? queuedReason(d) : "";
+      retry.disabled = queued || suppressed;
       retry.title = why;
       retryHint.textContent = why;
-      retryHint.hidden = !queued;
+      retryHint.hidden = !why;
       head.replaceChildren(
         h("div", { class: "page-head" },
           h("div", null,
@@ -2158,6 +2182,10 @@
           h("dt", null, "Rule"), h("dd", null, rule ? h("a", { href: `#/rules/${encodeURIComponent(rule.id)}` }, rule.name) : d.rule_id),
           h("dt", null, "Created"), h("dd", null, absolute(d.created_at), " (", timeEl(d.created_at), ")"),
           h("dt", null, "Attempts"), h("dd", null, String(d.attempt_count)),
+          d.alert ? [h("dt", null, "Alert"), h("dd", { class: "mono break", testid: "delivery-alert" }, d.alert)] : null,
+          d.suppressed_before
+            ? [h("dt", null, "Suppressed before it"), h("dd", null, String(d.suppressed_before))]
+            : null,
           d.next_attempt_at && !TERMINAL.has(d.status)
             ? [h("dt", null, "Next attempt"), h("dd", null, absolute(d.next_attempt_at), " (", timeEl(d.next_attempt_at), ")")]
             : null));

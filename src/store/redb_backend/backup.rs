@@ -49,6 +49,8 @@ pub fn copy(snapshot: &ReadTransaction, target: File) -> Result<BackupStats, Sto
         USED_LAUNCH_TOKENS,
         PURGES,
         STORAGE_PROBE,
+        ALERT_NOISE,
+        RULE_NOISE,
     );
     // A table added to the schema but not to the list above would be left
     // out silently; refuse instead.
@@ -132,13 +134,13 @@ mod tests {
         assert_eq!(
             stats,
             BackupStats {
-                tables: 15,
+                tables: 17,
                 rows: 1
             }
         );
         let copied = Database::open(&target).unwrap();
         let read = copied.begin_read().unwrap();
-        assert_eq!(read.list_tables().unwrap().count(), 15);
+        assert_eq!(read.list_tables().unwrap().count(), 17);
         let events = read.open_table(EVENTS).unwrap();
         assert_eq!(events.get((1, 2)).unwrap().unwrap().value(), b"event");
 

@@ -1,3 +1,4 @@
+use super::noise::{self, NoiseTables};
 use super::scope::NewDeliveryTables;
 use super::tables::*;
 use super::{connections, decode, events, rules, scan_newest_first};
@@ -8,57 +9,76 @@ use crate::store::codec::Record;
 use crate::store::records::{AttemptRecord, DeliveryRecord, EventRecord, QueueRecord};
 use crate::store::{
     AttemptOutcome, ConnectionPatch, DeliveryContext, DeliveryPage, DeliveryQuery, LaneRead,
-    LaneRows, MAX_SCANNED_PER_PAGE, NextStep, QueueEntry, QueueHead, QueueHeads, Requeue,
-    StoreError,
+    LaneRows, MAX_SCANNED_PER_PAGE, NextStep, NoiseCheck, QueueEntry, QueueHead, QueueHeads,
+    Requeue, StoreError,
 };
 use redb::{ReadTransaction, ReadableTable, ReadableTableMetadata, TableHandle, WriteTransaction};
 
-/// A new delivery with its records already encoded (see
-/// [`events::PreparedIngest`]).
+/// A new delivery with its record already encoded (see
+/// [`events::PreparedIngest`]); one its rule's noise control may change is
+/// encoded again in the writer once that is decided.
 pub struct NewDelivery {
     workspace: u128,
     id: u128,
     event_id: u128,
-    connection: u128,
-    record: Vec<u8>,
-    /// Due time of its queue entry.
-    due: Option<u64>,
+    record: DeliveryRecord,
+    encoded: Vec<u8>,
+    noise: Option<NoiseCheck>,
 }
 
 impl NewDelivery {
-    pub fn new(delivery: &Delivery) -> Self {
-        let workspace = delivery.workspace_id.0;
+    pub fn new(delivery: &Delivery, noise: Option<NoiseCheck>) -> Self {
+        let record = record_from(delivery, 0);
         Self {
-            workspace,
+            workspace: delivery.workspace_id.0,
             id: delivery.id.0,
             event_id: delivery.event_id.0,
-            connection: delivery.connection_id.0,
-            record: record_from(delivery, 0).encode(),
-            due: delivery.next_attempt_at_ms,
+            encoded: record.encode(),
+            record,
+            noise,
         }
     }
 }
 
-/// Writes new deliveries, their event index entries and queue entries.
+/// Writes new deliveries, their event index entries and queue entries,
+/// deciding noise control in order; returns the ids of those suppressed.
 pub fn insert_new(
     tables: &mut NewDeliveryTables<'_>,
+    noise: &mut NoiseTables<'_>,
     deliveries: &[NewDelivery],
-) -> Result<(), StoreError> {
+) -> Result<Vec<DeliveryId>, StoreError> {
+    let mut suppressed = Vec::new();
     for delivery in deliveries {
         let ws = delivery.workspace;
+        let mut decided;
+        let (record, encoded) = match &delivery.noise {
+            Some(check) => {
+                decided = delivery.record.clone();
+                let now = decided.created_at_ms;
+                if noise::decide(noise, ws, &mut decided, check, now)? {
+                    suppressed.push(DeliveryId(delivery.id));
+                }
+                let encoded = decided.encode();
+                (&decided, std::borrow::Cow::Owned(encoded))
+            }
+            None => (
+                &delivery.record,
+                std::borrow::Cow::Borrowed(delivery.encoded.as_slice()),
+            ),
+        };
         tables
             .deliveries
-            .insert((ws, delivery.id), delivery.record.as_slice())?;
+            .insert((ws, delivery.id), encoded.as_ref())?;
         tables
             .by_event
             .insert((ws, delivery.event_id, delivery.id), ())?;
-        if let Some(due) = delivery.due {
+        if let Some(due) = record.next_attempt_at_ms {
             tables
                 .queue
-                .insert((delivery.connection, due, delivery.id), ws)?;
+                .insert((record.connection_id, due, delivery.id), ws)?;
         }
     }
-    Ok(())
+    Ok(suppressed)
 }
 
 pub fn get_with_attempts(
@@ -274,8 +294,10 @@ pub fn requeue(
     let mut chosen: Vec<(u128, DeliveryRecord)> = Vec::new();
     match which {
         Requeue::One(id) => {
+            // A suppressed delivery was held back on purpose: never sent.
             if let Some(record) = decode::<DeliveryRecord>(table.get((ws, id.0))?)?
                 && record.next_attempt_at_ms.is_none()
+                && DeliveryStatus::from(record.status) != DeliveryStatus::Suppressed
             {
                 chosen.push((id.0, record));
             }
@@ -482,6 +504,8 @@ fn record_from(delivery: &Delivery, round_attempts: u32) -> DeliveryRecord {
         next_attempt_at_ms: delivery.next_attempt_at_ms,
         created_at_ms: delivery.created_at_ms,
         updated_at_ms: delivery.updated_at_ms,
+        alert: delivery.alert.clone(),
+        suppressed_before: delivery.suppressed_before,
     }
 }
 
@@ -497,6 +521,8 @@ fn delivery_from(workspace: WorkspaceId, id: DeliveryId, record: DeliveryRecord)
         next_attempt_at_ms: record.next_attempt_at_ms,
         created_at_ms: record.created_at_ms,
         updated_at_ms: record.updated_at_ms,
+        alert: record.alert,
+        suppressed_before: record.suppressed_before,
     }
 }
 
@@ -528,6 +554,8 @@ mod tests {
                     next_attempt_at_ms: None,
                     created_at_ms: 1,
                     updated_at_ms: 1,
+                    alert: None,
+                    suppressed_before: 0,
                 };
                 deliveries
                     .insert((7, id), record.encode().as_slice())
@@ -575,6 +603,8 @@ mod tests {
             next_attempt_at_ms: Some(due),
             created_at_ms: 1,
             updated_at_ms: 1,
+            alert: None,
+            suppressed_before: 0,
         };
         txn.open_table(DELIVERIES)
             .unwrap()

@@ -44,7 +44,9 @@ impl PreparedIngest {
             deliveries: batch
                 .deliveries
                 .iter()
-                .map(deliveries::NewDelivery::new)
+                .map(|delivery| {
+                    deliveries::NewDelivery::new(delivery, batch.noise.get(&delivery.id).copied())
+                })
                 .collect(),
             idempotency: batch.idempotency,
         }
@@ -92,8 +94,9 @@ pub fn ingest(
     for (id, record) in &batch.events {
         tables.events.insert((ws, *id), record.as_slice())?;
     }
-    deliveries::insert_new(&mut tables.deliveries, &batch.deliveries)?;
-    Ok(IngestOutcome::Stored)
+    let suppressed =
+        deliveries::insert_new(&mut tables.deliveries, &mut tables.noise, &batch.deliveries)?;
+    Ok(IngestOutcome::Stored { suppressed })
 }
 
 pub fn purge_idempotency_keys(txn: &WriteTransaction, now_ms: u64) -> Result<usize, StoreError> {

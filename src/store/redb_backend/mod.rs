@@ -8,6 +8,7 @@ mod connections;
 mod deliveries;
 mod events;
 mod handle;
+mod noise;
 mod retention;
 mod rules;
 mod scope;
@@ -163,6 +164,10 @@ impl Store for RedbStore {
 
     fn purge_idempotency_keys(&self, now_ms: u64) -> StoreFuture<usize> {
         self.write(move |txn| events::purge_idempotency_keys(txn, now_ms))
+    }
+
+    fn purge_noise_state(&self, now_ms: u64) -> StoreFuture<usize> {
+        self.write(move |txn| noise::purge_expired(txn, now_ms))
     }
 
     fn workspaces(&self) -> Result<Vec<Workspace>, StoreError> {

@@ -156,6 +156,8 @@ mod tests {
                     next_attempt_at_ms: queued.then_some(9_999),
                     created_at_ms: 1,
                     updated_at_ms: 1,
+                    alert: None,
+                    suppressed_before: 0,
                 };
                 self.txn
                     .open_table(DELIVERIES)
@@ -244,6 +246,37 @@ mod tests {
                 .unwrap()
                 .count(),
         )
+    }
+
+    #[test]
+    fn an_old_event_whose_delivery_was_suppressed_is_finished_and_goes() {
+        let (_dir, db) = database();
+        let old = event_at(1_000, 1);
+        seed(&db, |seed| {
+            let ids = seed.event(7, old, &[false]);
+            // As ingest writes one: suppressed, never queued, no attempts.
+            let record = DeliveryRecord {
+                event_id: old,
+                rule_id: 1,
+                connection_id: 2,
+                status: StoredDeliveryStatus::Suppressed,
+                attempt_count: 0,
+                round_attempts: 0,
+                next_attempt_at_ms: None,
+                created_at_ms: 1,
+                updated_at_ms: 1,
+                alert: Some("alert_id:a".into()),
+                suppressed_before: 0,
+            };
+            seed.txn
+                .open_table(DELIVERIES)
+                .unwrap()
+                .insert((7, ids[0]), record.encode().as_slice())
+                .unwrap();
+        });
+        let (total, _) = sweep(&db, 2_000, 100);
+        assert_eq!((total.events, total.deliveries, total.held), (1, 1, 0));
+        assert!(events_of(&db, 7).is_empty());
     }
 
     #[test]
@@ -410,6 +443,7 @@ mod tests {
                 workspace_id: ws,
                 events: Vec::new(),
                 deliveries: Vec::new(),
+                noise: Default::default(),
                 idempotency: None,
             };
             for n in 0..workload.events_per_round {
@@ -434,10 +468,15 @@ mod tests {
                     next_attempt_at_ms: Some(received_at_ms),
                     created_at_ms: received_at_ms,
                     updated_at_ms: received_at_ms,
+                    alert: None,
+                    suppressed_before: 0,
                 });
             }
             let deliveries: Vec<DeliveryId> = batch.deliveries.iter().map(|d| d.id).collect();
-            assert_eq!(store.ingest(batch).await.unwrap(), IngestOutcome::Stored);
+            assert_eq!(
+                store.ingest(batch).await.unwrap(),
+                IngestOutcome::Stored { suppressed: vec![] }
+            );
             for delivery_id in deliveries {
                 let outcome = AttemptOutcome {
                     workspace_id: ws,

@@ -29,6 +29,8 @@ pub fn put(txn: &WriteTransaction, rule: &Rule, update: bool) -> Result<PutRule,
         enabled: rule.enabled,
         created_at_ms: rule.created_at_ms,
         updated_at_ms: rule.updated_at_ms,
+        dedup_seconds: rule.dedup_seconds,
+        max_per_hour: rule.max_per_hour,
     };
     txn.open_table(RULES)?
         .insert((ws, rule.id.0), record.encode().as_slice())?;
@@ -40,10 +42,12 @@ pub fn delete(
     workspace: WorkspaceId,
     id: RuleId,
 ) -> Result<bool, StoreError> {
-    Ok(txn
+    let removed = txn
         .open_table(RULES)?
         .remove((workspace.0, id.0))?
-        .is_some())
+        .is_some();
+    super::noise::forget_rule(txn, workspace.0, id.0)?;
+    Ok(removed)
 }
 
 pub fn get(
@@ -90,5 +94,7 @@ fn rule_from(workspace: WorkspaceId, id: RuleId, record: RuleRecord) -> Result<R
         enabled: record.enabled,
         created_at_ms: record.created_at_ms,
         updated_at_ms: record.updated_at_ms,
+        dedup_seconds: record.dedup_seconds,
+        max_per_hour: record.max_per_hour,
     })
 }

@@ -23,6 +23,7 @@ pub struct IngestTables<'txn> {
     pub idempotency: Table<'txn, (u128, &'static str), &'static [u8]>,
     pub idempotency_by_age: Table<'txn, (u64, u128, &'static str), ()>,
     pub deliveries: NewDeliveryTables<'txn>,
+    pub noise: super::noise::NoiseTables<'txn>,
 }
 
 /// The tables a new delivery goes into.
@@ -63,6 +64,7 @@ impl<'txn> IngestTables<'txn> {
             idempotency: txn.open_table(IDEMPOTENCY)?,
             idempotency_by_age: txn.open_table(IDEMPOTENCY_BY_AGE)?,
             deliveries: NewDeliveryTables::open(txn)?,
+            noise: super::noise::NoiseTables::open(txn)?,
         })
     }
 }

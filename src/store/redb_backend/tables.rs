@@ -33,6 +33,13 @@ pub const QUEUE: TableDefinition<(u128, u64, u128), u128> = TableDefinition::new
 /// `QueueRecord`. Moved into [`QUEUE`] when the database is opened.
 pub const LEGACY_QUEUE: TableDefinition<(u64, u128), &[u8]> = TableDefinition::new("queue");
 
+/// Noise control: (workspace, rule, alert key) → when the rule last sent
+/// that alert (ms); kept for at most `MAX_DEDUP_SECONDS`.
+pub const ALERT_NOISE: TableDefinition<(u128, u128, &str), u64> =
+    TableDefinition::new("alert_noise");
+/// Noise control: (workspace, rule) → `RuleNoiseRecord`.
+pub const RULE_NOISE: TableDefinition<(u128, u128), &[u8]> = TableDefinition::new("rule_noise");
+
 /// Deleted workspaces whose events and deliveries are still being removed
 /// (a few thousand rows per transaction) → when deleted (ms).
 pub const PURGES: TableDefinition<u128, u64> = TableDefinition::new("workspace_purges");
@@ -66,5 +73,7 @@ pub fn create_all(txn: &redb::WriteTransaction) -> Result<(), redb::TableError> 
     txn.open_table(USED_LAUNCH_TOKENS)?;
     txn.open_table(PURGES)?;
     txn.open_table(STORAGE_PROBE)?;
+    txn.open_table(ALERT_NOISE)?;
+    txn.open_table(RULE_NOISE)?;
     Ok(())
 }

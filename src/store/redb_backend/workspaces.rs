@@ -36,6 +36,7 @@ pub fn delete(txn: &WriteTransaction, id: WorkspaceId) -> Result<bool, StoreErro
         .retain_in(whole.clone(), |_, _| false)?;
     txn.open_table(RULES)?.retain_in(whole, |_, _| false)?;
     events::forget_idempotency(txn, ws)?;
+    super::noise::forget_workspace(txn, ws)?;
     txn.open_table(PURGES)?.insert(ws, now_ms())?;
     Ok(true)
 }
@@ -219,6 +220,8 @@ mod tests {
                 next_attempt_at_ms: due,
                 created_at_ms: 1,
                 updated_at_ms: 1,
+                alert: None,
+                suppressed_before: 0,
             };
             deliveries
                 .insert((ws, delivery), record.encode().as_slice())
