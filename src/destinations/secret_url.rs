@@ -2,11 +2,116 @@
 //! itself the credential (a Teams Workflows URL, a Discord webhook URL):
 //! `{"url"}`, checked by the address guard, sealed whole, and shown only as
 //! its origin with the rest masked. Rules for these kinds take no target.
+//!
+//! Such a kind differs from the next only in its body and in how its
+//! answers classify ([`UrlKind`]); [`UrlDestination`] is the rest: the
+//! config above, the guarded POST and the `Destination` impl.
 
-use crate::destinations::net::{self, TargetError};
-use crate::destinations::{Invalid, NewConnection};
+use crate::destinations::message::AlertSummary;
+use crate::destinations::net::{self, TargetError, check_url};
+use crate::destinations::retry_after::parse_retry_after;
+use crate::destinations::{
+    BoxFuture, Destination, Invalid, Job, NewConnection, Outcome, Verdict, response_excerpt,
+    transport_outcome,
+};
+use crate::model::{ConnectionKind, Event};
+use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use std::marker::PhantomData;
+use std::time::{Duration, SystemTime};
+
+/// What sets one pasted-URL kind apart from another.
+pub trait UrlKind: Send + Sync + 'static {
+    const KIND: ConnectionKind;
+    /// The JSON body posted for one event; pure.
+    fn render(event: &Event, summary: &AlertSummary) -> Value;
+    /// How an answer classifies; pure. `retry_after` is the parsed
+    /// `Retry-After` header, `answer` the excerpt of the body.
+    fn classify(status: StatusCode, retry_after: Option<Duration>, answer: Option<&str>)
+    -> Verdict;
+}
+
+/// A pasted-URL destination of kind `K`.
+pub struct UrlDestination<K> {
+    http: reqwest::Client,
+    allow_private: bool,
+    timeout: Duration,
+    kind: PhantomData<K>,
+}
+
+impl<K: UrlKind> UrlDestination<K> {
+    /// `http` must be the guarded tenant client.
+    pub fn new(http: reqwest::Client, allow_private: bool, timeout: Duration) -> Self {
+        Self {
+            http,
+            allow_private,
+            timeout,
+            kind: PhantomData,
+        }
+    }
+
+    async fn post(&self, job: &Job<'_>) -> Outcome {
+        let url = match open(job.secrets) {
+            Ok(url) => url,
+            Err(error) => return Outcome::permanent(error),
+        };
+        // Checked again at send time: the setting may have changed, and
+        // reqwest does not consult the resolver for IP-literal hosts.
+        if let Err(error) = check_url(&url, self.allow_private) {
+            return Outcome::permanent(format!("refused: {error}"));
+        }
+        let summary = AlertSummary::of_delivery(job.event, job.delivery);
+        let body = K::render(job.event, &summary);
+        match self.http.post(&url).json(&body).send().await {
+            Ok(response) => {
+                let status = response.status();
+                let retry_after = response
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|value| value.to_str().ok())
+                    .and_then(|value| parse_retry_after(value, SystemTime::now()));
+                let answer = response_excerpt(response).await;
+                Outcome {
+                    status_code: Some(status.as_u16()),
+                    verdict: K::classify(status, retry_after, answer.as_deref()),
+                    response: answer,
+                }
+            }
+            Err(error) => transport_outcome(&error, self.timeout),
+        }
+    }
+}
+
+impl<K: UrlKind> Destination for UrlDestination<K> {
+    fn kind(&self) -> ConnectionKind {
+        K::KIND
+    }
+
+    fn create<'a>(&'a self, config: &'a Value) -> BoxFuture<'a, Result<NewConnection, Invalid>> {
+        Box::pin(create(config, self.allow_private))
+    }
+
+    fn update<'a>(
+        &'a self,
+        config: &'a Value,
+        _secrets: Value,
+    ) -> BoxFuture<'a, Result<(Value, Value), Invalid>> {
+        Box::pin(update(config, self.allow_private))
+    }
+
+    fn shown_config(&self, _config: &Value, secrets: &dyn Fn() -> Option<Value>) -> Value {
+        shown(secrets())
+    }
+
+    fn validate_target(&self, target: &Value) -> Result<Value, Invalid> {
+        validate_target(target, K::KIND.as_str())
+    }
+
+    fn send<'a>(&'a self, job: &'a Job<'a>) -> BoxFuture<'a, Outcome> {
+        Box::pin(self.post(job))
+    }
+}
 
 /// What the tenant sends, and what is sealed.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]

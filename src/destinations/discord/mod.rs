@@ -10,17 +10,13 @@
 
 pub mod render;
 
+use crate::destinations::Verdict;
 use crate::destinations::message::AlertSummary;
-use crate::destinations::net::check_url;
-use crate::destinations::retry_after::parse_retry_after;
-use crate::destinations::{
-    BoxFuture, Destination, Invalid, Job, NewConnection, Outcome, Verdict, response_excerpt,
-    secret_url, transport_outcome,
-};
-use crate::model::ConnectionKind;
+use crate::destinations::secret_url::{UrlDestination, UrlKind};
+use crate::model::{ConnectionKind, Event};
 use reqwest::StatusCode;
 use serde_json::Value;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 /// The wait a 429 asks for: the body's `retry_after` (Discord's rate limit
 /// answer is `{"message","retry_after","global"}`), else `header`.
@@ -74,80 +70,25 @@ pub fn classify(
     }
 }
 
-pub struct Discord {
-    http: reqwest::Client,
-    allow_private: bool,
-    timeout: Duration,
-}
+/// The Discord destination: the shared pasted-URL shape with this kind's
+/// body and classification.
+pub type Discord = UrlDestination<DiscordKind>;
 
-impl Discord {
-    /// `http` must be the guarded tenant client.
-    pub fn new(http: reqwest::Client, allow_private: bool, timeout: Duration) -> Self {
-        Self {
-            http,
-            allow_private,
-            timeout,
-        }
+pub struct DiscordKind;
+
+impl UrlKind for DiscordKind {
+    const KIND: ConnectionKind = ConnectionKind::Discord;
+
+    fn render(event: &Event, summary: &AlertSummary) -> Value {
+        render::render_message(event, summary)
     }
 
-    async fn post(&self, job: &Job<'_>) -> Outcome {
-        let url = match secret_url::open(job.secrets) {
-            Ok(url) => url,
-            Err(error) => return Outcome::permanent(error),
-        };
-        // Checked again at send time: the setting may have changed, and
-        // reqwest does not consult the resolver for IP-literal hosts.
-        if let Err(error) = check_url(&url, self.allow_private) {
-            return Outcome::permanent(format!("refused: {error}"));
-        }
-        let body = render::render_message(job.event, &AlertSummary::from_event(job.event));
-        match self.http.post(&url).json(&body).send().await {
-            Ok(response) => {
-                let status = response.status();
-                let header_wait = response
-                    .headers()
-                    .get("retry-after")
-                    .and_then(|value| value.to_str().ok())
-                    .and_then(|value| parse_retry_after(value, SystemTime::now()));
-                let answer = response_excerpt(response).await;
-                Outcome {
-                    status_code: Some(status.as_u16()),
-                    verdict: classify(status, header_wait, answer.as_deref()),
-                    response: answer,
-                }
-            }
-            Err(error) => transport_outcome(&error, self.timeout),
-        }
-    }
-}
-
-impl Destination for Discord {
-    fn kind(&self) -> ConnectionKind {
-        ConnectionKind::Discord
-    }
-
-    fn create<'a>(&'a self, config: &'a Value) -> BoxFuture<'a, Result<NewConnection, Invalid>> {
-        Box::pin(secret_url::create(config, self.allow_private))
-    }
-
-    fn update<'a>(
-        &'a self,
-        config: &'a Value,
-        _secrets: Value,
-    ) -> BoxFuture<'a, Result<(Value, Value), Invalid>> {
-        Box::pin(secret_url::update(config, self.allow_private))
-    }
-
-    fn shown_config(&self, _config: &Value, secrets: &dyn Fn() -> Option<Value>) -> Value {
-        secret_url::shown(secrets())
-    }
-
-    fn validate_target(&self, target: &Value) -> Result<Value, Invalid> {
-        secret_url::validate_target(target, "discord")
-    }
-
-    fn send<'a>(&'a self, job: &'a Job<'a>) -> BoxFuture<'a, Outcome> {
-        Box::pin(self.post(job))
+    fn classify(
+        status: StatusCode,
+        retry_after: Option<Duration>,
+        answer: Option<&str>,
+    ) -> Verdict {
+        classify(status, retry_after, answer)
     }
 }
 
