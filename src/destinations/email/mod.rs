@@ -14,6 +14,12 @@
 //! so a retried attempt never sends a second mail. SMTP: one pooled lettre
 //! transport built at start; the `Message-ID` is derived from the delivery id
 //! for the same reason (receivers can de-duplicate on it).
+//!
+//! An alert's mails thread ([`Threading`]): the `alert.triggered` mail's
+//! `Message-ID` is derived from the workspace, the rule, the alert and the
+//! sender's domain, so the `acknowledged` and `resolved` mails that follow
+//! (subject prefixed with the state) can name it in `In-Reply-To` and
+//! `References` without anything stored.
 
 pub mod config;
 
@@ -28,8 +34,7 @@ use super::{
 };
 use crate::config::{Config, SmtpConfig, SmtpTls};
 use crate::destinations::retry_after::parse_retry_after;
-use crate::model::ConnectionKind;
-use crate::model::Event;
+use crate::model::{AlertState, ConnectionKind, Event, RuleId, WorkspaceId};
 use crate::rules::Severity;
 use crate::secret::Secret;
 use config::parse_mailbox;
@@ -39,6 +44,7 @@ use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
@@ -207,16 +213,31 @@ pub fn render(
     let headline = summary.headline();
 
     let custom_subject = source("subject").is_some();
+    let state = AlertState::of(&event.name).filter(|state| *state != AlertState::Triggered);
+    // A later mail of an alert repeats the triggered mail's subject (as this
+    // event's payload fills it) after its state, so clients thread it.
+    let default_subject = match state {
+        Some(_) => {
+            let mut as_triggered = summary.clone();
+            as_triggered.event_name = "alert.triggered".to_string();
+            as_triggered.headline()
+        }
+        None => headline.clone(),
+    };
     let subject = match source("subject") {
         Some(source) => {
             let line = subject_line(&message::render(source, Escape::None, &context)?);
             if line.is_empty() {
-                subject_line(&headline)
+                default_subject
             } else {
                 line
             }
         }
-        None => subject_line(&headline),
+        None => default_subject,
+    };
+    let subject = match state {
+        Some(state) => subject_line(&format!("{}: {subject}", message::state_label(state))),
+        None => subject_line(&subject),
     };
     let text = match source("text") {
         Some(source) => message::render(source, Escape::None, &context)?,
@@ -266,8 +287,83 @@ fn render_variables(
     Ok(rendered)
 }
 
+/// The headers that thread an alert's mails.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Threading {
+    /// The `alert.triggered` mail: it starts the thread under this id.
+    Starts { message_id: String },
+    /// A later mail of the alert: `In-Reply-To` and `References` name the
+    /// triggered mail's id.
+    Follows { root: String },
+}
+
+impl Threading {
+    /// How a mail of `event` threads; `None` for an event that is not part
+    /// of an alert's life. Pure: the same alert, rule and sender always
+    /// give the same root id, so nothing is stored.
+    pub fn of(
+        event: &Event,
+        alert: Option<&str>,
+        workspace: WorkspaceId,
+        rule: RuleId,
+        from: &Mailbox,
+    ) -> Option<Self> {
+        let state = AlertState::of(&event.name)?;
+        let alert = alert?;
+        let root = alert_message_id(workspace, rule, alert, from.email.domain());
+        Some(match state {
+            AlertState::Triggered => Threading::Starts { message_id: root },
+            AlertState::Acknowledged | AlertState::Resolved => Threading::Follows { root },
+        })
+    }
+
+    /// As `(name, value)` header pairs.
+    pub fn headers(&self) -> Vec<(&'static str, String)> {
+        match self {
+            Threading::Starts { message_id } => vec![("Message-ID", message_id.clone())],
+            Threading::Follows { root } => {
+                vec![("In-Reply-To", root.clone()), ("References", root.clone())]
+            }
+        }
+    }
+}
+
+/// `<alert.{digest}@{domain}>`: one id per workspace, rule and alert. The
+/// alert key is the tenant's text, so it is hashed rather than embedded.
+pub fn alert_message_id(workspace: WorkspaceId, rule: RuleId, alert: &str, domain: &str) -> String {
+    let mut digest = Sha256::new();
+    digest.update(workspace.to_string().as_bytes());
+    digest.update(b"\0");
+    digest.update(rule.to_string().as_bytes());
+    digest.update(b"\0");
+    digest.update(alert.as_bytes());
+    let hex: String = digest.finalize()[..16]
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    format!("<alert.{hex}@{domain}>")
+}
+
 /// The JSON body of `POST /emails`; pure.
-pub fn resend_body(from: &Mailbox, to: &[Mailbox], email: &RenderedEmail) -> Value {
+pub fn resend_body(
+    from: &Mailbox,
+    to: &[Mailbox],
+    email: &RenderedEmail,
+    threading: Option<&Threading>,
+) -> Value {
+    let mut body = resend_content(from, to, email);
+    if let Some(threading) = threading {
+        let headers: Map<String, Value> = threading
+            .headers()
+            .into_iter()
+            .map(|(name, value)| (name.to_string(), Value::String(value)))
+            .collect();
+        body["headers"] = Value::Object(headers);
+    }
+    body
+}
+
+fn resend_content(from: &Mailbox, to: &[Mailbox], email: &RenderedEmail) -> Value {
     let to: Vec<String> = to.iter().map(Mailbox::to_string).collect();
     match &email.resend_template {
         // Resend refuses html/text beside a template.
@@ -431,6 +527,7 @@ impl Resend {
         from: &Mailbox,
         to: &[Mailbox],
         email: &RenderedEmail,
+        threading: Option<&Threading>,
     ) -> Outcome {
         let request = self
             .http
@@ -438,7 +535,7 @@ impl Resend {
             .bearer_auth(self.api_key.expose())
             .header("idempotency-key", job.delivery.id.to_string())
             .header("user-agent", USER_AGENT)
-            .json(&resend_body(from, to, email));
+            .json(&resend_body(from, to, email, threading));
         match request.send().await {
             Ok(response) => {
                 let status = response.status().as_u16();
@@ -514,17 +611,21 @@ impl Smtp {
         from: &Mailbox,
         to: &[Mailbox],
         email: &RenderedEmail,
+        threading: Option<&Threading>,
     ) -> Outcome {
+        // The same on every attempt, so a receiver can drop a duplicate.
+        let message_id = match threading {
+            Some(Threading::Starts { message_id }) => message_id.clone(),
+            _ => format!("<{}.switchyard@{}>", job.delivery.id, from.email.domain()),
+        };
         let mut builder = Message::builder()
             .from(from.clone())
             .subject(email.subject.clone())
-            // The same on every attempt, so a receiver can drop a duplicate.
-            .message_id(Some(format!(
-                "<{}.switchyard@{}>",
-                job.delivery.id,
-                from.email.domain()
-            )))
+            .message_id(Some(message_id))
             .user_agent(USER_AGENT.to_string());
+        if let Some(Threading::Follows { root }) = threading {
+            builder = builder.in_reply_to(root.clone()).references(root.clone());
+        }
         for recipient in to {
             builder = builder.to(recipient.clone());
         }
@@ -648,13 +749,22 @@ impl Email {
             Ok(email) => email,
             Err(error) => return Outcome::permanent(format!("rule template: {error}")),
         };
+        let alert = job.delivery.alert.clone().or_else(|| job.event.alert_key());
+        let threading = Threading::of(
+            job.event,
+            alert.as_deref(),
+            job.delivery.workspace_id,
+            job.delivery.rule_id,
+            &from,
+        );
+        let threading = threading.as_ref();
         match config.provider {
             Provider::Resend => match &self.resend {
-                Some(resend) => resend.send(job, &from, &to, &email).await,
+                Some(resend) => resend.send(job, &from, &to, &email, threading).await,
                 None => Outcome::permanent(unconfigured_message(Provider::Resend, None)),
             },
             Provider::Smtp => match &self.smtp {
-                Some(smtp) => smtp.send(job, &from, &to, &email).await,
+                Some(smtp) => smtp.send(job, &from, &to, &email, threading).await,
                 None => Outcome::permanent(unconfigured_message(
                     Provider::Smtp,
                     self.smtp_error.as_deref(),
