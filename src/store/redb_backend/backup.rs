@@ -51,6 +51,7 @@ pub fn copy(snapshot: &ReadTransaction, target: File) -> Result<BackupStats, Sto
         STORAGE_PROBE,
         ALERT_NOISE,
         RULE_NOISE,
+        SLACK_THREADS,
     );
     // A table added to the schema but not to the list above would be left
     // out silently; refuse instead.
