@@ -22,10 +22,12 @@
 //! `References` without anything stored.
 
 pub mod config;
+pub mod threading;
 
 pub use config::{
     EmailConnectionConfig, MAX_RECIPIENTS, Provider, recipients, validate_config, validate_target,
 };
+pub use threading::{Threading, alert_message_id};
 
 use super::message::{self, AlertSummary, Escape, TemplateError};
 use super::{
@@ -34,7 +36,7 @@ use super::{
 };
 use crate::config::{Config, SmtpConfig, SmtpTls};
 use crate::destinations::retry_after::parse_retry_after;
-use crate::model::{AlertState, ConnectionKind, Event, RuleId, WorkspaceId};
+use crate::model::{AlertState, ConnectionKind, Event};
 use crate::rules::Severity;
 use crate::secret::Secret;
 use config::parse_mailbox;
@@ -44,7 +46,6 @@ use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
-use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
@@ -285,63 +286,6 @@ fn render_variables(
         rendered.insert(key.clone(), value);
     }
     Ok(rendered)
-}
-
-/// The headers that thread an alert's mails.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Threading {
-    /// The `alert.triggered` mail: it starts the thread under this id.
-    Starts { message_id: String },
-    /// A later mail of the alert: `In-Reply-To` and `References` name the
-    /// triggered mail's id.
-    Follows { root: String },
-}
-
-impl Threading {
-    /// How a mail of `event` threads; `None` for an event that is not part
-    /// of an alert's life. Pure: the same alert, rule and sender always
-    /// give the same root id, so nothing is stored.
-    pub fn of(
-        event: &Event,
-        alert: Option<&str>,
-        workspace: WorkspaceId,
-        rule: RuleId,
-        from: &Mailbox,
-    ) -> Option<Self> {
-        let state = AlertState::of(&event.name)?;
-        let alert = alert?;
-        let root = alert_message_id(workspace, rule, alert, from.email.domain());
-        Some(match state {
-            AlertState::Triggered => Threading::Starts { message_id: root },
-            AlertState::Acknowledged | AlertState::Resolved => Threading::Follows { root },
-        })
-    }
-
-    /// As `(name, value)` header pairs.
-    pub fn headers(&self) -> Vec<(&'static str, String)> {
-        match self {
-            Threading::Starts { message_id } => vec![("Message-ID", message_id.clone())],
-            Threading::Follows { root } => {
-                vec![("In-Reply-To", root.clone()), ("References", root.clone())]
-            }
-        }
-    }
-}
-
-/// `<alert.{digest}@{domain}>`: one id per workspace, rule and alert. The
-/// alert key is the tenant's text, so it is hashed rather than embedded.
-pub fn alert_message_id(workspace: WorkspaceId, rule: RuleId, alert: &str, domain: &str) -> String {
-    let mut digest = Sha256::new();
-    digest.update(workspace.to_string().as_bytes());
-    digest.update(b"\0");
-    digest.update(rule.to_string().as_bytes());
-    digest.update(b"\0");
-    digest.update(alert.as_bytes());
-    let hex: String = digest.finalize()[..16]
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect();
-    format!("<alert.{hex}@{domain}>")
 }
 
 /// The JSON body of `POST /emails`; pure.
