@@ -135,13 +135,13 @@ mod tests {
         assert_eq!(
             stats,
             BackupStats {
-                tables: 17,
+                tables: 18,
                 rows: 1
             }
         );
         let copied = Database::open(&target).unwrap();
         let read = copied.begin_read().unwrap();
-        assert_eq!(read.list_tables().unwrap().count(), 17);
+        assert_eq!(read.list_tables().unwrap().count(), 18);
         let events = read.open_table(EVENTS).unwrap();
         assert_eq!(events.get((1, 2)).unwrap().unwrap().value(), b"event");
 
