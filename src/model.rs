@@ -365,6 +365,18 @@ impl DeliveryStatus {
     }
 }
 
+/// Where one alert's Slack thread lives: a channel of a connection. Its
+/// first message's `ts` is remembered under this key so later events of
+/// the alert reply in that thread.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ThreadKey {
+    pub workspace: WorkspaceId,
+    pub connection: ConnectionId,
+    pub channel: String,
+    /// `Event::alert_key`.
+    pub alert: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivery {
     pub id: DeliveryId,

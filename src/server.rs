@@ -4,10 +4,10 @@
 use crate::api::{self, AppParts, AppState, hash_key, random_token};
 use crate::config::Config;
 use crate::crypto::{CryptoError, MasterKey, MasterKeySource};
-use crate::delivery::StoreSecrets;
 use crate::delivery::retry::RetryPolicy;
 use crate::delivery::{Engine, EngineDeps};
-use crate::destinations::Destinations;
+use crate::delivery::{StoreSecrets, StoreThreads};
+use crate::destinations::{Destinations, Ports};
 use crate::model::now_ms;
 use crate::routing::RuleIndex;
 use crate::secret::Secret;
@@ -74,6 +74,9 @@ pub struct Server {
 
 /// How often expired idempotency keys and OAuth states are swept.
 const PURGE_INTERVAL: Duration = Duration::from_secs(600);
+/// How long an alert's Slack thread is remembered when `retention.events`
+/// keeps everything (otherwise as long as events are kept).
+const SLACK_THREAD_TTL: Duration = Duration::from_secs(30 * 24 * 60 * 60);
 /// How often the server looks for deleted workspaces left to purge.
 const DELETED_WORKSPACE_CHECK: Duration = Duration::from_secs(1);
 /// Rows of deleted workspaces removed per transaction.
@@ -159,7 +162,10 @@ impl Server {
         let rule_index = Arc::new(RuleIndex::default());
         let destinations = Arc::new(Destinations::new(
             &config,
-            Arc::new(StoreSecrets::new(store.clone(), self.master_key.clone())),
+            Ports {
+                secrets: Arc::new(StoreSecrets::new(store.clone(), self.master_key.clone())),
+                threads: Arc::new(StoreThreads::new(store.clone())),
+            },
         )?);
         let timeout = Duration::from_secs(config.delivery.timeout_seconds);
         let (engine, engine_done) = Engine::start(
@@ -258,6 +264,16 @@ async fn purge_expired(app: AppState, shutdown: CancellationToken) {
         }
         if let Err(error) = app.store().purge_noise_state(now_ms()).await {
             tracing::warn!(%error, "cannot purge expired noise-control state");
+        }
+        let thread_ttl = app
+            .config()
+            .retention
+            .events
+            .duration()
+            .unwrap_or(SLACK_THREAD_TTL);
+        let thread_cutoff = now_ms().saturating_sub(thread_ttl.as_millis() as u64);
+        if let Err(error) = app.store().purge_slack_threads(thread_cutoff).await {
+            tracing::warn!(%error, "cannot purge expired Slack threads");
         }
         if let Err(error) = app.store().purge_oauth_states(now_ms()).await {
             tracing::warn!(%error, "cannot purge expired OAuth states");

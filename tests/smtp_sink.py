@@ -53,6 +53,8 @@ class Sink:
             "to": str(message.get("To", "")),
             "subject": str(message.get("Subject", "")),
             "message_id": str(message.get("Message-ID", "")),
+            "in_reply_to": str(message.get("In-Reply-To", "")),
+            "references": str(message.get("References", "")),
             "content_type": message.get_content_type(),
             "text": plain.get_content() if plain is not None else None,
             "html": html.get_content() if html is not None else None,

@@ -13,6 +13,8 @@ mod attempt;
 pub mod retry;
 mod scheduler;
 mod secrets;
+mod threads;
 
 pub use scheduler::{Engine, EngineDeps, WindowSnapshot};
 pub use secrets::StoreSecrets;
+pub use threads::StoreThreads;

@@ -950,10 +950,13 @@ mod tests {
             destinations: Arc::new(
                 Destinations::new(
                     &config,
-                    Arc::new(crate::delivery::StoreSecrets::new(
-                        store.clone(),
-                        master_key.clone(),
-                    )),
+                    crate::destinations::Ports {
+                        secrets: Arc::new(crate::delivery::StoreSecrets::new(
+                            store.clone(),
+                            master_key.clone(),
+                        )),
+                        threads: Arc::new(crate::delivery::StoreThreads::new(store.clone())),
+                    },
                 )
                 .unwrap(),
             ),

@@ -6,7 +6,8 @@
 //! registry. Also here: what every kind's HTTP shares ([`net`]: the outbound
 //! clients and the address guard; [`retry_after`]) and the sealing of
 //! connection secrets. Nothing here depends on `delivery/` or `store/`:
-//! what a kind needs from storage comes through [`SecretsPort`].
+//! what a kind needs from storage comes through [`SecretsPort`] and
+//! [`ThreadPort`] ([`Ports`]).
 
 pub mod discord;
 pub mod email;
@@ -22,7 +23,7 @@ pub mod webhook;
 use crate::config::Config;
 use crate::crypto::{CryptoError, MasterKey};
 use crate::model::{
-    Connection, ConnectionId, ConnectionKind, ConnectionStatus, Delivery, Event, Rule,
+    Connection, ConnectionId, ConnectionKind, ConnectionStatus, Delivery, Event, Rule, ThreadKey,
 };
 use serde_json::Value;
 use std::future::Future;
@@ -202,6 +203,64 @@ pub enum SecretsError {
     Crypto,
 }
 
+/// What a destination may ask of storage about alert threads: the first
+/// message of an alert in a Slack channel (its `ts`), so the alert's
+/// acknowledge and resolve reply in that thread and update it. The engine
+/// implements it over the `Store` (rows expire with the retention period).
+pub trait ThreadPort: Send + Sync {
+    /// The thread's first message, if it is known.
+    fn load<'a>(&'a self, key: &'a ThreadKey)
+    -> BoxFuture<'a, Result<Option<String>, ThreadError>>;
+
+    /// Remembers `ts` as the thread's first message.
+    fn save<'a>(
+        &'a self,
+        key: &'a ThreadKey,
+        ts: &'a str,
+    ) -> BoxFuture<'a, Result<(), ThreadError>>;
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ThreadError(pub String);
+
+/// Threads in memory, for unit tests.
+#[cfg(test)]
+#[derive(Default)]
+pub struct MemoryThreads {
+    pub threads: std::sync::Mutex<std::collections::HashMap<ThreadKey, String>>,
+}
+
+#[cfg(test)]
+impl ThreadPort for MemoryThreads {
+    fn load<'a>(
+        &'a self,
+        key: &'a ThreadKey,
+    ) -> BoxFuture<'a, Result<Option<String>, ThreadError>> {
+        Box::pin(async move { Ok(self.threads.lock().unwrap().get(key).cloned()) })
+    }
+
+    fn save<'a>(
+        &'a self,
+        key: &'a ThreadKey,
+        ts: &'a str,
+    ) -> BoxFuture<'a, Result<(), ThreadError>> {
+        Box::pin(async move {
+            self.threads
+                .lock()
+                .unwrap()
+                .insert(key.clone(), ts.to_string());
+            Ok(())
+        })
+    }
+}
+
+/// The storage ports the engine hands the destinations.
+pub struct Ports {
+    pub secrets: Arc<dyn SecretsPort>,
+    pub threads: Arc<dyn ThreadPort>,
+}
+
 /// The registry: every kind's [`Destination`], built once from the
 /// configuration.
 pub struct Destinations {
@@ -211,13 +270,13 @@ pub struct Destinations {
 }
 
 impl Destinations {
-    pub fn new(config: &Config, secrets: Arc<dyn SecretsPort>) -> reqwest::Result<Self> {
+    pub fn new(config: &Config, ports: Ports) -> reqwest::Result<Self> {
         let timeout = Duration::from_secs(config.delivery.timeout_seconds);
         let allow_private = config.delivery.allow_private_networks;
         let tenant_http = net::tenant_client(allow_private, timeout)?;
         // The operator's own API bases (Slack, Resend, PagerDuty) are trusted.
         let trusted_http = net::trusted_client(timeout)?;
-        let slack = Arc::new(slack::Slack::new(config, trusted_http.clone(), secrets));
+        let slack = Arc::new(slack::Slack::new(config, trusted_http.clone(), ports));
         let kinds: Vec<Arc<dyn Destination>> = vec![
             Arc::new(webhook::Webhook::new(
                 tenant_http.clone(),
@@ -361,7 +420,11 @@ mod tests {
     #[tokio::test]
     async fn every_kind_is_registered_once() {
         let config = Config::defaults().unwrap();
-        let destinations = Destinations::new(&config, Arc::new(NoSecrets)).unwrap();
+        let ports = Ports {
+            secrets: Arc::new(NoSecrets),
+            threads: Arc::new(MemoryThreads::default()),
+        };
+        let destinations = Destinations::new(&config, ports).unwrap();
         for kind in ConnectionKind::ALL {
             let destination = destinations.get(kind).expect("registered");
             assert_eq!(destination.kind(), kind);

@@ -17,7 +17,7 @@ pub use redb_backend::{CompactError, CompactReport, RedbStore, compact};
 
 use crate::model::{
     Attempt, Connection, ConnectionId, ConnectionStatus, Delivery, DeliveryId, DeliveryStatus,
-    Event, EventId, KeyKind, Rule, RuleId, Workspace, WorkspaceId,
+    Event, EventId, KeyKind, Rule, RuleId, ThreadKey, Workspace, WorkspaceId,
 };
 use std::future::Future;
 use std::pin::Pin;
@@ -518,4 +518,11 @@ pub trait Store: Send + Sync + 'static {
     fn use_launch_token(&self, digest: u128, expires_at_ms: u64) -> StoreFuture<bool>;
     /// Forgets used launch tokens that have expired; returns how many.
     fn purge_used_launch_tokens(&self, now_ms: u64) -> StoreFuture<usize>;
+
+    /// The `ts` of an alert's first Slack message in a channel, if known.
+    fn slack_thread(&self, key: &ThreadKey) -> Result<Option<String>, StoreError>;
+    /// Remembers an alert's first Slack message (replacing an older one).
+    fn save_slack_thread(&self, key: ThreadKey, ts: String, now_ms: u64) -> StoreFuture<()>;
+    /// Forgets threads saved before `older_than_ms`; returns how many.
+    fn purge_slack_threads(&self, older_than_ms: u64) -> StoreFuture<usize>;
 }

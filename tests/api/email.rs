@@ -142,6 +142,77 @@ async fn resend_gets_the_alert_with_the_delivery_id_as_idempotency_key() {
         .await;
 }
 
+/// The example alert in another state of its life.
+async fn emit_alert(app: &TestApp, ws: &TestWorkspace, name: &str) {
+    let mut event = crate::helpers::example_event();
+    event["event"] = json!(name);
+    let (status, body) = app
+        .send(app.post("/v1/events", &ws.publishable_key).json(&event))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+}
+
+const LIFECYCLE: [&str; 3] = ["alert.triggered", "alert.acknowledged", "alert.resolved"];
+
+#[tokio::test]
+async fn an_alerts_mails_thread_through_resend() {
+    let mut fake = FakeResend::start().await;
+    let app = TestApp::spawn_with(|config| with_resend(config, &fake, API_KEY)).await;
+    let (ws, _) = workspace_mailing_oncall(&app, "resend").await;
+
+    let mut mails = Vec::new();
+    for name in LIFECYCLE {
+        emit_alert(&app, &ws, name).await;
+        mails.push(fake.next_request().await.body);
+    }
+    let root = mails[0]["headers"]["Message-ID"].as_str().unwrap();
+    assert!(root.starts_with("<alert."), "{}", mails[0]);
+    assert_eq!(mails[0]["subject"], SUBJECT);
+    for (mail, state) in mails[1..].iter().zip(["Acknowledged", "Resolved"]) {
+        assert_eq!(mail["subject"], format!("{state}: {SUBJECT}"));
+        assert_eq!(
+            mail["headers"],
+            json!({"In-Reply-To": root, "References": root})
+        );
+    }
+
+    // The alert firing again keeps its thread id.
+    emit_alert(&app, &ws, "alert.triggered").await;
+    assert_eq!(
+        fake.next_request().await.body["headers"]["Message-ID"],
+        root
+    );
+}
+
+#[tokio::test]
+async fn an_alerts_mails_thread_through_smtp() {
+    let mut sink = SmtpSink::start().await;
+    let port = sink.port;
+    let app = TestApp::spawn_with(|config| {
+        config.delivery.timeout_seconds = 5;
+        config.email.smtp.host = Some("127.0.0.1".into());
+        config.email.smtp.port = port;
+        config.email.smtp.tls = SmtpTls::None;
+    })
+    .await;
+    let (ws, _) = workspace_mailing_oncall(&app, "smtp").await;
+
+    let mut mails = Vec::new();
+    for name in LIFECYCLE {
+        emit_alert(&app, &ws, name).await;
+        mails.push(sink.next_message().await);
+    }
+    let root = mails[0]["message_id"].as_str().unwrap();
+    assert!(root.starts_with("<alert."), "{}", mails[0]);
+    assert_eq!(mails[0]["in_reply_to"], "");
+    for (mail, state) in mails[1..].iter().zip(["Acknowledged", "Resolved"]) {
+        assert_eq!(mail["subject"], format!("{state}: {SUBJECT}"));
+        assert_eq!(mail["in_reply_to"], root);
+        assert_eq!(mail["references"], root);
+        assert_ne!(mail["message_id"], root);
+    }
+}
+
 #[tokio::test]
 async fn resend_validation_errors_are_permanent_and_rate_limits_wait() {
     let mut fake = FakeResend::start().await;
@@ -377,8 +448,11 @@ async fn smtp_delivers_a_multipart_mail_to_a_real_server() {
     assert_eq!(message["to"], "oncall@example.com");
     assert_eq!(message["subject"], SUBJECT);
     assert_eq!(message["content_type"], "multipart/alternative");
+    // An alert's first mail: its id is the alert's thread id, the same on
+    // every attempt.
     let message_id = message["message_id"].as_str().unwrap();
-    assert!(message_id.contains(&delivery_id), "{message_id}");
+    assert!(message_id.starts_with("<alert."), "{message_id}");
+    assert!(message_id.ends_with("@example.com>"), "{message_id}");
     let text = text_of(&message, "text");
     for line in [
         SUBJECT,

@@ -2,7 +2,9 @@
 //! `POST /emails` with `Authorization: Bearer <key>` answers
 //! `{"id":"<uuid>"}`; a missing key gets 401 `missing_api_key`, a wrong one
 //! 403 `invalid_api_key`; errors are `{"statusCode","name","message"}`.
-//! Every request is recorded; answers can be scripted ahead.
+//! Custom `headers` must be an object of string values (else 422
+//! `validation_error`). Every request is recorded; answers can be scripted
+//! ahead.
 
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -151,6 +153,11 @@ fn answer(shared: &Shared, path: String, headers: HeaderMap, body: &[u8]) -> Res
                 "Missing `from` or `to` field.",
             )
         }
+        Some(_) if !headers_are_valid(json_body.get("headers")) => ResendReply::error(
+            422,
+            "validation_error",
+            "`headers` must be an object of string values.",
+        ),
         Some(_) => match shared.script.lock().unwrap().pop_front() {
             Some(reply) => reply,
             None => {
@@ -172,4 +179,13 @@ fn answer(shared: &Shared, path: String, headers: HeaderMap, body: &[u8]) -> Res
         response.headers_mut().insert(name, value.parse().unwrap());
     }
     response
+}
+
+/// Resend's `headers`: absent, or an object whose values are strings.
+fn headers_are_valid(headers: Option<&Value>) -> bool {
+    match headers {
+        None => true,
+        Some(Value::Object(headers)) => headers.values().all(Value::is_string),
+        Some(_) => false,
+    }
 }

@@ -13,8 +13,12 @@
 //! that work once; bearer tokens (unknown → `invalid_auth`, revoked →
 //! `token_revoked`, expired → `token_expired`); `chat.postMessage` needs a
 //! channel, `text` or `blocks`, and blocks within Block Kit's limits
-//! (`invalid_blocks`). Unlike Slack, it accepts a post to any channel id
-//! that is not an archived channel of its list (`is_archived`); script
+//! (`invalid_blocks`); a `thread_ts` is recorded with the message.
+//! `chat.update` needs `channel` and the `ts` of a message posted there
+//! (else `channel_not_found` / `message_not_found`), `text` or `blocks`
+//! (`no_text`), blocks within the limits; updates are recorded
+//! ([`FakeSlack::updates`]). Unlike Slack, it accepts a post to any channel
+//! id that is not an archived channel of its list (`is_archived`); script
 //! `channel_not_found` with [`FakeSlack::fail_next_post`].
 
 // Not every helper is used by every test that includes this module.
@@ -81,6 +85,19 @@ pub struct PostedMessage {
     /// `blocks` parsed).
     pub body: Value,
     pub at: Instant,
+    /// The `ts` it was given.
+    pub ts: String,
+    /// The thread it was posted in, if any.
+    pub thread_ts: Option<String>,
+}
+
+/// A `chat.update` that Slack accepted.
+#[derive(Debug, Clone)]
+pub struct UpdatedMessage {
+    pub channel: String,
+    pub ts: String,
+    pub text: Option<String>,
+    pub blocks: Option<Value>,
 }
 
 /// Any `chat.postMessage` request and how it was answered.
@@ -127,6 +144,9 @@ struct FakeState {
     deny_next_authorize: bool,
     authorize_requests: Vec<HashMap<String, String>>,
     serial: u64,
+    /// (channel, ts) of every accepted message.
+    posted: Vec<(String, String)>,
+    updates: Vec<UpdatedMessage>,
 }
 
 struct Shared {
@@ -169,6 +189,8 @@ impl FakeSlack {
                 deny_next_authorize: false,
                 authorize_requests: Vec::new(),
                 serial: 0,
+                posted: Vec::new(),
+                updates: Vec::new(),
             }),
             messages: sender,
         });
@@ -318,6 +340,11 @@ impl FakeSlack {
             .collect()
     }
 
+    /// Every accepted `chat.update`, in order.
+    pub fn updates(&self) -> Vec<UpdatedMessage> {
+        self.state().updates.clone()
+    }
+
     /// Calls of one Web API method so far (`"conversations.list"`).
     pub fn calls(&self, method: &str) -> usize {
         self.state().calls.get(method).copied().unwrap_or(0)
@@ -434,6 +461,10 @@ async fn api(
         "chat.postMessage" => {
             let body = json_body.unwrap_or_else(|| form_as_json(&params));
             post_message(&shared, token, body)
+        }
+        "chat.update" => {
+            let body = json_body.unwrap_or_else(|| form_as_json(&params));
+            update_message(&shared, token, body)
         }
         _ => (
             StatusCode::NOT_FOUND,
@@ -711,6 +742,7 @@ fn post_message(shared: &Shared, token: Option<String>, body: Value) -> Response
             .unwrap_or_default();
         format!("{}.{:06}", now.as_secs(), state.serial % 1_000_000)
     };
+    shared.state().posted.push((channel_id.clone(), ts.clone()));
     let _ = shared.messages.send(PostedMessage {
         token,
         channel: channel_id.clone(),
@@ -718,6 +750,11 @@ fn post_message(shared: &Shared, token: Option<String>, body: Value) -> Response
         blocks: blocks.clone(),
         body: body.clone(),
         at: Instant::now(),
+        ts: ts.clone(),
+        thread_ts: body
+            .get("thread_ts")
+            .and_then(Value::as_str)
+            .map(str::to_string),
     });
     slack_ok(json!({
         "channel": channel_id,
@@ -730,6 +767,52 @@ fn post_message(shared: &Shared, token: Option<String>, body: Value) -> Response
             "bot_id": BOT_ID,
             "ts": ts,
         },
+    }))
+}
+
+/// `chat.update`: `channel` (an id) and `ts` of a message posted there,
+/// then `text` or `blocks`. Answers `{ok, channel, ts, text, message}`.
+fn update_message(shared: &Shared, token: Option<String>, body: Value) -> Response {
+    if let Err(code) = check_token(shared, token.as_deref()) {
+        return slack_error(code);
+    }
+    let field = |name: &str| body.get(name).and_then(Value::as_str).map(str::to_string);
+    let Some(channel) = field("channel").filter(|channel| !channel.is_empty()) else {
+        return slack_error("channel_not_found");
+    };
+    let Some(ts) = field("ts") else {
+        return slack_error("message_not_found");
+    };
+    if !shared
+        .state()
+        .posted
+        .iter()
+        .any(|(posted_in, posted_ts)| *posted_in == channel && *posted_ts == ts)
+    {
+        return slack_error("message_not_found");
+    }
+    let text = field("text");
+    let blocks = body.get("blocks").cloned();
+    if text.as_deref().is_none_or(str::is_empty) && blocks.is_none() {
+        return slack_error("no_text");
+    }
+    if let Some(blocks) = &blocks
+        && let Err(problem) = check_blocks(blocks)
+    {
+        return axum::Json(json!({"ok": false, "error": "invalid_blocks", "errors": [problem]}))
+            .into_response();
+    }
+    shared.state().updates.push(UpdatedMessage {
+        channel: channel.clone(),
+        ts: ts.clone(),
+        text: text.clone(),
+        blocks: blocks.clone(),
+    });
+    slack_ok(json!({
+        "channel": channel,
+        "ts": ts,
+        "text": text,
+        "message": {"type": "message", "text": text, "blocks": blocks, "bot_id": BOT_ID},
     }))
 }
 
@@ -1050,6 +1133,69 @@ mod tests {
         assert_eq!(attempts[2].status, 429);
         assert_eq!(fake.message_times().len(), 1);
         assert!(fake.try_next_message().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn fake_slack_updates_only_messages_it_posted() {
+        let fake = FakeSlack::start().await;
+        let token = fake.issue_bot_token();
+        let call = |method: &'static str, body: Value| {
+            let url = format!("{}/{method}", fake.api_base);
+            let token = token.clone();
+            async move {
+                reqwest::Client::new()
+                    .post(url)
+                    .bearer_auth(token)
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap()
+                    .json::<Value>()
+                    .await
+                    .unwrap()
+            }
+        };
+        let posted = call(
+            "chat.postMessage",
+            json!({"channel": "C0000002", "text": "first"}),
+        )
+        .await;
+        let ts = posted["ts"].as_str().unwrap().to_string();
+        let reply = call(
+            "chat.postMessage",
+            json!({"channel": "C0000002", "text": "reply", "thread_ts": ts}),
+        )
+        .await;
+        assert_eq!(reply["ok"], true);
+        fake.next_message().await;
+        assert_eq!(
+            fake.next_message().await.thread_ts.as_deref(),
+            Some(ts.as_str())
+        );
+
+        let update = json!({"channel": "C0000002", "ts": ts, "text": "resolved"});
+        let answer = call("chat.update", update).await;
+        assert_eq!(
+            (&answer["ok"], &answer["ts"], &answer["channel"]),
+            (&json!(true), &json!(ts), &json!("C0000002"))
+        );
+        for (body, error) in [
+            (
+                json!({"channel": "C0000003", "ts": ts, "text": "x"}),
+                "message_not_found",
+            ),
+            (
+                json!({"channel": "C0000002", "ts": "1.000001", "text": "x"}),
+                "message_not_found",
+            ),
+            (json!({"ts": ts, "text": "x"}), "channel_not_found"),
+            (json!({"channel": "C0000002", "ts": ts}), "no_text"),
+        ] {
+            assert_eq!(call("chat.update", body).await["error"], error);
+        }
+        let updates = fake.updates();
+        assert_eq!(updates.len(), 1);
+        assert_eq!(updates[0].text.as_deref(), Some("resolved"));
     }
 
     #[tokio::test]

@@ -255,6 +255,81 @@ async fn an_alert_lands_in_the_channel_with_blocks_and_fallback() {
         .await;
 }
 
+/// Emits the example alert as `name`, for `alert_id`; waits until its one
+/// delivery succeeded.
+async fn alert_event(app: &TestApp, ws: &TestWorkspace, name: &str, alert_id: &str) {
+    let mut event = example_event();
+    event["event"] = json!(name);
+    event["resource_id"] = json!(alert_id);
+    let (status, answer) = app
+        .send(app.post("/v1/events", &ws.publishable_key).json(&event))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    let event_id = answer["id"].as_str().unwrap();
+    let delivery = app.deliveries_of(ws, event_id).await.remove(0);
+    app.wait_for_delivery(ws, &delivery, |d| d["status"] == "succeeded")
+        .await;
+}
+
+fn header_text(blocks: &Option<Value>) -> String {
+    blocks.as_ref().unwrap()[0]["text"]["text"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test]
+async fn an_alerts_life_stays_in_one_thread_and_updates_its_first_message() {
+    let slack = FakeSlack::start().await;
+    let app = app_with(&slack).await;
+    let ws = app.create_workspace("acme").await;
+    installed_with_rule(&app, &ws, "C0000002").await;
+
+    alert_event(&app, &ws, "alert.triggered", "alrt_1").await;
+    let first = slack.next_message().await;
+    assert_eq!(first.thread_ts, None);
+
+    for (name, state) in [
+        ("alert.acknowledged", "Acknowledged"),
+        ("alert.resolved", "Resolved"),
+    ] {
+        alert_event(&app, &ws, name, "alrt_1").await;
+        let reply = slack.next_message().await;
+        assert_eq!(reply.channel, "C0000002");
+        assert_eq!(
+            reply.thread_ts.as_deref(),
+            Some(first.ts.as_str()),
+            "{name}"
+        );
+        assert!(
+            header_text(&reply.blocks).contains(state),
+            "{:?}",
+            reply.blocks
+        );
+        assert!(reply.text.unwrap().starts_with(&format!("{state}: ")));
+        let update = slack.updates().pop().expect("the first message is updated");
+        assert_eq!(
+            (update.channel.as_str(), update.ts.as_str()),
+            ("C0000002", first.ts.as_str())
+        );
+        assert!(
+            header_text(&update.blocks).contains(state),
+            "{:?}",
+            update.blocks
+        );
+        assert!(update.text.unwrap().starts_with(&format!("{state}: ")));
+    }
+    assert_eq!(slack.updates().len(), 2);
+    assert!(header_text(&slack.updates()[1].blocks).starts_with("✅ Resolved"));
+
+    // An alert whose first message is unknown: a message of its own.
+    alert_event(&app, &ws, "alert.resolved", "alrt_never_seen").await;
+    let alone = slack.next_message().await;
+    assert_eq!(alone.thread_ts, None);
+    assert!(header_text(&alone.blocks).contains("Resolved"));
+    assert_eq!(slack.updates().len(), 2);
+}
+
 #[tokio::test]
 async fn rate_limits_and_the_per_channel_pace_are_honoured() {
     let slack = FakeSlack::start().await;

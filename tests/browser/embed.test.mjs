@@ -569,6 +569,49 @@ scenario("a tenant connects a Discord channel: the URL stays masked and rules ne
   assert.equal((await fetchInFrame(frame, "DELETE", `${SWITCHYARD_URL}/v1/connections/${rule.connection_id}`)).status, 204);
 });
 
+scenario("a tenant connects a Microsoft Teams channel: the URL stays masked and rules need no target", async (open) => {
+  const host = await open(await launchA());
+  const { ui, frame } = host;
+  await ui.getByTestId("nav-connections").click();
+  await ui.getByTestId("add-teams").click();
+  await ui.getByTestId("teams-form").waitFor();
+  // An empty URL is refused in the form, before anything is sent.
+  await ui.getByTestId("teams-save").click();
+  await ui.getByTestId("form-error").getByText("Paste the channel's webhook URL.").waitFor();
+  await ui.getByTestId("teams-name").fill("Ops Teams");
+  // A Workflows URL carries its credential in the query (`sig=`).
+  await ui.getByTestId("teams-url").fill(`${env("RECEIVER_URL")}/workflows/7f3a/triggers/manual/paths/invoke?sig=teams-sig-SECRET`);
+  await ui.getByTestId("teams-save").click();
+  const teams = ui.locator('[data-testid=connection][data-type="teams"]').filter({ hasText: "Ops Teams" });
+  await teams.getByText("Microsoft Teams via http://").waitFor();
+  await teams.getByText("/********").waitFor();
+  assert.ok(!(await frame.content()).includes("teams-sig-SECRET"), "the Workflows URL was shown");
+
+  await teams.getByTestId("test-connection").click();
+  await teams.locator('[data-testid=test-outcome][data-ok="true"]').waitFor();
+
+  await ui.getByTestId("nav-overview").click();
+  await ui.getByTestId("overview-connection").filter({ hasText: "Ops Teams" }).waitFor();
+
+  await ui.getByTestId("nav-rules").click();
+  await ui.getByTestId("new-rule").click();
+  await ui.getByTestId("rule-name").fill("Alerts to Teams");
+  await ui.getByTestId("rule-connection").selectOption({ label: "Ops Teams (Microsoft Teams)" });
+  await ui.getByTestId("rule-no-target").getByText("Microsoft Teams channel").waitFor();
+  await ui.getByTestId("rule-save").click();
+  await ui.getByTestId("rule").filter({ hasText: "Alerts to Teams" }).waitFor();
+  const rules = await fetchInFrame(frame, "GET", `${SWITCHYARD_URL}/v1/rules`);
+  const rule = rules.body.data.find((r) => r.name === "Alerts to Teams");
+  assert.deepEqual(rule.target, {});
+  const connection = await fetchInFrame(frame, "GET", `${SWITCHYARD_URL}/v1/connections/${rule.connection_id}`);
+  assert.equal(connection.body.type, "teams");
+  assert.ok(!JSON.stringify(connection.body).includes("teams-sig-SECRET"), "the API answer holds the URL");
+
+  // Out of the way of the other scenarios' events.
+  assert.equal((await fetchInFrame(frame, "DELETE", `${SWITCHYARD_URL}/v1/rules/${rule.id}`)).status, 204);
+  assert.equal((await fetchInFrame(frame, "DELETE", `${SWITCHYARD_URL}/v1/connections/${rule.connection_id}`)).status, 204);
+});
+
 scenario("without Slack or email on the instance, the UI offers webhooks and says what to configure", async (open) => {
   const { page, ui } = await open(env("EMBED_URL_NO_SLACK"));
   await ui.getByTestId("overview-connections").waitFor();

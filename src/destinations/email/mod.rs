@@ -14,12 +14,20 @@
 //! so a retried attempt never sends a second mail. SMTP: one pooled lettre
 //! transport built at start; the `Message-ID` is derived from the delivery id
 //! for the same reason (receivers can de-duplicate on it).
+//!
+//! An alert's mails thread ([`Threading`]): the `alert.triggered` mail's
+//! `Message-ID` is derived from the workspace, the rule, the alert and the
+//! sender's domain, so the `acknowledged` and `resolved` mails that follow
+//! (subject prefixed with the state) can name it in `In-Reply-To` and
+//! `References` without anything stored.
 
 pub mod config;
+pub mod threading;
 
 pub use config::{
     EmailConnectionConfig, MAX_RECIPIENTS, Provider, recipients, validate_config, validate_target,
 };
+pub use threading::{Threading, alert_message_id};
 
 use super::message::{self, AlertSummary, Escape, TemplateError};
 use super::{
@@ -28,8 +36,7 @@ use super::{
 };
 use crate::config::{Config, SmtpConfig, SmtpTls};
 use crate::destinations::retry_after::parse_retry_after;
-use crate::model::ConnectionKind;
-use crate::model::Event;
+use crate::model::{AlertState, ConnectionKind, Event};
 use crate::rules::Severity;
 use crate::secret::Secret;
 use config::parse_mailbox;
@@ -207,16 +214,31 @@ pub fn render(
     let headline = summary.headline();
 
     let custom_subject = source("subject").is_some();
+    let state = AlertState::of(&event.name).filter(|state| *state != AlertState::Triggered);
+    // A later mail of an alert repeats the triggered mail's subject (as this
+    // event's payload fills it) after its state, so clients thread it.
+    let default_subject = match state {
+        Some(_) => {
+            let mut as_triggered = summary.clone();
+            as_triggered.event_name = "alert.triggered".to_string();
+            as_triggered.headline()
+        }
+        None => headline.clone(),
+    };
     let subject = match source("subject") {
         Some(source) => {
             let line = subject_line(&message::render(source, Escape::None, &context)?);
             if line.is_empty() {
-                subject_line(&headline)
+                default_subject
             } else {
                 line
             }
         }
-        None => subject_line(&headline),
+        None => default_subject,
+    };
+    let subject = match state {
+        Some(state) => subject_line(&format!("{}: {subject}", message::state_label(state))),
+        None => subject_line(&subject),
     };
     let text = match source("text") {
         Some(source) => message::render(source, Escape::None, &context)?,
@@ -267,7 +289,25 @@ fn render_variables(
 }
 
 /// The JSON body of `POST /emails`; pure.
-pub fn resend_body(from: &Mailbox, to: &[Mailbox], email: &RenderedEmail) -> Value {
+pub fn resend_body(
+    from: &Mailbox,
+    to: &[Mailbox],
+    email: &RenderedEmail,
+    threading: Option<&Threading>,
+) -> Value {
+    let mut body = resend_content(from, to, email);
+    if let Some(threading) = threading {
+        let headers: Map<String, Value> = threading
+            .headers()
+            .into_iter()
+            .map(|(name, value)| (name.to_string(), Value::String(value)))
+            .collect();
+        body["headers"] = Value::Object(headers);
+    }
+    body
+}
+
+fn resend_content(from: &Mailbox, to: &[Mailbox], email: &RenderedEmail) -> Value {
     let to: Vec<String> = to.iter().map(Mailbox::to_string).collect();
     match &email.resend_template {
         // Resend refuses html/text beside a template.
@@ -431,6 +471,7 @@ impl Resend {
         from: &Mailbox,
         to: &[Mailbox],
         email: &RenderedEmail,
+        threading: Option<&Threading>,
     ) -> Outcome {
         let request = self
             .http
@@ -438,7 +479,7 @@ impl Resend {
             .bearer_auth(self.api_key.expose())
             .header("idempotency-key", job.delivery.id.to_string())
             .header("user-agent", USER_AGENT)
-            .json(&resend_body(from, to, email));
+            .json(&resend_body(from, to, email, threading));
         match request.send().await {
             Ok(response) => {
                 let status = response.status().as_u16();
@@ -514,17 +555,21 @@ impl Smtp {
         from: &Mailbox,
         to: &[Mailbox],
         email: &RenderedEmail,
+        threading: Option<&Threading>,
     ) -> Outcome {
+        // The same on every attempt, so a receiver can drop a duplicate.
+        let message_id = match threading {
+            Some(Threading::Starts { message_id }) => message_id.clone(),
+            _ => format!("<{}.switchyard@{}>", job.delivery.id, from.email.domain()),
+        };
         let mut builder = Message::builder()
             .from(from.clone())
             .subject(email.subject.clone())
-            // The same on every attempt, so a receiver can drop a duplicate.
-            .message_id(Some(format!(
-                "<{}.switchyard@{}>",
-                job.delivery.id,
-                from.email.domain()
-            )))
+            .message_id(Some(message_id))
             .user_agent(USER_AGENT.to_string());
+        if let Some(Threading::Follows { root }) = threading {
+            builder = builder.in_reply_to(root.clone()).references(root.clone());
+        }
         for recipient in to {
             builder = builder.to(recipient.clone());
         }
@@ -648,13 +693,22 @@ impl Email {
             Ok(email) => email,
             Err(error) => return Outcome::permanent(format!("rule template: {error}")),
         };
+        let alert = job.delivery.alert.clone().or_else(|| job.event.alert_key());
+        let threading = Threading::of(
+            job.event,
+            alert.as_deref(),
+            job.delivery.workspace_id,
+            job.delivery.rule_id,
+            &from,
+        );
+        let threading = threading.as_ref();
         match config.provider {
             Provider::Resend => match &self.resend {
-                Some(resend) => resend.send(job, &from, &to, &email).await,
+                Some(resend) => resend.send(job, &from, &to, &email, threading).await,
                 None => Outcome::permanent(unconfigured_message(Provider::Resend, None)),
             },
             Provider::Smtp => match &self.smtp {
-                Some(smtp) => smtp.send(job, &from, &to, &email).await,
+                Some(smtp) => smtp.send(job, &from, &to, &email, threading).await,
                 None => Outcome::permanent(unconfigured_message(
                     Provider::Smtp,
                     self.smtp_error.as_deref(),

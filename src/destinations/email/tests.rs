@@ -1,6 +1,6 @@
 //! Unit tests of email rendering, classification and config.
 use super::*;
-use crate::model::{EventId, EventName, WorkspaceId};
+use crate::model::{EventId, EventName, RuleId, WorkspaceId};
 
 fn event(payload: Value) -> Event {
     Event {
@@ -143,7 +143,7 @@ fn resend_templates_replace_html_and_text() {
     let (_, email) = rendered(payload, Some(template));
     let from: Mailbox = "Alerts <alerts@example.com>".parse().unwrap();
     let to = vec!["oncall@example.com".parse().unwrap()];
-    let body = resend_body(&from, &to, &email);
+    let body = resend_body(&from, &to, &email, None);
     assert_eq!(
         body,
         json!({
@@ -157,7 +157,7 @@ fn resend_templates_replace_html_and_text() {
     );
     let template = json!({"subject": "{{ alert.headline }}", "resend_template": {"id": "t"}});
     let (_, email) = rendered(example_payload(), Some(template));
-    let body = resend_body(&from, &to, &email);
+    let body = resend_body(&from, &to, &email, None);
     assert_eq!(
         body["subject"],
         "[HIGH] api_latency_p95 is 1840 (threshold 1000)"
@@ -174,7 +174,7 @@ fn the_default_resend_body_has_every_part() {
         "a@example.com".parse().unwrap(),
         "B <b@example.com>".parse().unwrap(),
     ];
-    let body = resend_body(&from, &to, &email);
+    let body = resend_body(&from, &to, &email, None);
     assert_eq!(body["from"], "Alerts <alerts@example.com>");
     assert_eq!(body["to"], json!(["a@example.com", "B <b@example.com>"]));
     assert_eq!(body["subject"], email.subject);
@@ -375,4 +375,85 @@ fn a_mail_after_suppressed_deliveries_says_how_many() {
     );
     let quiet = render(&event, &AlertSummary::from_event(&event), None).unwrap();
     assert!(!quiet.text.contains("Suppressed"));
+}
+
+fn named(event: Event, name: &str) -> Event {
+    Event {
+        name: EventName::parse(name).unwrap(),
+        ..event
+    }
+}
+
+#[test]
+fn later_mails_of_an_alert_repeat_the_subject_after_their_state() {
+    let (_, triggered) = rendered(json!({"resource": "db"}), None);
+    for (name, prefix) in [
+        ("alert.acknowledged", "Acknowledged"),
+        ("alert.resolved", "Resolved"),
+    ] {
+        let later = named(event(json!({"resource": "db"})), name);
+        let email = render(&later, &AlertSummary::from_event(&later), None).unwrap();
+        assert_eq!(email.subject, format!("{prefix}: {}", triggered.subject));
+    }
+    let template = json!({"subject": "{{ payload.resource }} down"});
+    let resolved = named(event(json!({"resource": "db"})), "alert.resolved");
+    let email = render(
+        &resolved,
+        &AlertSummary::from_event(&resolved),
+        Some(&template),
+    )
+    .unwrap();
+    assert_eq!(email.subject, "Resolved: db down");
+}
+
+#[test]
+fn an_alerts_mails_thread_under_one_stable_id() {
+    let from = parse_mailbox("Alerts <alerts@example.com>").unwrap();
+    let thread = |name: &str, alert: &str, rule: u128| {
+        Threading::of(
+            &named(event(example_payload()), name),
+            Some(alert),
+            WorkspaceId(1),
+            RuleId(rule),
+            &from,
+        )
+    };
+    let Some(Threading::Starts { message_id }) = thread("alert.triggered", "a", 1) else {
+        panic!("a triggered alert starts a thread");
+    };
+    assert!(message_id.starts_with("<alert."), "{message_id}");
+    assert!(message_id.ends_with("@example.com>"), "{message_id}");
+    for name in ["alert.acknowledged", "alert.resolved"] {
+        assert_eq!(
+            thread(name, "a", 1),
+            Some(Threading::Follows {
+                root: message_id.clone()
+            })
+        );
+    }
+    assert_ne!(
+        thread("alert.triggered", "b", 1),
+        thread("alert.triggered", "a", 1)
+    );
+    assert_ne!(
+        thread("alert.triggered", "a", 2),
+        thread("alert.triggered", "a", 1)
+    );
+    assert_eq!(thread("deploy.finished", "a", 1), None);
+
+    let resolved = Threading::Follows {
+        root: message_id.clone(),
+    };
+    let (_, email) = rendered(example_payload(), None);
+    let to = [parse_mailbox("oncall@example.com").unwrap()];
+    let body = resend_body(&from, &to, &email, Some(&resolved));
+    assert_eq!(
+        body["headers"],
+        json!({"In-Reply-To": message_id, "References": message_id})
+    );
+    assert!(
+        resend_body(&from, &to, &email, None)
+            .get("headers")
+            .is_none()
+    );
 }

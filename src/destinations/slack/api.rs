@@ -299,10 +299,29 @@ impl SlackApi {
     /// HTTP status, `ok` true or false); only a failure to reach Slack or to
     /// read its answer is an error ([`SlackError::Transport`]).
     pub async fn post_message(&self, token: &str, body: &Value) -> Result<PostAnswer, SlackError> {
+        self.send_message("chat.postMessage", token, body).await
+    }
+
+    /// `chat.update` with a JSON body (`channel`, `ts`, the new `text` and
+    /// `blocks`); the answer comes back raw, as with [`Self::post_message`].
+    pub async fn update_message(
+        &self,
+        token: &str,
+        body: &Value,
+    ) -> Result<PostAnswer, SlackError> {
+        self.send_message("chat.update", token, body).await
+    }
+
+    async fn send_message(
+        &self,
+        method: &str,
+        token: &str,
+        body: &Value,
+    ) -> Result<PostAnswer, SlackError> {
         let payload =
             serde_json::to_vec(body).map_err(|error| SlackError::Decode(error.to_string()))?;
         let response = self
-            .post("chat.postMessage")
+            .post(method)
             .bearer_auth(token)
             .header(CONTENT_TYPE, "application/json; charset=utf-8")
             .body(payload)

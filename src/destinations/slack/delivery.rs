@@ -1,17 +1,28 @@
 //! Slack as a [`Destination`]: posting alerts with the tenant's own token,
 //! token refresh (rotation) done once per connection however many
-//! deliveries need it, about one message per second per channel, and the
-//! channel picker's list.
+//! deliveries need it, about one message per second per channel, alert
+//! threads, and the channel picker's list.
+//!
+//! An alert's first message (`alert.triggered`) is remembered through the
+//! [`ThreadPort`] by its `ts`; its `alert.acknowledged` and `alert.resolved`
+//! then update that message (`chat.update`, first, since repeating it on a
+//! retry is harmless) and reply in its thread. With no remembered message
+//! (expired, or sent before threads existed) they are posted like any other.
 
 use super::config::{self, SlackSecrets};
-use super::{Channel, SlackApi, SlackError, SlackVerdict, classify, into_outcome, render_message};
+use super::{
+    Channel, PostAnswer, SlackApi, SlackError, SlackVerdict, classify, into_outcome,
+    render_message, render_update,
+};
 use crate::config::Config;
 use crate::destinations::message::AlertSummary;
 use crate::destinations::{
-    BoxFuture, Destination, Invalid, Job, NewConnection, Outcome, SecretsError, SecretsPort,
-    StoredSecrets, Swap, Verdict, transport_outcome,
+    BoxFuture, Destination, Invalid, Job, NewConnection, Outcome, Ports, SecretsError, SecretsPort,
+    StoredSecrets, Swap, ThreadPort, Verdict, transport_outcome,
 };
-use crate::model::{Connection, ConnectionId, ConnectionKind, ConnectionStatus, now_ms};
+use crate::model::{
+    AlertState, Connection, ConnectionId, ConnectionKind, ConnectionStatus, ThreadKey, now_ms,
+};
 use crate::secret::Secret;
 use serde_json::Value;
 use std::collections::HashMap;
@@ -31,9 +42,18 @@ pub const MAX_CACHED_CHANNEL_LISTS: usize = 256;
 /// many (and again each time it has doubled since).
 pub const PACER_PRUNE_MIN: usize = 256;
 
+/// `chat.update` errors after which the reply is still posted: the first
+/// message is gone or can no longer be edited, which the thread survives.
+const UPDATE_GIVE_UPS: &[&str] = &[
+    "message_not_found",
+    "cant_update_message",
+    "edit_window_closed",
+];
+
 pub struct Slack {
     api: SlackApi,
     tokens: SlackTokens,
+    threads: Arc<dyn ThreadPort>,
     pacer: ChannelPacer,
     channels: Mutex<ChannelCache>,
     timeout: Duration,
@@ -59,7 +79,7 @@ impl Destination for Slack {
 
 impl Slack {
     /// `http` is the trusted client (the Slack API base is the operator's).
-    pub fn new(config: &Config, http: reqwest::Client, secrets: Arc<dyn SecretsPort>) -> Self {
+    pub fn new(config: &Config, http: reqwest::Client, ports: Ports) -> Self {
         let api = SlackApi::new(http, config.slack.api_base.clone());
         let client = config
             .slack
@@ -70,10 +90,11 @@ impl Slack {
         Self {
             tokens: SlackTokens {
                 api: api.clone(),
-                secrets,
+                secrets: ports.secrets,
                 client,
                 locks: RefreshLocks::default(),
             },
+            threads: ports.threads,
             api,
             pacer: ChannelPacer::default(),
             channels: Mutex::new(ChannelCache::default()),
@@ -100,33 +121,124 @@ impl Slack {
             Ok(current) => current,
             Err(outcome) => return outcome,
         };
-        let token = match self.tokens.token(job.connection, &current, None).await {
+        let mut token = match self.tokens.token(job.connection, &current, None).await {
             Ok(token) => token,
             Err(outcome) => return outcome,
         };
-        self.pacer.wait_turn(job.connection.id, channel).await;
-        let answer = match self.api.post_message(&token, &body).await {
-            Ok(answer) => answer,
-            Err(error) => return self.failed(error),
+        let thread = job
+            .delivery
+            .alert
+            .clone()
+            .or_else(|| job.event.alert_key())
+            .map(|alert| ThreadKey {
+                workspace: job.delivery.workspace_id,
+                connection: job.connection.id,
+                channel: channel.to_string(),
+                alert,
+            });
+        let state = AlertState::of(&job.event.name);
+        let Some(thread) = thread.filter(|_| state.is_some()) else {
+            return self.post_message(job, &current, &mut token, &body).await.0;
         };
-        let verdict = classify(&answer);
-        if verdict != SlackVerdict::TokenExpired {
-            return into_outcome(verdict, &answer);
+        if state == Some(AlertState::Triggered) {
+            let (outcome, answer) = self.post_message(job, &current, &mut token, &body).await;
+            if let Some(ts) = answer.as_ref().and_then(message_ts) {
+                // The message is out: failing the delivery now would post
+                // it twice, so a lost thread only costs the threading.
+                if let Err(error) = self.threads.save(&thread, ts).await {
+                    tracing::warn!(%error, delivery = %job.delivery.id, "cannot remember the alert's Slack thread");
+                }
+            }
+            return outcome;
+        }
+        let first = match self.threads.load(&thread).await {
+            Ok(first) => first,
+            Err(error) => {
+                return Outcome::retry(format!("cannot read the alert's Slack thread: {error}"));
+            }
+        };
+        let Some(first) = first else {
+            return self.post_message(job, &current, &mut token, &body).await.0;
+        };
+        if let Some(update) = render_update(job.event, &summary, channel, &first) {
+            let answer = match self
+                .call(job, &current, &mut token, Method::Update, &update)
+                .await
+            {
+                Ok(answer) => answer,
+                Err(outcome) => return outcome,
+            };
+            let gave_up = answer
+                .error_code()
+                .filter(|code| UPDATE_GIVE_UPS.contains(code));
+            match classify(&answer) {
+                SlackVerdict::Delivered => {}
+                SlackVerdict::BadPayload { error } => {
+                    tracing::warn!(delivery = %job.delivery.id, %error, "Slack refused the update of an alert's first message; replying only");
+                }
+                _ if gave_up.is_some() => {
+                    tracing::info!(delivery = %job.delivery.id, error = gave_up, "the alert's first Slack message cannot be updated; replying only");
+                }
+                verdict => return into_outcome(verdict, &answer),
+            }
+        }
+        let mut reply = body;
+        reply["thread_ts"] = serde_json::Value::String(first);
+        self.post_message(job, &current, &mut token, &reply).await.0
+    }
+
+    /// Posts a message (paced per channel); the outcome, and the answer when
+    /// there was one.
+    async fn post_message(
+        &self,
+        job: &Job<'_>,
+        current: &SlackSecrets,
+        token: &mut String,
+        body: &Value,
+    ) -> (Outcome, Option<PostAnswer>) {
+        let channel = body.get("channel").and_then(Value::as_str).unwrap_or("");
+        self.pacer.wait_turn(job.connection.id, channel).await;
+        match self.call(job, current, token, Method::Post, body).await {
+            Ok(answer) => (into_outcome(classify(&answer), &answer), Some(answer)),
+            Err(outcome) => (outcome, None),
+        }
+    }
+
+    /// Calls `method`; a token Slack calls expired is refreshed once (into
+    /// `token`) and the call made again. `Err` when Slack could not be
+    /// reached or the token not refreshed.
+    async fn call(
+        &self,
+        job: &Job<'_>,
+        current: &SlackSecrets,
+        token: &mut String,
+        method: Method,
+        body: &Value,
+    ) -> Result<PostAnswer, Outcome> {
+        let answer = self.call_once(method, token, body).await?;
+        if classify(&answer) != SlackVerdict::TokenExpired {
+            return Ok(answer);
         }
         // The token expired early (or rotation was switched on): refresh once
-        // and post again.
-        let token = match self
+        // and call again.
+        *token = self
             .tokens
-            .token(job.connection, &current, Some(&token))
-            .await
-        {
-            Ok(token) => token,
-            Err(outcome) => return outcome,
+            .token(job.connection, current, Some(token.as_str()))
+            .await?;
+        self.call_once(method, token, body).await
+    }
+
+    async fn call_once(
+        &self,
+        method: Method,
+        token: &str,
+        body: &Value,
+    ) -> Result<PostAnswer, Outcome> {
+        let answer = match method {
+            Method::Post => self.api.post_message(token, body).await,
+            Method::Update => self.api.update_message(token, body).await,
         };
-        match self.api.post_message(&token, &body).await {
-            Ok(answer) => into_outcome(classify(&answer), &answer),
-            Err(error) => self.failed(error),
-        }
+        answer.map_err(|error| self.failed(error))
     }
 
     /// The connection's public and private channels, cached briefly.
@@ -167,6 +279,20 @@ impl Slack {
             other => Outcome::retry(format!("Slack request failed: {other}")),
         }
     }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Method {
+    Post,
+    Update,
+}
+
+/// The `ts` of a message `chat.postMessage` accepted.
+fn message_ts(answer: &PostAnswer) -> Option<&str> {
+    if !answer.is_ok() {
+        return None;
+    }
+    answer.body.as_ref()?.get("ts")?.as_str()
 }
 
 /// Each connection's channel list and when it was fetched: expired lists
@@ -406,198 +532,4 @@ impl ChannelPacer {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::model::WorkspaceId;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    /// The port over memory: one connection's secrets and a version bumped
-    /// by each swap.
-    struct MemorySecrets {
-        stored: Mutex<StoredSecrets>,
-        swaps: AtomicUsize,
-    }
-
-    impl SecretsPort for MemorySecrets {
-        fn load<'a>(
-            &'a self,
-            _connection: &'a Connection,
-        ) -> BoxFuture<'a, Result<Option<StoredSecrets>, SecretsError>> {
-            Box::pin(async { Ok(Some(self.stored.lock().unwrap().clone())) })
-        }
-
-        fn swap<'a>(
-            &'a self,
-            _connection: &'a Connection,
-            expected: &'a StoredSecrets,
-            fresh: &'a Value,
-        ) -> BoxFuture<'a, Result<Swap, SecretsError>> {
-            Box::pin(async move {
-                let mut stored = self.stored.lock().unwrap();
-                if stored.version != expected.version {
-                    return Ok(Swap::Stale(stored.clone()));
-                }
-                let version = self.swaps.fetch_add(1, Ordering::SeqCst) as u8 + 1;
-                *stored = StoredSecrets {
-                    secrets: fresh.clone(),
-                    version: vec![version],
-                };
-                Ok(Swap::Swapped)
-            })
-        }
-    }
-
-    /// Slack's `oauth.v2.access` on loopback, counting refreshes.
-    async fn fake_refresh_endpoint() -> (String, Arc<AtomicUsize>) {
-        let calls = Arc::new(AtomicUsize::new(0));
-        let counted = calls.clone();
-        let app = axum::Router::new().route(
-            "/oauth.v2.access",
-            axum::routing::post(move || {
-                let n = counted.fetch_add(1, Ordering::SeqCst) + 1;
-                async move {
-                    axum::Json(serde_json::json!({
-                        "ok": true,
-                        "access_token": format!("xoxe.xoxb-fresh-{n}"),
-                        "refresh_token": format!("xoxe-1-refresh-{n}"),
-                        "expires_in": 43200,
-                        "token_type": "bot",
-                    }))
-                }
-            }),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        (base, calls)
-    }
-
-    #[tokio::test]
-    async fn two_deliveries_with_an_expired_token_refresh_once() {
-        let (base, refreshes) = fake_refresh_endpoint().await;
-        let expired = SlackSecrets {
-            bot_token: "xoxe.xoxb-old".into(),
-            refresh_token: Some("xoxe-1-refresh-0".into()),
-            expires_at_ms: Some(now_ms() - 1),
-        };
-        let port = Arc::new(MemorySecrets {
-            stored: Mutex::new(StoredSecrets {
-                secrets: serde_json::to_value(&expired).unwrap(),
-                version: vec![0],
-            }),
-            swaps: AtomicUsize::new(0),
-        });
-        let tokens = SlackTokens {
-            api: SlackApi::new(reqwest::Client::new(), base),
-            secrets: port.clone(),
-            client: Some(("client-id".into(), Secret::new("client-secret"))),
-            locks: RefreshLocks::default(),
-        };
-        let connection = Connection {
-            id: ConnectionId::new(),
-            workspace_id: WorkspaceId::new(),
-            name: "slack".into(),
-            kind: ConnectionKind::Slack,
-            status: ConnectionStatus::Active,
-            config: serde_json::json!({}),
-            sealed_secrets: Vec::new(),
-            created_at_ms: 0,
-            updated_at_ms: 0,
-        };
-
-        let (first, second) = tokio::join!(
-            tokens.token(&connection, &expired, None),
-            tokens.token(&connection, &expired, None),
-        );
-
-        assert_eq!(first.unwrap(), "xoxe.xoxb-fresh-1");
-        assert_eq!(second.unwrap(), "xoxe.xoxb-fresh-1");
-        assert_eq!(refreshes.load(Ordering::SeqCst), 1);
-        assert_eq!(port.swaps.load(Ordering::SeqCst), 1);
-        let stored: SlackSecrets =
-            serde_json::from_value(port.stored.lock().unwrap().secrets.clone()).unwrap();
-        assert_eq!(stored.refresh_token.as_deref(), Some("xoxe-1-refresh-1"));
-    }
-
-    fn channel(id: &str) -> Channel {
-        serde_json::from_value(serde_json::json!({"id": id, "name": id, "is_private": false}))
-            .unwrap()
-    }
-
-    #[test]
-    fn refresh_locks_are_dropped_once_nobody_holds_them() {
-        let locks = RefreshLocks::default();
-        let held = locks.lock_for(ConnectionId::new());
-        for _ in 0..1000 {
-            drop(locks.lock_for(ConnectionId::new()));
-        }
-        // The held one stays, the last handed out, and nothing else.
-        assert_eq!(locks.len(), 2);
-        let again = locks.lock_for(ConnectionId::new());
-        assert_eq!(locks.len(), 2);
-        drop((held, again));
-        locks.lock_for(ConnectionId::new());
-        assert_eq!(locks.len(), 1);
-    }
-
-    #[test]
-    fn a_held_refresh_lock_is_shared_not_replaced() {
-        let locks = RefreshLocks::default();
-        let id = ConnectionId::new();
-        let first = locks.lock_for(id);
-        locks.lock_for(ConnectionId::new());
-        assert!(Arc::ptr_eq(&first, &locks.lock_for(id)));
-    }
-
-    #[test]
-    fn channel_lists_expire_and_stay_under_the_cap() {
-        let mut cache = ChannelCache::default();
-        let start = Instant::now();
-        let lists = Arc::new(vec![channel("C1")]);
-        let first = ConnectionId::new();
-        cache.insert(first, lists.clone(), start);
-        assert!(cache.get(first, start + Duration::from_secs(59)).is_some());
-        assert!(cache.get(first, start + CHANNEL_CACHE_TTL).is_none());
-        // Many connections within one TTL: the oldest make room.
-        for n in 0..2 * MAX_CACHED_CHANNEL_LISTS {
-            let now = start + Duration::from_millis(n as u64);
-            cache.insert(ConnectionId::new(), lists.clone(), now);
-            assert!(cache.lists.len() <= MAX_CACHED_CHANNEL_LISTS);
-        }
-        assert!(cache.get(first, start).is_none(), "the oldest went first");
-        // Once they expired, the next insert clears them all.
-        cache.insert(ConnectionId::new(), lists, start + Duration::from_secs(120));
-        assert_eq!(cache.lists.len(), 1);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn the_pacer_forgets_channels_whose_turn_has_passed() {
-        let pacer = ChannelPacer::default();
-        let connection = ConnectionId::new();
-        let mut largest = 0;
-        for round in 0..10 {
-            for n in 0..PACER_PRUNE_MIN {
-                pacer.wait_turn(connection, &format!("C{round}_{n}")).await;
-                largest = largest.max(pacer.lock().next_slot.len());
-            }
-            tokio::time::advance(CHANNEL_INTERVAL).await;
-        }
-        assert!(
-            largest <= 2 * PACER_PRUNE_MIN,
-            "held {largest} of {} channels seen",
-            10 * PACER_PRUNE_MIN
-        );
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn the_pacer_spaces_one_channels_messages_a_second_apart() {
-        let pacer = ChannelPacer::default();
-        let connection = ConnectionId::new();
-        let start = tokio::time::Instant::now();
-        for _ in 0..3 {
-            pacer.wait_turn(connection, "C1").await;
-        }
-        pacer.wait_turn(connection, "C2").await;
-        assert_eq!(start.elapsed(), 2 * CHANNEL_INTERVAL);
-    }
-}
+mod tests;

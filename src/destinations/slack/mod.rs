@@ -12,8 +12,9 @@
 //!   [`Outcome`](super::Outcome) ([`into_outcome`]).
 //!
 //! - [`delivery`]: the [`Destination`](super::Destination) itself ([`Slack`]):
-//!   token refresh through the [`SecretsPort`](super::SecretsPort), pacing
-//!   and the channel cache.
+//!   token refresh through the [`SecretsPort`](super::SecretsPort), alert
+//!   threads through the [`ThreadPort`](super::ThreadPort), pacing and the
+//!   channel cache.
 //!
 //! This file holds the channel picker's [`Channel`].
 
@@ -27,7 +28,7 @@ pub use api::{AuthTest, OAuthAccess, OAuthTeam, PostAnswer, SlackApi, SlackError
 pub use classify::{SlackVerdict, classify, into_outcome};
 pub use config::{SlackConfig, SlackSecrets};
 pub use delivery::Slack;
-pub use render::{escape, render_message};
+pub use render::{escape, render_message, render_update};
 
 use serde::{Deserialize, Serialize};
 

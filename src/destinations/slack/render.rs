@@ -11,6 +11,10 @@
 //!   web`), a `section` of the scalar fields, the same `context`.
 //! - The fallback `text` (notifications, clients without blocks) carries the
 //!   headline, the account and the time on one line.
+//! - `alert.acknowledged` and `alert.resolved` name the state first
+//!   (`✅ Resolved: api_latency_p95`, fallback `Resolved: …`); they reply in
+//!   the alert's thread and [`render_update`] rewrites its first message to
+//!   show the state and when it changed.
 //!
 //! # Escaping
 //!
@@ -45,7 +49,7 @@
 //! counts), cut text ends in `…`, and a cut never splits an escape.
 
 use crate::destinations::message::{self, AlertSummary, Escape, TemplateError};
-use crate::model::Event;
+use crate::model::{AlertState, Event, format_timestamp_ms};
 use crate::rules::Severity;
 use serde_json::{Map, Value, json};
 use std::time::UNIX_EPOCH;
@@ -99,6 +103,15 @@ pub fn render_message(
     } else {
         generic_blocks(summary)
     };
+    let mut text = fallback_text(summary);
+    if let Some(state) = later_state(event) {
+        blocks[0] = header_block(&state_heading(state, summary));
+        text = fit(
+            &format!("{}: {text}", message::state_label(state)),
+            FALLBACK_TEXT_MAX,
+            true,
+        );
+    }
     if let Some(note) = summary.suppressed_note() {
         // First, so `body`'s cap on blocks never cuts it.
         blocks.insert(
@@ -106,7 +119,59 @@ pub fn render_message(
             json!({"type": "context", "elements": [mrkdwn(&escape(&note))]}),
         );
     }
-    Ok(body(channel, fallback_text(summary), blocks))
+    Ok(body(channel, text, blocks))
+}
+
+/// The `chat.update` body that rewrites an alert's first message (`ts` in
+/// `channel`) once `event` acknowledged or resolved it: a heading with the
+/// state, when it changed, then the alert's fields as this event has them.
+/// `None` for events that change no alert's state.
+pub fn render_update(
+    event: &Event,
+    summary: &AlertSummary,
+    channel: &str,
+    ts: &str,
+) -> Option<Value> {
+    let state = later_state(event)?;
+    let label = message::state_label(state);
+    let at = format_timestamp_ms(event.received_at_ms);
+    let mut blocks = vec![
+        header_block(&state_heading(state, summary)),
+        json!({"type": "section", "text": mrkdwn(&format!("*{label}* {}", time_mrkdwn(&at)))}),
+    ];
+    let mut facts = if summary.is_alert() {
+        alert_blocks(summary)
+    } else {
+        generic_blocks(summary)
+    };
+    blocks.extend(facts.drain(1..));
+    blocks.truncate(MAX_BLOCKS);
+    let text = fit(
+        &format!("{label}: {}", fallback_text(summary)),
+        FALLBACK_TEXT_MAX,
+        true,
+    );
+    Some(json!({"channel": channel, "ts": ts, "text": text, "blocks": blocks}))
+}
+
+/// The state a later message of an alert names; `None` for its first
+/// message (`alert.triggered`) and for other events.
+pub fn later_state(event: &Event) -> Option<AlertState> {
+    AlertState::of(&event.name).filter(|state| *state != AlertState::Triggered)
+}
+
+/// `✅ Resolved: api_latency_p95`.
+fn state_heading(state: AlertState, summary: &AlertSummary) -> String {
+    let marker = match state {
+        AlertState::Resolved => "✅",
+        AlertState::Acknowledged => "👀",
+        AlertState::Triggered => marker(summary.severity),
+    };
+    format!(
+        "{marker} {}: {}",
+        message::state_label(state),
+        summary.title
+    )
 }
 
 fn body(channel: &str, text: String, mut blocks: Vec<Value>) -> Value {
@@ -336,6 +401,60 @@ mod tests {
     }
 
     const EVENT_ID: &str = "evt_00000000000000000000000001";
+
+    fn resolved() -> Event {
+        Event {
+            name: EventName::parse("alert.resolved").unwrap(),
+            ..example()
+        }
+    }
+
+    #[test]
+    fn a_later_event_of_an_alert_names_its_state() {
+        let body = render(&resolved(), None);
+        assert_eq!(
+            body["blocks"][0]["text"]["text"],
+            "✅ Resolved: api_latency_p95"
+        );
+        assert!(
+            body["text"]
+                .as_str()
+                .unwrap()
+                .starts_with("Resolved: [HIGH] api_latency_p95 is 1840"),
+            "{body}"
+        );
+        let triggered = render(&example(), None);
+        assert_eq!(body["blocks"][1], triggered["blocks"][1]);
+    }
+
+    #[test]
+    fn the_update_shows_the_state_and_when_it_changed() {
+        let event = resolved();
+        let summary = AlertSummary::from_event(&event);
+        let update = render_update(&event, &summary, "C0ALERTS", "1776441720.000100").unwrap();
+        assert_eq!(update["channel"], "C0ALERTS");
+        assert_eq!(update["ts"], "1776441720.000100");
+        assert!(update["text"].as_str().unwrap().starts_with("Resolved: "));
+        let blocks = update["blocks"].as_array().unwrap();
+        assert_eq!(blocks[0]["text"]["text"], "✅ Resolved: api_latency_p95");
+        assert_eq!(
+            blocks[1]["text"]["text"],
+            "*Resolved* <!date^1776441720^{date_short_pretty} at {time}|2026-04-17T16:02:00.000Z>"
+        );
+        // Then the alert's fields and context, as the first message has them.
+        assert_eq!(blocks[2], render(&example(), None)["blocks"][1]);
+        assert_eq!(blocks[3]["type"], "context");
+        let acknowledged = Event {
+            name: EventName::parse("alert.acknowledged").unwrap(),
+            ..example()
+        };
+        let update = render_update(&acknowledged, &summary, "C0ALERTS", "1.2").unwrap();
+        assert_eq!(
+            update["blocks"][0]["text"]["text"],
+            "👀 Acknowledged: api_latency_p95"
+        );
+        assert_eq!(render_update(&example(), &summary, "C0ALERTS", "1.2"), None);
+    }
 
     #[test]
     fn the_example_alert() {

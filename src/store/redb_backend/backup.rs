@@ -51,6 +51,7 @@ pub fn copy(snapshot: &ReadTransaction, target: File) -> Result<BackupStats, Sto
         STORAGE_PROBE,
         ALERT_NOISE,
         RULE_NOISE,
+        SLACK_THREADS,
     );
     // A table added to the schema but not to the list above would be left
     // out silently; refuse instead.
@@ -134,13 +135,13 @@ mod tests {
         assert_eq!(
             stats,
             BackupStats {
-                tables: 17,
+                tables: 18,
                 rows: 1
             }
         );
         let copied = Database::open(&target).unwrap();
         let read = copied.begin_read().unwrap();
-        assert_eq!(read.list_tables().unwrap().count(), 17);
+        assert_eq!(read.list_tables().unwrap().count(), 18);
         let events = read.open_table(EVENTS).unwrap();
         assert_eq!(events.get((1, 2)).unwrap().unwrap().value(), b"event");
 

@@ -72,6 +72,7 @@ pub fn delete(
         return Ok(DeleteConnection::InUse(users));
     }
     txn.open_table(CONNECTIONS)?.remove(key)?;
+    super::threads::forget_connection(txn, workspace.0, id.0)?;
     Ok(DeleteConnection::Deleted)
 }
 

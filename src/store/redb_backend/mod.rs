@@ -13,6 +13,7 @@ mod retention;
 mod rules;
 mod scope;
 mod tables;
+mod threads;
 mod workspaces;
 
 use super::writer::{WriteOp, Writer, WriterThread};
@@ -24,7 +25,7 @@ use super::{
 };
 use crate::model::{
     Attempt, Connection, ConnectionId, Delivery, DeliveryId, Event, EventId, KeyKind, Rule, RuleId,
-    Workspace, WorkspaceId,
+    ThreadKey, Workspace, WorkspaceId,
 };
 pub use compact::{CompactError, CompactReport, compact};
 pub(crate) use handle::DbSlot;
@@ -364,6 +365,18 @@ impl Store for RedbStore {
             let first_use = table.insert(digest, expires_at_ms)?.is_none();
             Ok(first_use)
         })
+    }
+
+    fn slack_thread(&self, key: &ThreadKey) -> Result<Option<String>, StoreError> {
+        threads::get(&self.read()?, key)
+    }
+
+    fn save_slack_thread(&self, key: ThreadKey, ts: String, now_ms: u64) -> StoreFuture<()> {
+        self.write(move |txn| threads::put(txn, &key, &ts, now_ms))
+    }
+
+    fn purge_slack_threads(&self, older_than_ms: u64) -> StoreFuture<usize> {
+        self.write(move |txn| threads::purge_older_than(txn, older_than_ms))
     }
 
     fn purge_used_launch_tokens(&self, now_ms: u64) -> StoreFuture<usize> {

@@ -40,6 +40,12 @@ pub const ALERT_NOISE: TableDefinition<(u128, u128, &str), u64> =
 /// Noise control: (workspace, rule) → `RuleNoiseRecord`.
 pub const RULE_NOISE: TableDefinition<(u128, u128), &[u8]> = TableDefinition::new("rule_noise");
 
+/// Slack threads: (workspace, connection, channel, alert key) → (when it
+/// was saved (ms), the first message's `ts`). Pruned after
+/// `retention.events` (30 days when that keeps everything).
+pub const SLACK_THREADS: TableDefinition<(u128, u128, &str, &str), (u64, &str)> =
+    TableDefinition::new("slack_threads");
+
 /// Deleted workspaces whose events and deliveries are still being removed
 /// (a few thousand rows per transaction) → when deleted (ms).
 pub const PURGES: TableDefinition<u128, u64> = TableDefinition::new("workspace_purges");
@@ -75,5 +81,6 @@ pub fn create_all(txn: &redb::WriteTransaction) -> Result<(), redb::TableError> 
     txn.open_table(STORAGE_PROBE)?;
     txn.open_table(ALERT_NOISE)?;
     txn.open_table(RULE_NOISE)?;
+    txn.open_table(SLACK_THREADS)?;
     Ok(())
 }

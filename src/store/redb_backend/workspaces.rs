@@ -37,6 +37,7 @@ pub fn delete(txn: &WriteTransaction, id: WorkspaceId) -> Result<bool, StoreErro
     txn.open_table(RULES)?.retain_in(whole, |_, _| false)?;
     events::forget_idempotency(txn, ws)?;
     super::noise::forget_workspace(txn, ws)?;
+    super::threads::forget_workspace(txn, ws)?;
     txn.open_table(PURGES)?.insert(ws, now_ms())?;
     Ok(true)
 }
