@@ -31,6 +31,7 @@ pub fn routes() -> Router<AppState> {
         .route("/embed", get(page))
         .route("/embed/session", post(exchange))
         .route("/embed/assets/{file}", get(asset))
+        .route("/embed/host.js", get(host_helper))
 }
 
 pub const DEFAULT_TTL_SECONDS: u64 = 1800;
@@ -43,6 +44,7 @@ const TOKEN_AAD: &[u8] = b"switchyard:embed-token";
 const INDEX_HTML: &str = include_str!("assets/index.html");
 const APP_CSS: &str = include_str!("assets/app.css");
 const APP_JS: &str = include_str!("assets/app.js");
+const HOST_JS: &str = include_str!("assets/host.js");
 const EXPIRED_PAGE: &str = include_str!("expired.html");
 
 /// What a launch or session token carries.
@@ -269,6 +271,8 @@ struct Exchanged {
     session: String,
     workspace: WorkspaceView,
     expires_at: String,
+    /// The page posts to its host only at these origins (see `host.js`).
+    allowed_origins: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -314,6 +318,7 @@ async fn exchange(
             name: workspace.name,
         },
         expires_at: format_timestamp_ms(claims.expires_at_ms),
+        allowed_origins: claims.allowed_origins,
     }))
 }
 
@@ -340,6 +345,20 @@ async fn asset(Path(file): Path<String>) -> Response {
             (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
         ],
         body,
+    )
+        .into_response()
+}
+
+/// The host helper, loaded by the host page from another origin: a plain
+/// script, so no CORS header is needed.
+async fn host_helper() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        HOST_JS,
     )
         .into_response()
 }

@@ -13,6 +13,7 @@ use crate::fake_resend::{self, FakeResend};
 use crate::fake_slack::{self, FakeSlack};
 use crate::helpers::{TestApp, TestWorkspace};
 use crate::receiver::{Receiver, Reply};
+use axum::extract::Query;
 use axum::response::Html;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -43,6 +44,56 @@ const HOST_PAGE: &str = r#"<!doctype html>
 <iframe id="switchyard" title="Alert routing" allow="clipboard-write"></iframe>
 <script>
   document.getElementById("switchyard").src = new URLSearchParams(location.search).get("src");
+</script>
+</body>
+</html>
+"#;
+
+/// A host page that mounts the UI with Switchyard's helper (`/embed/host.js`):
+/// `?switchyard=` names the server, `?ttl=` the session length, `?theme=` the
+/// initial theme. It records every message it sees (type and origin) in
+/// `window.seen` and each renewal in `window.renewals`.
+const HELPER_PAGE: &str = r#"<!doctype html>
+<html lang="en">
+<head><meta charset="utf-8"><title>Host product · helper</title></head>
+<body>
+<div id="mount"></div>
+<script>
+  const params = new URLSearchParams(location.search);
+  const ttl = params.get("ttl") || "1800";
+  const session = () => fetch(`/session?ttl=${ttl}`).then((answer) => answer.json());
+  window.seen = [];
+  window.renewals = 0;
+  window.addEventListener("message", (event) => {
+    if (event.data && typeof event.data.type === "string") window.seen.push({ type: event.data.type, origin: event.origin, data: event.data });
+  });
+  const script = document.createElement("script");
+  script.src = `${params.get("switchyard")}/embed/host.js`;
+  script.onload = async () => {
+    const { url } = await session();
+    window.mounted = Switchyard.mount(document.getElementById("mount"), {
+      url,
+      theme: params.get("theme") || "auto",
+      onTokenNeeded: async () => {
+        window.renewals += 1;
+        return (await session()).token;
+      },
+    });
+  };
+  document.head.append(script);
+</script>
+</body>
+</html>
+"#;
+
+/// A page of another origin that the helper page frames beside the UI: it
+/// posts host messages to its sibling, which must ignore them.
+const FOREIGN_PAGE: &str = r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Not the host</title></head>
+<body>
+<script>
+  parent.frames[0].postMessage({ type: "switchyard:init", theme: "light" }, "*");
+  parent.frames[0].postMessage({ type: "switchyard:navigate", route: "overview" }, "*");
 </script>
 </body>
 </html>
@@ -223,9 +274,12 @@ async fn check_prerequisites(root: &Path) -> PathBuf {
     chromium
 }
 
-/// Serves [`HOST_PAGE`] on its own origin, and `GET /launch`, which mints a
-/// new launch URL for `ws` (allowed to be framed by this origin) and
-/// redirects to it; returns the origin.
+/// Serves [`HOST_PAGE`] on its own origin; `GET /launch`, which mints a new
+/// launch URL for `ws` (allowed to be framed by this origin) and redirects
+/// to it; [`HELPER_PAGE`] at `/helper` with its backend call
+/// `GET /session?ttl=` (the minted session as JSON); and [`FOREIGN_PAGE`] at
+/// `/foreign`, meant to be opened through `localhost`, another origin.
+/// Returns the origin.
 async fn serve_host_page(app: &TestApp, ws: &TestWorkspace) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let origin = format!("http://{}", listener.local_addr().unwrap());
@@ -248,11 +302,45 @@ async fn serve_host_page(app: &TestApp, ws: &TestWorkspace) -> String {
             axum::response::Redirect::to(answer["url"].as_str().unwrap())
         }
     };
+    let sessions = format!("{}/v1/embed/sessions", app.url);
+    let secret_key = ws.secret_key.clone();
+    let allowed = origin.clone();
+    let session = move |Query(query): Query<SessionQuery>| {
+        let (sessions, secret_key) = (sessions.clone(), secret_key.clone());
+        let body = json!({"allowed_origins": [allowed.clone()], "ttl_seconds": query.ttl});
+        async move {
+            let answer: Value = reqwest::Client::new()
+                .post(sessions)
+                .bearer_auth(secret_key)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            axum::Json(answer)
+        }
+    };
     let router = axum::Router::new()
         .route("/", axum::routing::get(|| async { Html(HOST_PAGE) }))
-        .route("/launch", axum::routing::get(launch));
+        .route("/launch", axum::routing::get(launch))
+        .route(
+            "/helper",
+            axum::routing::get(|| async { Html(HELPER_PAGE) }),
+        )
+        .route("/session", axum::routing::get(session))
+        .route(
+            "/foreign",
+            axum::routing::get(|| async { Html(FOREIGN_PAGE) }),
+        );
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
     origin
+}
+
+#[derive(serde::Deserialize)]
+struct SessionQuery {
+    ttl: u64,
 }
 
 async fn mint(app: &TestApp, ws: &TestWorkspace, body: Value) -> String {

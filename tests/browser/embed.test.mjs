@@ -739,5 +739,122 @@ scenario("a session that expires while open shows the expired screen", async (op
   await shot(page, "session-expired-in-app-1280");
   assert.equal(await frame.evaluate(() => sessionStorage.getItem("switchyard.embed.session")), null);
   const messages = await page.evaluate(() => window.messages);
-  assert.deepEqual(messages, [{ type: "switchyard:session-expired" }]);
+  // Only to the host, and the last word on the session is that it ended.
+  const sessionNews = messages.filter((m) => m.type.startsWith("switchyard:session-"));
+  assert.deepEqual(sessionNews.at(-1), { type: "switchyard:session-expired" });
+});
+
+/**
+ * The host page of the helper (`/embed/host.js`) on the host's origin,
+ * mounting a session of `ttl` seconds. Console lines of every frame are
+ * kept, since a foreign message is reported there.
+ */
+async function openHelper({ ttl = 1800, theme = "light" } = {}) {
+  const context = await browser.newContext({ viewport: WIDE, colorScheme: "light", locale: "en-US" });
+  context.setDefaultTimeout(20000);
+  const page = await context.newPage();
+  const problems = [];
+  const consoleLines = [];
+  page.on("pageerror", (error) => problems.push(`page error: ${error.message}`));
+  page.on("console", (message) => {
+    consoleLines.push(message.text());
+    if (message.type() === "error" && /Content Security Policy/i.test(message.text())) problems.push(`CSP: ${message.text()}`);
+  });
+  const query = new URLSearchParams({ switchyard: SWITCHYARD_URL, ttl: String(ttl), theme });
+  await page.goto(`${HOST_URL}/helper?${query}`);
+  const ui = page.frameLocator("#mount iframe");
+  await ui.getByTestId("view").waitFor();
+  const frame = await (await page.locator("#mount iframe").elementHandle()).contentFrame();
+  return { context, page, ui, frame, problems, consoleLines };
+}
+
+/** Waits until the host page has seen a message matching `match`; returns it. */
+async function seen(page, match, timeout = 20000) {
+  const handle = await page.waitForFunction(
+    (match) => window.seen.find((m) => m.type === match.type && Object.entries(match.data || {}).every(([k, v]) => m.data[k] === v)),
+    match,
+    { timeout, polling: 100 },
+  );
+  return handle.jsonValue();
+}
+
+const SWITCHYARD_ORIGIN = new URL(SWITCHYARD_URL).origin;
+
+test("the host helper: ready, resize, theme and navigation, foreign messages ignored", { timeout: 120000 }, async () => {
+  const host = await openHelper();
+  const { page, ui, frame } = host;
+  try {
+    // ready and resize come from Switchyard's origin.
+    assert.equal((await seen(page, { type: "switchyard:ready" })).origin, SWITCHYARD_ORIGIN);
+    assert.equal((await seen(page, { type: "switchyard:resize" })).origin, SWITCHYARD_ORIGIN);
+    // The iframe takes the content's height (no scrollbar, no blank).
+    const frameHeight = () => page.evaluate(() => document.querySelector("#mount iframe").getBoundingClientRect().height);
+    const contentHeight = () => frame.evaluate(() => Math.ceil(document.getElementById("app").getBoundingClientRect().height));
+    const deadline = Date.now() + 15000;
+    while ((await frameHeight()) !== (await contentHeight())) {
+      assert.ok(Date.now() < deadline, `the frame is ${await frameHeight()} px, its content ${await contentHeight()} px`);
+      await page.waitForTimeout(100);
+    }
+    assert.notEqual(await frameHeight(), 600, "the frame kept the helper's initial height");
+
+    // init with dark switches the theme.
+    await frame.waitForFunction(() => document.documentElement.dataset.theme === "light");
+    const lightBg = await frame.evaluate(() => getComputedStyle(document.body).backgroundColor);
+    await page.evaluate(() => window.mounted.setTheme("dark"));
+    await frame.waitForFunction(() => document.documentElement.dataset.theme === "dark");
+    const darkBg = await frame.evaluate(() => getComputedStyle(document.body).backgroundColor);
+    assert.notEqual(darkBg, lightBg);
+
+    // navigate, host → frame and frame → host.
+    await page.evaluate(() => window.mounted.navigate("rules"));
+    await frame.waitForFunction(() => window.location.hash === "#/rules");
+    await seen(page, { type: "switchyard:navigate", data: { route: "rules" } });
+    await ui.getByTestId("nav-deliveries").click();
+    assert.equal((await seen(page, { type: "switchyard:navigate", data: { route: "deliveries" } })).origin, SWITCHYARD_ORIGIN);
+
+    // A page of an origin the session does not allow is ignored (and logged).
+    const foreign = `${HOST_URL.replace("127.0.0.1", "localhost")}/foreign`;
+    await page.evaluate((src) => {
+      const iframe = document.createElement("iframe");
+      iframe.src = src;
+      document.body.append(iframe);
+    }, foreign);
+    const foreignOrigin = new URL(foreign).origin;
+    const reported = Date.now() + 15000;
+    while (!host.consoleLines.some((line) => line.includes(`ignored switchyard:navigate from ${foreignOrigin}`))) {
+      assert.ok(Date.now() < reported, `no console report of the foreign message: ${host.consoleLines.join(" | ")}`);
+      await page.waitForTimeout(100);
+    }
+    assert.equal(await frame.evaluate(() => window.location.hash), "#/deliveries");
+    assert.equal(await frame.evaluate(() => document.documentElement.dataset.theme), "dark");
+    await page.locator("#mount iframe").screenshot({ path: path.join(SCREENSHOT_DIR, "host-helper-dark-1280.png") });
+  } finally {
+    await close(host);
+  }
+});
+
+test("the host helper renews a 70 s session through onTokenNeeded and the form keeps its text", { timeout: 120000 }, async () => {
+  const host = await openHelper({ ttl: 70 });
+  const { page, ui, frame } = host;
+  try {
+    await seen(page, { type: "switchyard:ready" });
+    await page.evaluate(() => window.mounted.navigate("rules/new"));
+    await ui.getByTestId("rule-name").fill("Half-written rule");
+    const before = await sessionToken(frame);
+    const expiresBefore = await frame.evaluate(() => JSON.parse(sessionStorage.getItem("switchyard.embed.session")).expires_at);
+    // min(60 s, ttl / 2): the warning comes 35 s in, well before the end.
+    const expiring = await seen(page, { type: "switchyard:session-expiring" }, 60000);
+    assert.equal(Date.parse(expiring.data.expires_at), expiresBefore);
+    await frame.waitForFunction((old) => JSON.parse(sessionStorage.getItem("switchyard.embed.session")).session !== old, before, { timeout: 20000 });
+    assert.equal(await page.evaluate(() => window.renewals), 1);
+    const expiresAfter = await frame.evaluate(() => JSON.parse(sessionStorage.getItem("switchyard.embed.session")).expires_at);
+    assert.ok(expiresAfter > expiresBefore, "the renewed session ends later");
+    assert.ok(Date.now() < expiresBefore, "renewed before the first session ended");
+    // No reload: the form still holds what the tenant typed, and the new session works.
+    assert.equal(await ui.getByTestId("rule-name").inputValue(), "Half-written rule");
+    assert.equal((await fetchInFrame(frame, "GET", `${SWITCHYARD_URL}/v1/rules`)).status, 200);
+    assert.equal(await page.evaluate(() => window.seen.filter((m) => m.type === "switchyard:session-expired").length), 0);
+  } finally {
+    await close(host);
+  }
 });

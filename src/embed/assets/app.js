@@ -53,6 +53,12 @@
     expiresAt: 0,
     expired: false,
     expiryTimer: 0,
+    expiringTimer: 0,
+    // Origins the session lets frame the UI (from the exchange); the host
+    // page's origin is picked from them, or from the first init when empty.
+    allowedOrigins: [],
+    hostOrigin: null,
+    readySent: false,
     firstRoute: true,
     routeSerial: 0,
     leave: [],
@@ -286,6 +292,7 @@
       const error = (data && data.error) || {};
       throw new ApiError(response.status, error.code || "error", error.message || `The request failed (HTTP ${response.status}).`);
     }
+    if (method === "POST" && path === "v1/connections") tellConnection(data);
     return data;
   }
 
@@ -348,7 +355,7 @@
 
   function saveSession() {
     try {
-      sessionStorage.setItem(STORAGE_KEY, JSON.stringify({ session: state.session, workspace: state.workspace, expires_at: state.expiresAt }));
+      sessionStorage.setItem(STORAGE_KEY, JSON.stringify({ session: state.session, workspace: state.workspace, expires_at: state.expiresAt, allowed_origins: state.allowedOrigins }));
     } catch (_) {
       // Storage may be blocked in third-party frames; the session still works in memory.
     }
@@ -361,6 +368,7 @@
         state.session = saved.session;
         state.workspace = saved.workspace;
         state.expiresAt = saved.expires_at;
+        state.allowedOrigins = Array.isArray(saved.allowed_origins) ? saved.allowed_origins : [];
         return true;
       }
     } catch (_) {
@@ -391,12 +399,14 @@
     state.session = data.session;
     state.workspace = data.workspace;
     state.expiresAt = Date.parse(data.expires_at) || Date.now() + 30 * 60 * 1000;
+    state.allowedOrigins = Array.isArray(data.allowed_origins) ? data.allowed_origins : [];
     saveSession();
     return true;
   }
 
   function scheduleExpiry() {
     clearTimeout(state.expiryTimer);
+    clearTimeout(state.expiringTimer);
     const wait = state.expiresAt - Date.now();
     if (wait <= 0) {
       expireSession();
@@ -404,6 +414,12 @@
     }
     // setTimeout holds at most ~24.8 days; sessions last at most 12 hours.
     state.expiryTimer = setTimeout(expireSession, Math.min(wait, 2147483647));
+    // Warn the host a minute ahead, or halfway through a session shorter
+    // than two minutes, so it has time to mint a new launch token.
+    const lead = Math.min(EXPIRING_LEAD_MS, wait / 2);
+    state.expiringTimer = setTimeout(() => {
+      tellHost("session-expiring", { expires_at: new Date(state.expiresAt).toISOString() });
+    }, Math.min(wait - lead, 2147483647));
   }
 
   function expireSession() {
@@ -411,11 +427,119 @@
     state.expired = true;
     state.session = null;
     clearTimeout(state.expiryTimer);
+    clearTimeout(state.expiringTimer);
     forgetSession();
     leaveView();
     showExpired();
     // Let the host product mint a new session if it wants to.
-    if (window.parent !== window) window.parent.postMessage({ type: "switchyard:session-expired" }, "*");
+    tellHost("session-expired", {});
+  }
+
+  // -------------------------------------------------------- host page
+  //
+  // The postMessage contract with the page that frames the UI (README,
+  // "Embedding"). Messages go only to the host's origin, never "*", and
+  // come only from the session's allowed origins.
+
+  const EXPIRING_LEAD_MS = 60 * 1000;
+  const HOST_ROUTE = /^[a-z]+(\/[A-Za-z0-9_.:-]+)?$/;
+
+  function framed() {
+    return window.parent !== window;
+  }
+
+  /** The host page's origin, once it is known. */
+  function hostOrigin() {
+    if (state.hostOrigin) return state.hostOrigin;
+    const allowed = state.allowedOrigins;
+    if (allowed.length === 1) return allowed[0];
+    // Several allowed origins: Chromium and Safari name the parent's.
+    const ancestors = window.location.ancestorOrigins;
+    if (allowed.length > 1 && ancestors && ancestors.length && allowed.includes(ancestors[0])) return ancestors[0];
+    return null;
+  }
+
+  /** Posts `switchyard:<name>` to the host; dropped while its origin is unknown. */
+  function tellHost(name, fields) {
+    const origin = hostOrigin();
+    if (!framed() || !origin) return;
+    window.parent.postMessage({ type: `switchyard:${name}`, ...fields }, origin);
+  }
+
+  function tellConnection(connection) {
+    if (connection && connection.id) tellHost("connection-changed", { id: connection.id, type: connection.type, status: connection.status });
+  }
+
+  /** Announces the UI once it has rendered, then its height whenever it changes. */
+  function announceReady() {
+    if (state.readySent || !hostOrigin() || !$(".shell")) return;
+    state.readySent = true;
+    tellHost("ready", {});
+    let last = -1;
+    const observer = new ResizeObserver(() => {
+      const height = Math.ceil($("#app").getBoundingClientRect().height);
+      if (height === last) return;
+      last = height;
+      tellHost("resize", { height });
+    });
+    observer.observe($("#app"));
+  }
+
+  function fromAllowedOrigin(origin) {
+    if (state.allowedOrigins.length) return state.allowedOrigins.includes(origin);
+    return !state.hostOrigin || state.hostOrigin === origin;
+  }
+
+  function onHostMessage(event) {
+    const data = event.data;
+    if (!data || typeof data !== "object" || typeof data.type !== "string" || !data.type.startsWith("switchyard:")) return;
+    if (data.type === "switchyard:slack-install") return; // the Slack popup's, see onMessage
+    if (!fromAllowedOrigin(event.origin)) {
+      console.warn(`switchyard: ignored ${data.type} from ${event.origin}, which this session does not allow`);
+      return;
+    }
+    if (!state.hostOrigin && (!state.allowedOrigins.length || state.allowedOrigins.length > 1)) state.hostOrigin = event.origin;
+    if (data.type === "switchyard:init") applyInit(data);
+    else if (data.type === "switchyard:token") renewSession(data.token);
+    else if (data.type === "switchyard:navigate") navigateTo(data.route);
+    announceReady();
+  }
+
+  function applyInit(data) {
+    const root = document.documentElement;
+    // Sized by the host: full-page states must not take a share of a
+    // viewport that itself follows the content, or they would shrink forever.
+    root.dataset.sized = "";
+    if (data.theme === "light" || data.theme === "dark") root.dataset.theme = data.theme;
+    else delete root.dataset.theme;
+    if (typeof data.accent === "string" && /^#[0-9a-fA-F]{6}$/.test(data.accent)) root.style.setProperty("--accent", data.accent);
+  }
+
+  /** Swaps in a session from a fresh launch token; the page and its forms stay as they are. */
+  async function renewSession(token) {
+    if (typeof token !== "string" || !token) return;
+    const wasExpired = state.expired;
+    let ok;
+    try {
+      ok = await exchange(token);
+    } catch (_) {
+      ok = false;
+    }
+    if (!ok) {
+      console.warn("switchyard: the launch token from the host page could not be exchanged");
+      return;
+    }
+    state.expired = false;
+    scheduleExpiry();
+    if (wasExpired) {
+      renderShell();
+      route();
+    }
+  }
+
+  function navigateTo(target) {
+    if (typeof target !== "string" || !HOST_ROUTE.test(target) || !ROUTES[target.split("/")[0]]) return;
+    window.location.hash = `#/${target}`;
   }
 
   function showExpired() {
@@ -505,6 +629,7 @@
     state.routeSerial += 1;
     const serial = state.routeSerial;
     const ctx = viewContext(serial);
+    tellHost("navigate", { route: parts.join("/") || name });
     const view = $("#view");
     view.replaceChildren(spinnerBlock());
     state.rerender = () => {
@@ -818,6 +943,9 @@
     slackInstall.watchUntil = 0;
     if (data.ok === true) {
       toast("Slack is connected.");
+      api("GET", "v1/connections")
+        .then((list) => list.data.filter((c) => c.type === "slack").forEach(tellConnection))
+        .catch(() => {});
       if (slackInstall.popup && !slackInstall.popup.closed) slackInstall.popup.close();
     } else {
       toast("Slack was not connected. See the Slack window for why.", "bad");
@@ -1376,6 +1504,7 @@
     actions.append(confirmButton("Delete", "Delete for good", async () => {
       try {
         await api("DELETE", `v1/connections/${encodeURIComponent(c.id)}`);
+        tellHost("connection-changed", { id: c.id, type: c.type, status: "removed" });
         toast(`${c.name} deleted.`);
         await reload();
       } catch (err) {
@@ -2082,6 +2211,7 @@
 
   async function boot() {
     window.addEventListener("message", onMessage);
+    window.addEventListener("message", onHostMessage);
     window.addEventListener("focus", onFocus);
     const params = new URLSearchParams(window.location.search);
     const launch = params.get("token");
@@ -2111,7 +2241,8 @@
     renderShell();
     window.addEventListener("hashchange", route);
     if (!window.location.hash) window.history.replaceState(null, "", `${window.location.pathname}#/overview`);
-    route();
+    await route();
+    announceReady();
   }
 
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", boot);
