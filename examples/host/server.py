@@ -3,7 +3,9 @@
 
 Python 3 standard library only. For every page view it asks Switchyard, from
 the server, for a short-lived embed session (with the workspace's secret key,
-which never reaches the browser) and frames the launch URL it gets back.
+which never reaches the browser) and frames the launch URL it gets back with
+Switchyard's host helper (`/embed/host.js`), which renews the session
+through `POST /switchyard/session` before it ends.
 
     SWITCHYARD_URL=http://127.0.0.1:7600 \
     SWITCHYARD_SECRET_KEY=sk_... \
@@ -52,7 +54,7 @@ PAGE = Template("""<!doctype html>
   main { flex: 1; padding: 1.5rem; min-width: 0; }
   main h1 { margin: 0 0 .25rem; font-size: 1.4rem; }
   main p { margin: 0 0 1rem; color: #5b6475; }
-  iframe { display: block; width: 100%; height: 900px; border: 1px solid #d9dde5; border-radius: 10px; background: #fff; }
+  #switchyard iframe { border: 1px solid #d9dde5 !important; border-radius: 10px; background: #fff; }
   @media (max-width: 700px) { aside { display: none; } main { padding: .75rem; } }
 </style>
 </head>
@@ -68,21 +70,39 @@ PAGE = Template("""<!doctype html>
   <main>
     <h1>Alert destinations</h1>
     <p>Choose where your alerts go: Slack, email or your own webhook.</p>
-    <iframe id="switchyard" title="Alert destinations" src="$src"
-            allow="clipboard-write"
-            data-switchyard-origin="$switchyard_origin"></iframe>
+    <div id="switchyard" data-src="$src" data-switchyard-origin="$switchyard_origin"></div>
   </main>
 </div>
+<script src="$switchyard_origin/embed/host.js"></script>
 <script>
-  // When the embedded session expires, fetch a fresh launch URL (minted on
-  // the server, like the first one) and reload just the frame.
-  const frame = document.getElementById("switchyard");
-  window.addEventListener("message", async (event) => {
-    if (event.origin !== frame.dataset.switchyardOrigin) return;
-    if (!event.data || event.data.type !== "switchyard:session-expired") return;
-    const answer = await fetch("/switchyard/session", { method: "POST" });
-    if (answer.ok) frame.src = (await answer.json()).url;
+  // Switchyard's host helper frames the UI, sizes it to its content and
+  // renews the session before it ends: onTokenNeeded asks this app's server
+  // for a fresh launch token (minted there, like the first one).
+  const slot = document.getElementById("switchyard");
+  const freshSession = () => fetch("/switchyard/session", { method: "POST" }).then((answer) => {
+    if (!answer.ok) throw new Error("could not mint a session");
+    return answer.json();
   });
+  const mount = (url) => {
+    const frame = Switchyard.mount(slot, {
+      url,
+      theme: "auto",
+      onTokenNeeded: async () => (await freshSession()).token,
+    });
+    // Keep this page's address in step with the view the tenant is on.
+    frame.on("navigate", ({ route }) => history.replaceState(null, "", "#alerts/" + route));
+    frame.on("connection-changed", ({ type, status }) => console.log("destination", type, status));
+    // If a renewal could not happen in time, start a new session.
+    frame.on("session-expired", async () => {
+      const { url } = await freshSession();
+      frame.destroy();
+      mount(url);
+    });
+    return frame;
+  };
+  const frame = mount(slot.dataset.src);
+  const start = location.hash.match(/^#alerts[/](.+)$$/);
+  if (start) frame.on("ready", () => frame.navigate(start[1]));
 </script>
 </body>
 </html>
@@ -98,7 +118,8 @@ ERROR_PAGE = Template("""<!doctype html>
 
 
 def mint_session():
-    """Asks Switchyard for a launch URL that only this app's origin may frame."""
+    """Asks Switchyard for a session that only this app's origin may frame:
+    `{"url", "token", "expires_at"}`."""
     body = json.dumps({"ttl_seconds": TTL, "allowed_origins": [ORIGIN]}).encode()
     request = urllib.request.Request(
         f"{SWITCHYARD_URL}/v1/embed/sessions",
@@ -107,7 +128,7 @@ def mint_session():
         headers={"Authorization": f"Bearer {SECRET_KEY}", "Content-Type": "application/json"},
     )
     with urllib.request.urlopen(request, timeout=10) as response:
-        return json.load(response)["url"]
+        return json.load(response)
 
 
 def switchyard_origin(url):
@@ -123,7 +144,7 @@ class Handler(BaseHTTPRequestHandler):
         # A real product checks its own login here and picks the secret key of
         # the signed-in customer's workspace (stored server-side).
         try:
-            url = mint_session()
+            url = mint_session()["url"]
         except (urllib.error.URLError, OSError, KeyError, ValueError) as error:
             self.log_error("minting an embed session failed: %s", error)
             self.reply(502, "text/html", ERROR_PAGE.substitute(message=html.escape(str(error))))
@@ -139,12 +160,13 @@ class Handler(BaseHTTPRequestHandler):
             self.send_error(404)
             return
         try:
-            url = mint_session()
+            session = mint_session()
+            answer = {"url": session["url"], "token": session["token"]}
         except (urllib.error.URLError, OSError, KeyError, ValueError) as error:
             self.log_error("minting an embed session failed: %s", error)
             self.reply(502, "application/json", json.dumps({"error": "unavailable"}))
             return
-        self.reply(200, "application/json", json.dumps({"url": url}))
+        self.reply(200, "application/json", json.dumps(answer))
 
     def reply(self, status, content_type, text):
         data = text.encode()
