@@ -91,7 +91,7 @@ PAGE = Template("""<!doctype html>
     });
     // Keep this page's address in step with the view the tenant is on.
     frame.on("navigate", ({ route }) => history.replaceState(null, "", "#alerts/" + route));
-    frame.on("connection-changed", ({ type, status }) => console.log("destination", type, status));
+    frame.on("connection-changed", ({ connection }) => console.log("destination", connection.type, connection.status));
     // If a renewal could not happen in time, start a new session.
     frame.on("session-expired", async () => {
       const { url } = await freshSession();

@@ -809,6 +809,17 @@ test("the host helper: ready, resize, theme and navigation, foreign messages ign
     await page.evaluate(() => window.mounted.navigate("rules"));
     await frame.waitForFunction(() => window.location.hash === "#/rules");
     await seen(page, { type: "switchyard:navigate", data: { route: "rules" } });
+    // A destination connected in the frame is announced to the host.
+    await page.evaluate(() => window.mounted.navigate("connections"));
+    await ui.getByTestId("add-webhook").click();
+    await ui.getByTestId("webhook-name").fill("Host badge endpoint");
+    await ui.getByTestId("webhook-url").fill(env("RECEIVER_URL"));
+    await ui.getByTestId("webhook-save").click();
+    const changed = await seen(page, { type: "switchyard:connection-changed" });
+    assert.equal(changed.origin, SWITCHYARD_ORIGIN);
+    assert.equal(changed.data.connection.type, "webhook");
+    assert.equal(changed.data.connection.status, "active");
+    assert.match(changed.data.connection.id, /^con_/);
     await ui.getByTestId("nav-deliveries").click();
     assert.equal((await seen(page, { type: "switchyard:navigate", data: { route: "deliveries" } })).origin, SWITCHYARD_ORIGIN);
 

@@ -466,8 +466,9 @@
     window.parent.postMessage({ type: `switchyard:${name}`, ...fields }, origin);
   }
 
+  /** Nested: a flat `type` would overwrite the message's own `type`. */
   function tellConnection(connection) {
-    if (connection && connection.id) tellHost("connection-changed", { id: connection.id, type: connection.type, status: connection.status });
+    if (connection && connection.id) tellHost("connection-changed", { connection: { id: connection.id, type: connection.type, status: connection.status } });
   }
 
   /** Announces the UI once it has rendered, then its height whenever it changes. */
@@ -485,16 +486,17 @@
     observer.observe($("#app"));
   }
 
-  function fromAllowedOrigin(origin) {
+  /** Without allowed origins, the first init names the host; nothing else is taken before it. */
+  function fromAllowedOrigin(origin, type) {
     if (state.allowedOrigins.length) return state.allowedOrigins.includes(origin);
-    return !state.hostOrigin || state.hostOrigin === origin;
+    return state.hostOrigin ? state.hostOrigin === origin : type === "switchyard:init";
   }
 
   function onHostMessage(event) {
     const data = event.data;
     if (!data || typeof data !== "object" || typeof data.type !== "string" || !data.type.startsWith("switchyard:")) return;
     if (data.type === "switchyard:slack-install") return; // the Slack popup's, see onMessage
-    if (!fromAllowedOrigin(event.origin)) {
+    if (!fromAllowedOrigin(event.origin, data.type)) {
       console.warn(`switchyard: ignored ${data.type} from ${event.origin}, which this session does not allow`);
       return;
     }
@@ -1504,7 +1506,7 @@
     actions.append(confirmButton("Delete", "Delete for good", async () => {
       try {
         await api("DELETE", `v1/connections/${encodeURIComponent(c.id)}`);
-        tellHost("connection-changed", { id: c.id, type: c.type, status: "removed" });
+        tellConnection({ id: c.id, type: c.type, status: "removed" });
         toast(`${c.name} deleted.`);
         await reload();
       } catch (err) {
