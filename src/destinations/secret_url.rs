@@ -32,6 +32,39 @@ pub trait UrlKind: Send + Sync + 'static {
     -> Verdict;
 }
 
+/// How a chat service's answer classifies, the same for each pasted-URL
+/// kind; pure. 2xx is delivered; 429 and 5xx retry after `retry_after`;
+/// any other 4xx is dead, with the answer (`answer`, an excerpt of the
+/// body) quoted; 1xx and 3xx (redirects are never followed) are
+/// unexpected, worth a retry.
+pub fn classify_answer(
+    service: &str,
+    status: StatusCode,
+    retry_after: Option<Duration>,
+    answer: Option<&str>,
+) -> Verdict {
+    if status.is_success() {
+        return Verdict::Delivered;
+    }
+    let error = match answer.map(str::trim).filter(|answer| !answer.is_empty()) {
+        Some(answer) => format!("{service} answered HTTP {status}: {answer}"),
+        None => format!("{service} answered HTTP {status}"),
+    };
+    if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+        return Verdict::Retry { error, retry_after };
+    }
+    if status.is_client_error() {
+        return Verdict::Permanent {
+            error,
+            connection_status: None,
+        };
+    }
+    Verdict::Retry {
+        error,
+        retry_after: None,
+    }
+}
+
 /// A pasted-URL destination of kind `K`.
 pub struct UrlDestination<K> {
     http: reqwest::Client,

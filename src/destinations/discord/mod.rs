@@ -12,7 +12,7 @@ pub mod render;
 
 use crate::destinations::Verdict;
 use crate::destinations::message::AlertSummary;
-use crate::destinations::secret_url::{UrlDestination, UrlKind};
+use crate::destinations::secret_url::{UrlDestination, UrlKind, classify_answer};
 use crate::model::{ConnectionKind, Event};
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -33,41 +33,18 @@ pub fn rate_limit_wait(answer: Option<&str>, header: Option<Duration>) -> Option
 }
 
 /// How an answer classifies; pure. `answer` is the excerpt of the body.
+/// A 429 waits as its body says ([`rate_limit_wait`]).
 pub fn classify(
     status: StatusCode,
     header_wait: Option<Duration>,
     answer: Option<&str>,
 ) -> Verdict {
-    if status.is_success() {
-        return Verdict::Delivered;
-    }
-    let error = match answer.map(str::trim).filter(|answer| !answer.is_empty()) {
-        Some(answer) => format!("Discord answered HTTP {status}: {answer}"),
-        None => format!("Discord answered HTTP {status}"),
+    let retry_after = if status == StatusCode::TOO_MANY_REQUESTS {
+        rate_limit_wait(answer, header_wait)
+    } else {
+        header_wait
     };
-    if status == StatusCode::TOO_MANY_REQUESTS {
-        return Verdict::Retry {
-            error,
-            retry_after: rate_limit_wait(answer, header_wait),
-        };
-    }
-    if status.is_server_error() {
-        return Verdict::Retry {
-            error,
-            retry_after: header_wait,
-        };
-    }
-    if status.is_client_error() {
-        return Verdict::Permanent {
-            error,
-            connection_status: None,
-        };
-    }
-    // 1xx and 3xx (redirects are never followed): unexpected, worth a retry.
-    Verdict::Retry {
-        error,
-        retry_after: None,
-    }
+    classify_answer("Discord", status, retry_after, answer)
 }
 
 /// The Discord destination: the shared pasted-URL shape with this kind's

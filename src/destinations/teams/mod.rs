@@ -11,7 +11,7 @@ pub mod render;
 
 use crate::destinations::Verdict;
 use crate::destinations::message::AlertSummary;
-use crate::destinations::secret_url::{UrlDestination, UrlKind};
+use crate::destinations::secret_url::{UrlDestination, UrlKind, classify_answer};
 use crate::model::{ConnectionKind, Event};
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -24,27 +24,7 @@ pub fn classify(
     retry_after: Option<Duration>,
     answer: Option<&str>,
 ) -> Verdict {
-    if status.is_success() {
-        return Verdict::Delivered;
-    }
-    let error = match answer.map(str::trim).filter(|answer| !answer.is_empty()) {
-        Some(answer) => format!("Teams answered HTTP {status}: {answer}"),
-        None => format!("Teams answered HTTP {status}"),
-    };
-    if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
-        return Verdict::Retry { error, retry_after };
-    }
-    if status.is_client_error() {
-        return Verdict::Permanent {
-            error,
-            connection_status: None,
-        };
-    }
-    // 1xx and 3xx (redirects are never followed): unexpected, worth a retry.
-    Verdict::Retry {
-        error,
-        retry_after: None,
-    }
+    classify_answer("Teams", status, retry_after, answer)
 }
 
 /// The Teams destination: the shared pasted-URL shape with this kind's
