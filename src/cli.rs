@@ -51,6 +51,14 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Create or upgrade the storage schema and exit: the redb file's
+    /// tables, or PostgreSQL's migrations (`storage.backend`). `serve` does
+    /// the same at start; this lets a deploy run it once, before the nodes.
+    Migrate {
+        /// TOML configuration file (default: ./config/switchyard.toml if present).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Load generators and benchmarks.
     Bench {
         #[command(subcommand)]
@@ -245,6 +253,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Emit(args) => runtime.block_on(emit(args)),
         Command::Backup(args) => runtime.block_on(backup(args)),
         Command::Compact { config } => compact(config),
+        Command::Migrate { config } => runtime.block_on(migrate(config)),
         Command::Bench {
             command: BenchCommand::Ingest(options),
         } => runtime.block_on(bench::ingest(options)),
@@ -487,6 +496,55 @@ fn compact(config_path: Option<PathBuf>) -> anyhow::Result<()> {
         size_text(report.after_bytes),
         size_text(report.freed_bytes()),
     );
+    Ok(())
+}
+
+/// Applies the storage backend's migrations and says what it did.
+async fn migrate(config_path: Option<PathBuf>) -> anyhow::Result<()> {
+    use crate::config::StorageBackend;
+    use std::os::unix::fs::DirBuilderExt;
+    let config = Config::load(config_path.as_deref())?;
+    match config.storage.backend {
+        StorageBackend::Redb => {
+            let path = config.database_path();
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&config.data_dir)?;
+            let options = crate::store::StoreOptions::from_config(&config.storage);
+            let opened = path.clone();
+            // Opening creates missing tables and moves old layouts; closing
+            // (the drop) commits and releases the file.
+            tokio::task::spawn_blocking(move || {
+                crate::store::RedbStore::open(&opened, options).map(drop)
+            })
+            .await??;
+            println!(
+                "redb database {}: tables created or brought up to date",
+                path.display()
+            );
+        }
+        StorageBackend::Postgres => {
+            let (report, target) =
+                crate::store::postgres::PgStore::migrate(&config.storage.postgres).await?;
+            if report.applied.is_empty() {
+                println!(
+                    "PostgreSQL {target}: schema already at version {}, nothing to do",
+                    report.from
+                );
+            }
+            for (version, name) in &report.applied {
+                println!("PostgreSQL {target}: applied migration {version} ({name})");
+            }
+            if !report.applied.is_empty() {
+                println!(
+                    "PostgreSQL {target}: schema version {} -> {}",
+                    report.from,
+                    report.to()
+                );
+            }
+        }
+    }
     Ok(())
 }
 

@@ -33,6 +33,7 @@ const STRING_KEYS: &[&str] = &[
     "email.smtp.password",
     "pagerduty.events_url",
     "retention.events",
+    "storage.postgres.url",
 ];
 
 /// Path read when `--config` is not given, if the file exists.
@@ -103,8 +104,44 @@ pub struct DeliveryConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StorageConfig {
+    /// Which engine holds the data: one redb file in `data_dir` (the
+    /// default) or a PostgreSQL database that several nodes may share.
+    pub backend: StorageBackend,
     /// redb's page cache, in MiB.
     pub cache_mb: usize,
+    pub postgres: PostgresConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageBackend {
+    Redb,
+    Postgres,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresConfig {
+    /// `postgres://user:password@host:port/database`, or libpq's
+    /// `key=value` form; required when `backend = "postgres"`. A secret:
+    /// it usually carries the password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<Secret>,
+    /// Connections the pool keeps open at most.
+    pub pool_size: usize,
+    pub tls: PostgresTls,
+}
+
+/// How the connection to PostgreSQL is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PostgresTls {
+    /// Plain TCP (or a unix socket): for a database on the same host or a
+    /// private network.
+    Disable,
+    /// TLS required; the server's certificate must chain to a root the
+    /// system trusts and name the host in the URL.
+    VerifyFull,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -385,6 +422,7 @@ fn known_keys() -> Vec<String> {
     every_key.email.smtp.host = Some(String::new());
     every_key.email.smtp.username = Some(String::new());
     every_key.email.smtp.password = filler();
+    every_key.storage.postgres.url = filler();
     let mut keys = Vec::new();
     if let Ok(toml::Value::Table(table)) = toml::Value::try_from(&every_key) {
         collect_keys("", &table, &mut keys);
@@ -524,6 +562,21 @@ impl Config {
         if self.storage.cache_mb == 0 {
             return invalid("storage.cache_mb", "must be at least 1");
         }
+        if self.storage.backend == StorageBackend::Postgres {
+            match &self.storage.postgres.url {
+                Some(url) if !url.expose().trim().is_empty() => {}
+                _ => {
+                    return invalid(
+                        "storage.postgres.url",
+                        "must be set when storage.backend is \"postgres\"",
+                    );
+                }
+            }
+        }
+        if self.storage.postgres.pool_size < 2 {
+            // One connection is held by the ingest writer; reads need another.
+            return invalid("storage.postgres.pool_size", "must be at least 2");
+        }
         if self.retention.interval.is_zero() {
             return invalid("retention.interval", "must be longer than zero");
         }
@@ -593,6 +646,43 @@ mod tests {
         assert_eq!(config.slack.api_base, "https://slack.com/api");
         assert_eq!(config.email.resend.api_base, "https://api.resend.com");
         assert_eq!(config.pagerduty.events_url, "https://events.pagerduty.com");
+    }
+
+    #[test]
+    fn the_postgres_backend_is_chosen_and_its_url_set_from_the_environment() {
+        Jail::expect_with(|jail| {
+            assert_eq!(
+                Config::load(None).unwrap().storage.backend,
+                StorageBackend::Redb,
+                "redb stays the default"
+            );
+            jail.set_env("SWITCHYARD_STORAGE__BACKEND", "postgres");
+            let missing = Config::load(None).unwrap_err().to_string();
+            assert!(missing.contains("storage.postgres.url"), "{missing}");
+            jail.set_env(
+                "SWITCHYARD_STORAGE__POSTGRES__URL",
+                "postgres://switchyard:hunter2@db:5432/events",
+            );
+            jail.set_env("SWITCHYARD_STORAGE__POSTGRES__POOL_SIZE", "4");
+            jail.set_env("SWITCHYARD_STORAGE__POSTGRES__TLS", "verify-full");
+            let config = Config::load(None).unwrap();
+            assert_eq!(config.storage.backend, StorageBackend::Postgres);
+            assert_eq!(
+                config.storage.postgres.url.as_ref().map(Secret::expose),
+                Some("postgres://switchyard:hunter2@db:5432/events")
+            );
+            assert_eq!(config.storage.postgres.pool_size, 4);
+            assert_eq!(config.storage.postgres.tls, PostgresTls::VerifyFull);
+            assert!(!config.to_masked_toml().contains("hunter2"));
+            let unknown = unknown_environment_variables();
+            assert!(
+                !unknown
+                    .iter()
+                    .any(|name| name.starts_with("SWITCHYARD_STORAGE")),
+                "{unknown:?}"
+            );
+            Ok(())
+        });
     }
 
     #[test]

@@ -114,6 +114,16 @@ impl Server {
         }
         let master_key_value = config.master_key.as_ref().map(Secret::expose);
         let (master_key, master_key_source) = MasterKey::load(&config.data_dir, master_key_value)?;
+        if config.storage.backend == crate::config::StorageBackend::Postgres {
+            // The PostgreSQL store (store::postgres) is not behind the
+            // server's Store yet: refuse rather than quietly use redb.
+            return Err(StoreError::Unavailable(
+                "storage.backend = \"postgres\" cannot serve yet in this build; \
+                 `switchyard migrate` prepares the database"
+                    .to_string(),
+            )
+            .into());
+        }
         let database = config.database_path();
         let store_options = StoreOptions {
             faults: options.storage_faults,

@@ -7,6 +7,7 @@
 
 mod codec;
 mod fault;
+pub mod postgres;
 mod records;
 mod redb_backend;
 mod writer;

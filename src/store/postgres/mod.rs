@@ -1,0 +1,459 @@
+//! The PostgreSQL store: the same operations as the redb store, on a
+//! database several nodes can share.
+//!
+//! Map: `connect.rs` (pool, TLS, the URL never logged), `migrate.rs`
+//! (embedded versioned schema, advisory lock), `ingest.rs` (the
+//! group-committing writer), one file per resource (`workspaces.rs`,
+//! `connections.rs`, `rules.rs`, `events.rs`, `deliveries.rs`, `misc.rs`),
+//! `noise.rs` (noise control decided in the ingest transaction),
+//! `retention.rs`, `health.rs` (the `writable` watch and its probe),
+//! `columns.rs` (ids, times and enums as columns).
+//!
+//! Every write other than ingest is its own short transaction on a pooled
+//! connection: PostgreSQL has no single writer to feed, and row locks
+//! (`FOR UPDATE`, `ON CONFLICT`, `DELETE … RETURNING`) make each check and
+//! its write one step, also between nodes.
+
+mod columns;
+mod connect;
+mod connections;
+mod deliveries;
+mod error;
+mod events;
+mod health;
+mod ingest;
+mod migrate;
+mod misc;
+mod noise;
+mod retention;
+mod rules;
+mod workspaces;
+
+#[cfg(test)]
+mod tests;
+
+pub use connect::{ConnectError, describe, parse_url};
+pub use error::PgError;
+pub use migrate::{MigrateError, MigrationReport, latest_version};
+
+use super::{
+    AttemptOutcome, ConnectionPatch, DeleteConnection, DeliveryContext, DeliveryPage,
+    DeliveryQuery, EventPage, EventQuery, IngestBatch, IngestOutcome, KeyHash, LaneRead, LaneRows,
+    NewWorkspace, PatchOutcome, PutRule, QueueEntry, QueueHeads, Requeue, RetentionCursor,
+    RetentionStep, StoreError,
+};
+use crate::config::PostgresConfig;
+use crate::model::{
+    Attempt, Connection, ConnectionId, Delivery, DeliveryId, Event, EventId, KeyKind, Rule, RuleId,
+    ThreadKey, Workspace, WorkspaceId,
+};
+use deadpool_postgres::Pool;
+use error::PgResult;
+use health::Health;
+use ingest::IngestWriter;
+use std::sync::{Arc, Mutex};
+use tokio_postgres::IsolationLevel;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    #[error("cannot reach PostgreSQL at {target}: {source}")]
+    Unreachable { target: String, source: PgError },
+    #[error("cannot migrate PostgreSQL at {target}: {source}")]
+    Migrate {
+        target: String,
+        source: MigrateError,
+    },
+}
+
+/// Runs `$body` (a future using `$txn`) in its own read-write transaction
+/// and commits; errors pass through the health check.
+macro_rules! in_txn {
+    ($self:ident, |$txn:ident| $body:expr) => {{
+        let result: PgResult<_> = async {
+            let mut client = $self.pool.get().await?;
+            let $txn = client.transaction().await?;
+            let value = $body.await?;
+            $txn.commit().await?;
+            Ok(value)
+        }
+        .await;
+        result.map_err(|error| $self.health.observe(error))
+    }};
+}
+
+/// Runs `$body` on a pooled connection, outside any transaction.
+macro_rules! read {
+    ($self:ident, |$client:ident| $body:expr) => {{
+        let result: PgResult<_> = async {
+            let pooled = $self.pool.get().await?;
+            let $client: &tokio_postgres::Client = &pooled;
+            $body.await
+        }
+        .await;
+        result.map_err(|error| $self.health.observe(error))
+    }};
+}
+
+/// Runs `$body` in a read-only repeatable-read transaction: several
+/// queries, one snapshot.
+macro_rules! snapshot {
+    ($self:ident, |$txn:ident| $body:expr) => {{
+        let result: PgResult<_> = async {
+            let mut client = $self.pool.get().await?;
+            let $txn = client
+                .build_transaction()
+                .isolation_level(IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start()
+                .await?;
+            let value = $body.await?;
+            $txn.commit().await?;
+            Ok(value)
+        }
+        .await;
+        result.map_err(|error| $self.health.observe(error))
+    }};
+}
+
+pub struct PgStore {
+    pool: Pool,
+    health: Arc<Health>,
+    ingest: IngestWriter,
+    close: CancellationToken,
+    writer_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Where it points, without the password.
+    target: String,
+}
+
+impl PgStore {
+    /// Connects, applies pending migrations (refusing a database newer than
+    /// this binary) and starts the ingest writer.
+    pub async fn open(settings: &PostgresConfig) -> Result<Self, OpenError> {
+        let (pool, target) = connect::pool(settings)?;
+        migrate_with(&pool, &target).await?;
+        let health = Health::new(pool.clone());
+        let close = CancellationToken::new();
+        let (ingest, writer_task) =
+            IngestWriter::start(pool.clone(), health.clone(), close.clone());
+        tracing::info!(database = %target, "PostgreSQL store open");
+        Ok(Self {
+            pool,
+            health,
+            ingest,
+            close,
+            writer_task: Mutex::new(Some(writer_task)),
+            target,
+        })
+    }
+
+    /// Applies pending migrations and returns what it did, without opening
+    /// the store (`switchyard migrate`).
+    pub async fn migrate(
+        settings: &PostgresConfig,
+    ) -> Result<(MigrationReport, String), OpenError> {
+        let (pool, target) = connect::pool(settings)?;
+        let report = migrate_with(&pool, &target).await?;
+        pool.close();
+        Ok((report, target))
+    }
+
+    /// Where the store points, without the password.
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    /// Commits the ingests already queued, refuses new ones and closes the
+    /// pool's connections.
+    pub async fn close(&self) {
+        self.close.cancel();
+        let task = self
+            .writer_task
+            .lock()
+            .ok()
+            .and_then(|mut task| task.take());
+        if let Some(task) = task
+            && let Err(error) = task.await
+        {
+            tracing::error!(%error, "the PostgreSQL ingest writer failed");
+        }
+        self.pool.close();
+    }
+
+    pub fn is_writable(&self) -> bool {
+        self.health.is_writable()
+    }
+
+    pub fn writable(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.health.writable()
+    }
+
+    pub async fn create_workspace(&self, new: NewWorkspace) -> Result<(), StoreError> {
+        in_txn!(self, |txn| workspaces::create(&txn, &new))
+    }
+
+    pub async fn delete_workspace(&self, id: WorkspaceId) -> Result<bool, StoreError> {
+        in_txn!(self, |txn| workspaces::delete(&txn, id))
+    }
+
+    pub async fn purge_deleted(&self, budget: usize) -> Result<bool, StoreError> {
+        in_txn!(self, |txn| workspaces::purge_step(&txn, budget))
+    }
+
+    pub async fn pending_purges(&self) -> Result<u64, StoreError> {
+        read!(self, |client| workspaces::pending_purges(client))
+    }
+
+    pub async fn purge_old_events(
+        &self,
+        cutoff_ms: u64,
+        from: Option<RetentionCursor>,
+        budget: usize,
+    ) -> Result<RetentionStep, StoreError> {
+        in_txn!(self, |txn| retention::purge_old_events(
+            &txn, cutoff_ms, from, budget
+        ))
+    }
+
+    pub async fn rotate_keys(
+        &self,
+        id: WorkspaceId,
+        publishable_key_hash: KeyHash,
+        secret_key_hash: KeyHash,
+    ) -> Result<Option<Workspace>, StoreError> {
+        in_txn!(self, |txn| workspaces::rotate_keys(
+            &txn,
+            id,
+            &publishable_key_hash,
+            &secret_key_hash
+        ))
+    }
+
+    /// Resolves once the group holding this batch has committed.
+    pub async fn ingest(&self, batch: IngestBatch) -> Result<IngestOutcome, StoreError> {
+        if !self.is_writable() {
+            return Err(StoreError::Unavailable(
+                "PostgreSQL is unreachable".to_string(),
+            ));
+        }
+        self.ingest.ingest(batch).await
+    }
+
+    pub async fn purge_idempotency_keys(&self, now_ms: u64) -> Result<usize, StoreError> {
+        in_txn!(self, |txn| events::purge_idempotency_keys(&txn, now_ms))
+    }
+
+    pub async fn purge_noise_state(&self, now_ms: u64) -> Result<usize, StoreError> {
+        in_txn!(self, |txn| misc::purge_noise_state(&txn, now_ms))
+    }
+
+    pub async fn workspaces(&self) -> Result<Vec<Workspace>, StoreError> {
+        read!(self, |client| workspaces::list(client))
+    }
+
+    pub async fn workspace(&self, id: WorkspaceId) -> Result<Option<Workspace>, StoreError> {
+        read!(self, |client| workspaces::get(client, id))
+    }
+
+    pub async fn key(&self, hash: KeyHash) -> Result<Option<(WorkspaceId, KeyKind)>, StoreError> {
+        read!(self, |client| workspaces::key(client, &hash))
+    }
+
+    pub async fn event(
+        &self,
+        workspace: WorkspaceId,
+        id: EventId,
+    ) -> Result<Option<Event>, StoreError> {
+        read!(self, |client| events::get(client, workspace, id))
+    }
+
+    pub async fn events(
+        &self,
+        workspace: WorkspaceId,
+        query: EventQuery,
+    ) -> Result<EventPage, StoreError> {
+        read!(self, |client| events::list(client, workspace, &query))
+    }
+
+    pub async fn create_connection(&self, connection: Connection) -> Result<(), StoreError> {
+        in_txn!(self, |txn| connections::create(&txn, &connection))
+    }
+
+    pub async fn update_connection(
+        &self,
+        workspace: WorkspaceId,
+        id: ConnectionId,
+        patch: ConnectionPatch,
+    ) -> Result<PatchOutcome, StoreError> {
+        in_txn!(self, |txn| connections::update(&txn, workspace, id, &patch))
+    }
+
+    pub async fn delete_connection(
+        &self,
+        workspace: WorkspaceId,
+        id: ConnectionId,
+    ) -> Result<DeleteConnection, StoreError> {
+        in_txn!(self, |txn| connections::delete(&txn, workspace, id))
+    }
+
+    pub async fn connection(
+        &self,
+        workspace: WorkspaceId,
+        id: ConnectionId,
+    ) -> Result<Option<Connection>, StoreError> {
+        read!(self, |client| connections::get(client, workspace, id))
+    }
+
+    pub async fn connections(&self, workspace: WorkspaceId) -> Result<Vec<Connection>, StoreError> {
+        read!(self, |client| connections::list(client, workspace))
+    }
+
+    pub async fn put_rule(&self, rule: Rule, update: bool) -> Result<PutRule, StoreError> {
+        in_txn!(self, |txn| rules::put(&txn, &rule, update))
+    }
+
+    pub async fn delete_rule(
+        &self,
+        workspace: WorkspaceId,
+        id: RuleId,
+    ) -> Result<bool, StoreError> {
+        in_txn!(self, |txn| rules::delete(&txn, workspace, id))
+    }
+
+    pub async fn rule(
+        &self,
+        workspace: WorkspaceId,
+        id: RuleId,
+    ) -> Result<Option<Rule>, StoreError> {
+        read!(self, |client| rules::get(client, workspace, id))
+    }
+
+    pub async fn rules(&self, workspace: WorkspaceId) -> Result<Vec<Rule>, StoreError> {
+        read!(self, |client| rules::list(client, workspace))
+    }
+
+    pub async fn delivery(
+        &self,
+        workspace: WorkspaceId,
+        id: DeliveryId,
+    ) -> Result<Option<(Delivery, Vec<Attempt>)>, StoreError> {
+        snapshot!(self, |txn| deliveries::get_with_attempts(
+            &*txn, workspace, id
+        ))
+    }
+
+    pub async fn deliveries(
+        &self,
+        workspace: WorkspaceId,
+        query: DeliveryQuery,
+    ) -> Result<DeliveryPage, StoreError> {
+        read!(self, |client| deliveries::list(client, workspace, &query))
+    }
+
+    pub async fn delivery_context(
+        &self,
+        workspace: WorkspaceId,
+        id: DeliveryId,
+    ) -> Result<Option<DeliveryContext>, StoreError> {
+        snapshot!(self, |txn| deliveries::context(&txn, workspace, id))
+    }
+
+    pub async fn record_attempt(
+        &self,
+        outcome: AttemptOutcome,
+    ) -> Result<Option<Delivery>, StoreError> {
+        in_txn!(self, |txn| deliveries::record_attempt(&txn, &outcome))
+    }
+
+    pub async fn requeue(
+        &self,
+        workspace: WorkspaceId,
+        which: Requeue,
+        now_ms: u64,
+    ) -> Result<Vec<QueueEntry>, StoreError> {
+        in_txn!(self, |txn| deliveries::requeue(
+            &txn, workspace, &which, now_ms
+        ))
+    }
+
+    pub async fn queue_heads(&self) -> Result<QueueHeads, StoreError> {
+        snapshot!(self, |txn| deliveries::queue_heads(&*txn))
+    }
+
+    pub async fn queue_rows(&self, reads: Vec<LaneRead>) -> Result<Vec<LaneRows>, StoreError> {
+        snapshot!(self, |txn| deliveries::queue_rows(&*txn, &reads))
+    }
+
+    pub async fn queue_len(&self) -> Result<u64, StoreError> {
+        read!(self, |client| deliveries::queue_len(client))
+    }
+
+    pub async fn drop_stale_queue_entry(&self, entry: QueueEntry) -> Result<bool, StoreError> {
+        in_txn!(self, |txn| deliveries::drop_stale_queue_entry(&txn, &entry))
+    }
+
+    pub async fn put_oauth_state(&self, nonce: u128, expires_at_ms: u64) -> Result<(), StoreError> {
+        in_txn!(self, |txn| misc::put_oauth_state(
+            &txn,
+            nonce,
+            expires_at_ms
+        ))
+    }
+
+    pub async fn consume_oauth_state(&self, nonce: u128, now_ms: u64) -> Result<bool, StoreError> {
+        in_txn!(self, |txn| misc::consume_oauth_state(&txn, nonce, now_ms))
+    }
+
+    pub async fn purge_oauth_states(&self, now_ms: u64) -> Result<usize, StoreError> {
+        in_txn!(self, |txn| misc::purge_oauth_states(&txn, now_ms))
+    }
+
+    pub async fn use_launch_token(
+        &self,
+        digest: u128,
+        expires_at_ms: u64,
+    ) -> Result<bool, StoreError> {
+        in_txn!(self, |txn| misc::use_launch_token(
+            &txn,
+            digest,
+            expires_at_ms
+        ))
+    }
+
+    pub async fn purge_used_launch_tokens(&self, now_ms: u64) -> Result<usize, StoreError> {
+        in_txn!(self, |txn| misc::purge_used_launch_tokens(&txn, now_ms))
+    }
+
+    pub async fn slack_thread(&self, key: ThreadKey) -> Result<Option<String>, StoreError> {
+        read!(self, |client| misc::slack_thread(client, &key))
+    }
+
+    pub async fn save_slack_thread(
+        &self,
+        key: ThreadKey,
+        ts: String,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        in_txn!(self, |txn| misc::save_slack_thread(&txn, &key, &ts, now_ms))
+    }
+
+    pub async fn purge_slack_threads(&self, older_than_ms: u64) -> Result<usize, StoreError> {
+        in_txn!(self, |txn| misc::purge_slack_threads(&txn, older_than_ms))
+    }
+}
+
+async fn migrate_with(pool: &Pool, target: &str) -> Result<MigrationReport, OpenError> {
+    let mut client = pool.get().await.map_err(|error| OpenError::Unreachable {
+        target: target.to_string(),
+        source: error.into(),
+    })?;
+    let client: &mut tokio_postgres::Client = &mut client;
+    migrate::migrate(client)
+        .await
+        .map_err(|source| OpenError::Migrate {
+            target: target.to_string(),
+            source,
+        })
+}
