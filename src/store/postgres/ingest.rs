@@ -178,6 +178,7 @@ async fn commit_group(pool: &Pool, batches: &[&IngestBatch]) -> PgResult<Vec<Ing
     let txn = client.transaction().await?;
     let now = now_ms();
     let existing = existing_workspaces(&txn, batches).await?;
+    lock_keys_and_rules(&txn, batches).await?;
     let mut remembered = remembered_answers(&txn, batches).await?;
     let mut noise = noise_state(&txn, batches).await?;
     let mut rows = Rows::default();
@@ -301,6 +302,56 @@ async fn existing_workspaces(
         .collect()
 }
 
+/// Takes a transaction-level advisory lock for each idempotency key and
+/// each noise-controlled rule of the group, in one sorted order: row locks
+/// cannot cover a key or rule that has no row yet, and another node's
+/// writer may be about to insert it. (One node's writer is serial anyway.)
+async fn lock_keys_and_rules(txn: &Transaction<'_>, batches: &[&IngestBatch]) -> PgResult<()> {
+    let mut locks = Vec::new();
+    for batch in batches {
+        let ws = batch.workspace_id.0.to_be_bytes();
+        if let Some(answer) = &batch.idempotency {
+            locks.push(lock_key(&[b"idempotency", &ws, answer.key.as_bytes()]));
+        }
+        for delivery in &batch.deliveries {
+            if batch.noise.contains_key(&delivery.id) {
+                locks.push(lock_key(&[
+                    b"noise",
+                    &ws,
+                    &delivery.rule_id.0.to_be_bytes(),
+                ]));
+            }
+        }
+    }
+    if locks.is_empty() {
+        return Ok(());
+    }
+    locks.sort_unstable();
+    locks.dedup();
+    let statement = txn
+        .prepare_cached(
+            "SELECT count(pg_advisory_xact_lock(k))
+             FROM (SELECT k FROM unnest($1::int8[]) WITH ORDINALITY AS l (k, n) ORDER BY n) AS o",
+        )
+        .await?;
+    txn.query_one(&statement, &[&locks]).await?;
+    Ok(())
+}
+
+/// A 64-bit advisory lock key for the parts (SHA-256, length-prefixed).
+fn lock_key(parts: &[&[u8]]) -> i64 {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    for part in parts {
+        hash.update((part.len() as u64).to_be_bytes());
+        hash.update(part);
+    }
+    let digest = hash.finalize();
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    i64::from_be_bytes(first)
+}
+
 /// First answers already stored for the group's idempotency keys, locked.
 async fn remembered_answers(
     txn: &Transaction<'_>,
@@ -406,6 +457,7 @@ async fn noise_state(txn: &Transaction<'_>, batches: &[&IngestBatch]) -> PgResul
                   AS wanted (workspace_id, rule_id, alert)
                ON a.workspace_id = wanted.workspace_id AND a.rule_id = wanted.rule_id
                   AND a.alert = wanted.alert
+             ORDER BY a.workspace_id, a.rule_id, a.alert
              FOR UPDATE OF a",
         )
         .await?;

@@ -948,3 +948,52 @@ async fn a_lost_database_makes_the_store_unwritable_until_a_probe_gets_through()
     assert_eq!(stored, IngestOutcome::Stored { suppressed: vec![] });
     finish(db, store).await;
 }
+
+#[tokio::test]
+async fn two_nodes_ingesting_one_idempotency_key_or_alert_at_once_store_it_once() {
+    let (db, node_a) = open().await;
+    let node_b = PgStore::open(&db.settings).await.unwrap();
+    node_a.create_workspace(workspace(1)).await.unwrap();
+    for round in 0..20u128 {
+        let keyed = |n: u128| {
+            let mut b = batch(vec![event(1, 1_000, round * 10 + n, "deploy.done")], vec![]);
+            b.idempotency = Some(IdempotentAnswer {
+                key: format!("key-{round}"),
+                status: 202,
+                response: b"first".to_vec(),
+            });
+            b
+        };
+        let (a, b) = tokio::join!(node_a.ingest(keyed(1)), node_b.ingest(keyed(2)));
+        let stored = [a.unwrap(), b.unwrap()]
+            .iter()
+            .filter(|o| matches!(o, IngestOutcome::Stored { .. }))
+            .count();
+        assert_eq!(stored, 1, "round {round}");
+
+        let check = NoiseCheck {
+            dedup_seconds: Some(3_600),
+            max_per_hour: None,
+            state: Some(AlertState::Triggered),
+        };
+        let alert = |n: u128| {
+            let mut e = event(1, 2_000, round * 10 + 5 + n, "alert.triggered");
+            e.resource_id = Some(format!("r{round}"));
+            let d = delivery(&e, 1, 10, 2_000);
+            let mut b = batch(vec![e], vec![d.clone()]);
+            b.noise.insert(d.id, check);
+            b
+        };
+        let (a, b) = tokio::join!(node_a.ingest(alert(1)), node_b.ingest(alert(2)));
+        let suppressed = [a.unwrap(), b.unwrap()]
+            .iter()
+            .filter(|o| matches!(o, IngestOutcome::Stored { suppressed } if suppressed.len() == 1))
+            .count();
+        assert_eq!(
+            suppressed, 1,
+            "round {round}: one of the two triggers is held back"
+        );
+    }
+    node_b.close().await;
+    finish(db, node_a).await;
+}
