@@ -46,24 +46,14 @@ fn status_is(status: &'static str) -> impl Fn(&Value) -> bool {
     move |delivery| delivery["status"] == status
 }
 
-/// Every file under the data dir, as lossy text, checked for `needle`.
-fn assert_not_stored(app: &TestApp, needle: &str) {
-    let mut pending = vec![app.data_dir().to_path_buf()];
-    while let Some(dir) = pending.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                pending.push(path);
-                continue;
-            }
-            let bytes = std::fs::read(&path).unwrap();
-            assert!(
-                !String::from_utf8_lossy(&bytes).contains(needle),
-                "{needle} in plain text in {}",
-                path.display()
-            );
-        }
-    }
+/// Everything stored (every file under the data dir, or the PostgreSQL
+/// database), as lossy text, checked for `needle`.
+async fn assert_not_stored(app: &TestApp, needle: &str) {
+    let stored = crate::backend::stored_text(app.data_dir()).await;
+    assert!(
+        !stored.contains(needle),
+        "{needle} in plain text in the store"
+    );
 }
 
 /// The connection as `GET` and the list show it: the URL masked.
@@ -138,7 +128,7 @@ async fn teams_gets_adaptive_cards_naming_the_alert_state_and_the_url_stays_seal
     assert_eq!(fake.next_request().await.body["type"], "message");
 
     app.create_workspace("flush").await;
-    assert_not_stored(&app, fake.credential);
+    assert_not_stored(&app, fake.credential).await;
 }
 
 #[tokio::test]
@@ -227,7 +217,7 @@ async fn discord_gets_an_embed_that_pings_no_one_and_the_url_stays_sealed() {
     );
 
     app.create_workspace("flush").await;
-    assert_not_stored(&app, fake.credential);
+    assert_not_stored(&app, fake.credential).await;
 }
 
 #[tokio::test]

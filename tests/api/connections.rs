@@ -62,8 +62,7 @@ async fn webhook_connections_show_their_secret_once_and_mask_headers() {
 
     // Nothing secret is readable in the database file.
     app.create_workspace("flush").await;
-    let bytes = std::fs::read(app.data_dir().join("switchyard.redb")).unwrap();
-    let haystack = String::from_utf8_lossy(&bytes);
+    let haystack = crate::backend::stored_text(app.data_dir()).await;
     assert!(
         !haystack.contains("tenant-header-secret"),
         "header secret in plain text"

@@ -13,6 +13,9 @@ const ACKS_BEFORE_KILL: usize = 400;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_acknowledged_event_survives_sigkill() {
+    if crate::backend::redb_only("every_acknowledged_event_survives_sigkill") {
+        return;
+    }
     let data_dir = tempfile::tempdir().unwrap();
     let server = ChildServer::start(data_dir.path(), Some(ADMIN_TOKEN)).await;
     let http = reqwest::Client::new();
@@ -94,6 +97,9 @@ async fn every_acknowledged_event_survives_sigkill() {
 /// acknowledged event reaches the receiver at least once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_flight_and_queued_deliveries_survive_sigkill() {
+    if crate::backend::redb_only("in_flight_and_queued_deliveries_survive_sigkill") {
+        return;
+    }
     use crate::receiver::{Receiver, Reply};
     const EVENTS: usize = 40;
     let data_dir = tempfile::tempdir().unwrap();

@@ -1,6 +1,7 @@
 //! `TestApp`: an in-process server on a temp data dir, and a child-process
 //! variant for tests that kill the binary.
 
+use crate::backend;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
@@ -57,6 +58,7 @@ impl TestApp {
         let data_dir = tempfile::tempdir().unwrap();
         let mut config = test_config(data_dir.path());
         adjust(&mut config);
+        backend::configure(&mut config).await;
         let (url, shutdown, server) = start(config).await;
         Self {
             url,
@@ -111,6 +113,7 @@ impl TestApp {
         self.stop().await;
         let mut config = test_config(self.data_dir.path());
         adjust(&mut config);
+        backend::configure(&mut config).await;
         let (url, shutdown, server) = start(config).await;
         self.url = url;
         self.shutdown = shutdown;
@@ -287,6 +290,7 @@ impl TestApp {
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.shutdown.cancel();
+        backend::drop_database_for(self.data_dir.path());
     }
 }
 
@@ -373,6 +377,9 @@ impl ChildServer {
             .kill_on_drop(true);
         if let Some(token) = admin_token {
             command.env("SWITCHYARD_ADMIN_TOKEN", token);
+        }
+        for (key, value) in backend::child_env(data_dir).await {
+            command.env(key, value);
         }
         for (key, value) in env {
             command.env(key, value);

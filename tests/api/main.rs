@@ -1,6 +1,7 @@
 //! Integration tests: the real server on loopback (port 0) with a real redb
 //! file in a temp dir, driven over HTTP.
 
+mod backend;
 mod capabilities;
 mod chat;
 mod cli;

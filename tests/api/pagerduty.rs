@@ -235,15 +235,8 @@ async fn the_routing_key_is_sealed_at_rest_and_masked_in_answers() {
 
     // No file in the data dir holds either key in plain text.
     app.create_workspace("flush").await;
-    for entry in std::fs::read_dir(app.data_dir()).unwrap() {
-        let path = entry.unwrap().path();
-        if !path.is_file() {
-            continue;
-        }
-        let bytes = std::fs::read(&path).unwrap();
-        let haystack = String::from_utf8_lossy(&bytes);
-        for key in [ROUTING_KEY, new_key] {
-            assert!(!haystack.contains(key), "{key} in plain text in {path:?}");
-        }
+    let haystack = crate::backend::stored_text(app.data_dir()).await;
+    for key in [ROUTING_KEY, new_key] {
+        assert!(!haystack.contains(key), "{key} in plain text in the store");
     }
 }

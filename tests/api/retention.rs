@@ -95,6 +95,9 @@ async fn old_finished_events_go_while_a_queued_delivery_keeps_its_event() {
         let removed = metric(&text, &series).unwrap_or_else(|| panic!("{series} in:\n{text}"));
         assert!(removed >= 1.0, "{series} = {removed}");
     }
+    if crate::backend::on_postgres() {
+        return; // switchyard_database_bytes is the redb file's size
+    }
     let size = std::fs::metadata(app.data_dir().join("switchyard.redb"))
         .unwrap()
         .len() as f64;
@@ -125,6 +128,10 @@ fn reported_bytes(text: &str, label: &str) -> u64 {
 
 #[tokio::test]
 async fn compact_refuses_a_running_server_and_frees_space_once_it_stopped() {
+    if crate::backend::redb_only("compact_refuses_a_running_server_and_frees_space_once_it_stopped")
+    {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let output = compact(dir.path()).await;
     assert!(!output.status.success());

@@ -111,10 +111,11 @@ async fn the_install_flow_creates_the_connection_without_exposing_tokens() {
         !connection.to_string().contains(&token),
         "token in the API answer"
     );
-    let bytes = std::fs::read(app.data_dir().join("switchyard.redb")).unwrap();
     assert!(
-        !String::from_utf8_lossy(&bytes).contains(&token),
-        "token in the redb file"
+        !crate::backend::stored_text(app.data_dir())
+            .await
+            .contains(&token),
+        "token in the database"
     );
 
     // A second install of the same team updates the same connection.
@@ -566,9 +567,7 @@ async fn tokens_never_reach_the_logs() {
         logged.contains("Slack token refreshed"),
         "debug log was captured:\n{logged}"
     );
-    let stored =
-        String::from_utf8_lossy(&std::fs::read(data_dir.path().join("switchyard.redb")).unwrap())
-            .into_owned();
+    let stored = crate::backend::stored_text(data_dir.path()).await;
     for token in slack.issued_tokens() {
         assert!(!logged.contains(&token), "a token is in the log");
         assert!(!stored.contains(&token), "a token is in the database file");

@@ -36,6 +36,9 @@ async fn readyz(app: &TestApp) -> StatusCode {
 
 #[tokio::test]
 async fn a_full_disk_is_reported_and_recovered_from_without_a_restart() {
+    if crate::backend::redb_only("a_full_disk_is_reported_and_recovered_from_without_a_restart") {
+        return;
+    }
     let faults = FaultSwitch::new();
     let app = TestApp::spawn_with_storage_faults(faults.clone(), |_| {}).await;
     let ws = app.create_workspace("acme").await;
@@ -114,6 +117,10 @@ async fn a_full_disk_is_reported_and_recovered_from_without_a_restart() {
 /// disk takes writes again, then goes on and succeeds.
 #[tokio::test]
 async fn the_delivery_engine_pauses_while_storage_fails_and_resumes_after() {
+    if crate::backend::redb_only("the_delivery_engine_pauses_while_storage_fails_and_resumes_after")
+    {
+        return;
+    }
     let faults = FaultSwitch::new();
     let app = TestApp::spawn_with_storage_faults(faults.clone(), |config| {
         config.delivery.allow_private_networks = true;

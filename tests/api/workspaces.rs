@@ -180,16 +180,42 @@ async fn a_deleted_workspace_is_purged_in_the_background() {
     }
     assert_eq!(server.terminate().await.code(), Some(0));
 
-    const EVENTS: TableDefinition<(u128, u128), &[u8]> = TableDefinition::new("events");
-    let db = redb::Database::open(dir.path().join("switchyard.redb")).unwrap();
-    let txn = db.begin_read().unwrap();
-    let events = txn.open_table(EVENTS).unwrap();
-    let stored = |id: &str| {
-        let ws = ulid::Ulid::from_string(id.trim_start_matches("ws_"))
+    let ws = |id: &str| {
+        ulid::Ulid::from_string(id.trim_start_matches("ws_"))
             .unwrap()
-            .0;
-        events.range((ws, 0)..=(ws, u128::MAX)).unwrap().count()
+            .0
     };
-    assert_eq!(stored(&workspaces[0].id), 0);
-    assert_eq!(stored(&workspaces[1].id), 30);
+    let stored: Vec<usize> = if crate::backend::on_postgres() {
+        let url = crate::backend::database_for(dir.path()).await;
+        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        let mut counts = Vec::new();
+        for workspace in &workspaces {
+            let id = ws(&workspace.id).to_be_bytes().to_vec();
+            let row = client
+                .query_one(
+                    "SELECT count(*) FROM events WHERE workspace_id = $1",
+                    &[&id],
+                )
+                .await
+                .unwrap();
+            counts.push(row.get::<_, i64>(0) as usize);
+        }
+        counts
+    } else {
+        const EVENTS: TableDefinition<(u128, u128), &[u8]> = TableDefinition::new("events");
+        let db = redb::Database::open(dir.path().join("switchyard.redb")).unwrap();
+        let txn = db.begin_read().unwrap();
+        let events = txn.open_table(EVENTS).unwrap();
+        workspaces
+            .iter()
+            .map(|workspace| {
+                let ws = ws(&workspace.id);
+                events.range((ws, 0)..=(ws, u128::MAX)).unwrap().count()
+            })
+            .collect()
+    };
+    assert_eq!(stored, [0, 30]);
 }
