@@ -26,4 +26,5 @@ mod retention;
 mod rules;
 mod slack;
 mod storage_faults;
+mod upgrade;
 mod workspaces;
