@@ -119,6 +119,8 @@ pub struct NewWorkspace {
     pub workspace: Workspace,
     pub publishable_key_hash: KeyHash,
     pub secret_key_hash: KeyHash,
+    /// The Meshes-format publishable key (`mesh_pub_…`).
+    pub meshes_key_hash: KeyHash,
 }
 
 /// Events and their deliveries to store atomically (with their queue
@@ -416,12 +418,14 @@ pub trait Store: Send + Sync + 'static {
     /// Copies the whole store, as of one snapshot, into a new database in
     /// `target` (an empty file). Blocking: call it off the async workers.
     fn backup(&self, target: std::fs::File) -> Result<BackupStats, StoreError>;
-    /// Replaces both keys at once; the old ones stop working on commit.
+    /// Replaces all three keys at once (publishable, secret, Meshes
+    /// publishable); the old ones stop working on commit.
     fn rotate_keys(
         &self,
         id: WorkspaceId,
         publishable_key_hash: KeyHash,
         secret_key_hash: KeyHash,
+        meshes_key_hash: KeyHash,
     ) -> StoreFuture<Option<Workspace>>;
     fn ingest(&self, batch: IngestBatch) -> StoreFuture<IngestOutcome>;
     /// Drops idempotency keys older than their lifetime; returns how many.

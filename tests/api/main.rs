@@ -17,6 +17,7 @@ mod fake_resend;
 mod fake_slack;
 mod helpers;
 mod limits;
+mod meshes;
 mod noise;
 mod openapi;
 mod pagerduty;

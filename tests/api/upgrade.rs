@@ -339,3 +339,38 @@ async fn a_bot_token_slack_connection_of_v0_1_still_posts() {
     assert_eq!(message.token, BOT_TOKEN);
     assert_eq!(message.channel, "C0000002");
 }
+
+#[tokio::test]
+async fn a_v0_1_workspace_gets_a_meshes_key_at_its_next_rotation() {
+    let up = Upgraded::start().await;
+    let expected = &up.expected;
+    let admin = str_of(expected, &["admin_token"]);
+    let id = str_of(expected, &["workspaces", "a", "id"]);
+    let (status, rotated) = up
+        .app
+        .send(
+            up.app
+                .post(&format!("/v1/workspaces/{id}/keys/rotate"), admin),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{rotated}");
+    let meshes_key = str_of(&rotated, &["meshes_publishable_key"]);
+    let (status, body) = up
+        .app
+        .send(
+            up.app
+                .http
+                .post(format!("{}/api/v1/events", up.app.url))
+                .header("X-Meshes-Publishable-Key", meshes_key)
+                .json(&json!({"event": "user.signed_up", "payload": {}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    // The v0.1 keys went with the rotation, the new ones work.
+    let old = str_of(expected, &["workspaces", "a", "secret_key"]);
+    let (status, _) = up.app.send(up.app.get("/v1/rules", old)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let new = str_of(&rotated, &["secret_key"]);
+    let (status, _) = up.app.send(up.app.get("/v1/rules", new)).await;
+    assert_eq!(status, StatusCode::OK);
+}
