@@ -4,6 +4,7 @@
 //! authenticate, sealed secrets still open and queued deliveries still go.
 
 use crate::fake_pagerduty::FakePagerDuty;
+use crate::fake_resend::{self, FakeResend};
 use crate::fake_slack::FakeSlack;
 use crate::helpers::TestApp;
 use crate::receiver::{Receiver, Reply};
@@ -76,6 +77,7 @@ struct Upgraded {
     expected: Value,
     slack: FakeSlack,
     pagerduty: FakePagerDuty,
+    resend: FakeResend,
 }
 
 impl Upgraded {
@@ -84,7 +86,9 @@ impl Upgraded {
         slack.add_token(OAUTH_TOKEN);
         slack.add_token(BOT_TOKEN);
         let pagerduty = FakePagerDuty::start().await;
+        let resend = FakeResend::start().await;
         let (api_base, events_url) = (slack.api_base.clone(), pagerduty.events_url.clone());
+        let resend_base = resend.api_base.clone();
         let app = TestApp::spawn_on(copy_of_fixture(), |config| {
             // The fixture's own token file and master key, as a real upgrade.
             config.admin_token = None;
@@ -97,6 +101,8 @@ impl Upgraded {
             config.slack.client_id = Some("1111.2222".into());
             config.slack.client_secret = Some(Secret::new("fixture-client-secret"));
             config.pagerduty.events_url = events_url;
+            config.email.resend.api_base = resend_base;
+            config.email.resend.api_key = Some(Secret::new(fake_resend::API_KEY));
         })
         .await;
         Self {
@@ -104,6 +110,7 @@ impl Upgraded {
             expected: expected(),
             slack,
             pagerduty,
+            resend,
         }
     }
 
@@ -312,6 +319,10 @@ async fn the_queue_delivers_with_secrets_sealed_by_v0_1() {
         .expect("Slack never got the alert");
     assert_eq!(message.token, OAUTH_TOKEN);
     assert_eq!(message.channel, "C0000001");
+    // The email connection and its rule's recipients carried over too.
+    let mail = up.resend.next_request().await;
+    assert_eq!(mail.body["to"], json!(["oncall@example.com"]));
+    assert_eq!(mail.body["from"], "Alerts <alerts@example.com>");
 }
 
 #[tokio::test]
