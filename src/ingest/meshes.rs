@@ -105,7 +105,7 @@ pub async fn emit(
     RawBody(bytes): RawBody,
 ) -> Result<Response, ApiError> {
     admit(&app, key.workspace, 1)?;
-    let idempotency = idempotency_key(&headers)?;
+    let idempotency = meshes_idempotency_key(&headers)?;
     let body: MeshesEvent = crate::api::parse_json(&bytes)?;
     let event = to_event(body, key.workspace, "")?;
     let (deliveries, _) = fan_out(&app, key.workspace, std::slice::from_ref(&event))?;
@@ -131,7 +131,7 @@ pub async fn emit_bulk(
     headers: HeaderMap,
     RawBody(bytes): RawBody,
 ) -> Result<Response, ApiError> {
-    let idempotency = idempotency_key(&headers)?;
+    let idempotency = meshes_idempotency_key(&headers)?;
     let items = parse_array(&bytes)?;
     if items.is_empty() || items.len() > MAX_BULK_EVENTS {
         return Err(ApiError::invalid(
@@ -190,6 +190,12 @@ pub async fn emit_bulk(
         StatusCode::CREATED
     };
     store_events(&app, events, deliveries, idempotency, status, answer).await
+}
+
+/// `Idempotency-Key`, kept apart from `/v1`'s: the same key sent to both
+/// must not replay one API's answer on the other.
+fn meshes_idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    Ok(idempotency_key(headers)?.map(|key| format!("meshes:{key}")))
 }
 
 fn to_event(body: MeshesEvent, workspace: WorkspaceId, field: &str) -> Result<Event, ApiError> {

@@ -411,4 +411,15 @@ async fn an_idempotency_key_replays_the_first_answer() {
     assert_eq!(replay, answer);
     assert_eq!(replay_headers["idempotent-replayed"], "true");
     assert_eq!(app.all_event_ids(&ws.secret_key).await.len(), 1);
+    // The same key on /v1/events is another request, with /v1's answer.
+    let (status, v1) = app
+        .send(
+            app.post("/v1/events", &ws.publishable_key)
+                .header("Idempotency-Key", "signup-42")
+                .json(&json!({"event": "user.signed_up"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{v1}");
+    assert!(v1["deliveries"].is_number(), "{v1}");
+    assert_eq!(app.all_event_ids(&ws.secret_key).await.len(), 2);
 }
