@@ -3,6 +3,7 @@
 
 use crate::api::{self, AppParts, AppState, hash_key, random_token};
 use crate::config::Config;
+use crate::config::StorageBackend;
 use crate::crypto::{CryptoError, MasterKey, MasterKeySource};
 use crate::delivery::retry::RetryPolicy;
 use crate::delivery::{Engine, EngineDeps};
@@ -11,6 +12,7 @@ use crate::destinations::{Destinations, Ports};
 use crate::model::now_ms;
 use crate::routing::RuleIndex;
 use crate::secret::Secret;
+use crate::store::postgres::PgStore;
 use crate::store::{FaultSwitch, RedbStore, Store, StoreError, StoreOptions};
 use std::io::Write;
 use std::net::SocketAddr;
@@ -35,6 +37,8 @@ pub enum ServeError {
     },
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Postgres(#[from] crate::store::postgres::OpenError),
     #[error("master key: {0}")]
     MasterKey(#[from] CryptoError),
     #[error("cannot build the HTTP client: {0}")]
@@ -65,7 +69,7 @@ pub struct Server {
     listener: TcpListener,
     local_addr: SocketAddr,
     config: Config,
-    store: Arc<RedbStore>,
+    store: Arc<dyn Store>,
     admin_token_hash: [u8; 32],
     admin_token_source: AdminTokenSource,
     master_key: Arc<MasterKey>,
@@ -114,24 +118,7 @@ impl Server {
         }
         let master_key_value = config.master_key.as_ref().map(Secret::expose);
         let (master_key, master_key_source) = MasterKey::load(&config.data_dir, master_key_value)?;
-        if config.storage.backend == crate::config::StorageBackend::Postgres {
-            // The PostgreSQL store (store::postgres) is not behind the
-            // server's Store yet: refuse rather than quietly use redb.
-            return Err(StoreError::Unavailable(
-                "storage.backend = \"postgres\" cannot serve yet in this build; \
-                 `switchyard migrate` prepares the database"
-                    .to_string(),
-            )
-            .into());
-        }
-        let database = config.database_path();
-        let store_options = StoreOptions {
-            faults: options.storage_faults,
-            ..StoreOptions::from_config(&config.storage)
-        };
-        let store = tokio::task::spawn_blocking(move || RedbStore::open(&database, store_options))
-            .await
-            .map_err(|error| StoreError::Unavailable(error.to_string()))??;
+        let store = open_store(&config, options).await?;
         Ok(Self {
             listener,
             local_addr,
@@ -165,7 +152,7 @@ impl Server {
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), ServeError> {
         // Install the recorder before anything records.
         crate::telemetry::metrics_handle();
-        let store: Arc<dyn Store> = self.store.clone();
+        let store = self.store.clone();
         let writable = if store.is_writable() { 1.0 } else { 0.0 };
         metrics::gauge!("switchyard_storage_writable").set(writable);
         let config = self.config;
@@ -233,12 +220,14 @@ impl Server {
             tracing::error!(%error, "the delivery engine failed");
         }
         // Every request handler has returned and, unless the drain above
-        // timed out, every attempt too: then this is the last handle, and
-        // dropping it commits what is queued and closes the file. Attempts
-        // still running past the shutdown grace hold handles of their own;
-        // the file then closes with the last of them (at the latest when the
-        // process exits), and their deliveries, still queued on disk, run
-        // again after the next start.
+        // timed out, every attempt too. Closing commits what is queued and
+        // stops the writer; attempts still running past the shutdown grace
+        // then fail to record (their deliveries, still queued, run again
+        // after the next start). The file closes with the last handle: this
+        // one, or at the latest when the process exits.
+        if let Err(error) = self.store.close().await {
+            tracing::error!(%error, "closing the store");
+        }
         let store = self.store;
         tokio::task::spawn_blocking(move || drop(store))
             .await
@@ -305,7 +294,7 @@ async fn purge_deleted_workspaces(app: AppState, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => return,
             _ = interval.tick() => {}
         }
-        match app.store().pending_purges() {
+        match app.store().pending_purges().await {
             Ok(0) => continue,
             Ok(pending) => tracing::debug!(pending, "purging deleted workspaces"),
             Err(error) => {
@@ -325,6 +314,29 @@ async fn purge_deleted_workspaces(app: AppState, shutdown: CancellationToken) {
                     break;
                 }
             }
+        }
+    }
+}
+
+/// Opens the configured backend: the redb file in `data_dir` (its writer
+/// thread started), or the PostgreSQL database (migrated first).
+async fn open_store(config: &Config, options: ServerOptions) -> Result<Arc<dyn Store>, ServeError> {
+    match config.storage.backend {
+        StorageBackend::Redb => {
+            let database = config.database_path();
+            let store_options = StoreOptions {
+                faults: options.storage_faults,
+                ..StoreOptions::from_config(&config.storage)
+            };
+            let store =
+                tokio::task::spawn_blocking(move || RedbStore::open(&database, store_options))
+                    .await
+                    .map_err(|error| StoreError::Unavailable(error.to_string()))??;
+            Ok(store)
+        }
+        StorageBackend::Postgres => {
+            let store = PgStore::open(&config.storage.postgres).await?;
+            Ok(Arc::new(store))
         }
     }
 }

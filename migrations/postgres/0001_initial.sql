@@ -16,14 +16,15 @@ CREATE TABLE workspaces (
     name text NOT NULL,
     created_at_ms bigint NOT NULL,
     publishable_key_hash bytea NOT NULL,
-    secret_key_hash bytea NOT NULL
+    secret_key_hash bytea NOT NULL,
+    meshes_key_hash bytea NOT NULL
 );
 
 -- SHA-256 digests of API keys; the keys themselves are never stored.
 CREATE TABLE api_keys (
     hash bytea PRIMARY KEY,
     workspace_id bytea NOT NULL,
-    kind text NOT NULL CHECK (kind IN ('publishable', 'secret'))
+    kind text NOT NULL CHECK (kind IN ('publishable', 'secret', 'meshes_publishable'))
 );
 
 CREATE TABLE workspace_purges (

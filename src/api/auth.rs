@@ -28,6 +28,40 @@ pub fn random_token() -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
+/// A Meshes-format publishable key, `mesh_pub_<workspace>_<key id>_<secret>`,
+/// which passes the Meshes events client's own check
+/// (`^mesh_pub_([A-Za-z0-9\-.]+)_([A-Za-z0-9\-.]+)_([^_]+)$`): the
+/// workspace's ULID in lower case, a short random key id (named as an
+/// event's `created_by`), then 32 random bytes in hex, so the secret part
+/// carries 256 bits and never holds a `_`.
+pub fn generate_meshes_key(workspace: WorkspaceId) -> String {
+    let mut key_id = [0u8; 4];
+    let mut secret = [0u8; 32];
+    rand::rng().fill_bytes(&mut key_id);
+    rand::rng().fill_bytes(&mut secret);
+    format!(
+        "{}{}_{}_{}",
+        KeyKind::MeshesPublishable.prefix(),
+        ulid::Ulid(workspace.0).to_string().to_ascii_lowercase(),
+        lower_hex(&key_id),
+        lower_hex(&secret)
+    )
+}
+
+fn lower_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// The key id of a Meshes key (its second `_`-separated part after the
+/// prefix); `None` for anything not shaped like one.
+fn meshes_key_id(key: &str) -> Option<&str> {
+    let mut parts = key
+        .strip_prefix(KeyKind::MeshesPublishable.prefix())?
+        .split('_');
+    let (_workspace, key_id, _secret) = (parts.next()?, parts.next()?, parts.next()?);
+    parts.next().is_none().then_some(key_id)
+}
+
 pub fn hash_key(key: &str) -> KeyHash {
     Sha256::digest(key.as_bytes()).into()
 }
@@ -46,24 +80,27 @@ pub struct KeyCache {
 const MAX_CACHED_KEYS: usize = 100_000;
 
 impl KeyCache {
-    pub fn lookup(
+    pub async fn lookup(
         &self,
         store: &dyn Store,
         hash: &KeyHash,
     ) -> Result<Option<(WorkspaceId, KeyKind)>, StoreError> {
-        self.lookup_with(hash, |hash| store.key(hash))
+        self.lookup_with(hash, |hash| store.key(hash)).await
     }
 
-    fn lookup_with(
+    async fn lookup_with<Load>(
         &self,
         hash: &KeyHash,
-        load: impl FnOnce(&KeyHash) -> Result<Option<(WorkspaceId, KeyKind)>, StoreError>,
-    ) -> Result<Option<(WorkspaceId, KeyKind)>, StoreError> {
+        load: impl FnOnce(KeyHash) -> Load,
+    ) -> Result<Option<(WorkspaceId, KeyKind)>, StoreError>
+    where
+        Load: Future<Output = Result<Option<(WorkspaceId, KeyKind)>, StoreError>>,
+    {
         if let Some(hit) = self.read().get(hash) {
             return Ok(Some(*hit));
         }
         let epoch = self.epoch.load(Ordering::Acquire);
-        let found = load(hash)?;
+        let found = load(*hash).await?;
         if let Some(found) = found {
             let mut entries = self.write();
             if self.epoch.load(Ordering::Acquire) == epoch && entries.len() < MAX_CACHED_KEYS {
@@ -112,6 +149,18 @@ pub struct SecretKey(pub WorkspaceId);
 /// A publishable or secret key: may emit events.
 pub struct EmitKey(pub WorkspaceId);
 
+/// The header the Meshes events client sends its publishable key in.
+pub const MESHES_KEY_HEADER: &str = "x-meshes-publishable-key";
+
+/// A workspace's Meshes publishable key from `X-Meshes-Publishable-Key`:
+/// may emit through `/api/v1/events` only. No other key is accepted there
+/// (401), so a `pk_` key pasted into a Meshes client fails loudly.
+pub struct MeshesKey {
+    pub workspace: WorkspaceId,
+    /// The key's public id, named as `created_by` on the events it emits.
+    pub key_id: String,
+}
+
 enum Caller {
     Admin,
     Workspace(WorkspaceId, KeyKind, KeyHash),
@@ -132,7 +181,7 @@ fn bearer_token(value: &str) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
-fn identify(parts: &Parts, app: &AppState) -> Result<Caller, ApiError> {
+async fn identify(parts: &Parts, app: &AppState) -> Result<Caller, ApiError> {
     let header = parts
         .headers
         .get(AUTHORIZATION)
@@ -150,10 +199,11 @@ fn identify(parts: &Parts, app: &AppState) -> Result<Caller, ApiError> {
     }
     if crate::embed::is_session_token(token) {
         return crate::embed::session_workspace(app, token)
+            .await
             .map(Caller::Embed)
             .ok_or_else(|| ApiError::unauthorized("this session has expired or is not valid"));
     }
-    match app.key_cache().lookup(app.store(), &hash)? {
+    match app.key_cache().lookup(app.store(), &hash).await? {
         Some((workspace, kind)) => Ok(Caller::Workspace(workspace, kind, hash)),
         None => Err(ApiError::unauthorized("unknown API key")),
     }
@@ -163,7 +213,7 @@ impl FromRequestParts<AppState> for Admin {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
-        match identify(parts, app)? {
+        match identify(parts, app).await? {
             Caller::Admin => Ok(Admin),
             Caller::Workspace(..) | Caller::Embed(_) => Err(ApiError::forbidden(
                 "this endpoint needs the admin token, not a workspace key",
@@ -176,13 +226,14 @@ impl FromRequestParts<AppState> for SecretKey {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
-        match identify(parts, app)? {
+        match identify(parts, app).await? {
             Caller::Workspace(workspace, KeyKind::Secret, _) | Caller::Embed(workspace) => {
                 Ok(SecretKey(workspace))
             }
             Caller::Workspace(_, KeyKind::Publishable, _) => Err(ApiError::forbidden(
                 "a publishable key can only emit events; use the secret key",
             )),
+            Caller::Workspace(_, KeyKind::MeshesPublishable, _) => Err(meshes_key_elsewhere()),
             Caller::Admin => Err(ApiError::forbidden(
                 "this endpoint needs a workspace secret key, not the admin token",
             )),
@@ -194,7 +245,8 @@ impl FromRequestParts<AppState> for EmitKey {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
-        match identify(parts, app)? {
+        match identify(parts, app).await? {
+            Caller::Workspace(_, KeyKind::MeshesPublishable, _) => Err(meshes_key_elsewhere()),
             Caller::Workspace(workspace, ..) | Caller::Embed(workspace) => Ok(EmitKey(workspace)),
             Caller::Admin => Err(ApiError::forbidden(
                 "events are emitted with a workspace key, not the admin token",
@@ -207,15 +259,54 @@ impl FromRequestParts<AppState> for RealSecretKey {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
-        match identify(parts, app)? {
+        match identify(parts, app).await? {
             Caller::Workspace(workspace, KeyKind::Secret, hash) => {
                 Ok(RealSecretKey(workspace, hash))
             }
-            Caller::Workspace(_, KeyKind::Publishable, _) | Caller::Embed(_) | Caller::Admin => {
-                Err(ApiError::forbidden(
-                    "this endpoint needs the workspace's secret key",
-                ))
+            Caller::Workspace(_, KeyKind::Publishable | KeyKind::MeshesPublishable, _)
+            | Caller::Embed(_)
+            | Caller::Admin => Err(ApiError::forbidden(
+                "this endpoint needs the workspace's secret key",
+            )),
+        }
+    }
+}
+
+fn meshes_key_elsewhere() -> ApiError {
+    ApiError::forbidden(
+        "a Meshes publishable key only emits at /api/v1/events (X-Meshes-Publishable-Key); \
+         use the workspace's pk_ or sk_ key here",
+    )
+}
+
+impl FromRequestParts<AppState> for MeshesKey {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
+        let Some(key) = parts.headers.get(MESHES_KEY_HEADER) else {
+            // A bearer key is a key of the wrong kind here, whichever it is.
+            if parts.headers.contains_key(AUTHORIZATION) {
+                return Err(ApiError::forbidden(
+                    "this endpoint takes the workspace's Meshes publishable key \
+                     (mesh_pub_…) in X-Meshes-Publishable-Key, not a bearer key",
+                ));
             }
+            return Err(ApiError::unauthorized(
+                "missing X-Meshes-Publishable-Key header",
+            ));
+        };
+        let key = key
+            .to_str()
+            .map_err(|_| ApiError::unauthorized("unknown Meshes publishable key"))?
+            .trim();
+        let key_id = meshes_key_id(key)
+            .ok_or_else(|| ApiError::unauthorized("not a Meshes publishable key (mesh_pub_…)"))?;
+        match app.key_cache().lookup(app.store(), &hash_key(key)).await? {
+            Some((workspace, KeyKind::MeshesPublishable)) => Ok(MeshesKey {
+                workspace,
+                key_id: key_id.to_string(),
+            }),
+            _ => Err(ApiError::unauthorized("unknown Meshes publishable key")),
         }
     }
 }
@@ -223,6 +314,7 @@ impl FromRequestParts<AppState> for RealSecretKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::future::ready;
 
     #[test]
     fn the_bearer_scheme_is_case_insensitive_and_the_token_is_kept_exactly() {
@@ -241,14 +333,17 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_key_cache_stops_growing_at_its_cap_and_still_answers() {
+    #[tokio::test]
+    async fn the_key_cache_stops_growing_at_its_cap_and_still_answers() {
         let cache = KeyCache::default();
         let full = WorkspaceId::new();
         let key_of = |n: usize| hash_key(&format!("pk_{n}"));
         for n in 0..MAX_CACHED_KEYS {
             let found = cache
-                .lookup_with(&key_of(n), |_| Ok(Some((full, KeyKind::Publishable))))
+                .lookup_with(&key_of(n), |_| {
+                    ready(Ok(Some((full, KeyKind::Publishable))))
+                })
+                .await
                 .unwrap();
             assert_eq!(found, Some((full, KeyKind::Publishable)));
         }
@@ -261,26 +356,63 @@ mod tests {
             let found = cache
                 .lookup_with(&extra, |_| {
                     loads += 1;
-                    Ok(Some((late, KeyKind::Secret)))
+                    ready(Ok(Some((late, KeyKind::Secret))))
                 })
+                .await
                 .unwrap();
             assert_eq!((found, loads), (Some((late, KeyKind::Secret)), 1));
         }
         assert_eq!(cache.len(), MAX_CACHED_KEYS);
         // Misses are never cached; a deleted workspace's keys make room.
         let unknown = cache
-            .lookup_with(&key_of(usize::MAX), |_| Ok(None))
+            .lookup_with(&key_of(usize::MAX), |_| ready(Ok(None)))
+            .await
             .unwrap();
         assert_eq!(unknown, None);
         cache.forget_workspace(full);
         assert!(cache.is_empty());
         cache
-            .lookup_with(&extra, |_| Ok(Some((late, KeyKind::Secret))))
+            .lookup_with(&extra, |_| ready(Ok(Some((late, KeyKind::Secret)))))
+            .await
             .unwrap();
         let cached = cache
-            .lookup_with(&extra, |_| panic!("cached: no store read"))
+            .lookup_with(&extra, |_| async { panic!("cached: no store read") })
+            .await
             .unwrap();
         assert_eq!(cached, Some((late, KeyKind::Secret)));
+    }
+
+    proptest::proptest! {
+        /// The Meshes client refuses, before sending, any key that does
+        /// not match its pattern; every key made here must pass it.
+        #[test]
+        fn meshes_keys_pass_the_meshes_clients_check(workspace in proptest::prelude::any::<u128>()) {
+            let pattern =
+                regex::Regex::new(r"^mesh_pub_([A-Za-z0-9\-.]+)_([A-Za-z0-9\-.]+)_([^_]+)$").unwrap();
+            let key = generate_meshes_key(WorkspaceId(workspace));
+            let groups = pattern.captures(&key).expect("matches the Meshes pattern");
+            proptest::prop_assert_eq!(
+                &groups[1],
+                ulid::Ulid(workspace).to_string().to_ascii_lowercase()
+            );
+            proptest::prop_assert_eq!(meshes_key_id(&key), Some(&groups[2]));
+            // 64 hex digits: 256 random bits.
+            proptest::prop_assert_eq!(groups[3].len(), 64);
+            proptest::prop_assert!(groups[3].bytes().all(|b| b.is_ascii_hexdigit()));
+        }
+    }
+
+    #[test]
+    fn meshes_key_ids_come_only_from_meshes_shaped_keys() {
+        assert_eq!(meshes_key_id("mesh_pub_ws_kid_secret"), Some("kid"));
+        for other in [
+            "pk_abc",
+            "mesh_pub_a_b",
+            "mesh_pub_a_b_c_d",
+            "mesh_pubx_a_b_c",
+        ] {
+            assert_eq!(meshes_key_id(other), None, "{other}");
+        }
     }
 
     #[test]

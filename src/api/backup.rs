@@ -1,10 +1,13 @@
 //! `POST /v1/backup` (admin): a consistent copy of the whole database,
 //! streamed as a redb file. Restoring is stopping the server and putting the
 //! file in place of `data_dir/switchyard.redb`, with the same master key.
+//! Only a backend with its own file backup (redb) has one; any other answers
+//! 501 `backup_unsupported`.
 
 use super::auth::Admin;
 use super::{ApiError, AppState};
 use crate::model::{format_timestamp_ms, now_ms};
+use crate::store::StoreError;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::State;
@@ -19,20 +22,24 @@ pub fn routes() -> Router<AppState> {
 }
 
 async fn backup(State(app): State<AppState>, _: Admin) -> Result<Response, ApiError> {
+    let source = app.store().backup_source().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "backup_unsupported",
+            "this store has no file backup; back its database up with the database's own tools \
+             (pg_dump for PostgreSQL)",
+        )
+    })?;
     let _running = OneAtATime::claim(&app)?;
-    let data_dir = app.config().data_dir.clone();
-    let (file, stats) = app
-        .read_blocking(move |store| {
-            let unavailable =
-                |error: std::io::Error| crate::store::StoreError::Unavailable(error.to_string());
-            // Created unlinked, in the data dir's file system: nothing is
-            // left behind whether the copy or the download completes or not.
-            let mut file = tempfile::tempfile_in(&data_dir).map_err(unavailable)?;
-            let stats = store.backup(file.try_clone().map_err(unavailable)?)?;
-            file.rewind().map_err(unavailable)?;
-            Ok((file, stats))
-        })
+    let unavailable =
+        |error: std::io::Error| ApiError::from(StoreError::Unavailable(error.to_string()));
+    // Created unlinked, in the data dir's file system: nothing is left
+    // behind whether the copy or the download completes or not.
+    let mut file = tempfile::tempfile_in(&app.config().data_dir).map_err(unavailable)?;
+    let stats = source
+        .backup(file.try_clone().map_err(unavailable)?)
         .await?;
+    file.rewind().map_err(unavailable)?;
     let length = file
         .metadata()
         .map_err(|error| ApiError::internal(&error))?

@@ -651,8 +651,7 @@ impl Scheduler {
     /// theirs, oldest head first.
     async fn refill(&mut self) -> Result<QueueHeads, StoreError> {
         let started = Instant::now();
-        let store = self.deps.store.clone();
-        let heads = blocking(move || store.queue_heads()).await?;
+        let heads = self.deps.store.queue_heads().await?;
         let window = self.deps.queue_window;
         let due_by = now_ms().saturating_add(LOOKAHEAD_MS);
 
@@ -743,9 +742,7 @@ impl Scheduler {
         }
 
         if !reads.is_empty() {
-            let store = self.deps.store.clone();
-            let asked = reads.clone();
-            let found = blocking(move || store.queue_rows(&asked)).await?;
+            let found = self.deps.store.queue_rows(reads.clone()).await?;
             for (read, rows) in reads.iter().zip(found) {
                 let connection = read.connection_id;
                 for entry in rows.entries {
@@ -862,15 +859,6 @@ fn publish_backlog_metrics(heads: &QueueHeads, now: u64) {
     metrics::gauge!("switchyard_queue_oldest_due_age_seconds").set(age_ms as f64 / 1000.0);
 }
 
-/// Runs a blocking store read on the blocking pool.
-async fn blocking<T: Send + 'static>(
-    read: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, StoreError> {
-    tokio::task::spawn_blocking(read)
-        .await
-        .map_err(|error| StoreError::Unavailable(error.to_string()))?
-}
-
 /// Reports an attempt's end to the scheduler even if the attempt panicked,
 /// so its lane and global slots are never lost. The channel is unbounded,
 /// but holds at most one message per attempt in flight.
@@ -940,6 +928,7 @@ mod tests {
                 },
                 publishable_key_hash: [1; 32],
                 secret_key_hash: [2; 32],
+                meshes_key_hash: [3; 32],
             })
             .await
             .unwrap();

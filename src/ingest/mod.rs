@@ -6,6 +6,7 @@
 //! stores nothing.
 
 mod limit;
+mod meshes;
 mod validate;
 
 use crate::api::{ApiError, ApiQuery, AppState, EmitKey, JsonBody, RawBody, SecretKey};
@@ -14,7 +15,8 @@ use crate::model::{
     format_timestamp_ms,
 };
 use crate::store::{
-    DeliveryQuery, EventQuery, IdempotentAnswer, IngestBatch, IngestOutcome, NoiseCheck, QueueEntry,
+    DeliveryQuery, EventNameFilter, EventQuery, IdempotentAnswer, IngestBatch, IngestOutcome,
+    NoiseCheck, QueueEntry,
 };
 use axum::Router;
 use axum::body::Body;
@@ -42,6 +44,8 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/events", post(emit_one).get(list))
         .route("/v1/events/batch", post(emit_batch))
         .route("/v1/events/{id}", get(get_one))
+        .route("/api/v1/events", post(meshes::emit))
+        .route("/api/v1/events/bulk", post(meshes::emit_bulk))
 }
 
 #[derive(Deserialize)]
@@ -90,12 +94,21 @@ async fn emit_one(
     let idempotency = idempotency_key(&headers)?;
     let body: EventBody = crate::api::parse_json(&bytes)?;
     let event = validate_event(body, workspace, "")?;
-    let (deliveries, counts) = fan_out(&app, workspace, std::slice::from_ref(&event))?;
+    let (deliveries, counts) = fan_out(&app, workspace, std::slice::from_ref(&event)).await?;
     let answer = Accepted {
         id: event.id,
         deliveries: counts[0],
     };
-    store_events(&app, vec![event], deliveries, idempotency, &answer).await
+    let answer = serde_json::to_vec(&answer).map_err(|error| ApiError::internal(&error))?;
+    store_events(
+        &app,
+        vec![event],
+        deliveries,
+        idempotency,
+        StatusCode::ACCEPTED,
+        answer,
+    )
+    .await
 }
 
 async fn emit_batch(
@@ -122,7 +135,7 @@ async fn emit_batch(
             serde_json::from_str(raw.get()).map_err(|error| ApiError::invalid(&field, error))?;
         events.push(validate_event(parsed, workspace, &format!("{field}."))?);
     }
-    let (deliveries, counts) = fan_out(&app, workspace, &events)?;
+    let (deliveries, counts) = fan_out(&app, workspace, &events).await?;
     let answer = BatchAccepted {
         data: events
             .iter()
@@ -133,7 +146,16 @@ async fn emit_batch(
             })
             .collect(),
     };
-    store_events(&app, events, deliveries, idempotency, &answer).await
+    let answer = serde_json::to_vec(&answer).map_err(|error| ApiError::internal(&error))?;
+    store_events(
+        &app,
+        events,
+        deliveries,
+        idempotency,
+        StatusCode::ACCEPTED,
+        answer,
+    )
+    .await
 }
 
 /// Deliveries of a batch, and the noise controls the writer decides for
@@ -147,12 +169,12 @@ struct FannedOut {
 /// One pending delivery, due now, per (event, matching rule); and how many
 /// each event got. Whether a rule's noise control suppresses one is decided
 /// in the write, where concurrent ingests are applied one after another.
-fn fan_out(
+async fn fan_out(
     app: &AppState,
     workspace: WorkspaceId,
     events: &[Event],
 ) -> Result<(FannedOut, Vec<usize>), ApiError> {
-    let rules = app.rule_index().workspace(app.store(), workspace)?;
+    let rules = app.rule_index().workspace(app.store(), workspace).await?;
     let mut out = FannedOut::default();
     let mut counts = Vec::with_capacity(events.len());
     for event in events {
@@ -193,16 +215,17 @@ fn fan_out(
 }
 
 /// Writes the events (and the idempotency key's answer) in one durable
-/// transaction, then answers 202; or replays the key's first answer.
+/// transaction, then answers `status` with `body` (JSON); or replays the
+/// key's first answer.
 async fn store_events(
     app: &AppState,
     events: Vec<Event>,
     fanned_out: FannedOut,
     idempotency_key: Option<String>,
-    answer: &impl Serialize,
+    status: StatusCode,
+    body: Vec<u8>,
 ) -> Result<Response, ApiError> {
     let FannedOut { deliveries, noise } = fanned_out;
-    let body = serde_json::to_vec(answer).map_err(|error| ApiError::internal(&error))?;
     let workspace_id = events
         .first()
         .map(|event| event.workspace_id)
@@ -226,7 +249,7 @@ async fn store_events(
         noise,
         idempotency: idempotency_key.map(|key| IdempotentAnswer {
             key,
-            status: StatusCode::ACCEPTED.as_u16(),
+            status: status.as_u16(),
             response: body.clone(),
         }),
     });
@@ -247,7 +270,7 @@ async fn store_events(
             metrics::counter!("switchyard_deliveries_suppressed_total")
                 .increment(suppressed.len() as u64);
             metrics::counter!("switchyard_events_ingested_total").increment(count as u64);
-            Ok(json_response(StatusCode::ACCEPTED, body))
+            Ok(json_response(status, body))
         }
         IngestOutcome::Replayed { status, response } => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::ACCEPTED);
@@ -313,13 +336,13 @@ fn view(event: &Event) -> Result<EventView<'_>, ApiError> {
 }
 
 /// An event's deliveries, oldest first (at most one per rule).
-fn deliveries_of(app: &AppState, event: &Event) -> Result<Vec<DeliverySummary>, ApiError> {
+async fn deliveries_of(app: &AppState, event: &Event) -> Result<Vec<DeliverySummary>, ApiError> {
     let query = DeliveryQuery {
         event_id: Some(event.id),
         limit: MAX_PAGE,
         ..DeliveryQuery::default()
     };
-    let mut page = app.store().deliveries(event.workspace_id, &query)?;
+    let mut page = app.store().deliveries(event.workspace_id, query).await?;
     page.deliveries.reverse();
     Ok(page
         .deliveries
@@ -345,10 +368,11 @@ async fn get_one(
     let id: EventId = id.parse().map_err(|_| ApiError::not_found("event"))?;
     let event = app
         .store()
-        .event(workspace, id)?
+        .event(workspace, id)
+        .await?
         .ok_or_else(|| ApiError::not_found("event"))?;
     let mut view = view(&event)?;
-    view.deliveries = Some(deliveries_of(&app, &event)?);
+    view.deliveries = Some(deliveries_of(&app, &event).await?);
     Ok(axum::Json(view).into_response())
 }
 
@@ -368,6 +392,18 @@ struct EventList<'a> {
 pub const DEFAULT_PAGE: usize = 50;
 pub const MAX_PAGE: usize = 500;
 
+/// The store's filter for `?event=`: a rule's event pattern (`name`,
+/// `prefix.*` or `*`, which keeps everything).
+fn name_filter(pattern: &str) -> Result<Option<EventNameFilter>, ApiError> {
+    let pattern = crate::rules::EventPattern::parse(pattern)
+        .map_err(|problem| ApiError::invalid("event", problem))?;
+    Ok(match pattern.as_str().strip_suffix('*') {
+        None => Some(EventNameFilter::Exact(pattern.as_str().to_string())),
+        Some("") => None,
+        Some(prefix) => Some(EventNameFilter::Prefix(prefix.to_string())),
+    })
+}
+
 async fn list(
     State(app): State<AppState>,
     SecretKey(workspace): SecretKey,
@@ -385,19 +421,18 @@ async fn list(
         .map(|cursor| cursor.parse::<EventId>())
         .transpose()
         .map_err(|_| ApiError::invalid("after", "not an event id cursor"))?;
-    let name = query.event.filter(|name| !name.is_empty());
-    if let Some(pattern) = &name {
-        crate::rules::EventPattern::parse(pattern)
-            .map_err(|problem| ApiError::invalid("event", problem))?;
-    }
+    let name = query
+        .event
+        .filter(|name| !name.is_empty())
+        .map(|pattern| name_filter(&pattern))
+        .transpose()?
+        .flatten();
     let query = EventQuery {
         name,
         before,
         limit,
     };
-    let page = app
-        .read_blocking(move |store| store.events(workspace, &query))
-        .await?;
+    let page = app.store().events(workspace, query).await?;
     let data = page.events.iter().map(view).collect::<Result<_, _>>()?;
     Ok(axum::Json(EventList {
         data,

@@ -14,13 +14,13 @@ const MAX_RESOURCE_CHARS: usize = 256;
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EventBody {
-    event: String,
+    pub(super) event: String,
     #[serde(default)]
-    resource: Option<String>,
+    pub(super) resource: Option<String>,
     #[serde(default)]
-    resource_id: Option<String>,
+    pub(super) resource_id: Option<String>,
     #[serde(default)]
-    payload: Option<Box<RawValue>>,
+    pub(super) payload: Option<Box<RawValue>>,
 }
 
 /// Validates one event; `field` prefixes field names (`events[3].`).

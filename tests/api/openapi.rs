@@ -32,6 +32,9 @@ const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/events"),
     ("POST", "/v1/events/batch"),
     ("GET", "/v1/events/{id}"),
+    // src/ingest/meshes.rs (routed in src/ingest/mod.rs)
+    ("POST", "/api/v1/events"),
+    ("POST", "/api/v1/events/bulk"),
     // src/api/slack.rs
     ("POST", "/v1/connections/slack/authorize"),
     ("GET", "/oauth/slack/callback"),

@@ -55,6 +55,7 @@ pub fn key_kind(kind: KeyKind) -> &'static str {
     match kind {
         KeyKind::Publishable => "publishable",
         KeyKind::Secret => "secret",
+        KeyKind::MeshesPublishable => "meshes_publishable",
     }
 }
 
@@ -62,6 +63,7 @@ pub fn key_kind_from(text: &str) -> PgResult<KeyKind> {
     match text {
         "publishable" => Ok(KeyKind::Publishable),
         "secret" => Ok(KeyKind::Secret),
+        "meshes_publishable" => Ok(KeyKind::MeshesPublishable),
         other => Err(corrupt(format!("key kind {other:?}"))),
     }
 }
@@ -124,7 +126,11 @@ mod tests {
                 status
             );
         }
-        for kind in [KeyKind::Publishable, KeyKind::Secret] {
+        for kind in [
+            KeyKind::Publishable,
+            KeyKind::Secret,
+            KeyKind::MeshesPublishable,
+        ] {
             assert_eq!(key_kind_from(key_kind(kind)).unwrap(), kind);
         }
     }

@@ -42,9 +42,10 @@ impl PgError {
 
 impl From<PgError> for StoreError {
     fn from(error: PgError) -> Self {
+        let io_failure = error.is_connection_failure();
         match error {
             PgError::Store(error) => error,
-            other => StoreError::Unavailable(other.to_string()),
+            other => StoreError::backend(other, io_failure),
         }
     }
 }

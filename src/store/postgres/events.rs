@@ -4,29 +4,11 @@
 use super::columns::{get_id, get_ms, id, ms};
 use super::error::{PgResult, corrupt};
 use crate::model::{Event, EventId, EventName, WorkspaceId};
-use crate::store::{EventPage, EventQuery, IDEMPOTENCY_TTL_MS};
+use crate::store::{EventNameFilter, EventPage, EventQuery, IDEMPOTENCY_TTL_MS};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{GenericClient, Row, Transaction};
 
 pub const COLUMNS: &str = "workspace_id, id, name, resource, resource_id, payload, received_at_ms";
-
-/// The event-name filter of a listing, as SQL understands it.
-enum NameFilter {
-    Exact(String),
-    /// Names that go on past this prefix (which keeps its trailing dot).
-    Prefix(String),
-}
-
-impl NameFilter {
-    /// `alert.triggered`, `alert.*`, or `*` (no filter).
-    fn parse(pattern: &str) -> Option<Self> {
-        match pattern.strip_suffix('*') {
-            None => Some(Self::Exact(pattern.to_string())),
-            Some("") => None,
-            Some(prefix) => Some(Self::Prefix(prefix.to_string())),
-        }
-    }
-}
 
 pub async fn get<C: GenericClient + Sync>(
     client: &C,
@@ -56,19 +38,18 @@ pub async fn list<C: GenericClient + Sync>(
     let wanted = i64::try_from(query.limit)
         .unwrap_or(i64::MAX)
         .saturating_add(1);
-    let filter = query.name.as_deref().and_then(NameFilter::parse);
     let mut params: Vec<&(dyn ToSql + Sync)> = vec![&ws, &before, &wanted];
     // `before` is exclusive; u128::MAX is never a real id.
     let mut sql = format!("SELECT {COLUMNS} FROM events WHERE workspace_id = $1 AND id < $2");
     let name;
-    match &filter {
+    match &query.name {
         None => {}
-        Some(NameFilter::Exact(exact)) => {
+        Some(EventNameFilter::Exact(exact)) => {
             name = exact.clone();
             sql.push_str(" AND name = $4");
             params.push(&name);
         }
-        Some(NameFilter::Prefix(prefix)) => {
+        Some(EventNameFilter::Prefix(prefix)) => {
             name = prefix.clone();
             sql.push_str(" AND starts_with(name, $4) AND length(name) > length($4)");
             params.push(&name);

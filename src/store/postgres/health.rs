@@ -49,6 +49,7 @@ impl Health {
     fn lost(self: &Arc<Self>, error: &PgError) {
         self.writable
             .send_if_modified(|writable| std::mem::replace(writable, false));
+        metrics::gauge!("switchyard_storage_writable").set(0.0);
         if self.probing.swap(true, Ordering::AcqRel) {
             return;
         }
@@ -73,6 +74,7 @@ async fn probe(health: Weak<Health>) {
         if reached {
             health.probing.store(false, Ordering::Release);
             health.writable.send_replace(true);
+            metrics::gauge!("switchyard_storage_writable").set(1.0);
             tracing::info!("PostgreSQL answers again; writes resume");
             return;
         }

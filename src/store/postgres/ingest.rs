@@ -86,6 +86,9 @@ async fn run(
         }
         let jobs = std::mem::take(&mut group);
         let batches: Vec<&IngestBatch> = jobs.iter().map(|job| &job.batch).collect();
+        // The same series as redb's writer, so dashboards read either.
+        metrics::histogram!("switchyard_write_batch_size").record(jobs.len() as f64);
+        let started = std::time::Instant::now();
         let answers: Vec<Result<IngestOutcome, StoreError>> = match commit_group(&pool, &batches)
             .await
         {
@@ -110,6 +113,7 @@ async fn run(
                     .collect()
             }
         };
+        metrics::histogram!("switchyard_commit_seconds").record(started.elapsed().as_secs_f64());
         for (job, answer) in jobs.into_iter().zip(answers) {
             // A caller that went away (timed out) no longer needs its answer.
             let _ = job.reply.send(answer);

@@ -37,10 +37,10 @@ pub use error::PgError;
 pub use migrate::{MigrateError, MigrationReport, latest_version};
 
 use super::{
-    AttemptOutcome, ConnectionPatch, DeleteConnection, DeliveryContext, DeliveryPage,
+    AttemptOutcome, BackupSource, ConnectionPatch, DeleteConnection, DeliveryContext, DeliveryPage,
     DeliveryQuery, EventPage, EventQuery, IngestBatch, IngestOutcome, KeyHash, LaneRead, LaneRows,
     NewWorkspace, PatchOutcome, PutRule, QueueEntry, QueueHeads, Requeue, RetentionCursor,
-    RetentionStep, StoreError,
+    RetentionStep, Store, StoreError, StoreFuture,
 };
 use crate::config::PostgresConfig;
 use crate::model::{
@@ -73,6 +73,9 @@ pub enum OpenError {
 macro_rules! in_txn {
     ($self:ident, |$txn:ident| $body:expr) => {{
         let result: PgResult<_> = async {
+            if $self.close.is_cancelled() {
+                return Err(StoreError::WriterStopped.into());
+            }
             let mut client = $self.pool.get().await?;
             let $txn = client.transaction().await?;
             let value = $body.await?;
@@ -118,14 +121,16 @@ macro_rules! snapshot {
     }};
 }
 
+/// Cheap to clone: every clone is the same store (one pool, one writer).
+#[derive(Clone)]
 pub struct PgStore {
     pool: Pool,
     health: Arc<Health>,
     ingest: IngestWriter,
     close: CancellationToken,
-    writer_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    writer_task: Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>,
     /// Where it points, without the password.
-    target: String,
+    target: Arc<str>,
 }
 
 impl PgStore {
@@ -144,8 +149,8 @@ impl PgStore {
             health,
             ingest,
             close,
-            writer_task: Mutex::new(Some(writer_task)),
-            target,
+            writer_task: Arc::new(Mutex::new(Some(writer_task))),
+            target: target.into(),
         })
     }
 
@@ -165,8 +170,9 @@ impl PgStore {
         &self.target
     }
 
-    /// Commits the ingests already queued, refuses new ones and closes the
-    /// pool's connections.
+    /// Commits the ingests already queued and refuses later writes
+    /// ([`StoreError::WriterStopped`]); reads go on working. The pool's
+    /// connections close with the last clone of the store.
     pub async fn close(&self) {
         self.close.cancel();
         let task = self
@@ -179,7 +185,6 @@ impl PgStore {
         {
             tracing::error!(%error, "the PostgreSQL ingest writer failed");
         }
-        self.pool.close();
     }
 
     pub fn is_writable(&self) -> bool {
@@ -222,17 +227,21 @@ impl PgStore {
         id: WorkspaceId,
         publishable_key_hash: KeyHash,
         secret_key_hash: KeyHash,
+        meshes_key_hash: KeyHash,
     ) -> Result<Option<Workspace>, StoreError> {
-        in_txn!(self, |txn| workspaces::rotate_keys(
-            &txn,
-            id,
-            &publishable_key_hash,
-            &secret_key_hash
-        ))
+        let keys = workspaces::Keys {
+            publishable: &publishable_key_hash,
+            secret: &secret_key_hash,
+            meshes: &meshes_key_hash,
+        };
+        in_txn!(self, |txn| workspaces::rotate_keys(&txn, id, &keys))
     }
 
     /// Resolves once the group holding this batch has committed.
     pub async fn ingest(&self, batch: IngestBatch) -> Result<IngestOutcome, StoreError> {
+        if self.close.is_cancelled() {
+            return Err(StoreError::WriterStopped);
+        }
         if !self.is_writable() {
             return Err(StoreError::Unavailable(
                 "PostgreSQL is unreachable".to_string(),
@@ -456,4 +465,85 @@ async fn migrate_with(pool: &Pool, target: &str) -> Result<MigrationReport, Open
             target: target.to_string(),
             source,
         })
+}
+
+/// The trait is thin delegation: each call clones the (cheap) store into a
+/// `'static` future that runs the inherent method of the same name.
+macro_rules! delegate {
+    ($($name:ident($($arg:ident: $ty:ty),*) -> $out:ty;)*) => {$(
+        fn $name(&self, $($arg: $ty),*) -> StoreFuture<$out> {
+            let store = self.clone();
+            Box::pin(async move { PgStore::$name(&store, $($arg),*).await })
+        }
+    )*};
+}
+
+impl Store for PgStore {
+    delegate! {
+        create_workspace(new: NewWorkspace) -> ();
+        delete_workspace(id: WorkspaceId) -> bool;
+        purge_deleted(budget: usize) -> bool;
+        pending_purges() -> u64;
+        purge_old_events(cutoff_ms: u64, from: Option<RetentionCursor>, budget: usize)
+            -> RetentionStep;
+        rotate_keys(id: WorkspaceId, publishable: KeyHash, secret: KeyHash, meshes: KeyHash)
+            -> Option<Workspace>;
+        ingest(batch: IngestBatch) -> IngestOutcome;
+        purge_idempotency_keys(now_ms: u64) -> usize;
+        purge_noise_state(now_ms: u64) -> usize;
+        workspaces() -> Vec<Workspace>;
+        workspace(id: WorkspaceId) -> Option<Workspace>;
+        key(hash: KeyHash) -> Option<(WorkspaceId, KeyKind)>;
+        event(workspace: WorkspaceId, id: EventId) -> Option<Event>;
+        events(workspace: WorkspaceId, query: EventQuery) -> EventPage;
+        create_connection(connection: Connection) -> ();
+        update_connection(workspace: WorkspaceId, id: ConnectionId, patch: ConnectionPatch)
+            -> PatchOutcome;
+        delete_connection(workspace: WorkspaceId, id: ConnectionId) -> DeleteConnection;
+        connection(workspace: WorkspaceId, id: ConnectionId) -> Option<Connection>;
+        connections(workspace: WorkspaceId) -> Vec<Connection>;
+        put_rule(rule: Rule, update: bool) -> PutRule;
+        delete_rule(workspace: WorkspaceId, id: RuleId) -> bool;
+        rule(workspace: WorkspaceId, id: RuleId) -> Option<Rule>;
+        rules(workspace: WorkspaceId) -> Vec<Rule>;
+        delivery(workspace: WorkspaceId, id: DeliveryId) -> Option<(Delivery, Vec<Attempt>)>;
+        deliveries(workspace: WorkspaceId, query: DeliveryQuery) -> DeliveryPage;
+        delivery_context(workspace: WorkspaceId, id: DeliveryId) -> Option<DeliveryContext>;
+        record_attempt(outcome: AttemptOutcome) -> Option<Delivery>;
+        requeue(workspace: WorkspaceId, which: Requeue, now_ms: u64) -> Vec<QueueEntry>;
+        queue_heads() -> QueueHeads;
+        queue_rows(reads: Vec<LaneRead>) -> Vec<LaneRows>;
+        queue_len() -> u64;
+        drop_stale_queue_entry(entry: QueueEntry) -> bool;
+        put_oauth_state(nonce: u128, expires_at_ms: u64) -> ();
+        consume_oauth_state(nonce: u128, now_ms: u64) -> bool;
+        purge_oauth_states(now_ms: u64) -> usize;
+        use_launch_token(digest: u128, expires_at_ms: u64) -> bool;
+        purge_used_launch_tokens(now_ms: u64) -> usize;
+        slack_thread(key: ThreadKey) -> Option<String>;
+        save_slack_thread(key: ThreadKey, ts: String, now_ms: u64) -> ();
+        purge_slack_threads(older_than_ms: u64) -> usize;
+    }
+
+    /// PostgreSQL is backed up with its own tools (`pg_dump`, base
+    /// backups, replication).
+    fn backup_source(&self) -> Option<Arc<dyn BackupSource>> {
+        None
+    }
+
+    fn is_writable(&self) -> bool {
+        PgStore::is_writable(self)
+    }
+
+    fn writable(&self) -> tokio::sync::watch::Receiver<bool> {
+        PgStore::writable(self)
+    }
+
+    fn close(&self) -> StoreFuture<()> {
+        let store = self.clone();
+        Box::pin(async move {
+            PgStore::close(&store).await;
+            Ok(())
+        })
+    }
 }

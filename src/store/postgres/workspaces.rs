@@ -9,18 +9,25 @@ use tokio_postgres::{GenericClient, Row, Transaction};
 pub async fn create(txn: &Transaction<'_>, new: &NewWorkspace) -> PgResult<()> {
     let ws = id(new.workspace.id.0);
     txn.execute(
-        "INSERT INTO workspaces (id, name, created_at_ms, publishable_key_hash, secret_key_hash)
-         VALUES ($1, $2, $3, $4, $5)",
+        "INSERT INTO workspaces (id, name, created_at_ms, publishable_key_hash, secret_key_hash,
+                                 meshes_key_hash)
+         VALUES ($1, $2, $3, $4, $5, $6)",
         &[
             &ws,
             &new.workspace.name,
             &ms(new.workspace.created_at_ms),
             &new.publishable_key_hash.as_slice(),
             &new.secret_key_hash.as_slice(),
+            &new.meshes_key_hash.as_slice(),
         ],
     )
     .await?;
-    insert_keys(txn, &ws, &new.publishable_key_hash, &new.secret_key_hash).await
+    let keys = Keys {
+        publishable: &new.publishable_key_hash,
+        secret: &new.secret_key_hash,
+        meshes: &new.meshes_key_hash,
+    };
+    insert_keys(txn, &ws, &keys).await
 }
 
 /// Removes the workspace, its keys, connections, rules, queue entries,
@@ -125,19 +132,31 @@ pub async fn pending_purges<C: GenericClient + Sync>(client: &C) -> PgResult<u64
     Ok(u64::try_from(row.try_get::<_, i64>(0)?).unwrap_or(0))
 }
 
-/// Replaces both keys; the old ones stop working on commit.
+/// A workspace's three key hashes.
+pub struct Keys<'a> {
+    pub publishable: &'a KeyHash,
+    pub secret: &'a KeyHash,
+    pub meshes: &'a KeyHash,
+}
+
+/// Replaces all three keys; the old ones stop working on commit.
 pub async fn rotate_keys(
     txn: &Transaction<'_>,
     workspace: WorkspaceId,
-    publishable: &KeyHash,
-    secret: &KeyHash,
+    keys: &Keys<'_>,
 ) -> PgResult<Option<Workspace>> {
     let ws = id(workspace.0);
     let Some(row) = txn
         .query_opt(
-            "UPDATE workspaces SET publishable_key_hash = $2, secret_key_hash = $3
+            "UPDATE workspaces
+             SET publishable_key_hash = $2, secret_key_hash = $3, meshes_key_hash = $4
              WHERE id = $1 RETURNING id, name, created_at_ms",
-            &[&ws, &publishable.as_slice(), &secret.as_slice()],
+            &[
+                &ws,
+                &keys.publishable.as_slice(),
+                &keys.secret.as_slice(),
+                &keys.meshes.as_slice(),
+            ],
         )
         .await?
     else {
@@ -145,7 +164,7 @@ pub async fn rotate_keys(
     };
     txn.execute("DELETE FROM api_keys WHERE workspace_id = $1", &[&ws])
         .await?;
-    insert_keys(txn, &ws, publishable, secret).await?;
+    insert_keys(txn, &ws, keys).await?;
     workspace_from(&row).map(Some)
 }
 
@@ -193,20 +212,18 @@ pub async fn key<C: GenericClient + Sync>(
     Ok(Some((WorkspaceId(get_id(&row, "workspace_id")?), kind)))
 }
 
-async fn insert_keys(
-    txn: &Transaction<'_>,
-    ws: &Vec<u8>,
-    publishable: &KeyHash,
-    secret: &KeyHash,
-) -> PgResult<()> {
+async fn insert_keys(txn: &Transaction<'_>, ws: &Vec<u8>, keys: &Keys<'_>) -> PgResult<()> {
     txn.execute(
-        "INSERT INTO api_keys (hash, workspace_id, kind) VALUES ($1, $3, $4), ($2, $3, $5)",
+        "INSERT INTO api_keys (hash, workspace_id, kind)
+         VALUES ($1, $4, $5), ($2, $4, $6), ($3, $4, $7)",
         &[
-            &publishable.as_slice(),
-            &secret.as_slice(),
+            &keys.publishable.as_slice(),
+            &keys.secret.as_slice(),
+            &keys.meshes.as_slice(),
             ws,
             &key_kind(KeyKind::Publishable),
             &key_kind(KeyKind::Secret),
+            &key_kind(KeyKind::MeshesPublishable),
         ],
     )
     .await?;
