@@ -47,9 +47,10 @@ pub async fn child_env(data_dir: &Path) -> Vec<(String, String)> {
     ]
 }
 
-/// Points `config` at the backend under test.
+/// Points `config` at the backend under test (unless the test chose
+/// PostgreSQL itself).
 pub async fn configure(config: &mut Config) {
-    if !on_postgres() {
+    if !on_postgres() || config.storage.backend == StorageBackend::Postgres {
         return;
     }
     config.storage.backend = StorageBackend::Postgres;

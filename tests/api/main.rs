@@ -22,6 +22,7 @@ mod meshes;
 mod noise;
 mod openapi;
 mod pagerduty;
+mod postgres_outage;
 mod queue_window;
 mod receiver;
 mod retention;
