@@ -119,4 +119,26 @@ mod tests {
         let error = parse_url("postgres://switchyard:hunter2@db.example:notaport/x").unwrap_err();
         assert!(!error.to_string().contains("hunter2"), "{error}");
     }
+
+    #[tokio::test]
+    async fn both_tls_modes_build_a_pool_without_connecting() {
+        for tls in [PostgresTls::Disable, PostgresTls::VerifyFull] {
+            let settings = PostgresConfig {
+                url: Some(crate::secret::Secret::new(
+                    "postgres://switchyard:hunter2@db.example/events",
+                )),
+                pool_size: 2,
+                tls,
+            };
+            let (pool, described) = pool(&settings).unwrap();
+            assert_eq!(described, "db.example:5432/events as switchyard");
+            assert_eq!(pool.status().max_size, 2);
+        }
+        let missing = PostgresConfig {
+            url: None,
+            pool_size: 2,
+            tls: PostgresTls::Disable,
+        };
+        assert!(matches!(pool(&missing), Err(ConnectError::MissingUrl)));
+    }
 }
