@@ -72,7 +72,7 @@ pub struct Engine {
 }
 
 /// The window as the scheduler last published it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct WindowSnapshot {
     /// `delivery.queue_window`.
     pub window: usize,
