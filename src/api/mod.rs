@@ -6,6 +6,7 @@ mod backup;
 mod capabilities;
 mod connections;
 mod deliveries;
+mod docs;
 mod error;
 mod extract;
 mod health;
@@ -144,11 +145,13 @@ impl AppState {
     }
 }
 
-/// The whole HTTP surface: every documented route (see [`openapi`]).
+/// The whole HTTP surface: every documented route (see [`openapi`]) and
+/// the API reference page.
 pub fn router(state: AppState) -> Router {
     let body_limit = state.config().limits.max_body_bytes;
     let (documented, _) = openapi::api_router().split_for_parts();
     documented
+        .merge(docs::routes())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

@@ -7,6 +7,7 @@ mod cli;
 mod connections;
 mod crash;
 mod delivery;
+mod docs;
 mod email;
 mod embed;
 mod embed_browser;
