@@ -425,7 +425,7 @@ fn launch_digest(token: &str) -> u128 {
     security(),
     params(("file" = String, Path, pattern = "^app\\.(js|css)$", description = "`app.js` or `app.css`.")),
     responses(
-        (status = 200, description = "The asset (`text/javascript` or `text/css`).", body = String, content_type = "text/javascript"),
+        (status = 200, description = "The asset.", content((String = "text/javascript"), (String = "text/css"))),
         (status = 404, description = "No such asset (`not_found`).", body = crate::api::openapi_schemas::Error),
     ),
 )]

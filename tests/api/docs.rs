@@ -90,6 +90,10 @@ async fn the_reference_page_renders_the_document_in_a_browser() {
         BROWSER_TEST,
         &[
             ("SWITCHYARD_URL", app.url.clone()),
+            (
+                "SCREENSHOT_DIR",
+                root.join("target/screenshots").display().to_string(),
+            ),
             ("CHROMIUM", chromium.display().to_string()),
         ],
     )

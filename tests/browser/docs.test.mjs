@@ -3,6 +3,8 @@
 // URL in SWITCHYARD_URL.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
+import fs from "node:fs";
+import path from "node:path";
 import { chromium } from "playwright-core";
 
 const SWITCHYARD_URL = process.env.SWITCHYARD_URL;
@@ -54,6 +56,10 @@ test("/docs renders every operation from /openapi.json, same origin only, no err
   }
   // The nav links to it.
   await page.locator('nav a[href="#emitevent"]').click();
+  if (process.env.SCREENSHOT_DIR) {
+    fs.mkdirSync(process.env.SCREENSHOT_DIR, { recursive: true });
+    await page.screenshot({ path: path.join(process.env.SCREENSHOT_DIR, "docs.png") });
+  }
 
   const origin = new URL(SWITCHYARD_URL).origin;
   const foreign = requests.filter((url) => new URL(url).origin !== origin);
