@@ -39,12 +39,12 @@ enum Command {
     /// Emit one event to a running server; prints its id.
     Emit(EmitArgs),
     /// Download a consistent backup of a running server's database (admin
-    /// token). Restore: stop the server, put the file in place of
-    /// `data_dir/switchyard.redb`, start it with the same master key.
+    /// token; redb store only). Restore: stop the server, put the file in
+    /// place of `data_dir/switchyard.redb`, start it with the same master key.
     Backup(BackupArgs),
-    /// Give the space freed inside the database file back to the file
-    /// system. Run it with the server stopped; it refuses while the server
-    /// holds the database.
+    /// Give the space freed inside the redb database file back to the file
+    /// system (redb store only). Run it with the server stopped; it refuses
+    /// while the server holds the database.
     Compact {
         /// TOML configuration file naming `data_dir` (default:
         /// ./config/switchyard.toml if present).
@@ -474,7 +474,7 @@ async fn backup(args: BackupArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Compacts the stopped server's database and reports what it freed.
+/// Compacts the stopped server's redb file and reports what it freed.
 fn compact(config_path: Option<PathBuf>) -> anyhow::Result<()> {
     let config = Config::load(config_path.as_deref())?;
     let path = config.database_path();

@@ -77,7 +77,7 @@ impl RuleIndex {
     }
 
     /// The workspace's rules, compiled from the store on first use.
-    pub fn workspace(
+    pub async fn workspace(
         &self,
         store: &dyn Store,
         workspace: WorkspaceId,
@@ -86,7 +86,7 @@ impl RuleIndex {
             return Ok(rules.clone());
         }
         let generation = self.generation.load(Ordering::Acquire);
-        let compiled = Arc::new(WorkspaceRules::load(store, workspace)?);
+        let compiled = Arc::new(WorkspaceRules::load(store, workspace).await?);
         let mut cache = self.write();
         if self.generation.load(Ordering::Acquire) == generation {
             // Full: drop an arbitrary entry. Tracking recency would cost a
@@ -129,15 +129,16 @@ impl RuleIndex {
 }
 
 impl WorkspaceRules {
-    fn load(store: &dyn Store, workspace: WorkspaceId) -> Result<Self, StoreError> {
+    async fn load(store: &dyn Store, workspace: WorkspaceId) -> Result<Self, StoreError> {
         let disabled: Vec<ConnectionId> = store
-            .connections(workspace)?
+            .connections(workspace)
+            .await?
             .into_iter()
             .filter(|connection| connection.status == ConnectionStatus::Disabled)
             .map(|connection| connection.id)
             .collect();
         let mut rules = Vec::new();
-        for rule in store.rules(workspace)? {
+        for rule in store.rules(workspace).await? {
             if !rule.enabled || disabled.contains(&rule.connection_id) {
                 continue;
             }
@@ -236,8 +237,8 @@ mod tests {
     use super::*;
     use crate::store::RedbStore;
 
-    #[test]
-    fn the_index_holds_at_most_its_capacity_and_forgets_invalidated_workspaces() {
+    #[tokio::test]
+    async fn the_index_holds_at_most_its_capacity_and_forgets_invalidated_workspaces() {
         let dir = tempfile::tempdir().unwrap();
         let store = RedbStore::open(
             &dir.path().join("switchyard.redb"),
@@ -247,14 +248,14 @@ mod tests {
         let index = RuleIndex::with_capacity(3);
         let workspaces: Vec<WorkspaceId> = (0..10).map(|_| WorkspaceId::new()).collect();
         for &workspace in &workspaces {
-            index.workspace(store.as_ref(), workspace).unwrap();
+            index.workspace(store.as_ref(), workspace).await.unwrap();
             assert!(index.cached_workspaces() <= 3);
         }
         assert_eq!(index.cached_workspaces(), 3);
         // The newest is cached: asked again, it is the same compiled set.
         let last = workspaces[9];
-        let first = index.workspace(store.as_ref(), last).unwrap();
-        let again = index.workspace(store.as_ref(), last).unwrap();
+        let first = index.workspace(store.as_ref(), last).await.unwrap();
+        let again = index.workspace(store.as_ref(), last).await.unwrap();
         assert!(Arc::ptr_eq(&first, &again));
         // A deleted workspace (or a rule change) drops its entry.
         index.invalidate(last);

@@ -223,12 +223,14 @@ impl Server {
             tracing::error!(%error, "the delivery engine failed");
         }
         // Every request handler has returned and, unless the drain above
-        // timed out, every attempt too: then this is the last handle, and
-        // dropping it commits what is queued and closes the file. Attempts
-        // still running past the shutdown grace hold handles of their own;
-        // the file then closes with the last of them (at the latest when the
-        // process exits), and their deliveries, still queued on disk, run
-        // again after the next start.
+        // timed out, every attempt too. Closing commits what is queued and
+        // stops the writer; attempts still running past the shutdown grace
+        // then fail to record (their deliveries, still queued, run again
+        // after the next start). The file closes with the last handle: this
+        // one, or at the latest when the process exits.
+        if let Err(error) = self.store.close().await {
+            tracing::error!(%error, "closing the store");
+        }
         let store = self.store;
         tokio::task::spawn_blocking(move || drop(store))
             .await
@@ -295,7 +297,7 @@ async fn purge_deleted_workspaces(app: AppState, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => return,
             _ = interval.tick() => {}
         }
-        match app.store().pending_purges() {
+        match app.store().pending_purges().await {
             Ok(0) => continue,
             Ok(pending) => tracing::debug!(pending, "purging deleted workspaces"),
             Err(error) => {

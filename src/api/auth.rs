@@ -46,24 +46,27 @@ pub struct KeyCache {
 const MAX_CACHED_KEYS: usize = 100_000;
 
 impl KeyCache {
-    pub fn lookup(
+    pub async fn lookup(
         &self,
         store: &dyn Store,
         hash: &KeyHash,
     ) -> Result<Option<(WorkspaceId, KeyKind)>, StoreError> {
-        self.lookup_with(hash, |hash| store.key(hash))
+        self.lookup_with(hash, |hash| store.key(hash)).await
     }
 
-    fn lookup_with(
+    async fn lookup_with<Load>(
         &self,
         hash: &KeyHash,
-        load: impl FnOnce(&KeyHash) -> Result<Option<(WorkspaceId, KeyKind)>, StoreError>,
-    ) -> Result<Option<(WorkspaceId, KeyKind)>, StoreError> {
+        load: impl FnOnce(KeyHash) -> Load,
+    ) -> Result<Option<(WorkspaceId, KeyKind)>, StoreError>
+    where
+        Load: Future<Output = Result<Option<(WorkspaceId, KeyKind)>, StoreError>>,
+    {
         if let Some(hit) = self.read().get(hash) {
             return Ok(Some(*hit));
         }
         let epoch = self.epoch.load(Ordering::Acquire);
-        let found = load(hash)?;
+        let found = load(*hash).await?;
         if let Some(found) = found {
             let mut entries = self.write();
             if self.epoch.load(Ordering::Acquire) == epoch && entries.len() < MAX_CACHED_KEYS {
@@ -132,7 +135,7 @@ fn bearer_token(value: &str) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
-fn identify(parts: &Parts, app: &AppState) -> Result<Caller, ApiError> {
+async fn identify(parts: &Parts, app: &AppState) -> Result<Caller, ApiError> {
     let header = parts
         .headers
         .get(AUTHORIZATION)
@@ -150,10 +153,11 @@ fn identify(parts: &Parts, app: &AppState) -> Result<Caller, ApiError> {
     }
     if crate::embed::is_session_token(token) {
         return crate::embed::session_workspace(app, token)
+            .await
             .map(Caller::Embed)
             .ok_or_else(|| ApiError::unauthorized("this session has expired or is not valid"));
     }
-    match app.key_cache().lookup(app.store(), &hash)? {
+    match app.key_cache().lookup(app.store(), &hash).await? {
         Some((workspace, kind)) => Ok(Caller::Workspace(workspace, kind, hash)),
         None => Err(ApiError::unauthorized("unknown API key")),
     }
@@ -163,7 +167,7 @@ impl FromRequestParts<AppState> for Admin {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
-        match identify(parts, app)? {
+        match identify(parts, app).await? {
             Caller::Admin => Ok(Admin),
             Caller::Workspace(..) | Caller::Embed(_) => Err(ApiError::forbidden(
                 "this endpoint needs the admin token, not a workspace key",
@@ -176,7 +180,7 @@ impl FromRequestParts<AppState> for SecretKey {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
-        match identify(parts, app)? {
+        match identify(parts, app).await? {
             Caller::Workspace(workspace, KeyKind::Secret, _) | Caller::Embed(workspace) => {
                 Ok(SecretKey(workspace))
             }
@@ -194,7 +198,7 @@ impl FromRequestParts<AppState> for EmitKey {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
-        match identify(parts, app)? {
+        match identify(parts, app).await? {
             Caller::Workspace(workspace, ..) | Caller::Embed(workspace) => Ok(EmitKey(workspace)),
             Caller::Admin => Err(ApiError::forbidden(
                 "events are emitted with a workspace key, not the admin token",
@@ -207,7 +211,7 @@ impl FromRequestParts<AppState> for RealSecretKey {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
-        match identify(parts, app)? {
+        match identify(parts, app).await? {
             Caller::Workspace(workspace, KeyKind::Secret, hash) => {
                 Ok(RealSecretKey(workspace, hash))
             }
@@ -223,6 +227,7 @@ impl FromRequestParts<AppState> for RealSecretKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::future::ready;
 
     #[test]
     fn the_bearer_scheme_is_case_insensitive_and_the_token_is_kept_exactly() {
@@ -241,14 +246,17 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_key_cache_stops_growing_at_its_cap_and_still_answers() {
+    #[tokio::test]
+    async fn the_key_cache_stops_growing_at_its_cap_and_still_answers() {
         let cache = KeyCache::default();
         let full = WorkspaceId::new();
         let key_of = |n: usize| hash_key(&format!("pk_{n}"));
         for n in 0..MAX_CACHED_KEYS {
             let found = cache
-                .lookup_with(&key_of(n), |_| Ok(Some((full, KeyKind::Publishable))))
+                .lookup_with(&key_of(n), |_| {
+                    ready(Ok(Some((full, KeyKind::Publishable))))
+                })
+                .await
                 .unwrap();
             assert_eq!(found, Some((full, KeyKind::Publishable)));
         }
@@ -261,24 +269,28 @@ mod tests {
             let found = cache
                 .lookup_with(&extra, |_| {
                     loads += 1;
-                    Ok(Some((late, KeyKind::Secret)))
+                    ready(Ok(Some((late, KeyKind::Secret))))
                 })
+                .await
                 .unwrap();
             assert_eq!((found, loads), (Some((late, KeyKind::Secret)), 1));
         }
         assert_eq!(cache.len(), MAX_CACHED_KEYS);
         // Misses are never cached; a deleted workspace's keys make room.
         let unknown = cache
-            .lookup_with(&key_of(usize::MAX), |_| Ok(None))
+            .lookup_with(&key_of(usize::MAX), |_| ready(Ok(None)))
+            .await
             .unwrap();
         assert_eq!(unknown, None);
         cache.forget_workspace(full);
         assert!(cache.is_empty());
         cache
-            .lookup_with(&extra, |_| Ok(Some((late, KeyKind::Secret))))
+            .lookup_with(&extra, |_| ready(Ok(Some((late, KeyKind::Secret)))))
+            .await
             .unwrap();
         let cached = cache
-            .lookup_with(&extra, |_| panic!("cached: no store read"))
+            .lookup_with(&extra, |_| async { panic!("cached: no store read") })
+            .await
             .unwrap();
         assert_eq!(cached, Some((late, KeyKind::Secret)));
     }

@@ -1,11 +1,14 @@
 //! `POST /v1/backup` (admin): a consistent copy of the whole database,
 //! streamed as a redb file. Restoring is stopping the server and putting the
 //! file in place of `data_dir/switchyard.redb`, with the same master key.
+//! Only a backend with its own file backup (redb) has one; any other answers
+//! 501 `backup_unsupported`.
 
 use super::auth::Admin;
 use super::openapi::{Conflict, Forbidden, Unauthorized, Unavailable};
 use super::{ApiError, AppState};
 use crate::model::{format_timestamp_ms, now_ms};
+use crate::store::StoreError;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -27,7 +30,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
 /// put the file in place of `data_dir/switchyard.redb`, start it).
 /// `switchyard backup --out FILE` downloads it. One backup runs at a time
 /// (409 `backup_running`); the copy is built in the data directory first,
-/// so it needs about the database's size in free space.
+/// so it needs about the database's size in free space. Only a store with
+/// its own file backup (redb) has one; any other answers 501.
 #[utoipa::path(
     post,
     path = "/v1/backup",
@@ -40,24 +44,29 @@ pub fn routes() -> OpenApiRouter<AppState> {
         (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
         (status = 409, response = Conflict),
+        (status = 501, description = "The store has no file backup (PostgreSQL: use its own tools); code `backup_unsupported`.", body = super::error::ErrorBody),
         (status = 503, response = Unavailable),
     ),
 )]
 async fn backup(State(app): State<AppState>, _: Admin) -> Result<Response, ApiError> {
+    let source = app.store().backup_source().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "backup_unsupported",
+            "this store has no file backup; back its database up with the database's own tools \
+             (pg_dump for PostgreSQL)",
+        )
+    })?;
     let _running = OneAtATime::claim(&app)?;
-    let data_dir = app.config().data_dir.clone();
-    let (file, stats) = app
-        .read_blocking(move |store| {
-            let unavailable =
-                |error: std::io::Error| crate::store::StoreError::Unavailable(error.to_string());
-            // Created unlinked, in the data dir's file system: nothing is
-            // left behind whether the copy or the download completes or not.
-            let mut file = tempfile::tempfile_in(&data_dir).map_err(unavailable)?;
-            let stats = store.backup(file.try_clone().map_err(unavailable)?)?;
-            file.rewind().map_err(unavailable)?;
-            Ok((file, stats))
-        })
+    let unavailable =
+        |error: std::io::Error| ApiError::from(StoreError::Unavailable(error.to_string()));
+    // Created unlinked, in the data dir's file system: nothing is left
+    // behind whether the copy or the download completes or not.
+    let mut file = tempfile::tempfile_in(&app.config().data_dir).map_err(unavailable)?;
+    let stats = source
+        .backup(file.try_clone().map_err(unavailable)?)
         .await?;
+    file.rewind().map_err(unavailable)?;
     let length = file
         .metadata()
         .map_err(|error| ApiError::internal(&error))?

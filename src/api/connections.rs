@@ -213,7 +213,8 @@ async fn list(
 ) -> Result<Json<ConnectionList>, ApiError> {
     let data = app
         .store()
-        .connections(workspace)?
+        .connections(workspace)
+        .await?
         .iter()
         .map(|connection| ConnectionView::of(connection, &app))
         .collect();
@@ -241,7 +242,7 @@ async fn get_one(
     SecretKey(workspace): SecretKey,
     Path(id): Path<String>,
 ) -> Result<Json<ConnectionView>, ApiError> {
-    let connection = find(&app, workspace, &id)?;
+    let connection = find(&app, workspace, &id).await?;
     Ok(Json(ConnectionView::of(&connection, &app)))
 }
 
@@ -252,9 +253,10 @@ fn webhook_secrets(app: &AppState, connection: &Connection) -> Result<WebhookSec
     serde_json::from_value(json).map_err(|error| ApiError::internal(&error))
 }
 
-fn find(app: &AppState, workspace: WorkspaceId, id: &str) -> Result<Connection, ApiError> {
+async fn find(app: &AppState, workspace: WorkspaceId, id: &str) -> Result<Connection, ApiError> {
     app.store()
-        .connection(workspace, parse_id(id)?)?
+        .connection(workspace, parse_id(id)?)
+        .await?
         .ok_or_else(|| ApiError::not_found("connection"))
 }
 
@@ -287,7 +289,7 @@ async fn update(
     Path(id): Path<String>,
     JsonBody(body): JsonBody<UpdateConnection>,
 ) -> Result<Json<ConnectionView>, ApiError> {
-    let current = find(&app, workspace, &id)?;
+    let current = find(&app, workspace, &id).await?;
     let mut patch = ConnectionPatch {
         name: body.name.as_deref().map(check_name).transpose()?,
         ..ConnectionPatch::default()
@@ -414,7 +416,7 @@ async fn rotate_secret(
     SecretKey(workspace): SecretKey,
     Path(id): Path<String>,
 ) -> Result<Json<RotatedSecret>, ApiError> {
-    let current = find(&app, workspace, &id)?;
+    let current = find(&app, workspace, &id).await?;
     if current.kind != ConnectionKind::Webhook {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -512,7 +514,7 @@ async fn test(
     Path(id): Path<String>,
     RawBody(body): RawBody,
 ) -> Result<Json<TestResult>, ApiError> {
-    let connection = find(&app, workspace, &id)?;
+    let connection = find(&app, workspace, &id).await?;
     let request: TestRequest = if body.is_empty() {
         TestRequest::default()
     } else {

@@ -206,9 +206,7 @@ async fn list(
             .transpose()?,
         limit,
     };
-    let page = app
-        .read_blocking(move |store| store.deliveries(workspace, &query))
-        .await?;
+    let page = app.store().deliveries(workspace, query).await?;
     Ok(Json(DeliveryList {
         data: page.deliveries.iter().map(Into::into).collect(),
         next: page.next,
@@ -242,7 +240,8 @@ async fn get_one(
 ) -> Result<Json<DeliveryWithAttempts>, ApiError> {
     let (delivery, attempts) = app
         .store()
-        .delivery(workspace, parse_id(&id)?)?
+        .delivery(workspace, parse_id(&id)?)
+        .await?
         .ok_or_else(|| ApiError::not_found("delivery"))?;
     Ok(Json(DeliveryWithAttempts {
         delivery: (&delivery).into(),
@@ -284,7 +283,7 @@ async fn retry_one(
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<RetriedOne>), ApiError> {
     let id = parse_id(&id)?;
-    let Some((delivery, _)) = app.store().delivery(workspace, id)? else {
+    let Some((delivery, _)) = app.store().delivery(workspace, id).await? else {
         return Err(ApiError::not_found("delivery"));
     };
     // Held back by its rule's noise control on purpose: sending it now

@@ -127,7 +127,7 @@ impl ApiError {
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
         match error {
-            StoreError::Unavailable(_) | StoreError::Storage(_) => {
+            error if error.is_unavailable() => {
                 tracing::error!(%error, "storage unavailable");
                 Self::storage_unavailable("storage is unavailable; retry later")
             }
@@ -184,7 +184,7 @@ mod tests {
         let retry = Some(STORAGE_RETRY_AFTER_SECONDS.to_string());
         let io = std::io::Error::from_raw_os_error(28);
         assert_eq!(
-            answer(StoreError::Storage(Box::new(redb::Error::Io(io)))),
+            answer(StoreError::backend(io, true)),
             (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "storage_unavailable",

@@ -38,7 +38,7 @@ async fn metrics(State(app): State<AppState>) -> Result<impl IntoResponse, ApiEr
     let handle = crate::telemetry::metrics_handle()
         .ok_or_else(|| ApiError::unavailable("metrics are unavailable"))?;
     // The backlog on disk, as of now (a stored count, no scan).
-    if let Ok(depth) = app.store().queue_len() {
+    if let Ok(depth) = app.store().queue_len().await {
         metrics::gauge!("switchyard_queue_depth").set(depth as f64);
     }
     // A stat is cheap: the size is as of this scrape.

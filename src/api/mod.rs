@@ -89,19 +89,6 @@ impl AppState {
         self.inner.parts.store.as_ref()
     }
 
-    /// Runs a read that may scan many records on the blocking pool, so a
-    /// long listing never holds up a runtime worker.
-    pub async fn read_blocking<T: Send + 'static>(
-        &self,
-        read: impl FnOnce(&dyn Store) -> Result<T, crate::store::StoreError> + Send + 'static,
-    ) -> Result<T, ApiError> {
-        let store = self.inner.parts.store.clone();
-        tokio::task::spawn_blocking(move || read(store.as_ref()))
-            .await
-            .map_err(|error| ApiError::internal(&error))?
-            .map_err(ApiError::from)
-    }
-
     pub(crate) fn backup_running(&self) -> &std::sync::atomic::AtomicBool {
         &self.inner.backup_running
     }

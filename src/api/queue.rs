@@ -39,7 +39,7 @@ struct QueueState {
     ),
 )]
 async fn queue(State(app): State<AppState>, _: Admin) -> Result<Json<QueueState>, ApiError> {
-    let backlog = app.read_blocking(|store| store.queue_len()).await?;
+    let backlog = app.store().queue_len().await?;
     let window = app.engine().window(app.config().delivery.queue_window);
     Ok(Json(QueueState { backlog, window }))
 }

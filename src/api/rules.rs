@@ -152,7 +152,7 @@ impl From<RuleError> for ApiError {
 
 /// Applies `input` over `rule` (a blank rule on create) and validates the
 /// result as a whole.
-fn apply(
+async fn apply(
     app: &AppState,
     rule: &mut Rule,
     input: RuleInput,
@@ -221,7 +221,8 @@ fn apply(
     }
     let connection = app
         .store()
-        .connection(rule.workspace_id, rule.connection_id)?
+        .connection(rule.workspace_id, rule.connection_id)
+        .await?
         .ok_or_else(|| ApiError::invalid("connection_id", "no such connection"))?;
     if let Some(target) = input.target {
         rule.target = target;
@@ -290,9 +291,10 @@ fn parse_id(id: &str) -> Result<RuleId, ApiError> {
     id.parse().map_err(|_| ApiError::not_found("rule"))
 }
 
-fn find(app: &AppState, workspace: WorkspaceId, id: &str) -> Result<Rule, ApiError> {
+async fn find(app: &AppState, workspace: WorkspaceId, id: &str) -> Result<Rule, ApiError> {
     app.store()
-        .rule(workspace, parse_id(id)?)?
+        .rule(workspace, parse_id(id)?)
+        .await?
         .ok_or_else(|| ApiError::not_found("rule"))
 }
 
@@ -347,7 +349,7 @@ async fn create(
         dedup_seconds: None,
         max_per_hour: None,
     };
-    apply(&app, &mut rule, input, true)?;
+    apply(&app, &mut rule, input, true).await?;
     let rule = store_rule(&app, rule, false).await?;
     Ok((StatusCode::CREATED, Json(rule.into())))
 }
@@ -372,7 +374,8 @@ async fn list(
 ) -> Result<Json<RuleList>, ApiError> {
     let data = app
         .store()
-        .rules(workspace)?
+        .rules(workspace)
+        .await?
         .into_iter()
         .map(Into::into)
         .collect();
@@ -400,7 +403,7 @@ async fn get_one(
     SecretKey(workspace): SecretKey,
     Path(id): Path<String>,
 ) -> Result<Json<RuleView>, ApiError> {
-    Ok(Json(find(&app, workspace, &id)?.into()))
+    Ok(Json(find(&app, workspace, &id).await?.into()))
 }
 
 /// Update a rule
@@ -429,8 +432,8 @@ async fn update(
     Path(id): Path<String>,
     JsonBody(input): JsonBody<RuleInput>,
 ) -> Result<Json<RuleView>, ApiError> {
-    let mut rule = find(&app, workspace, &id)?;
-    apply(&app, &mut rule, input, false)?;
+    let mut rule = find(&app, workspace, &id).await?;
+    apply(&app, &mut rule, input, false).await?;
     rule.updated_at_ms = now_ms();
     Ok(Json(store_rule(&app, rule, true).await?.into()))
 }
@@ -501,7 +504,7 @@ async fn test(
     RawBody(body): RawBody,
 ) -> Result<Json<TestAnswer>, ApiError> {
     let event = parse_event_body(&body, workspace)?;
-    let rules = app.rule_index().workspace(app.store(), workspace)?;
+    let rules = app.rule_index().workspace(app.store(), workspace).await?;
     let matches = rules
         .routes(&event)
         .into_iter()

@@ -313,7 +313,7 @@ async fn store_install(
     workspace: WorkspaceId,
     access: OAuthAccess,
 ) -> Result<Connection, ApiError> {
-    if app.store().workspace(workspace)?.is_none() {
+    if app.store().workspace(workspace).await?.is_none() {
         return Err(ApiError::not_found("workspace"));
     }
     let config = SlackConfig {
@@ -337,7 +337,8 @@ async fn store_install(
         serde_json::to_value(&secrets).map_err(|error| ApiError::internal(&error))?;
     let existing = app
         .store()
-        .connections(workspace)?
+        .connections(workspace)
+        .await?
         .into_iter()
         .find(|connection| {
             connection.kind == ConnectionKind::Slack
@@ -422,7 +423,8 @@ async fn channels(
     let id: ConnectionId = id.parse().map_err(|_| ApiError::not_found("connection"))?;
     let connection = app
         .store()
-        .connection(workspace, id)?
+        .connection(workspace, id)
+        .await?
         .ok_or_else(|| ApiError::not_found("connection"))?;
     if connection.kind != ConnectionKind::Slack {
         return Err(ApiError::new(

@@ -140,7 +140,8 @@ async fn create(
 async fn list(State(app): State<AppState>, _: Admin) -> Result<Json<WorkspaceList>, ApiError> {
     let data = app
         .store()
-        .workspaces()?
+        .workspaces()
+        .await?
         .into_iter()
         .map(Into::into)
         .collect();

@@ -48,6 +48,7 @@ pub async fn run(deps: &EngineDeps, entry: QueueEntry) -> Finished {
     let context = match deps
         .store
         .delivery_context(entry.workspace_id, entry.delivery_id)
+        .await
     {
         Ok(Some(context)) => context,
         // Gone with its workspace (or never there): its row must not come

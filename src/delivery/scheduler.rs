@@ -652,8 +652,7 @@ impl Scheduler {
     /// theirs, oldest head first.
     async fn refill(&mut self) -> Result<QueueHeads, StoreError> {
         let started = Instant::now();
-        let store = self.deps.store.clone();
-        let heads = blocking(move || store.queue_heads()).await?;
+        let heads = self.deps.store.queue_heads().await?;
         let window = self.deps.queue_window;
         let due_by = now_ms().saturating_add(LOOKAHEAD_MS);
 
@@ -744,9 +743,7 @@ impl Scheduler {
         }
 
         if !reads.is_empty() {
-            let store = self.deps.store.clone();
-            let asked = reads.clone();
-            let found = blocking(move || store.queue_rows(&asked)).await?;
+            let found = self.deps.store.queue_rows(reads.clone()).await?;
             for (read, rows) in reads.iter().zip(found) {
                 let connection = read.connection_id;
                 for entry in rows.entries {
@@ -861,15 +858,6 @@ fn publish_backlog_metrics(heads: &QueueHeads, now: u64) {
     let oldest_due = heads.heads.iter().map(|head| head.first.0).min();
     let age_ms = oldest_due.map_or(0, |due| now.saturating_sub(due));
     metrics::gauge!("switchyard_queue_oldest_due_age_seconds").set(age_ms as f64 / 1000.0);
-}
-
-/// Runs a blocking store read on the blocking pool.
-async fn blocking<T: Send + 'static>(
-    read: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, StoreError> {
-    tokio::task::spawn_blocking(read)
-        .await
-        .map_err(|error| StoreError::Unavailable(error.to_string()))?
 }
 
 /// Reports an attempt's end to the scheduler even if the attempt panicked,

@@ -40,6 +40,7 @@ impl SecretsPort for StoreSecrets {
             let current = self
                 .store
                 .connection(connection.workspace_id, connection.id)
+                .await
                 .map_err(|error| SecretsError::Storage(error.to_string()))?;
             current.map(|current| self.opened(&current)).transpose()
         })

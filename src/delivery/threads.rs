@@ -23,7 +23,8 @@ impl ThreadPort for StoreThreads {
     ) -> BoxFuture<'a, Result<Option<String>, ThreadError>> {
         Box::pin(async move {
             self.store
-                .slack_thread(key)
+                .slack_thread(key.clone())
+                .await
                 .map_err(|error| ThreadError(error.to_string()))
         })
     }

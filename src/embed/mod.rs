@@ -71,8 +71,8 @@ enum TokenKind {
 }
 
 /// The workspace of a valid, unexpired session token (`ems_…`), else `None`.
-pub fn session_workspace(app: &AppState, token: &str) -> Option<WorkspaceId> {
-    let claims = open(app, token.strip_prefix(SESSION_PREFIX)?, TokenKind::Session)?;
+pub async fn session_workspace(app: &AppState, token: &str) -> Option<WorkspaceId> {
+    let claims = open(app, token.strip_prefix(SESSION_PREFIX)?, TokenKind::Session).await?;
     Some(WorkspaceId(claims.workspace))
 }
 
@@ -98,14 +98,14 @@ fn seal(app: &AppState, claims: &Claims) -> Result<String, ApiError> {
 /// Opens a token body (without its prefix); `None` when forged, of the
 /// wrong kind, expired (exactly: no leeway) or minted by a secret key the
 /// workspace no longer has.
-fn open(app: &AppState, body: &str, kind: TokenKind) -> Option<Claims> {
+async fn open(app: &AppState, body: &str, kind: TokenKind) -> Option<Claims> {
     let sealed = URL_SAFE_NO_PAD.decode(body).ok()?;
     let plaintext = app.master_key().open(&sealed, TOKEN_AAD).ok()?;
     let claims: Claims = serde_json::from_slice(&plaintext).ok()?;
     if claims.kind != kind || now_ms() >= claims.expires_at_ms {
         return None;
     }
-    let minted_by = match app.key_cache().lookup(app.store(), &claims.minted_by) {
+    let minted_by = match app.key_cache().lookup(app.store(), &claims.minted_by).await {
         Ok(found) => found,
         Err(error) => {
             // Fail closed: a session is only as good as its key.
@@ -116,8 +116,8 @@ fn open(app: &AppState, body: &str, kind: TokenKind) -> Option<Claims> {
     (minted_by == Some((WorkspaceId(claims.workspace), KeyKind::Secret))).then_some(claims)
 }
 
-fn open_launch(app: &AppState, token: &str) -> Option<Claims> {
-    open(app, token.strip_prefix(LAUNCH_PREFIX)?, TokenKind::Launch)
+async fn open_launch(app: &AppState, token: &str) -> Option<Claims> {
+    open(app, token.strip_prefix(LAUNCH_PREFIX)?, TokenKind::Launch).await
 }
 
 #[derive(Deserialize, Default, ToSchema)]
@@ -272,7 +272,7 @@ async fn page(State(app): State<AppState>, Query(query): Query<PageQuery>) -> Re
     // its session from sessionStorage. The page itself holds no secrets.
     let origins = match query.token.as_deref() {
         None => Vec::new(),
-        Some(token) => match open_launch(&app, token) {
+        Some(token) => match open_launch(&app, token).await {
             Some(claims) => claims.allowed_origins,
             None => return expired_page(),
         },
@@ -374,10 +374,12 @@ async fn exchange(
     JsonBody(body): JsonBody<Exchange>,
 ) -> Result<Json<Exchanged>, ApiError> {
     let claims = open_launch(&app, &body.token)
+        .await
         .ok_or_else(|| ApiError::unauthorized("this session has expired or is not valid"))?;
     let workspace = app
         .store()
-        .workspace(WorkspaceId(claims.workspace))?
+        .workspace(WorkspaceId(claims.workspace))
+        .await?
         .ok_or_else(|| ApiError::unauthorized("this session's workspace no longer exists"))?;
     let first_use = app
         .store()

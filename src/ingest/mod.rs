@@ -18,7 +18,8 @@ use crate::model::{
     format_timestamp_ms,
 };
 use crate::store::{
-    DeliveryQuery, EventQuery, IdempotentAnswer, IngestBatch, IngestOutcome, NoiseCheck, QueueEntry,
+    DeliveryQuery, EventNameFilter, EventQuery, IdempotentAnswer, IngestBatch, IngestOutcome,
+    NoiseCheck, QueueEntry,
 };
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -127,7 +128,7 @@ async fn emit_one(
     let idempotency = idempotency_key(&headers)?;
     let body: EventBody = crate::api::parse_json(&bytes)?;
     let event = validate_event(body, workspace, "")?;
-    let (deliveries, counts) = fan_out(&app, workspace, std::slice::from_ref(&event))?;
+    let (deliveries, counts) = fan_out(&app, workspace, std::slice::from_ref(&event)).await?;
     let answer = Accepted {
         id: event.id,
         deliveries: counts[0],
@@ -184,7 +185,7 @@ async fn emit_batch(
             serde_json::from_str(raw.get()).map_err(|error| ApiError::invalid(&field, error))?;
         events.push(validate_event(parsed, workspace, &format!("{field}."))?);
     }
-    let (deliveries, counts) = fan_out(&app, workspace, &events)?;
+    let (deliveries, counts) = fan_out(&app, workspace, &events).await?;
     let answer = BatchAccepted {
         data: events
             .iter()
@@ -209,12 +210,12 @@ struct FannedOut {
 /// One pending delivery, due now, per (event, matching rule); and how many
 /// each event got. Whether a rule's noise control suppresses one is decided
 /// in the write, where concurrent ingests are applied one after another.
-fn fan_out(
+async fn fan_out(
     app: &AppState,
     workspace: WorkspaceId,
     events: &[Event],
 ) -> Result<(FannedOut, Vec<usize>), ApiError> {
-    let rules = app.rule_index().workspace(app.store(), workspace)?;
+    let rules = app.rule_index().workspace(app.store(), workspace).await?;
     let mut out = FannedOut::default();
     let mut counts = Vec::with_capacity(events.len());
     for event in events {
@@ -386,13 +387,13 @@ fn view(event: &Event) -> Result<EventView<'_>, ApiError> {
 }
 
 /// An event's deliveries, oldest first (at most one per rule).
-fn deliveries_of(app: &AppState, event: &Event) -> Result<Vec<DeliverySummary>, ApiError> {
+async fn deliveries_of(app: &AppState, event: &Event) -> Result<Vec<DeliverySummary>, ApiError> {
     let query = DeliveryQuery {
         event_id: Some(event.id),
         limit: MAX_PAGE,
         ..DeliveryQuery::default()
     };
-    let mut page = app.store().deliveries(event.workspace_id, &query)?;
+    let mut page = app.store().deliveries(event.workspace_id, query).await?;
     page.deliveries.reverse();
     Ok(page
         .deliveries
@@ -434,10 +435,11 @@ async fn get_one(
     let id: EventId = id.parse().map_err(|_| ApiError::not_found("event"))?;
     let event = app
         .store()
-        .event(workspace, id)?
+        .event(workspace, id)
+        .await?
         .ok_or_else(|| ApiError::not_found("event"))?;
     let mut view = view(&event)?;
-    view.deliveries = Some(deliveries_of(&app, &event)?);
+    view.deliveries = Some(deliveries_of(&app, &event).await?);
     Ok(axum::Json(view).into_response())
 }
 
@@ -469,6 +471,18 @@ struct EventList<'a> {
 
 pub const DEFAULT_PAGE: usize = 50;
 pub const MAX_PAGE: usize = 500;
+
+/// The store's filter for `?event=`: a rule's event pattern (`name`,
+/// `prefix.*` or `*`, which keeps everything).
+fn name_filter(pattern: &str) -> Result<Option<EventNameFilter>, ApiError> {
+    let pattern = crate::rules::EventPattern::parse(pattern)
+        .map_err(|problem| ApiError::invalid("event", problem))?;
+    Ok(match pattern.as_str().strip_suffix('*') {
+        None => Some(EventNameFilter::Exact(pattern.as_str().to_string())),
+        Some("") => None,
+        Some(prefix) => Some(EventNameFilter::Prefix(prefix.to_string())),
+    })
+}
 
 /// List events
 #[utoipa::path(
@@ -503,19 +517,18 @@ async fn list(
         .map(|cursor| cursor.parse::<EventId>())
         .transpose()
         .map_err(|_| ApiError::invalid("after", "not an event id cursor"))?;
-    let name = query.event.filter(|name| !name.is_empty());
-    if let Some(pattern) = &name {
-        crate::rules::EventPattern::parse(pattern)
-            .map_err(|problem| ApiError::invalid("event", problem))?;
-    }
+    let name = query
+        .event
+        .filter(|name| !name.is_empty())
+        .map(|pattern| name_filter(&pattern))
+        .transpose()?
+        .flatten();
     let query = EventQuery {
         name,
         before,
         limit,
     };
-    let page = app
-        .read_blocking(move |store| store.events(workspace, &query))
-        .await?;
+    let page = app.store().events(workspace, query).await?;
     let data = page.events.iter().map(view).collect::<Result<_, _>>()?;
     Ok(axum::Json(EventList {
         data,

@@ -1,15 +1,17 @@
-//! Durable storage behind a narrow [`Store`] trait. Only this module knows
-//! redb; the rest of the code speaks in domain types.
+//! Durable storage behind a narrow, backend-neutral, async [`Store`] trait:
+//! its types and errors name no database, so the rest of the code speaks in
+//! domain types only.
 //!
-//! Every mutation goes through one write coordinator (see `writer.rs`) that
-//! group-commits whatever is waiting into one durable transaction. Reads are
-//! MVCC snapshots and run beside it.
+//! The redb backend (`redb_backend/`) sends every mutation through one write
+//! coordinator (`redb_backend/writer.rs`) that group-commits whatever is
+//! waiting into one durable transaction; its reads are MVCC snapshots that
+//! run beside it. Only `redb_backend/` (and the test seam `fault.rs`) names
+//! redb.
 
 mod codec;
 mod fault;
 mod records;
 mod redb_backend;
-mod writer;
 
 pub use codec::CodecError;
 pub use fault::FaultSwitch;
@@ -21,6 +23,7 @@ use crate::model::{
 };
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 pub type StoreFuture<T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'static>>;
 
@@ -29,13 +32,18 @@ pub type KeyHash = [u8; 32];
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("cannot open the database at {path}: {source}")]
-    Open {
-        path: String,
-        source: Box<redb::DatabaseError>,
+    /// The store could not be opened (a file path, or a database address
+    /// without its credentials).
+    #[error("cannot open the store at {target}: {message}")]
+    Open { target: String, message: String },
+    /// The backend failed an operation. `io_failure`: the disk or the
+    /// connection to the database failed rather than the request itself,
+    /// so the same operation may work later.
+    #[error("storage error: {source}")]
+    Backend {
+        source: Box<dyn std::error::Error + Send + Sync>,
+        io_failure: bool,
     },
-    #[error("storage error: {0}")]
-    Storage(#[from] Box<redb::Error>),
     #[error(transparent)]
     Codec(#[from] CodecError),
     #[error("corrupt record: {0}")]
@@ -47,35 +55,38 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// The disk refused a read or write (full, I/O error), or the handle is
-    /// latched by an earlier one: what the write coordinator recovers from
-    /// by opening the file again.
+    pub fn backend(
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+        io_failure: bool,
+    ) -> Self {
+        StoreError::Backend {
+            source: source.into(),
+            io_failure,
+        }
+    }
+
+    /// The disk refused a read or write (full, I/O error), the handle is
+    /// latched by an earlier one, or the database cannot be reached: what
+    /// a backend recovers from without a restart.
     pub fn is_io_failure(&self) -> bool {
-        matches!(self, StoreError::Storage(error) if matches!(
-            **error,
-            redb::Error::Io(_) | redb::Error::PreviousIo | redb::Error::DatabaseClosed
-        ))
+        matches!(
+            self,
+            StoreError::Backend {
+                io_failure: true,
+                ..
+            }
+        )
+    }
+
+    /// The store cannot serve this now but may soon: the API answers 503
+    /// with `Retry-After` rather than 500.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Unavailable(_) | StoreError::Backend { .. }
+        )
     }
 }
-
-macro_rules! storage_error_from {
-    ($($source:ty),*) => {$(
-        impl From<$source> for StoreError {
-            fn from(error: $source) -> Self {
-                StoreError::Storage(Box::new(error.into()))
-            }
-        }
-    )*};
-}
-storage_error_from!(
-    redb::Error,
-    redb::TransactionError,
-    redb::TableError,
-    redb::StorageError,
-    redb::CommitError,
-    redb::DatabaseError,
-    redb::SetDurabilityError
-);
 
 /// How to open the store.
 #[derive(Debug, Clone)]
@@ -180,11 +191,32 @@ pub struct EventPage {
 
 #[derive(Debug, Clone, Default)]
 pub struct EventQuery {
-    /// Only events whose name matches: exact, or `prefix.*`.
-    pub name: Option<String>,
+    /// Only events whose name matches; all of them when `None`.
+    pub name: Option<EventNameFilter>,
     /// Only events older than this one (the cursor).
     pub before: Option<EventId>,
     pub limit: usize,
+}
+
+/// Which event names a listing keeps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventNameFilter {
+    /// This name only.
+    Exact(String),
+    /// Names that start with this and go on past it (`alert.` keeps
+    /// `alert.fired`, not `alert.`).
+    Prefix(String),
+}
+
+impl EventNameFilter {
+    pub fn matches(&self, name: &str) -> bool {
+        match self {
+            EventNameFilter::Exact(exact) => name == exact,
+            EventNameFilter::Prefix(prefix) => {
+                name.len() > prefix.len() && name.starts_with(prefix.as_str())
+            }
+        }
+    }
 }
 
 /// Changes to a connection, applied inside the write so that concurrent
@@ -389,8 +421,10 @@ impl RetentionStep {
 /// How long an idempotency key's first answer is kept.
 pub const IDEMPOTENCY_TTL_MS: u64 = 24 * 60 * 60 * 1000;
 
-/// The storage interface. Writes resolve once durable; reads see the latest
-/// committed state.
+/// The storage interface, the same for every backend. Writes resolve once
+/// durable; reads see the latest committed state. Every call returns a
+/// `'static` future, so a backend may answer at once (redb's point reads),
+/// on a blocking thread (redb's scans) or over the network.
 pub trait Store: Send + Sync + 'static {
     fn create_workspace(&self, new: NewWorkspace) -> StoreFuture<()>;
     /// Removes the workspace with its keys, connections, rules, queue entries
@@ -401,7 +435,7 @@ pub trait Store: Send + Sync + 'static {
     /// transaction; resolves to whether rows remain.
     fn purge_deleted(&self, budget: usize) -> StoreFuture<bool>;
     /// Deleted workspaces whose rows are still being removed.
-    fn pending_purges(&self) -> Result<u64, StoreError>;
+    fn pending_purges(&self) -> StoreFuture<u64>;
     /// One bounded step of a retention sweep: removes events received before
     /// `cutoff_ms` (with their deliveries, index rows and attempts) from
     /// `from` on (`None`: the first workspace), about `budget` rows examined
@@ -413,9 +447,9 @@ pub trait Store: Send + Sync + 'static {
         from: Option<RetentionCursor>,
         budget: usize,
     ) -> StoreFuture<RetentionStep>;
-    /// Copies the whole store, as of one snapshot, into a new database in
-    /// `target` (an empty file). Blocking: call it off the async workers.
-    fn backup(&self, target: std::fs::File) -> Result<BackupStats, StoreError>;
+    /// The backend's own online backup to a file, if it has one (redb does;
+    /// a PostgreSQL store is backed up with PostgreSQL's tools).
+    fn backup_source(&self) -> Option<Arc<dyn BackupSource>>;
     /// Replaces both keys at once; the old ones stop working on commit.
     fn rotate_keys(
         &self,
@@ -430,17 +464,22 @@ pub trait Store: Send + Sync + 'static {
     /// ago than any dedup window, rule windows over with nothing owed.
     fn purge_noise_state(&self, now_ms: u64) -> StoreFuture<usize>;
 
-    fn workspaces(&self) -> Result<Vec<Workspace>, StoreError>;
-    fn workspace(&self, id: WorkspaceId) -> Result<Option<Workspace>, StoreError>;
-    fn key(&self, hash: &KeyHash) -> Result<Option<(WorkspaceId, KeyKind)>, StoreError>;
-    fn event(&self, workspace: WorkspaceId, id: EventId) -> Result<Option<Event>, StoreError>;
-    fn events(&self, workspace: WorkspaceId, query: &EventQuery) -> Result<EventPage, StoreError>;
+    fn workspaces(&self) -> StoreFuture<Vec<Workspace>>;
+    fn workspace(&self, id: WorkspaceId) -> StoreFuture<Option<Workspace>>;
+    fn key(&self, hash: KeyHash) -> StoreFuture<Option<(WorkspaceId, KeyKind)>>;
+    fn event(&self, workspace: WorkspaceId, id: EventId) -> StoreFuture<Option<Event>>;
+    fn events(&self, workspace: WorkspaceId, query: EventQuery) -> StoreFuture<EventPage>;
     /// Whether writes are accepted now: `*self.writable().borrow()`.
     fn is_writable(&self) -> bool;
     /// True while writes are accepted. Flips to false when a commit fails
     /// with an I/O error (disk full) and back to true once a probe write
-    /// succeeds; false for good once the write coordinator has stopped.
+    /// succeeds; false for good once the store is closed.
     fn writable(&self) -> tokio::sync::watch::Receiver<bool>;
+    /// Stops accepting writes, lets every write submitted before it become
+    /// durable, and resolves once they have; later writes fail with
+    /// [`StoreError::WriterStopped`]. Reads go on working. Closing twice is
+    /// harmless.
+    fn close(&self) -> StoreFuture<()>;
 
     fn create_connection(&self, connection: Connection) -> StoreFuture<()>;
     fn update_connection(
@@ -458,31 +497,28 @@ pub trait Store: Send + Sync + 'static {
         &self,
         workspace: WorkspaceId,
         id: ConnectionId,
-    ) -> Result<Option<Connection>, StoreError>;
-    fn connections(&self, workspace: WorkspaceId) -> Result<Vec<Connection>, StoreError>;
+    ) -> StoreFuture<Option<Connection>>;
+    fn connections(&self, workspace: WorkspaceId) -> StoreFuture<Vec<Connection>>;
 
     /// Creates a rule, or replaces one that still exists when `update`; its
     /// connection must exist in the workspace.
     fn put_rule(&self, rule: Rule, update: bool) -> StoreFuture<PutRule>;
     fn delete_rule(&self, workspace: WorkspaceId, id: RuleId) -> StoreFuture<bool>;
-    fn rule(&self, workspace: WorkspaceId, id: RuleId) -> Result<Option<Rule>, StoreError>;
-    fn rules(&self, workspace: WorkspaceId) -> Result<Vec<Rule>, StoreError>;
+    fn rule(&self, workspace: WorkspaceId, id: RuleId) -> StoreFuture<Option<Rule>>;
+    fn rules(&self, workspace: WorkspaceId) -> StoreFuture<Vec<Rule>>;
 
     fn delivery(
         &self,
         workspace: WorkspaceId,
         id: DeliveryId,
-    ) -> Result<Option<(Delivery, Vec<Attempt>)>, StoreError>;
-    fn deliveries(
-        &self,
-        workspace: WorkspaceId,
-        query: &DeliveryQuery,
-    ) -> Result<DeliveryPage, StoreError>;
+    ) -> StoreFuture<Option<(Delivery, Vec<Attempt>)>>;
+    fn deliveries(&self, workspace: WorkspaceId, query: DeliveryQuery)
+    -> StoreFuture<DeliveryPage>;
     fn delivery_context(
         &self,
         workspace: WorkspaceId,
         id: DeliveryId,
-    ) -> Result<Option<DeliveryContext>, StoreError>;
+    ) -> StoreFuture<Option<DeliveryContext>>;
     /// Records an attempt; resolves to the delivery's new state, or `None`
     /// when it no longer exists (its workspace was deleted).
     fn record_attempt(&self, outcome: AttemptOutcome) -> StoreFuture<Option<Delivery>>;
@@ -493,15 +529,14 @@ pub trait Store: Send + Sync + 'static {
         which: Requeue,
         now_ms: u64,
     ) -> StoreFuture<Vec<QueueEntry>>;
-    /// The first entry of every connection's queue. Blocking: call it off
-    /// the async workers. Costs a seek per connection with a backlog, not a
-    /// read of the backlog.
-    fn queue_heads(&self) -> Result<QueueHeads, StoreError>;
+    /// The first entry of every connection's queue. Costs a seek per
+    /// connection with a backlog, not a read of the backlog.
+    fn queue_heads(&self) -> StoreFuture<QueueHeads>;
     /// Reads some entries of some connections' queues, all in one snapshot,
-    /// one answer per read in order. Blocking, like [`Store::queue_heads`].
-    fn queue_rows(&self, reads: &[LaneRead]) -> Result<Vec<LaneRows>, StoreError>;
+    /// one answer per read in order.
+    fn queue_rows(&self, reads: Vec<LaneRead>) -> StoreFuture<Vec<LaneRows>>;
     /// How many entries the queue table holds (cheap: a stored count).
-    fn queue_len(&self) -> Result<u64, StoreError>;
+    fn queue_len(&self) -> StoreFuture<u64>;
     /// Removes `entry`'s queue row unless it still stands for its delivery's
     /// next attempt; resolves to whether one was removed.
     fn drop_stale_queue_entry(&self, entry: QueueEntry) -> StoreFuture<bool>;
@@ -520,9 +555,32 @@ pub trait Store: Send + Sync + 'static {
     fn purge_used_launch_tokens(&self, now_ms: u64) -> StoreFuture<usize>;
 
     /// The `ts` of an alert's first Slack message in a channel, if known.
-    fn slack_thread(&self, key: &ThreadKey) -> Result<Option<String>, StoreError>;
+    fn slack_thread(&self, key: ThreadKey) -> StoreFuture<Option<String>>;
     /// Remembers an alert's first Slack message (replacing an older one).
     fn save_slack_thread(&self, key: ThreadKey, ts: String, now_ms: u64) -> StoreFuture<()>;
     /// Forgets threads saved before `older_than_ms`; returns how many.
     fn purge_slack_threads(&self, older_than_ms: u64) -> StoreFuture<usize>;
+}
+
+/// A backend's online backup: the whole store, as of one snapshot, copied
+/// into a file in the backend's own format (a redb database for redb).
+pub trait BackupSource: Send + Sync {
+    /// Copies into `target`, an empty file.
+    fn backup(&self, target: std::fs::File) -> StoreFuture<BackupStats>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::EventNameFilter;
+
+    #[test]
+    fn a_prefix_filter_keeps_only_names_that_go_on_past_it() {
+        let prefix = EventNameFilter::Prefix("alert.".into());
+        assert!(prefix.matches("alert.fired"));
+        assert!(!prefix.matches("alert."));
+        assert!(!prefix.matches("alerts.fired"));
+        let exact = EventNameFilter::Exact("alert.fired".into());
+        assert!(exact.matches("alert.fired"));
+        assert!(!exact.matches("alert.fired.again"));
+    }
 }

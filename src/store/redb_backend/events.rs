@@ -2,7 +2,6 @@ use super::scope::IngestTables;
 use super::tables::*;
 use super::{decode, deliveries, scan_newest_first};
 use crate::model::{Event, EventId, EventName, WorkspaceId, now_ms};
-use crate::rules::EventPattern;
 use crate::store::codec::Record;
 use crate::store::records::{EventRecord, IdempotencyRecord};
 use crate::store::{
@@ -156,20 +155,12 @@ fn list_scanning_at_most(
     budget: usize,
 ) -> Result<EventPage, StoreError> {
     let table = txn.open_table(EVENTS)?;
-    let pattern = query
-        .name
-        .as_deref()
-        .map(EventPattern::parse)
-        .transpose()
-        .map_err(|_| StoreError::Corrupt("unchecked event filter".into()))?;
+    let filter = query.name.as_ref();
     let mut page = EventPage::default();
     let before = query.before.map(|cursor| cursor.0);
     let cursor = scan_newest_first(&table, workspace.0, before, budget, |id, bytes| {
         let record = EventRecord::decode(bytes)?;
-        if pattern
-            .as_ref()
-            .is_some_and(|pattern| !pattern.matches(&record.name))
-        {
+        if filter.is_some_and(|filter| !filter.matches(&record.name)) {
             return Ok(true);
         }
         if page.events.len() == query.limit {
@@ -208,6 +199,7 @@ pub fn event_from(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::EventNameFilter;
     use redb::{Database, ReadableDatabase};
 
     #[test]
@@ -236,7 +228,7 @@ mod tests {
         txn.commit().unwrap();
         let read = db.begin_read().unwrap();
         let mut query = EventQuery {
-            name: Some("rare.*".into()),
+            name: Some(EventNameFilter::Prefix("rare.".into())),
             before: None,
             limit: 50,
         };

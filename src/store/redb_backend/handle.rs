@@ -39,8 +39,8 @@ pub(crate) struct DbSlot {
 impl DbSlot {
     pub(crate) fn open(path: &Path, options: StoreOptions) -> Result<Self, StoreError> {
         let db = open_database(path, &options).map_err(|source| StoreError::Open {
-            path: path.display().to_string(),
-            source: Box::new(source),
+            target: path.display().to_string(),
+            message: source.to_string(),
         })?;
         Ok(Self {
             current: RwLock::new(Some(Arc::new(db))),

@@ -1,11 +1,15 @@
 //! The redb implementation of [`Store`]. Each submodule holds the write ops
 //! and reads of one resource; this file owns the database handle, the
-//! write coordinator and the trait impl that delegates to them.
+//! write coordinator (`writer.rs`) and the trait impl that delegates to
+//! them. Point reads run inline and answer with a ready future (a read
+//! transaction is an MVCC snapshot: no lock, no I/O when cached); scans run
+//! on tokio's blocking pool so they never hold up a runtime worker.
 
 mod backup;
 mod compact;
 mod connections;
 mod deliveries;
+mod error;
 mod events;
 mod handle;
 mod noise;
@@ -15,13 +19,13 @@ mod scope;
 mod tables;
 mod threads;
 mod workspaces;
+mod writer;
 
-use super::writer::{WriteOp, Writer, WriterThread};
 use super::{
-    AttemptOutcome, BackupStats, ConnectionPatch, DeleteConnection, DeliveryContext, DeliveryPage,
-    DeliveryQuery, EventPage, EventQuery, IngestBatch, IngestOutcome, KeyHash, LaneRead, LaneRows,
-    NewWorkspace, PatchOutcome, PutRule, QueueEntry, QueueHeads, Requeue, RetentionCursor,
-    RetentionStep, Store, StoreError, StoreFuture, StoreOptions,
+    AttemptOutcome, BackupSource, BackupStats, ConnectionPatch, DeleteConnection, DeliveryContext,
+    DeliveryPage, DeliveryQuery, EventPage, EventQuery, IngestBatch, IngestOutcome, KeyHash,
+    LaneRead, LaneRows, NewWorkspace, PatchOutcome, PutRule, QueueEntry, QueueHeads, Requeue,
+    RetentionCursor, RetentionStep, Store, StoreError, StoreFuture, StoreOptions,
 };
 use crate::model::{
     Attempt, Connection, ConnectionId, Delivery, DeliveryId, Event, EventId, KeyKind, Rule, RuleId,
@@ -34,17 +38,20 @@ use redb::{
 };
 pub use scope::WriteScope;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
+use writer::{WriteOp, Writer, WriterThread};
 
-/// Dropping the last handle lets every queued write commit, then closes the
-/// file.
+/// [`Store::close`], or dropping the last handle, lets every queued write
+/// commit and stops the write coordinator; the file closes with the last
+/// handle.
 pub struct RedbStore {
     /// The database handle, replaced after a storage failure (`handle.rs`).
     slot: Arc<DbSlot>,
     writable: tokio::sync::watch::Receiver<bool>,
     /// `None` only while dropping.
     writer: Option<Writer>,
-    writer_thread: Option<WriterThread>,
+    /// Taken by whichever of close and drop comes first.
+    writer_thread: Mutex<Option<WriterThread>>,
 }
 
 impl RedbStore {
@@ -68,7 +75,7 @@ impl RedbStore {
             slot,
             writable: writer.writable(),
             writer: Some(writer),
-            writer_thread: Some(writer_thread),
+            writer_thread: Mutex::new(Some(writer_thread)),
         }))
     }
 
@@ -96,13 +103,61 @@ impl RedbStore {
     fn read(&self) -> Result<ReadTransaction, StoreError> {
         Ok(self.slot.get()?.begin_read()?)
     }
+
+    /// A point read, run now: cheaper than handing it to another thread.
+    fn read_now<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&ReadTransaction) -> Result<T, StoreError>,
+    ) -> StoreFuture<T> {
+        let result = self.read().and_then(|txn| read(&txn));
+        Box::pin(std::future::ready(result))
+    }
+
+    /// A read that may scan many rows, run on the blocking pool.
+    fn read_blocking<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&ReadTransaction) -> Result<T, StoreError> + Send + 'static,
+    ) -> StoreFuture<T> {
+        let slot = self.slot.clone();
+        Box::pin(blocking(move || read(&slot.get()?.begin_read()?)))
+    }
+
+    fn take_writer_thread(&self) -> Option<WriterThread> {
+        self.writer_thread
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+    }
+}
+
+/// Runs blocking redb work on tokio's blocking pool.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|error| StoreError::Unavailable(error.to_string()))?
+}
+
+/// redb's online backup (`backup.rs`), taken from a read snapshot.
+struct RedbBackup {
+    slot: Arc<DbSlot>,
+}
+
+impl BackupSource for RedbBackup {
+    fn backup(&self, target: std::fs::File) -> StoreFuture<BackupStats> {
+        let slot = self.slot.clone();
+        Box::pin(blocking(move || {
+            backup::copy(&slot.get()?.begin_read()?, target)
+        }))
+    }
 }
 
 impl Drop for RedbStore {
     fn drop(&mut self) {
         // Closing the channel lets the writer drain what is queued and exit.
         self.writer = None;
-        if let Some(thread) = self.writer_thread.take() {
+        if let Some(thread) = self.take_writer_thread() {
             thread.join();
         }
     }
@@ -121,8 +176,8 @@ impl Store for RedbStore {
         self.write(move |txn| workspaces::purge_step(txn, budget))
     }
 
-    fn pending_purges(&self) -> Result<u64, StoreError> {
-        workspaces::pending_purges(&self.read()?)
+    fn pending_purges(&self) -> StoreFuture<u64> {
+        self.read_blocking(workspaces::pending_purges)
     }
 
     fn purge_old_events(
@@ -134,8 +189,10 @@ impl Store for RedbStore {
         self.write(move |txn| retention::purge_old_events(txn, cutoff_ms, from, budget))
     }
 
-    fn backup(&self, target: std::fs::File) -> Result<BackupStats, StoreError> {
-        backup::copy(&self.read()?, target)
+    fn backup_source(&self) -> Option<Arc<dyn BackupSource>> {
+        Some(Arc::new(RedbBackup {
+            slot: self.slot.clone(),
+        }))
     }
 
     fn rotate_keys(
@@ -171,24 +228,24 @@ impl Store for RedbStore {
         self.write(move |txn| noise::purge_expired(txn, now_ms))
     }
 
-    fn workspaces(&self) -> Result<Vec<Workspace>, StoreError> {
-        workspaces::list(&self.read()?)
+    fn workspaces(&self) -> StoreFuture<Vec<Workspace>> {
+        self.read_blocking(workspaces::list)
     }
 
-    fn workspace(&self, id: WorkspaceId) -> Result<Option<Workspace>, StoreError> {
-        workspaces::get(&self.read()?, id)
+    fn workspace(&self, id: WorkspaceId) -> StoreFuture<Option<Workspace>> {
+        self.read_now(|txn| workspaces::get(txn, id))
     }
 
-    fn key(&self, hash: &KeyHash) -> Result<Option<(WorkspaceId, KeyKind)>, StoreError> {
-        workspaces::key(&self.read()?, hash)
+    fn key(&self, hash: KeyHash) -> StoreFuture<Option<(WorkspaceId, KeyKind)>> {
+        self.read_now(|txn| workspaces::key(txn, &hash))
     }
 
-    fn event(&self, workspace: WorkspaceId, id: EventId) -> Result<Option<Event>, StoreError> {
-        events::get(&self.read()?, workspace, id)
+    fn event(&self, workspace: WorkspaceId, id: EventId) -> StoreFuture<Option<Event>> {
+        self.read_now(|txn| events::get(txn, workspace, id))
     }
 
-    fn events(&self, workspace: WorkspaceId, query: &EventQuery) -> Result<EventPage, StoreError> {
-        events::list(&self.read()?, workspace, query)
+    fn events(&self, workspace: WorkspaceId, query: EventQuery) -> StoreFuture<EventPage> {
+        self.read_blocking(move |txn| events::list(txn, workspace, &query))
     }
 
     fn is_writable(&self) -> bool {
@@ -197,6 +254,25 @@ impl Store for RedbStore {
 
     fn writable(&self) -> tokio::sync::watch::Receiver<bool> {
         self.writable.clone()
+    }
+
+    fn close(&self) -> StoreFuture<()> {
+        let writer = self.writer.clone();
+        let thread = self.take_writer_thread();
+        Box::pin(async move {
+            if let Some(writer) = writer {
+                writer.close().await;
+            }
+            if let Some(thread) = thread {
+                // Returns once every job queued before the close committed.
+                blocking(move || {
+                    thread.join();
+                    Ok(())
+                })
+                .await?;
+            }
+            Ok(())
+        })
     }
 
     fn create_connection(&self, connection: Connection) -> StoreFuture<()> {
@@ -224,12 +300,12 @@ impl Store for RedbStore {
         &self,
         workspace: WorkspaceId,
         id: ConnectionId,
-    ) -> Result<Option<Connection>, StoreError> {
-        connections::get(&self.read()?, workspace, id)
+    ) -> StoreFuture<Option<Connection>> {
+        self.read_now(|txn| connections::get(txn, workspace, id))
     }
 
-    fn connections(&self, workspace: WorkspaceId) -> Result<Vec<Connection>, StoreError> {
-        connections::list(&self.read()?, workspace)
+    fn connections(&self, workspace: WorkspaceId) -> StoreFuture<Vec<Connection>> {
+        self.read_now(|txn| connections::list(txn, workspace))
     }
 
     fn put_rule(&self, rule: Rule, update: bool) -> StoreFuture<PutRule> {
@@ -240,36 +316,36 @@ impl Store for RedbStore {
         self.write(move |txn| rules::delete(txn, workspace, id))
     }
 
-    fn rule(&self, workspace: WorkspaceId, id: RuleId) -> Result<Option<Rule>, StoreError> {
-        rules::get(&self.read()?, workspace, id)
+    fn rule(&self, workspace: WorkspaceId, id: RuleId) -> StoreFuture<Option<Rule>> {
+        self.read_now(|txn| rules::get(txn, workspace, id))
     }
 
-    fn rules(&self, workspace: WorkspaceId) -> Result<Vec<Rule>, StoreError> {
-        rules::list(&self.read()?, workspace)
+    fn rules(&self, workspace: WorkspaceId) -> StoreFuture<Vec<Rule>> {
+        self.read_now(|txn| rules::list(txn, workspace))
     }
 
     fn delivery(
         &self,
         workspace: WorkspaceId,
         id: DeliveryId,
-    ) -> Result<Option<(Delivery, Vec<Attempt>)>, StoreError> {
-        deliveries::get_with_attempts(&self.read()?, workspace, id)
+    ) -> StoreFuture<Option<(Delivery, Vec<Attempt>)>> {
+        self.read_now(|txn| deliveries::get_with_attempts(txn, workspace, id))
     }
 
     fn deliveries(
         &self,
         workspace: WorkspaceId,
-        query: &DeliveryQuery,
-    ) -> Result<DeliveryPage, StoreError> {
-        deliveries::list(&self.read()?, workspace, query)
+        query: DeliveryQuery,
+    ) -> StoreFuture<DeliveryPage> {
+        self.read_blocking(move |txn| deliveries::list(txn, workspace, &query))
     }
 
     fn delivery_context(
         &self,
         workspace: WorkspaceId,
         id: DeliveryId,
-    ) -> Result<Option<DeliveryContext>, StoreError> {
-        deliveries::context(&self.read()?, workspace, id)
+    ) -> StoreFuture<Option<DeliveryContext>> {
+        self.read_now(|txn| deliveries::context(txn, workspace, id))
     }
 
     fn record_attempt(&self, outcome: AttemptOutcome) -> StoreFuture<Option<Delivery>> {
@@ -295,7 +371,7 @@ impl Store for RedbStore {
         let slot = self.slot.clone();
         let writer = self.writer.clone();
         Box::pin(async move {
-            let ids = tokio::task::spawn_blocking(move || {
+            let ids = blocking(move || {
                 deliveries::matching_in_snapshot(
                     &slot.get()?.begin_read()?,
                     workspace.0,
@@ -304,8 +380,7 @@ impl Store for RedbStore {
                     limit,
                 )
             })
-            .await
-            .map_err(|error| StoreError::Unavailable(error.to_string()))??;
+            .await?;
             let listed = Requeue::Listed { status, ids };
             let op: WriteOp<Vec<QueueEntry>> =
                 Box::new(move |scope| deliveries::requeue(scope.txn(), workspace, &listed, now_ms));
@@ -316,16 +391,16 @@ impl Store for RedbStore {
         })
     }
 
-    fn queue_heads(&self) -> Result<QueueHeads, StoreError> {
-        deliveries::queue_heads(&self.read()?)
+    fn queue_heads(&self) -> StoreFuture<QueueHeads> {
+        self.read_blocking(deliveries::queue_heads)
     }
 
-    fn queue_rows(&self, reads: &[LaneRead]) -> Result<Vec<LaneRows>, StoreError> {
-        deliveries::queue_rows(&self.read()?, reads)
+    fn queue_rows(&self, reads: Vec<LaneRead>) -> StoreFuture<Vec<LaneRows>> {
+        self.read_blocking(move |txn| deliveries::queue_rows(txn, &reads))
     }
 
-    fn queue_len(&self) -> Result<u64, StoreError> {
-        Ok(self.read()?.open_table(tables::QUEUE)?.len()?)
+    fn queue_len(&self) -> StoreFuture<u64> {
+        self.read_now(|txn| Ok(txn.open_table(tables::QUEUE)?.len()?))
     }
 
     fn drop_stale_queue_entry(&self, entry: QueueEntry) -> StoreFuture<bool> {
@@ -367,8 +442,8 @@ impl Store for RedbStore {
         })
     }
 
-    fn slack_thread(&self, key: &ThreadKey) -> Result<Option<String>, StoreError> {
-        threads::get(&self.read()?, key)
+    fn slack_thread(&self, key: ThreadKey) -> StoreFuture<Option<String>> {
+        self.read_now(|txn| threads::get(txn, &key))
     }
 
     fn save_slack_thread(&self, key: ThreadKey, ts: String, now_ms: u64) -> StoreFuture<()> {
@@ -439,7 +514,29 @@ fn json_value(bytes: &[u8], what: &str) -> Result<serde_json::Value, StoreError>
 
 #[cfg(test)]
 mod tests {
-    use crate::store::{RedbStore, Store, StoreOptions};
+    use crate::store::{RedbStore, Store, StoreError, StoreOptions};
+
+    #[tokio::test]
+    async fn close_commits_what_was_submitted_and_refuses_later_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let store = RedbStore::open(&path, StoreOptions::default()).unwrap();
+        // `join` polls in order: the write is queued before the close is.
+        let (written, closed) = tokio::join!(store.put_oauth_state(1, u64::MAX), store.close());
+        written.unwrap();
+        closed.unwrap();
+        assert!(!store.is_writable());
+        assert!(matches!(
+            store.put_oauth_state(2, u64::MAX).await,
+            Err(StoreError::WriterStopped)
+        ));
+        store.close().await.unwrap();
+        drop(store);
+
+        let reopened = RedbStore::open(&path, StoreOptions::default()).unwrap();
+        assert!(reopened.consume_oauth_state(1, 0).await.unwrap(), "durable");
+        assert!(!reopened.consume_oauth_state(2, 0).await.unwrap());
+    }
 
     #[tokio::test]
     async fn a_launch_token_is_used_once_and_forgotten_after_expiry() {

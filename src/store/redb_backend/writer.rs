@@ -8,14 +8,14 @@
 //! When a commit fails with an I/O error (disk full, EIO), every job of its
 //! batch is answered with an error and nothing of it counts as stored. redb
 //! then refuses every write through that handle until the file is opened
-//! again (`redb_backend/handle.rs`), so the coordinator flips the store's
+//! again (`handle.rs`), so the coordinator flips the store's
 //! `writable` watch to false, writes fail fast without reaching the disk,
 //! and a probe thread asks the coordinator, on a backoff from 0.5 s doubling
 //! to 30 s, to reopen the file and commit one small write. The first probe
 //! that commits flips `writable` back to true: no restart needed.
 
-use super::StoreError;
-use super::redb_backend::{DbSlot, WriteScope};
+use super::{DbSlot, WriteScope};
+use crate::store::StoreError;
 use redb::Database;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -51,6 +51,8 @@ enum Message {
     Job(Box<dyn Job>),
     /// From the probe thread: reopen the file and try one small write.
     Probe(oneshot::Sender<Result<(), StoreError>>),
+    /// Commit what is queued, refuse anything sent later, then stop.
+    Close,
 }
 
 impl Writer {
@@ -74,6 +76,9 @@ impl Writer {
     /// While storage is failing it fails at once, without touching the disk.
     pub async fn write<T: Send + 'static>(&self, op: WriteOp<T>) -> Result<T, StoreError> {
         if !*self.writable.borrow() {
+            if self.jobs.is_closed() {
+                return Err(StoreError::WriterStopped);
+            }
             return Err(not_writable());
         }
         let (reply, answer) = oneshot::channel();
@@ -87,6 +92,14 @@ impl Writer {
             .await
             .map_err(|_| StoreError::WriterStopped)?;
         answer.await.map_err(|_| StoreError::WriterStopped)?
+    }
+
+    /// Stops the coordinator once it has committed every job queued before
+    /// this; jobs sent later fail with [`StoreError::WriterStopped`]. Join
+    /// the [`WriterThread`] to wait until they are durable.
+    pub async fn close(&self) {
+        // An error means it has stopped already.
+        let _ = self.jobs.send(Message::Close).await;
     }
 
     /// True while writes are accepted (see the module comment).
@@ -156,6 +169,9 @@ impl Coordinator {
                 match message {
                     Message::Job(job) => batch.push(job),
                     Message::Probe(reply) => probes.push(reply),
+                    // What is queued already is still received; the loop
+                    // ends once it has been.
+                    Message::Close => receiver.close(),
                 }
                 if batch.len() < MAX_BATCH {
                     next = receiver.try_recv().ok();
@@ -279,7 +295,7 @@ fn commit_batch(db: &Database, batch: &mut Vec<Box<dyn Job>>) -> Result<(), Stor
             }
             // Storage trouble (disk full, I/O) would fail every job the
             // same way: fail the batch at once rather than retry it.
-            if matches!(error, StoreError::Storage(_)) {
+            if matches!(error, StoreError::Backend { .. }) {
                 tracing::error!(%error, "write batch failed");
                 return fail_batch(batch, error);
             }
