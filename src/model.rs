@@ -150,6 +150,9 @@ pub enum KeyKind {
     Publishable,
     /// `sk_…`: manage everything in its workspace.
     Secret,
+    /// `mesh_pub_…`: emit events through the Meshes-compatible
+    /// `/api/v1/events`, nothing else (not even `/v1/events`).
+    MeshesPublishable,
 }
 
 impl KeyKind {
@@ -157,6 +160,7 @@ impl KeyKind {
         match self {
             KeyKind::Publishable => "pk_",
             KeyKind::Secret => "sk_",
+            KeyKind::MeshesPublishable => "mesh_pub_",
         }
     }
 }

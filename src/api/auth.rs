@@ -28,6 +28,40 @@ pub fn random_token() -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
+/// A Meshes-format publishable key, `mesh_pub_<workspace>_<key id>_<secret>`,
+/// which passes the Meshes events client's own check
+/// (`^mesh_pub_([A-Za-z0-9\-.]+)_([A-Za-z0-9\-.]+)_([^_]+)$`): the
+/// workspace's ULID in lower case, a short random key id (named as an
+/// event's `created_by`), then 32 random bytes in hex, so the secret part
+/// carries 256 bits and never holds a `_`.
+pub fn generate_meshes_key(workspace: WorkspaceId) -> String {
+    let mut key_id = [0u8; 4];
+    let mut secret = [0u8; 32];
+    rand::rng().fill_bytes(&mut key_id);
+    rand::rng().fill_bytes(&mut secret);
+    format!(
+        "{}{}_{}_{}",
+        KeyKind::MeshesPublishable.prefix(),
+        ulid::Ulid(workspace.0).to_string().to_ascii_lowercase(),
+        lower_hex(&key_id),
+        lower_hex(&secret)
+    )
+}
+
+fn lower_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// The key id of a Meshes key (its second `_`-separated part after the
+/// prefix); `None` for anything not shaped like one.
+fn meshes_key_id(key: &str) -> Option<&str> {
+    let mut parts = key
+        .strip_prefix(KeyKind::MeshesPublishable.prefix())?
+        .split('_');
+    let (_workspace, key_id, _secret) = (parts.next()?, parts.next()?, parts.next()?);
+    parts.next().is_none().then_some(key_id)
+}
+
 pub fn hash_key(key: &str) -> KeyHash {
     Sha256::digest(key.as_bytes()).into()
 }
@@ -115,6 +149,18 @@ pub struct SecretKey(pub WorkspaceId);
 /// A publishable or secret key: may emit events.
 pub struct EmitKey(pub WorkspaceId);
 
+/// The header the Meshes events client sends its publishable key in.
+pub const MESHES_KEY_HEADER: &str = "x-meshes-publishable-key";
+
+/// A workspace's Meshes publishable key from `X-Meshes-Publishable-Key`:
+/// may emit through `/api/v1/events` only. No other key is accepted there
+/// (401), so a `pk_` key pasted into a Meshes client fails loudly.
+pub struct MeshesKey {
+    pub workspace: WorkspaceId,
+    /// The key's public id, named as `created_by` on the events it emits.
+    pub key_id: String,
+}
+
 enum Caller {
     Admin,
     Workspace(WorkspaceId, KeyKind, KeyHash),
@@ -187,6 +233,7 @@ impl FromRequestParts<AppState> for SecretKey {
             Caller::Workspace(_, KeyKind::Publishable, _) => Err(ApiError::forbidden(
                 "a publishable key can only emit events; use the secret key",
             )),
+            Caller::Workspace(_, KeyKind::MeshesPublishable, _) => Err(meshes_key_elsewhere()),
             Caller::Admin => Err(ApiError::forbidden(
                 "this endpoint needs a workspace secret key, not the admin token",
             )),
@@ -199,6 +246,7 @@ impl FromRequestParts<AppState> for EmitKey {
 
     async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
         match identify(parts, app).await? {
+            Caller::Workspace(_, KeyKind::MeshesPublishable, _) => Err(meshes_key_elsewhere()),
             Caller::Workspace(workspace, ..) | Caller::Embed(workspace) => Ok(EmitKey(workspace)),
             Caller::Admin => Err(ApiError::forbidden(
                 "events are emitted with a workspace key, not the admin token",
@@ -215,11 +263,50 @@ impl FromRequestParts<AppState> for RealSecretKey {
             Caller::Workspace(workspace, KeyKind::Secret, hash) => {
                 Ok(RealSecretKey(workspace, hash))
             }
-            Caller::Workspace(_, KeyKind::Publishable, _) | Caller::Embed(_) | Caller::Admin => {
-                Err(ApiError::forbidden(
-                    "this endpoint needs the workspace's secret key",
-                ))
+            Caller::Workspace(_, KeyKind::Publishable | KeyKind::MeshesPublishable, _)
+            | Caller::Embed(_)
+            | Caller::Admin => Err(ApiError::forbidden(
+                "this endpoint needs the workspace's secret key",
+            )),
+        }
+    }
+}
+
+fn meshes_key_elsewhere() -> ApiError {
+    ApiError::forbidden(
+        "a Meshes publishable key only emits at /api/v1/events (X-Meshes-Publishable-Key); \
+         use the workspace's pk_ or sk_ key here",
+    )
+}
+
+impl FromRequestParts<AppState> for MeshesKey {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
+        let Some(key) = parts.headers.get(MESHES_KEY_HEADER) else {
+            // A bearer key is a key of the wrong kind here, whichever it is.
+            if parts.headers.contains_key(AUTHORIZATION) {
+                return Err(ApiError::forbidden(
+                    "this endpoint takes the workspace's Meshes publishable key \
+                     (mesh_pub_…) in X-Meshes-Publishable-Key, not a bearer key",
+                ));
             }
+            return Err(ApiError::unauthorized(
+                "missing X-Meshes-Publishable-Key header",
+            ));
+        };
+        let key = key
+            .to_str()
+            .map_err(|_| ApiError::unauthorized("unknown Meshes publishable key"))?
+            .trim();
+        let key_id = meshes_key_id(key)
+            .ok_or_else(|| ApiError::unauthorized("not a Meshes publishable key (mesh_pub_…)"))?;
+        match app.key_cache().lookup(app.store(), &hash_key(key)).await? {
+            Some((workspace, KeyKind::MeshesPublishable)) => Ok(MeshesKey {
+                workspace,
+                key_id: key_id.to_string(),
+            }),
+            _ => Err(ApiError::unauthorized("unknown Meshes publishable key")),
         }
     }
 }
@@ -293,6 +380,39 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(cached, Some((late, KeyKind::Secret)));
+    }
+
+    proptest::proptest! {
+        /// The Meshes client refuses, before sending, any key that does
+        /// not match its pattern; every key made here must pass it.
+        #[test]
+        fn meshes_keys_pass_the_meshes_clients_check(workspace in proptest::prelude::any::<u128>()) {
+            let pattern =
+                regex::Regex::new(r"^mesh_pub_([A-Za-z0-9\-.]+)_([A-Za-z0-9\-.]+)_([^_]+)$").unwrap();
+            let key = generate_meshes_key(WorkspaceId(workspace));
+            let groups = pattern.captures(&key).expect("matches the Meshes pattern");
+            proptest::prop_assert_eq!(
+                &groups[1],
+                ulid::Ulid(workspace).to_string().to_ascii_lowercase()
+            );
+            proptest::prop_assert_eq!(meshes_key_id(&key), Some(&groups[2]));
+            // 64 hex digits: 256 random bits.
+            proptest::prop_assert_eq!(groups[3].len(), 64);
+            proptest::prop_assert!(groups[3].bytes().all(|b| b.is_ascii_hexdigit()));
+        }
+    }
+
+    #[test]
+    fn meshes_key_ids_come_only_from_meshes_shaped_keys() {
+        assert_eq!(meshes_key_id("mesh_pub_ws_kid_secret"), Some("kid"));
+        for other in [
+            "pk_abc",
+            "mesh_pub_a_b",
+            "mesh_pub_a_b_c_d",
+            "mesh_pubx_a_b_c",
+        ] {
+            assert_eq!(meshes_key_id(other), None, "{other}");
+        }
     }
 
     #[test]

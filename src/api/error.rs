@@ -122,6 +122,16 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         self.status
     }
+
+    /// The machine-readable `code` of the answer.
+    pub fn code(&self) -> &'static str {
+        self.code
+    }
+
+    /// The human-readable `message` of the answer.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
 }
 
 impl From<StoreError> for ApiError {

@@ -16,7 +16,10 @@ mod rules;
 mod slack;
 mod workspaces;
 
-pub use auth::{EmitKey, RealSecretKey, SecretKey, generate_key, hash_key, random_token};
+pub use auth::{
+    EmitKey, MESHES_KEY_HEADER, MeshesKey, RealSecretKey, SecretKey, generate_key,
+    generate_meshes_key, hash_key, random_token,
+};
 pub use error::ApiError;
 pub use openapi::openapi;
 /// The shared error answers, for `#[utoipa::path]` outside `api/`.

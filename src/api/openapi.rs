@@ -17,7 +17,7 @@ use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::path::{Paths, PathsBuilder};
 use utoipa::openapi::response::ResponseBuilder;
 use utoipa::openapi::schema::{ObjectBuilder, Type};
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, RefOr, Response};
 use utoipa::{Modify, OpenApi, PartialSchema, ToResponse, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -35,6 +35,7 @@ use utoipa_axum::routes;
     tags(
         (name = "workspaces", description = "Tenants, managed with the admin token."),
         (name = "events", description = "Durable ingest and the event log."),
+        (name = "meshes", description = "Drop-in ingest for Meshes' events client (`@mesheshq/events`): set its `apiBaseUrl` to `{public_url}/api/v1`."),
         (name = "connections", description = "Destination accounts: webhooks, Slack, email, PagerDuty, Teams, Discord."),
         (name = "slack", description = "Slack OAuth install and channel picker."),
         (name = "rules", description = "Which events go where."),
@@ -112,7 +113,7 @@ async fn document() -> impl IntoResponse {
     )
 }
 
-/// The four kinds of bearer credential.
+/// The four kinds of bearer credential, and the Meshes key's header.
 struct SecuritySchemes;
 
 impl Modify for SecuritySchemes {
@@ -154,6 +155,13 @@ impl Modify for SecuritySchemes {
                 "ems_…",
                 "An embed session token from `POST /embed/session`: stands for its workspace's secret key on every secret-key endpoint except `POST /v1/embed/sessions`; 401 once expired.",
             ),
+        );
+        components.add_security_scheme(
+            "meshesPublishableKey",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "X-Meshes-Publishable-Key",
+                "A workspace's Meshes-format publishable key (`mesh_pub_…`, from `meshes_publishable_key`): only `POST /api/v1/events` and `POST /api/v1/events/bulk`. Any other key in this header gets 401; a bearer key on these paths gets 403, and this key gets 403 on `/v1`.",
+            ))),
         );
     }
 }

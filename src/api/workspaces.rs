@@ -5,7 +5,7 @@ use super::auth::Admin;
 use super::openapi::{
     BadRequest, Forbidden, NotFound, PayloadTooLarge, Unauthorized, Unavailable, Unprocessable,
 };
-use super::{ApiError, AppState, JsonBody, generate_key, hash_key};
+use super::{ApiError, AppState, JsonBody, generate_key, generate_meshes_key, hash_key};
 use crate::model::{KeyKind, Workspace, WorkspaceId, format_timestamp_ms, now_ms};
 use crate::store::NewWorkspace;
 use axum::Json;
@@ -62,6 +62,36 @@ struct WorkspaceWithKeys {
     /// `sk_…`: manages everything in the workspace.
     #[schema(pattern = "^sk_")]
     secret_key: String,
+    /// The same emit-only power in Meshes' key format, for the
+    /// Meshes-compatible `/api/v1/events` (`X-Meshes-Publishable-Key`).
+    #[schema(pattern = r"^mesh_pub_([A-Za-z0-9\-.]+)_([A-Za-z0-9\-.]+)_([^_]+)$")]
+    meshes_publishable_key: String,
+}
+
+/// A workspace's three keys, fresh; only their hashes are stored.
+struct NewKeys {
+    publishable: String,
+    secret: String,
+    meshes: String,
+}
+
+impl NewKeys {
+    fn generate(workspace: WorkspaceId) -> Self {
+        Self {
+            publishable: generate_key(KeyKind::Publishable),
+            secret: generate_key(KeyKind::Secret),
+            meshes: generate_meshes_key(workspace),
+        }
+    }
+
+    fn shown_with(self, workspace: Workspace) -> WorkspaceWithKeys {
+        WorkspaceWithKeys {
+            workspace: workspace.into(),
+            publishable_key: self.publishable,
+            secret_key: self.secret,
+            meshes_publishable_key: self.meshes,
+        }
+    }
 }
 
 #[derive(Serialize, ToSchema)]
@@ -103,24 +133,17 @@ async fn create(
         name: name.to_string(),
         created_at_ms: now_ms(),
     };
-    let publishable_key = generate_key(KeyKind::Publishable);
-    let secret_key = generate_key(KeyKind::Secret);
+    let keys = NewKeys::generate(workspace.id);
     app.store()
         .create_workspace(NewWorkspace {
             workspace: workspace.clone(),
-            publishable_key_hash: hash_key(&publishable_key),
-            secret_key_hash: hash_key(&secret_key),
+            publishable_key_hash: hash_key(&keys.publishable),
+            secret_key_hash: hash_key(&keys.secret),
+            meshes_key_hash: hash_key(&keys.meshes),
         })
         .await?;
     tracing::info!(workspace = %workspace.id, "workspace created");
-    Ok((
-        StatusCode::CREATED,
-        Json(WorkspaceWithKeys {
-            workspace: workspace.into(),
-            publishable_key,
-            secret_key,
-        }),
-    ))
+    Ok((StatusCode::CREATED, Json(keys.shown_with(workspace))))
 }
 
 /// List workspaces
@@ -201,18 +224,18 @@ async fn rotate_keys(
     Path(id): Path<String>,
 ) -> Result<Json<WorkspaceWithKeys>, ApiError> {
     let id: WorkspaceId = id.parse().map_err(|_| ApiError::not_found("workspace"))?;
-    let publishable_key = generate_key(KeyKind::Publishable);
-    let secret_key = generate_key(KeyKind::Secret);
+    let keys = NewKeys::generate(id);
     let workspace = app
         .store()
-        .rotate_keys(id, hash_key(&publishable_key), hash_key(&secret_key))
+        .rotate_keys(
+            id,
+            hash_key(&keys.publishable),
+            hash_key(&keys.secret),
+            hash_key(&keys.meshes),
+        )
         .await?
         .ok_or_else(|| ApiError::not_found("workspace"))?;
     app.key_cache().forget_workspace(id);
     tracing::info!(workspace = %id, "workspace keys rotated");
-    Ok(Json(WorkspaceWithKeys {
-        workspace: workspace.into(),
-        publishable_key,
-        secret_key,
-    }))
+    Ok(Json(keys.shown_with(workspace)))
 }

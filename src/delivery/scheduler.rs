@@ -929,6 +929,7 @@ mod tests {
                 },
                 publishable_key_hash: [1; 32],
                 secret_key_hash: [2; 32],
+                meshes_key_hash: [3; 32],
             })
             .await
             .unwrap();

@@ -6,6 +6,7 @@
 //! stores nothing.
 
 mod limit;
+mod meshes;
 mod validate;
 
 use crate::api::openapi_responses::{
@@ -48,6 +49,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(emit_one, list))
         .routes(routes!(emit_batch))
         .routes(routes!(get_one))
+        .routes(routes!(meshes::emit))
+        .routes(routes!(meshes::emit_bulk))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -133,7 +136,16 @@ async fn emit_one(
         id: event.id,
         deliveries: counts[0],
     };
-    store_events(&app, vec![event], deliveries, idempotency, &answer).await
+    let answer = serde_json::to_vec(&answer).map_err(|error| ApiError::internal(&error))?;
+    store_events(
+        &app,
+        vec![event],
+        deliveries,
+        idempotency,
+        StatusCode::ACCEPTED,
+        answer,
+    )
+    .await
 }
 
 /// Emit events in a batch
@@ -196,7 +208,16 @@ async fn emit_batch(
             })
             .collect(),
     };
-    store_events(&app, events, deliveries, idempotency, &answer).await
+    let answer = serde_json::to_vec(&answer).map_err(|error| ApiError::internal(&error))?;
+    store_events(
+        &app,
+        events,
+        deliveries,
+        idempotency,
+        StatusCode::ACCEPTED,
+        answer,
+    )
+    .await
 }
 
 /// Deliveries of a batch, and the noise controls the writer decides for
@@ -256,16 +277,17 @@ async fn fan_out(
 }
 
 /// Writes the events (and the idempotency key's answer) in one durable
-/// transaction, then answers 202; or replays the key's first answer.
+/// transaction, then answers `status` with `body` (JSON); or replays the
+/// key's first answer.
 async fn store_events(
     app: &AppState,
     events: Vec<Event>,
     fanned_out: FannedOut,
     idempotency_key: Option<String>,
-    answer: &impl Serialize,
+    status: StatusCode,
+    body: Vec<u8>,
 ) -> Result<Response, ApiError> {
     let FannedOut { deliveries, noise } = fanned_out;
-    let body = serde_json::to_vec(answer).map_err(|error| ApiError::internal(&error))?;
     let workspace_id = events
         .first()
         .map(|event| event.workspace_id)
@@ -289,7 +311,7 @@ async fn store_events(
         noise,
         idempotency: idempotency_key.map(|key| IdempotentAnswer {
             key,
-            status: StatusCode::ACCEPTED.as_u16(),
+            status: status.as_u16(),
             response: body.clone(),
         }),
     });
@@ -310,7 +332,7 @@ async fn store_events(
             metrics::counter!("switchyard_deliveries_suppressed_total")
                 .increment(suppressed.len() as u64);
             metrics::counter!("switchyard_events_ingested_total").increment(count as u64);
-            Ok(json_response(StatusCode::ACCEPTED, body))
+            Ok(json_response(status, body))
         }
         IngestOutcome::Replayed { status, response } => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::ACCEPTED);

@@ -22,20 +22,20 @@ const MAX_RESOURCE_CHARS: usize = 256;
 }))]
 pub struct EventBody {
     #[schema(value_type = crate::api::openapi_schemas::EventName)]
-    event: String,
+    pub(super) event: String,
     /// What the event is about, e.g. `alert`.
     #[serde(default)]
     #[schema(max_length = 256)]
-    resource: Option<String>,
+    pub(super) resource: Option<String>,
     #[serde(default)]
     #[schema(max_length = 256)]
-    resource_id: Option<String>,
+    pub(super) resource_id: Option<String>,
     /// Any JSON object (default `{}`), stored byte for byte. `severity`,
     /// `resource`, `value` and `threshold` are used by rules and default
     /// messages.
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
-    payload: Option<Box<RawValue>>,
+    pub(super) payload: Option<Box<RawValue>>,
 }
 
 /// Validates one event; `field` prefixes field names (`events[3].`).

@@ -130,6 +130,8 @@ pub struct NewWorkspace {
     pub workspace: Workspace,
     pub publishable_key_hash: KeyHash,
     pub secret_key_hash: KeyHash,
+    /// The Meshes-format publishable key (`mesh_pub_…`).
+    pub meshes_key_hash: KeyHash,
 }
 
 /// Events and their deliveries to store atomically (with their queue
@@ -450,12 +452,14 @@ pub trait Store: Send + Sync + 'static {
     /// The backend's own online backup to a file, if it has one (redb does;
     /// a PostgreSQL store is backed up with PostgreSQL's tools).
     fn backup_source(&self) -> Option<Arc<dyn BackupSource>>;
-    /// Replaces both keys at once; the old ones stop working on commit.
+    /// Replaces all three keys at once (publishable, secret, Meshes
+    /// publishable); the old ones stop working on commit.
     fn rotate_keys(
         &self,
         id: WorkspaceId,
         publishable_key_hash: KeyHash,
         secret_key_hash: KeyHash,
+        meshes_key_hash: KeyHash,
     ) -> StoreFuture<Option<Workspace>>;
     fn ingest(&self, batch: IngestBatch) -> StoreFuture<IngestOutcome>;
     /// Drops idempotency keys older than their lifetime; returns how many.

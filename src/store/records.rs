@@ -50,15 +50,55 @@ macro_rules! mirror_enum {
     };
 }
 
+/// A workspace, version 2: version 1 plus the hash of its Meshes-format
+/// publishable key (`None` for workspaces whose keys were last made before
+/// that key existed, until their next rotation).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkspaceRecord {
     pub name: String,
     pub created_at_ms: u64,
     pub publishable_key_hash: [u8; 32],
     pub secret_key_hash: [u8; 32],
+    pub meshes_key_hash: Option<[u8; 32]>,
 }
 
-single_version_record!(WorkspaceRecord, "workspace");
+/// The frozen version-1 workspace body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct WorkspaceRecordV1 {
+    name: String,
+    created_at_ms: u64,
+    publishable_key_hash: [u8; 32],
+    secret_key_hash: [u8; 32],
+}
+
+impl Record for WorkspaceRecord {
+    const KIND: &'static str = "workspace";
+    const VERSION: u8 = 2;
+
+    fn encode(&self) -> Vec<u8> {
+        encode_body(Self::VERSION, self)
+    }
+
+    fn decode_version(version: u8, body: &[u8]) -> Result<Self, CodecError> {
+        match version {
+            1 => {
+                let v1: WorkspaceRecordV1 = decode_body(Self::KIND, body)?;
+                Ok(Self {
+                    name: v1.name,
+                    created_at_ms: v1.created_at_ms,
+                    publishable_key_hash: v1.publishable_key_hash,
+                    secret_key_hash: v1.secret_key_hash,
+                    meshes_key_hash: None,
+                })
+            }
+            2 => decode_body(Self::KIND, body),
+            version => Err(CodecError::UnknownVersion {
+                kind: Self::KIND,
+                version,
+            }),
+        }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiKeyRecord {
@@ -67,18 +107,21 @@ pub struct ApiKeyRecord {
 }
 
 /// Stored separately from `KeyKind` so renaming the domain enum never
-/// changes the disk format.
+/// changes the disk format. New kinds are appended (postcard writes the
+/// variant index).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum StoredKeyKind {
     Publishable,
     Secret,
+    MeshesPublishable,
 }
 
 mirror_enum!(
     StoredKeyKind,
     KeyKind {
         Publishable,
-        Secret
+        Secret,
+        MeshesPublishable
     }
 );
 
@@ -490,6 +533,9 @@ mod tests {
     const RULE_V2: &str = "0203686f740207616c6572742e2a0b6465706c6f792e646f6e6507107b226368616e6e656c223a224331227d010468696768025b5d010c7b2274657874223a2278227d01e807d00f01d8040114";
     const DELIVERY_V2: &str = "0201020304020100e807d00f010a353a616c6572743a613103";
     const RULE_NOISE_V1: &str = "01c0f9b5e1d9331407";
+    const WORKSPACE_V2: &str = "020461636d65e80701010101010101010101010101010101010101010101010101010101010101010202020202020202020202020202020202020202020202020202020202020202010303030303030303030303030303030303030303030303030303030303030303";
+    /// An API key record of the kind appended for Meshes keys (index 2).
+    const MESHES_API_KEY_V1: &str = "012a02";
 
     #[test]
     fn version_one_records_still_decode() {
@@ -504,6 +550,7 @@ mod tests {
                 created_at_ms: 1000,
                 publishable_key_hash: [1; 32],
                 secret_key_hash: [2; 32],
+                meshes_key_hash: None,
             }
         );
         assert_eq!(
@@ -554,6 +601,35 @@ mod tests {
             ..sample_delivery_v2()
         };
         assert_eq!(dead.encode()[4], 3);
+    }
+
+    #[test]
+    fn workspace_version_two_and_the_meshes_key_kind_are_pinned() {
+        let workspace = WorkspaceRecord {
+            name: "acme".into(),
+            created_at_ms: 1000,
+            publishable_key_hash: [1; 32],
+            secret_key_hash: [2; 32],
+            meshes_key_hash: Some([3; 32]),
+        };
+        assert_eq!(hex(&workspace.encode()), WORKSPACE_V2);
+        assert_eq!(
+            WorkspaceRecord::decode(&unhex(WORKSPACE_V2)).unwrap(),
+            workspace
+        );
+        let key = ApiKeyRecord {
+            workspace_id: 42,
+            kind: StoredKeyKind::MeshesPublishable,
+        };
+        assert_eq!(hex(&key.encode()), MESHES_API_KEY_V1);
+        assert_eq!(
+            ApiKeyRecord::decode(&unhex(MESHES_API_KEY_V1)).unwrap(),
+            key
+        );
+        assert_eq!(
+            ApiKeyRecord::decode(&unhex(API_KEY_V1)).unwrap().kind,
+            StoredKeyKind::Secret
+        );
     }
 
     #[test]
@@ -657,12 +733,14 @@ mod tests {
             created_at_ms in any::<u64>(),
             pk in any::<[u8; 32]>(),
             sk in any::<[u8; 32]>(),
+            meshes in proptest::option::of(any::<[u8; 32]>()),
         ) {
             let record = WorkspaceRecord {
                 name,
                 created_at_ms,
                 publishable_key_hash: pk,
                 secret_key_hash: sk,
+                meshes_key_hash: meshes,
             };
             prop_assert_eq!(WorkspaceRecord::decode(&record.encode()).unwrap(), record);
         }

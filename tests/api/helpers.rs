@@ -54,7 +54,12 @@ impl TestApp {
     }
 
     pub async fn spawn_with(adjust: impl FnOnce(&mut Config)) -> Self {
-        let data_dir = tempfile::tempdir().unwrap();
+        Self::spawn_on(tempfile::tempdir().unwrap(), adjust).await
+    }
+
+    /// A server on an existing data dir (e.g. a copied fixture), with the
+    /// test defaults adjusted by `adjust`.
+    pub async fn spawn_on(data_dir: TempDir, adjust: impl FnOnce(&mut Config)) -> Self {
         let mut config = test_config(data_dir.path());
         adjust(&mut config);
         let (url, shutdown, server) = start(config).await;

@@ -83,6 +83,26 @@ async fn call(app: &TestApp, method: &str, path: &str, key: Option<&str>) -> (St
     if let Some(key) = key {
         request = request.bearer_auth(key);
     }
+    answer(request).await
+}
+
+/// Calls a route with a key in a header of its own (an `apiKey` scheme).
+async fn call_with_header(
+    app: &TestApp,
+    method: &str,
+    path: &str,
+    header: &str,
+    key: &str,
+) -> (StatusCode, Value) {
+    let method = Method::from_bytes(method.as_bytes()).unwrap();
+    let request = app
+        .http
+        .request(method, format!("{}{path}", app.url))
+        .header(header, key);
+    answer(request).await
+}
+
+async fn answer(request: reqwest::RequestBuilder) -> (StatusCode, Value) {
     let response = request.send().await.unwrap();
     let status = response.status();
     let text = response.text().await.unwrap();
@@ -386,5 +406,39 @@ async fn documented_security_matches_the_keys_each_route_takes() {
                 );
             }
         }
+    }
+
+    // The Meshes key travels in a header of its own, as its scheme says.
+    let scheme = &document["components"]["securitySchemes"]["meshesPublishableKey"];
+    assert_eq!(scheme["type"], "apiKey");
+    assert_eq!(scheme["in"], "header");
+    let header = scheme["name"].as_str().unwrap();
+    let (status, created) = app
+        .send(
+            app.http
+                .post(format!("{}/v1/workspaces", app.url))
+                .bearer_auth(ADMIN_TOKEN)
+                .json(&json!({"name": "meshes"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let meshes_key = created["meshes_publishable_key"].as_str().unwrap();
+    for (method, path, operation) in operations(&document) {
+        let accepted = schemes(&operation);
+        if accepted.is_empty() {
+            continue;
+        }
+        let target = concrete(&path);
+        let (status, body) = call_with_header(&app, &method, &target, header, meshes_key).await;
+        assert!(
+            documented_status(&operation, status),
+            "{method} {target} with the Meshes key answered {status}, which the document does not list: {body}"
+        );
+        let refused = status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN;
+        assert_eq!(
+            !refused,
+            accepted.contains("meshesPublishableKey"),
+            "{method} {path} with the Meshes key answered {status}: {body}"
+        );
     }
 }

@@ -36,7 +36,7 @@ test("/docs renders every operation from /openapi.json, same origin only, no err
 
   const response = await page.goto(`${SWITCHYARD_URL}/docs`);
   assert.equal(response.status(), 200);
-  await page.getByRole("heading", { name: "Emit an event" }).waitFor({ timeout: 15000 });
+  await page.getByRole("heading", { name: "Emit an event", exact: true }).waitFor({ timeout: 15000 });
 
   const document = await (await fetch(`${SWITCHYARD_URL}/openapi.json`)).json();
   const summaries = [];

@@ -200,9 +200,16 @@ impl Store for RedbStore {
         id: WorkspaceId,
         publishable_key_hash: KeyHash,
         secret_key_hash: KeyHash,
+        meshes_key_hash: KeyHash,
     ) -> StoreFuture<Option<Workspace>> {
         self.write(move |txn| {
-            workspaces::rotate_keys(txn, id, &publishable_key_hash, &secret_key_hash)
+            workspaces::rotate_keys(
+                txn,
+                id,
+                &publishable_key_hash,
+                &secret_key_hash,
+                &meshes_key_hash,
+            )
         })
     }
 

@@ -13,10 +13,11 @@ pub fn create(txn: &WriteTransaction, new: &NewWorkspace) -> Result<(), StoreErr
         created_at_ms: new.workspace.created_at_ms,
         publishable_key_hash: new.publishable_key_hash,
         secret_key_hash: new.secret_key_hash,
+        meshes_key_hash: Some(new.meshes_key_hash),
     };
     txn.open_table(WORKSPACES)?
         .insert(id, record.encode().as_slice())?;
-    insert_keys(txn, id, &new.publishable_key_hash, &new.secret_key_hash)
+    insert_keys(txn, id, &record)
 }
 
 /// Removes the workspace, its keys, connections, rules and idempotency keys
@@ -105,6 +106,7 @@ pub fn rotate_keys(
     id: WorkspaceId,
     publishable: &KeyHash,
     secret: &KeyHash,
+    meshes: &KeyHash,
 ) -> Result<Option<Workspace>, StoreError> {
     let mut workspaces = txn.open_table(WORKSPACES)?;
     let Some(mut record) = decode::<WorkspaceRecord>(workspaces.get(id.0)?)? else {
@@ -113,8 +115,9 @@ pub fn rotate_keys(
     remove_keys(txn, &record)?;
     record.publishable_key_hash = *publishable;
     record.secret_key_hash = *secret;
+    record.meshes_key_hash = Some(*meshes);
     workspaces.insert(id.0, record.encode().as_slice())?;
-    insert_keys(txn, id.0, publishable, secret)?;
+    insert_keys(txn, id.0, &record)?;
     Ok(Some(workspace_from(id.0, record)))
 }
 
@@ -144,17 +147,28 @@ pub fn key(
     Ok(record.map(|record| (WorkspaceId(record.workspace_id), record.kind.into())))
 }
 
+/// The workspace's keys with their kinds.
+fn keys_of(record: &WorkspaceRecord) -> impl Iterator<Item = (&KeyHash, StoredKeyKind)> {
+    [
+        (&record.publishable_key_hash, StoredKeyKind::Publishable),
+        (&record.secret_key_hash, StoredKeyKind::Secret),
+    ]
+    .into_iter()
+    .chain(
+        record
+            .meshes_key_hash
+            .as_ref()
+            .map(|hash| (hash, StoredKeyKind::MeshesPublishable)),
+    )
+}
+
 fn insert_keys(
     txn: &WriteTransaction,
     ws: u128,
-    publishable: &KeyHash,
-    secret: &KeyHash,
+    record: &WorkspaceRecord,
 ) -> Result<(), StoreError> {
     let mut keys = txn.open_table(API_KEYS)?;
-    for (hash, kind) in [
-        (publishable, StoredKeyKind::Publishable),
-        (secret, StoredKeyKind::Secret),
-    ] {
+    for (hash, kind) in keys_of(record) {
         let record = ApiKeyRecord {
             workspace_id: ws,
             kind,
@@ -166,8 +180,9 @@ fn insert_keys(
 
 fn remove_keys(txn: &WriteTransaction, record: &WorkspaceRecord) -> Result<(), StoreError> {
     let mut keys = txn.open_table(API_KEYS)?;
-    keys.remove(record.publishable_key_hash.as_slice())?;
-    keys.remove(record.secret_key_hash.as_slice())?;
+    for (hash, _) in keys_of(record) {
+        keys.remove(hash.as_slice())?;
+    }
     Ok(())
 }
 
@@ -198,6 +213,7 @@ mod tests {
                 },
                 publishable_key_hash: [ws as u8; 32],
                 secret_key_hash: [ws as u8 + 100; 32],
+                meshes_key_hash: [ws as u8 + 200; 32],
             },
         )
         .unwrap();
