@@ -19,6 +19,7 @@ mod helpers;
 mod limits;
 mod noise;
 mod openapi;
+mod package;
 mod pagerduty;
 mod queue_window;
 mod receiver;
