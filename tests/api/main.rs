@@ -21,6 +21,7 @@ mod limits;
 mod meshes;
 mod noise;
 mod openapi;
+mod package;
 mod pagerduty;
 mod queue_window;
 mod receiver;
