@@ -1,18 +1,31 @@
 //! Command-line parsing and the client commands that talk to a running
 //! server over its HTTP API.
 
+mod progress;
+
 use crate::bench::{self, BacklogBenchOptions, E2eBenchOptions, IngestBenchOptions};
 use crate::config::Config;
 use crate::server::{AdminTokenSource, Server};
 use anyhow::{Context, bail};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
+use progress::{Progress, duration_text};
 use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
+/// `0.1.0 (cd05efc 2026-12-01)`: the version and the commit it was built
+/// from, stamped by build.rs (`unknown` when built outside a git checkout
+/// without `SWITCHYARD_BUILD_COMMIT`).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("BUILD_COMMIT_STAMP"),
+    ")"
+);
+
 #[derive(Parser)]
-#[command(name = "switchyard", version, about = "Self-hosted event router")]
+#[command(name = "switchyard", version = VERSION, about = "Self-hosted event router")]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -55,6 +68,23 @@ enum Command {
     /// tables, or PostgreSQL's migrations (`storage.backend`). `serve` does
     /// the same at start; this lets a deploy run it once, before the nodes.
     Migrate {
+        /// TOML configuration file (default: ./config/switchyard.toml if present).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Print a shell completion script, e.g.
+    /// `switchyard completions bash > /etc/bash_completion.d/switchyard`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Exit 0 when the server answers `GET /healthz`, 1 otherwise (the
+    /// container image's HEALTHCHECK; no curl needed).
+    Healthcheck {
+        /// Base URL of the server (default: the configuration's `listen`
+        /// address, with 0.0.0.0 or [::] read as loopback).
+        #[arg(long)]
+        url: Option<String>,
         /// TOML configuration file (default: ./config/switchyard.toml if present).
         #[arg(long)]
         config: Option<PathBuf>,
@@ -254,6 +284,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Backup(args) => runtime.block_on(backup(args)),
         Command::Compact { config } => compact(config),
         Command::Migrate { config } => runtime.block_on(migrate(config)),
+        Command::Completions { shell } => completions(shell),
+        Command::Healthcheck { url, config } => runtime.block_on(healthcheck(url, config)),
         Command::Bench {
             command: BenchCommand::Ingest(options),
         } => runtime.block_on(bench::ingest(options)),
@@ -432,6 +464,8 @@ async fn backup(args: BackupArgs) -> anyhow::Result<()> {
         _ => PathBuf::from("."),
     };
     let token = args.admin.token()?;
+    // The server copies the database before the first byte comes.
+    let progress = Progress::spinner("waiting for the server's snapshot");
     let mut partial = tempfile::NamedTempFile::new_in(&directory)
         .with_context(|| format!("cannot write in {}", directory.display()))?;
     // No overall timeout: a big database takes as long as it takes.
@@ -458,6 +492,7 @@ async fn backup(args: BackupArgs) -> anyhow::Result<()> {
         .and_then(|value| value.to_str().ok())
         .unwrap_or("?")
         .to_string();
+    progress.expect_bytes("downloading the backup", response.content_length());
     let mut bytes = 0u64;
     while let Some(chunk) = response
         .chunk()
@@ -468,6 +503,7 @@ async fn backup(args: BackupArgs) -> anyhow::Result<()> {
             .write_all(&chunk)
             .context("cannot write the backup")?;
         bytes += chunk.len() as u64;
+        progress.advance(chunk.len() as u64);
     }
     partial
         .as_file()
@@ -476,10 +512,12 @@ async fn backup(args: BackupArgs) -> anyhow::Result<()> {
     partial
         .persist_noclobber(&args.out)
         .with_context(|| format!("cannot create {}", args.out.display()))?;
-    println!(
-        "backup written to {} ({bytes} bytes, {rows} rows)",
-        args.out.display()
-    );
+    let elapsed = duration_text(progress.elapsed());
+    progress.finish(&format!(
+        "backup written to {} ({}, {rows} rows) in {elapsed}",
+        args.out.display(),
+        size_text(bytes),
+    ));
     Ok(())
 }
 
@@ -487,15 +525,16 @@ async fn backup(args: BackupArgs) -> anyhow::Result<()> {
 fn compact(config_path: Option<PathBuf>) -> anyhow::Result<()> {
     let config = Config::load(config_path.as_deref())?;
     let path = config.database_path();
-    eprintln!("compacting {} …", path.display());
+    let progress = Progress::spinner(format!("compacting {}", path.display()));
     let report = crate::store::compact(&path)?;
-    println!(
-        "compacted {}: before {}, after {}, freed {}",
+    let elapsed = duration_text(progress.elapsed());
+    progress.finish(&format!(
+        "compacted {}: before {}, after {}, freed {} in {elapsed}",
         path.display(),
         size_text(report.before_bytes),
         size_text(report.after_bytes),
         size_text(report.freed_bytes()),
-    );
+    ));
     Ok(())
 }
 
@@ -546,6 +585,52 @@ async fn migrate(config_path: Option<PathBuf>) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Generated into memory first: clap_complete panics when its writer
+/// fails, and stdout fails whenever the reader goes away (`| head`).
+fn completions(shell: clap_complete::Shell) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "switchyard", &mut script);
+    std::io::stdout()
+        .write_all(&script)
+        .context("cannot write the completion script")
+}
+
+/// `GET {url}/healthz` within 5 s; any answer but 200 is an error (exit 1).
+async fn healthcheck(url: Option<String>, config_path: Option<PathBuf>) -> anyhow::Result<()> {
+    let base = match url {
+        Some(url) => url,
+        None => local_url(&Config::load(config_path.as_deref())?.listen),
+    };
+    let url = format!("{}/healthz", base.trim_end_matches('/'));
+    let response = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .context("cannot build the HTTP client")?
+        .get(&url)
+        .send()
+        .await
+        .with_context(|| format!("cannot reach {url}"))?;
+    let status = response.status();
+    if status != reqwest::StatusCode::OK {
+        bail!("{url} answered {status}");
+    }
+    println!("healthy: {url} answered {status}");
+    Ok(())
+}
+
+/// The URL to reach a server listening on `listen` from the same host: a
+/// wildcard address (`0.0.0.0`, `[::]`) is reached on loopback.
+fn local_url(listen: &str) -> String {
+    let (host, port) = listen.rsplit_once(':').unwrap_or((listen, "7600"));
+    let host = match host {
+        "0.0.0.0" | "" => "127.0.0.1",
+        "[::]" => "[::1]",
+        host => host,
+    };
+    format!("http://{host}:{port}")
 }
 
 /// `1.5 MiB (1572864 bytes)`: readable, and exact for scripts.
@@ -600,7 +685,7 @@ async fn emit(args: EmitArgs) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::{describe_error, size_text};
+    use super::{describe_error, local_url, size_text};
 
     #[test]
     fn an_error_says_its_cause_once() {
@@ -619,6 +704,21 @@ mod tests {
             describe_error(&plain),
             format!("cannot create out.redb: {}", io())
         );
+    }
+
+    #[test]
+    fn a_wildcard_listen_address_is_checked_on_loopback() {
+        for (listen, url) in [
+            ("0.0.0.0:7600", "http://127.0.0.1:7600"),
+            ("[::]:8080", "http://[::1]:8080"),
+            ("127.0.0.1:7600", "http://127.0.0.1:7600"),
+            (
+                "switchyard.internal:9000",
+                "http://switchyard.internal:9000",
+            ),
+        ] {
+            assert_eq!(local_url(listen), url);
+        }
     }
 
     #[test]

@@ -398,9 +398,10 @@ fn edit_distance(a: &str, b: &str) -> usize {
     table[a.len()][b.len()]
 }
 
-/// Variables with the prefix that the command line reads itself (client
-/// commands), not configuration keys.
-const CLIENT_VARIABLES: &[&str] = &["URL", "KEY"];
+/// Variables with the prefix that are not configuration keys: the client
+/// commands' own, and the build's commit (build.rs), which a packaging
+/// environment may leave exported.
+const CLIENT_VARIABLES: &[&str] = &["URL", "KEY", "BUILD_COMMIT"];
 
 /// Dotted keys the configuration has (sections too, so a whole section can
 /// be given as one value), derived from the types themselves.

@@ -56,6 +56,25 @@ macro_rules! prefixed_id {
             }
         }
 
+        /// A string: the prefix, `_` and a ULID.
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                utoipa::openapi::ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::schema::Type::String)
+                    .description(Some(concat!(
+                        stringify!($name),
+                        ": `",
+                        $prefix,
+                        "_` and a ULID."
+                    )))
+                    .pattern(Some(concat!("^", $prefix, "_[0-9A-HJKMNP-TV-Z]{26}$")))
+                    .examples([concat!($prefix, "_01ARZ3NDEKTSV4RRFFQ69G5FAV")])
+                    .into()
+            }
+        }
+
+        impl utoipa::ToSchema for $name {}
+
         impl Serialize for $name {
             fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
                 serializer.collect_str(self)
@@ -249,7 +268,8 @@ pub fn alert_label(key: &str) -> &str {
 }
 
 /// The destination kind of a connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = ConnectionType)]
 #[serde(rename_all = "lowercase")]
 pub enum ConnectionKind {
     Webhook,
@@ -284,7 +304,9 @@ impl ConnectionKind {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// `needs_reauth`: Slack refused the token (reinstall to fix); `disabled`:
+/// switched off by the tenant or by the engine (an endpoint answered 410).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ConnectionStatus {
     Active,
@@ -332,7 +354,12 @@ pub struct Rule {
     pub max_per_hour: Option<u32>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// `pending`: queued, not attempted yet; `succeeded`: a 2xx (or the
+/// destination's success); `retrying`: at least one attempt failed, queued
+/// again; `dead`: failed permanently or out of attempts; `suppressed`: held
+/// back by its rule's `dedup_seconds` or `max_per_hour`, never sent, queued
+/// or retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum DeliveryStatus {
     /// Queued, not attempted yet.

@@ -5,22 +5,49 @@
 //! 501 `backup_unsupported`.
 
 use super::auth::Admin;
+use super::openapi::{Conflict, Forbidden, Unauthorized, Unavailable};
 use super::{ApiError, AppState};
 use crate::model::{format_timestamp_ms, now_ms};
 use crate::store::StoreError;
-use axum::Router;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
 use std::io::Seek;
 use std::sync::atomic::Ordering;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub fn routes() -> Router<AppState> {
-    Router::new().route("/v1/backup", post(backup))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(backup))
 }
 
+/// Download a consistent backup of the database
+///
+/// Copies every table as of one read snapshot into a new redb file and
+/// streams it. Ingest and delivery go on meanwhile. Sealed connection
+/// secrets stay sealed: restore with the same master key (stop the server,
+/// put the file in place of `data_dir/switchyard.redb`, start it).
+/// `switchyard backup --out FILE` downloads it. One backup runs at a time
+/// (409 `backup_running`); the copy is built in the data directory first,
+/// so it needs about the database's size in free space. Only a store with
+/// its own file backup (redb) has one; any other answers 501.
+#[utoipa::path(
+    post,
+    path = "/v1/backup",
+    operation_id = "backup",
+    tag = "operations",
+    security(("adminToken" = [])),
+    responses(
+        (status = 200, description = "The redb file.", content_type = "application/octet-stream", body = Vec<u8>,
+            headers(("Switchyard-Backup-Rows" = u64, description = "Rows copied, all tables together."))),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 409, response = Conflict),
+        (status = 501, description = "The store has no file backup (PostgreSQL: use its own tools); code `backup_unsupported`.", body = super::error::ErrorBody),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn backup(State(app): State<AppState>, _: Admin) -> Result<Response, ApiError> {
     let source = app.store().backup_source().ok_or_else(|| {
         ApiError::new(

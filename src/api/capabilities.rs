@@ -2,27 +2,33 @@
 //! tenant UI offers only destinations that can work and says what the
 //! operator must configure for the others. Read-only, from the config.
 
+use super::openapi::{Forbidden, Unauthorized, Unavailable};
 use super::{AppState, SecretKey};
 use crate::config::Config;
+use axum::Json;
 use axum::extract::State;
-use axum::routing::get;
-use axum::{Json, Router};
 use serde::Serialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub fn routes() -> Router<AppState> {
-    Router::new().route("/v1/capabilities", get(capabilities))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(capabilities))
 }
 
-#[derive(Debug, PartialEq, Eq, Serialize)]
+#[derive(Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[schema(example = json!({"slack": true, "email": {"resend": true, "smtp": false}}))]
 struct Capabilities {
-    /// The Slack app is set up, so the OAuth install can finish.
+    /// The Slack app is configured (`slack.client_id`, `slack.client_secret`): the OAuth install can finish.
     slack: bool,
+    #[schema(inline)]
     email: EmailCapabilities,
 }
 
-#[derive(Debug, PartialEq, Eq, Serialize)]
+#[derive(Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 struct EmailCapabilities {
+    /// `email.resend.api_key` is set: email connections may use `"provider":"resend"`.
     resend: bool,
+    /// `email.smtp.host` is set: email connections may use `"provider":"smtp"`.
     smtp: bool,
 }
 
@@ -44,6 +50,26 @@ impl Capabilities {
     }
 }
 
+/// What this instance can send through
+///
+/// Which destinations the operator has configured on this instance, so a
+/// tenant UI offers only what can work: Slack needs `slack.client_id` and
+/// `slack.client_secret` (the OAuth install), email needs
+/// `email.resend.api_key` or `email.smtp.host`. Webhooks, PagerDuty, Teams
+/// and Discord always work. Read-only, from the configuration.
+#[utoipa::path(
+    get,
+    path = "/v1/capabilities",
+    operation_id = "getCapabilities",
+    tag = "embed",
+    security(("secretKey" = []), ("embedSession" = [])),
+    responses(
+        (status = 200, description = "The instance's capabilities.", body = Capabilities),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn capabilities(State(app): State<AppState>, _: SecretKey) -> Json<Capabilities> {
     Json(Capabilities::of(app.config()))
 }

@@ -2,6 +2,10 @@
 //! sealed with the master key and never returned after creation (a webhook's
 //! signing secret is shown once, at creation and at rotation).
 
+use super::openapi::{
+    BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge, Unauthorized, Unavailable,
+    Unprocessable,
+};
 use super::{ApiError, AppState, JsonBody, RawBody, SecretKey};
 use crate::destinations::webhook::signing::WebhookSecret;
 use crate::destinations::webhook::{PreviousSecret, WebhookSecrets};
@@ -14,23 +18,24 @@ use crate::model::{
     now_ms,
 };
 use crate::store::{ConnectionPatch, DeleteConnection, PatchOutcome};
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::time::{Instant, SystemTime};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/connections", get(list).post(create))
-        .route(
-            "/v1/connections/{id}",
-            get(get_one).patch(update).delete(remove),
-        )
-        .route("/v1/connections/{id}/rotate-secret", post(rotate_secret))
-        .route("/v1/connections/{id}/test", post(test))
+mod schemas;
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(get_one, update, remove))
+        .routes(routes!(rotate_secret))
+        .routes(routes!(test))
 }
 
 /// How long a rotated-out webhook secret keeps signing.
@@ -47,25 +52,44 @@ struct CreateConnection {
     config: Value,
 }
 
-#[derive(Deserialize)]
+/// Changes only the fields sent (null means not sent).
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct UpdateConnection {
+    #[schema(min_length = 1, max_length = 128)]
     name: Option<String>,
+    /// Webhook: `{"url","headers"?}` replaces the URL and the custom
+    /// headers. PagerDuty: `{"routing_key"}` replaces the routing key. Teams
+    /// and Discord: `{"url"}` replaces the URL. 422 for other types.
+    #[schema(value_type = Option<schemas::UpdateConfig>)]
     config: Option<Value>,
+    /// `needs_reauth` cannot be set (422).
     status: Option<ConnectionStatus>,
 }
 
-#[derive(Serialize)]
+/// Secrets are never returned after creation.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Connection)]
 pub struct ConnectionView {
     id: ConnectionId,
     #[serde(rename = "type")]
     kind: ConnectionKind,
     name: String,
     status: ConnectionStatus,
+    /// The public config: webhook `{url, headers?}` with header values
+    /// masked as `********`; slack `{team_id, team_name, bot_user_id,
+    /// scopes}`; email `{provider, from}`; pagerduty `{routing_key:
+    /// "********"}`; teams and discord `{url}` with all but the origin
+    /// masked (`https://host/********`).
+    #[schema(value_type = Object)]
     config: Value,
+    #[schema(value_type = super::openapi::Timestamp)]
     created_at: String,
+    #[schema(value_type = super::openapi::Timestamp)]
     updated_at: String,
+    /// Webhook only, and only in the creation answer.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^whsec_")]
     signing_secret: Option<String>,
 }
 
@@ -91,7 +115,7 @@ impl ConnectionView {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct ConnectionList {
     data: Vec<ConnectionView>,
 }
@@ -124,6 +148,24 @@ impl From<Invalid> for ApiError {
     }
 }
 
+/// Create a connection
+#[utoipa::path(
+    post,
+    path = "/v1/connections",
+    operation_id = "createConnection",
+    tag = "connections",
+    security(("secretKey" = []), ("embedSession" = [])),
+    request_body(content = schemas::CreateConnection, example = json!({"type": "webhook", "name": "ops hook", "config": {"url": "https://example.com/hooks/switchyard"}})),
+    responses(
+        (status = 201, description = "Created. A webhook answer includes `signing_secret` once.", body = ConnectionView),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 413, response = PayloadTooLarge),
+        (status = 422, response = Unprocessable),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn create(
     State(app): State<AppState>,
     SecretKey(workspace): SecretKey,
@@ -151,6 +193,20 @@ async fn create(
     Ok((StatusCode::CREATED, Json(view)))
 }
 
+/// List connections
+#[utoipa::path(
+    get,
+    path = "/v1/connections",
+    operation_id = "listConnections",
+    tag = "connections",
+    security(("secretKey" = []), ("embedSession" = [])),
+    responses(
+        (status = 200, description = "Every connection of the workspace; secrets never returned, header values masked.", body = ConnectionList),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn list(
     State(app): State<AppState>,
     SecretKey(workspace): SecretKey,
@@ -165,6 +221,22 @@ async fn list(
     Ok(Json(ConnectionList { data }))
 }
 
+/// Get a connection
+#[utoipa::path(
+    get,
+    path = "/v1/connections/{id}",
+    operation_id = "getConnection",
+    tag = "connections",
+    security(("secretKey" = []), ("embedSession" = [])),
+    params(("id" = ConnectionId, Path, description = "The connection.")),
+    responses(
+        (status = 200, description = "The connection.", body = ConnectionView),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn get_one(
     State(app): State<AppState>,
     SecretKey(workspace): SecretKey,
@@ -188,6 +260,29 @@ async fn find(app: &AppState, workspace: WorkspaceId, id: &str) -> Result<Connec
         .ok_or_else(|| ApiError::not_found("connection"))
 }
 
+/// Update a connection
+///
+/// 409 `conflict` when the secret was rotated meanwhile; try again.
+#[utoipa::path(
+    patch,
+    path = "/v1/connections/{id}",
+    operation_id = "updateConnection",
+    tag = "connections",
+    security(("secretKey" = []), ("embedSession" = [])),
+    params(("id" = ConnectionId, Path, description = "The connection.")),
+    request_body = UpdateConnection,
+    responses(
+        (status = 200, description = "The updated connection.", body = ConnectionView),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 413, response = PayloadTooLarge),
+        (status = 422, response = Unprocessable),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn update(
     State(app): State<AppState>,
     SecretKey(workspace): SecretKey,
@@ -237,6 +332,25 @@ async fn update(
     }
 }
 
+/// Delete a connection
+///
+/// 409 `connection_in_use` while rules send to it; the message lists them.
+#[utoipa::path(
+    delete,
+    path = "/v1/connections/{id}",
+    operation_id = "deleteConnection",
+    tag = "connections",
+    security(("secretKey" = []), ("embedSession" = [])),
+    params(("id" = ConnectionId, Path, description = "The connection.")),
+    responses(
+        (status = 204, description = "Deleted."),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn remove(
     State(app): State<AppState>,
     SecretKey(workspace): SecretKey,
@@ -267,12 +381,36 @@ async fn remove(
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct RotatedSecret {
+    #[schema(pattern = "^whsec_")]
     signing_secret: String,
+    /// The old secret keeps signing beside the new one until then (24 h).
+    #[schema(value_type = super::openapi::Timestamp)]
     previous_secret_expires_at: String,
 }
 
+/// Rotate a webhook's signing secret
+///
+/// 422 `not_a_webhook` for other types; 409 `conflict` on a concurrent
+/// rotation.
+#[utoipa::path(
+    post,
+    path = "/v1/connections/{id}/rotate-secret",
+    operation_id = "rotateConnectionSecret",
+    tag = "connections",
+    security(("secretKey" = []), ("embedSession" = [])),
+    params(("id" = ConnectionId, Path, description = "The webhook connection.")),
+    responses(
+        (status = 200, description = "The new secret; the old one keeps signing beside it for 24 h.", body = RotatedSecret),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 422, response = Unprocessable),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn rotate_secret(
     State(app): State<AppState>,
     SecretKey(workspace): SecretKey,
@@ -321,26 +459,55 @@ async fn rotate_secret(
     }
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = ConnectionTestRequest)]
 struct TestRequest {
+    /// Where to send the test: `{"channel":"C…"}` for Slack,
+    /// `{"to":["a@b.c"]}` for email; none for the other kinds.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     target: Option<Value>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = ConnectionTestResult)]
 struct TestResult {
     ok: bool,
     duration_ms: u64,
+    /// The destination's HTTP status, when it answered.
     #[serde(skip_serializing_if = "Option::is_none")]
     status_code: Option<u16>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
+    /// The first 4 KiB of the answer.
     #[serde(skip_serializing_if = "Option::is_none")]
     response: Option<String>,
 }
 
-/// Sends a test message now, outside the queue; nothing is stored.
+/// Send a test message
+///
+/// Sends a `switchyard.test` event now, outside the queue; nothing is
+/// stored. The body may be empty.
+#[utoipa::path(
+    post,
+    path = "/v1/connections/{id}/test",
+    operation_id = "testConnection",
+    tag = "connections",
+    security(("secretKey" = []), ("embedSession" = [])),
+    params(("id" = ConnectionId, Path, description = "The connection.")),
+    request_body(content = Option<TestRequest>),
+    responses(
+        (status = 200, description = "The attempt's outcome; nothing is stored.", body = TestResult),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 413, response = PayloadTooLarge),
+        (status = 422, response = Unprocessable),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn test(
     State(app): State<AppState>,
     SecretKey(workspace): SecretKey,

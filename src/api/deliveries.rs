@@ -1,24 +1,29 @@
 //! `/v1/deliveries`: the delivery log with every attempt, and manual retry.
 
+use super::openapi::{
+    BadRequest, Forbidden, NotFound, PayloadTooLarge, Timestamp, Unauthorized, Unavailable,
+    Unprocessable,
+};
 use super::{ApiError, ApiQuery, AppState, JsonBody, SecretKey};
 use crate::model::{
     Attempt, ConnectionId, Delivery, DeliveryId, DeliveryStatus, EventId, RuleId, alert_label,
     format_timestamp_ms, now_ms,
 };
 use crate::store::{DeliveryQuery, Requeue};
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/deliveries", get(list))
-        .route("/v1/deliveries/retry", post(retry_many))
-        .route("/v1/deliveries/{id}", get(get_one))
-        .route("/v1/deliveries/{id}/retry", post(retry_one))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(retry_many))
+        .routes(routes!(get_one))
+        .routes(routes!(retry_one))
 }
 
 pub const DEFAULT_PAGE: usize = 50;
@@ -26,7 +31,10 @@ pub const MAX_PAGE: usize = 500;
 /// Most deliveries one bulk retry queues; call again for more.
 pub const MAX_BULK_RETRY: usize = 10_000;
 
-#[derive(Serialize)]
+/// One event going to one connection through one rule. Its id is the
+/// webhook's `webhook-id` and Resend's `Idempotency-Key`.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Delivery)]
 pub struct DeliveryView {
     id: DeliveryId,
     event_id: EventId,
@@ -35,12 +43,17 @@ pub struct DeliveryView {
     status: DeliveryStatus,
     /// The alert its event belongs to (`resource:resource_id`, else the
     /// payload's `alert_id`), for lifecycle events.
+    #[schema(required = true)]
     alert: Option<String>,
     /// Deliveries of its rule suppressed since the previous one went out.
     suppressed_before: u32,
     attempt_count: u32,
+    /// When it is due next; null when not queued.
+    #[schema(value_type = Option<Timestamp>, required = true)]
     next_attempt_at: Option<String>,
+    #[schema(value_type = Timestamp)]
     created_at: String,
+    #[schema(value_type = Timestamp)]
     updated_at: String,
 }
 
@@ -66,14 +79,18 @@ impl From<&Delivery> for DeliveryView {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = Attempt)]
 struct AttemptView {
+    #[schema(value_type = Timestamp)]
     at: String,
     duration_ms: u64,
+    /// The destination's HTTP status, when it answered.
     #[serde(skip_serializing_if = "Option::is_none")]
     status_code: Option<u16>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
+    /// The first 4 KiB of the answer.
     #[serde(skip_serializing_if = "Option::is_none")]
     response: Option<String>,
 }
@@ -90,25 +107,40 @@ impl From<Attempt> for AttemptView {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct DeliveryWithAttempts {
     #[serde(flatten)]
     delivery: DeliveryView,
+    /// Oldest first.
     attempts: Vec<AttemptView>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    #[param(value_type = Option<DeliveryStatus>)]
     status: Option<String>,
+    #[param(value_type = Option<EventId>)]
     event_id: Option<String>,
+    #[param(value_type = Option<ConnectionId>)]
     connection_id: Option<String>,
+    /// The `next` cursor of the previous page.
+    #[param(value_type = Option<DeliveryId>)]
     after: Option<String>,
+    /// Page size.
+    #[param(minimum = 1, maximum = 500, default = 50)]
     limit: Option<usize>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = DeliveryPage)]
 struct DeliveryList {
+    /// Newest first.
     data: Vec<DeliveryView>,
+    /// Cursor for the next page (pass it as `after`); `null` only at the
+    /// end. A filtered page examines at most 10,000 rows, so it can hold
+    /// fewer than `limit` items and still have a `next`.
+    #[schema(required = true)]
     next: Option<DeliveryId>,
 }
 
@@ -121,6 +153,22 @@ fn parse_status(text: &str, field: &str) -> Result<DeliveryStatus, ApiError> {
     })
 }
 
+/// List deliveries
+#[utoipa::path(
+    get,
+    path = "/v1/deliveries",
+    operation_id = "listDeliveries",
+    tag = "deliveries",
+    security(("secretKey" = []), ("embedSession" = [])),
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of deliveries, newest first.", body = DeliveryList),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 422, response = Unprocessable),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn list(
     State(app): State<AppState>,
     SecretKey(workspace): SecretKey,
@@ -169,6 +217,22 @@ fn parse_id(id: &str) -> Result<DeliveryId, ApiError> {
     id.parse().map_err(|_| ApiError::not_found("delivery"))
 }
 
+/// Get a delivery with its attempts
+#[utoipa::path(
+    get,
+    path = "/v1/deliveries/{id}",
+    operation_id = "getDelivery",
+    tag = "deliveries",
+    security(("secretKey" = []), ("embedSession" = [])),
+    params(("id" = DeliveryId, Path, description = "The delivery.")),
+    responses(
+        (status = 200, description = "The delivery and every attempt.", body = DeliveryWithAttempts),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn get_one(
     State(app): State<AppState>,
     SecretKey(workspace): SecretKey,
@@ -185,12 +249,39 @@ async fn get_one(
     }))
 }
 
+#[derive(Serialize, ToSchema)]
+#[schema(as = RetryDeliveryAnswer)]
+struct RetriedOne {
+    id: DeliveryId,
+    /// true when a dead or succeeded delivery was queued again; false when
+    /// it was still queued (left as is).
+    queued: bool,
+}
+
+/// Queue a delivery again
+///
 /// Queues a dead or succeeded delivery again, with a fresh retry schedule.
+#[utoipa::path(
+    post,
+    path = "/v1/deliveries/{id}/retry",
+    operation_id = "retryDelivery",
+    tag = "deliveries",
+    security(("secretKey" = []), ("embedSession" = [])),
+    params(("id" = DeliveryId, Path, description = "The delivery.")),
+    responses(
+        (status = 202, description = "A dead or succeeded delivery is queued again with a fresh schedule; one still queued is left as is.", body = RetriedOne),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, description = "A `suppressed` delivery is never sent: emit the event again instead (code `suppressed`).", body = super::error::ErrorBody),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn retry_one(
     State(app): State<AppState>,
     SecretKey(workspace): SecretKey,
     Path(id): Path<String>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<RetriedOne>), ApiError> {
     let id = parse_id(&id)?;
     let Some((delivery, _)) = app.store().delivery(workspace, id).await? else {
         return Err(ApiError::not_found("delivery"));
@@ -213,22 +304,56 @@ async fn retry_one(
     let newly_queued = !queued.is_empty();
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({"id": id, "queued": newly_queued})),
+        Json(RetriedOne {
+            id,
+            queued: newly_queued,
+        }),
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = RetryDeliveries)]
 struct RetryMany {
+    /// Which deliveries to queue again: `dead` or `succeeded`.
+    #[schema(pattern = "^(dead|succeeded)$")]
     status: String,
+    /// Only deliveries updated at or after this time.
+    #[schema(value_type = Option<Timestamp>)]
     since: Option<String>,
 }
 
+#[derive(Serialize, ToSchema)]
+#[schema(as = RetryDeliveriesAnswer)]
+struct RetriedMany {
+    /// How many were queued (at most 10,000 per call; call again for more).
+    #[schema(maximum = 10000)]
+    queued: usize,
+}
+
+/// Queue deliveries again in bulk
+#[utoipa::path(
+    post,
+    path = "/v1/deliveries/retry",
+    operation_id = "retryDeliveries",
+    tag = "deliveries",
+    security(("secretKey" = []), ("embedSession" = [])),
+    request_body(content = RetryMany, example = json!({"status": "dead", "since": "2026-04-17T00:00:00Z"})),
+    responses(
+        (status = 202, description = "Queued.", body = RetriedMany),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 413, response = PayloadTooLarge),
+        (status = 422, response = Unprocessable),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn retry_many(
     State(app): State<AppState>,
     SecretKey(workspace): SecretKey,
     JsonBody(body): JsonBody<RetryMany>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<RetriedMany>), ApiError> {
     let status = parse_status(&body.status, "status")?;
     if !matches!(status, DeliveryStatus::Dead | DeliveryStatus::Succeeded) {
         return Err(ApiError::invalid("status", "must be dead or succeeded"));
@@ -252,5 +377,5 @@ async fn retry_many(
         .write_then_schedule(write, |queued| queued.clone())
         .await?;
     let count = queued.len();
-    Ok((StatusCode::ACCEPTED, Json(json!({"queued": count}))))
+    Ok((StatusCode::ACCEPTED, Json(RetriedMany { queued: count })))
 }

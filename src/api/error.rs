@@ -6,7 +6,7 @@ use crate::store::StoreError;
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde::Serialize;
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -15,6 +15,22 @@ pub struct ApiError {
     message: String,
     /// Seconds for a `Retry-After` header.
     retry_after: Option<u64>,
+}
+
+/// Every error answer of the API.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Error, example = json!({"error": {"code": "invalid_request", "message": "name: must be 1 to 128 characters"}}))]
+pub struct ErrorBody {
+    #[schema(inline)]
+    error: ErrorDetail,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+struct ErrorDetail {
+    /// Machine-readable code, e.g. `malformed_json`, `unauthorized`, `forbidden`, `not_found`, `conflict`, `connection_in_use`, `payload_too_large`, `invalid_request`, `rate_limited`, `not_a_webhook`, `not_slack`, `slack_not_configured`, `slack_error`, `suppressed`, `backup_running`, `unavailable`, `storage_unavailable`, `method_not_allowed`, `internal`.
+    code: &'static str,
+    /// Human-readable explanation; for 422 it starts with the offending field (`conditions[0].op: …`).
+    message: String,
 }
 
 /// What a client is told to wait before retrying while storage is failing;
@@ -137,7 +153,12 @@ impl From<StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({"error": {"code": self.code, "message": self.message}});
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code,
+                message: self.message,
+            },
+        };
         let mut response = (self.status, Json(body)).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
             response

@@ -1,21 +1,39 @@
 //! Liveness and readiness for load balancers and orchestrators.
 
 use super::{ApiError, AppState};
+use axum::Json;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
-use axum::routing::get;
-use axum::{Json, Router};
-use serde_json::{Value, json};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(metrics))
 }
 
-/// Prometheus text exposition.
+/// `{"status":"ok"}` or `{"status":"ready"}`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct Status {
+    #[schema(pattern = "^(ok|ready)$")]
+    status: &'static str,
+}
+
+/// Prometheus metrics
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "metrics",
+    tag = "operations",
+    security(),
+    responses(
+        (status = 200, description = "Prometheus text exposition.", body = String, content_type = "text/plain"),
+        (status = 503, response = super::openapi::Unavailable),
+    ),
+)]
 async fn metrics(State(app): State<AppState>) -> Result<impl IntoResponse, ApiError> {
     let handle = crate::telemetry::metrics_handle()
         .ok_or_else(|| ApiError::unavailable("metrics are unavailable"))?;
@@ -32,13 +50,38 @@ async fn metrics(State(app): State<AppState>) -> Result<impl IntoResponse, ApiEr
     ))
 }
 
+/// Liveness
+///
 /// The process is up and serving HTTP.
-async fn healthz() -> Json<Value> {
-    Json(json!({"status": "ok"}))
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    operation_id = "healthz",
+    tag = "operations",
+    security(),
+    responses(
+        (status = 200, description = "The process is up.", body = Status, example = json!({"status": "ok"})),
+    ),
+)]
+async fn healthz() -> Json<Status> {
+    Json(Status { status: "ok" })
 }
 
+/// Readiness
+///
 /// The store accepts writes and the server is not shutting down.
-async fn readyz(State(app): State<AppState>) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    operation_id = "readyz",
+    tag = "operations",
+    security(),
+    responses(
+        (status = 200, description = "Storage accepts writes and the server is not shutting down.", body = Status, example = json!({"status": "ready"})),
+        (status = 503, response = super::openapi::Unavailable),
+    ),
+)]
+async fn readyz(State(app): State<AppState>) -> Result<Json<Status>, ApiError> {
     if app.is_shutting_down() {
         return Err(ApiError::unavailable("shutting down"));
     }
@@ -47,5 +90,5 @@ async fn readyz(State(app): State<AppState>) -> Result<Json<Value>, ApiError> {
             "storage is not accepting writes (disk full or failing); it recovers by itself once a write succeeds",
         ));
     }
-    Ok(Json(json!({"status": "ready"})))
+    Ok(Json(Status { status: "ready" }))
 }

@@ -6,6 +6,7 @@ mod backup;
 mod capabilities;
 mod connections;
 mod deliveries;
+mod docs;
 mod error;
 mod extract;
 mod health;
@@ -20,6 +21,20 @@ pub use auth::{
     generate_meshes_key, hash_key, random_token,
 };
 pub use error::ApiError;
+pub use openapi::openapi;
+/// The shared error answers, for `#[utoipa::path]` outside `api/`.
+pub mod openapi_responses {
+    pub use super::openapi::{
+        BadGateway, BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge, RateLimited,
+        Unauthorized, Unavailable, Unprocessable,
+    };
+}
+/// Documentation-only string formats, for `#[schema(value_type = …)]`
+/// outside `api/`.
+pub mod openapi_schemas {
+    pub use super::error::ErrorBody as Error;
+    pub use super::openapi::{EventName, EventPattern, Severity, Timestamp};
+}
 pub use extract::{ApiQuery, JsonBody, RawBody, parse_json};
 
 use crate::config::Config;
@@ -120,22 +135,13 @@ impl AppState {
     }
 }
 
-/// The whole HTTP surface.
+/// The whole HTTP surface: every documented route (see [`openapi`]) and
+/// the API reference page.
 pub fn router(state: AppState) -> Router {
     let body_limit = state.config().limits.max_body_bytes;
-    Router::new()
-        .merge(health::routes())
-        .merge(workspaces::routes())
-        .merge(backup::routes())
-        .merge(queue::routes())
-        .merge(capabilities::routes())
-        .merge(crate::ingest::routes())
-        .merge(slack::routes())
-        .merge(crate::embed::routes())
-        .merge(connections::routes())
-        .merge(rules::routes())
-        .merge(deliveries::routes())
-        .merge(openapi::routes())
+    let (documented, _) = openapi::api_router().split_for_parts();
+    documented
+        .merge(docs::routes())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

@@ -2,18 +2,20 @@
 //! the backlog on disk beside the window the scheduler holds in memory.
 
 use super::auth::Admin;
+use super::openapi::{Forbidden, Unauthorized, Unavailable};
 use super::{ApiError, AppState};
 use crate::delivery::WindowSnapshot;
+use axum::Json;
 use axum::extract::State;
-use axum::routing::get;
-use axum::{Json, Router};
 use serde::Serialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub fn routes() -> Router<AppState> {
-    Router::new().route("/v1/queue", get(queue))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(queue))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct QueueState {
     /// Entries in the queue table: every delivery waiting for an attempt,
     /// in memory or not.
@@ -22,6 +24,20 @@ struct QueueState {
     window: WindowSnapshot,
 }
 
+/// The delivery queue: backlog on disk and the scheduler's window
+#[utoipa::path(
+    get,
+    path = "/v1/queue",
+    operation_id = "getQueue",
+    tag = "operations",
+    security(("adminToken" = [])),
+    responses(
+        (status = 200, description = "The backlog (entries in the queue table) and the window the scheduler holds in memory.", body = QueueState),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn queue(State(app): State<AppState>, _: Admin) -> Result<Json<QueueState>, ApiError> {
     let backlog = app.store().queue_len().await?;
     let window = app.engine().window(app.config().delivery.queue_window);

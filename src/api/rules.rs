@@ -2,45 +2,79 @@
 //! which filter. Every change drops the workspace's compiled rules so the
 //! next event is matched against the new set.
 
+use super::openapi::{
+    BadRequest, EventPattern, Forbidden, NotFound, PayloadTooLarge, Severity, Timestamp,
+    Unauthorized, Unavailable, Unprocessable,
+};
 use super::{ApiError, AppState, JsonBody, RawBody, SecretKey};
 use crate::ingest::parse_event_body;
 use crate::model::{ConnectionId, Rule, RuleId, WorkspaceId, format_timestamp_ms, now_ms};
 use crate::rules::{RuleError, parse_min_severity, validate_conditions, validate_events};
 use crate::store::{MAX_DEDUP_SECONDS, PutRule};
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/rules", get(list).post(create))
-        .route("/v1/rules/test", post(test))
-        .route("/v1/rules/{id}", get(get_one).patch(update).delete(remove))
+mod schemas;
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(test))
+        .routes(routes!(get_one, update, remove))
 }
 
 const MAX_NAME_CHARS: usize = 128;
 
-/// A rule as sent; on PATCH every field is optional.
-#[derive(Deserialize, Default)]
+/// A rule as sent; on PATCH every field is optional and only the fields
+/// sent change; `null` clears `min_severity`, `conditions`, `template`,
+/// `dedup_seconds` and `max_per_hour`. The result is validated as a whole.
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = UpdateRule)]
 struct RuleInput {
+    #[schema(min_length = 1, max_length = 128)]
     name: Option<String>,
+    #[schema(value_type = Option<Vec<EventPattern>>, min_items = 1, max_items = 50)]
     events: Option<Value>,
+    #[schema(value_type = Option<ConnectionId>)]
     connection_id: Option<String>,
+    #[schema(value_type = Option<schemas::RuleTarget>)]
     target: Option<Value>,
+    /// Events without a recognised `severity` do not match a rule that
+    /// sets it.
     #[serde(default, with = "double_option")]
+    #[schema(value_type = Option<Severity>)]
     min_severity: Option<Option<Value>>,
+    /// Absent leaves them as they are (none on create); null clears them.
     #[serde(default, with = "double_option")]
+    #[schema(value_type = Option<Vec<schemas::Condition>>, max_items = 32)]
     conditions: Option<Option<Value>>,
     #[serde(default, with = "double_option")]
+    #[schema(value_type = Option<schemas::Template>)]
     template: Option<Option<Value>>,
+    /// Default true.
     enabled: Option<bool>,
+    /// Noise control: an `alert.triggered` for an alert (same `resource` +
+    /// `resource_id`, else `payload.alert_id`) that this rule sent less
+    /// than this many seconds ago is recorded as a `suppressed` delivery
+    /// instead of being sent. `alert.resolved` ends the window. Null turns
+    /// it off.
     #[serde(default, with = "double_option")]
+    #[schema(value_type = Option<u32>, minimum = 1, maximum = 86400)]
     dedup_seconds: Option<Option<Value>>,
+    /// Noise control: at most this many deliveries per hour window (a fixed
+    /// window opened by the first delivery after the previous one ended);
+    /// the rest are `suppressed`, and the next delivery that goes out
+    /// carries how many (`suppressed_before`). `alert.acknowledged` and
+    /// `alert.resolved` are never suppressed. Null turns it off.
     #[serde(default, with = "double_option")]
+    #[schema(value_type = Option<u32>, minimum = 1, maximum = 100000)]
     max_per_hour: Option<Option<Value>>,
 }
 
@@ -58,20 +92,30 @@ mod double_option {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = Rule)]
 struct RuleView {
     id: RuleId,
     name: String,
+    #[schema(value_type = Vec<EventPattern>)]
     events: Vec<String>,
     connection_id: ConnectionId,
+    #[schema(value_type = Object)]
     target: Value,
+    #[schema(value_type = Option<Severity>, required = true)]
     min_severity: Option<String>,
+    #[schema(value_type = Vec<schemas::Condition>)]
     conditions: Value,
+    #[schema(value_type = Option<schemas::Template>, required = true)]
     template: Option<Value>,
     enabled: bool,
+    #[schema(required = true)]
     dedup_seconds: Option<u32>,
+    #[schema(required = true)]
     max_per_hour: Option<u32>,
+    #[schema(value_type = Timestamp)]
     created_at: String,
+    #[schema(value_type = Timestamp)]
     updated_at: String,
 }
 
@@ -95,7 +139,7 @@ impl From<Rule> for RuleView {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct RuleList {
     data: Vec<RuleView>,
 }
@@ -265,6 +309,24 @@ async fn store_rule(app: &AppState, rule: Rule, update: bool) -> Result<Rule, Ap
     }
 }
 
+/// Create a rule
+#[utoipa::path(
+    post,
+    path = "/v1/rules",
+    operation_id = "createRule",
+    tag = "rules",
+    security(("secretKey" = []), ("embedSession" = [])),
+    request_body = schemas::CreateRule,
+    responses(
+        (status = 201, description = "Created.", body = RuleView),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 413, response = PayloadTooLarge),
+        (status = 422, response = Unprocessable),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn create(
     State(app): State<AppState>,
     SecretKey(workspace): SecretKey,
@@ -292,6 +354,20 @@ async fn create(
     Ok((StatusCode::CREATED, Json(rule.into())))
 }
 
+/// List rules
+#[utoipa::path(
+    get,
+    path = "/v1/rules",
+    operation_id = "listRules",
+    tag = "rules",
+    security(("secretKey" = []), ("embedSession" = [])),
+    responses(
+        (status = 200, description = "Every rule of the workspace.", body = RuleList),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn list(
     State(app): State<AppState>,
     SecretKey(workspace): SecretKey,
@@ -306,6 +382,22 @@ async fn list(
     Ok(Json(RuleList { data }))
 }
 
+/// Get a rule
+#[utoipa::path(
+    get,
+    path = "/v1/rules/{id}",
+    operation_id = "getRule",
+    tag = "rules",
+    security(("secretKey" = []), ("embedSession" = [])),
+    params(("id" = RuleId, Path, description = "The rule.")),
+    responses(
+        (status = 200, description = "The rule.", body = RuleView),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn get_one(
     State(app): State<AppState>,
     SecretKey(workspace): SecretKey,
@@ -314,6 +406,26 @@ async fn get_one(
     Ok(Json(find(&app, workspace, &id).await?.into()))
 }
 
+/// Update a rule
+#[utoipa::path(
+    patch,
+    path = "/v1/rules/{id}",
+    operation_id = "updateRule",
+    tag = "rules",
+    security(("secretKey" = []), ("embedSession" = [])),
+    params(("id" = RuleId, Path, description = "The rule.")),
+    request_body = RuleInput,
+    responses(
+        (status = 200, description = "The updated rule.", body = RuleView),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 413, response = PayloadTooLarge),
+        (status = 422, response = Unprocessable),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn update(
     State(app): State<AppState>,
     SecretKey(workspace): SecretKey,
@@ -326,6 +438,22 @@ async fn update(
     Ok(Json(store_rule(&app, rule, true).await?.into()))
 }
 
+/// Delete a rule
+#[utoipa::path(
+    delete,
+    path = "/v1/rules/{id}",
+    operation_id = "deleteRule",
+    tag = "rules",
+    security(("secretKey" = []), ("embedSession" = [])),
+    params(("id" = RuleId, Path, description = "The rule.")),
+    responses(
+        (status = 204, description = "Deleted."),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn remove(
     State(app): State<AppState>,
     SecretKey(workspace): SecretKey,
@@ -338,18 +466,38 @@ async fn remove(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct Match {
     rule_id: RuleId,
     connection_id: ConnectionId,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = RuleMatches)]
 struct TestAnswer {
     matches: Vec<Match>,
 }
 
-/// Which rules an event would fire; nothing is stored or sent.
+/// Which rules an event would fire
+///
+/// Nothing is stored or sent.
+#[utoipa::path(
+    post,
+    path = "/v1/rules/test",
+    operation_id = "testRules",
+    tag = "rules",
+    security(("secretKey" = []), ("embedSession" = [])),
+    request_body = crate::ingest::EventInput,
+    responses(
+        (status = 200, description = "The matching rules; nothing is stored or sent.", body = TestAnswer),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 413, response = PayloadTooLarge),
+        (status = 422, response = Unprocessable),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn test(
     State(app): State<AppState>,
     SecretKey(workspace): SecretKey,

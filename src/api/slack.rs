@@ -5,6 +5,10 @@
 //! and the return URL, sealed with the master key (so it cannot be forged or
 //! read) and registered in the store (so it works once).
 
+use super::openapi::{
+    BadGateway, BadRequest, Forbidden, NotFound, PayloadTooLarge, Unauthorized, Unavailable,
+    Unprocessable,
+};
 use super::{ApiError, AppState, RawBody, SecretKey};
 use crate::destinations::seal_secrets;
 use crate::destinations::slack::{Channel, OAuthAccess, SlackConfig, SlackSecrets};
@@ -12,21 +16,23 @@ use crate::model::{
     Connection, ConnectionId, ConnectionKind, ConnectionStatus, WorkspaceId, now_ms,
 };
 use crate::store::{ConnectionPatch, PatchOutcome};
+use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/connections/slack/authorize", post(authorize))
-        .route("/oauth/slack/callback", get(callback))
-        .route("/v1/connections/{id}/channels", get(channels))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(authorize))
+        .routes(routes!(callback))
+        .routes(routes!(channels))
 }
 
 /// How long an install may take from the authorize URL to the callback.
@@ -34,11 +40,23 @@ pub const STATE_TTL: Duration = Duration::from_secs(15 * 60);
 const STATE_AAD: &[u8] = b"switchyard:slack-oauth-state";
 const RESULT_PAGE: &str = include_str!("pages/oauth_result.html");
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = SlackAuthorizeRequest)]
 struct AuthorizeRequest {
+    /// An http or https URL to redirect to after the install.
     #[serde(default)]
+    #[schema(format = "uri")]
     return_url: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[schema(as = SlackAuthorizeAnswer)]
+struct AuthorizeAnswer {
+    /// `{oauth_base}/oauth/v2/authorize?client_id=…&scope=…&redirect_uri={public_url}/oauth/slack/callback&state=…`
+    /// with a signed, expiring (15 min), single-use `state`.
+    #[schema(format = "uri")]
+    url: String,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -102,28 +120,71 @@ fn redirect_uri(app: &AppState) -> String {
     format!("{}/oauth/slack/callback", base.trim_end_matches('/'))
 }
 
+/// Start a Slack install
+///
+/// 422 `slack_not_configured` when the instance has no Slack app
+/// (`slack.client_id`, `slack.client_secret`); 422 for a `return_url` that
+/// is not http(s). The body may be empty.
+#[utoipa::path(
+    post,
+    path = "/v1/connections/slack/authorize",
+    operation_id = "authorizeSlack",
+    tag = "slack",
+    security(("secretKey" = []), ("embedSession" = [])),
+    request_body(content = Option<AuthorizeRequest>),
+    responses(
+        (status = 200, description = "Slack's install page for this workspace.", body = AuthorizeAnswer),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 413, response = PayloadTooLarge),
+        (status = 422, response = Unprocessable),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn authorize(
     State(app): State<AppState>,
     SecretKey(workspace): SecretKey,
     RawBody(body): RawBody,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<AuthorizeAnswer>, ApiError> {
     let request: AuthorizeRequest = if body.is_empty() {
         AuthorizeRequest::default()
     } else {
         super::parse_json(&body)?
     };
     let url = authorize_url(&app, workspace, request.return_url).await?;
-    Ok(Json(serde_json::json!({"url": url})))
+    Ok(Json(AuthorizeAnswer { url }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct CallbackQuery {
     code: Option<String>,
     state: Option<String>,
+    /// Set by Slack instead of `code`, e.g. `access_denied`.
     error: Option<String>,
 }
 
-/// Finishes the install. Every failure stores nothing and says why.
+/// Finish a Slack install
+///
+/// Slack's redirect target, authenticated by the signed, single-use
+/// `state`. Creates or updates the workspace's connection for that Slack
+/// team. Answers are HTML pages. Every failure stores nothing and says why.
+#[utoipa::path(
+    get,
+    path = "/oauth/slack/callback",
+    operation_id = "slackOAuthCallback",
+    tag = "slack",
+    security(),
+    params(CallbackQuery),
+    responses(
+        (status = 200, description = "A result page: connected, or install cancelled (`error=access_denied`, nothing stored).", body = String, content_type = "text/html"),
+        (status = 303, description = "Connected; redirects to the `return_url` given at authorize.", headers(("Location" = String))),
+        (status = 400, description = "Bad, expired or reused `state`, or no `code`; nothing stored.", body = String, content_type = "text/html"),
+        (status = 502, description = "Slack did not complete the install.", body = String, content_type = "text/html"),
+        (status = 503, description = "Slack is not configured, or storage is unavailable.", body = String, content_type = "text/html"),
+    ),
+)]
 async fn callback(State(app): State<AppState>, Query(query): Query<CallbackQuery>) -> Response {
     match finish_install(&app, query).await {
         Ok((connection, Some(return_url))) => {
@@ -328,11 +389,32 @@ async fn store_install(
     Ok(connection)
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = SlackChannelList)]
 struct ChannelList {
     data: Vec<Channel>,
 }
 
+/// List a Slack connection's channels
+///
+/// 422 `not_slack` for other types; 502 `slack_error` when Slack fails.
+#[utoipa::path(
+    get,
+    path = "/v1/connections/{id}/channels",
+    operation_id = "listSlackChannels",
+    tag = "slack",
+    security(("secretKey" = []), ("embedSession" = [])),
+    params(("id" = crate::model::ConnectionId, Path, description = "The Slack connection.")),
+    responses(
+        (status = 200, description = "Public and private channels, archived left out; cached for a minute.", body = ChannelList),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 422, response = Unprocessable),
+        (status = 502, response = BadGateway),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn channels(
     State(app): State<AppState>,
     SecretKey(workspace): SecretKey,

@@ -2,32 +2,41 @@
 //! rotates their keys. Keys are shown only in the create and rotate answers.
 
 use super::auth::Admin;
+use super::openapi::{
+    BadRequest, Forbidden, NotFound, PayloadTooLarge, Unauthorized, Unavailable, Unprocessable,
+};
 use super::{ApiError, AppState, JsonBody, generate_key, generate_meshes_key, hash_key};
 use crate::model::{KeyKind, Workspace, WorkspaceId, format_timestamp_ms, now_ms};
 use crate::store::NewWorkspace;
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{delete, get, post};
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/workspaces", get(list).post(create))
-        .route("/v1/workspaces/{id}", delete(remove))
-        .route("/v1/workspaces/{id}/keys/rotate", post(rotate_keys))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(remove))
+        .routes(routes!(rotate_keys))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateWorkspace {
+    /// 1 to 128 characters after trimming.
+    #[schema(min_length = 1, max_length = 128)]
     name: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = Workspace)]
 struct WorkspaceView {
     id: WorkspaceId,
     name: String,
+    #[schema(value_type = super::openapi::Timestamp)]
     created_at: String,
 }
 
@@ -41,14 +50,21 @@ impl From<Workspace> for WorkspaceView {
     }
 }
 
-#[derive(Serialize)]
+/// A workspace with its keys; keys are shown only in the create and rotate
+/// answers.
+#[derive(Serialize, ToSchema)]
 struct WorkspaceWithKeys {
     #[serde(flatten)]
     workspace: WorkspaceView,
+    /// `pk_…`: may only emit events.
+    #[schema(pattern = "^pk_")]
     publishable_key: String,
+    /// `sk_…`: manages everything in the workspace.
+    #[schema(pattern = "^sk_")]
     secret_key: String,
     /// The same emit-only power in Meshes' key format, for the
-    /// Meshes-compatible `/api/v1/events`.
+    /// Meshes-compatible `/api/v1/events` (`X-Meshes-Publishable-Key`).
+    #[schema(pattern = r"^mesh_pub_([A-Za-z0-9\-.]+)_([A-Za-z0-9\-.]+)_([^_]+)$")]
     meshes_publishable_key: String,
 }
 
@@ -78,13 +94,31 @@ impl NewKeys {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct WorkspaceList {
     data: Vec<WorkspaceView>,
 }
 
 const MAX_NAME_CHARS: usize = 128;
 
+/// Create a workspace
+#[utoipa::path(
+    post,
+    path = "/v1/workspaces",
+    operation_id = "createWorkspace",
+    tag = "workspaces",
+    security(("adminToken" = [])),
+    request_body(content = CreateWorkspace, example = json!({"name": "acme"})),
+    responses(
+        (status = 201, description = "Created; the keys are shown only here.", body = WorkspaceWithKeys),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 413, response = PayloadTooLarge),
+        (status = 422, response = Unprocessable),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn create(
     State(app): State<AppState>,
     _: Admin,
@@ -112,6 +146,20 @@ async fn create(
     Ok((StatusCode::CREATED, Json(keys.shown_with(workspace))))
 }
 
+/// List workspaces
+#[utoipa::path(
+    get,
+    path = "/v1/workspaces",
+    operation_id = "listWorkspaces",
+    tag = "workspaces",
+    security(("adminToken" = [])),
+    responses(
+        (status = 200, description = "Every workspace, without keys.", body = WorkspaceList),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn list(State(app): State<AppState>, _: Admin) -> Result<Json<WorkspaceList>, ApiError> {
     let data = app
         .store()
@@ -123,6 +171,22 @@ async fn list(State(app): State<AppState>, _: Admin) -> Result<Json<WorkspaceLis
     Ok(Json(WorkspaceList { data }))
 }
 
+/// Delete a workspace
+#[utoipa::path(
+    delete,
+    path = "/v1/workspaces/{id}",
+    operation_id = "deleteWorkspace",
+    tag = "workspaces",
+    security(("adminToken" = [])),
+    params(("id" = WorkspaceId, Path, description = "The workspace.")),
+    responses(
+        (status = 204, description = "Deleted: the workspace, its keys, connections and rules go at once; its events and deliveries are removed in the background."),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn remove(
     State(app): State<AppState>,
     _: Admin,
@@ -138,6 +202,22 @@ async fn remove(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Rotate a workspace's keys
+#[utoipa::path(
+    post,
+    path = "/v1/workspaces/{id}/keys/rotate",
+    operation_id = "rotateWorkspaceKeys",
+    tag = "workspaces",
+    security(("adminToken" = [])),
+    params(("id" = WorkspaceId, Path, description = "The workspace.")),
+    responses(
+        (status = 200, description = "New keys; the old ones, and every embed session minted with the old secret key, stop working at once.", body = WorkspaceWithKeys),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn rotate_keys(
     State(app): State<AppState>,
     _: Admin,

@@ -72,7 +72,7 @@ pub struct Engine {
 }
 
 /// The window as the scheduler last published it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct WindowSnapshot {
     /// `delivery.queue_window`.
     pub window: usize,
@@ -80,6 +80,7 @@ pub struct WindowSnapshot {
     pub in_memory: usize,
     /// The most ever held in memory since start.
     pub peak_in_memory: usize,
+    /// Attempts running now.
     pub in_flight: usize,
     /// Connections the scheduler keeps a lane for.
     pub lanes: usize,

@@ -12,26 +12,31 @@
 //! session rides in a header, not a cookie, cross-site requests cannot carry
 //! it (no CSRF), and third-party cookie blocking does not matter.
 
+use crate::api::openapi_responses::{
+    BadRequest, Forbidden, PayloadTooLarge, Unauthorized, Unavailable, Unprocessable,
+};
 use crate::api::{ApiError, AppState, JsonBody, RawBody, RealSecretKey, parse_json};
 use crate::destinations::message::{Escape, render};
 use crate::model::{KeyKind, WorkspaceId, format_timestamp_ms, now_ms};
 use crate::store::KeyHash;
+use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/embed/sessions", post(create_session))
-        .route("/embed", get(page))
-        .route("/embed/session", post(exchange))
-        .route("/embed/assets/{file}", get(asset))
-        .route("/embed/host.js", get(host_helper))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_session))
+        .routes(routes!(page))
+        .routes(routes!(exchange))
+        .routes(routes!(asset))
+        .routes(routes!(host_helper))
 }
 
 pub const DEFAULT_TTL_SECONDS: u64 = 1800;
@@ -115,21 +120,56 @@ async fn open_launch(app: &AppState, token: &str) -> Option<Claims> {
     open(app, token.strip_prefix(LAUNCH_PREFIX)?, TokenKind::Launch).await
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = CreateEmbedSession)]
 struct CreateSession {
+    /// Default 1800.
+    #[schema(minimum = 1, maximum = 43200)]
     ttl_seconds: Option<u64>,
+    /// Origins (`scheme://host[:port]`) allowed to frame the UI (CSP
+    /// `frame-ancestors`) and to talk to it with postMessage; any may frame
+    /// it when empty. At most 10.
     #[serde(default)]
+    #[schema(max_items = 10, example = json!(["https://app.example.com"]))]
     allowed_origins: Vec<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = EmbedSession)]
 struct SessionCreated {
+    /// `{public_url}/embed?token=<token>`, for an iframe.
+    #[schema(format = "uri")]
     url: String,
+    /// The launch token.
+    #[schema(pattern = "^eml_")]
     token: String,
+    /// Exact, no leeway.
+    #[schema(value_type = crate::api::openapi_schemas::Timestamp)]
     expires_at: String,
 }
 
+/// Mint an embed session
+///
+/// Needs the workspace's real secret key: an embed session or a
+/// publishable key gets 403. The body may be empty.
+#[utoipa::path(
+    post,
+    path = "/v1/embed/sessions",
+    operation_id = "createEmbedSession",
+    tag = "embed",
+    security(("secretKey" = [])),
+    request_body(content = Option<CreateSession>, example = json!({"ttl_seconds": 1800, "allowed_origins": ["https://app.example.com"]})),
+    responses(
+        (status = 201, description = "A launch URL for an iframe.", body = SessionCreated),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 413, response = PayloadTooLarge),
+        (status = 422, response = Unprocessable),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn create_session(
     State(app): State<AppState>,
     RealSecretKey(workspace, key_hash): RealSecretKey,
@@ -204,11 +244,29 @@ fn normalise_origin(text: &str) -> Option<String> {
     Some(url.origin().ascii_serialization())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct PageQuery {
+    /// The launch token (`eml_…`) from `POST /v1/embed/sessions`; without
+    /// it the page resumes the session it holds (a reload in the iframe).
     token: Option<String>,
 }
 
+/// The embeddable tenant UI
+///
+/// Authenticated by the launch token in the query string.
+#[utoipa::path(
+    get,
+    path = "/embed",
+    operation_id = "embedPage",
+    tag = "embed",
+    security(),
+    params(PageQuery),
+    responses(
+        (status = 200, description = "The UI page; `allowed_origins` become the CSP `frame-ancestors`.", body = String, content_type = "text/html"),
+        (status = 401, description = "A forged or expired launch token: an expired-session page.", body = String, content_type = "text/html"),
+    ),
+)]
 async fn page(State(app): State<AppState>, Query(query): Query<PageQuery>) -> Response {
     // Without a token the page is a reload inside the iframe: it resumes
     // its session from sessionStorage. The page itself holds no secrets.
@@ -260,31 +318,57 @@ fn expired_page() -> Response {
         .into_response()
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = EmbedExchange)]
 struct Exchange {
+    /// A launch token from `POST /v1/embed/sessions`.
+    #[schema(pattern = "^eml_")]
     token: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = EmbedExchanged)]
 struct Exchanged {
+    /// Send as `Authorization: Bearer ems_…` (the `embedSession` scheme).
+    #[schema(pattern = "^ems_")]
     session: String,
+    #[schema(inline)]
     workspace: WorkspaceView,
+    #[schema(value_type = crate::api::openapi_schemas::Timestamp)]
     expires_at: String,
     /// The page posts to its host only at these origins (see `host.js`).
     allowed_origins: Vec<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct WorkspaceView {
     id: WorkspaceId,
     name: String,
 }
 
+/// Exchange a launch token for a session token
+///
 /// Launch token → session token with the same expiry and workspace, once:
 /// the launch URL sits in an iframe `src`, where history, logs or a
 /// `Referer` can leak it, so a second exchange gets 401 (the first session
 /// goes on).
+#[utoipa::path(
+    post,
+    path = "/embed/session",
+    operation_id = "exchangeEmbedToken",
+    tag = "embed",
+    security(),
+    request_body = Exchange,
+    responses(
+        (status = 200, description = "A session token with the launch token's workspace and expiry.", body = Exchanged),
+        (status = 400, response = BadRequest),
+        (status = 401, description = "A forged, expired or already exchanged launch token, or its workspace is gone (`unauthorized`).", body = crate::api::openapi_schemas::Error),
+        (status = 413, response = PayloadTooLarge),
+        (status = 422, response = Unprocessable),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn exchange(
     State(app): State<AppState>,
     JsonBody(body): JsonBody<Exchange>,
@@ -334,6 +418,19 @@ fn launch_digest(token: &str) -> u128 {
     u128::from_be_bytes(first)
 }
 
+/// A static asset of the tenant UI
+#[utoipa::path(
+    get,
+    path = "/embed/assets/{file}",
+    operation_id = "embedAsset",
+    tag = "embed",
+    security(),
+    params(("file" = String, Path, pattern = "^app\\.(js|css)$", description = "`app.js` or `app.css`.")),
+    responses(
+        (status = 200, description = "The asset.", content((String = "text/javascript"), (String = "text/css"))),
+        (status = 404, description = "No such asset (`not_found`).", body = crate::api::openapi_schemas::Error),
+    ),
+)]
 async fn asset(Path(file): Path<String>) -> Response {
     let (body, content_type) = match file.as_str() {
         "app.js" => (APP_JS, "text/javascript; charset=utf-8"),
@@ -351,8 +448,21 @@ async fn asset(Path(file): Path<String>) -> Response {
         .into_response()
 }
 
-/// The host helper, loaded by the host page from another origin: a plain
-/// script, so no CORS header is needed.
+/// The host page's helper script
+///
+/// Mounts the UI in an iframe and speaks its postMessage contract (see the
+/// README, "Embedding"). Loaded by the host page from another origin: a
+/// plain script, so no CORS header is needed.
+#[utoipa::path(
+    get,
+    path = "/embed/host.js",
+    operation_id = "embedHostHelper",
+    tag = "embed",
+    security(),
+    responses(
+        (status = 200, description = "The script.", body = String, content_type = "text/javascript"),
+    ),
+)]
 async fn host_helper() -> Response {
     (
         [

@@ -17,6 +17,9 @@
 
 use super::validate::{EventBody, idempotency_key, validate_event};
 use super::{admit, fan_out, store_events};
+use crate::api::openapi_responses::{
+    BadRequest, Forbidden, PayloadTooLarge, RateLimited, Unauthorized, Unavailable, Unprocessable,
+};
 use crate::api::{ApiError, AppState, MeshesKey, RawBody};
 use crate::model::{Event, EventId, WorkspaceId, format_timestamp_ms};
 use axum::extract::State;
@@ -24,6 +27,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+use utoipa::ToSchema;
 
 /// Meshes' default resource when an event names none.
 pub const DEFAULT_RESOURCE: &str = "global";
@@ -32,29 +36,43 @@ pub const MAX_BULK_EVENTS: usize = 100;
 
 /// One event as the Meshes client sends it. Unlike `/v1`, fields it does
 /// not know are ignored: the client may grow some.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
+#[schema(as = MeshesEventInput)]
 struct MeshesEvent {
+    #[schema(value_type = crate::api::openapi_schemas::EventName)]
     event: String,
+    /// What the event is about; `global` when left out, as in Meshes.
     #[serde(default)]
+    #[schema(max_length = 256, default = "global")]
     resource: Option<String>,
     #[serde(default)]
+    #[schema(max_length = 256)]
     resource_id: Option<String>,
+    /// Any JSON object, stored as sent (no field is required).
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     payload: Option<Box<RawValue>>,
 }
 
 /// A stored event as Meshes describes it.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = MeshesEvent)]
 struct CreatedEvent<'a> {
+    /// Always `event`.
     #[serde(rename = "type")]
+    #[schema(pattern = "^event$")]
     kind: &'static str,
+    #[schema(value_type = crate::api::openapi_schemas::EventName)]
     event: &'a str,
     id: EventId,
     workspace: WorkspaceId,
     /// The id of the key that emitted it (its public part).
     created_by: &'a str,
+    #[schema(value_type = crate::api::openapi_schemas::Timestamp)]
     created_at: String,
+    #[schema(required = true)]
     resource: Option<&'a str>,
+    #[schema(required = true)]
     resource_id: Option<&'a str>,
 }
 
@@ -73,31 +91,62 @@ impl<'a> CreatedEvent<'a> {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = MeshesEmitted)]
 struct Emitted<'a> {
     event: CreatedEvent<'a>,
 }
 
 /// A bulk answer's record: the created event, or why one was refused.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(untagged)]
+#[schema(as = MeshesBulkRecord)]
 enum BulkRecord<'a> {
     Created(CreatedEvent<'a>),
+    /// An event of the bulk request that failed validation, in its place:
+    /// the message names the field, `error` is the error code.
     Failed {
         message: String,
         error: &'static str,
     },
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = MeshesBulkAnswer)]
 struct BulkAnswer<'a> {
+    /// Events stored.
     count: usize,
+    /// One per event sent, in order.
     records: Vec<BulkRecord<'a>>,
+    /// Present when some events failed validation.
     #[serde(skip_serializing_if = "Option::is_none")]
     error_count: Option<usize>,
 }
 
-/// `POST /api/v1/events`.
+/// Emit an event (Meshes-compatible)
+///
+/// The Meshes events client's `emit`. Same validation, fan-out,
+/// durability, rate limit and body limit as `POST /v1/events`; answered
+/// only once stored durably.
+#[utoipa::path(
+    post,
+    path = "/api/v1/events",
+    operation_id = "meshesEmitEvent",
+    tag = "meshes",
+    security(("meshesPublishableKey" = [])),
+    params(("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "As on `POST /v1/events`, in a space of its own: the same key sent to `/v1` and `/api/v1` never replays the other's answer.")),
+    request_body = MeshesEvent,
+    responses(
+        (status = 201, description = "Stored durably (fsync'd) with its deliveries.", body = Emitted, headers(("Idempotent-Replayed" = String, description = "`true` when this is the stored answer to an earlier request with the same `Idempotency-Key`."))),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 413, response = PayloadTooLarge),
+        (status = 422, response = Unprocessable),
+        (status = 429, response = RateLimited),
+        (status = 503, response = Unavailable),
+    ),
+)]
 pub async fn emit(
     State(app): State<AppState>,
     key: MeshesKey,
@@ -124,7 +173,33 @@ pub async fn emit(
     .await
 }
 
-/// `POST /api/v1/events/bulk`: a JSON array of 1 to 100 events.
+/// Emit 1 to 100 events (Meshes-compatible)
+///
+/// The Meshes events client's `emitBatch`: a JSON array of 1 to 100
+/// events. Every valid event is stored (in one durable write); invalid ones
+/// are reported in their place. 201 when all were stored, 207 when some
+/// failed validation, 422 when none could be (or the array is empty or
+/// longer than 100).
+#[utoipa::path(
+    post,
+    path = "/api/v1/events/bulk",
+    operation_id = "meshesEmitBulk",
+    tag = "meshes",
+    security(("meshesPublishableKey" = [])),
+    params(("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "As on `POST /v1/events`, in a space of its own: the same key sent to `/v1` and `/api/v1` never replays the other's answer.")),
+    request_body(content = Vec<MeshesEvent>, description = "A JSON array of 1 to 100 events."),
+    responses(
+        (status = 201, description = "Every event stored durably.", body = BulkAnswer, headers(("Idempotent-Replayed" = String, description = "`true` when this is the stored answer to an earlier request with the same `Idempotency-Key`."))),
+        (status = 207, description = "The valid events stored durably; the others failed validation (`error_count`).", body = BulkAnswer, headers(("Idempotent-Replayed" = String, description = "`true` when this is the stored answer to an earlier request with the same `Idempotency-Key`."))),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 413, response = PayloadTooLarge),
+        (status = 422, response = Unprocessable),
+        (status = 429, response = RateLimited),
+        (status = 503, response = Unavailable),
+    ),
+)]
 pub async fn emit_bulk(
     State(app): State<AppState>,
     key: MeshesKey,

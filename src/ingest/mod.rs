@@ -9,6 +9,10 @@ mod limit;
 mod meshes;
 mod validate;
 
+use crate::api::openapi_responses::{
+    BadRequest, Forbidden, NotFound, PayloadTooLarge, RateLimited, Unauthorized, Unavailable,
+    Unprocessable,
+};
 use crate::api::{ApiError, ApiQuery, AppState, EmitKey, JsonBody, RawBody, SecretKey};
 use crate::model::{
     AlertState, Delivery, DeliveryId, DeliveryStatus, Event, EventId, WorkspaceId,
@@ -18,19 +22,20 @@ use crate::store::{
     DeliveryQuery, EventNameFilter, EventQuery, IdempotentAnswer, IngestBatch, IngestOutcome,
     NoiseCheck, QueueEntry,
 };
-use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use std::collections::HashMap;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use validate::{EventBody, idempotency_key, validate_event};
 
 pub use limit::{IngestLimiter, Refusal};
-pub use validate::MAX_IDEMPOTENCY_KEY_LEN;
+pub use validate::{EventBody as EventInput, MAX_IDEMPOTENCY_KEY_LEN};
 
 /// Parses and validates one event body as `POST /v1/events` would, without
 /// storing it (`POST /v1/rules/test` uses it).
@@ -39,29 +44,37 @@ pub fn parse_event_body(bytes: &[u8], workspace: WorkspaceId) -> Result<Event, A
     validate_event(body, workspace, "")
 }
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/events", post(emit_one).get(list))
-        .route("/v1/events/batch", post(emit_batch))
-        .route("/v1/events/{id}", get(get_one))
-        .route("/api/v1/events", post(meshes::emit))
-        .route("/api/v1/events/bulk", post(meshes::emit_bulk))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(emit_one, list))
+        .routes(routes!(emit_batch))
+        .routes(routes!(get_one))
+        .routes(routes!(meshes::emit))
+        .routes(routes!(meshes::emit_bulk))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = EventBatchInput)]
 struct BatchBody {
+    /// 1 to `limits.max_batch_events` (default 500) events; all are stored
+    /// or none.
+    #[schema(value_type = Vec<EventBody>, min_items = 1, max_items = 500)]
     events: Vec<Box<RawValue>>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = EventAccepted)]
 struct Accepted {
     id: EventId,
+    /// How many deliveries the event fanned out to.
     deliveries: usize,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = EventBatchAccepted)]
 struct BatchAccepted {
+    /// In the order sent.
     data: Vec<Accepted>,
 }
 
@@ -84,6 +97,30 @@ pub fn admit(app: &AppState, workspace: WorkspaceId, events: usize) -> Result<()
     })
 }
 
+/// Emit an event
+///
+/// Validates and stores one event, then fans it out to every matching
+/// rule. A rejected request stores nothing. Any workspace key or embed
+/// session may emit; the admin token gets 403.
+#[utoipa::path(
+    post,
+    path = "/v1/events",
+    operation_id = "emitEvent",
+    tag = "events",
+    security(("publishableKey" = []), ("secretKey" = []), ("embedSession" = [])),
+    params(("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "1 to 255 visible ASCII characters. Within 24 hours the same key in the same workspace returns the first answer (with `Idempotent-Replayed: true`) and stores nothing new, even when the body differs.")),
+    request_body = EventBody,
+    responses(
+        (status = 202, description = "Stored durably (fsync'd) with its deliveries.", body = Accepted, headers(("Idempotent-Replayed" = String, description = "`true` when this is the stored answer to an earlier request with the same `Idempotency-Key`."))),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 413, response = PayloadTooLarge),
+        (status = 422, response = Unprocessable),
+        (status = 429, response = RateLimited),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn emit_one(
     State(app): State<AppState>,
     EmitKey(workspace): EmitKey,
@@ -111,6 +148,31 @@ async fn emit_one(
     .await
 }
 
+/// Emit events in a batch
+///
+/// All or nothing: one invalid event (422 naming `events[i].field`)
+/// rejects the batch. Under `limits.events_per_second` each event counts
+/// one; a batch larger than the whole burst (`events_per_second` ×
+/// `burst_seconds`) is 422 naming `events`, since waiting cannot help.
+#[utoipa::path(
+    post,
+    path = "/v1/events/batch",
+    operation_id = "emitEventBatch",
+    tag = "events",
+    security(("publishableKey" = []), ("secretKey" = []), ("embedSession" = [])),
+    params(("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "1 to 255 visible ASCII characters. Within 24 hours the same key in the same workspace returns the first answer (with `Idempotent-Replayed: true`) and stores nothing new, even when the body differs.")),
+    request_body = BatchBody,
+    responses(
+        (status = 202, description = "All stored durably, in one transaction.", body = BatchAccepted, headers(("Idempotent-Replayed" = String, description = "`true` when this is the stored answer to an earlier request with the same `Idempotency-Key`."))),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 413, response = PayloadTooLarge),
+        (status = 422, response = Unprocessable),
+        (status = 429, response = RateLimited),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn emit_batch(
     State(app): State<AppState>,
     EmitKey(workspace): EmitKey,
@@ -298,25 +360,36 @@ fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
         .into_response()
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = Event)]
 struct EventView<'a> {
     id: EventId,
+    #[schema(value_type = crate::api::openapi_schemas::EventName)]
     event: &'a str,
+    #[schema(required = true)]
     resource: Option<&'a str>,
+    #[schema(required = true)]
     resource_id: Option<&'a str>,
+    /// The payload exactly as sent.
+    #[schema(value_type = Object)]
     payload: &'a RawValue,
+    #[schema(value_type = crate::api::openapi_schemas::Timestamp)]
     received_at: String,
-    /// Only when one event is fetched; listings leave it out.
+    /// The event's deliveries, oldest first; only in `GET
+    /// /v1/events/{id}` (listings leave it out).
     #[serde(skip_serializing_if = "Option::is_none")]
     deliveries: Option<Vec<DeliverySummary>>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct DeliverySummary {
     id: DeliveryId,
     rule_id: crate::model::RuleId,
     connection_id: crate::model::ConnectionId,
     status: DeliveryStatus,
+    /// The alert the event belongs to: `resource:resource_id`, else
+    /// `alert_id:<payload.alert_id>`; null for events that name no alert.
+    #[schema(required = true)]
     alert: Option<String>,
 }
 
@@ -360,6 +433,22 @@ async fn deliveries_of(app: &AppState, event: &Event) -> Result<Vec<DeliverySumm
         .collect())
 }
 
+/// Get an event
+#[utoipa::path(
+    get,
+    path = "/v1/events/{id}",
+    operation_id = "getEvent",
+    tag = "events",
+    security(("secretKey" = []), ("embedSession" = [])),
+    params(("id" = EventId, Path, description = "The event.")),
+    responses(
+        (status = 200, description = "The event with its payload as sent and its deliveries.", body = EventView),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn get_one(
     State(app): State<AppState>,
     SecretKey(workspace): SecretKey,
@@ -376,16 +465,29 @@ async fn get_one(
     Ok(axum::Json(view).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// Only events of this type: an exact name or a `prefix.*` pattern.
+    #[param(value_type = Option<crate::api::openapi_schemas::EventPattern>)]
     event: Option<String>,
+    /// The `next` cursor of the previous page.
+    #[param(value_type = Option<EventId>)]
     after: Option<String>,
+    /// Page size.
+    #[param(minimum = 1, maximum = 500, default = 50)]
     limit: Option<usize>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = EventPage)]
 struct EventList<'a> {
+    /// Newest first.
     data: Vec<EventView<'a>>,
+    /// Cursor for the next page (pass it as `after`); `null` only at the
+    /// end. A filtered page examines at most 10,000 rows, so it can hold
+    /// fewer than `limit` items and still have a `next`.
+    #[schema(required = true)]
     next: Option<EventId>,
 }
 
@@ -404,6 +506,22 @@ fn name_filter(pattern: &str) -> Result<Option<EventNameFilter>, ApiError> {
     })
 }
 
+/// List events
+#[utoipa::path(
+    get,
+    path = "/v1/events",
+    operation_id = "listEvents",
+    tag = "events",
+    security(("secretKey" = []), ("embedSession" = [])),
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of events, newest first.", body = EventList),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 422, response = Unprocessable),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn list(
     State(app): State<AppState>,
     SecretKey(workspace): SecretKey,

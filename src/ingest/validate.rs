@@ -11,15 +11,30 @@ pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 const MAX_RESOURCE_CHARS: usize = 256;
 
 /// One event as sent. `payload` stays raw: it is stored byte for byte.
-#[derive(Deserialize)]
+/// Unknown fields are rejected (422).
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = EventInput, example = json!({
+    "event": "alert.triggered",
+    "resource": "alert",
+    "resource_id": "alrt_tyrion_42",
+    "payload": {"alert_id": "alrt_tyrion_42", "account_id": "acc_casterly", "severity": "high", "resource": "api_latency_p95", "value": 1840, "threshold": 1000, "triggered_at": "2026-04-17T16:02:00Z"}
+}))]
 pub struct EventBody {
+    #[schema(value_type = crate::api::openapi_schemas::EventName)]
     pub(super) event: String,
+    /// What the event is about, e.g. `alert`.
     #[serde(default)]
+    #[schema(max_length = 256)]
     pub(super) resource: Option<String>,
     #[serde(default)]
+    #[schema(max_length = 256)]
     pub(super) resource_id: Option<String>,
+    /// Any JSON object (default `{}`), stored byte for byte. `severity`,
+    /// `resource`, `value` and `threshold` are used by rules and default
+    /// messages.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub(super) payload: Option<Box<RawValue>>,
 }
 

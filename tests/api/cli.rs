@@ -1,5 +1,6 @@
 //! The command line against a real server: config check, workspace
-//! commands, emit, the generated admin token, logs and config typos.
+//! commands, emit, the generated admin token, logs and config typos,
+//! --version, completions, healthcheck and the summaries of long work.
 
 use crate::helpers::{ADMIN_TOKEN, ChildServer, TestApp, binary};
 use std::os::unix::fs::PermissionsExt;
@@ -451,17 +452,29 @@ async fn a_backup_of_a_running_server_restores_into_a_new_data_dir() {
     ];
     let output = run(&args, &[]).await;
     assert!(output.status.success(), "{}", stderr(&output));
-    assert!(
-        stdout(&output).contains("backup written to"),
-        "{}",
-        stdout(&output)
-    );
+    let summary = plain_summary(&output);
+    assert!(summary.starts_with("backup written to"), "{summary}");
+    assert!(summary.contains(" rows) in "), "{summary}");
     let again = run(&args, &[]).await;
     assert!(
         !again.status.success(),
         "an existing file is never overwritten"
     );
     assert_eq!(original.terminate().await.code(), Some(0));
+
+    // Compacting the copy (no server holds it) says one plain line too.
+    let compacted = run(
+        &["compact"],
+        &[("SWITCHYARD_DATA_DIR", restored_dir.path().to_str().unwrap())],
+    )
+    .await;
+    assert!(compacted.status.success(), "{}", stderr(&compacted));
+    let summary = plain_summary(&compacted);
+    assert!(summary.starts_with("compacted "), "{summary}");
+    assert!(
+        summary.contains(", freed ") && summary.contains(" in "),
+        "{summary}"
+    );
 
     std::fs::copy(
         original_dir.path().join("master_key"),
@@ -489,4 +502,120 @@ async fn a_backup_of_a_running_server_restores_into_a_new_data_dir() {
     .await;
     assert_eq!(status, StatusCode::OK, "{rotated}");
     assert_eq!(restored.terminate().await.code(), Some(0));
+}
+
+/// Off a terminal (the tests' pipes) long work draws no progress: stdout is
+/// the one summary line and neither stream has a carriage return or an
+/// escape code. Returns that line.
+fn plain_summary(output: &Output) -> String {
+    for (name, text) in [("stdout", stdout(output)), ("stderr", stderr(output))] {
+        assert!(
+            !text.contains('\r') && !text.contains('\x1b'),
+            "progress drawn on {name}: {text:?}"
+        );
+    }
+    let text = stdout(output);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 1, "one summary line: {text:?}");
+    lines[0].to_string()
+}
+
+/// `switchyard 0.1.0 (cd05efc 2026-12-01)`: the commit is the checkout's
+/// when built from one (build.rs), as it is here unless built from a
+/// tarball, when it says `unknown` or `SWITCHYARD_BUILD_COMMIT`.
+#[tokio::test]
+async fn version_names_the_release_and_the_commit() {
+    let output = run(&["--version"], &[]).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    let line = text.trim_end();
+    let prefix = format!("switchyard {} (", env!("CARGO_PKG_VERSION"));
+    let commit = line
+        .strip_prefix(&prefix)
+        .and_then(|rest| rest.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("{line:?}"));
+    let checkout = std::process::Command::new("git")
+        .args([
+            "-C",
+            env!("CARGO_MANIFEST_DIR"),
+            "log",
+            "-1",
+            "--format=%h %cs",
+        ])
+        .output()
+        .ok()
+        .filter(|output| output.status.success())
+        .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_string());
+    match checkout {
+        Some(head) => assert_eq!(commit, head, "built from this checkout's HEAD"),
+        None => assert!(!commit.is_empty(), "{line:?}"),
+    }
+    assert_eq!(stdout(&run(&["-V"], &[]).await), text);
+}
+
+#[tokio::test]
+async fn completions_cover_every_subcommand_for_each_shell() {
+    for shell in ["bash", "zsh", "fish"] {
+        let output = run(&["completions", shell], &[]).await;
+        assert!(output.status.success(), "{shell}: {}", stderr(&output));
+        let script = stdout(&output);
+        for subcommand in [
+            "serve",
+            "config",
+            "workspace",
+            "rotate-keys",
+            "emit",
+            "backup",
+            "compact",
+            "completions",
+            "healthcheck",
+        ] {
+            assert!(script.contains(subcommand), "{shell} lacks {subcommand}");
+        }
+    }
+    let refused = run(&["completions", "tcsh"], &[]).await;
+    assert!(!refused.status.success());
+
+    // bash is part of every Debian system, this one included.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("switchyard.bash");
+    std::fs::write(&file, run(&["completions", "bash"], &[]).await.stdout).unwrap();
+    let checked = std::process::Command::new("bash")
+        .arg("-n")
+        .arg(&file)
+        .output()
+        .expect("bash");
+    assert!(checked.status.success(), "{}", stderr(&checked));
+}
+
+#[tokio::test]
+async fn healthcheck_exits_0_on_a_healthy_server_and_1_otherwise() {
+    let app = TestApp::spawn().await;
+    let healthy = run(&["healthcheck", "--url", &app.url], &[]).await;
+    assert!(healthy.status.success(), "{}", stderr(&healthy));
+    assert!(stdout(&healthy).contains("healthy"), "{}", stdout(&healthy));
+
+    // Without --url it checks the configured listen address, a wildcard
+    // one on loopback (as in the container image).
+    let port = app.url.rsplit(':').next().unwrap();
+    let wildcard = format!("0.0.0.0:{port}");
+    let derived = run(&["healthcheck"], &[("SWITCHYARD_LISTEN", &wildcard)]).await;
+    assert!(derived.status.success(), "{}", stderr(&derived));
+
+    // A server that answers, but not 200.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let unhealthy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = unhealthy.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = unhealthy.accept().await {
+            let mut request = [0u8; 1024];
+            let _ = socket.read(&mut request).await;
+            let _ = socket
+                .write_all(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                .await;
+        }
+    });
+    let down = run(&["healthcheck", "--url", &format!("http://{address}")], &[]).await;
+    assert_eq!(down.status.code(), Some(1));
+    assert!(stderr(&down).contains("503"), "{}", stderr(&down));
 }

@@ -192,7 +192,7 @@ async fn the_embedded_ui_works_in_a_browser() {
         ("SCREENSHOT_DIR", screenshots.display().to_string()),
         ("CHROMIUM", chromium.display().to_string()),
     ];
-    run_browser_test(root, &env).await;
+    run_browser_test(root, BROWSER_TEST, &env).await;
 
     // What the browser did really happened: the test event reached the
     // webhook, signed, and the Slack channel it picked.
@@ -250,7 +250,7 @@ async fn the_embedded_ui_works_in_a_browser() {
 
 /// Chromium, Node and `playwright-core` must be installed: fail (never skip)
 /// with what to do when they are not.
-async fn check_prerequisites(root: &Path) -> PathBuf {
+pub(crate) async fn check_prerequisites(root: &Path) -> PathBuf {
     let help = "run scripts/test, which installs them (apt-get install chromium nodejs npm; \
                 npm ci --prefix tests/browser)";
     let chromium =
@@ -434,14 +434,14 @@ async fn make_slack_need_reauth(app: &TestApp, slack: &FakeSlack, ws: &TestWorks
     assert_eq!(connection["status"], "needs_reauth", "{connection}");
 }
 
-/// Runs `node --test` on the browser test, streaming its output, and fails
+/// Runs `node --test` on a browser test, streaming its output, and fails
 /// with its tail when it fails.
-async fn run_browser_test(root: &Path, env: &[(&str, String)]) {
+pub(crate) async fn run_browser_test(root: &Path, test: &str, env: &[(&str, String)]) {
     let mut command = Command::new("node");
     command
         .arg("--test")
         .arg("--test-reporter=spec")
-        .arg(BROWSER_TEST)
+        .arg(test)
         .current_dir(root)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -33,8 +33,10 @@ pub use render::{escape, render_message, render_update};
 use serde::{Deserialize, Serialize};
 
 /// A channel the bot can be pointed at, for the rule editor's picker.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = SlackChannel)]
 pub struct Channel {
+    #[schema(example = "C0123456789")]
     pub id: String,
     pub name: String,
     pub is_private: bool,

@@ -13,7 +13,7 @@ pub mod render;
 pub mod signing;
 
 pub use config::{PreviousSecret, WebhookConfig, WebhookSecrets, validate};
-pub use render::render_body;
+pub use render::{Body as WebhookPayload, render_body};
 
 use crate::destinations::net::check_url;
 use crate::destinations::retry_after::parse_retry_after;

@@ -5,14 +5,32 @@ use crate::model::{Event, format_timestamp_ms};
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-#[derive(Serialize)]
-struct Body<'a> {
+/// The body of a webhook delivery (Standard Webhooks); the API document
+/// shows it as `WebhookPayload`.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = WebhookPayload, example = json!({
+    "type": "alert.triggered",
+    "timestamp": "2026-04-17T16:02:00.123Z",
+    "data": {"alert_id": "alrt_tyrion_42", "severity": "high", "resource": "api_latency_p95", "value": 1840, "threshold": 1000},
+    "event_id": "evt_01ARZ3NDEKTSV4RRFFQ69G5FAV",
+    "resource": "alert",
+    "resource_id": "alrt_tyrion_42"
+}))]
+pub struct Body<'a> {
     #[serde(rename = "type")]
+    #[schema(value_type = crate::api::openapi_schemas::EventName)]
     kind: &'a str,
+    /// When the event was received.
+    #[schema(value_type = crate::api::openapi_schemas::Timestamp)]
     timestamp: String,
+    /// The event's payload as sent.
+    #[schema(value_type = Object)]
     data: &'a RawValue,
+    #[schema(value_type = crate::model::EventId)]
     event_id: String,
+    #[schema(required = true)]
     resource: Option<&'a str>,
+    #[schema(required = true)]
     resource_id: Option<&'a str>,
     /// Present only when the rule's noise control held deliveries back
     /// since the previous one, so the body is otherwise unchanged.
