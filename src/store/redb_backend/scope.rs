@@ -1,11 +1,15 @@
 //! What a write op sees: the batch's write transaction, plus the tables
-//! ingest writes, kept open from one ingest job to the next.
+//! ingest and an attempt's outcome write, kept open from one job to the
+//! next.
 //!
 //! Why: closing a redb table that was written writes its root back into the
 //! table tree and checksums its dirty pages. With one open and close per
 //! job, a group commit of 20 ingests did that 20 times per table; the
 //! profile put it near a tenth of the server's CPU at full ingest load
-//! (docs/benchmarks.md). Kept open, it happens once per batch.
+//! (docs/benchmarks.md). Kept open, it happens once per batch. Attempt
+//! outcomes share the ingest tables (and add their own): when they went
+//! through the bare transaction, each one closed the ingest tables of a
+//! batch mixing both, and the next ingest opened them all again.
 
 use super::tables::*;
 use crate::store::StoreError;
@@ -14,6 +18,7 @@ use redb::{Table, WriteTransaction};
 pub struct WriteScope<'txn> {
     txn: &'txn WriteTransaction,
     ingest: Option<IngestTables<'txn>>,
+    attempts: Option<Table<'txn, (u128, u32), &'static [u8]>>,
 }
 
 /// Every table an ingest writes or checks.
@@ -35,7 +40,11 @@ pub struct NewDeliveryTables<'txn> {
 
 impl<'txn> WriteScope<'txn> {
     pub fn new(txn: &'txn WriteTransaction) -> Self {
-        Self { txn, ingest: None }
+        Self {
+            txn,
+            ingest: None,
+            attempts: None,
+        }
     }
 
     /// The transaction itself. Closes the tables kept open for ingest first:
@@ -43,6 +52,7 @@ impl<'txn> WriteScope<'txn> {
     /// the scope from reopening them while a table opened here is alive.
     pub fn txn(&mut self) -> &WriteTransaction {
         self.ingest = None;
+        self.attempts = None;
         self.txn
     }
 
@@ -53,6 +63,29 @@ impl<'txn> WriteScope<'txn> {
             None => IngestTables::open(self.txn)?,
         };
         Ok(self.ingest.insert(tables))
+    }
+
+    /// What recording an attempt writes: the ingest tables (workspaces,
+    /// deliveries, queue) and the attempts table, opened on first use.
+    pub fn attempt_tables(
+        &mut self,
+    ) -> Result<
+        (
+            &mut IngestTables<'txn>,
+            &mut Table<'txn, (u128, u32), &'static [u8]>,
+        ),
+        StoreError,
+    > {
+        let attempts = match self.attempts.take() {
+            Some(table) => table,
+            None => self.txn.open_table(ATTEMPTS)?,
+        };
+        let attempts = self.attempts.insert(attempts);
+        let ingest = match self.ingest.take() {
+            Some(tables) => tables,
+            None => IngestTables::open(self.txn)?,
+        };
+        Ok((self.ingest.insert(ingest), attempts))
     }
 }
 
