@@ -27,9 +27,7 @@ use super::cpu::CpuMeter;
 use super::load::{Bodies, BodyTemplate, Counters, Poster, Target};
 use super::probe::Probe;
 use super::receiver::{ReceiverStats, now_us};
-use super::{
-    create_workspace, drive, new_histogram, report, serve_command, spawn_listening,
-};
+use super::{create_workspace, drive, new_histogram, report, serve_command, spawn_listening};
 use crate::model::now_ms;
 use anyhow::Context;
 use clap::Args;
@@ -423,11 +421,7 @@ async fn throughput(
     }
     println!("events accepted       {accepted_per_second:>9.0} /s");
     println!("deliveries received   {delivered_per_second:>9.0} /s  (same window)");
-    let growth = queue_growth(
-        &depths,
-        accepted_per_second,
-        slack,
-    );
+    let growth = queue_growth(&depths, accepted_per_second, slack);
     match &growth {
         Some(growth) => println!(
             "queue depth           first {window} s mean {:.0}, last {window} s mean {:.0}, max {:.0}: {} ({:+.1}/s)",
