@@ -149,4 +149,36 @@ mod tests {
             [b"first".to_vec(), b"second".to_vec(), b"third".to_vec()]
         );
     }
+
+    #[test]
+    fn outcomes_and_ingests_share_the_kept_tables_in_one_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::create(dir.path().join("scope.redb")).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut scope = WriteScope::new(&txn);
+            let tables = scope.ingest_tables().unwrap();
+            tables.events.insert((1, 1), b"event".as_slice()).unwrap();
+            // An outcome gets the same open ingest tables, plus attempts.
+            let (tables, attempts) = scope.attempt_tables().unwrap();
+            assert_eq!(tables.events.len().unwrap(), 1);
+            tables
+                .deliveries
+                .deliveries
+                .insert((1, 2), b"delivery".as_slice())
+                .unwrap();
+            attempts.insert((2, 1), b"attempt".as_slice()).unwrap();
+            // And the next ingest still finds them open.
+            let tables = scope.ingest_tables().unwrap();
+            assert_eq!(tables.deliveries.deliveries.len().unwrap(), 1);
+            // The bare transaction closes both kinds.
+            let attempts = scope.txn().open_table(ATTEMPTS).unwrap();
+            assert_eq!(attempts.len().unwrap(), 1);
+        }
+        txn.commit().unwrap();
+        let read = db.begin_read().unwrap();
+        assert_eq!(read.open_table(ATTEMPTS).unwrap().len().unwrap(), 1);
+        assert_eq!(read.open_table(DELIVERIES).unwrap().len().unwrap(), 1);
+        assert_eq!(read.open_table(EVENTS).unwrap().len().unwrap(), 1);
+    }
 }
