@@ -18,8 +18,11 @@ use redb::{Table, WriteTransaction};
 pub struct WriteScope<'txn> {
     txn: &'txn WriteTransaction,
     ingest: Option<IngestTables<'txn>>,
-    attempts: Option<Table<'txn, (u128, u32), &'static [u8]>>,
+    attempts: Option<AttemptsTable<'txn>>,
 }
+
+/// `(delivery, attempt number) → attempt record`.
+pub type AttemptsTable<'txn> = Table<'txn, (u128, u32), &'static [u8]>;
 
 /// Every table an ingest writes or checks.
 pub struct IngestTables<'txn> {
@@ -69,13 +72,7 @@ impl<'txn> WriteScope<'txn> {
     /// deliveries, queue) and the attempts table, opened on first use.
     pub fn attempt_tables(
         &mut self,
-    ) -> Result<
-        (
-            &mut IngestTables<'txn>,
-            &mut Table<'txn, (u128, u32), &'static [u8]>,
-        ),
-        StoreError,
-    > {
+    ) -> Result<(&mut IngestTables<'txn>, &mut AttemptsTable<'txn>), StoreError> {
         let attempts = match self.attempts.take() {
             Some(table) => table,
             None => self.txn.open_table(ATTEMPTS)?,
