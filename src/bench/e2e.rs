@@ -13,12 +13,21 @@
 //! - Phase B, latency at a fixed `--rate` for 10 s.
 //! - Phase C, baseline: one bare `reqwest::Client` posting the same webhook
 //!   body straight to the receiver as fast as it can for 10 s.
+//! - Phase D, ceiling: the ingest bench's bare hyper server answering 202
+//!   (`bench baseline-server`), driven by the same number of connections
+//!   for 10 s, so phase A's rate is also printed as a share of what HTTP
+//!   alone does on this machine in this run.
+//!
+//! `--workspaces N` is the multi-tenant scenario: N workspaces, each with
+//! one webhook connection and one rule to the receiver, every connection
+//! of the load taking their publishable keys in turn, and the server in its
+//! default configuration (unless `--per-connection` is given).
 
 use super::cpu::CpuMeter;
 use super::load::{Bodies, BodyTemplate, Counters, Poster, Target};
 use super::probe::Probe;
 use super::receiver::{ReceiverStats, now_us};
-use super::{create_workspace, new_histogram, serve_command, spawn_listening};
+use super::{create_workspace, drive, new_histogram, report, serve_command, spawn_listening};
 use crate::model::now_ms;
 use anyhow::Context;
 use clap::Args;
@@ -41,11 +50,20 @@ pub struct E2eBenchOptions {
     /// Events per second of the fixed-rate latency phase.
     #[arg(long, default_value_t = TARGET_RATE, value_parser = RangedU64ValueParser::<u64>::new().range(1..))]
     pub rate: u64,
-    /// `delivery.max_in_flight_per_connection` of the server under test
-    /// (the built-in default is 8).
-    #[arg(long, default_value_t = 64, value_parser = RangedU64ValueParser::<usize>::new().range(1..))]
-    pub per_connection: usize,
+    /// `delivery.max_in_flight_per_connection` of the server under test;
+    /// by default 64 with one workspace, the built-in default (8) with
+    /// several.
+    #[arg(long, value_parser = RangedU64ValueParser::<usize>::new().range(1..))]
+    pub per_connection: Option<usize>,
+    /// Workspaces, each with one webhook connection and one rule to the
+    /// receiver; the load takes their publishable keys in turn.
+    #[arg(long, default_value_t = 1, value_parser = RangedU64ValueParser::<usize>::new().range(1..))]
+    pub workspaces: usize,
 }
+
+/// In-flight cap per connection of the single-workspace scenario: the
+/// built-in 8 caps one connection at about 8 / round trip.
+const SINGLE_WORKSPACE_PER_CONNECTION: usize = 64;
 
 /// Seconds of the fixed-rate phase and of the baseline.
 const PHASE_SECONDS: u64 = 10;
@@ -68,24 +86,40 @@ pub async fn e2e(options: E2eBenchOptions) -> anyhow::Result<()> {
         spawn_listening(Command::new(&exe).args(["bench", "receiver", "--listen", "127.0.0.1:0"]))
             .await
             .context("cannot start the receiver")?;
+    let mut ceiling = spawn_listening(Command::new(&exe).args([
+        "bench",
+        "baseline-server",
+        "--listen",
+        "127.0.0.1:0",
+    ]))
+    .await
+    .context("cannot start the bare hyper server")?;
     let data_dir = tempfile::tempdir().context("cannot create a temp dir")?;
     let admin = format!("adm_{}", crate::api::random_token());
     let mut command = serve_command(&exe, data_dir.path(), &admin);
-    command
-        .env("SWITCHYARD_DELIVERY__ALLOW_PRIVATE_NETWORKS", "true")
-        .env(
+    command.env("SWITCHYARD_DELIVERY__ALLOW_PRIVATE_NETWORKS", "true");
+    let per_connection = options
+        .per_connection
+        .or((options.workspaces == 1).then_some(SINGLE_WORKSPACE_PER_CONNECTION));
+    if let Some(cap) = per_connection {
+        command.env(
             "SWITCHYARD_DELIVERY__MAX_IN_FLIGHT_PER_CONNECTION",
-            options.per_connection.to_string(),
+            cap.to_string(),
         );
+    }
     let mut server = spawn_listening(&mut command)
         .await
         .context("cannot start switchyard serve")?;
 
     let probe = Probe::new(&server.url, &receiver.url)?;
-    let keys = create_workspace(&server.url, &admin).await?;
-    probe
-        .create_route(&keys.secret, &format!("{}/hook", receiver.url))
-        .await?;
+    let mut publishable = Vec::with_capacity(options.workspaces);
+    for _ in 0..options.workspaces {
+        let keys = create_workspace(&server.url, &admin).await?;
+        probe
+            .create_route(&keys.secret, &format!("{}/hook", receiver.url))
+            .await?;
+        publishable.push(keys.publishable);
+    }
     let authority = server
         .url
         .strip_prefix("http://")
@@ -94,7 +128,10 @@ pub async fn e2e(options: E2eBenchOptions) -> anyhow::Result<()> {
         .to_string();
     let target = Target {
         authority,
-        auth: format!("Bearer {}", keys.publishable),
+        auths: publishable
+            .iter()
+            .map(|key| format!("Bearer {key}"))
+            .collect(),
         body: Arc::new(bodies.event.clone()),
     };
 
@@ -103,20 +140,21 @@ pub async fn e2e(options: E2eBenchOptions) -> anyhow::Result<()> {
         "e2e benchmark: switchyard serve, webhook receiver and load generator as three processes on {cores} cores"
     );
     println!(
-        "  one workspace, one webhook connection to the receiver, one rule (events [\"*\"]): one delivery per event"
+        "  {} workspace(s), each with one webhook connection to the receiver and one rule (events [\"*\"]): one delivery per event",
+        options.workspaces
     );
     println!(
         "  event body {} bytes (example alert.triggered + payload.sent_at_us), webhook body {} bytes",
         bodies.event.len(),
         bodies.webhook.len()
     );
-    println!(
-        "  delivery.max_in_flight_per_connection = {} (built-in default 8: one connection delivers at most cap / round trip)",
-        options.per_connection
-    );
-    let first = probe
-        .check_pipeline(&keys.publishable, &bodies.event)
-        .await?;
+    match per_connection {
+        Some(cap) => println!(
+            "  delivery.max_in_flight_per_connection = {cap} (built-in default 8: one connection delivers at most cap / round trip)"
+        ),
+        None => println!("  the server's default configuration"),
+    }
+    let first = probe.check_pipeline(&publishable[0], &bodies.event).await?;
     println!(
         "  pipeline check: first event delivered in {:.1} ms",
         first.as_secs_f64() * 1000.0
@@ -127,7 +165,17 @@ pub async fn e2e(options: E2eBenchOptions) -> anyhow::Result<()> {
         ("receiver", receiver.child.id()),
         ("load generator", Some(std::process::id())),
     ]);
-    let a = throughput(&probe, &target, &options, &meter).await?;
+    // What the server's caps let be in flight at once, all workspaces.
+    let cap = match per_connection {
+        Some(cap) => cap,
+        None => {
+            crate::config::Config::defaults()?
+                .delivery
+                .max_in_flight_per_connection
+        }
+    };
+    let slack = (cap * options.workspaces).max(options.connections) as f64;
+    let a = throughput(&probe, &target, &options, &meter, slack).await?;
     let b = fixed_rate(&probe, &target, &options, &meter).await?;
     let c = baseline(
         &probe,
@@ -137,12 +185,32 @@ pub async fn e2e(options: E2eBenchOptions) -> anyhow::Result<()> {
         &meter,
     )
     .await?;
+    println!();
+    println!(
+        "phase D, ceiling: the bare hyper server answering 202, {} connections for {PHASE_SECONDS} s",
+        options.connections
+    );
+    let d = drive(
+        &ceiling.url,
+        "",
+        options.connections,
+        Duration::from_secs(PHASE_SECONDS),
+    )
+    .await?;
+    report("bare hyper 202", &d);
 
     println!();
     println!(
         "ratio switchyard deliveries/s (phase A) / bare reqwest requests/s (phase C): {:.1}%",
         100.0 * a.delivered_per_second / c.per_second().max(f64::MIN_POSITIVE)
     );
+    println!(
+        "ratio switchyard deliveries/s (phase A) / bare hyper requests/s (phase D): {:.3}",
+        a.delivered_per_second / d.per_second().max(f64::MIN_POSITIVE)
+    );
+    if let Some(us) = a.server_us_per_delivery {
+        println!("server CPU per delivered event (phase A): {us:.1} µs");
+    }
     let sustained = a.accepted_per_second.min(a.delivered_per_second);
     let stable = a.growth.as_ref().is_some_and(|growth| !growth.growing);
     let verdict = |met: bool| if met { "met" } else { "NOT met" };
@@ -166,6 +234,7 @@ pub async fn e2e(options: E2eBenchOptions) -> anyhow::Result<()> {
 
     receiver.stop().await;
     server.stop().await;
+    ceiling.stop().await;
     Ok(())
 }
 
@@ -238,14 +307,20 @@ struct ThroughputResult {
     accepted_per_second: f64,
     delivered_per_second: f64,
     growth: Option<Growth>,
+    /// The server's CPU time (all threads) over the phase divided by the
+    /// deliveries received in it; ingest is included, as every delivered
+    /// event was also ingested.
+    server_us_per_delivery: Option<f64>,
 }
 
 /// Phase A: a closed loop of `--connections` for `--duration`.
+/// `slack`: the queue depth the in-flight caps alone explain.
 async fn throughput(
     probe: &Probe,
     target: &Target,
     options: &E2eBenchOptions,
     meter: &CpuMeter,
+    slack: f64,
 ) -> anyhow::Result<ThroughputResult> {
     println!();
     println!(
@@ -258,8 +333,8 @@ async fn throughput(
     );
     let counters = Arc::new(Counters::default());
     let mut posters = Vec::with_capacity(options.connections);
-    for _ in 0..options.connections {
-        posters.push(Poster::connect(target).await?);
+    for lane in 0..options.connections {
+        posters.push(Poster::connect(target, lane).await?);
     }
     let cpu = meter.snapshot();
     let start = Instant::now();
@@ -305,9 +380,13 @@ async fn throughput(
         worker.await.context("a load task failed")??;
     }
     let elapsed = start.elapsed();
+    let server_cores = meter.cores_used(&cpu, "server");
     let cpu = meter.report(&cpu);
     let accepted = counters.accepted();
     let delivered = probe.stats().await?.count;
+    let server_us_per_delivery = server_cores
+        .filter(|_| delivered > 0)
+        .map(|cores| cores * elapsed.as_secs_f64() * 1e6 / delivered as f64);
     let accepted_per_second = accepted as f64 / elapsed.as_secs_f64();
     let delivered_per_second = delivered as f64 / elapsed.as_secs_f64();
     let backlog = probe.queue_depth().await;
@@ -342,11 +421,7 @@ async fn throughput(
     }
     println!("events accepted       {accepted_per_second:>9.0} /s");
     println!("deliveries received   {delivered_per_second:>9.0} /s  (same window)");
-    let growth = queue_growth(
-        &depths,
-        accepted_per_second,
-        options.per_connection.max(options.connections) as f64,
-    );
+    let growth = queue_growth(&depths, accepted_per_second, slack);
     match &growth {
         Some(growth) => println!(
             "queue depth           first {window} s mean {:.0}, last {window} s mean {:.0}, max {:.0}: {} ({:+.1}/s)",
@@ -373,10 +448,14 @@ async fn throughput(
     if let Some(cpu) = cpu {
         println!("{cpu}");
     }
+    if let Some(us) = server_us_per_delivery {
+        println!("server CPU            {us:>9.1} µs per delivered event");
+    }
     Ok(ThroughputResult {
         accepted_per_second,
         delivered_per_second,
         growth,
+        server_us_per_delivery,
     })
 }
 
@@ -411,8 +490,8 @@ async fn fixed_rate(
     probe.reset().await?;
     let counters = Arc::new(Counters::default());
     let mut posters = Vec::with_capacity(lanes);
-    for _ in 0..lanes {
-        posters.push(Poster::connect(target).await?);
+    for lane in 0..lanes {
+        posters.push(Poster::connect(target, lane).await?);
     }
     let tick = Duration::from_secs_f64(1.0 / options.rate as f64);
     let period = tick * lanes as u32;

@@ -97,7 +97,9 @@ impl BodyTemplate {
 pub(super) struct Target {
     /// `host:port` of the server.
     pub(super) authority: String,
-    pub(super) auth: String,
+    /// `Bearer <publishable key>` of every workspace under load; each
+    /// connection takes them in turn, one per request.
+    pub(super) auths: Arc<[String]>,
     pub(super) body: Arc<BodyTemplate>,
 }
 
@@ -108,21 +110,31 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 pub(super) struct Poster {
     target: Target,
     sender: SendRequest<Full<Bytes>>,
+    /// Index into `target.auths` of the next request's key.
+    next_auth: usize,
 }
 
 impl Poster {
-    pub(super) async fn connect(target: &Target) -> anyhow::Result<Self> {
+    /// `lane` staggers where in the key rotation each connection starts.
+    pub(super) async fn connect(target: &Target, lane: usize) -> anyhow::Result<Self> {
         Ok(Self {
             target: target.clone(),
             sender: handshake(&target.authority).await?,
+            next_auth: lane % target.auths.len().max(1),
         })
     }
 
     /// Posts one event stamped now; `Ok(true)` on 202.
     async fn post(&mut self) -> anyhow::Result<bool> {
+        let auth = self
+            .target
+            .auths
+            .get(self.next_auth)
+            .context("no publishable key to post with")?;
+        self.next_auth = (self.next_auth + 1) % self.target.auths.len();
         let request = Request::post("/v1/events")
             .header("host", &self.target.authority)
-            .header("authorization", &self.target.auth)
+            .header("authorization", auth)
             .header("content-type", "application/json")
             .body(Full::new(self.target.body.render(now_us())))?;
         let exchange = async {

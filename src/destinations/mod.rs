@@ -273,9 +273,12 @@ impl Destinations {
     pub fn new(config: &Config, ports: Ports) -> reqwest::Result<Self> {
         let timeout = Duration::from_secs(config.delivery.timeout_seconds);
         let allow_private = config.delivery.allow_private_networks;
-        let tenant_http = net::tenant_client(allow_private, timeout)?;
+        // Idle connections kept per host: as many as attempts can be in
+        // flight, so a busy destination's connections are all reused.
+        let idle_per_host = config.delivery.max_in_flight;
+        let tenant_http = net::tenant_client(allow_private, timeout, idle_per_host)?;
         // The operator's own API bases (Slack, Resend, PagerDuty) are trusted.
-        let trusted_http = net::trusted_client(timeout)?;
+        let trusted_http = net::trusted_client(timeout, idle_per_host)?;
         let slack = Arc::new(slack::Slack::new(config, trusted_http.clone(), ports));
         let kinds: Vec<Arc<dyn Destination>> = vec![
             Arc::new(webhook::Webhook::new(

@@ -161,9 +161,14 @@ impl Resolve for GuardedResolver {
 }
 
 /// The client for tenant-supplied targets: guarded DNS, no redirects, no
-/// proxy, the given overall request timeout.
-pub fn tenant_client(allow_private: bool, timeout: Duration) -> reqwest::Result<reqwest::Client> {
-    base_builder(timeout)
+/// proxy, the given overall request timeout, at most `idle_per_host` idle
+/// keep-alive connections kept per host (see [`base_builder`]).
+pub fn tenant_client(
+    allow_private: bool,
+    timeout: Duration,
+    idle_per_host: usize,
+) -> reqwest::Result<reqwest::Client> {
+    base_builder(timeout, idle_per_host)
         .dns_resolver(Arc::new(GuardedResolver { allow_private }))
         // A proxy would resolve the name itself, bypassing the guard.
         .no_proxy()
@@ -172,8 +177,8 @@ pub fn tenant_client(allow_private: bool, timeout: Duration) -> reqwest::Result<
 
 /// The client for the operator's own configured API bases (Slack, Resend):
 /// trusted, so no address guard, but still no redirects.
-pub fn trusted_client(timeout: Duration) -> reqwest::Result<reqwest::Client> {
-    base_builder(timeout).build()
+pub fn trusted_client(timeout: Duration, idle_per_host: usize) -> reqwest::Result<reqwest::Client> {
+    base_builder(timeout, idle_per_host).build()
 }
 
 /// The refusal, if a request failed because [`GuardedResolver`] refused
@@ -189,8 +194,12 @@ pub fn forbidden_target(error: &reqwest::Error) -> Option<&TargetError> {
     None
 }
 
-/// What both clients share.
-fn base_builder(timeout: Duration) -> reqwest::ClientBuilder {
+/// What both clients share. `idle_per_host` should be the most attempts
+/// that can be in flight at once (`delivery.max_in_flight`): every
+/// connection that comes back idle is then kept for the next attempt to the
+/// same host, where a smaller pool closed the surplus after each burst and
+/// the next attempts paid a TCP (and TLS) handshake each.
+fn base_builder(timeout: Duration, idle_per_host: usize) -> reqwest::ClientBuilder {
     reqwest::Client::builder()
         .user_agent(USER_AGENT)
         // A 3xx is the receiver's answer; following it could lead anywhere.
@@ -198,15 +207,13 @@ fn base_builder(timeout: Duration) -> reqwest::ClientBuilder {
         .timeout(timeout)
         .connect_timeout(timeout)
         .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-        .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
+        .pool_max_idle_per_host(idle_per_host.max(1))
 }
 
 const USER_AGENT: &str = concat!("switchyard/", env!("CARGO_PKG_VERSION"));
 
 /// Receivers commonly close idle connections after 60–120 s.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
-
-const POOL_MAX_IDLE_PER_HOST: usize = 32;
 
 /// Forbidden IPv4 networks as (network, prefix length).
 const FORBIDDEN_V4: &[(Ipv4Addr, u8)] = &[
@@ -437,7 +444,7 @@ mod tests {
     #[tokio::test]
     async fn tenant_client_refuses_names_resolving_to_loopback() {
         let (port, paths) = serve(OK).await;
-        let client = tenant_client(false, TIMEOUT).unwrap();
+        let client = tenant_client(false, TIMEOUT, 8).unwrap();
         let error = client
             .get(format!("http://localhost:{port}/"))
             .send()
@@ -469,7 +476,7 @@ mod tests {
     #[tokio::test]
     async fn tenant_client_reaches_loopback_when_allowed() {
         let (port, paths) = serve(OK).await;
-        let client = tenant_client(true, TIMEOUT).unwrap();
+        let client = tenant_client(true, TIMEOUT, 8).unwrap();
         let response = client
             .get(format!("http://localhost:{port}/hook"))
             .send()
@@ -484,7 +491,7 @@ mod tests {
         const REDIRECT: &str = "HTTP/1.1 302 Found\r\nlocation: /elsewhere\r\n\
                                 content-length: 0\r\nconnection: close\r\n\r\n";
         let (port, paths) = serve(REDIRECT).await;
-        let client = tenant_client(true, TIMEOUT).unwrap();
+        let client = tenant_client(true, TIMEOUT, 8).unwrap();
         let response = client
             .get(format!("http://localhost:{port}/"))
             .send()
@@ -493,7 +500,7 @@ mod tests {
         assert_eq!(response.status(), 302);
         assert_eq!(*paths.lock().unwrap(), ["/"]);
 
-        let trusted = trusted_client(TIMEOUT).unwrap();
+        let trusted = trusted_client(TIMEOUT, 8).unwrap();
         let response = trusted
             .get(format!("http://127.0.0.1:{port}/api"))
             .send()
@@ -506,7 +513,7 @@ mod tests {
     #[tokio::test]
     async fn trusted_client_reaches_loopback_names() {
         let (port, _paths) = serve(OK).await;
-        let client = trusted_client(TIMEOUT).unwrap();
+        let client = trusted_client(TIMEOUT, 8).unwrap();
         let response = client
             .get(format!("http://localhost:{port}/"))
             .send()
@@ -537,7 +544,7 @@ mod tests {
             stream.write_all(OK.as_bytes()).await.unwrap();
             String::from_utf8(request).unwrap().to_ascii_lowercase()
         });
-        let client = tenant_client(true, TIMEOUT).unwrap();
+        let client = tenant_client(true, TIMEOUT, 8).unwrap();
         client
             .get(format!("http://127.0.0.1:{port}/"))
             .send()

@@ -24,6 +24,7 @@ use crate::destinations::{
 use crate::model::{ConnectionKind, ConnectionStatus};
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use serde::Deserialize;
 use serde_json::Value;
 use signing::{WebhookSecret, signature_header};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -113,19 +114,22 @@ impl Webhook {
     }
 
     async fn post(&self, job: &Job<'_>) -> Outcome {
-        let config: WebhookConfig = match serde_json::from_value(job.connection.config.clone()) {
+        // Deserialized from the borrowed values: no copy of either tree.
+        let config = match WebhookConfig::deserialize(&job.connection.config) {
             Ok(config) => config,
             Err(error) => return Outcome::permanent(format!("invalid webhook config: {error}")),
         };
-        let secrets: WebhookSecrets = match serde_json::from_value(job.secrets.clone()) {
+        let secrets = match WebhookSecrets::deserialize(job.secrets) {
             Ok(secrets) => secrets,
             Err(error) => return Outcome::permanent(format!("invalid webhook secrets: {error}")),
         };
         // Checked again at send time: the setting may have changed, and
-        // reqwest does not consult the resolver for IP-literal hosts.
-        if let Err(error) = check_url(&config.url, self.allow_private) {
-            return Outcome::permanent(format!("refused: {error}"));
-        }
+        // reqwest does not consult the resolver for IP-literal hosts. The
+        // parsed URL is what is sent, so it is parsed once.
+        let url = match check_url(&config.url, self.allow_private) {
+            Ok(url) => url,
+            Err(error) => return Outcome::permanent(format!("refused: {error}")),
+        };
         let now = job.now.duration_since(UNIX_EPOCH).unwrap_or_default();
         let timestamp = now.as_secs() as i64;
         let body = render_body(job.event, job.delivery.suppressed_before);
@@ -146,7 +150,7 @@ impl Webhook {
         }
         let request = self
             .http
-            .post(&config.url)
+            .post(url)
             .headers(headers)
             .header("content-type", "application/json")
             .header("webhook-id", &msg_id)

@@ -1,5 +1,5 @@
 use super::noise::{self, NoiseTables};
-use super::scope::NewDeliveryTables;
+use super::scope::{NewDeliveryTables, WriteScope};
 use super::tables::*;
 use super::{connections, decode, events, rules, scan_newest_first};
 use crate::model::{
@@ -220,21 +220,27 @@ pub fn context(
 
 /// Appends the attempt, moves the delivery to its next state and its queue
 /// entry to its next due time (or removes it).
+/// Runs on the scope's kept tables (see `scope.rs`); only a change of the
+/// connection's status, which is rare, goes through the bare transaction.
 pub fn record_attempt(
-    txn: &WriteTransaction,
+    scope: &mut WriteScope<'_>,
     outcome: &AttemptOutcome,
 ) -> Result<Option<Delivery>, StoreError> {
     let ws = outcome.workspace_id.0;
     let id = outcome.delivery_id.0;
+    let (tables, attempts) = scope.attempt_tables()?;
     // A deleted workspace's deliveries linger until purged: record nothing.
-    if txn.open_table(WORKSPACES)?.get(ws)?.is_none() {
+    if tables.workspaces.get(ws)?.is_none() {
         return Ok(None);
     }
-    let mut table = txn.open_table(DELIVERIES)?;
+    let NewDeliveryTables {
+        deliveries: table,
+        queue,
+        ..
+    } = &mut tables.deliveries;
     let Some(mut record) = decode::<DeliveryRecord>(table.get((ws, id))?)? else {
         return Ok(None);
     };
-    let mut queue = txn.open_table(QUEUE)?;
     let connection = record.connection_id;
     if let Some(due) = record.next_attempt_at_ms {
         queue.remove((connection, due, id))?;
@@ -249,8 +255,7 @@ pub fn record_attempt(
         error: outcome.attempt.error.clone(),
         response: outcome.attempt.response.clone(),
     };
-    txn.open_table(ATTEMPTS)?
-        .insert((id, record.attempt_count), attempt.encode().as_slice())?;
+    attempts.insert((id, record.attempt_count), attempt.encode().as_slice())?;
     match outcome.next {
         NextStep::Succeeded => {
             record.status = DeliveryStatus::Succeeded.into();
@@ -273,7 +278,7 @@ pub fn record_attempt(
             ..ConnectionPatch::default()
         };
         let connection = ConnectionId(record.connection_id);
-        connections::update(txn, outcome.workspace_id, connection, &patch)?;
+        connections::update(scope.txn(), outcome.workspace_id, connection, &patch)?;
     }
     Ok(Some(delivery_from(
         outcome.workspace_id,

@@ -356,7 +356,7 @@ impl Store for RedbStore {
     }
 
     fn record_attempt(&self, outcome: AttemptOutcome) -> StoreFuture<Option<Delivery>> {
-        self.write(move |txn| deliveries::record_attempt(txn, &outcome))
+        self.write_scoped(move |scope| deliveries::record_attempt(scope, &outcome))
     }
 
     fn requeue(

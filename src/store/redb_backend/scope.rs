@@ -1,11 +1,15 @@
 //! What a write op sees: the batch's write transaction, plus the tables
-//! ingest writes, kept open from one ingest job to the next.
+//! ingest and an attempt's outcome write, kept open from one job to the
+//! next.
 //!
 //! Why: closing a redb table that was written writes its root back into the
 //! table tree and checksums its dirty pages. With one open and close per
 //! job, a group commit of 20 ingests did that 20 times per table; the
 //! profile put it near a tenth of the server's CPU at full ingest load
-//! (docs/benchmarks.md). Kept open, it happens once per batch.
+//! (docs/benchmarks.md). Kept open, it happens once per batch. Attempt
+//! outcomes share the ingest tables (and add their own): when they went
+//! through the bare transaction, each one closed the ingest tables of a
+//! batch mixing both, and the next ingest opened them all again.
 
 use super::tables::*;
 use crate::store::StoreError;
@@ -14,7 +18,11 @@ use redb::{Table, WriteTransaction};
 pub struct WriteScope<'txn> {
     txn: &'txn WriteTransaction,
     ingest: Option<IngestTables<'txn>>,
+    attempts: Option<AttemptsTable<'txn>>,
 }
+
+/// `(delivery, attempt number) → attempt record`.
+pub type AttemptsTable<'txn> = Table<'txn, (u128, u32), &'static [u8]>;
 
 /// Every table an ingest writes or checks.
 pub struct IngestTables<'txn> {
@@ -35,7 +43,11 @@ pub struct NewDeliveryTables<'txn> {
 
 impl<'txn> WriteScope<'txn> {
     pub fn new(txn: &'txn WriteTransaction) -> Self {
-        Self { txn, ingest: None }
+        Self {
+            txn,
+            ingest: None,
+            attempts: None,
+        }
     }
 
     /// The transaction itself. Closes the tables kept open for ingest first:
@@ -43,6 +55,7 @@ impl<'txn> WriteScope<'txn> {
     /// the scope from reopening them while a table opened here is alive.
     pub fn txn(&mut self) -> &WriteTransaction {
         self.ingest = None;
+        self.attempts = None;
         self.txn
     }
 
@@ -53,6 +66,23 @@ impl<'txn> WriteScope<'txn> {
             None => IngestTables::open(self.txn)?,
         };
         Ok(self.ingest.insert(tables))
+    }
+
+    /// What recording an attempt writes: the ingest tables (workspaces,
+    /// deliveries, queue) and the attempts table, opened on first use.
+    pub fn attempt_tables(
+        &mut self,
+    ) -> Result<(&mut IngestTables<'txn>, &mut AttemptsTable<'txn>), StoreError> {
+        let attempts = match self.attempts.take() {
+            Some(table) => table,
+            None => self.txn.open_table(ATTEMPTS)?,
+        };
+        let attempts = self.attempts.insert(attempts);
+        let ingest = match self.ingest.take() {
+            Some(tables) => tables,
+            None => IngestTables::open(self.txn)?,
+        };
+        Ok((self.ingest.insert(ingest), attempts))
     }
 }
 
@@ -115,5 +145,37 @@ mod tests {
             stored,
             [b"first".to_vec(), b"second".to_vec(), b"third".to_vec()]
         );
+    }
+
+    #[test]
+    fn outcomes_and_ingests_share_the_kept_tables_in_one_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::create(dir.path().join("scope.redb")).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut scope = WriteScope::new(&txn);
+            let tables = scope.ingest_tables().unwrap();
+            tables.events.insert((1, 1), b"event".as_slice()).unwrap();
+            // An outcome gets the same open ingest tables, plus attempts.
+            let (tables, attempts) = scope.attempt_tables().unwrap();
+            assert_eq!(tables.events.len().unwrap(), 1);
+            tables
+                .deliveries
+                .deliveries
+                .insert((1, 2), b"delivery".as_slice())
+                .unwrap();
+            attempts.insert((2, 1), b"attempt".as_slice()).unwrap();
+            // And the next ingest still finds them open.
+            let tables = scope.ingest_tables().unwrap();
+            assert_eq!(tables.deliveries.deliveries.len().unwrap(), 1);
+            // The bare transaction closes both kinds.
+            let attempts = scope.txn().open_table(ATTEMPTS).unwrap();
+            assert_eq!(attempts.len().unwrap(), 1);
+        }
+        txn.commit().unwrap();
+        let read = db.begin_read().unwrap();
+        assert_eq!(read.open_table(ATTEMPTS).unwrap().len().unwrap(), 1);
+        assert_eq!(read.open_table(DELIVERIES).unwrap().len().unwrap(), 1);
+        assert_eq!(read.open_table(EVENTS).unwrap().len().unwrap(), 1);
     }
 }
