@@ -175,6 +175,18 @@ impl TestApp {
         send(request).await
     }
 
+    /// GETs an unauthenticated page (`/metrics`, `/openapi.json`) as text.
+    pub async fn get_text(&self, path: &str) -> String {
+        self.http
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// Emits the example event and expects 202; returns the event id.
     pub async fn emit_example(&self, key: &str) -> String {
         let (status, body) = self

@@ -106,15 +106,7 @@ async fn a_flooding_workspace_gets_429_while_another_goes_on() {
         accepted + 1
     );
 
-    let metrics = app
-        .http
-        .get(format!("{}/metrics", app.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.get_text("/metrics").await;
     assert!(
         metrics.contains("switchyard_events_rate_limited_total"),
         "{metrics}"

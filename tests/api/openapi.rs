@@ -316,15 +316,7 @@ fn routes_are_registered_only_with_their_documentation() {
 #[tokio::test]
 async fn the_document_passes_an_openapi_3_1_validator() {
     let app = TestApp::spawn().await;
-    let text = app
-        .http
-        .get(format!("{}/openapi.json", app.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.get_text("/openapi.json").await;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("openapi.json");
     std::fs::write(&file, text).unwrap();

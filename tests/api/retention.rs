@@ -81,15 +81,7 @@ async fn old_finished_events_go_while_a_queued_delivery_keeps_its_event() {
     assert_eq!(kept["status"], "retrying");
     assert_eq!(kept["attempts"].as_array().unwrap().len(), 1);
 
-    let text = app
-        .http
-        .get(format!("{}/metrics", app.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.get_text("/metrics").await;
     for table in ["events", "deliveries", "attempts"] {
         let series = format!("switchyard_retention_deleted_total{{table=\"{table}\"}}");
         let removed = metric(&text, &series).unwrap_or_else(|| panic!("{series} in:\n{text}"));

@@ -67,15 +67,7 @@ async fn a_full_disk_is_reported_and_recovered_from_without_a_restart() {
     )
     .await;
     expect_storage_unavailable(app.http.get(format!("{}/readyz", app.url))).await;
-    let metrics = app
-        .http
-        .get(format!("{}/metrics", app.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.get_text("/metrics").await;
     assert!(metrics.contains("switchyard_storage_errors_total"));
 
     faults.fail_writes(false);
