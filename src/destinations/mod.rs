@@ -176,6 +176,19 @@ pub trait SecretsPort: Send + Sync {
         expected: &'a StoredSecrets,
         fresh: &'a Value,
     ) -> BoxFuture<'a, Result<Swap, SecretsError>>;
+
+    /// Waits (at most `wait`) until no other node sharing the store is
+    /// refreshing the connection's secrets, and keeps them from starting
+    /// until the guard drops. `None` where one process owns the store: the
+    /// caller's in-process lock is then enough.
+    fn hold_refresh<'a>(
+        &'a self,
+        connection: &'a Connection,
+        wait: std::time::Duration,
+    ) -> BoxFuture<'a, Result<Option<crate::store::SharedLockGuard>, SecretsError>> {
+        let _ = (connection, wait);
+        Box::pin(async { Ok(None) })
+    }
 }
 
 /// A connection's secrets as read, with what a swap compares against.

@@ -93,6 +93,8 @@ impl Slack {
                 secrets: ports.secrets,
                 client,
                 locks: RefreshLocks::default(),
+                // Another node holds it through at most one refresh call.
+                wait_for_other_nodes: timeout + Duration::from_secs(5),
             },
             threads: ports.threads,
             api,
@@ -333,15 +335,17 @@ fn outcome_text(outcome: &Outcome) -> String {
     }
 }
 
-/// Access tokens of rotating Slack installs. A per-connection lock and a
-/// compare-and-swap through the [`SecretsPort`] make sure concurrent
-/// deliveries refresh once: the second waiter finds the token already
-/// replaced and uses it.
+/// Access tokens of rotating Slack installs. A per-connection lock, the
+/// same lock across nodes sharing the store (through the [`SecretsPort`])
+/// and a compare-and-swap make sure concurrent deliveries, on one node or
+/// several, refresh once: the next holder finds the token already replaced
+/// and uses it (a refresh token works once, so a second refresh would fail).
 struct SlackTokens {
     api: SlackApi,
     secrets: Arc<dyn SecretsPort>,
     client: Option<(String, Secret)>,
     locks: RefreshLocks,
+    wait_for_other_nodes: Duration,
 }
 
 impl SlackTokens {
@@ -359,10 +363,16 @@ impl SlackTokens {
         }
         let lock = self.locks.lock_for(connection.id);
         let _guard = lock.lock().await;
-        // Re-read under the lock: another delivery may have refreshed.
+        let _other_nodes = self
+            .secrets
+            .hold_refresh(connection, self.wait_for_other_nodes)
+            .await
+            .map_err(|error| Outcome::retry(format!("cannot lock the token refresh: {error}")))?;
+        // Re-read under the locks: another delivery or node may have
+        // refreshed, and then its token is the one to use.
         let read = self.load(connection).await?;
         let stored = parse_secrets(&read.secrets)?;
-        let replaced = rejected.is_some_and(|token| token != stored.bot_token);
+        let replaced = stored.bot_token != rejected.unwrap_or(&current.bot_token);
         if replaced || (rejected.is_none() && !expires_soon(&stored)) {
             return Ok(stored.bot_token);
         }

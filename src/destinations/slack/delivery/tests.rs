@@ -86,6 +86,7 @@ async fn two_deliveries_with_an_expired_token_refresh_once() {
         secrets: port.clone(),
         client: Some(("client-id".into(), Secret::new("client-secret"))),
         locks: RefreshLocks::default(),
+        wait_for_other_nodes: Duration::from_secs(1),
     };
     let connection = Connection {
         id: ConnectionId::new(),
