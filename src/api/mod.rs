@@ -111,10 +111,11 @@ impl AppState {
     }
 
     /// Drops what this node caches about a workspace another node changed:
-    /// its keys (and so the embed sessions they minted) and its compiled
-    /// rules. Everything else a request or an attempt needs is read from
-    /// the store each time.
+    /// its keys (and so the embed sessions they minted), its compiled rules
+    /// and its Slack channel lists. Everything else a request or an attempt
+    /// needs is read from the store each time.
     pub fn forget_cached(&self, change: CacheChange) {
+        self.destinations().forget_cached(change);
         match change {
             CacheChange::Workspace(workspace) => {
                 self.key_cache().forget_workspace(workspace);

@@ -344,6 +344,23 @@ impl Destinations {
     ) -> Result<Vec<slack::Channel>, String> {
         self.slack.channels(connection).await
     }
+
+    /// Drops what destinations cache of a connection that changed (Slack's
+    /// channel list).
+    pub fn forget_connection(&self, connection: ConnectionId) {
+        self.slack.forget_channels(|_, cached| cached == connection);
+    }
+
+    /// Drops what destinations cache of a workspace another node changed,
+    /// or of every workspace.
+    pub fn forget_cached(&self, change: crate::store::CacheChange) {
+        match change {
+            crate::store::CacheChange::Workspace(workspace) => {
+                self.slack.forget_channels(|owner, _| owner == workspace);
+            }
+            crate::store::CacheChange::Everything => self.slack.forget_channels(|_, _| true),
+        }
+    }
 }
 
 /// Associated data binding sealed secrets to their connection, so a sealed

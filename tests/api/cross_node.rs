@@ -1,8 +1,8 @@
 //! Two nodes on one PostgreSQL database, each an in-process server with
 //! caches of its own: a change made through one takes effect on the other
-//! within a second (keys, embed sessions, deleted workspaces, rules), and a
-//! Slack token both need at once is refreshed once. PostgreSQL only: on
-//! redb one process owns the file.
+//! within a second (keys, embed sessions, deleted workspaces, rules, Slack
+//! channel lists), and a Slack token both need at once is refreshed once.
+//! PostgreSQL only: on redb one process owns the file.
 
 use crate::backend::{self, postgres_only};
 use crate::fake_slack::{self, FakeSlack};
@@ -226,8 +226,8 @@ async fn rules_created_or_changed_through_one_node_route_events_ingested_on_anot
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_nodes_needing_a_slack_token_at_once_refresh_it_once() {
-    if postgres_only("two_nodes_needing_a_slack_token_at_once_refresh_it_once") {
+async fn two_nodes_refresh_a_slack_token_once_and_drop_changed_channel_lists() {
+    if postgres_only("two_nodes_refresh_a_slack_token_once_and_drop_changed_channel_lists") {
         return;
     }
     let slack = FakeSlack::start().await;
@@ -267,5 +267,29 @@ async fn two_nodes_needing_a_slack_token_at_once_refresh_it_once() {
         2,
         "the install and one refresh: no second refresh with the spent token"
     );
+
+    // B keeps its list a minute, unless the connection changes on any node.
+    let mut fewer = fake_slack::default_channels();
+    fewer.truncate(3);
+    slack.set_channels(fewer);
+    assert_eq!(
+        b.send(b.get(&path, &ws.secret_key)).await.1,
+        on_b.1,
+        "cached"
+    );
+    let rename = a
+        .patch(&format!("/v1/connections/{connection}"), &ws.secret_key)
+        .json(&json!({"name": "Slack (ops)"}));
+    assert_eq!(status_of(&a, rename).await, StatusCode::OK);
+    let renamed_at = Instant::now();
+    within_the_bound(
+        renamed_at,
+        "B's channel list after a change through A",
+        async || {
+            let (_, list) = b.send(b.get(&path, &ws.secret_key)).await;
+            list["data"].as_array().map(Vec::len) == Some(3)
+        },
+    )
+    .await;
     stop(a, b).await;
 }
