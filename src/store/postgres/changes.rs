@@ -12,14 +12,15 @@
 //! start; a change is missed only if its commit took longer than that after
 //! its bump. Rows read again are recognised by their `version` and not
 //! reported twice. Times are the database's clock, never a node's, so
-//! clock skew between nodes does not matter.
+//! clock skew between nodes does not matter. The poll has a connection of
+//! its own, so a busy pool does not stretch the bound.
 
 use super::columns::{get_id, id};
 use super::error::PgResult;
 use super::health::Health;
 use crate::model::WorkspaceId;
 use crate::store::CacheChange;
-use deadpool_postgres::Pool;
+use deadpool_postgres::{ClientWrapper, Pool};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -67,6 +68,7 @@ pub fn follow(pool: Pool, health: Arc<Health>) -> mpsc::Receiver<CacheChange> {
     let (sender, receiver) = mpsc::channel(1024);
     tokio::spawn(async move {
         let mut feed = ChangeFeed::default();
+        let mut connection = None;
         let mut interval = tokio::time::interval(POLL_INTERVAL);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -74,11 +76,7 @@ pub fn follow(pool: Pool, health: Arc<Health>) -> mpsc::Receiver<CacheChange> {
                 _ = sender.closed() => return,
                 _ = interval.tick() => {}
             }
-            let polled: PgResult<Vec<WorkspaceId>> = async {
-                let client = pool.get().await?;
-                feed.poll(&**client).await
-            }
-            .await;
+            let polled = poll_once(&pool, &mut connection, &mut feed).await;
             let changes = match polled {
                 Ok(changed) => changed.into_iter().map(CacheChange::Workspace).collect(),
                 Err(error) => {
@@ -97,6 +95,23 @@ pub fn follow(pool: Pool, health: Arc<Health>) -> mpsc::Receiver<CacheChange> {
         }
     });
     receiver
+}
+
+/// Polls on the feed's own connection, kept out of the pool so that a
+/// saturated pool cannot hold a poll up; after a failure the next poll
+/// opens another.
+async fn poll_once(
+    pool: &Pool,
+    connection: &mut Option<ClientWrapper>,
+    feed: &mut ChangeFeed,
+) -> PgResult<Vec<WorkspaceId>> {
+    let client = match connection.take() {
+        Some(client) if !client.is_closed() => client,
+        _ => deadpool_postgres::Object::take(pool.get().await?),
+    };
+    let changed = feed.poll(&*client).await?;
+    *connection = Some(client);
+    Ok(changed)
 }
 
 /// What one node has seen of `workspace_changes`.
