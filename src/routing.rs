@@ -108,11 +108,19 @@ impl RuleIndex {
         self.read().len()
     }
 
-    /// Call after any change to the workspace's rules or connections.
+    /// Call after any change to the workspace's rules or connections (here
+    /// or, told by the store's change feed, on another node).
     pub fn invalidate(&self, workspace: WorkspaceId) {
         let mut cache = self.write();
         self.generation.fetch_add(1, Ordering::AcqRel);
         cache.remove(&workspace);
+    }
+
+    /// Call when other nodes' changes cannot be followed.
+    pub fn invalidate_all(&self) {
+        let mut cache = self.write();
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        cache.clear();
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<WorkspaceId, Arc<WorkspaceRules>>> {

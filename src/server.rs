@@ -13,7 +13,7 @@ use crate::model::now_ms;
 use crate::routing::RuleIndex;
 use crate::secret::Secret;
 use crate::store::postgres::PgStore;
-use crate::store::{FaultSwitch, RedbStore, Store, StoreError, StoreOptions};
+use crate::store::{CacheChange, FaultSwitch, RedbStore, Store, StoreError, StoreOptions};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -198,6 +198,9 @@ impl Server {
             shutdown: shutdown.clone(),
         });
         let tasks = TaskTracker::new();
+        if let Some(changes) = state.store().workspace_changes() {
+            tasks.spawn(follow_other_nodes(state.clone(), changes, shutdown.clone()));
+        }
         tasks.spawn(purge_expired(state.clone(), shutdown.clone()));
         tasks.spawn(purge_deleted_workspaces(state.clone(), shutdown.clone()));
         tasks.spawn(retention);
@@ -247,6 +250,26 @@ pub async fn serve(
         .await?
         .run(shutdown)
         .await
+}
+
+/// Drops this node's cached keys and rules of each workspace that another
+/// node sharing the store changed (PostgreSQL: within 250 ms of the commit,
+/// see `store/postgres/changes.rs`).
+async fn follow_other_nodes(
+    app: AppState,
+    mut changes: tokio::sync::mpsc::Receiver<CacheChange>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let change = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            change = changes.recv() => change,
+        };
+        match change {
+            Some(change) => app.forget_cached(change),
+            None => return,
+        }
+    }
 }
 
 async fn purge_expired(app: AppState, shutdown: CancellationToken) {

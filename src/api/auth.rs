@@ -120,11 +120,19 @@ impl KeyCache {
         self.read().is_empty()
     }
 
-    /// Call after a workspace's keys changed or it was deleted.
+    /// Call after a workspace's keys changed or it was deleted (here or,
+    /// told by the store's change feed, on another node).
     pub fn forget_workspace(&self, workspace: WorkspaceId) {
         let mut entries = self.write();
         self.epoch.fetch_add(1, Ordering::AcqRel);
         entries.retain(|_, (owner, _)| *owner != workspace);
+    }
+
+    /// Call when other nodes' changes cannot be followed.
+    pub fn forget_all(&self) {
+        let mut entries = self.write();
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        entries.clear();
     }
 
     fn read(&self) -> RwLockReadGuard<'_, HashMap<KeyHash, (WorkspaceId, KeyKind)>> {

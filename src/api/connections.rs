@@ -321,6 +321,7 @@ async fn update(
     {
         PatchOutcome::Updated(connection) => {
             app.rule_index().invalidate(workspace);
+            app.destinations().forget_connection(connection.id);
             Ok(Json(ConnectionView::of(&connection, &app)))
         }
         PatchOutcome::NotFound => Err(ApiError::not_found("connection")),
@@ -356,13 +357,11 @@ async fn remove(
     SecretKey(workspace): SecretKey,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    match app
-        .store()
-        .delete_connection(workspace, parse_id(&id)?)
-        .await?
-    {
+    let id = parse_id(&id)?;
+    match app.store().delete_connection(workspace, id).await? {
         DeleteConnection::Deleted => {
             app.rule_index().invalidate(workspace);
+            app.destinations().forget_connection(id);
             Ok(StatusCode::NO_CONTENT)
         }
         DeleteConnection::NotFound => Err(ApiError::not_found("connection")),

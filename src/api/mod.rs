@@ -42,7 +42,7 @@ use crate::crypto::MasterKey;
 use crate::delivery::Engine;
 use crate::destinations::Destinations;
 use crate::routing::RuleIndex;
-use crate::store::{KeyHash, Store};
+use crate::store::{CacheChange, KeyHash, Store};
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
@@ -108,6 +108,24 @@ impl AppState {
 
     pub fn rule_index(&self) -> &RuleIndex {
         &self.inner.parts.rule_index
+    }
+
+    /// Drops what this node caches about a workspace another node changed:
+    /// its keys (and so the embed sessions they minted), its compiled rules
+    /// and its Slack channel lists. Everything else a request or an attempt
+    /// needs is read from the store each time.
+    pub fn forget_cached(&self, change: CacheChange) {
+        self.destinations().forget_cached(change);
+        match change {
+            CacheChange::Workspace(workspace) => {
+                self.key_cache().forget_workspace(workspace);
+                self.rule_index().invalidate(workspace);
+            }
+            CacheChange::Everything => {
+                self.key_cache().forget_all();
+                self.rule_index().invalidate_all();
+            }
+        }
     }
 
     pub fn engine(&self) -> &Engine {

@@ -360,7 +360,10 @@ async fn store_install(
                 .update_connection(workspace, existing.id, patch)
                 .await?
             {
-                PatchOutcome::Updated(connection) => connection,
+                PatchOutcome::Updated(connection) => {
+                    app.destinations().forget_connection(connection.id);
+                    connection
+                }
                 PatchOutcome::NotFound | PatchOutcome::Stale(_) => {
                     return Err(ApiError::not_found("connection"));
                 }

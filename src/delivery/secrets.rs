@@ -7,7 +7,7 @@ use crate::destinations::{
     BoxFuture, SecretsError, SecretsPort, StoredSecrets, Swap, open_secrets, seal_secrets,
 };
 use crate::model::Connection;
-use crate::store::{ConnectionPatch, PatchOutcome, Store};
+use crate::store::{ConnectionPatch, PatchOutcome, SharedLock, SharedLockGuard, Store};
 use serde_json::Value;
 use std::sync::Arc;
 
@@ -70,6 +70,19 @@ impl SecretsPort for StoreSecrets {
                 PatchOutcome::Stale(newer) => Swap::Stale(self.opened(&newer)?),
                 PatchOutcome::NotFound => Swap::Gone,
             })
+        })
+    }
+
+    fn hold_refresh<'a>(
+        &'a self,
+        connection: &'a Connection,
+        wait: std::time::Duration,
+    ) -> BoxFuture<'a, Result<Option<SharedLockGuard>, SecretsError>> {
+        Box::pin(async move {
+            self.store
+                .shared_lock(SharedLock::SlackRefresh(connection.id), wait)
+                .await
+                .map_err(|error| SecretsError::Storage(error.to_string()))
         })
     }
 }

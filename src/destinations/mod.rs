@@ -176,6 +176,19 @@ pub trait SecretsPort: Send + Sync {
         expected: &'a StoredSecrets,
         fresh: &'a Value,
     ) -> BoxFuture<'a, Result<Swap, SecretsError>>;
+
+    /// Waits (at most `wait`) until no other node sharing the store is
+    /// refreshing the connection's secrets, and keeps them from starting
+    /// until the guard drops. `None` where one process owns the store: the
+    /// caller's in-process lock is then enough.
+    fn hold_refresh<'a>(
+        &'a self,
+        connection: &'a Connection,
+        wait: std::time::Duration,
+    ) -> BoxFuture<'a, Result<Option<crate::store::SharedLockGuard>, SecretsError>> {
+        let _ = (connection, wait);
+        Box::pin(async { Ok(None) })
+    }
 }
 
 /// A connection's secrets as read, with what a swap compares against.
@@ -330,6 +343,23 @@ impl Destinations {
         connection: &Connection,
     ) -> Result<Vec<slack::Channel>, String> {
         self.slack.channels(connection).await
+    }
+
+    /// Drops what destinations cache of a connection that changed (Slack's
+    /// channel list).
+    pub fn forget_connection(&self, connection: ConnectionId) {
+        self.slack.forget_channels(|_, cached| cached == connection);
+    }
+
+    /// Drops what destinations cache of a workspace another node changed,
+    /// or of every workspace.
+    pub fn forget_cached(&self, change: crate::store::CacheChange) {
+        match change {
+            crate::store::CacheChange::Workspace(workspace) => {
+                self.slack.forget_channels(|owner, _| owner == workspace);
+            }
+            crate::store::CacheChange::Everything => self.slack.forget_channels(|_, _| true),
+        }
     }
 }
 

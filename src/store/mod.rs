@@ -424,6 +424,45 @@ impl RetentionStep {
 /// How long an idempotency key's first answer is kept.
 pub const IDEMPOTENCY_TTL_MS: u64 = 24 * 60 * 60 * 1000;
 
+/// What another node sharing the store may have changed, for this node to
+/// drop from its caches (see [`Store::workspace_changes`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheChange {
+    /// The workspace's keys, rules or connections changed, or it was
+    /// deleted.
+    Workspace(WorkspaceId),
+    /// Changes cannot be followed just now (the database did not answer):
+    /// nothing cached can be trusted.
+    Everything,
+}
+
+/// What a [`SharedLockGuard`] protects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SharedLock {
+    /// A Slack token refresh: its refresh token works once.
+    SlackRefresh(ConnectionId),
+}
+
+/// Held by one node at a time across every node sharing the store; let go
+/// when dropped, on every path (return, error, panic, cancellation).
+pub struct SharedLockGuard {
+    _held: Box<dyn Send + Sync>,
+}
+
+impl std::fmt::Debug for SharedLockGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SharedLockGuard")
+    }
+}
+
+impl SharedLockGuard {
+    pub fn new(held: impl Send + Sync + 'static) -> Self {
+        Self {
+            _held: Box::new(held),
+        }
+    }
+}
+
 /// The storage interface, the same for every backend. Writes resolve once
 /// durable; reads see the latest committed state. Every call returns a
 /// `'static` future, so a backend may answer at once (redb's point reads),
@@ -565,6 +604,24 @@ pub trait Store: Send + Sync + 'static {
     fn save_slack_thread(&self, key: ThreadKey, ts: String, now_ms: u64) -> StoreFuture<()>;
     /// Forgets threads saved before `older_than_ms`; returns how many.
     fn purge_slack_threads(&self, older_than_ms: u64) -> StoreFuture<usize>;
+
+    /// A feed of what other nodes sharing this store changed, for a node
+    /// to drop from its caches; `None` when no other node can share it
+    /// (redb: one process owns the file, and its API drops its own caches).
+    fn workspace_changes(&self) -> Option<tokio::sync::mpsc::Receiver<CacheChange>> {
+        None
+    }
+    /// Waits (at most `wait`) for `lock` to be free on every node sharing
+    /// the store, and holds it until the guard drops. `None` when no other
+    /// node can share the store: the caller's in-process lock suffices.
+    fn shared_lock(
+        &self,
+        lock: SharedLock,
+        wait: std::time::Duration,
+    ) -> StoreFuture<Option<SharedLockGuard>> {
+        let _ = (lock, wait);
+        Box::pin(async { Ok(None) })
+    }
 }
 
 /// A backend's online backup: the whole store, as of one snapshot, copied

@@ -136,6 +136,9 @@ struct FakeState {
     /// Refresh tokens: `true` while usable.
     refresh_tokens: HashMap<String, bool>,
     refresh_count: usize,
+    /// How long a refresh answer is held back (after the refresh token
+    /// is spent), so callers can overlap.
+    refresh_delay: std::time::Duration,
     issued: Vec<String>,
     channels: Vec<FakeChannel>,
     post_script: VecDeque<PostScript>,
@@ -181,6 +184,7 @@ impl FakeSlack {
                 tokens: HashMap::new(),
                 refresh_tokens: HashMap::new(),
                 refresh_count: 0,
+                refresh_delay: std::time::Duration::ZERO,
                 issued: Vec::new(),
                 channels: default_channels(),
                 post_script: VecDeque::new(),
@@ -223,6 +227,12 @@ impl FakeSlack {
     /// (`xoxe.xoxb-…` + `refresh_token` `xoxe-1-…` + `expires_in`).
     pub fn enable_rotation(&self, expires_in_secs: u64) {
         self.state().rotation = Some(expires_in_secs);
+    }
+
+    /// Holds each refresh answer back this long (the refresh token is
+    /// spent at once), as a slow Slack would.
+    pub fn delay_refreshes(&self, delay: std::time::Duration) {
+        self.state().refresh_delay = delay;
     }
 
     /// Registers a code `oauth.v2.access` accepts once (any redirect_uri).
@@ -441,7 +451,15 @@ async fn api(
     // Slack takes a `token` argument in form bodies, never with JSON.
     let token = bearer.or_else(|| (!is_json).then(|| params.get("token").cloned()).flatten());
     match method.as_str() {
-        "oauth.v2.access" => oauth_access(&shared, &headers, &params),
+        "oauth.v2.access" => {
+            let answer = oauth_access(&shared, &headers, &params);
+            let is_refresh = params.get("grant_type").map(String::as_str) == Some("refresh_token");
+            let delay = shared.state().refresh_delay;
+            if is_refresh && !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            answer
+        }
         "auth.test" => match check_token(&shared, token.as_deref()) {
             Err(code) => slack_error(code),
             Ok(_) => slack_ok(json!({

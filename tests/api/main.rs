@@ -7,6 +7,7 @@ mod chat;
 mod cli;
 mod connections;
 mod crash;
+mod cross_node;
 mod delivery;
 mod docs;
 mod email;

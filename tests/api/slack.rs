@@ -30,7 +30,7 @@ fn no_redirects() -> reqwest::Client {
 
 /// Runs the install like a browser: authorize URL → Slack's page → the
 /// callback. Returns the callback's answer.
-async fn install(app: &TestApp, ws: &TestWorkspace, body: Value) -> reqwest::Response {
+pub(crate) async fn install(app: &TestApp, ws: &TestWorkspace, body: Value) -> reqwest::Response {
     let (status, answer) = app
         .send(
             app.post("/v1/connections/slack/authorize", &ws.secret_key)
@@ -52,7 +52,7 @@ async fn install(app: &TestApp, ws: &TestWorkspace, body: Value) -> reqwest::Res
     browser.get(callback).send().await.unwrap()
 }
 
-async fn slack_connections(app: &TestApp, ws: &TestWorkspace) -> Vec<Value> {
+pub(crate) async fn slack_connections(app: &TestApp, ws: &TestWorkspace) -> Vec<Value> {
     let (_, list) = app.send(app.get("/v1/connections", &ws.secret_key)).await;
     list["data"]
         .as_array()

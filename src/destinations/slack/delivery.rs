@@ -21,7 +21,8 @@ use crate::destinations::{
     StoredSecrets, Swap, ThreadPort, Verdict, transport_outcome,
 };
 use crate::model::{
-    AlertState, Connection, ConnectionId, ConnectionKind, ConnectionStatus, ThreadKey, now_ms,
+    AlertState, Connection, ConnectionId, ConnectionKind, ConnectionStatus, ThreadKey, WorkspaceId,
+    now_ms,
 };
 use crate::secret::Secret;
 use serde_json::Value;
@@ -93,6 +94,8 @@ impl Slack {
                 secrets: ports.secrets,
                 client,
                 locks: RefreshLocks::default(),
+                // Another node holds it through at most one refresh call.
+                wait_for_other_nodes: timeout + Duration::from_secs(5),
             },
             threads: ports.threads,
             api,
@@ -262,9 +265,22 @@ impl Slack {
             .conversations_list(&token)
             .await
             .map_err(|error| format!("Slack did not list the channels: {error}"))?;
-        self.lock_channels()
-            .insert(connection.id, Arc::new(channels.clone()), Instant::now());
+        self.lock_channels().insert(
+            connection.workspace_id,
+            connection.id,
+            Arc::new(channels.clone()),
+            Instant::now(),
+        );
         Ok(channels)
+    }
+
+    /// Drops cached channel lists: of the connections `which` picks from
+    /// (workspace, connection), after a connection changed here or on
+    /// another node (a reinstall can see other channels).
+    pub fn forget_channels(&self, which: impl Fn(WorkspaceId, ConnectionId) -> bool) {
+        self.lock_channels()
+            .lists
+            .retain(|connection, (workspace, _, _)| !which(*workspace, *connection));
     }
 
     fn lock_channels(&self) -> std::sync::MutexGuard<'_, ChannelCache> {
@@ -295,34 +311,41 @@ fn message_ts(answer: &PostAnswer) -> Option<&str> {
     answer.body.as_ref()?.get("ts")?.as_str()
 }
 
-/// Each connection's channel list and when it was fetched: expired lists
-/// are dropped as new ones come in, and at most
+/// Each connection's channel list (with its workspace) and when it was
+/// fetched: expired lists are dropped as new ones come in, and at most
 /// [`MAX_CACHED_CHANNEL_LISTS`] are kept.
 #[derive(Default)]
 struct ChannelCache {
-    lists: HashMap<ConnectionId, (Instant, Arc<Vec<Channel>>)>,
+    lists: HashMap<ConnectionId, (WorkspaceId, Instant, Arc<Vec<Channel>>)>,
 }
 
 impl ChannelCache {
     fn get(&self, connection: ConnectionId, now: Instant) -> Option<Arc<Vec<Channel>>> {
-        let (fetched, channels) = self.lists.get(&connection)?;
+        let (_, fetched, channels) = self.lists.get(&connection)?;
         (now.saturating_duration_since(*fetched) < CHANNEL_CACHE_TTL).then(|| channels.clone())
     }
 
-    fn insert(&mut self, connection: ConnectionId, channels: Arc<Vec<Channel>>, now: Instant) {
-        self.lists
-            .retain(|_, (fetched, _)| now.saturating_duration_since(*fetched) < CHANNEL_CACHE_TTL);
+    fn insert(
+        &mut self,
+        workspace: WorkspaceId,
+        connection: ConnectionId,
+        channels: Arc<Vec<Channel>>,
+        now: Instant,
+    ) {
+        self.lists.retain(|_, (_, fetched, _)| {
+            now.saturating_duration_since(*fetched) < CHANNEL_CACHE_TTL
+        });
         if self.lists.len() >= MAX_CACHED_CHANNEL_LISTS
             && !self.lists.contains_key(&connection)
             && let Some(oldest) = self
                 .lists
                 .iter()
-                .min_by_key(|(_, (fetched, _))| *fetched)
+                .min_by_key(|(_, (_, fetched, _))| *fetched)
                 .map(|(id, _)| *id)
         {
             self.lists.remove(&oldest);
         }
-        self.lists.insert(connection, (now, channels));
+        self.lists.insert(connection, (workspace, now, channels));
     }
 }
 
@@ -333,15 +356,17 @@ fn outcome_text(outcome: &Outcome) -> String {
     }
 }
 
-/// Access tokens of rotating Slack installs. A per-connection lock and a
-/// compare-and-swap through the [`SecretsPort`] make sure concurrent
-/// deliveries refresh once: the second waiter finds the token already
-/// replaced and uses it.
+/// Access tokens of rotating Slack installs. A per-connection lock, the
+/// same lock across nodes sharing the store (through the [`SecretsPort`])
+/// and a compare-and-swap make sure concurrent deliveries, on one node or
+/// several, refresh once: the next holder finds the token already replaced
+/// and uses it (a refresh token works once, so a second refresh would fail).
 struct SlackTokens {
     api: SlackApi,
     secrets: Arc<dyn SecretsPort>,
     client: Option<(String, Secret)>,
     locks: RefreshLocks,
+    wait_for_other_nodes: Duration,
 }
 
 impl SlackTokens {
@@ -359,10 +384,16 @@ impl SlackTokens {
         }
         let lock = self.locks.lock_for(connection.id);
         let _guard = lock.lock().await;
-        // Re-read under the lock: another delivery may have refreshed.
+        let _other_nodes = self
+            .secrets
+            .hold_refresh(connection, self.wait_for_other_nodes)
+            .await
+            .map_err(|error| Outcome::retry(format!("cannot lock the token refresh: {error}")))?;
+        // Re-read under the locks: another delivery or node may have
+        // refreshed, and then its token is the one to use.
         let read = self.load(connection).await?;
         let stored = parse_secrets(&read.secrets)?;
-        let replaced = rejected.is_some_and(|token| token != stored.bot_token);
+        let replaced = stored.bot_token != rejected.unwrap_or(&current.bot_token);
         if replaced || (rejected.is_none() && !expires_soon(&stored)) {
             return Ok(stored.bot_token);
         }

@@ -1,5 +1,6 @@
 //! Connections: public config as jsonb, secrets as the sealed bytes.
 
+use super::changes;
 use super::columns::{
     connection_kind_from, connection_status, connection_status_from, get_id, get_ms, id, ms,
 };
@@ -29,6 +30,7 @@ pub async fn create(txn: &Transaction<'_>, connection: &Connection) -> PgResult<
         ],
     )
     .await?;
+    changes::bump(txn, connection.workspace_id).await?;
     Ok(())
 }
 
@@ -86,6 +88,7 @@ pub async fn update(
         ],
     )
     .await?;
+    changes::bump(txn, workspace).await?;
     Ok(PatchOutcome::Updated(current))
 }
 
@@ -128,6 +131,7 @@ pub async fn delete(
         &[&ws, &con],
     )
     .await?;
+    changes::bump(txn, workspace).await?;
     Ok(DeleteConnection::Deleted)
 }
 

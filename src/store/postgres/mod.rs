@@ -7,13 +7,17 @@
 //! `connections.rs`, `rules.rs`, `events.rs`, `deliveries.rs`, `misc.rs`),
 //! `noise.rs` (noise control decided in the ingest transaction),
 //! `retention.rs`, `health.rs` (the `writable` watch and its probe),
-//! `columns.rs` (ids, times and enums as columns).
+//! `columns.rs` (ids, times and enums as columns), `changes.rs` (what
+//! other nodes must drop from their caches: bumped by every write that
+//! changes a workspace's keys, rules or connections, polled by each node),
+//! `locks.rs` (advisory locks that hold across nodes).
 //!
 //! Every write other than ingest is its own short transaction on a pooled
 //! connection: PostgreSQL has no single writer to feed, and row locks
 //! (`FOR UPDATE`, `ON CONFLICT`, `DELETE … RETURNING`) make each check and
 //! its write one step, also between nodes.
 
+mod changes;
 mod columns;
 mod connect;
 mod connections;
@@ -22,6 +26,7 @@ mod error;
 mod events;
 mod health;
 mod ingest;
+mod locks;
 mod migrate;
 mod misc;
 mod noise;
@@ -40,7 +45,7 @@ use super::{
     AttemptOutcome, BackupSource, ConnectionPatch, DeleteConnection, DeliveryContext, DeliveryPage,
     DeliveryQuery, EventPage, EventQuery, IngestBatch, IngestOutcome, KeyHash, LaneRead, LaneRows,
     NewWorkspace, PatchOutcome, PutRule, QueueEntry, QueueHeads, Requeue, RetentionCursor,
-    RetentionStep, Store, StoreError, StoreFuture,
+    RetentionStep, SharedLock, SharedLockGuard, Store, StoreError, StoreFuture,
 };
 use crate::config::PostgresConfig;
 use crate::model::{
@@ -451,6 +456,23 @@ impl PgStore {
     pub async fn purge_slack_threads(&self, older_than_ms: u64) -> Result<usize, StoreError> {
         in_txn!(self, |txn| misc::purge_slack_threads(&txn, older_than_ms))
     }
+
+    /// What the other nodes change, polled every 250 ms (`changes.rs`);
+    /// each call starts a feed of its own, which stops when dropped.
+    pub fn workspace_changes(&self) -> tokio::sync::mpsc::Receiver<super::CacheChange> {
+        changes::follow(self.pool.clone(), self.health.clone())
+    }
+
+    /// A lock no other node holds at the same time (`locks.rs`).
+    pub async fn shared_lock(
+        &self,
+        lock: SharedLock,
+        wait: std::time::Duration,
+    ) -> Result<SharedLockGuard, StoreError> {
+        locks::take(&self.pool, lock, wait)
+            .await
+            .map_err(|error| self.health.observe(error))
+    }
 }
 
 async fn migrate_with(pool: &Pool, target: &str) -> Result<MigrationReport, OpenError> {
@@ -545,5 +567,18 @@ impl Store for PgStore {
             PgStore::close(&store).await;
             Ok(())
         })
+    }
+
+    fn workspace_changes(&self) -> Option<tokio::sync::mpsc::Receiver<super::CacheChange>> {
+        Some(PgStore::workspace_changes(self))
+    }
+
+    fn shared_lock(
+        &self,
+        lock: SharedLock,
+        wait: std::time::Duration,
+    ) -> StoreFuture<Option<SharedLockGuard>> {
+        let store = self.clone();
+        Box::pin(async move { PgStore::shared_lock(&store, lock, wait).await.map(Some) })
     }
 }

@@ -1,5 +1,6 @@
 //! Routing rules: one row each, their JSON parts as jsonb.
 
+use super::changes;
 use super::columns::{count, get_id, get_ms, get_opt_count, id, ms};
 use super::error::PgResult;
 use crate::model::{ConnectionId, Rule, RuleId, WorkspaceId};
@@ -66,6 +67,7 @@ pub async fn put(txn: &Transaction<'_>, rule: &Rule, update: bool) -> PgResult<P
         ],
     )
     .await?;
+    changes::bump(txn, rule.workspace_id).await?;
     Ok(PutRule::Stored)
 }
 
@@ -88,6 +90,9 @@ pub async fn delete(txn: &Transaction<'_>, workspace: WorkspaceId, rule: RuleId)
         &[&ws, &rule_id],
     )
     .await?;
+    if removed > 0 {
+        changes::bump(txn, workspace).await?;
+    }
     Ok(removed > 0)
 }
 

@@ -1007,3 +1007,6 @@ async fn two_nodes_ingesting_one_idempotency_key_or_alert_at_once_store_it_once(
     node_b.close().await;
     finish(db, node_a).await;
 }
+
+/// Cross-node cache invalidation and locks (item 5).
+mod changes;

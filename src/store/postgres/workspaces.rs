@@ -1,5 +1,6 @@
 //! Workspaces and their key hashes; deletion and the bounded purge after it.
 
+use super::changes;
 use super::columns::{get_id, get_ms, id, key_kind, key_kind_from, ms};
 use super::error::PgResult;
 use crate::model::{KeyKind, Workspace, WorkspaceId, now_ms};
@@ -60,6 +61,7 @@ pub async fn delete(txn: &Transaction<'_>, workspace: WorkspaceId) -> PgResult<b
         &[&ws, &ms(now_ms())],
     )
     .await?;
+    changes::bump(txn, workspace).await?;
     Ok(true)
 }
 
@@ -117,6 +119,7 @@ pub async fn purge_step(txn: &Transaction<'_>, budget: usize) -> PgResult<bool> 
             &[&ws],
         )
         .await?;
+        changes::forget(txn, &ws).await?;
         let more = txn
             .query_one("SELECT EXISTS (SELECT 1 FROM workspace_purges)", &[])
             .await?;
@@ -165,6 +168,7 @@ pub async fn rotate_keys(
     txn.execute("DELETE FROM api_keys WHERE workspace_id = $1", &[&ws])
         .await?;
     insert_keys(txn, &ws, keys).await?;
+    changes::bump(txn, workspace).await?;
     workspace_from(&row).map(Some)
 }
 

@@ -86,6 +86,7 @@ async fn two_deliveries_with_an_expired_token_refresh_once() {
         secrets: port.clone(),
         client: Some(("client-id".into(), Secret::new("client-secret"))),
         locks: RefreshLocks::default(),
+        wait_for_other_nodes: Duration::from_secs(1),
     };
     let connection = Connection {
         id: ConnectionId::new(),
@@ -338,19 +339,52 @@ fn channel_lists_expire_and_stay_under_the_cap() {
     let start = Instant::now();
     let lists = Arc::new(vec![channel("C1")]);
     let first = ConnectionId::new();
-    cache.insert(first, lists.clone(), start);
+    let workspace = WorkspaceId::new();
+    cache.insert(workspace, first, lists.clone(), start);
     assert!(cache.get(first, start + Duration::from_secs(59)).is_some());
     assert!(cache.get(first, start + CHANNEL_CACHE_TTL).is_none());
     // Many connections within one TTL: the oldest make room.
     for n in 0..2 * MAX_CACHED_CHANNEL_LISTS {
         let now = start + Duration::from_millis(n as u64);
-        cache.insert(ConnectionId::new(), lists.clone(), now);
+        cache.insert(workspace, ConnectionId::new(), lists.clone(), now);
         assert!(cache.lists.len() <= MAX_CACHED_CHANNEL_LISTS);
     }
     assert!(cache.get(first, start).is_none(), "the oldest went first");
     // Once they expired, the next insert clears them all.
-    cache.insert(ConnectionId::new(), lists, start + Duration::from_secs(120));
+    cache.insert(
+        workspace,
+        ConnectionId::new(),
+        lists,
+        start + Duration::from_secs(120),
+    );
     assert_eq!(cache.lists.len(), 1);
+}
+
+#[test]
+fn channel_lists_are_forgotten_by_connection_or_workspace() {
+    let slack = slack_at("http://127.0.0.1:9".into(), Arc::default());
+    let (ours, theirs) = (WorkspaceId::new(), WorkspaceId::new());
+    let (first, second, other) = (
+        ConnectionId::new(),
+        ConnectionId::new(),
+        ConnectionId::new(),
+    );
+    let now = Instant::now();
+    for (workspace, connection) in [(ours, first), (ours, second), (theirs, other)] {
+        let list = Arc::new(vec![channel("C1")]);
+        slack
+            .lock_channels()
+            .insert(workspace, connection, list, now);
+    }
+    slack.forget_channels(|_, connection| connection == first);
+    assert!(slack.lock_channels().get(first, now).is_none());
+    assert!(slack.lock_channels().get(second, now).is_some());
+    slack.forget_channels(|workspace, _| workspace == ours);
+    assert!(slack.lock_channels().get(second, now).is_none());
+    assert!(
+        slack.lock_channels().get(other, now).is_some(),
+        "another workspace's stays"
+    );
 }
 
 #[tokio::test(start_paused = true)]
