@@ -130,6 +130,9 @@ pub struct PostgresConfig {
     /// Connections the pool keeps open at most.
     pub pool_size: usize,
     pub tls: PostgresTls,
+    /// How long a node's claim on a connection's queue lasts unless renewed;
+    /// after a node dies, its connections wait this long for another node.
+    pub lease_seconds: u64,
 }
 
 /// How the connection to PostgreSQL is protected.
@@ -573,6 +576,15 @@ impl Config {
                     );
                 }
             }
+        }
+        if self.storage.backend == StorageBackend::Postgres
+            && self.storage.postgres.lease_seconds < self.delivery.timeout_seconds + 5
+        {
+            // An attempt must be able to start and record within one lease.
+            return invalid(
+                "storage.postgres.lease_seconds",
+                "must be at least delivery.timeout_seconds + 5",
+            );
         }
         if self.storage.postgres.pool_size < 2 {
             // One connection is held by the ingest writer; reads need another.

@@ -19,11 +19,18 @@ pub struct Migration {
 }
 
 /// Every migration, oldest first. Append; never edit one that shipped.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "initial",
-    sql: include_str!("../../../migrations/postgres/0001_initial.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "initial",
+        sql: include_str!("../../../migrations/postgres/0001_initial.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "shared_queue",
+        sql: include_str!("../../../migrations/postgres/0002_shared_queue.sql"),
+    },
+];
 
 /// The schema version this binary writes and reads.
 pub fn latest_version() -> i32 {
