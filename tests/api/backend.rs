@@ -4,7 +4,8 @@
 //! `SWITCHYARD_TEST_POSTGRES_URL`, derived from the data dir's path so a
 //! restart on the same dir (in-process or a child `switchyard serve`)
 //! finds the same data. Tests about redb itself (the file, compaction,
-//! backups, faults injected into the file) call [`redb_only`] and return.
+//! backups, faults injected into the file) call [`redb_only`] and return;
+//! tests of several nodes on one database call [`postgres_only`].
 
 use sha2::{Digest, Sha256};
 use std::path::Path;
@@ -28,6 +29,17 @@ pub fn on_postgres() -> bool {
 pub fn redb_only(test: &str) -> bool {
     if on_postgres() {
         println!("{test}: redb only (it tests the redb file itself); not run on PostgreSQL");
+        return true;
+    }
+    false
+}
+
+/// True (after saying so) when this test needs PostgreSQL (several nodes
+/// sharing one database) and the suite runs on redb: the caller returns
+/// early. The PostgreSQL pass (`SWITCHYARD_TEST_BACKEND=postgres`) runs it.
+pub fn postgres_only(test: &str) -> bool {
+    if !on_postgres() {
+        println!("{test}: PostgreSQL only (several nodes on one database); not run on redb");
         return true;
     }
     false
