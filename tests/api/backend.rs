@@ -69,6 +69,10 @@ pub async fn configure(config: &mut Config) {
     config.storage.postgres.url = Some(Secret::new(database_for(&config.data_dir).await));
     config.storage.postgres.pool_size = 8;
     config.storage.postgres.tls = PostgresTls::Disable;
+    // What validation requires of a file; tests set long timeouts in code.
+    let least_lease = config.delivery.timeout_seconds + 5;
+    let lease = &mut config.storage.postgres.lease_seconds;
+    *lease = (*lease).max(least_lease);
 }
 
 /// The URL of `data_dir`'s database, created if it does not exist yet.

@@ -328,20 +328,27 @@ async fn a_killed_node_s_connections_are_delivered_by_the_others_after_its_lease
     let ids_at_kill = hooks.counts().len();
     assert!(ids_at_kill < expected, "the kill came mid-stream");
 
-    // Lease 7 s, then a refill (≤ 1 s) and the backlog at 4 × 20/s.
+    // The others take over within the lease (7 s, counted from the dead
+    // node's last renewal) plus a refill (≤ 1 s) and some slack for a
+    // loaded machine; the backlog then drains at 4 × 20/s.
     hooks
-        .wait_for(Duration::from_secs(7 + 8), |arrivals| {
+        .wait_for(Duration::from_secs(45), |arrivals| {
             let ids: std::collections::HashSet<&str> =
                 arrivals.iter().map(|a| a.delivery.as_str()).collect();
             ids.len() >= expected
         })
         .await;
-    let late: Vec<Arrival> = hooks
+    let takeover = hooks
         .arrivals()
-        .into_iter()
+        .iter()
         .filter(|arrival| arrival.at > killed_at)
-        .collect();
-    assert!(!late.is_empty(), "the others took over");
+        .map(|arrival| arrival.at.duration_since(killed_at))
+        .min()
+        .expect("the others took over");
+    assert!(
+        takeover <= Duration::from_secs(7 + 5),
+        "first delivery by another node {takeover:?} after the kill"
+    );
     cluster.stop().await;
     // At least once: an attempt in flight on the killed node may run again.
     assert_eq!(hooks.counts().len(), expected);
