@@ -687,6 +687,16 @@ mod tests {
             assert_eq!(config.storage.postgres.pool_size, 4);
             assert_eq!(config.storage.postgres.tls, PostgresTls::VerifyFull);
             assert!(!config.to_masked_toml().contains("hunter2"));
+            assert_eq!(config.storage.postgres.lease_seconds, 30);
+            // A lease must outlast an attempt (15 s by default) plus 5 s.
+            jail.set_env("SWITCHYARD_STORAGE__POSTGRES__LEASE_SECONDS", "19");
+            let short = Config::load(None).unwrap_err().to_string();
+            assert!(short.contains("storage.postgres.lease_seconds"), "{short}");
+            jail.set_env("SWITCHYARD_DELIVERY__TIMEOUT_SECONDS", "14");
+            assert_eq!(
+                Config::load(None).unwrap().storage.postgres.lease_seconds,
+                19
+            );
             let unknown = unknown_environment_variables();
             assert!(
                 !unknown

@@ -198,3 +198,50 @@ pub async fn release(pool: &Pool, node: &Node) -> PgResult<usize> {
     txn.commit().await?;
     Ok(released.len())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(lease: u64, timeout: u64) -> Node {
+        Node::new(NodeOptions {
+            lease: Duration::from_secs(lease),
+            attempt_timeout: Duration::from_secs(timeout),
+        })
+    }
+
+    #[test]
+    fn renewals_come_often_enough_that_a_live_node_is_never_short() {
+        // (lease, timeout) → renewal period: a third of the lease, or half
+        // of what the lease leaves beyond an attempt (timeout + 2 s).
+        for (lease, timeout, every_ms) in [
+            (30, 15, 6_500),
+            (20, 15, 1_500),
+            (60, 15, 20_000),
+            (7, 2, 1_500),
+        ] {
+            let node = node(lease, timeout);
+            assert_eq!(
+                node.renew_every(),
+                Duration::from_millis(every_ms),
+                "{lease} {timeout}"
+            );
+            let least_left = lease * 1000 - every_ms;
+            assert!(least_left >= (timeout + 2) * 1000, "{lease} {timeout}");
+        }
+    }
+
+    #[test]
+    fn an_attempt_starts_only_with_its_time_left_on_the_lease() {
+        let node = node(30, 15);
+        let con = ConnectionId(7);
+        assert!(!node.may_start_attempt(con, 1_000), "no lease");
+        node.hold([con], 1_000 + 17_000);
+        assert!(node.may_start_attempt(con, 1_000));
+        assert!(!node.may_start_attempt(con, 1_001), "1 ms short");
+        assert!(node.holds(con, 18_000));
+        node.forget(con);
+        assert!(!node.holds(con, 1_000));
+        assert!(node.id.starts_with("node_"));
+    }
+}

@@ -520,3 +520,23 @@ pub async fn release_leases(txn: &Transaction<'_>, node_id: &str) -> PgResult<Ve
         .map(|row| Ok(ConnectionId(id_from(row.try_get("connection_id")?)?)))
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_notification_names_connections_or_everyone() {
+        assert_eq!(notified_connections(""), None);
+        assert_eq!(
+            notified_connections("zz"),
+            None,
+            "not understood: everyone looks"
+        );
+        let two = format!("{:032x},{:032x}", 10u128, u128::MAX);
+        assert_eq!(
+            notified_connections(&two),
+            Some(vec![ConnectionId(10), ConnectionId(u128::MAX)])
+        );
+    }
+}
