@@ -94,29 +94,36 @@ async fn a_connection_one_node_holds_is_not_delivered_by_the_other() {
     close_both(db, a, b).await;
 }
 
-#[tokio::test]
-async fn ingest_on_another_node_leaves_the_entries_to_the_holder_and_wakes_it() {
-    let (db, a, b) = two_nodes().await;
-    queue(&a, 10, 1).await;
-    // Both listeners are up once their connections have run LISTEN.
-    let watcher = admin(&db).await;
+/// Waits until `count` listeners are connected (their last statement was
+/// `LISTEN`), none of them one of `gone`; their backend pids.
+async fn wait_for_listeners(db: &TestDb, count: usize, gone: &[i32]) -> Vec<i32> {
+    let watcher = admin(db).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let listening: i64 = watcher
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity
+        let listening: Vec<i32> = watcher
+            .query(
+                "SELECT pid FROM pg_stat_activity
                  WHERE datname = current_database() AND query LIKE 'LISTEN %'",
                 &[],
             )
             .await
             .unwrap()
-            .get(0);
-        if listening == 2 {
-            break;
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        if listening.len() == count && !listening.iter().any(|pid| gone.contains(pid)) {
+            return listening;
         }
         assert!(tokio::time::Instant::now() < deadline, "listeners not up");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+#[tokio::test]
+async fn ingest_on_another_node_leaves_the_entries_to_the_holder_and_wakes_it() {
+    let (db, a, b) = two_nodes().await;
+    queue(&a, 10, 1).await;
+    wait_for_listeners(&db, 2, &[]).await;
     let mut woken = a.queue_wakeups().unwrap();
     woken.borrow_and_update();
 
@@ -137,6 +144,31 @@ async fn ingest_on_another_node_leaves_the_entries_to_the_holder_and_wakes_it() 
         .await
         .unwrap();
     assert!(rows[0].entries.iter().any(|e| e.delivery_id == delivery));
+    close_both(db, a, b).await;
+}
+
+#[tokio::test]
+async fn a_broken_listening_connection_is_reopened_and_wakes_its_node() {
+    let (db, a, b) = two_nodes().await;
+    queue(&a, 10, 1).await;
+    let first = wait_for_listeners(&db, 2, &[]).await;
+    admin(&db)
+        .await
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM unnest($1::int4[]) AS pid",
+            &[&first],
+        )
+        .await
+        .unwrap();
+    // Reopened on the listener's backoff (0.5 s first).
+    wait_for_listeners(&db, 2, &first).await;
+    let mut woken = a.queue_wakeups().unwrap();
+    woken.borrow_and_update();
+    queue(&b, 10, 2).await;
+    tokio::time::timeout(Duration::from_secs(5), woken.changed())
+        .await
+        .expect("A is woken through its new connection")
+        .unwrap();
     close_both(db, a, b).await;
 }
 
