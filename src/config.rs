@@ -130,6 +130,9 @@ pub struct PostgresConfig {
     /// Connections the pool keeps open at most.
     pub pool_size: usize,
     pub tls: PostgresTls,
+    /// How long a node's claim on a connection's queue lasts unless renewed;
+    /// after a node dies, its connections wait this long for another node.
+    pub lease_seconds: u64,
 }
 
 /// How the connection to PostgreSQL is protected.
@@ -574,6 +577,15 @@ impl Config {
                 }
             }
         }
+        if self.storage.backend == StorageBackend::Postgres
+            && self.storage.postgres.lease_seconds < self.delivery.timeout_seconds + 5
+        {
+            // An attempt must be able to start and record within one lease.
+            return invalid(
+                "storage.postgres.lease_seconds",
+                "must be at least delivery.timeout_seconds + 5",
+            );
+        }
         if self.storage.postgres.pool_size < 2 {
             // One connection is held by the ingest writer; reads need another.
             return invalid("storage.postgres.pool_size", "must be at least 2");
@@ -675,6 +687,16 @@ mod tests {
             assert_eq!(config.storage.postgres.pool_size, 4);
             assert_eq!(config.storage.postgres.tls, PostgresTls::VerifyFull);
             assert!(!config.to_masked_toml().contains("hunter2"));
+            assert_eq!(config.storage.postgres.lease_seconds, 30);
+            // A lease must outlast an attempt (15 s by default) plus 5 s.
+            jail.set_env("SWITCHYARD_STORAGE__POSTGRES__LEASE_SECONDS", "19");
+            let short = Config::load(None).unwrap_err().to_string();
+            assert!(short.contains("storage.postgres.lease_seconds"), "{short}");
+            jail.set_env("SWITCHYARD_DELIVERY__TIMEOUT_SECONDS", "14");
+            assert_eq!(
+                Config::load(None).unwrap().storage.postgres.lease_seconds,
+                19
+            );
             let unknown = unknown_environment_variables();
             assert!(
                 !unknown

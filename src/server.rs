@@ -358,7 +358,8 @@ async fn open_store(config: &Config, options: ServerOptions) -> Result<Arc<dyn S
             Ok(store)
         }
         StorageBackend::Postgres => {
-            let store = PgStore::open(&config.storage.postgres).await?;
+            let node = crate::store::postgres::NodeOptions::from_config(config);
+            let store = PgStore::open_node(&config.storage.postgres, node).await?;
             Ok(Arc::new(store))
         }
     }

@@ -92,6 +92,8 @@ pub async fn run(deps: &EngineDeps, entry: QueueEntry) -> Finished {
         ),
     };
     record_metrics(&context, &outcome, &next, duration.as_secs_f64());
+    let pause_connection_until = retry_after
+        .map(|wait| finished_ms.saturating_add(wait.min(MAX_RETRY_AFTER).as_millis() as u64));
 
     let written = deps
         .store
@@ -107,11 +109,13 @@ pub async fn run(deps: &EngineDeps, entry: QueueEntry) -> Finished {
             },
             next: next.clone(),
             connection_status,
+            pause_connection_until,
         })
         .await;
     match written {
-        // Its workspace was deleted meanwhile: nothing was recorded and
-        // nothing is due again.
+        // Its workspace was deleted meanwhile, or (nodes sharing a queue)
+        // another node holds the connection now: nothing was recorded and
+        // nothing is due again here.
         Ok(None) => Finished::done(entry),
         Ok(Some(_)) => {
             if connection_status.is_some() {
@@ -124,9 +128,7 @@ pub async fn run(deps: &EngineDeps, entry: QueueEntry) -> Finished {
                     NextStep::Succeeded | NextStep::Dead => None,
                 },
                 rerun_at_ms: None,
-                pause_connection_until: retry_after.map(|wait| {
-                    finished_ms.saturating_add(wait.min(MAX_RETRY_AFTER).as_millis() as u64)
-                }),
+                pause_connection_until,
             }
         }
         Err(error) => {

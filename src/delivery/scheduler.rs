@@ -29,6 +29,16 @@
 //!   eat the CPU.
 //! - **Storage trouble pauses the engine**: nothing is dispatched while the
 //!   store refuses writes, since no outcome could be recorded.
+//! - **Only this node's connections.** On a queue shared by several nodes
+//!   (PostgreSQL) a node delivers only the connections whose lease it holds
+//!   (`Store::may_deliver`): an entry of another node's connection is never
+//!   admitted, and a lane whose lease ran short before its front entry
+//!   started goes back to disk whole. So order, caps and pauses, all kept
+//!   per connection, hold across nodes. Refills claim unowned connections
+//!   (`Store::queue_heads`), run when the store says another node queued
+//!   entries for one of ours (`Store::queue_wakeups`), and at least every
+//!   second on a shared queue. A single-node store says yes to everything
+//!   and has no wake-ups: nothing changes for it.
 
 use super::attempt::{self, Finished};
 use super::retry::RetryPolicy;
@@ -101,6 +111,10 @@ const SCHEDULE_CHANNEL: usize = 256;
 /// A refill runs at least this often: it publishes the backlog metrics and
 /// catches anything a lane missed.
 const PERIODIC_REFILL: Duration = Duration::from_secs(5);
+/// On a queue shared by nodes, also how long an entry another node queued
+/// waits at most when its wake-up was lost, and how soon an unowned
+/// connection (its node died) is claimed after its lease ends.
+const SHARED_QUEUE_REFILL: Duration = Duration::from_secs(1);
 /// Least gap between two refills, and how many times its own cost the gap
 /// after a refill is at least.
 const MIN_REFILL_GAP: Duration = Duration::from_millis(20);
@@ -253,6 +267,8 @@ struct RefillTiming {
     due: u64,
     /// Each connection's share of the window, as of the last refill.
     share: usize,
+    /// The longest time between two refills.
+    periodic: Duration,
 }
 
 impl Scheduler {
@@ -262,6 +278,11 @@ impl Scheduler {
         stats: Arc<WindowStats>,
     ) -> Self {
         let share = deps.queue_window;
+        let periodic = if deps.store.queue_wakeups().is_some() {
+            SHARED_QUEUE_REFILL
+        } else {
+            PERIODIC_REFILL
+        };
         Self {
             deps,
             finished,
@@ -283,6 +304,7 @@ impl Scheduler {
                 not_before: 0,
                 due: 0,
                 share,
+                periodic,
             },
             tasks: TaskTracker::new(),
         }
@@ -295,6 +317,7 @@ impl Scheduler {
         shutdown: CancellationToken,
     ) {
         let mut writable = self.deps.store.writable();
+        let mut wakeups = self.deps.store.queue_wakeups();
         loop {
             let storage_ok = *writable.borrow_and_update();
             if storage_ok && !self.storage_ok {
@@ -312,7 +335,7 @@ impl Scheduler {
                     && let Err(error) = self.refill().await
                 {
                     tracing::warn!(%error, "cannot read the delivery queue");
-                    let later = now_ms() + PERIODIC_REFILL.as_millis() as u64;
+                    let later = now_ms() + self.refill.periodic.as_millis() as u64;
                     self.refill.not_before = later;
                     self.refill.due = later;
                 }
@@ -333,6 +356,7 @@ impl Scheduler {
                     }
                 }
                 Ok(()) = writable.changed() => {}
+                Some(()) = next_wakeup(&mut wakeups) => self.refill.wanted = true,
                 _ = sleep_for(wake_in) => {}
             }
         }
@@ -353,6 +377,12 @@ impl Scheduler {
             .get(&entry.delivery_id)
             .is_some_and(|waiting| waiting.iter().any(|other| other.key() == key))
         {
+            return;
+        }
+        if !self.deps.store.may_deliver(connection) {
+            // Another node delivers this connection (or this node's lease
+            // is too short to start anything): the entry waits on disk.
+            self.truncate(connection, key);
             return;
         }
         let lane = self
@@ -448,6 +478,13 @@ impl Scheduler {
                 return; // Its next finish puts it back in line.
             }
             if front.0 > now || lane.paused_until > now {
+                break;
+            }
+            if !self.deps.store.may_deliver(connection) {
+                // The lease is gone or too short for an attempt: the lane
+                // goes back to disk; a refill reads it again while the
+                // connection is still this node's.
+                self.truncate(connection, front);
                 break;
             }
             if at_cap(&self.workspaces, lane.workspace, workspace_cap) {
@@ -690,6 +727,8 @@ impl Scheduler {
                     frontier: Some(head.first),
                     ..Lane::new(head.workspace_id)
                 });
+            // A pause another node stored before this one took over.
+            lane.paused_until = lane.paused_until.max(head.paused_until_ms);
             // A connection's first entry is in memory, or at or past the
             // frontier. One that is neither never reached the scheduler (its
             // handoff was lost): read the lane again from there.
@@ -774,7 +813,7 @@ impl Scheduler {
         let cost = started.elapsed() * REFILL_GAP_FACTOR;
         self.refill.wanted = false;
         self.refill.not_before = now + cost.max(MIN_REFILL_GAP).as_millis() as u64;
-        self.refill.due = now + PERIODIC_REFILL.as_millis() as u64;
+        self.refill.due = now + self.refill.periodic.as_millis() as u64;
         Ok(heads)
     }
 
@@ -887,6 +926,14 @@ impl Drop for FinishGuard {
 
 fn at_cap(counts: &HashMap<WorkspaceId, usize>, workspace: WorkspaceId, cap: usize) -> bool {
     counts.get(&workspace).is_some_and(|count| *count >= cap)
+}
+
+/// The next wake-up from other nodes; never, for a single-node store.
+async fn next_wakeup(wakeups: &mut Option<tokio::sync::watch::Receiver<()>>) -> Option<()> {
+    match wakeups {
+        Some(wakeups) => wakeups.changed().await.ok(),
+        None => std::future::pending().await,
+    }
 }
 
 async fn sleep_for(wait: Option<Duration>) {

@@ -284,6 +284,10 @@ pub struct QueueHead {
     pub connection_id: ConnectionId,
     pub workspace_id: WorkspaceId,
     pub first: QueueKey,
+    /// A `Retry-After` pause of the connection stored with the queue (0:
+    /// none), for a node taking the connection over from another. A single
+    /// node keeps its pauses in memory and says 0.
+    pub paused_until_ms: u64,
 }
 
 /// Every connection with queued entries, and the backlog's size.
@@ -345,6 +349,9 @@ pub struct AttemptOutcome {
     /// Set the connection's status too (410 disables, revoked token
     /// needs re-authorisation).
     pub connection_status: Option<ConnectionStatus>,
+    /// The connection is paused until then (`Retry-After`): kept where a
+    /// node taking the connection over finds it.
+    pub pause_connection_until: Option<u64>,
 }
 
 /// Most rows a filtered listing examines for one page; a page that has not
@@ -564,7 +571,9 @@ pub trait Store: Send + Sync + 'static {
         id: DeliveryId,
     ) -> StoreFuture<Option<DeliveryContext>>;
     /// Records an attempt; resolves to the delivery's new state, or `None`
-    /// when it no longer exists (its workspace was deleted).
+    /// when nothing was recorded: the delivery no longer exists (its
+    /// workspace was deleted), or on a shared queue this node lost the
+    /// connection's lease (the node holding it now delivers the entry).
     fn record_attempt(&self, outcome: AttemptOutcome) -> StoreFuture<Option<Delivery>>;
     /// Queues deliveries again, due at `now_ms`; resolves to their entries.
     fn requeue(
@@ -573,12 +582,31 @@ pub trait Store: Send + Sync + 'static {
         which: Requeue,
         now_ms: u64,
     ) -> StoreFuture<Vec<QueueEntry>>;
-    /// The first entry of every connection's queue. Costs a seek per
-    /// connection with a backlog, not a read of the backlog.
+    /// The first entry of every connection's queue that this node
+    /// delivers. Costs a seek per connection with a backlog, not a read of
+    /// the backlog. A store shared by nodes first claims a fair share of the
+    /// connections no node holds (see [`Store::may_deliver`]).
     fn queue_heads(&self) -> StoreFuture<QueueHeads>;
     /// Reads some entries of some connections' queues, all in one snapshot,
-    /// one answer per read in order.
+    /// one answer per read in order (nothing for a connection this node
+    /// does not deliver).
     fn queue_rows(&self, reads: Vec<LaneRead>) -> StoreFuture<Vec<LaneRows>>;
+    /// Whether this node may start an attempt for the connection now. A
+    /// store shared by several nodes (PostgreSQL) answers yes only while
+    /// this node holds the connection's lease with an attempt's timeout and
+    /// a margin left on it, so a node that stalled starts nothing it could
+    /// not record; a single-node store (redb) always does. Never blocks.
+    fn may_deliver(&self, connection: ConnectionId) -> bool {
+        let _ = connection;
+        true
+    }
+    /// Fires when another node queued entries this node delivers, or
+    /// connections were released; `None` for a single-node store. The
+    /// scheduler then refills early (and polls every second on a shared
+    /// queue, in case a wake-up is lost).
+    fn queue_wakeups(&self) -> Option<tokio::sync::watch::Receiver<()>> {
+        None
+    }
     /// How many entries the queue table holds (cheap: a stored count).
     fn queue_len(&self) -> StoreFuture<u64>;
     /// Removes `entry`'s queue row unless it still stands for its delivery's

@@ -34,12 +34,12 @@ pub fn redb_only(test: &str) -> bool {
     false
 }
 
-/// True (after saying so) when this test needs several nodes on one
-/// database and the suite runs on redb (one process owns its file): the
-/// caller returns early.
+/// True (after saying so) when this test needs PostgreSQL (several nodes
+/// sharing one database) and the suite runs on redb: the caller returns
+/// early. The PostgreSQL pass (`SWITCHYARD_TEST_BACKEND=postgres`) runs it.
 pub fn postgres_only(test: &str) -> bool {
     if !on_postgres() {
-        println!("{test}: PostgreSQL only (several nodes share one database); not run on redb");
+        println!("{test}: PostgreSQL only (several nodes on one database); not run on redb");
         return true;
     }
     false
@@ -69,6 +69,10 @@ pub async fn configure(config: &mut Config) {
     config.storage.postgres.url = Some(Secret::new(database_for(&config.data_dir).await));
     config.storage.postgres.pool_size = 8;
     config.storage.postgres.tls = PostgresTls::Disable;
+    // What validation requires of a file; tests set long timeouts in code.
+    let least_lease = config.delivery.timeout_seconds + 5;
+    let lease = &mut config.storage.postgres.lease_seconds;
+    *lease = (*lease).max(least_lease);
 }
 
 /// The URL of `data_dir`'s database, created if it does not exist yet.

@@ -21,6 +21,7 @@ mod fake_slack;
 mod helpers;
 mod limits;
 mod meshes;
+mod multinode;
 mod noise;
 mod openapi;
 mod package;

@@ -90,6 +90,59 @@ pub fn pool(settings: &PostgresConfig) -> Result<(Pool, String), ConnectError> {
     Ok((pool, described))
 }
 
+/// A connection of its own, outside the pool, whose server messages
+/// (notifications) arrive on the receiver; the receiver ends when the
+/// connection does. For `LISTEN`, which a pooled connection cannot serve.
+pub async fn dedicated(
+    settings: &PostgresConfig,
+) -> Result<
+    (
+        tokio_postgres::Client,
+        tokio::sync::mpsc::UnboundedReceiver<tokio_postgres::AsyncMessage>,
+    ),
+    super::error::PgError,
+> {
+    let url = settings.url.as_ref().ok_or_else(|| {
+        crate::store::StoreError::Unavailable(ConnectError::MissingUrl.to_string())
+    })?;
+    let mut config = parse_url(url.expose())
+        .map_err(|error| crate::store::StoreError::Unavailable(error.to_string()))?;
+    let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+    let client = match settings.tls {
+        PostgresTls::Disable => {
+            config.ssl_mode(tokio_postgres::config::SslMode::Disable);
+            let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
+            tokio::spawn(forward_messages(connection, sender));
+            client
+        }
+        PostgresTls::VerifyFull => {
+            config.ssl_mode(tokio_postgres::config::SslMode::Require);
+            let tls = rustls_connector()
+                .map_err(|error| crate::store::StoreError::Unavailable(error.to_string()))?;
+            let (client, connection) = config.connect(tls).await?;
+            tokio::spawn(forward_messages(connection, sender));
+            client
+        }
+    };
+    Ok((client, receiver))
+}
+
+/// Drives a connection, handing on what the server sends unasked, until
+/// it ends or nobody listens.
+async fn forward_messages<S, T>(
+    mut connection: tokio_postgres::Connection<S, T>,
+    messages: tokio::sync::mpsc::UnboundedSender<tokio_postgres::AsyncMessage>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    while let Some(Ok(message)) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+        if messages.send(message).is_err() {
+            return;
+        }
+    }
+}
+
 /// TLS with the system's roots (rustls-platform-verifier): the certificate
 /// must chain to a trusted root and name the host.
 fn rustls_connector() -> Result<tokio_postgres_rustls::MakeRustlsConnect, ConnectError> {
@@ -129,6 +182,7 @@ mod tests {
                 )),
                 pool_size: 2,
                 tls,
+                lease_seconds: 30,
             };
             let (pool, described) = pool(&settings).unwrap();
             assert_eq!(described, "db.example:5432/events as switchyard");
@@ -138,6 +192,7 @@ mod tests {
             url: None,
             pool_size: 2,
             tls: PostgresTls::Disable,
+            lease_seconds: 30,
         };
         assert!(matches!(pool(&missing), Err(ConnectError::MissingUrl)));
     }

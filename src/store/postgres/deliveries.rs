@@ -1,14 +1,18 @@
-//! Deliveries, their attempts and the queue table.
+//! Deliveries, their attempts and their rows in the queue table (its
+//! heads, reads and leases are `queue.rs`).
 
 use super::columns::{count, get_count, get_id, get_ms, id, ids, ms, ms_from};
 use super::error::PgResult;
+use super::node::Node;
+use super::queue::{self, NewEntryLeases};
 use super::{connections, events, rules};
 use crate::model::{
     Attempt, ConnectionId, Delivery, DeliveryId, DeliveryStatus, EventId, RuleId, WorkspaceId,
+    now_ms,
 };
 use crate::store::{
-    AttemptOutcome, ConnectionPatch, DeliveryContext, DeliveryPage, DeliveryQuery, LaneRead,
-    LaneRows, NextStep, QueueEntry, QueueHead, QueueHeads, Requeue,
+    AttemptOutcome, ConnectionPatch, DeliveryContext, DeliveryPage, DeliveryQuery, NextStep,
+    QueueEntry, Requeue,
 };
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{GenericClient, Row, Transaction};
@@ -124,12 +128,26 @@ pub async fn context(
     }))
 }
 
+/// What [`record_attempt`] did.
+pub enum Recorded {
+    Written(Delivery),
+    /// The delivery or its workspace is gone: nothing written.
+    Gone,
+    /// This node no longer holds the connection's lease: nothing written;
+    /// the node holding it delivers the entry.
+    LeaseLost(ConnectionId),
+}
+
 /// Appends the attempt, moves the delivery to its next state and its queue
-/// row to its next due time (or removes it), in the caller's transaction.
+/// row to its next due time (or removes it), in the caller's transaction;
+/// only while `node` holds the connection's lease, which stays locked
+/// (shared) until the transaction ends, so no takeover can slip in between
+/// the check and the commit.
 pub async fn record_attempt(
     txn: &Transaction<'_>,
+    node: &Node,
     outcome: &AttemptOutcome,
-) -> PgResult<Option<Delivery>> {
+) -> PgResult<Recorded> {
     let ws = id(outcome.workspace_id.0);
     let delivery_id = id(outcome.delivery_id.0);
     // A deleted workspace's deliveries linger until purged: record nothing.
@@ -138,7 +156,7 @@ pub async fn record_attempt(
         .await?
         .is_none()
     {
-        return Ok(None);
+        return Ok(Recorded::Gone);
     }
     let Some(row) = txn
         .query_opt(
@@ -149,9 +167,12 @@ pub async fn record_attempt(
         )
         .await?
     else {
-        return Ok(None);
+        return Ok(Recorded::Gone);
     };
     let mut delivery = delivery_from(&row)?;
+    if !queue::lock_own_lease(txn, &node.id, delivery.connection_id, now_ms()).await? {
+        return Ok(Recorded::LeaseLost(delivery.connection_id));
+    }
     let mut round_attempts = get_count(&row, "round_attempts")?;
     let connection = id(delivery.connection_id.0);
     if let Some(due) = delivery.next_attempt_at_ms {
@@ -210,16 +231,22 @@ pub async fn record_attempt(
         };
         connections::update(txn, outcome.workspace_id, delivery.connection_id, &patch).await?;
     }
-    Ok(Some(delivery))
+    if let Some(until) = outcome.pause_connection_until {
+        queue::store_pause(txn, delivery.connection_id, until).await?;
+    }
+    Ok(Recorded::Written(delivery))
 }
 
-/// Queues dead or succeeded deliveries again with a fresh retry schedule.
+/// Queues dead or succeeded deliveries again with a fresh retry schedule;
+/// claims their connections for `node` when nobody holds them, and tells
+/// the nodes holding the others.
 pub async fn requeue(
     txn: &Transaction<'_>,
+    node: &Node,
     workspace: WorkspaceId,
     which: &Requeue,
     now_ms: u64,
-) -> PgResult<Vec<QueueEntry>> {
+) -> PgResult<(Vec<QueueEntry>, NewEntryLeases)> {
     let ws = id(workspace.0);
     let rows = match which {
         // A suppressed delivery was held back on purpose: never sent.
@@ -294,7 +321,9 @@ pub async fn requeue(
             connection_id: delivery.connection_id,
         });
     }
-    Ok(entries)
+    let connections: Vec<ConnectionId> = entries.iter().map(|e| e.connection_id).collect();
+    let leases = queue::claim_for_new_entries(txn, node, &connections, now_ms).await?;
+    Ok((entries, leases))
 }
 
 async fn enqueue(
@@ -345,87 +374,6 @@ pub async fn drop_stale_queue_entry(txn: &Transaction<'_>, entry: &QueueEntry) -
         )
         .await?;
     Ok(removed > 0)
-}
-
-/// The first entry of every connection's queue: a loose index scan (one
-/// index probe per connection), not a read of the backlog.
-pub async fn queue_heads<C: GenericClient + Sync>(client: &C) -> PgResult<QueueHeads> {
-    let rows = client
-        .query(
-            "WITH RECURSIVE heads AS (
-                 (SELECT connection_id, due_ms, delivery_id, workspace_id FROM delivery_queue
-                  ORDER BY connection_id, due_ms, delivery_id LIMIT 1)
-                 UNION ALL
-                 SELECT next.* FROM heads, LATERAL (
-                     SELECT connection_id, due_ms, delivery_id, workspace_id FROM delivery_queue
-                     WHERE connection_id > heads.connection_id
-                     ORDER BY connection_id, due_ms, delivery_id LIMIT 1) AS next)
-             SELECT connection_id, due_ms, delivery_id, workspace_id FROM heads",
-            &[],
-        )
-        .await?;
-    let mut heads = QueueHeads {
-        heads: Vec::with_capacity(rows.len()),
-        backlog: queue_len(client).await?,
-    };
-    for row in &rows {
-        heads.heads.push(QueueHead {
-            connection_id: ConnectionId(get_id(row, "connection_id")?),
-            workspace_id: WorkspaceId(get_id(row, "workspace_id")?),
-            first: (
-                get_ms(row, "due_ms")?,
-                DeliveryId(get_id(row, "delivery_id")?),
-            ),
-        });
-    }
-    Ok(heads)
-}
-
-/// Reads each [`LaneRead`]'s entries in due order; call it in a
-/// repeatable-read transaction so all reads see one snapshot.
-pub async fn queue_rows<C: GenericClient + Sync>(
-    client: &C,
-    reads: &[LaneRead],
-) -> PgResult<Vec<LaneRows>> {
-    let mut answers = Vec::with_capacity(reads.len());
-    for read in reads {
-        let (due, delivery) = read.from.map_or((0, 0), |(due, id)| (due, id.0));
-        let wanted = i64::try_from(read.limit)
-            .unwrap_or(i64::MAX)
-            .saturating_add(1);
-        let rows = client
-            .query(
-                "SELECT due_ms, delivery_id, workspace_id FROM delivery_queue
-                 WHERE connection_id = $1 AND (due_ms, delivery_id) >= ($2, $3)
-                 ORDER BY due_ms, delivery_id LIMIT $4",
-                &[&id(read.connection_id.0), &ms(due), &id(delivery), &wanted],
-            )
-            .await?;
-        let mut answer = LaneRows::default();
-        for row in &rows {
-            let due_ms = get_ms(row, "due_ms")?;
-            let delivery = DeliveryId(get_id(row, "delivery_id")?);
-            if answer.entries.len() == read.limit || due_ms > read.due_by {
-                answer.next = Some((due_ms, delivery));
-                break;
-            }
-            answer.entries.push(QueueEntry {
-                due_ms,
-                delivery_id: delivery,
-                workspace_id: WorkspaceId(get_id(row, "workspace_id")?),
-                connection_id: read.connection_id,
-            });
-        }
-        answers.push(answer);
-    }
-    Ok(answers)
-}
-
-pub async fn queue_len<C: GenericClient + Sync>(client: &C) -> PgResult<u64> {
-    let row = client
-        .query_one("SELECT count(*) FROM delivery_queue", &[])
-        .await?;
-    Ok(u64::try_from(row.try_get::<_, i64>(0)?).unwrap_or(0))
 }
 
 pub fn delivery_from(row: &Row) -> PgResult<Delivery> {

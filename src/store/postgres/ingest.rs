@@ -11,12 +11,20 @@
 //!
 //! If the group's transaction fails for a reason other than the connection,
 //! each job is tried again alone, so one bad job fails only itself.
+//!
+//! Nodes sharing the database: the same transaction claims the connections
+//! of the group's new entries that no node holds, and notifies the nodes
+//! holding the others (`queue::claim_for_new_entries`). The entries stay in
+//! the table either way; this node's scheduler takes only those of
+//! connections it holds (`Store::may_deliver`).
 
 use super::columns::{count, id, ms, ms_from};
 use super::error::PgResult;
 use super::health::Health;
+use super::node::Node;
 use super::noise::{NoiseState, RuleWindow};
-use crate::model::{DeliveryId, DeliveryStatus, now_ms};
+use super::queue;
+use crate::model::{ConnectionId, DeliveryId, DeliveryStatus, now_ms};
 use crate::store::{IDEMPOTENCY_TTL_MS, IngestBatch, IngestOutcome, StoreError};
 use deadpool_postgres::{Pool, Transaction};
 use std::collections::{HashMap, HashSet};
@@ -47,10 +55,11 @@ impl IngestWriter {
     pub fn start(
         pool: Pool,
         health: Arc<Health>,
+        node: Arc<Node>,
         close: CancellationToken,
     ) -> (Self, tokio::task::JoinHandle<()>) {
         let (jobs, receiver) = mpsc::channel(CHANNEL_CAPACITY);
-        let task = tokio::spawn(run(pool, health, receiver, close));
+        let task = tokio::spawn(run(pool, health, node, receiver, close));
         (Self { jobs }, task)
     }
 
@@ -67,6 +76,7 @@ impl IngestWriter {
 async fn run(
     pool: Pool,
     health: Arc<Health>,
+    node: Arc<Node>,
     mut receiver: mpsc::Receiver<Job>,
     close: CancellationToken,
 ) {
@@ -89,15 +99,17 @@ async fn run(
         // The same series as redb's writer, so dashboards read either.
         metrics::histogram!("switchyard_write_batch_size").record(jobs.len() as f64);
         let started = std::time::Instant::now();
-        let answers: Vec<Result<IngestOutcome, StoreError>> = match commit_group(&pool, &batches)
-            .await
+        let answers: Vec<Result<IngestOutcome, StoreError>> = match commit_group(
+            &pool, &node, &batches,
+        )
+        .await
         {
             Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
             Err(error) if jobs.len() > 1 && !error.is_connection_failure() => {
                 tracing::warn!(%error, jobs = jobs.len(), "ingest group failed; trying each alone");
                 let mut answers = Vec::with_capacity(jobs.len());
                 for batch in &batches {
-                    let alone = commit_group(&pool, &[batch]).await;
+                    let alone = commit_group(&pool, &node, &[batch]).await;
                     answers.push(
                         alone
                             .map(|mut outcomes| outcomes.remove(0))
@@ -177,7 +189,11 @@ struct IdempotencyRows {
 /// A remembered first answer: (created at, status, response).
 type Remembered = (u64, u16, Vec<u8>);
 
-async fn commit_group(pool: &Pool, batches: &[&IngestBatch]) -> PgResult<Vec<IngestOutcome>> {
+async fn commit_group(
+    pool: &Pool,
+    node: &Node,
+    batches: &[&IngestBatch],
+) -> PgResult<Vec<IngestOutcome>> {
     let mut client = pool.get().await?;
     let txn = client.transaction().await?;
     let now = now_ms();
@@ -219,7 +235,17 @@ async fn commit_group(pool: &Pool, batches: &[&IngestBatch]) -> PgResult<Vec<Ing
     }
     write_rows(&txn, &rows).await?;
     write_noise(&txn, &noise).await?;
+    let connections = rows
+        .queue
+        .connection
+        .iter()
+        .map(|bytes| super::columns::id_from(bytes).map(ConnectionId))
+        .collect::<PgResult<Vec<_>>>()?;
+    let leases = queue::claim_for_new_entries(&txn, node, &connections, now).await?;
     txn.commit().await?;
+    for (connection, until) in leases.mine {
+        node.hold([connection], until);
+    }
     Ok(outcomes)
 }
 

@@ -7,10 +7,14 @@
 //! `connections.rs`, `rules.rs`, `events.rs`, `deliveries.rs`, `misc.rs`),
 //! `noise.rs` (noise control decided in the ingest transaction),
 //! `retention.rs`, `health.rs` (the `writable` watch and its probe),
-//! `columns.rs` (ids, times and enums as columns), `changes.rs` (what
+//! `columns.rs` (ids, times and enums as columns); for nodes sharing the
+//! database, `node.rs` (this node's id and its record of the connection
+//! leases it holds, the keeper that heartbeats and renews them),
+//! `queue.rs` (queue heads and rows, lease claims), `listen.rs` (the
+//! `LISTEN` connection that wakes the scheduler), `changes.rs` (what
 //! other nodes must drop from their caches: bumped by every write that
-//! changes a workspace's keys, rules or connections, polled by each node),
-//! `locks.rs` (advisory locks that hold across nodes).
+//! changes a workspace's keys, rules or connections, polled by each node)
+//! and `locks.rs` (advisory locks that hold across nodes).
 //!
 //! Every write other than ingest is its own short transaction on a pooled
 //! connection: PostgreSQL has no single writer to feed, and row locks
@@ -26,20 +30,26 @@ mod error;
 mod events;
 mod health;
 mod ingest;
+mod listen;
 mod locks;
 mod migrate;
 mod misc;
+mod node;
 mod noise;
+mod queue;
 mod retention;
 mod rules;
 mod workspaces;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_nodes;
 
 pub use connect::{ConnectError, describe, parse_url};
 pub use error::PgError;
 pub use migrate::{MigrateError, MigrationReport, latest_version};
+pub use node::NodeOptions;
 
 use super::{
     AttemptOutcome, BackupSource, ConnectionPatch, DeleteConnection, DeliveryContext, DeliveryPage,
@@ -50,12 +60,13 @@ use super::{
 use crate::config::PostgresConfig;
 use crate::model::{
     Attempt, Connection, ConnectionId, Delivery, DeliveryId, Event, EventId, KeyKind, Rule, RuleId,
-    ThreadKey, Workspace, WorkspaceId,
+    ThreadKey, Workspace, WorkspaceId, now_ms,
 };
 use deadpool_postgres::Pool;
 use error::PgResult;
 use health::Health;
 use ingest::IngestWriter;
+use node::Node;
 use std::sync::{Arc, Mutex};
 use tokio_postgres::IsolationLevel;
 use tokio_util::sync::CancellationToken;
@@ -126,37 +137,100 @@ macro_rules! snapshot {
     }};
 }
 
-/// Cheap to clone: every clone is the same store (one pool, one writer).
+/// Cheap to clone: every clone is the same store (one pool, one writer,
+/// one node).
 #[derive(Clone)]
 pub struct PgStore {
     pool: Pool,
     health: Arc<Health>,
     ingest: IngestWriter,
+    node: Arc<Node>,
+    /// Fires when another node queued entries for a connection this node
+    /// holds, or released connections.
+    wakeups: Arc<tokio::sync::watch::Sender<()>>,
     close: CancellationToken,
-    writer_task: Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>,
+    /// Stops the keeper and the listener; cancelled by `close` once the
+    /// writer has drained.
+    background: CancellationToken,
+    tasks: Arc<Mutex<Tasks>>,
     /// Where it points, without the password.
     target: Arc<str>,
 }
 
+/// The store's own tasks, awaited by `close`.
+#[derive(Default)]
+struct Tasks {
+    writer: Option<tokio::task::JoinHandle<()>>,
+    keeper: Option<tokio::task::JoinHandle<()>>,
+    listener: Option<tokio::task::JoinHandle<()>>,
+}
+
 impl PgStore {
-    /// Connects, applies pending migrations (refusing a database newer than
-    /// this binary) and starts the ingest writer.
+    /// [`PgStore::open_node`] with the default lease and attempt timeout
+    /// (`storage.postgres.lease_seconds` from `settings`, 15 s).
     pub async fn open(settings: &PostgresConfig) -> Result<Self, OpenError> {
+        let options = NodeOptions {
+            lease: std::time::Duration::from_secs(settings.lease_seconds),
+            attempt_timeout: std::time::Duration::from_secs(15),
+        };
+        Self::open_node(settings, options).await
+    }
+
+    /// Connects, applies pending migrations (refusing a database newer than
+    /// this binary), registers this node and starts the ingest writer, the
+    /// lease keeper and the notification listener.
+    pub async fn open_node(
+        settings: &PostgresConfig,
+        options: NodeOptions,
+    ) -> Result<Self, OpenError> {
         let (pool, target) = connect::pool(settings)?;
         migrate_with(&pool, &target).await?;
+        let node = Arc::new(Node::new(options));
+        node::register(&pool, &node)
+            .await
+            .map_err(|source| OpenError::Unreachable {
+                target: target.clone(),
+                source,
+            })?;
         let health = Health::new(pool.clone());
         let close = CancellationToken::new();
-        let (ingest, writer_task) =
-            IngestWriter::start(pool.clone(), health.clone(), close.clone());
-        tracing::info!(database = %target, "PostgreSQL store open");
+        let background = CancellationToken::new();
+        let (ingest, writer) =
+            IngestWriter::start(pool.clone(), health.clone(), node.clone(), close.clone());
+        let keeper = node::start_keeper(
+            pool.clone(),
+            health.clone(),
+            node.clone(),
+            background.clone(),
+        );
+        let wakeups = Arc::new(tokio::sync::watch::Sender::new(()));
+        let listener = listen::start(
+            settings.clone(),
+            vec![queue_subscription(node.clone(), wakeups.clone())],
+            background.clone(),
+        );
+        tracing::info!(database = %target, node = %node.id, "PostgreSQL store open");
+        metrics::gauge!("switchyard_node_info", "node" => node.id.clone()).set(1.0);
         Ok(Self {
             pool,
             health,
             ingest,
+            node,
+            wakeups,
             close,
-            writer_task: Arc::new(Mutex::new(Some(writer_task))),
+            background,
+            tasks: Arc::new(Mutex::new(Tasks {
+                writer: Some(writer),
+                keeper: Some(keeper),
+                listener: Some(listener),
+            })),
             target: target.into(),
         })
+    }
+
+    /// This node's id (`node_…`), unique per start.
+    pub fn node_id(&self) -> &str {
+        &self.node.id
     }
 
     /// Applies pending migrations and returns what it did, without opening
@@ -176,19 +250,45 @@ impl PgStore {
     }
 
     /// Commits the ingests already queued and refuses later writes
-    /// ([`StoreError::WriterStopped`]); reads go on working. The pool's
-    /// connections close with the last clone of the store.
+    /// ([`StoreError::WriterStopped`]); reads go on working. Then gives up
+    /// this node's leases (the other nodes are told and take the
+    /// connections over at once) and removes its `nodes` row. The server
+    /// closes the store after the delivery engine drained, so no attempt
+    /// of this node is left to record. The pool's connections close with
+    /// the last clone of the store.
     pub async fn close(&self) {
         self.close.cancel();
-        let task = self
-            .writer_task
-            .lock()
-            .ok()
-            .and_then(|mut task| task.take());
-        if let Some(task) = task
-            && let Err(error) = task.await
+        let tasks = std::mem::take(
+            &mut *self
+                .tasks
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        if let Some(writer) = tasks.writer
+            && let Err(error) = writer.await
         {
             tracing::error!(%error, "the PostgreSQL ingest writer failed");
+        }
+        self.background.cancel();
+        let Some(keeper) = tasks.keeper else {
+            return; // Closed before.
+        };
+        // The keeper must have stopped: it would register the node again.
+        if let Err(error) = keeper.await {
+            tracing::error!(%error, "the PostgreSQL lease keeper failed");
+        }
+        if let Some(listener) = tasks.listener {
+            let _ = listener.await;
+        }
+        match node::release(&self.pool, &self.node).await {
+            Ok(released) => {
+                tracing::info!(node = %self.node.id, released, "node left the database")
+            }
+            Err(error) => tracing::warn!(
+                %error,
+                node = %self.node.id,
+                "cannot release this node's leases; they lapse on their own"
+            ),
         }
     }
 
@@ -374,11 +474,29 @@ impl PgStore {
         snapshot!(self, |txn| deliveries::context(&txn, workspace, id))
     }
 
+    /// Records the attempt only while this node holds its connection's
+    /// lease; `None` (nothing written) once it does not.
     pub async fn record_attempt(
         &self,
         outcome: AttemptOutcome,
     ) -> Result<Option<Delivery>, StoreError> {
-        in_txn!(self, |txn| deliveries::record_attempt(&txn, &outcome))
+        let node = &self.node;
+        let recorded = in_txn!(self, |txn| deliveries::record_attempt(&txn, node, &outcome))?;
+        Ok(match recorded {
+            deliveries::Recorded::Written(delivery) => Some(delivery),
+            deliveries::Recorded::Gone => None,
+            deliveries::Recorded::LeaseLost(connection) => {
+                self.node.forget(connection);
+                tracing::warn!(
+                    node = %self.node.id,
+                    %connection,
+                    delivery = %outcome.delivery_id,
+                    "lease lost: another node delivers this connection now; the outcome was not recorded"
+                );
+                metrics::counter!("switchyard_lease_lost_total").increment(1);
+                None
+            }
+        })
     }
 
     pub async fn requeue(
@@ -387,21 +505,52 @@ impl PgStore {
         which: Requeue,
         now_ms: u64,
     ) -> Result<Vec<QueueEntry>, StoreError> {
-        in_txn!(self, |txn| deliveries::requeue(
-            &txn, workspace, &which, now_ms
-        ))
+        let node = &self.node;
+        let (entries, leases) = in_txn!(self, |txn| deliveries::requeue(
+            &txn, node, workspace, &which, now_ms
+        ))?;
+        for (connection, until) in leases.mine {
+            self.node.hold([connection], until);
+        }
+        Ok(entries)
     }
 
+    /// Claims a fair share of the unowned connections with entries due and
+    /// returns the heads of those this node holds.
     pub async fn queue_heads(&self) -> Result<QueueHeads, StoreError> {
-        snapshot!(self, |txn| deliveries::queue_heads(&*txn))
+        let node = &self.node;
+        let now = now_ms();
+        let claimed = in_txn!(self, |txn| queue::claim_and_heads(&txn, node, now))?;
+        for connection in claimed.elsewhere {
+            self.node.forget(connection);
+        }
+        for (connection, until) in claimed.held {
+            self.node.hold([connection], until);
+        }
+        Ok(claimed.heads)
     }
 
+    /// Reads only connections this node holds; the others answer empty.
     pub async fn queue_rows(&self, reads: Vec<LaneRead>) -> Result<Vec<LaneRows>, StoreError> {
-        snapshot!(self, |txn| deliveries::queue_rows(&*txn, &reads))
+        let now = now_ms();
+        let mine: Vec<usize> = (0..reads.len())
+            .filter(|index| self.node.holds(reads[*index].connection_id, now))
+            .collect();
+        let wanted: Vec<LaneRead> = mine.iter().map(|index| reads[*index]).collect();
+        let found = snapshot!(self, |txn| queue::queue_rows(&*txn, &wanted))?;
+        let mut answers = vec![LaneRows::default(); reads.len()];
+        for (index, rows) in mine.into_iter().zip(found) {
+            answers[index] = rows;
+        }
+        Ok(answers)
     }
 
     pub async fn queue_len(&self) -> Result<u64, StoreError> {
-        read!(self, |client| deliveries::queue_len(client))
+        read!(self, |client| queue::queue_len(client))
+    }
+
+    pub fn may_deliver(&self, connection: ConnectionId) -> bool {
+        self.node.may_start_attempt(connection, now_ms())
     }
 
     pub async fn drop_stale_queue_entry(&self, entry: QueueEntry) -> Result<bool, StoreError> {
@@ -472,6 +621,27 @@ impl PgStore {
         locks::take(&self.pool, lock, wait)
             .await
             .map_err(|error| self.health.observe(error))
+    }
+}
+
+/// Wakes this node's scheduler when another node queued entries for a
+/// connection it holds, or asks every node to look.
+fn queue_subscription(
+    node: Arc<Node>,
+    wakeups: Arc<tokio::sync::watch::Sender<()>>,
+) -> listen::Subscription {
+    listen::Subscription {
+        channel: queue::QUEUE_CHANNEL,
+        on_notify: Box::new(move |payload| {
+            let now = now_ms();
+            let mine = match queue::notified_connections(payload) {
+                Some(connections) => connections.iter().any(|c| node.holds(*c, now)),
+                None => true,
+            };
+            if mine {
+                wakeups.send_replace(());
+            }
+        }),
     }
 }
 
@@ -555,6 +725,14 @@ impl Store for PgStore {
 
     fn is_writable(&self) -> bool {
         PgStore::is_writable(self)
+    }
+
+    fn may_deliver(&self, connection: ConnectionId) -> bool {
+        PgStore::may_deliver(self, connection)
+    }
+
+    fn queue_wakeups(&self) -> Option<tokio::sync::watch::Receiver<()>> {
+        Some(self.wakeups.subscribe())
     }
 
     fn writable(&self) -> tokio::sync::watch::Receiver<bool> {

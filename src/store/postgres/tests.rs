@@ -30,6 +30,7 @@ impl TestDb {
             url: Some(Secret::new(with_database(&admin_url, &name))),
             pool_size: 8,
             tls: PostgresTls::Disable,
+            lease_seconds: 30,
         };
         Self {
             settings,
@@ -50,7 +51,7 @@ impl TestDb {
     }
 }
 
-async fn admin_client(url: &str) -> tokio_postgres::Client {
+pub(super) async fn admin_client(url: &str) -> tokio_postgres::Client {
     let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
         .await
         .expect("connect to SWITCHYARD_TEST_POSTGRES_URL");
@@ -97,22 +98,22 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 /// A fresh database with the store open on it.
-async fn open() -> (TestDb, PgStore) {
+pub(super) async fn open() -> (TestDb, PgStore) {
     let db = TestDb::create().await;
     let store = PgStore::open(&db.settings).await.expect("open the store");
     (db, store)
 }
 
-async fn finish(db: TestDb, store: PgStore) {
+pub(super) async fn finish(db: TestDb, store: PgStore) {
     store.close().await;
     db.drop_database().await;
 }
 
-async fn admin(db: &TestDb) -> tokio_postgres::Client {
+pub(super) async fn admin(db: &TestDb) -> tokio_postgres::Client {
     admin_client(db.settings.url.as_ref().unwrap().expose()).await
 }
 
-fn workspace(n: u128) -> NewWorkspace {
+pub(super) fn workspace(n: u128) -> NewWorkspace {
     NewWorkspace {
         workspace: Workspace {
             id: WorkspaceId(n),
@@ -125,7 +126,7 @@ fn workspace(n: u128) -> NewWorkspace {
     }
 }
 
-fn connection(ws: u128, n: u128) -> Connection {
+pub(super) fn connection(ws: u128, n: u128) -> Connection {
     Connection {
         id: ConnectionId(n),
         workspace_id: WorkspaceId(ws),
@@ -139,7 +140,7 @@ fn connection(ws: u128, n: u128) -> Connection {
     }
 }
 
-fn rule(ws: u128, n: u128, connection: u128) -> Rule {
+pub(super) fn rule(ws: u128, n: u128, connection: u128) -> Rule {
     Rule {
         id: RuleId(n),
         workspace_id: WorkspaceId(ws),
@@ -159,7 +160,7 @@ fn rule(ws: u128, n: u128, connection: u128) -> Rule {
 }
 
 /// An event received at `ms` (its id carries the time, as ULIDs do).
-fn event(ws: u128, ms: u64, n: u128, name: &str) -> Event {
+pub(super) fn event(ws: u128, ms: u64, n: u128, name: &str) -> Event {
     Event {
         id: EventId((u128::from(ms) << 80) | n),
         workspace_id: WorkspaceId(ws),
@@ -171,7 +172,7 @@ fn event(ws: u128, ms: u64, n: u128, name: &str) -> Event {
     }
 }
 
-fn delivery(event: &Event, n: u128, connection: u128, due: u64) -> Delivery {
+pub(super) fn delivery(event: &Event, n: u128, connection: u128, due: u64) -> Delivery {
     Delivery {
         id: DeliveryId(event.id.0 + n),
         workspace_id: event.workspace_id,
@@ -188,7 +189,7 @@ fn delivery(event: &Event, n: u128, connection: u128, due: u64) -> Delivery {
     }
 }
 
-fn batch(events: Vec<Event>, deliveries: Vec<Delivery>) -> IngestBatch {
+pub(super) fn batch(events: Vec<Event>, deliveries: Vec<Delivery>) -> IngestBatch {
     IngestBatch {
         workspace_id: events[0].workspace_id,
         events,
@@ -300,6 +301,7 @@ async fn workspaces_keys_rotation_and_the_purge_after_deletion() {
                     },
                     next: NextStep::RetryAt(8_000 + at),
                     connection_status: None,
+                    pause_connection_until: None,
                 })
                 .await
                 .unwrap();
@@ -653,6 +655,7 @@ async fn attempts_move_deliveries_through_the_queue() {
         },
         next,
         connection_status: Some(ConnectionStatus::Disabled),
+        pause_connection_until: None,
     };
     let retried = store
         .record_attempt(attempt(NextStep::RetryAt(9_000)))

@@ -431,6 +431,7 @@ pub fn queue_heads(txn: &ReadTransaction) -> Result<QueueHeads, StoreError> {
             connection_id: ConnectionId(connection),
             workspace_id: WorkspaceId(workspace.value()),
             first: (due_ms, DeliveryId(delivery)),
+            paused_until_ms: 0,
         });
         let Some(next) = connection.checked_add(1) else {
             break;

@@ -491,6 +491,7 @@ mod tests {
                     },
                     next: NextStep::Succeeded,
                     connection_status: None,
+                    pause_connection_until: None,
                 };
                 assert!(store.record_attempt(outcome).await.unwrap().is_some());
             }
