@@ -11,6 +11,7 @@ mod connections;
 mod deliveries;
 mod error;
 mod events;
+mod export;
 mod handle;
 mod noise;
 mod retention;
@@ -32,6 +33,7 @@ use crate::model::{
     ThreadKey, Workspace, WorkspaceId,
 };
 pub use compact::{CompactError, CompactReport, compact};
+pub use export::{ExportError, ExportInfo, export};
 pub(crate) use handle::DbSlot;
 use redb::{
     ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTableMetadata, WriteTransaction,
