@@ -85,9 +85,10 @@ enum Command {
         #[arg(long)]
         output: PathBuf,
     },
-    /// Load a dump written by `export` into the configured PostgreSQL
-    /// database, which must be empty: all or nothing, in one transaction.
-    /// Refuses a damaged dump or another master key before writing.
+    /// Load a dump written by `export` into the configured store
+    /// (PostgreSQL, or redb with the server stopped), which must be empty:
+    /// all or nothing, in one transaction. Refuses a damaged dump or
+    /// another master key before writing.
     Import {
         /// TOML configuration file (default: ./config/switchyard.toml if present).
         #[arg(long)]

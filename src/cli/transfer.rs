@@ -1,9 +1,9 @@
 //! `switchyard export` and `switchyard import`: moving a store's data to
 //! another backend through a dump file (`store/dump.rs`). The backends do
 //! the reading and writing (`store/redb_backend/export.rs`,
-//! `store/postgres/import.rs`); this is the command-line side: the
-//! configuration, the master key check, the atomic output file and the
-//! progress.
+//! `store/postgres/import.rs`, `store/redb_backend/import.rs`); this is
+//! the command-line side: the configuration, the master key check, the
+//! atomic output file and the progress.
 
 use super::progress::{Progress, duration_text};
 use super::size_text;
@@ -122,15 +122,9 @@ pub fn export(config_path: Option<PathBuf>, output: &Path) -> anyhow::Result<()>
 }
 
 /// Checks the whole dump and the master key, then loads it into the
-/// configured (empty) PostgreSQL database in one transaction.
+/// configured store, which must be empty, all or nothing.
 pub async fn import(config_path: Option<PathBuf>, input: PathBuf) -> anyhow::Result<()> {
     let config = Config::load(config_path.as_deref())?;
-    if config.storage.backend != StorageBackend::Postgres {
-        bail!(
-            "import writes into PostgreSQL: set storage.backend = \"postgres\" and \
-             storage.postgres.url (importing into redb is not built)"
-        );
-    }
     let key = master_key(&config)?;
     let size = std::fs::metadata(&input)
         .with_context(|| format!("cannot read {}", input.display()))?
@@ -146,21 +140,14 @@ pub async fn import(config_path: Option<PathBuf>, input: PathBuf) -> anyhow::Res
 
     let progress = Progress::spinner("importing");
     progress.expect_bytes("importing", Some(size));
-    let (rows, receiver) = tokio::sync::mpsc::channel(ROWS_IN_FLIGHT);
-    let reader = {
-        let (input, advance) = (input.clone(), progress.advancer());
-        tokio::task::spawn_blocking(move || send_rows(&input, rows, advance))
+    let target = match config.storage.backend {
+        StorageBackend::Postgres => import_postgres(&config, &input, &checked, &progress).await?,
+        StorageBackend::Redb => import_redb(&config, &input, &progress).await?,
     };
-    let imported =
-        crate::store::postgres::import(&config.storage.postgres, &checked.counts, receiver).await;
-    // The reader stops once the import stops listening; its own errors
-    // reached the import through the channel.
-    let _ = reader.await;
-    let target = imported?;
     let elapsed = duration_text(progress.elapsed());
     progress.finish(&format!(
-        "imported {} rows from {} into PostgreSQL {target} in {elapsed} (exported from {} \
-         by switchyard {}): {}",
+        "imported {} rows from {} into {target} in {elapsed} (exported from {} by switchyard \
+         {}): {}",
         checked.counts.total(),
         input.display(),
         checked.source,
@@ -168,6 +155,52 @@ pub async fn import(config_path: Option<PathBuf>, input: PathBuf) -> anyhow::Res
         checked.counts.summary()
     ));
     Ok(())
+}
+
+/// Streams the rows from a reader thread into one PostgreSQL transaction.
+async fn import_postgres(
+    config: &Config,
+    input: &Path,
+    checked: &Header,
+    progress: &Progress,
+) -> anyhow::Result<String> {
+    let (rows, receiver) = tokio::sync::mpsc::channel(ROWS_IN_FLIGHT);
+    let reader = {
+        let (input, advance) = (input.to_path_buf(), progress.advancer());
+        tokio::task::spawn_blocking(move || send_rows(&input, rows, advance))
+    };
+    let imported =
+        crate::store::postgres::import(&config.storage.postgres, &checked.counts, receiver).await;
+    // The reader stops once the import stops listening; its own errors
+    // reached the import through the channel.
+    let _ = reader.await;
+    Ok(format!("PostgreSQL {}", imported?))
+}
+
+/// Reads the rows into one redb write transaction on a blocking thread.
+async fn import_redb(config: &Config, input: &Path, progress: &Progress) -> anyhow::Result<String> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&config.data_dir)
+        .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
+    let path = config.database_path();
+    let cache_bytes = crate::store::StoreOptions::from_config(&config.storage).cache_bytes;
+    let (input, target, advance) = (input.to_path_buf(), path.clone(), progress.advancer());
+    tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        let file =
+            File::open(&input).with_context(|| format!("cannot read {}", input.display()))?;
+        let mut reader = DumpReader::open(BufReader::new(file)).map_err(refused)?;
+        let mut read = 0;
+        crate::store::import_redb(&target, cache_bytes, &mut reader, &mut |bytes| {
+            advance(bytes - read);
+            read = bytes;
+        })?;
+        Ok(())
+    })
+    .await??;
+    Ok(format!("redb {}", path.display()))
 }
 
 /// Reads the whole dump before anything is written: a damaged file, or a

@@ -18,7 +18,8 @@ mod redb_backend;
 pub use codec::CodecError;
 pub use fault::FaultSwitch;
 pub use redb_backend::{
-    CompactError, CompactReport, ExportError, ExportInfo, RedbStore, compact, export,
+    CompactError, CompactReport, ExportError, ExportInfo, RedbImportError, RedbStore, compact,
+    export, import as import_redb,
 };
 
 use crate::model::{

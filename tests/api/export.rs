@@ -376,7 +376,7 @@ async fn a_redb_instance_moves_to_postgresql_and_carries_on() {
 }
 
 /// A small instance's dump, for the refusals.
-async fn small_dump() -> (tempfile::TempDir, PathBuf) {
+async fn small_dump() -> (tempfile::TempDir, PathBuf, TestWorkspace) {
     let dir = tempfile::tempdir().unwrap();
     let env = [
         ("SWITCHYARD_MASTER_KEY", MASTER_KEY),
@@ -395,12 +395,12 @@ async fn small_dump() -> (tempfile::TempDir, PathBuf) {
     let dump = dir.path().join("small.dump");
     let exported = export(dir.path(), &dump).await;
     assert!(exported.ok, "{}", exported.stderr);
-    (dir, dump)
+    (dir, dump, ws)
 }
 
 #[tokio::test]
 async fn a_damaged_dump_or_another_master_key_is_refused_and_writes_nothing() {
-    let (dir, dump) = small_dump().await;
+    let (dir, dump, _) = small_dump().await;
     let bytes = std::fs::read(&dump).unwrap();
     let (_db_dir, database) = new_database().await;
 
@@ -442,4 +442,44 @@ async fn a_damaged_dump_or_another_master_key_is_refused_and_writes_nothing() {
     let imported = import(&database, &dump, MASTER_KEY).await;
     assert!(imported.ok, "{}", imported.stderr);
     assert!(total_rows(&row_counts(&database).await) > 0);
+}
+
+#[tokio::test]
+async fn a_dump_also_imports_into_a_new_redb_data_dir() {
+    let (source_dir, dump, ws) = small_dump().await;
+    let env = [
+        ("SWITCHYARD_MASTER_KEY", MASTER_KEY),
+        ("SWITCHYARD_STORAGE__BACKEND", "redb"),
+    ];
+    let source = ChildServer::start_with_env(source_dir.path(), Some(ADMIN_TOKEN), &env).await;
+    let before = listing(&source, &ws).await;
+    assert_eq!(before.0.as_array().unwrap().len(), 3);
+    assert_eq!(source.terminate().await.code(), Some(0));
+
+    let target_dir = tempfile::tempdir().unwrap();
+    let data_dir = target_dir.path().join("data");
+    let into_redb = async |master_key: &str| {
+        let env = [
+            ("SWITCHYARD_DATA_DIR", data_dir.to_str().unwrap()),
+            ("SWITCHYARD_STORAGE__BACKEND", "redb"),
+            ("SWITCHYARD_MASTER_KEY", master_key),
+        ];
+        run(&["import", "--input", dump.to_str().unwrap()], &env).await
+    };
+    let refused = into_redb(OTHER_MASTER_KEY).await;
+    assert!(!refused.ok && refused.stderr.contains("wrong master key"));
+    assert!(!data_dir.join("switchyard.redb").exists());
+    let imported = into_redb(MASTER_KEY).await;
+    assert!(imported.ok, "{}", imported.stderr);
+    assert!(imported.stdout.contains("into redb"), "{}", imported.stdout);
+    let again = into_redb(MASTER_KEY).await;
+    assert!(
+        !again.ok && again.stderr.contains("not empty"),
+        "{}",
+        again.stderr
+    );
+
+    let target = ChildServer::start_with_env(&data_dir, Some(ADMIN_TOKEN), &env).await;
+    assert_eq!(listing(&target, &ws).await, before);
+    assert_eq!(target.terminate().await.code(), Some(0));
 }

@@ -13,6 +13,7 @@ mod error;
 mod events;
 mod export;
 mod handle;
+mod import;
 mod noise;
 mod retention;
 mod rules;
@@ -35,6 +36,7 @@ use crate::model::{
 pub use compact::{CompactError, CompactReport, compact};
 pub use export::{ExportError, ExportInfo, export};
 pub(crate) use handle::DbSlot;
+pub use import::{RedbImportError, import};
 use redb::{
     ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTableMetadata, WriteTransaction,
 };
