@@ -73,10 +73,11 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
-    /// Write every durable row of the redb store into a dump file, to move
-    /// it to PostgreSQL with `import`. Run it with the server stopped (it
-    /// refuses while the server holds the database); sealed secrets stay
-    /// sealed, so the import needs the same master key.
+    /// Write every durable row of the configured store into a dump file,
+    /// to move it to another store with `import`. On redb run it with the
+    /// server stopped (it refuses while the server holds the database); on
+    /// PostgreSQL it reads one snapshot. Sealed secrets stay sealed, so the
+    /// import needs the same master key.
     Export {
         /// TOML configuration file (default: ./config/switchyard.toml if present).
         #[arg(long)]
@@ -309,7 +310,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Backup(args) => runtime.block_on(backup(args)),
         Command::Compact { config } => compact(config),
         Command::Migrate { config } => runtime.block_on(migrate(config)),
-        Command::Export { config, output } => transfer::export(config, &output),
+        Command::Export { config, output } => transfer::export(&runtime, config, &output),
         Command::Import { config, input } => runtime.block_on(transfer::import(config, input)),
         Command::Completions { shell } => completions(shell),
         Command::Healthcheck { url, config } => runtime.block_on(healthcheck(url, config)),

@@ -11,10 +11,10 @@ use crate::config::{Config, StorageBackend};
 use crate::crypto::MasterKey;
 use crate::model::ConnectionId;
 use crate::secret::Secret;
-use crate::store::dump::{DumpError, DumpReader, Header, Row};
+use crate::store::dump::{Counts, DumpError, DumpReader, DumpWriter, Header, Row};
 use anyhow::{Context, bail};
 use std::fs::File;
-use std::io::{BufReader, BufWriter};
+use std::io::{BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 /// Rows the file reader may run ahead of PostgreSQL.
@@ -49,16 +49,14 @@ fn master_key(config: &Config) -> anyhow::Result<MasterKey> {
     }
 }
 
-/// Writes the stopped redb store's dump to `output`: into a temporary
-/// file beside it, synced, then renamed, so `output` is whole or absent.
-pub fn export(config_path: Option<PathBuf>, output: &Path) -> anyhow::Result<()> {
+/// Writes the configured store's dump to `output`: into a temporary file
+/// beside it, synced, then renamed, so `output` is whole or absent.
+pub fn export(
+    runtime: &tokio::runtime::Runtime,
+    config_path: Option<PathBuf>,
+    output: &Path,
+) -> anyhow::Result<()> {
     let config = Config::load(config_path.as_deref())?;
-    if config.storage.backend == StorageBackend::Postgres {
-        bail!(
-            "export reads a redb store, and storage.backend is postgres: back PostgreSQL up \
-             with its own tools (pg_dump); exporting from PostgreSQL is not built"
-        );
-    }
     let key = master_key(&config)?;
     let directory = match output.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
@@ -79,21 +77,14 @@ pub fn export(config_path: Option<PathBuf>, output: &Path) -> anyhow::Result<()>
         .suffix(".tmp")
         .tempfile_in(&directory)
         .with_context(|| format!("cannot write in {}", directory.display()))?;
-    let database = config.database_path();
-    let progress = Progress::spinner(format!("counting the rows of {}", database.display()));
-    let advance = progress.advancer();
-    let opens_secrets =
-        |id, sealed: &[u8]| crate::destinations::check_sealed_secrets(&key, id, sealed);
-    let info = crate::store::ExportInfo {
-        switchyard_version: super::VERSION.to_string(),
-        created_at_ms: crate::model::now_ms(),
-        master_key_fingerprint: key.fingerprint(),
-        opens_secrets: &opens_secrets,
-        on_total: &|total| progress.expect_rows("exporting", total),
-        cache_bytes: crate::store::StoreOptions::from_config(&config.storage).cache_bytes,
-    };
+    let progress = Progress::spinner("counting the rows");
     let mut out = BufWriter::new(partial);
-    let counts = crate::store::export(&database, &info, &mut out, &mut |rows| advance(rows))?;
+    let (counts, source) = match config.storage.backend {
+        StorageBackend::Redb => export_redb(&config, &key, &progress, &mut out)?,
+        StorageBackend::Postgres => {
+            runtime.block_on(export_postgres(&config, &key, &progress, &mut out))?
+        }
+    };
     let partial = out
         .into_inner()
         .map_err(|error| error.into_error())
@@ -112,13 +103,105 @@ pub fn export(config_path: Option<PathBuf>, output: &Path) -> anyhow::Result<()>
         .with_context(|| format!("cannot sync {}", directory.display()))?;
     let elapsed = duration_text(progress.elapsed());
     progress.finish(&format!(
-        "exported {} rows to {} ({}) in {elapsed}: {}",
+        "exported {} rows from {source} to {} ({}) in {elapsed}: {}",
         counts.total(),
         output.display(),
         size_text(bytes),
         counts.summary()
     ));
     Ok(())
+}
+
+/// The stopped server's redb file, from one read snapshot.
+fn export_redb(
+    config: &Config,
+    key: &MasterKey,
+    progress: &Progress,
+    out: &mut impl Write,
+) -> anyhow::Result<(Counts, String)> {
+    let database = config.database_path();
+    let advance = progress.advancer();
+    let opens_secrets =
+        |id, sealed: &[u8]| crate::destinations::check_sealed_secrets(key, id, sealed);
+    let info = crate::store::ExportInfo {
+        switchyard_version: super::VERSION.to_string(),
+        created_at_ms: crate::model::now_ms(),
+        master_key_fingerprint: key.fingerprint(),
+        opens_secrets: &opens_secrets,
+        on_total: &|total| progress.expect_rows("exporting", total),
+        cache_bytes: crate::store::StoreOptions::from_config(&config.storage).cache_bytes,
+    };
+    let counts = crate::store::export(&database, &info, out, &mut |rows| advance(rows))?;
+    Ok((counts, format!("redb {}", database.display())))
+}
+
+/// PostgreSQL, from one snapshot; the nodes may keep running.
+async fn export_postgres(
+    config: &Config,
+    key: &MasterKey,
+    progress: &Progress,
+    out: &mut impl Write,
+) -> anyhow::Result<(Counts, String)> {
+    let mut sink = PgDumpSink {
+        out: Some(out),
+        dump: None,
+        key,
+        secrets_checked: false,
+        progress,
+        counts: Counts::default(),
+    };
+    let target = crate::store::postgres::export(&config.storage.postgres, &mut sink).await?;
+    match sink.dump.take() {
+        Some(dump) => {
+            dump.finish()?;
+        }
+        None => bail!("the export ended before it started"),
+    }
+    Ok((sink.counts, format!("PostgreSQL {target}")))
+}
+
+/// Writes what the PostgreSQL export reads into the dump, checking the
+/// master key on the first connection as the redb export does.
+struct PgDumpSink<'a, W: Write> {
+    out: Option<W>,
+    dump: Option<DumpWriter<W>>,
+    key: &'a MasterKey,
+    secrets_checked: bool,
+    progress: &'a Progress,
+    counts: Counts,
+}
+
+impl<W: Write> crate::store::postgres::ExportSink for PgDumpSink<'_, W> {
+    fn start(&mut self, counts: &Counts) -> Result<(), String> {
+        let out = self.out.take().ok_or("the export started twice")?;
+        let header = Header {
+            source: "postgres".into(),
+            switchyard_version: super::VERSION.to_string(),
+            created_at_ms: crate::model::now_ms(),
+            master_key_fingerprint: self.key.fingerprint(),
+            counts: counts.clone(),
+        };
+        self.dump = Some(DumpWriter::start(out, &header).map_err(|error| error.to_string())?);
+        self.counts = counts.clone();
+        self.progress.expect_rows("exporting", counts.total());
+        Ok(())
+    }
+
+    fn row(&mut self, row: Row) -> Result<(), String> {
+        if !self.secrets_checked
+            && let Some((id, sealed)) = row.sealed_secrets().map_err(|error| error.to_string())?
+        {
+            let id = ConnectionId(id);
+            if !crate::destinations::check_sealed_secrets(self.key, id, &sealed) {
+                return Err(crate::store::ExportError::WrongMasterKey(id).to_string());
+            }
+            self.secrets_checked = true;
+        }
+        let dump = self.dump.as_mut().ok_or("a row before the header")?;
+        dump.row(row).map_err(|error| error.to_string())?;
+        self.progress.advance(1);
+        Ok(())
+    }
 }
 
 /// Checks the whole dump and the master key, then loads it into the

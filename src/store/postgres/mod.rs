@@ -7,8 +7,9 @@
 //! `connections.rs`, `rules.rs`, `events.rs`, `deliveries.rs`, `misc.rs`),
 //! `noise.rs` (noise control decided in the ingest transaction),
 //! `retention.rs`, `health.rs` (the `writable` watch and its probe),
-//! `columns.rs` (ids, times and enums as columns), `import.rs`
-//! (`switchyard import`: a dump copied in, in one transaction).
+//! `columns.rs` (ids, times and enums as columns), `import.rs` and
+//! `export.rs` (`switchyard import`: a dump copied in, in one transaction;
+//! `switchyard export`: every table read out of one snapshot).
 //!
 //! Every write other than ingest is its own short transaction on a pooled
 //! connection: PostgreSQL has no single writer to feed, and row locks
@@ -21,6 +22,7 @@ mod connections;
 mod deliveries;
 mod error;
 mod events;
+mod export;
 mod health;
 mod import;
 mod ingest;
@@ -36,6 +38,7 @@ mod tests;
 
 pub use connect::{ConnectError, describe, parse_url};
 pub use error::PgError;
+pub use export::{ExportSink, PgExportError, export};
 pub use import::{ImportError, import};
 pub use migrate::{MigrateError, MigrationReport, latest_version};
 
