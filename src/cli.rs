@@ -2,6 +2,7 @@
 //! server over its HTTP API.
 
 mod progress;
+mod transfer;
 
 use crate::bench::{self, BacklogBenchOptions, E2eBenchOptions, IngestBenchOptions};
 use crate::config::Config;
@@ -71,6 +72,31 @@ enum Command {
         /// TOML configuration file (default: ./config/switchyard.toml if present).
         #[arg(long)]
         config: Option<PathBuf>,
+    },
+    /// Write every durable row of the configured store into a dump file,
+    /// to move it to another store with `import`. On redb run it with the
+    /// server stopped (it refuses while the server holds the database); on
+    /// PostgreSQL it reads one snapshot. Sealed secrets stay sealed, so the
+    /// import needs the same master key.
+    Export {
+        /// TOML configuration file (default: ./config/switchyard.toml if present).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The dump file to write; must not exist yet.
+        #[arg(long)]
+        output: PathBuf,
+    },
+    /// Load a dump written by `export` into the configured store
+    /// (PostgreSQL, or redb with the server stopped), which must be empty:
+    /// all or nothing, in one transaction. Refuses a damaged dump or
+    /// another master key before writing.
+    Import {
+        /// TOML configuration file (default: ./config/switchyard.toml if present).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The dump file `switchyard export` wrote.
+        #[arg(long)]
+        input: PathBuf,
     },
     /// Print a shell completion script, e.g.
     /// `switchyard completions bash > /etc/bash_completion.d/switchyard`.
@@ -284,6 +310,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Backup(args) => runtime.block_on(backup(args)),
         Command::Compact { config } => compact(config),
         Command::Migrate { config } => runtime.block_on(migrate(config)),
+        Command::Export { config, output } => transfer::export(&runtime, config, &output),
+        Command::Import { config, input } => runtime.block_on(transfer::import(config, input)),
         Command::Completions { shell } => completions(shell),
         Command::Healthcheck { url, config } => runtime.block_on(healthcheck(url, config)),
         Command::Bench {

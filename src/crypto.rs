@@ -117,6 +117,21 @@ impl MasterKey {
         }
     }
 
+    /// Like [`MasterKey::load`] but never generates one: `None` when
+    /// neither source holds a key (`switchyard export` and `import` need
+    /// the key the data was sealed with, not a new one).
+    pub fn load_existing(
+        data_dir: &Path,
+        from_env: Option<&str>,
+    ) -> Result<Option<(MasterKey, MasterKeySource)>, CryptoError> {
+        if let Some(value) = from_env {
+            let key = decode_key(value).ok_or(CryptoError::InvalidEnvKey)?;
+            return Ok(Some((key, MasterKeySource::Environment)));
+        }
+        let path = data_dir.join(MASTER_KEY_FILE);
+        Ok(read_key_file(&path)?.map(|key| (key, MasterKeySource::File(path))))
+    }
+
     /// A fresh random key from the operating system's generator.
     pub fn generate() -> Result<MasterKey, CryptoError> {
         let mut bytes = [0u8; KEY_LEN];

@@ -1,5 +1,5 @@
-//! Progress for long command-line work (backup, compact, and any import or
-//! export to come). On a terminal a bar or a spinner is drawn on stderr;
+//! Progress for long command-line work (backup, compact, export, import).
+//! On a terminal a bar or a spinner is drawn on stderr;
 //! otherwise (a pipe, a log file, cron) nothing is drawn and only the
 //! summary line is printed, so logs get one plain line and no escape codes.
 
@@ -49,6 +49,26 @@ impl Progress {
         }
     }
 
+    /// Turns the spinner into a bar of `total` rows.
+    pub fn expect_rows(&self, message: impl Into<String>, total: u64) {
+        let Some(bar) = &self.bar else { return };
+        bar.set_message(message.into());
+        bar.set_length(total);
+        bar.set_position(0);
+        bar.set_style(rows_style());
+    }
+
+    /// Something another thread can advance the bar with (by bytes or
+    /// rows, whichever it counts).
+    pub fn advancer(&self) -> impl Fn(u64) + Send + 'static {
+        let bar = self.bar.clone();
+        move |amount| {
+            if let Some(bar) = &bar {
+                bar.inc(amount);
+            }
+        }
+    }
+
     pub fn advance(&self, bytes: u64) {
         if let Some(bar) = &self.bar {
             bar.inc(bytes);
@@ -94,6 +114,7 @@ pub fn duration_text(duration: Duration) -> String {
 const SPINNER_TEMPLATE: &str = "{spinner} {msg} ({elapsed})";
 const BYTES_TEMPLATE: &str =
     "{msg} [{wide_bar}] {binary_bytes}/{binary_total_bytes} ({binary_bytes_per_sec}, {eta})";
+const ROWS_TEMPLATE: &str = "{msg} [{wide_bar}] {human_pos}/{human_len} rows ({per_sec}, {eta})";
 const COUNTER_TEMPLATE: &str = "{spinner} {msg} {binary_bytes} ({binary_bytes_per_sec})";
 
 // The templates are constants, checked by a unit test: the fallbacks are
@@ -107,6 +128,10 @@ fn bytes_style() -> ProgressStyle {
     ProgressStyle::with_template(BYTES_TEMPLATE).unwrap_or_else(|_| ProgressStyle::default_bar())
 }
 
+fn rows_style() -> ProgressStyle {
+    ProgressStyle::with_template(ROWS_TEMPLATE).unwrap_or_else(|_| ProgressStyle::default_bar())
+}
+
 fn counter_style() -> ProgressStyle {
     ProgressStyle::with_template(COUNTER_TEMPLATE)
         .unwrap_or_else(|_| ProgressStyle::default_spinner())
@@ -118,7 +143,12 @@ mod tests {
 
     #[test]
     fn the_templates_parse() {
-        for template in [SPINNER_TEMPLATE, BYTES_TEMPLATE, COUNTER_TEMPLATE] {
+        for template in [
+            SPINNER_TEMPLATE,
+            BYTES_TEMPLATE,
+            ROWS_TEMPLATE,
+            COUNTER_TEMPLATE,
+        ] {
             assert!(ProgressStyle::with_template(template).is_ok(), "{template}");
         }
     }

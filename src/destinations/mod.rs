@@ -380,6 +380,12 @@ pub fn seal_secrets(
     key.seal(&plaintext, &secrets_aad(id))
 }
 
+/// Whether `key` opens the sealed secrets of connection `id`
+/// (`switchyard export` and `import` check the master key with it).
+pub fn check_sealed_secrets(key: &MasterKey, id: ConnectionId, sealed: &[u8]) -> bool {
+    key.open(sealed, &secrets_aad(id)).is_ok()
+}
+
 pub fn open_secrets(key: &MasterKey, connection: &Connection) -> Result<Value, CryptoError> {
     let plaintext = key.open(&connection.sealed_secrets, &secrets_aad(connection.id))?;
     serde_json::from_slice(&plaintext).map_err(|_| CryptoError::Decrypt)

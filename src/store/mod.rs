@@ -9,6 +9,7 @@
 //! redb.
 
 mod codec;
+pub mod dump;
 mod fault;
 pub mod postgres;
 mod records;
@@ -16,7 +17,10 @@ mod redb_backend;
 
 pub use codec::CodecError;
 pub use fault::FaultSwitch;
-pub use redb_backend::{CompactError, CompactReport, RedbStore, compact};
+pub use redb_backend::{
+    CompactError, CompactReport, ExportError, ExportInfo, RedbImportError, RedbStore, compact,
+    export, import as import_redb,
+};
 
 use crate::model::{
     Attempt, Connection, ConnectionId, ConnectionStatus, Delivery, DeliveryId, DeliveryStatus,

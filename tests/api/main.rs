@@ -14,6 +14,7 @@ mod email;
 mod embed;
 mod embed_browser;
 mod events;
+mod export;
 mod fake_chat;
 mod fake_pagerduty;
 mod fake_resend;

@@ -14,7 +14,9 @@
 //! `LISTEN` connection that wakes the scheduler), `changes.rs` (what
 //! other nodes must drop from their caches: bumped by every write that
 //! changes a workspace's keys, rules or connections, polled by each node)
-//! and `locks.rs` (advisory locks that hold across nodes).
+//! and `locks.rs` (advisory locks that hold across nodes); `import.rs` and
+//! `export.rs` (`switchyard import`: a dump copied in, in one transaction;
+//! `switchyard export`: every table read out of one snapshot).
 //!
 //! Every write other than ingest is its own short transaction on a pooled
 //! connection: PostgreSQL has no single writer to feed, and row locks
@@ -28,7 +30,9 @@ mod connections;
 mod deliveries;
 mod error;
 mod events;
+mod export;
 mod health;
+mod import;
 mod ingest;
 mod listen;
 mod locks;
@@ -48,6 +52,8 @@ mod tests_nodes;
 
 pub use connect::{ConnectError, describe, parse_url};
 pub use error::PgError;
+pub use export::{ExportSink, PgExportError, export};
+pub use import::{ImportError, import};
 pub use migrate::{MigrateError, MigrationReport, latest_version};
 pub use node::NodeOptions;
 

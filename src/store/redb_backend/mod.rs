@@ -11,7 +11,9 @@ mod connections;
 mod deliveries;
 mod error;
 mod events;
+mod export;
 mod handle;
+mod import;
 mod noise;
 mod retention;
 mod rules;
@@ -32,7 +34,9 @@ use crate::model::{
     ThreadKey, Workspace, WorkspaceId,
 };
 pub use compact::{CompactError, CompactReport, compact};
+pub use export::{ExportError, ExportInfo, export};
 pub(crate) use handle::DbSlot;
+pub use import::{RedbImportError, import};
 use redb::{
     ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTableMetadata, WriteTransaction,
 };
