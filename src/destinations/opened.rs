@@ -1,28 +1,96 @@
-//! Connection secrets opened once per connection instead of once per
-//! attempt: every attempt used to decrypt the sealed secrets
-//! (XChaCha20-Poly1305) and parse their JSON, for the same bytes each time.
+//! What attempts derive from a connection, kept per connection instead of
+//! made again per attempt: the opened secrets (every attempt used to
+//! decrypt them, XChaCha20-Poly1305, and parse their JSON, for the same
+//! bytes each time), and what a kind prepares from them (the webhook's
+//! checked URL, headers and HMAC keys).
 //!
-//! An entry is keyed by the connection and holds the sealed bytes it was
-//! opened from; a lookup hits only if the connection read for this attempt
-//! carries exactly those bytes. Any change of the secrets (an update, a
-//! rotation, a Slack token refresh) reseals them under a fresh nonce, so
-//! the next attempt misses and opens the new ones: nothing needs
-//! invalidating, and what an attempt sees is always what is stored.
+//! An entry is keyed by the connection and holds the config and the sealed
+//! bytes it was made from; a lookup hits only if the connection read for
+//! this attempt carries exactly those. Any change of the secrets (an
+//! update, a rotation, a Slack token refresh) reseals them under a fresh
+//! nonce, so the next attempt misses and makes the entry again: nothing
+//! needs invalidating, and what an attempt sees is always what is stored.
 //!
-//! Bounded at [`MAX_OPENED`] connections; past that an arbitrary entry
-//! makes room (as the rule index does). Opened secrets are wiped, best
-//! effort, when their last user drops them.
+//! Bounded at [`MAX_CONNECTIONS`] connections per cache; past that an
+//! arbitrary entry makes room (as the rule index does). Opened secrets are
+//! wiped, best effort, when their last user drops them.
 
 use super::open_secrets;
 use crate::crypto::{CryptoError, MasterKey};
 use crate::model::{Connection, ConnectionId};
 use serde_json::Value;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-/// Connections whose opened secrets are kept. An entry is a few hundred
-/// bytes, so the cache stays under a megabyte or so.
-pub const MAX_OPENED: usize = 1024;
+/// Connections whose derived values a cache keeps. An entry is a few
+/// hundred bytes, so a cache stays under a megabyte or so.
+pub const MAX_CONNECTIONS: usize = 1024;
+
+/// Values derived from a connection's config and sealed secrets.
+pub struct PerConnection<T> {
+    entries: Mutex<HashMap<ConnectionId, Entry<T>>>,
+}
+
+struct Entry<T> {
+    config: Value,
+    sealed: Vec<u8>,
+    value: Arc<T>,
+}
+
+impl<T> Default for PerConnection<T> {
+    fn default() -> Self {
+        Self {
+            entries: Mutex::default(),
+        }
+    }
+}
+
+impl<T> PerConnection<T> {
+    /// The value made from this very config and these sealed secrets:
+    /// kept from an earlier attempt, or made now (and kept if it could be).
+    pub fn get_or_make<E>(
+        &self,
+        connection: &Connection,
+        make: impl FnOnce() -> Result<T, E>,
+    ) -> Result<Arc<T>, E> {
+        if let Some(entry) = self.lock().get(&connection.id)
+            && entry.sealed == connection.sealed_secrets
+            && entry.config == connection.config
+        {
+            return Ok(entry.value.clone());
+        }
+        // Made outside the lock: attempts of other connections do not
+        // wait for a decryption.
+        let value = Arc::new(make()?);
+        let mut entries = self.lock();
+        if entries.len() >= MAX_CONNECTIONS
+            && !entries.contains_key(&connection.id)
+            && let Some(&evicted) = entries.keys().next()
+        {
+            entries.remove(&evicted);
+        }
+        entries.insert(
+            connection.id,
+            Entry {
+                config: connection.config.clone(),
+                sealed: connection.sealed_secrets.clone(),
+                value: value.clone(),
+            },
+        );
+        Ok(value)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<ConnectionId, Entry<T>>> {
+        // The map is consistent between statements, so a panic elsewhere
+        // while it was held leaves nothing half-done.
+        self.entries.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.lock().len()
+    }
+}
 
 /// A connection's decrypted secrets, wiped when dropped.
 pub struct OpenedSecrets(Value);
@@ -54,58 +122,20 @@ fn wipe(value: &mut Value) {
     }
 }
 
-struct Entry {
-    sealed: Vec<u8>,
-    opened: Arc<OpenedSecrets>,
-}
-
-#[derive(Default)]
-pub struct OpenedCache {
-    entries: Mutex<HashMap<ConnectionId, Entry>>,
-}
+/// Connections' secrets opened for attempts.
+pub type OpenedCache = PerConnection<OpenedSecrets>;
 
 impl OpenedCache {
-    /// The connection's secrets, opened now or taken from the cache if
-    /// they were opened from the same sealed bytes.
+    /// The connection's secrets, opened now or kept from an attempt that
+    /// opened the same sealed bytes.
     pub fn open(
         &self,
         key: &MasterKey,
         connection: &Connection,
     ) -> Result<Arc<OpenedSecrets>, CryptoError> {
-        if let Some(entry) = self.lock().get(&connection.id)
-            && entry.sealed == connection.sealed_secrets
-        {
-            return Ok(entry.opened.clone());
-        }
-        // Opened outside the lock: concurrent attempts of other
-        // connections do not wait for a decryption.
-        let opened = Arc::new(OpenedSecrets(open_secrets(key, connection)?));
-        let mut entries = self.lock();
-        if entries.len() >= MAX_OPENED
-            && !entries.contains_key(&connection.id)
-            && let Some(&evicted) = entries.keys().next()
-        {
-            entries.remove(&evicted);
-        }
-        entries.insert(
-            connection.id,
-            Entry {
-                sealed: connection.sealed_secrets.clone(),
-                opened: opened.clone(),
-            },
-        );
-        Ok(opened)
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ConnectionId, Entry>> {
-        // The map is consistent between statements, so a panic elsewhere
-        // while it was held leaves nothing half-done.
-        self.entries.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    #[cfg(test)]
-    fn len(&self) -> usize {
-        self.lock().len()
+        self.get_or_make(connection, || {
+            open_secrets(key, connection).map(OpenedSecrets)
+        })
     }
 }
 
@@ -172,6 +202,18 @@ mod tests {
     }
 
     #[test]
+    fn a_changed_config_is_a_miss() {
+        let cache = PerConnection::<u32>::default();
+        let key = key();
+        let mut connection = connection(&key, 1, &json!({}));
+        let made = |n| move || Ok::<_, ()>(n);
+        assert_eq!(*cache.get_or_make(&connection, made(1)).unwrap(), 1);
+        assert_eq!(*cache.get_or_make(&connection, made(2)).unwrap(), 1);
+        connection.config = json!({"url": "https://example.com/other"});
+        assert_eq!(*cache.get_or_make(&connection, made(3)).unwrap(), 3);
+    }
+
+    #[test]
     fn secrets_that_do_not_open_are_an_error_and_not_cached() {
         let key = key();
         let cache = OpenedCache::default();
@@ -185,12 +227,12 @@ mod tests {
     fn the_cache_is_bounded() {
         let key = key();
         let cache = OpenedCache::default();
-        for id in 0..(MAX_OPENED as u128 + 10) {
+        for id in 0..(MAX_CONNECTIONS as u128 + 10) {
             cache
                 .open(&key, &connection(&key, id, &json!({"n": id.to_string()})))
                 .unwrap();
         }
-        assert_eq!(cache.len(), MAX_OPENED);
+        assert_eq!(cache.len(), MAX_CONNECTIONS);
     }
 
     #[test]
