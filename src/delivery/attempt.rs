@@ -3,7 +3,7 @@
 
 use super::retry::MAX_RETRY_AFTER;
 use super::scheduler::EngineDeps;
-use crate::destinations::{Job, Outcome, Verdict, open_secrets};
+use crate::destinations::{Job, Outcome, Verdict};
 use crate::model::{Attempt, ConnectionStatus, DeliveryStatus, now_ms};
 use crate::store::{AttemptOutcome, DeliveryContext, NextStep, QueueEntry};
 use std::time::{Instant, SystemTime};
@@ -153,7 +153,10 @@ async fn send(deps: &EngineDeps, context: &DeliveryContext) -> Outcome {
             return Outcome::permanent("the connection needs to be authorised again");
         }
     }
-    let secrets = match open_secrets(&deps.master_key, connection) {
+    let secrets = match deps
+        .destinations
+        .opened_secrets(&deps.master_key, connection)
+    {
         Ok(secrets) => secrets,
         Err(error) => {
             tracing::error!(%error, connection = %connection.id, "cannot open connection secrets");
@@ -167,7 +170,7 @@ async fn send(deps: &EngineDeps, context: &DeliveryContext) -> Outcome {
         event: &context.event,
         rule,
         connection,
-        secrets: &secrets,
+        secrets: secrets.value(),
         now: SystemTime::now(),
     };
     deps.destinations.send(&job).await

@@ -13,6 +13,7 @@ pub mod discord;
 pub mod email;
 pub mod message;
 pub mod net;
+pub mod opened;
 pub mod pagerduty;
 pub mod retry_after;
 pub mod secret_url;
@@ -280,6 +281,8 @@ pub struct Destinations {
     kinds: Vec<Arc<dyn Destination>>,
     /// Also in `kinds`; the OAuth install and the channel picker need it.
     slack: Arc<slack::Slack>,
+    /// Secrets opened for attempts, per connection ([`opened`]).
+    opened: opened::OpenedCache,
 }
 
 impl Destinations {
@@ -311,7 +314,11 @@ impl Destinations {
             )),
             Arc::new(discord::Discord::new(tenant_http, allow_private, timeout)),
         ];
-        Ok(Self { kinds, slack })
+        Ok(Self {
+            kinds,
+            slack,
+            opened: opened::OpenedCache::default(),
+        })
     }
 
     /// The destination of a kind; `None` only if the registry lacks it (a
@@ -331,6 +338,16 @@ impl Destinations {
                 job.connection.kind.as_str()
             )),
         }
+    }
+
+    /// A connection's secrets for an attempt: opened once per sealed form
+    /// of them, not once per attempt ([`opened`]).
+    pub fn opened_secrets(
+        &self,
+        key: &MasterKey,
+        connection: &Connection,
+    ) -> Result<Arc<opened::OpenedSecrets>, CryptoError> {
+        self.opened.open(key, connection)
     }
 
     pub fn slack_api(&self) -> &slack::SlackApi {

@@ -502,6 +502,58 @@ async fn a_rotated_secret_signs_beside_the_old_one() {
     assert!(verify_signature(new_secret, &request));
 }
 
+/// Attempts keep a connection's opened secrets between them; a rotation or
+/// an update must still reach the very next attempt.
+#[tokio::test]
+async fn changed_secrets_are_used_on_the_next_attempt() {
+    let app = TestApp::spawn_for_delivery().await;
+    let mut receiver = Receiver::start(Reply::Status(200)).await;
+    let ws = app.create_workspace("acme").await;
+    let body = json!({
+        "type": "webhook",
+        "name": "hook",
+        "config": {"url": receiver.url, "headers": {"X-Tenant-Token": "first"}},
+    });
+    let (status, created) = app
+        .send(app.post("/v1/connections", &ws.secret_key).json(&body))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let connection = created["id"].as_str().unwrap();
+    let old_secret = created["signing_secret"].as_str().unwrap();
+    app.create_rule(&ws, connection, json!({})).await;
+
+    app.emit_example(&ws.publishable_key).await;
+    let request = receiver.next().await;
+    assert_eq!(request.header("x-tenant-token"), "first");
+    assert_eq!(request.header("webhook-signature").split(' ').count(), 1);
+    assert!(verify_signature(old_secret, &request));
+
+    let (status, rotated) = app
+        .send(app.post(
+            &format!("/v1/connections/{connection}/rotate-secret"),
+            &ws.secret_key,
+        ))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{rotated}");
+    let new_secret = rotated["signing_secret"].as_str().unwrap();
+    app.emit_example(&ws.publishable_key).await;
+    let request = receiver.next().await;
+    assert_eq!(request.header("webhook-signature").split(' ').count(), 2);
+    assert!(verify_signature(new_secret, &request));
+
+    let (status, updated) = app
+        .send(
+            app.patch(&format!("/v1/connections/{connection}"), &ws.secret_key)
+                .json(&json!({"config": {"url": receiver.url, "headers": {"X-Tenant-Token": "second"}}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{updated}");
+    app.emit_example(&ws.publishable_key).await;
+    let request = receiver.next().await;
+    assert_eq!(request.header("x-tenant-token"), "second");
+    assert!(verify_signature(new_secret, &request));
+}
+
 #[tokio::test]
 async fn a_batch_fans_out_per_event_and_metrics_count_it() {
     let app = TestApp::spawn_for_delivery().await;

@@ -16,6 +16,7 @@ pub use config::{PreviousSecret, WebhookConfig, WebhookSecrets, validate};
 pub use render::{Body as WebhookPayload, render_body};
 
 use crate::destinations::net::check_url;
+use crate::destinations::opened::PerConnection;
 use crate::destinations::retry_after::parse_retry_after;
 use crate::destinations::{
     BoxFuture, Destination, Invalid, Job, NewConnection, Outcome, Verdict, response_excerpt,
@@ -23,26 +24,76 @@ use crate::destinations::{
 };
 use crate::model::{ConnectionKind, ConnectionStatus};
 use reqwest::StatusCode;
+use reqwest::Url;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde::Deserialize;
 use serde_json::Value;
-use signing::{WebhookSecret, signature_header};
+use signing::{SigningKey, WebhookSecret, signature_header_keyed};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// The signing secrets in force at `now_ms`: the current one, then the
-/// previous one while its overlap lasts.
-pub fn active_secrets(secrets: &WebhookSecrets, now_ms: u64) -> Result<Vec<WebhookSecret>, String> {
-    let mut active = vec![parse_secret(&secrets.signing_secret)?];
-    if let Some(previous) = &secrets.previous
-        && now_ms < previous.expires_at_ms
-    {
-        active.push(parse_secret(&previous.signing_secret)?);
-    }
-    Ok(active)
+/// What every attempt of a connection sends the same way, made once per
+/// config and sealed secrets ([`PerConnection`]): the checked URL, the
+/// tenant's headers and the HMAC keys.
+struct Prepared {
+    url: Url,
+    headers: HeaderMap,
+    current: SigningKey,
+    /// The secret before a rotation, signing beside the current one until
+    /// it expires; an invalid one is an error only while it would sign.
+    previous: Option<(Result<SigningKey, String>, u64)>,
 }
 
-fn parse_secret(text: &str) -> Result<WebhookSecret, String> {
-    WebhookSecret::parse(text).map_err(|error| format!("stored signing secret is invalid: {error}"))
+impl Prepared {
+    fn new(config: &Value, secrets: &Value, allow_private: bool) -> Result<Self, String> {
+        // Deserialized from the borrowed values: no copy of either tree.
+        let config = WebhookConfig::deserialize(config)
+            .map_err(|error| format!("invalid webhook config: {error}"))?;
+        let secrets = WebhookSecrets::deserialize(secrets)
+            .map_err(|error| format!("invalid webhook secrets: {error}"))?;
+        // Checked again before sending (the setting may have changed since
+        // the connection was saved, and reqwest does not consult the
+        // resolver for IP-literal hosts). The parsed URL is what is sent.
+        let url =
+            check_url(&config.url, allow_private).map_err(|error| format!("refused: {error}"))?;
+        let mut headers = HeaderMap::new();
+        for (name, value) in &secrets.headers {
+            if let (Ok(name), Ok(value)) = (
+                HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_str(value),
+            ) {
+                headers.insert(name, value);
+            }
+        }
+        Ok(Self {
+            url,
+            headers,
+            current: signing_key(&secrets.signing_secret)?,
+            previous: secrets.previous.map(|previous| {
+                (
+                    signing_key(&previous.signing_secret),
+                    previous.expires_at_ms,
+                )
+            }),
+        })
+    }
+
+    /// The keys signing at `now_ms`: the current one, then the previous one
+    /// while its overlap lasts.
+    fn signing_keys(&self, now_ms: u64) -> Result<Vec<&SigningKey>, String> {
+        let mut keys = vec![&self.current];
+        if let Some((previous, expires_at_ms)) = &self.previous
+            && now_ms < *expires_at_ms
+        {
+            keys.push(previous.as_ref().map_err(Clone::clone)?);
+        }
+        Ok(keys)
+    }
+}
+
+fn signing_key(text: &str) -> Result<SigningKey, String> {
+    WebhookSecret::parse(text)
+        .map(|secret| SigningKey::new(&secret))
+        .map_err(|error| format!("stored signing secret is invalid: {error}"))
 }
 
 /// How an HTTP answer classifies; pure.
@@ -70,6 +121,7 @@ pub struct Webhook {
     http: reqwest::Client,
     allow_private: bool,
     timeout: Duration,
+    prepared: PerConnection<Prepared>,
 }
 
 impl Destination for Webhook {
@@ -110,54 +162,35 @@ impl Webhook {
             http,
             allow_private,
             timeout,
+            prepared: PerConnection::default(),
         }
     }
 
     async fn post(&self, job: &Job<'_>) -> Outcome {
-        // Deserialized from the borrowed values: no copy of either tree.
-        let config = match WebhookConfig::deserialize(&job.connection.config) {
-            Ok(config) => config,
-            Err(error) => return Outcome::permanent(format!("invalid webhook config: {error}")),
-        };
-        let secrets = match WebhookSecrets::deserialize(job.secrets) {
-            Ok(secrets) => secrets,
-            Err(error) => return Outcome::permanent(format!("invalid webhook secrets: {error}")),
-        };
-        // Checked again at send time: the setting may have changed, and
-        // reqwest does not consult the resolver for IP-literal hosts. The
-        // parsed URL is what is sent, so it is parsed once.
-        let url = match check_url(&config.url, self.allow_private) {
-            Ok(url) => url,
-            Err(error) => return Outcome::permanent(format!("refused: {error}")),
+        let prepared = match self.prepared.get_or_make(job.connection, || {
+            Prepared::new(&job.connection.config, job.secrets, self.allow_private)
+        }) {
+            Ok(prepared) => prepared,
+            Err(error) => return Outcome::permanent(error),
         };
         let now = job.now.duration_since(UNIX_EPOCH).unwrap_or_default();
         let timestamp = now.as_secs() as i64;
         let body = render_body(job.event, job.delivery.suppressed_before);
         let msg_id = job.delivery.id.to_string();
-        let signing = match active_secrets(&secrets, now.as_millis() as u64) {
-            Ok(signing) => signing,
+        let keys = match prepared.signing_keys(now.as_millis() as u64) {
+            Ok(keys) => keys,
             Err(error) => return Outcome::permanent(error),
         };
-        let signing: Vec<&WebhookSecret> = signing.iter().collect();
-        let mut headers = HeaderMap::new();
-        for (name, value) in &secrets.headers {
-            if let (Ok(name), Ok(value)) = (
-                HeaderName::from_bytes(name.as_bytes()),
-                HeaderValue::from_str(value),
-            ) {
-                headers.insert(name, value);
-            }
-        }
         let request = self
             .http
-            .post(url)
-            .headers(headers)
+            .post(prepared.url.clone())
+            .headers(prepared.headers.clone())
             .header("content-type", "application/json")
             .header("webhook-id", &msg_id)
             .header("webhook-timestamp", timestamp.to_string())
             .header(
                 "webhook-signature",
-                signature_header(&signing, &msg_id, timestamp, &body),
+                signature_header_keyed(&keys, &msg_id, timestamp, &body),
             )
             .body(body);
         match request.send().await {

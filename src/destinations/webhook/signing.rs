@@ -151,6 +151,52 @@ pub fn signature_header(
         .join(" ")
 }
 
+/// A secret's HMAC with its key already hashed in (the inner and outer
+/// pads), so each signature only hashes the message. Kept per connection
+/// by the webhook send; `Debug` never prints it.
+#[derive(Clone)]
+pub struct SigningKey(HmacSha256);
+
+impl SigningKey {
+    pub fn new(secret: &WebhookSecret) -> Self {
+        Self(secret.mac())
+    }
+
+    /// `v1,<base64 HMAC-SHA256 over "{msg_id}.{timestamp}.{body}">`, the
+    /// same as [`sign`] with the secret this key was made from.
+    pub fn sign(&self, msg_id: &str, timestamp: i64, body: &[u8]) -> String {
+        let mut mac = self.0.clone();
+        mac.update(msg_id.as_bytes());
+        mac.update(b".");
+        mac.update(timestamp.to_string().as_bytes());
+        mac.update(b".");
+        mac.update(body);
+        format!(
+            "{SIGNATURE_VERSION},{}",
+            STANDARD.encode(mac.finalize().into_bytes())
+        )
+    }
+}
+
+impl fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SigningKey(<redacted>)")
+    }
+}
+
+/// [`signature_header`] with keys made once.
+pub fn signature_header_keyed(
+    keys: &[&SigningKey],
+    msg_id: &str,
+    timestamp: i64,
+    body: &[u8],
+) -> String {
+    keys.iter()
+        .map(|key| key.sign(msg_id, timestamp, body))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// Whether any `v1` signature in `header` was made with `secret` over this
 /// message. Other schemes (such as `v1a`) and malformed entries are skipped.
 ///
@@ -214,6 +260,21 @@ mod tests {
             SPEC_SIGNATURE
         ));
         assert_eq!(secret.expose(), SPEC_SECRET);
+    }
+
+    #[test]
+    fn a_signing_key_signs_as_its_secret_does() {
+        let secret = spec_secret();
+        let key = SigningKey::new(&secret);
+        assert_eq!(key.sign(SPEC_ID, SPEC_TIMESTAMP, SPEC_BODY), SPEC_SIGNATURE);
+        // Reused: the key's state is not consumed by a signature.
+        assert_eq!(key.sign(SPEC_ID, SPEC_TIMESTAMP, SPEC_BODY), SPEC_SIGNATURE);
+        let other = WebhookSecret::generate();
+        assert_eq!(
+            signature_header_keyed(&[&key, &SigningKey::new(&other)], "msg_1", 7, b"{}"),
+            signature_header(&[&secret, &other], "msg_1", 7, b"{}")
+        );
+        assert_eq!(format!("{key:?}"), "SigningKey(<redacted>)");
     }
 
     #[test]

@@ -1,5 +1,5 @@
 use super::noise::{self, NoiseTables};
-use super::scope::{NewDeliveryTables, WriteScope};
+use super::scope::{NewDeliveryTables, OnFirstUse, WriteScope};
 use super::tables::*;
 use super::{connections, decode, events, rules, scan_newest_first};
 use crate::model::{
@@ -44,7 +44,7 @@ impl NewDelivery {
 /// deciding noise control in order; returns the ids of those suppressed.
 pub fn insert_new(
     tables: &mut NewDeliveryTables<'_>,
-    noise: &mut NoiseTables<'_>,
+    noise: &mut OnFirstUse<'_, NoiseTables<'_>>,
     deliveries: &[NewDelivery],
 ) -> Result<Vec<DeliveryId>, StoreError> {
     let mut suppressed = Vec::new();
@@ -55,7 +55,7 @@ pub fn insert_new(
             Some(check) => {
                 decided = delivery.record.clone();
                 let now = decided.created_at_ms;
-                if noise::decide(noise, ws, &mut decided, check, now)? {
+                if noise::decide(noise.get()?, ws, &mut decided, check, now)? {
                     suppressed.push(DeliveryId(delivery.id));
                 }
                 let encoded = decided.encode();

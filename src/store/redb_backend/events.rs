@@ -64,8 +64,9 @@ pub fn ingest(
     }
     let now = now_ms();
     if let Some(answer) = &batch.idempotency {
+        let idempotency = tables.idempotency.get()?;
         let previous =
-            decode::<IdempotencyRecord>(tables.idempotency.get((ws, answer.key.as_str()))?)?;
+            decode::<IdempotencyRecord>(idempotency.keys.get((ws, answer.key.as_str()))?)?;
         if let Some(previous) = previous {
             if now < previous.created_at_ms.saturating_add(IDEMPOTENCY_TTL_MS) {
                 return Ok(IngestOutcome::Replayed {
@@ -74,8 +75,8 @@ pub fn ingest(
                 });
             }
             // Expired but not purged yet: the key starts a new life.
-            tables
-                .idempotency_by_age
+            idempotency
+                .by_age
                 .remove((previous.created_at_ms, ws, answer.key.as_str()))?;
         }
         let record = IdempotencyRecord {
@@ -83,15 +84,16 @@ pub fn ingest(
             status: answer.status,
             response: answer.response.clone(),
         };
-        tables
-            .idempotency
+        idempotency
+            .keys
             .insert((ws, answer.key.as_str()), record.encode().as_slice())?;
-        tables
-            .idempotency_by_age
+        idempotency
+            .by_age
             .insert((now, ws, answer.key.as_str()), ())?;
     }
+    let events = tables.events.get()?;
     for (id, record) in &batch.events {
-        tables.events.insert((ws, *id), record.as_slice())?;
+        events.insert((ws, *id), record.as_slice())?;
     }
     let suppressed =
         deliveries::insert_new(&mut tables.deliveries, &mut tables.noise, &batch.deliveries)?;

@@ -10,6 +10,12 @@
 //! outcomes share the ingest tables (and add their own): when they went
 //! through the bare transaction, each one closed the ingest tables of a
 //! batch mixing both, and the next ingest opened them all again.
+//!
+//! The tables only some jobs write (events, idempotency keys, noise
+//! control) open on first use: opening a redb table costs a lookup and a
+//! check of its key and value types (most of it formatting tuple type
+//! names), and a batch of attempt outcomes, or of events without
+//! idempotency keys or noise control, never needs them.
 
 use super::tables::*;
 use crate::store::StoreError;
@@ -27,11 +33,45 @@ pub type AttemptsTable<'txn> = Table<'txn, (u128, u32), &'static [u8]>;
 /// Every table an ingest writes or checks.
 pub struct IngestTables<'txn> {
     pub workspaces: Table<'txn, u128, &'static [u8]>,
-    pub events: Table<'txn, (u128, u128), &'static [u8]>,
-    pub idempotency: Table<'txn, (u128, &'static str), &'static [u8]>,
-    pub idempotency_by_age: Table<'txn, (u64, u128, &'static str), ()>,
+    pub events: OnFirstUse<'txn, Table<'txn, (u128, u128), &'static [u8]>>,
+    pub idempotency: OnFirstUse<'txn, IdempotencyTables<'txn>>,
     pub deliveries: NewDeliveryTables<'txn>,
-    pub noise: super::noise::NoiseTables<'txn>,
+    pub noise: OnFirstUse<'txn, super::noise::NoiseTables<'txn>>,
+}
+
+/// Idempotency keys: their first answers, and the same keys by age (for
+/// the purge).
+pub struct IdempotencyTables<'txn> {
+    pub keys: Table<'txn, (u128, &'static str), &'static [u8]>,
+    pub by_age: Table<'txn, (u64, u128, &'static str), ()>,
+}
+
+/// Tables opened when a job first asks for them, then kept for the batch.
+pub struct OnFirstUse<'txn, T> {
+    txn: &'txn WriteTransaction,
+    open: fn(&'txn WriteTransaction) -> Result<T, StoreError>,
+    tables: Option<T>,
+}
+
+impl<'txn, T> OnFirstUse<'txn, T> {
+    fn new(
+        txn: &'txn WriteTransaction,
+        open: fn(&'txn WriteTransaction) -> Result<T, StoreError>,
+    ) -> Self {
+        Self {
+            txn,
+            open,
+            tables: None,
+        }
+    }
+
+    pub fn get(&mut self) -> Result<&mut T, StoreError> {
+        let tables = match self.tables.take() {
+            Some(tables) => tables,
+            None => (self.open)(self.txn)?,
+        };
+        Ok(self.tables.insert(tables))
+    }
 }
 
 /// The tables a new delivery goes into.
@@ -90,11 +130,15 @@ impl<'txn> IngestTables<'txn> {
     fn open(txn: &'txn WriteTransaction) -> Result<Self, StoreError> {
         Ok(Self {
             workspaces: txn.open_table(WORKSPACES)?,
-            events: txn.open_table(EVENTS)?,
-            idempotency: txn.open_table(IDEMPOTENCY)?,
-            idempotency_by_age: txn.open_table(IDEMPOTENCY_BY_AGE)?,
+            events: OnFirstUse::new(txn, |txn| Ok(txn.open_table(EVENTS)?)),
+            idempotency: OnFirstUse::new(txn, |txn| {
+                Ok(IdempotencyTables {
+                    keys: txn.open_table(IDEMPOTENCY)?,
+                    by_age: txn.open_table(IDEMPOTENCY_BY_AGE)?,
+                })
+            }),
             deliveries: NewDeliveryTables::open(txn)?,
-            noise: super::noise::NoiseTables::open(txn)?,
+            noise: OnFirstUse::new(txn, super::noise::NoiseTables::open),
         })
     }
 }
@@ -122,16 +166,31 @@ mod tests {
         {
             let mut scope = WriteScope::new(&txn);
             let tables = scope.ingest_tables().unwrap();
-            tables.events.insert((1, 1), b"first".as_slice()).unwrap();
+            tables
+                .events
+                .get()
+                .unwrap()
+                .insert((1, 1), b"first".as_slice())
+                .unwrap();
             // Asking again hands back the same open tables.
             let tables = scope.ingest_tables().unwrap();
-            tables.events.insert((1, 2), b"second".as_slice()).unwrap();
+            tables
+                .events
+                .get()
+                .unwrap()
+                .insert((1, 2), b"second".as_slice())
+                .unwrap();
             // redb refuses a second open of a table; the scope closed its own.
             let events = scope.txn().open_table(EVENTS).unwrap();
             assert_eq!(events.len().unwrap(), 2);
             drop(events);
             let tables = scope.ingest_tables().unwrap();
-            tables.events.insert((1, 3), b"third".as_slice()).unwrap();
+            tables
+                .events
+                .get()
+                .unwrap()
+                .insert((1, 3), b"third".as_slice())
+                .unwrap();
         }
         txn.commit().unwrap();
         let read = db.begin_read().unwrap();
@@ -155,10 +214,15 @@ mod tests {
         {
             let mut scope = WriteScope::new(&txn);
             let tables = scope.ingest_tables().unwrap();
-            tables.events.insert((1, 1), b"event".as_slice()).unwrap();
+            tables
+                .events
+                .get()
+                .unwrap()
+                .insert((1, 1), b"event".as_slice())
+                .unwrap();
             // An outcome gets the same open ingest tables, plus attempts.
             let (tables, attempts) = scope.attempt_tables().unwrap();
-            assert_eq!(tables.events.len().unwrap(), 1);
+            assert_eq!(tables.events.get().unwrap().len().unwrap(), 1);
             tables
                 .deliveries
                 .deliveries
