@@ -1,7 +1,8 @@
 //! Several `switchyard serve` processes on one PostgreSQL database (issue
 //! 11, item 4): every delivery is attempted by one node with no crash, a
 //! killed node's connections pass to the others after its lease, and the
-//! per-connection cap, order and Retry-After pauses hold across nodes.
+//! per-connection cap, order and Retry-After pauses hold across nodes; and a
+//! key rotated through one node fails on another within a second (item 5).
 //! PostgreSQL only: on redb there is one node per file by construction.
 //!
 //! The nodes share one data dir (so one database, see `backend.rs`), the
@@ -438,4 +439,59 @@ async fn wait_for_retrying(cluster: &Cluster) {
         assert!(Instant::now() < deadline, "the 429 was never recorded");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_rotated_through_one_node_fails_on_another_within_a_second() {
+    if crate::backend::postgres_only("a_key_rotated_through_one_node_fails_on_another") {
+        return;
+    }
+    let hooks = Hooks::start(Duration::ZERO).await;
+    let mut cluster = Cluster::start(2, &[], &hooks, 1).await;
+    // Node 1 has the old key cached: it accepted it just now.
+    assert!(cluster.emit(1, 0).await, "the key works on node 1");
+    let (status, body) = send(
+        cluster
+            .http
+            .post(format!(
+                "{}/v1/workspaces/{}/keys/rotate",
+                cluster.url(0),
+                cluster.workspace.id
+            ))
+            .bearer_auth(ADMIN_TOKEN),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let rotated_at = Instant::now();
+    loop {
+        let status = cluster
+            .http
+            .post(format!("{}/v1/events", cluster.url(1)))
+            .bearer_auth(&cluster.workspace.publishable_key)
+            .json(&json!({"event": "alert.triggered", "payload": {"seq": 1}}))
+            .send()
+            .await
+            .ok()
+            .map(|response| response.status());
+        if status == Some(StatusCode::UNAUTHORIZED) {
+            break;
+        }
+        assert!(
+            rotated_at.elapsed() < Duration::from_secs(1),
+            "node 1 still answers {status:?} to the old key a second after the rotation"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The new key works there.
+    let fresh = workspace_from(&body);
+    let (status, _) = send(
+        cluster
+            .http
+            .post(format!("{}/v1/events", cluster.url(1)))
+            .bearer_auth(&fresh.publishable_key)
+            .json(&json!({"event": "alert.triggered", "payload": {"seq": 2}})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    cluster.stop().await;
 }

@@ -221,14 +221,31 @@ async fn channels_are_listed_across_pages_without_archived_ones() {
     assert!(slack.calls("conversations.list") > 1, "paginated");
     assert!(channels.contains(&json!({"id": "C0000001", "name": "general", "is_private": false})));
     assert!(channels.iter().any(|c| c["is_private"] == true));
-    // Cached briefly: a second call does not go to Slack again.
-    let calls = slack.calls("conversations.list");
-    app.send(app.get(
-        &format!("/v1/connections/{connection}/channels"),
-        &ws.secret_key,
-    ))
-    .await;
-    assert_eq!(slack.calls("conversations.list"), calls);
+    // Cached briefly: a second call does not go to Slack again. On
+    // PostgreSQL the node's change feed may still drop the list once for
+    // the install's own writes (within 250 ms), so the property is checked
+    // as "eventually": two calls in a row with no Slack call between.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        app.send(app.get(
+            &format!("/v1/connections/{connection}/channels"),
+            &ws.secret_key,
+        ))
+        .await;
+        let calls = slack.calls("conversations.list");
+        app.send(app.get(
+            &format!("/v1/connections/{connection}/channels"),
+            &ws.secret_key,
+        ))
+        .await;
+        if slack.calls("conversations.list") == calls {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "every listing went to Slack: the channel list is not cached"
+        );
+    }
 }
 
 #[tokio::test]
