@@ -19,6 +19,9 @@ async fn run_in(directory: Option<&Path>, args: &[&str], env: &[(&str, &str)]) -
         .env_remove("SWITCHYARD_ADMIN_TOKEN")
         .env_remove("SWITCHYARD_DATA_DIR")
         .env_remove("SWITCHYARD_URL");
+    for name in crate::helpers::SUITE_ONLY_VARIABLES {
+        command.env_remove(name);
+    }
     if let Some(directory) = directory {
         command.current_dir(directory);
     }

@@ -31,6 +31,9 @@ async fn run(args: &[&str], env: &[(&str, &str)]) -> Run {
         .env_remove("SWITCHYARD_STORAGE__BACKEND")
         .env_remove("SWITCHYARD_STORAGE__POSTGRES__URL")
         .env_remove("SWITCHYARD_MASTER_KEY");
+    for name in crate::helpers::SUITE_ONLY_VARIABLES {
+        command.env_remove(name);
+    }
     for (key, value) in env {
         command.env(key, value);
     }

@@ -350,6 +350,12 @@ async fn start_with(
     (url, shutdown, handle)
 }
 
+/// The suite's own variables (`scripts/test` sets them): a child binary
+/// gets what they stand for as configuration instead, and would otherwise
+/// warn that they name no configuration key.
+pub const SUITE_ONLY_VARIABLES: [&str; 2] =
+    ["SWITCHYARD_TEST_POSTGRES_URL", "SWITCHYARD_TEST_BACKEND"];
+
 /// The real `switchyard serve` binary as a child process.
 pub struct ChildServer {
     pub child: Child,
@@ -392,6 +398,9 @@ impl ChildServer {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(true);
+        for name in SUITE_ONLY_VARIABLES {
+            command.env_remove(name);
+        }
         if let Some(token) = admin_token {
             command.env("SWITCHYARD_ADMIN_TOKEN", token);
         }
