@@ -108,6 +108,8 @@ async fn run(
                     tracing::warn!(%error, jobs = jobs.len(), "outcome group failed; recording each alone");
                     record_each_alone(&pool, &health, &node, &outcomes).await
                 }
+                // A lone outcome gets its error as it would alone.
+                Err(error) if jobs.len() == 1 => vec![Err(health.observe(error))],
                 Err(error) => {
                     let message = health.observe(error).to_string();
                     (0..jobs.len())
