@@ -61,21 +61,35 @@ async fn outcomes_sent_together_each_get_their_own_answer() {
         NextStep::Dead,
         NextStep::RetryAt(9_000),
     ];
-    let mut outcomes: Vec<AttemptOutcome> = mine
+    let outcomes: Vec<AttemptOutcome> = mine
         .iter()
         .enumerate()
         .map(|(n, id)| outcome(*id, nexts[n % 3].clone(), "boom"))
         .collect();
-    // Refused by PostgreSQL (text holds no NUL): fails the group's insert.
-    outcomes[4].attempt.error = Some("nul \0 byte".into());
-    outcomes.push(outcome(theirs, NextStep::Succeeded, "not mine"));
-    outcomes.push(outcome(DeliveryId(424_242), NextStep::Succeeded, "gone"));
-    // Sent at once: the writer finds them all waiting and takes one group.
-    let answers =
-        futures::future::join_all(outcomes.into_iter().map(|o| a.record_attempt(o))).await;
+    let (first, mut second) = (outcomes[..20].to_vec(), outcomes[20..].to_vec());
+    // Sent at once, each group is found waiting whole by the writer (the
+    // test's runtime has one thread) and taken as one group.
+    let mut group = first;
+    group.push(outcome(theirs, NextStep::Succeeded, "not mine"));
+    group.push(outcome(DeliveryId(424_242), NextStep::Succeeded, "gone"));
+    let mut answers =
+        futures::future::join_all(group.into_iter().map(|o| a.record_attempt(o))).await;
+    assert!(answers[20].as_ref().unwrap().is_none(), "lease held by B");
+    assert!(answers[21].as_ref().unwrap().is_none(), "no such delivery");
+    assert!(
+        !a.may_deliver(ConnectionId(11)),
+        "A knows it does not hold 11"
+    );
+    answers.truncate(20);
+    // Refused by PostgreSQL (text holds no NUL): fails the group's insert,
+    // then only itself.
+    second[4].attempt.error = Some("nul \0 byte".into());
+    answers
+        .extend(futures::future::join_all(second.into_iter().map(|o| a.record_attempt(o))).await);
+    const BAD: usize = 24;
 
-    for (n, answer) in answers[..30].iter().enumerate() {
-        if n == 4 {
+    for (n, answer) in answers.iter().enumerate() {
+        if n == BAD {
             assert!(answer.is_err(), "the bad outcome fails alone");
             continue;
         }
@@ -87,16 +101,9 @@ async fn outcomes_sent_together_each_get_their_own_answer() {
         ][n % 3];
         assert_eq!((written.status, written.attempt_count), (want, 1), "{n}");
     }
-    assert!(answers[30].as_ref().unwrap().is_none(), "lease held by B");
-    assert!(answers[31].as_ref().unwrap().is_none(), "no such delivery");
-    assert!(
-        !a.may_deliver(ConnectionId(11)),
-        "A does not think it holds 11"
-    );
-
     for (n, id) in mine.iter().enumerate() {
         let (stored, attempts) = a.delivery(WorkspaceId(1), *id).await.unwrap().unwrap();
-        if n == 4 {
+        if n == BAD {
             assert_eq!(stored.attempt_count, 0, "nothing of the bad one written");
             assert!(attempts.is_empty());
             assert_eq!(stored.next_attempt_at_ms, Some(1_000));
