@@ -93,6 +93,19 @@ const TARGET_P99_US: u64 = 50_000;
 const TARGET_RATE: u64 = 1000;
 
 pub async fn e2e(options: E2eBenchOptions) -> anyhow::Result<()> {
+    if options.nodes > 1 {
+        let backend = std::env::var("SWITCHYARD_STORAGE__BACKEND").unwrap_or_default();
+        anyhow::ensure!(
+            backend == "postgres",
+            "--nodes {} needs one database shared by the nodes: set SWITCHYARD_STORAGE__BACKEND=postgres and SWITCHYARD_STORAGE__POSTGRES__URL",
+            options.nodes
+        );
+        anyhow::ensure!(
+            options.workspaces >= options.nodes,
+            "--nodes {} needs --workspaces {0} or more: one node at a time delivers a connection",
+            options.nodes
+        );
+    }
     let exe = std::env::current_exe().context("cannot find this binary")?;
     let bodies = Bodies::new()?;
 
@@ -108,19 +121,6 @@ pub async fn e2e(options: E2eBenchOptions) -> anyhow::Result<()> {
     ]))
     .await
     .context("cannot start the bare hyper server")?;
-    if options.nodes > 1 {
-        let backend = std::env::var("SWITCHYARD_STORAGE__BACKEND").unwrap_or_default();
-        anyhow::ensure!(
-            backend == "postgres",
-            "--nodes {} needs one database shared by the nodes: set SWITCHYARD_STORAGE__BACKEND=postgres and SWITCHYARD_STORAGE__POSTGRES__URL",
-            options.nodes
-        );
-        anyhow::ensure!(
-            options.workspaces >= options.nodes,
-            "--nodes {} needs --workspaces {0} or more: one node at a time delivers a connection",
-            options.nodes
-        );
-    }
     let admin = format!("adm_{}", crate::api::random_token());
     let per_connection = options
         .per_connection
