@@ -22,6 +22,12 @@
 //! one webhook connection and one rule to the receiver, every connection
 //! of the load taking their publishable keys in turn, and the server in its
 //! default configuration (unless `--per-connection` is given).
+//!
+//! `--nodes N` starts N `switchyard serve` processes on the one PostgreSQL
+//! database the environment names (`SWITCHYARD_STORAGE__BACKEND=postgres`,
+//! `SWITCHYARD_STORAGE__POSTGRES__URL`): workspaces are created through
+//! the nodes in turn and each workspace's events are posted to the node it
+//! was created through, the load's connections spread over the nodes.
 
 use super::cpu::CpuMeter;
 use super::load::{Bodies, BodyTemplate, Counters, Poster, Target};
@@ -59,7 +65,15 @@ pub struct E2eBenchOptions {
     /// receiver; the load takes their publishable keys in turn.
     #[arg(long, default_value_t = 1, value_parser = RangedU64ValueParser::<usize>::new().range(1..))]
     pub workspaces: usize,
+    /// `switchyard serve` processes sharing the PostgreSQL database set in
+    /// the environment (1 to 4); needs at least as many workspaces, since
+    /// one node at a time delivers a connection.
+    #[arg(long, default_value_t = 1, value_parser = RangedU64ValueParser::<usize>::new().range(1..=4))]
+    pub nodes: usize,
 }
+
+/// The CPU meter's names of the server processes, one per node.
+const NODE_LABELS: [&str; 4] = ["server", "server 2", "server 3", "server 4"];
 
 /// In-flight cap per connection of the single-workspace scenario: the
 /// built-in 8 caps one connection at about 8 / round trip.
@@ -79,6 +93,19 @@ const TARGET_P99_US: u64 = 50_000;
 const TARGET_RATE: u64 = 1000;
 
 pub async fn e2e(options: E2eBenchOptions) -> anyhow::Result<()> {
+    if options.nodes > 1 {
+        let backend = std::env::var("SWITCHYARD_STORAGE__BACKEND").unwrap_or_default();
+        anyhow::ensure!(
+            backend == "postgres",
+            "--nodes {} needs one database shared by the nodes: set SWITCHYARD_STORAGE__BACKEND=postgres and SWITCHYARD_STORAGE__POSTGRES__URL",
+            options.nodes
+        );
+        anyhow::ensure!(
+            options.workspaces >= options.nodes,
+            "--nodes {} needs --workspaces {0} or more: one node at a time delivers a connection",
+            options.nodes
+        );
+    }
     let exe = std::env::current_exe().context("cannot find this binary")?;
     let bodies = Bodies::new()?;
 
@@ -94,51 +121,74 @@ pub async fn e2e(options: E2eBenchOptions) -> anyhow::Result<()> {
     ]))
     .await
     .context("cannot start the bare hyper server")?;
-    let data_dir = tempfile::tempdir().context("cannot create a temp dir")?;
     let admin = format!("adm_{}", crate::api::random_token());
-    let mut command = serve_command(&exe, data_dir.path(), &admin);
-    command.env("SWITCHYARD_DELIVERY__ALLOW_PRIVATE_NETWORKS", "true");
     let per_connection = options
         .per_connection
         .or((options.workspaces == 1).then_some(SINGLE_WORKSPACE_PER_CONNECTION));
-    if let Some(cap) = per_connection {
-        command.env(
-            "SWITCHYARD_DELIVERY__MAX_IN_FLIGHT_PER_CONNECTION",
-            cap.to_string(),
+    let mut data_dirs = Vec::with_capacity(options.nodes);
+    let mut servers = Vec::with_capacity(options.nodes);
+    for _ in 0..options.nodes {
+        let data_dir = tempfile::tempdir().context("cannot create a temp dir")?;
+        let mut command = serve_command(&exe, data_dir.path(), &admin);
+        command.env("SWITCHYARD_DELIVERY__ALLOW_PRIVATE_NETWORKS", "true");
+        if let Some(cap) = per_connection {
+            command.env(
+                "SWITCHYARD_DELIVERY__MAX_IN_FLIGHT_PER_CONNECTION",
+                cap.to_string(),
+            );
+        }
+        servers.push(
+            spawn_listening(&mut command)
+                .await
+                .context("cannot start switchyard serve")?,
         );
+        data_dirs.push(data_dir);
     }
-    let mut server = spawn_listening(&mut command)
-        .await
-        .context("cannot start switchyard serve")?;
 
-    let probe = Probe::new(&server.url, &receiver.url)?;
-    let mut publishable = Vec::with_capacity(options.workspaces);
-    for _ in 0..options.workspaces {
-        let keys = create_workspace(&server.url, &admin).await?;
-        probe
+    let probes = servers
+        .iter()
+        .map(|server| Probe::new(&server.url, &receiver.url))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    // The queue depth in /metrics counts every node's entries: one probe
+    // watches the pipeline for all.
+    let probe = &probes[0];
+    // A workspace is set up through the node that receives its events: a
+    // node's caches hear only of changes made through it, and the node
+    // ingesting for a connection nobody holds claims its lease.
+    let mut publishable = vec![Vec::new(); options.nodes];
+    for n in 0..options.workspaces {
+        let node = n % options.nodes;
+        let keys = create_workspace(&servers[node].url, &admin).await?;
+        probes[node]
             .create_route(&keys.secret, &format!("{}/hook", receiver.url))
             .await?;
-        publishable.push(keys.publishable);
+        publishable[node].push(keys.publishable);
     }
-    let authority = server
-        .url
-        .strip_prefix("http://")
-        .context("the server's URL is not http://")?
-        .trim_end_matches('/')
-        .to_string();
-    let target = Target {
-        authority,
-        auths: publishable
-            .iter()
-            .map(|key| format!("Bearer {key}"))
-            .collect(),
-        body: Arc::new(bodies.event.clone()),
-    };
+    let mut targets = Vec::with_capacity(options.nodes);
+    for (server, keys) in servers.iter().zip(&publishable) {
+        let authority = server
+            .url
+            .strip_prefix("http://")
+            .context("the server's URL is not http://")?
+            .trim_end_matches('/')
+            .to_string();
+        targets.push(Target {
+            authority,
+            auths: keys.iter().map(|key| format!("Bearer {key}")).collect(),
+            body: Arc::new(bodies.event.clone()),
+        });
+    }
 
     let cores = std::thread::available_parallelism().map_or(0, usize::from);
     println!(
         "e2e benchmark: switchyard serve, webhook receiver and load generator as three processes on {cores} cores"
     );
+    if options.nodes > 1 {
+        println!(
+            "  {} switchyard serve nodes on one PostgreSQL database, the load's connections spread over them",
+            options.nodes
+        );
+    }
     println!(
         "  {} workspace(s), each with one webhook connection to the receiver and one rule (events [\"*\"]): one delivery per event",
         options.workspaces
@@ -154,17 +204,22 @@ pub async fn e2e(options: E2eBenchOptions) -> anyhow::Result<()> {
         ),
         None => println!("  the server's default configuration"),
     }
-    let first = probe.check_pipeline(&publishable[0], &bodies.event).await?;
+    let first = probe
+        .check_pipeline(&publishable[0][0], &bodies.event)
+        .await?;
     println!(
         "  pipeline check: first event delivered in {:.1} ms",
         first.as_secs_f64() * 1000.0
     );
 
-    let meter = CpuMeter::new(vec![
-        ("server", server.child.id()),
-        ("receiver", receiver.child.id()),
-        ("load generator", Some(std::process::id())),
-    ]);
+    let mut processes: Vec<(&'static str, Option<u32>)> = NODE_LABELS
+        .iter()
+        .zip(&servers)
+        .map(|(label, server)| (*label, server.child.id()))
+        .collect();
+    processes.push(("receiver", receiver.child.id()));
+    processes.push(("load generator", Some(std::process::id())));
+    let meter = CpuMeter::new(processes);
     // What the server's caps let be in flight at once, all workspaces.
     let cap = match per_connection {
         Some(cap) => cap,
@@ -175,10 +230,10 @@ pub async fn e2e(options: E2eBenchOptions) -> anyhow::Result<()> {
         }
     };
     let slack = (cap * options.workspaces).max(options.connections) as f64;
-    let a = throughput(&probe, &target, &options, &meter, slack).await?;
-    let b = fixed_rate(&probe, &target, &options, &meter).await?;
+    let a = throughput(probe, &targets, &options, &meter, slack).await?;
+    let b = fixed_rate(probe, &targets, &options, &meter).await?;
     let c = baseline(
-        &probe,
+        probe,
         &receiver.url,
         &bodies.webhook,
         options.connections,
@@ -233,7 +288,9 @@ pub async fn e2e(options: E2eBenchOptions) -> anyhow::Result<()> {
     );
 
     receiver.stop().await;
-    server.stop().await;
+    for server in &mut servers {
+        server.stop().await;
+    }
     ceiling.stop().await;
     Ok(())
 }
@@ -307,8 +364,8 @@ struct ThroughputResult {
     accepted_per_second: f64,
     delivered_per_second: f64,
     growth: Option<Growth>,
-    /// The server's CPU time (all threads) over the phase divided by the
-    /// deliveries received in it; ingest is included, as every delivered
+    /// The server's CPU time (all threads, all nodes) over the phase
+    /// divided by the deliveries received in it; ingest is included, as every delivered
     /// event was also ingested.
     server_us_per_delivery: Option<f64>,
 }
@@ -317,7 +374,7 @@ struct ThroughputResult {
 /// `slack`: the queue depth the in-flight caps alone explain.
 async fn throughput(
     probe: &Probe,
-    target: &Target,
+    targets: &[Target],
     options: &E2eBenchOptions,
     meter: &CpuMeter,
     slack: f64,
@@ -334,7 +391,7 @@ async fn throughput(
     let counters = Arc::new(Counters::default());
     let mut posters = Vec::with_capacity(options.connections);
     for lane in 0..options.connections {
-        posters.push(Poster::connect(target, lane).await?);
+        posters.push(connect_lane(targets, lane).await?);
     }
     let cpu = meter.snapshot();
     let start = Instant::now();
@@ -380,7 +437,10 @@ async fn throughput(
         worker.await.context("a load task failed")??;
     }
     let elapsed = start.elapsed();
-    let server_cores = meter.cores_used(&cpu, "server");
+    let server_cores: Option<f64> = NODE_LABELS[..targets.len()]
+        .iter()
+        .map(|label| meter.cores_used(&cpu, label))
+        .sum();
     let cpu = meter.report(&cpu);
     let accepted = counters.accepted();
     let delivered = probe.stats().await?.count;
@@ -459,6 +519,11 @@ async fn throughput(
     })
 }
 
+/// Lane `n` posts to node `n % nodes`, taking that node's keys in turn.
+async fn connect_lane(targets: &[Target], lane: usize) -> anyhow::Result<Poster> {
+    Poster::connect(&targets[lane % targets.len()], lane / targets.len()).await
+}
+
 struct FixedRateResult {
     latency: ReceiverStats,
 }
@@ -467,7 +532,7 @@ struct FixedRateResult {
 /// connection on its own schedule offset from the others.
 async fn fixed_rate(
     probe: &Probe,
-    target: &Target,
+    targets: &[Target],
     options: &E2eBenchOptions,
     meter: &CpuMeter,
 ) -> anyhow::Result<FixedRateResult> {
@@ -491,7 +556,7 @@ async fn fixed_rate(
     let counters = Arc::new(Counters::default());
     let mut posters = Vec::with_capacity(lanes);
     for lane in 0..lanes {
-        posters.push(Poster::connect(target, lane).await?);
+        posters.push(connect_lane(targets, lane).await?);
     }
     let tick = Duration::from_secs_f64(1.0 / options.rate as f64);
     let period = tick * lanes as u32;

@@ -5,7 +5,7 @@ use super::columns::{
     connection_kind_from, connection_status, connection_status_from, get_id, get_ms, id, ms,
 };
 use super::error::PgResult;
-use crate::model::{Connection, ConnectionId, RuleId, WorkspaceId, now_ms};
+use crate::model::{Connection, ConnectionId, DeliveryId, RuleId, WorkspaceId, now_ms};
 use crate::store::{ConnectionPatch, DeleteConnection, PatchOutcome};
 use tokio_postgres::{GenericClient, Row, Transaction};
 
@@ -144,6 +144,28 @@ pub async fn get<C: GenericClient + Sync>(
         .query_opt(
             &format!("SELECT {COLUMNS} FROM connections WHERE workspace_id = $1 AND id = $2"),
             &[&id(workspace.0), &id(connection.0)],
+        )
+        .await?
+        .as_ref()
+        .map(connection_from)
+        .transpose()
+}
+
+/// The connection a delivery points at: a read that needs no earlier
+/// answer, so it can go out together with the delivery's own
+/// (`deliveries::context`).
+pub async fn of_delivery<C: GenericClient + Sync>(
+    client: &C,
+    workspace: WorkspaceId,
+    delivery: DeliveryId,
+) -> PgResult<Option<Connection>> {
+    client
+        .query_opt(
+            &format!(
+                "SELECT {COLUMNS} FROM connections WHERE workspace_id = $1 AND id =
+                 (SELECT connection_id FROM deliveries WHERE workspace_id = $1 AND id = $2)"
+            ),
+            &[&id(workspace.0), &id(delivery.0)],
         )
         .await?
         .as_ref()

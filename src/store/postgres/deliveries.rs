@@ -2,7 +2,7 @@
 //! heads, reads and leases are `queue.rs`).
 
 use super::columns::{count, get_count, get_id, get_ms, id, ids, ms, ms_from};
-use super::error::PgResult;
+use super::error::{PgError, PgResult};
 use super::node::Node;
 use super::queue::{self, NewEntryLeases};
 use super::{connections, events, rules};
@@ -89,39 +89,36 @@ pub async fn list<C: GenericClient + Sync>(
 
 /// Everything one attempt needs; `None` once the delivery, its event or its
 /// workspace is gone. Call it in a repeatable-read transaction: one snapshot.
+/// The five reads go out together (tokio-postgres pipelines queries polled
+/// at once): one round trip, each finding its row through the delivery's.
 pub async fn context(
     txn: &Transaction<'_>,
     workspace: WorkspaceId,
     delivery: DeliveryId,
 ) -> PgResult<Option<DeliveryContext>> {
     let ws = id(workspace.0);
+    let delivery_id = id(delivery.0);
+    let delivery_sql =
+        format!("SELECT {COLUMNS} FROM deliveries WHERE workspace_id = $1 AND id = $2");
+    let (workspace_row, delivery_row, event, rule, connection) = tokio::try_join!(
+        async {
+            Ok::<_, PgError>(
+                txn.query_opt("SELECT 1 FROM workspaces WHERE id = $1", &[&ws])
+                    .await?,
+            )
+        },
+        async { Ok::<_, PgError>(txn.query_opt(&delivery_sql, &[&ws, &delivery_id]).await?) },
+        events::of_delivery(txn, workspace, delivery),
+        rules::of_delivery(txn, workspace, delivery),
+        connections::of_delivery(txn, workspace, delivery),
+    )?;
     // A deleted workspace's deliveries linger until purged: nothing is due.
-    if txn
-        .query_opt("SELECT 1 FROM workspaces WHERE id = $1", &[&ws])
-        .await?
-        .is_none()
-    {
-        return Ok(None);
-    }
-    let Some(row) = txn
-        .query_opt(
-            &format!("SELECT {COLUMNS} FROM deliveries WHERE workspace_id = $1 AND id = $2"),
-            &[&ws, &id(delivery.0)],
-        )
-        .await?
-    else {
+    let (Some(_), Some(row), Some(event)) = (workspace_row, delivery_row, event) else {
         return Ok(None);
     };
-    let round_attempts = get_count(&row, "round_attempts")?;
-    let delivery = delivery_from(&row)?;
-    let Some(event) = events::get(txn, workspace, delivery.event_id).await? else {
-        return Ok(None);
-    };
-    let rule = rules::get(txn, workspace, delivery.rule_id).await?;
-    let connection = connections::get(txn, workspace, delivery.connection_id).await?;
     Ok(Some(DeliveryContext {
-        delivery,
-        round_attempts,
+        round_attempts: get_count(&row, "round_attempts")?,
+        delivery: delivery_from(&row)?,
         event,
         rule,
         connection,

@@ -3,7 +3,7 @@
 
 use super::columns::{get_id, get_ms, id, ms};
 use super::error::{PgResult, corrupt};
-use crate::model::{Event, EventId, EventName, WorkspaceId};
+use crate::model::{DeliveryId, Event, EventId, EventName, WorkspaceId};
 use crate::store::{EventNameFilter, EventPage, EventQuery, IDEMPOTENCY_TTL_MS};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{GenericClient, Row, Transaction};
@@ -19,6 +19,28 @@ pub async fn get<C: GenericClient + Sync>(
         .query_opt(
             &format!("SELECT {COLUMNS} FROM events WHERE workspace_id = $1 AND id = $2"),
             &[&id(workspace.0), &id(event.0)],
+        )
+        .await?
+        .as_ref()
+        .map(event_from)
+        .transpose()
+}
+
+/// The event a delivery points at: a read that needs no earlier
+/// answer, so it can go out together with the delivery's own
+/// (`deliveries::context`).
+pub async fn of_delivery<C: GenericClient + Sync>(
+    client: &C,
+    workspace: WorkspaceId,
+    delivery: DeliveryId,
+) -> PgResult<Option<Event>> {
+    client
+        .query_opt(
+            &format!(
+                "SELECT {COLUMNS} FROM events WHERE workspace_id = $1 AND id =
+                 (SELECT event_id FROM deliveries WHERE workspace_id = $1 AND id = $2)"
+            ),
+            &[&id(workspace.0), &id(delivery.0)],
         )
         .await?
         .as_ref()

@@ -3,7 +3,8 @@
 //!
 //! Map: `connect.rs` (pool, TLS, the URL never logged), `migrate.rs`
 //! (embedded versioned schema, advisory lock), `ingest.rs` (the
-//! group-committing writer), one file per resource (`workspaces.rs`,
+//! group-committing ingest writer), `outcomes.rs` (its sibling for attempt
+//! outcomes), one file per resource (`workspaces.rs`,
 //! `connections.rs`, `rules.rs`, `events.rs`, `deliveries.rs`, `misc.rs`),
 //! `noise.rs` (noise control decided in the ingest transaction),
 //! `retention.rs`, `health.rs` (the `writable` watch and its probe),
@@ -18,7 +19,7 @@
 //! `export.rs` (`switchyard import`: a dump copied in, in one transaction;
 //! `switchyard export`: every table read out of one snapshot).
 //!
-//! Every write other than ingest is its own short transaction on a pooled
+//! Every write other than ingest and attempt outcomes is its own short transaction on a pooled
 //! connection: PostgreSQL has no single writer to feed, and row locks
 //! (`FOR UPDATE`, `ON CONFLICT`, `DELETE … RETURNING`) make each check and
 //! its write one step, also between nodes.
@@ -40,6 +41,7 @@ mod migrate;
 mod misc;
 mod node;
 mod noise;
+mod outcomes;
 mod queue;
 mod retention;
 mod rules;
@@ -49,6 +51,8 @@ mod workspaces;
 mod tests;
 #[cfg(test)]
 mod tests_nodes;
+#[cfg(test)]
+mod tests_outcomes;
 
 pub use connect::{ConnectError, describe, parse_url};
 pub use error::PgError;
@@ -73,6 +77,7 @@ use error::PgResult;
 use health::Health;
 use ingest::IngestWriter;
 use node::Node;
+use outcomes::OutcomeWriter;
 use std::sync::{Arc, Mutex};
 use tokio_postgres::IsolationLevel;
 use tokio_util::sync::CancellationToken;
@@ -150,6 +155,7 @@ pub struct PgStore {
     pool: Pool,
     health: Arc<Health>,
     ingest: IngestWriter,
+    outcomes: OutcomeWriter,
     node: Arc<Node>,
     /// Fires when another node queued entries for a connection this node
     /// holds, or released connections.
@@ -167,6 +173,7 @@ pub struct PgStore {
 #[derive(Default)]
 struct Tasks {
     writer: Option<tokio::task::JoinHandle<()>>,
+    outcome_writer: Option<tokio::task::JoinHandle<()>>,
     keeper: Option<tokio::task::JoinHandle<()>>,
     listener: Option<tokio::task::JoinHandle<()>>,
 }
@@ -203,6 +210,8 @@ impl PgStore {
         let background = CancellationToken::new();
         let (ingest, writer) =
             IngestWriter::start(pool.clone(), health.clone(), node.clone(), close.clone());
+        let (outcomes, outcome_writer) =
+            OutcomeWriter::start(pool.clone(), health.clone(), node.clone(), close.clone());
         let keeper = node::start_keeper(
             pool.clone(),
             health.clone(),
@@ -221,12 +230,14 @@ impl PgStore {
             pool,
             health,
             ingest,
+            outcomes,
             node,
             wakeups,
             close,
             background,
             tasks: Arc::new(Mutex::new(Tasks {
                 writer: Some(writer),
+                outcome_writer: Some(outcome_writer),
                 keeper: Some(keeper),
                 listener: Some(listener),
             })),
@@ -274,6 +285,11 @@ impl PgStore {
             && let Err(error) = writer.await
         {
             tracing::error!(%error, "the PostgreSQL ingest writer failed");
+        }
+        if let Some(writer) = tasks.outcome_writer
+            && let Err(error) = writer.await
+        {
+            tracing::error!(%error, "the PostgreSQL outcome writer failed");
         }
         self.background.cancel();
         let Some(keeper) = tasks.keeper else {
@@ -481,13 +497,17 @@ impl PgStore {
     }
 
     /// Records the attempt only while this node holds its connection's
-    /// lease; `None` (nothing written) once it does not.
+    /// lease; `None` (nothing written) once it does not. Group-committed
+    /// with the other outcomes waiting (`outcomes.rs`).
     pub async fn record_attempt(
         &self,
         outcome: AttemptOutcome,
     ) -> Result<Option<Delivery>, StoreError> {
-        let node = &self.node;
-        let recorded = in_txn!(self, |txn| deliveries::record_attempt(&txn, node, &outcome))?;
+        if self.close.is_cancelled() {
+            return Err(StoreError::WriterStopped);
+        }
+        let delivery_id = outcome.delivery_id;
+        let recorded = self.outcomes.record(outcome).await?;
         Ok(match recorded {
             deliveries::Recorded::Written(delivery) => Some(delivery),
             deliveries::Recorded::Gone => None,
@@ -496,7 +516,7 @@ impl PgStore {
                 tracing::warn!(
                     node = %self.node.id,
                     %connection,
-                    delivery = %outcome.delivery_id,
+                    delivery = %delivery_id,
                     "lease lost: another node delivers this connection now; the outcome was not recorded"
                 );
                 metrics::counter!("switchyard_lease_lost_total").increment(1);

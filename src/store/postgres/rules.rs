@@ -3,7 +3,7 @@
 use super::changes;
 use super::columns::{count, get_id, get_ms, get_opt_count, id, ms};
 use super::error::PgResult;
-use crate::model::{ConnectionId, Rule, RuleId, WorkspaceId};
+use crate::model::{ConnectionId, DeliveryId, Rule, RuleId, WorkspaceId};
 use crate::store::PutRule;
 use tokio_postgres::{GenericClient, Row, Transaction};
 
@@ -105,6 +105,28 @@ pub async fn get<C: GenericClient + Sync>(
         .query_opt(
             &format!("SELECT {COLUMNS} FROM rules WHERE workspace_id = $1 AND id = $2"),
             &[&id(workspace.0), &id(rule.0)],
+        )
+        .await?
+        .as_ref()
+        .map(rule_from)
+        .transpose()
+}
+
+/// The rule a delivery points at: a read that needs no earlier
+/// answer, so it can go out together with the delivery's own
+/// (`deliveries::context`).
+pub async fn of_delivery<C: GenericClient + Sync>(
+    client: &C,
+    workspace: WorkspaceId,
+    delivery: DeliveryId,
+) -> PgResult<Option<Rule>> {
+    client
+        .query_opt(
+            &format!(
+                "SELECT {COLUMNS} FROM rules WHERE workspace_id = $1 AND id =
+                 (SELECT rule_id FROM deliveries WHERE workspace_id = $1 AND id = $2)"
+            ),
+            &[&id(workspace.0), &id(delivery.0)],
         )
         .await?
         .as_ref()
