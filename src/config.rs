@@ -109,6 +109,12 @@ pub struct StorageConfig {
     pub backend: StorageBackend,
     /// redb's page cache, in MiB.
     pub cache_mb: usize,
+    /// The redb write-ahead log's size in MiB; 0 turns it off (a durable
+    /// redb commit per write batch).
+    pub wal_mb: u64,
+    /// Longest time, in ms, between two durable redb commits while writes
+    /// come in; until then a write is durable in the log.
+    pub wal_checkpoint_ms: u64,
     pub postgres: PostgresConfig,
 }
 
@@ -565,6 +571,15 @@ impl Config {
         }
         if self.storage.cache_mb == 0 {
             return invalid("storage.cache_mb", "must be at least 1");
+        }
+        if self.storage.wal_mb > 4096 {
+            return invalid(
+                "storage.wal_mb",
+                "must be at most 4096 (0 turns the log off)",
+            );
+        }
+        if !(10..=60_000).contains(&self.storage.wal_checkpoint_ms) {
+            return invalid("storage.wal_checkpoint_ms", "must be between 10 and 60000");
         }
         if self.storage.backend == StorageBackend::Postgres {
             match &self.storage.postgres.url {

@@ -14,7 +14,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Shared on/off switch: while on, every write, sync and resize of the
-/// database file fails with "no space left on device".
+/// database file and of its write-ahead log fails with "no space left on
+/// device".
 #[derive(Debug, Clone, Default)]
 pub struct FaultSwitch(Arc<AtomicBool>);
 
@@ -31,7 +32,7 @@ impl FaultSwitch {
         self.0.load(Ordering::SeqCst)
     }
 
-    fn check(&self) -> io::Result<()> {
+    pub(crate) fn check(&self) -> io::Result<()> {
         if self.is_failing() {
             // ENOSPC, as the kernel reports a full disk.
             Err(io::Error::from_raw_os_error(28))

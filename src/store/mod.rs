@@ -18,8 +18,8 @@ mod redb_backend;
 pub use codec::CodecError;
 pub use fault::FaultSwitch;
 pub use redb_backend::{
-    CompactError, CompactReport, ExportError, ExportInfo, RedbImportError, RedbStore, compact,
-    export, import as import_redb,
+    CompactError, CompactReport, ExportError, ExportInfo, RedbImportError, RedbStore, WalOptions,
+    compact, export, import as import_redb,
 };
 
 use crate::model::{
@@ -101,6 +101,9 @@ pub struct StoreOptions {
     /// Test and chaos seam: fails the database file's writes on demand.
     /// `None` in production.
     pub faults: Option<FaultSwitch>,
+    /// The write-ahead log in front of redb's commits (`storage.wal_mb`,
+    /// `storage.wal_checkpoint_ms`).
+    pub wal: WalOptions,
 }
 
 impl StoreOptions {
@@ -108,6 +111,10 @@ impl StoreOptions {
         Self {
             cache_bytes: storage.cache_mb.saturating_mul(1024 * 1024),
             faults: None,
+            wal: WalOptions {
+                capacity_bytes: storage.wal_mb.saturating_mul(1024 * 1024),
+                checkpoint_every: std::time::Duration::from_millis(storage.wal_checkpoint_ms),
+            },
         }
     }
 }
@@ -118,6 +125,7 @@ impl Default for StoreOptions {
         Self {
             cache_bytes: 32 * 1024 * 1024,
             faults: None,
+            wal: WalOptions::default(),
         }
     }
 }

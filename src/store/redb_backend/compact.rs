@@ -4,6 +4,7 @@
 //! it runs with the server stopped: redb locks the file while it is open,
 //! and a running server makes the open fail with `DatabaseAlreadyOpen`.
 
+use crate::store::StoreError;
 use std::path::{Path, PathBuf};
 
 /// The file's size before and after compaction.
@@ -30,6 +31,8 @@ pub enum CompactError {
         path: PathBuf,
         source: Box<redb::DatabaseError>,
     },
+    #[error("applying the write-ahead log before compacting: {0}")]
+    Log(StoreError),
     #[error("compaction failed: {0}")]
     Compaction(#[from] Box<redb::CompactionError>),
     #[error("cannot read the size of {path}: {source}")]
@@ -61,6 +64,8 @@ pub fn compact(path: &Path) -> Result<CompactReport, CompactError> {
             source: Box::new(source),
         },
     })?;
+    // What only the write-ahead log holds (after a crash) goes in first.
+    super::wal::Wal::replay_existing(&db, path).map_err(|error| CompactError::Log(error.into()))?;
     while db.compact().map_err(Box::new)? {}
     drop(db);
     Ok(CompactReport {

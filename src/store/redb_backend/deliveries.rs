@@ -1,9 +1,11 @@
 use super::noise::{self, NoiseTables};
 use super::scope::{NewDeliveryTables, OnFirstUse, WriteScope};
 use super::tables::*;
+use super::wal::NewDeliveryWire;
 use super::{connections, decode, events, rules, scan_newest_first};
 use crate::model::{
-    Attempt, ConnectionId, Delivery, DeliveryId, DeliveryStatus, EventId, RuleId, WorkspaceId,
+    AlertState, Attempt, ConnectionId, Delivery, DeliveryId, DeliveryStatus, EventId, RuleId,
+    WorkspaceId,
 };
 use crate::store::codec::Record;
 use crate::store::records::{AttemptRecord, DeliveryRecord, EventRecord, QueueRecord};
@@ -37,6 +39,59 @@ impl NewDelivery {
             record,
             noise,
         }
+    }
+
+    /// As the write-ahead log carries it.
+    pub fn to_wire(&self) -> NewDeliveryWire {
+        NewDeliveryWire {
+            workspace: self.workspace,
+            id: self.id,
+            event_id: self.event_id,
+            record: self.encoded.clone(),
+            noise: self.noise.map(|check| {
+                let state = match check.state {
+                    None => 0,
+                    Some(AlertState::Triggered) => 1,
+                    Some(AlertState::Acknowledged) => 2,
+                    Some(AlertState::Resolved) => 3,
+                };
+                (check.dedup_seconds, check.max_per_hour, state)
+            }),
+        }
+    }
+
+    pub fn from_wire(wire: NewDeliveryWire) -> Result<Self, StoreError> {
+        let record = DeliveryRecord::decode(&wire.record)?;
+        let noise = wire
+            .noise
+            .map(|(dedup_seconds, max_per_hour, state)| {
+                let state = match state {
+                    0 => None,
+                    1 => Some(AlertState::Triggered),
+                    2 => Some(AlertState::Acknowledged),
+                    3 => Some(AlertState::Resolved),
+                    other => {
+                        return Err(StoreError::Corrupt(format!(
+                            "logged delivery {}: alert state {other}",
+                            wire.id
+                        )));
+                    }
+                };
+                Ok(NoiseCheck {
+                    dedup_seconds,
+                    max_per_hour,
+                    state,
+                })
+            })
+            .transpose()?;
+        Ok(Self {
+            workspace: wire.workspace,
+            id: wire.id,
+            event_id: wire.event_id,
+            record,
+            encoded: wire.record,
+            noise,
+        })
     }
 }
 

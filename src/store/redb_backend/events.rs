@@ -1,5 +1,6 @@
 use super::scope::IngestTables;
 use super::tables::*;
+use super::wal::IngestWire;
 use super::{decode, deliveries, scan_newest_first};
 use crate::model::{Event, EventId, EventName, WorkspaceId, now_ms};
 use crate::store::codec::Record;
@@ -19,6 +20,10 @@ pub struct PreparedIngest {
     events: Vec<(u128, Vec<u8>)>,
     deliveries: Vec<deliveries::NewDelivery>,
     idempotency: Option<IdempotentAnswer>,
+    /// When the batch arrived: the time its idempotency key is stored with.
+    /// Fixed here, so applying the batch again from the write-ahead log
+    /// decides exactly as the first time.
+    now_ms: u64,
 }
 
 impl PreparedIngest {
@@ -48,7 +53,42 @@ impl PreparedIngest {
                 })
                 .collect(),
             idempotency: batch.idempotency,
+            now_ms: now_ms(),
         }
+    }
+
+    /// As the write-ahead log carries it.
+    pub fn to_wire(&self) -> IngestWire {
+        IngestWire {
+            workspace: self.workspace,
+            now_ms: self.now_ms,
+            events: self.events.clone(),
+            deliveries: self.deliveries.iter().map(|d| d.to_wire()).collect(),
+            idempotency: self
+                .idempotency
+                .as_ref()
+                .map(|answer| (answer.key.clone(), answer.status, answer.response.clone())),
+        }
+    }
+
+    pub fn from_wire(wire: IngestWire) -> Result<Self, StoreError> {
+        Ok(Self {
+            workspace: wire.workspace,
+            events: wire.events,
+            deliveries: wire
+                .deliveries
+                .into_iter()
+                .map(deliveries::NewDelivery::from_wire)
+                .collect::<Result<_, _>>()?,
+            idempotency: wire
+                .idempotency
+                .map(|(key, status, response)| IdempotentAnswer {
+                    key,
+                    status,
+                    response,
+                }),
+            now_ms: wire.now_ms,
+        })
     }
 }
 
@@ -62,7 +102,7 @@ pub fn ingest(
     if tables.workspaces.get(ws)?.is_none() {
         return Ok(IngestOutcome::UnknownWorkspace);
     }
-    let now = now_ms();
+    let now = batch.now_ms;
     if let Some(answer) = &batch.idempotency {
         let idempotency = tables.idempotency.get()?;
         let previous =

@@ -67,7 +67,12 @@ pub struct ExportInfo<'a> {
 
 /// Every table whose rows a dump carries, with the tables it may skip:
 /// derived indexes (rebuilt from the rows) and scratch.
-const DERIVED_OR_SCRATCH: [&str; 3] = ["event_deliveries", "idempotency_by_age", "storage_probe"];
+const DERIVED_OR_SCRATCH: [&str; 4] = [
+    "event_deliveries",
+    "idempotency_by_age",
+    "storage_probe",
+    "wal_state",
+];
 
 /// Writes the dump of the database at `path` into `out`; `progress` hears
 /// of every row. Returns the rows per table.
@@ -90,6 +95,8 @@ pub fn export(
                 source: Box::new(source),
             },
         })?;
+    // What only the write-ahead log holds (after a crash) goes in first.
+    super::wal::Wal::replay_existing(&db, path).map_err(StoreError::from)?;
     let snapshot = db.begin_read().map_err(StoreError::from)?;
     check_tables(&snapshot)?;
     let counts = count_rows(&snapshot)?;

@@ -60,8 +60,12 @@ impl DbSlot {
     }
 
     /// Closes the current handle (failed, so its close reports nothing
-    /// useful) and opens the file again. Runs on the writer thread only.
-    pub(crate) fn reopen(&self) -> Result<Arc<Database>, StoreError> {
+    /// useful) and opens the file again; `prepare` runs on the new handle
+    /// before anyone else gets it. Runs on the writer thread only.
+    pub(crate) fn reopen(
+        &self,
+        prepare: impl FnOnce(&Database) -> Result<(), StoreError>,
+    ) -> Result<Arc<Database>, StoreError> {
         let taken = self
             .current
             .write()
@@ -84,7 +88,9 @@ impl DbSlot {
                 }
             }
         }
-        let db = Arc::new(open_database(&self.path, &self.options)?);
+        let db = open_database(&self.path, &self.options)?;
+        prepare(&db)?;
+        let db = Arc::new(db);
         *self.current.write().unwrap_or_else(PoisonError::into_inner) = Some(db.clone());
         Ok(db)
     }
@@ -93,8 +99,11 @@ impl DbSlot {
 impl DbSlot {
     /// Opens the file again and commits one small write: the proof that the
     /// disk takes writes again.
-    pub(crate) fn reopen_and_probe(&self) -> Result<(), StoreError> {
-        let db = self.reopen()?;
+    pub(crate) fn reopen_and_probe(
+        &self,
+        prepare: impl FnOnce(&Database) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let db = self.reopen(prepare)?;
         let txn = db.begin_write()?;
         txn.open_table(tables::STORAGE_PROBE)?
             .insert(0, crate::model::now_ms())?;
@@ -208,10 +217,10 @@ mod tests {
         switch.fail_writes(true);
         assert!(put(&slot.get().unwrap(), 2).is_err());
 
-        assert!(slot.reopen().is_err(), "still failing");
+        assert!(slot.reopen(|_| Ok(())).is_err(), "still failing");
         assert!(slot.get().is_err(), "no handle until an open works");
         switch.fail_writes(false);
-        let db = slot.reopen().unwrap();
+        let db = slot.reopen(|_| Ok(())).unwrap();
         put(&db, 3).unwrap();
         assert_eq!(get(&db, 1).unwrap(), Some(1));
         assert_eq!(get(&db, 2).unwrap(), None);

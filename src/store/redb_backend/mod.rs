@@ -20,6 +20,7 @@ mod rules;
 mod scope;
 mod tables;
 mod threads;
+mod wal;
 mod workspaces;
 mod writer;
 
@@ -43,6 +44,7 @@ use redb::{
 pub use scope::WriteScope;
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
+pub use wal::WalOptions;
 use writer::{WriteOp, Writer, WriterThread};
 
 /// [`Store::close`], or dropping the last handle, lets every queued write
@@ -56,13 +58,18 @@ pub struct RedbStore {
     writer: Option<Writer>,
     /// Taken by whichever of close and drop comes first.
     writer_thread: Mutex<Option<WriterThread>>,
+    /// Ingests and attempt outcomes go through the write-ahead log.
+    logged: bool,
 }
 
 impl RedbStore {
     /// Opens (or creates) the database file and starts its write coordinator.
     pub fn open(path: &Path, options: StoreOptions) -> Result<Arc<Self>, StoreError> {
+        let wal_options = options.wal;
+        let faults = options.faults.clone();
         let slot = Arc::new(DbSlot::open(path, options)?);
-        let txn = slot.get()?.begin_write()?;
+        let db = slot.get()?;
+        let txn = db.begin_write()?;
         tables::create_all(&txn)?;
         let moved = deliveries::migrate_legacy_queue(&txn)?;
         txn.commit()?;
@@ -72,7 +79,10 @@ impl RedbStore {
                 "queue table moved to its per-connection layout"
             );
         }
-        let (writer, writer_thread) = Writer::start(slot.clone()).map_err(|error| {
+        let wal = wal::Wal::recover(&db, path, wal_options)?.map(|wal| wal.with_faults(faults));
+        let logged = wal.is_some();
+        drop(db);
+        let (writer, writer_thread) = Writer::start(slot.clone(), wal).map_err(|error| {
             StoreError::Unavailable(format!("cannot start the writer: {error}"))
         })?;
         Ok(Arc::new(Self {
@@ -80,6 +90,7 @@ impl RedbStore {
             writable: writer.writable(),
             writer: Some(writer),
             writer_thread: Mutex::new(Some(writer_thread)),
+            logged,
         }))
     }
 
@@ -94,11 +105,20 @@ impl RedbStore {
         &self,
         op: impl Fn(&mut WriteScope<'_>) -> Result<T, StoreError> + Send + 'static,
     ) -> StoreFuture<T> {
+        self.write_logged(op, None)
+    }
+
+    /// A write the write-ahead log carries as `record` (`wal.rs`).
+    fn write_logged<T: Send + 'static>(
+        &self,
+        op: impl Fn(&mut WriteScope<'_>) -> Result<T, StoreError> + Send + 'static,
+        record: Option<Vec<u8>>,
+    ) -> StoreFuture<T> {
         let writer = self.writer.clone();
         let op: WriteOp<T> = Box::new(op);
         Box::pin(async move {
             match writer {
-                Some(writer) => writer.write(op).await,
+                Some(writer) => writer.write_logged(op, record).await,
                 None => Err(StoreError::WriterStopped),
             }
         })
@@ -219,9 +239,12 @@ impl Store for RedbStore {
 
     fn ingest(&self, batch: IngestBatch) -> StoreFuture<IngestOutcome> {
         let prepared = Arc::new(events::PreparedIngest::new(batch));
+        let record = self.logged.then(|| wal::encode_ingest(&prepared));
         let for_writer = prepared.clone();
-        let stored =
-            self.write_scoped(move |scope| events::ingest(scope.ingest_tables()?, &for_writer));
+        let stored = self.write_logged(
+            move |scope| events::ingest(scope.ingest_tables()?, &for_writer),
+            record,
+        );
         Box::pin(async move {
             let outcome = stored.await;
             // The last reference goes here, so the batch is freed on this
@@ -360,7 +383,15 @@ impl Store for RedbStore {
     }
 
     fn record_attempt(&self, outcome: AttemptOutcome) -> StoreFuture<Option<Delivery>> {
-        self.write_scoped(move |scope| deliveries::record_attempt(scope, &outcome))
+        let record = if self.logged {
+            wal::encode_attempt(&outcome)
+        } else {
+            None
+        };
+        self.write_logged(
+            move |scope| deliveries::record_attempt(scope, &outcome),
+            record,
+        )
     }
 
     fn requeue(

@@ -63,6 +63,11 @@ pub const USED_LAUNCH_TOKENS: TableDefinition<u128, u64> =
 /// the disk takes writes again after a failure.
 pub const STORAGE_PROBE: TableDefinition<u8, u64> = TableDefinition::new("storage_probe");
 
+/// The write-ahead log's state (`wal.rs`): 0 → this database's id (the log
+/// names it, so a log left by another file is never applied), 1 → the last
+/// log record this database holds.
+pub const WAL_STATE: TableDefinition<u8, u128> = TableDefinition::new("wal_state");
+
 pub fn create_all(txn: &redb::WriteTransaction) -> Result<(), redb::TableError> {
     txn.open_table(WORKSPACES)?;
     txn.open_table(API_KEYS)?;

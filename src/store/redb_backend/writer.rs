@@ -5,6 +5,11 @@
 //! holds one record or a thousand, so batching is what lets durable ingest
 //! run at HTTP speed. Callers are answered only after their batch committed.
 //!
+//! With the write-ahead log on (`wal.rs`), a batch of ingests and attempt
+//! outcomes is made durable by appending it to the log instead, and redb
+//! commits it without a sync; any other write, a full log and a timer
+//! (`Message::Checkpoint`) make the commit durable again.
+//!
 //! When a commit fails with an I/O error (disk full, EIO), every job of its
 //! batch is answered with an error and nothing of it counts as stored. redb
 //! then refuses every write through that handle until the file is opened
@@ -14,9 +19,10 @@
 //! to 30 s, to reopen the file and commit one small write. The first probe
 //! that commits flips `writable` back to true: no restart needed.
 
+use super::wal::{self, Logged, Wal};
 use super::{DbSlot, WriteScope};
 use crate::store::StoreError;
-use redb::Database;
+use redb::{Database, Durability};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -51,20 +57,28 @@ enum Message {
     Job(Box<dyn Job>),
     /// From the probe thread: reopen the file and try one small write.
     Probe(oneshot::Sender<Result<(), StoreError>>),
+    /// From the checkpoint timer: make what the log holds durable in redb.
+    Checkpoint,
     /// Commit what is queued, refuse anything sent later, then stop.
     Close,
 }
 
 impl Writer {
-    pub fn start(slot: Arc<DbSlot>) -> std::io::Result<(Writer, WriterThread)> {
+    /// Starts the coordinator; `wal` is the recovered log, or `None` for a
+    /// durable redb commit per batch.
+    pub fn start(slot: Arc<DbSlot>, wal: Option<Wal>) -> std::io::Result<(Writer, WriterThread)> {
         let (jobs, receiver) = mpsc::channel(QUEUE_DEPTH);
         let (health, writable) = watch::channel(true);
+        if let Some(wal) = &wal {
+            spawn_checkpoint_timer(jobs.downgrade(), wal.checkpoint_every())?;
+        }
         let coordinator = Coordinator {
             slot,
             health,
             // Weak, so that a probe waiting for its next try never keeps the
             // coordinator from shutting down.
             probe_sender: jobs.downgrade(),
+            wal,
         };
         let handle = std::thread::Builder::new()
             .name("switchyard-writer".into())
@@ -75,6 +89,16 @@ impl Writer {
     /// Runs `op` in the next group commit and resolves once it is durable.
     /// While storage is failing it fails at once, without touching the disk.
     pub async fn write<T: Send + 'static>(&self, op: WriteOp<T>) -> Result<T, StoreError> {
+        self.write_logged(op, None).await
+    }
+
+    /// As [`Writer::write`]; `record` is what the write-ahead log keeps of
+    /// the op (see `wal.rs`), so its batch can skip redb's durable commit.
+    pub async fn write_logged<T: Send + 'static>(
+        &self,
+        op: WriteOp<T>,
+        record: Option<Vec<u8>>,
+    ) -> Result<T, StoreError> {
         if !*self.writable.borrow() {
             if self.jobs.is_closed() {
                 return Err(StoreError::WriterStopped);
@@ -84,6 +108,7 @@ impl Writer {
         let (reply, answer) = oneshot::channel();
         let job = Box::new(TypedJob {
             op,
+            record,
             value: None,
             reply,
         });
@@ -124,11 +149,14 @@ fn not_writable() -> StoreError {
 
 trait Job: Send {
     fn apply(&mut self, scope: &mut WriteScope<'_>) -> Result<(), StoreError>;
+    /// What the write-ahead log keeps of this job, if it can carry it.
+    fn log_record(&self) -> Option<&[u8]>;
     fn complete(self: Box<Self>, outcome: Result<(), StoreError>);
 }
 
 struct TypedJob<T> {
     op: WriteOp<T>,
+    record: Option<Vec<u8>>,
     value: Option<T>,
     reply: oneshot::Sender<Result<T, StoreError>>,
 }
@@ -139,11 +167,21 @@ impl<T: Send> Job for TypedJob<T> {
         Ok(())
     }
 
+    fn log_record(&self) -> Option<&[u8]> {
+        self.record.as_deref()
+    }
+
     fn complete(self: Box<Self>, outcome: Result<(), StoreError>) {
-        let TypedJob { op, value, reply } = *self;
+        let TypedJob {
+            op,
+            record,
+            value,
+            reply,
+        } = *self;
         // Dropped before the answer, so what the op shares with its caller
         // is freed on the caller's thread, not on this one.
         drop(op);
+        drop(record);
         let result = outcome.and_then(|()| value.ok_or(StoreError::WriterStopped));
         // The caller may have gone away (client disconnected); the write
         // stands either way.
@@ -156,19 +194,22 @@ struct Coordinator {
     slot: Arc<DbSlot>,
     health: watch::Sender<bool>,
     probe_sender: mpsc::WeakSender<Message>,
+    wal: Option<Wal>,
 }
 
 impl Coordinator {
-    fn run(self, mut receiver: mpsc::Receiver<Message>) {
+    fn run(mut self, mut receiver: mpsc::Receiver<Message>) {
         metrics::gauge!("switchyard_storage_writable").set(1.0);
         let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
         let mut probes = Vec::new();
         while let Some(first) = receiver.blocking_recv() {
             let mut next = Some(first);
+            let mut checkpoint = false;
             while let Some(message) = next.take() {
                 match message {
                     Message::Job(job) => batch.push(job),
                     Message::Probe(reply) => probes.push(reply),
+                    Message::Checkpoint => checkpoint = true,
                     // What is queued already is still received; the loop
                     // ends once it has been.
                     Message::Close => receiver.close(),
@@ -180,14 +221,19 @@ impl Coordinator {
             if !batch.is_empty() {
                 metrics_batch_size(batch.len());
                 self.commit(&mut batch);
+            } else if checkpoint {
+                self.checkpoint();
             }
             for reply in probes.drain(..) {
                 let _ = reply.send(self.probe());
             }
         }
+        // Closing: what only the log holds goes into redb, so the file is
+        // complete on its own.
+        self.checkpoint();
     }
 
-    fn commit(&self, batch: &mut Vec<Box<dyn Job>>) {
+    fn commit(&mut self, batch: &mut Vec<Box<dyn Job>>) {
         // Jobs queued before storage failed fail fast too.
         if !*self.health.borrow() {
             return fail_all(batch, &not_writable());
@@ -196,12 +242,33 @@ impl Coordinator {
             Ok(db) => db,
             Err(error) => return fail_all(batch, &error),
         };
-        if let Err(failure) = commit_batch(&db, batch) {
+        if let Err(failure) = commit_batch(&db, batch, self.wal.as_mut()) {
             drop(db);
             // Marked before the jobs hear of it, so a caller told of the
             // failure already sees the store as not writable.
             self.storage_failed(&failure);
             fail_all(batch, &failure);
+        }
+    }
+
+    /// A durable commit of nothing but the log's position, when the log
+    /// holds records redb has not made durable yet.
+    fn checkpoint(&mut self) {
+        let Some(wal) = self.wal.as_mut() else {
+            return;
+        };
+        if !wal.holds_records() || !*self.health.borrow() {
+            return;
+        }
+        let committed = self.slot.get().and_then(|db| {
+            let txn = db.begin_write()?;
+            wal::store_applied(&txn, wal.applied_through())?;
+            txn.commit()?;
+            Ok(())
+        });
+        match committed {
+            Ok(()) => wal.checkpointed(),
+            Err(error) => self.storage_failed(&error),
         }
     }
 
@@ -215,11 +282,18 @@ impl Coordinator {
         }
     }
 
-    fn probe(&self) -> Result<(), StoreError> {
+    fn probe(&mut self) -> Result<(), StoreError> {
         if *self.health.borrow() {
             return Ok(());
         }
-        match self.slot.reopen_and_probe() {
+        // Reopened at its last durable commit: what the log acknowledged
+        // since goes back in before the handle is handed to anyone.
+        let wal = &mut self.wal;
+        let reopened = self.slot.reopen_and_probe(|db| match wal.as_mut() {
+            Some(wal) => Ok(wal.recover_after_failure(db)?),
+            None => Ok(()),
+        });
+        match reopened {
             Ok(()) => {
                 tracing::info!("storage accepts writes again");
                 self.health.send_replace(true);
@@ -268,13 +342,42 @@ fn spawn_probe(sender: mpsc::WeakSender<Message>) {
     }
 }
 
+/// Sends the coordinator a checkpoint request every `every`, until it stops.
+fn spawn_checkpoint_timer(
+    sender: mpsc::WeakSender<Message>,
+    every: Duration,
+) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("switchyard-checkpoint".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(every);
+                let Some(jobs) = sender.upgrade() else { return };
+                // Full queue: the jobs in it will commit anyway.
+                if let Err(mpsc::error::TrySendError::Closed(_)) =
+                    jobs.try_send(Message::Checkpoint)
+                {
+                    return;
+                }
+            }
+        })?;
+    Ok(())
+}
+
 /// Applies every job in one transaction and commits. A job that fails is
 /// answered with its error and the batch is retried without it, so one bad
 /// write never takes its neighbours down. An I/O failure is returned with
 /// the whole batch left unanswered, for the coordinator to handle.
-fn commit_batch(db: &Database, batch: &mut Vec<Box<dyn Job>>) -> Result<(), StoreError> {
+///
+/// With a log, the batch is logged and synced first (`wal.rs`), and redb's
+/// commit is then not synced; a checkpoint commit is synced as before.
+fn commit_batch(
+    db: &Database,
+    batch: &mut Vec<Box<dyn Job>>,
+    mut wal: Option<&mut Wal>,
+) -> Result<(), StoreError> {
     'retry: while !batch.is_empty() {
-        let txn = match db.begin_write() {
+        let mut txn = match db.begin_write() {
             Ok(txn) => txn,
             Err(error) => return fail_batch(batch, error.into()),
         };
@@ -303,14 +406,61 @@ fn commit_batch(db: &Database, batch: &mut Vec<Box<dyn Job>>) -> Result<(), Stor
             batch.remove(index).complete(Err(error));
             continue 'retry;
         }
+        let logged = match wal.as_deref_mut() {
+            Some(wal) => {
+                let started = std::time::Instant::now();
+                let logged = wal.log(batch.iter().map(|job| job.log_record()));
+                match logged {
+                    Ok(Logged::Through(seq)) => {
+                        metrics::histogram!("switchyard_wal_sync_seconds")
+                            .record(started.elapsed().as_secs_f64());
+                        Some((seq, Durability::None))
+                    }
+                    Ok(Logged::Checkpoint) => Some((wal.applied_through(), Durability::Immediate)),
+                    Err(error) => {
+                        tracing::error!(%error, "writing the write-ahead log failed");
+                        if let Err(abort) = txn.abort() {
+                            tracing::warn!(error = %abort, "aborting a batch the log refused");
+                        }
+                        return Err(error.into());
+                    }
+                }
+            }
+            None => None,
+        };
+        let durable = !matches!(logged, Some((_, Durability::None)));
+        let marked = match logged {
+            Some((through, durability)) => {
+                wal::store_applied(&txn, through).and_then(|()| Ok(txn.set_durability(durability)?))
+            }
+            None => Ok(()),
+        };
         let started = std::time::Instant::now();
-        let committed = txn.commit();
-        metrics::histogram!("switchyard_commit_seconds").record(started.elapsed().as_secs_f64());
+        let committed = marked.and_then(|()| Ok(txn.commit()?));
+        metrics::histogram!(
+            "switchyard_commit_seconds",
+            "durability" => if durable { "immediate" } else { "none" }
+        )
+        .record(started.elapsed().as_secs_f64());
+        if committed.is_err() && !durable {
+            // Its callers are told it failed: its records must not come back.
+            if let Some(Err(error)) = wal.as_deref_mut().map(Wal::retract_last_batch) {
+                tracing::warn!(%error, "wiping a failed batch from the write-ahead log");
+            }
+        }
         match committed {
-            Ok(()) => batch.drain(..).for_each(|job| job.complete(Ok(()))),
+            Ok(()) => {
+                if let (Some(wal), Some((through, durability))) = (wal.as_deref_mut(), logged) {
+                    match durability {
+                        Durability::None => wal.acknowledge(through),
+                        _ => wal.checkpointed(),
+                    }
+                }
+                batch.drain(..).for_each(|job| job.complete(Ok(())))
+            }
             Err(error) => {
                 tracing::error!(%error, "commit failed");
-                return fail_batch(batch, error.into());
+                return fail_batch(batch, error);
             }
         }
         return Ok(());
@@ -371,7 +521,7 @@ mod tests {
             ..StoreOptions::default()
         };
         let slot = Arc::new(DbSlot::open(&dir.path().join("db.redb"), options).unwrap());
-        let (writer, thread) = Writer::start(slot.clone()).unwrap();
+        let (writer, thread) = Writer::start(slot.clone(), None).unwrap();
         let mut writable = writer.writable();
         writer.write(put(1)).await.unwrap();
 

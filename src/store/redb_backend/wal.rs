@@ -1,0 +1,1191 @@
+//! The write-ahead log: what lets a 202 mean "on disk" without a durable
+//! redb commit per group.
+//!
+//! A durable redb commit writes about ten scattered copy-on-write pages plus
+//! its header and syncs them: about 350 µs on the reference disk, and every
+//! ingest waits for one (docs/benchmarks.md, "What bounds it"). Appending
+//! the same group to a preallocated file and syncing that costs one
+//! contiguous write and one `fdatasync` (about 130 µs there). So the write
+//! coordinator logs each group of ingests and attempt outcomes here, syncs
+//! the log, then commits the group to redb with `Durability::None` (visible
+//! to readers at once, on disk at the next durable commit), and only then
+//! answers.
+//!
+//! A commit is durable instead (a checkpoint) when its batch holds any other
+//! kind of write, when the log is full, and at least every
+//! `checkpoint_every`; the log then starts over from its first record slot.
+//! Every commit stores the last sequence number it contains (`WAL_STATE`).
+//!
+//! Recovery: after a crash redb is at its last durable commit. The log's
+//! records after the sequence number that commit stored are applied again,
+//! in order, by the same functions that applied them the first time (their
+//! inputs, the time included, are all in the record), and committed
+//! durably. Runs whenever the file is opened, by `serve` and by the offline
+//! commands alike.
+//!
+//! Epochs: every open, once recovery has committed, draws a random epoch,
+//! stores it in `WAL_STATE` (durably) and then starts the log afresh with
+//! it in the header; each record's checksum covers it. A log whose epoch is
+//! not the database's is never applied: one left by another database file,
+//! one next to a restored copy, and records of an earlier run that a power
+//! cut left past a torn one (numbers restart after a crash; epochs do not).
+//!
+//! File layout: a 4 KiB header (magic, epoch), then records, each
+//! `len: u32, crc32: u32, seq: u64` (little endian) and `len` bytes of
+//! payload; the checksum covers the epoch, the sequence number and the
+//! payload. The file is zero-filled ahead of the records (1 MiB when
+//! started, then 4 MiB at a time up to `storage.wal_mb`), so appends
+//! overwrite allocated blocks and their sync writes no file-system
+//! metadata. A scan stops at the first record that is torn, zero, or not
+//! the next number: records of an earlier round past the current end are
+//! older, never next.
+
+use super::deliveries;
+use super::events::{self, PreparedIngest};
+use super::scope::WriteScope;
+use super::tables::WAL_STATE;
+use crate::model::{Attempt, DeliveryId, WorkspaceId};
+use crate::store::codec::{decode_body, encode_body};
+use crate::store::{AttemptOutcome, CodecError, FaultSwitch, NextStep, StoreError};
+use redb::{Database, ReadableDatabase, WriteTransaction};
+use serde::{Deserialize, Serialize};
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// How the log is sized and how often it is folded into redb.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WalOptions {
+    /// The log file's size; 0 turns the log off (every commit durable).
+    pub capacity_bytes: u64,
+    /// Longest time between two durable commits while writes come in.
+    pub checkpoint_every: Duration,
+}
+
+impl Default for WalOptions {
+    fn default() -> Self {
+        Self {
+            capacity_bytes: 64 * 1024 * 1024,
+            checkpoint_every: Duration::from_secs(1),
+        }
+    }
+}
+
+/// The log next to the database file `db_path`.
+pub fn log_path(db_path: &Path) -> PathBuf {
+    let mut name = db_path.file_name().unwrap_or_default().to_os_string();
+    name.push(".wal");
+    db_path.with_file_name(name)
+}
+
+/// A write the log can carry, encoded on the caller's thread.
+pub fn encode_ingest(ingest: &PreparedIngest) -> Vec<u8> {
+    encode_body(LOG_VERSION, &LoggedWrite::Ingest(ingest.to_wire()))
+}
+
+/// An attempt's outcome as a log record; `None` for the rare outcome that
+/// also changes the connection (its `updated_at` is read from the clock, so
+/// it goes through a durable commit instead).
+pub fn encode_attempt(outcome: &AttemptOutcome) -> Option<Vec<u8>> {
+    if outcome.connection_status.is_some() {
+        return None;
+    }
+    let attempt = &outcome.attempt;
+    let wire = AttemptWire {
+        workspace: outcome.workspace_id.0,
+        delivery: outcome.delivery_id.0,
+        at_ms: attempt.at_ms,
+        duration_ms: attempt.duration_ms,
+        status_code: attempt.status_code,
+        error: attempt.error.clone(),
+        response: attempt.response.clone(),
+        next: match outcome.next {
+            NextStep::Succeeded => NextWire::Succeeded,
+            NextStep::Dead => NextWire::Dead,
+            NextStep::RetryAt(due) => NextWire::RetryAt(due),
+        },
+        pause_connection_until: outcome.pause_connection_until,
+    };
+    Some(encode_body(LOG_VERSION, &LoggedWrite::Attempt(wire)))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WalError {
+    #[error("write-ahead log {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "write-ahead log {path}: record {found} follows {applied}, which the database holds; \
+         records in between are missing"
+    )]
+    Gap {
+        path: PathBuf,
+        applied: u64,
+        found: u64,
+    },
+    #[error("write-ahead log {path}: record {seq}: {source}")]
+    Record {
+        path: PathBuf,
+        seq: u64,
+        source: CodecError,
+    },
+    #[error("write-ahead log {path}: applying record {seq}: {source}")]
+    Replay {
+        path: PathBuf,
+        seq: u64,
+        source: StoreError,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<WalError> for StoreError {
+    fn from(error: WalError) -> Self {
+        match error {
+            WalError::Store(error) => error,
+            WalError::Io { .. } => StoreError::backend(error, true),
+            other => StoreError::Corrupt(other.to_string()),
+        }
+    }
+}
+
+/// What the log did with a batch.
+pub enum Logged {
+    /// Every job is in the log and synced, up to this sequence number:
+    /// commit without durability.
+    Through(u64),
+    /// Commit durably (a checkpoint); the log starts over once it is.
+    Checkpoint,
+}
+
+/// The open log, owned by the write coordinator.
+pub struct Wal {
+    file: File,
+    path: PathBuf,
+    options: WalOptions,
+    /// Where the next record goes.
+    end: u64,
+    /// How far the file is zero-filled.
+    allocated: u64,
+    /// This run's epoch (see the module comment).
+    epoch: u128,
+    /// The number the next record gets. Not reused within a run unless the
+    /// records that had it were wiped from the file (`retract_last_batch`).
+    next_seq: u64,
+    /// Where the last batch's records start, and its first number.
+    batch_start: u64,
+    batch_first_seq: u64,
+    /// The last sequence number of a batch answered as stored.
+    acknowledged: u64,
+    last_checkpoint: Instant,
+    buffer: Vec<u8>,
+    /// Test seam: fails the log's writes as it fails the database's.
+    faults: Option<FaultSwitch>,
+}
+
+impl Wal {
+    /// Opens (or creates) the log of the database at `db_path`, applies the
+    /// records the database does not hold yet and commits them durably.
+    /// With the log turned off, an existing log is still applied (it may
+    /// hold acknowledged writes) and then removed.
+    pub fn recover(
+        db: &Database,
+        db_path: &Path,
+        options: WalOptions,
+    ) -> Result<Option<Self>, WalError> {
+        let path = log_path(db_path);
+        if options.capacity_bytes == 0 {
+            if path.exists() {
+                let wal = Self::open(db, &path, options)?;
+                drop(wal);
+                std::fs::remove_file(&path).map_err(|source| WalError::Io {
+                    path: path.clone(),
+                    source,
+                })?;
+            }
+            return Ok(None);
+        }
+        Self::open(db, &path, options).map(Some)
+    }
+
+    /// For the offline commands (compact, export): applies what an existing
+    /// log holds that the database does not, leaving the log in place.
+    pub fn replay_existing(db: &Database, db_path: &Path) -> Result<(), WalError> {
+        let path = log_path(db_path);
+        let size = match std::fs::metadata(&path) {
+            Ok(metadata) => metadata.len(),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(source) => return Err(WalError::Io { path, source }),
+        };
+        let options = WalOptions {
+            capacity_bytes: size,
+            ..WalOptions::default()
+        };
+        Self::open(db, &path, options).map(drop)
+    }
+
+    /// Fails the log's writes while `switch` is on (`StoreOptions::faults`).
+    pub fn with_faults(mut self, switch: Option<FaultSwitch>) -> Self {
+        self.faults = switch;
+        self
+    }
+
+    pub fn checkpoint_every(&self) -> Duration {
+        self.options.checkpoint_every
+    }
+
+    fn open(db: &Database, path: &Path, options: WalOptions) -> Result<Self, WalError> {
+        let io = |source| WalError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let (epoch, applied) = database_state(db)?;
+        let mut open = OpenOptions::new();
+        open.read(true).write(true).create(true).truncate(false);
+        std::os::unix::fs::OpenOptionsExt::mode(&mut open, 0o600);
+        let file = open.open(path).map_err(io)?;
+        let capacity = options
+            .capacity_bytes
+            .max(HEADER_BYTES + RECORD_HEADER_BYTES);
+        let mut wal = Self {
+            file,
+            path: path.to_path_buf(),
+            options: WalOptions {
+                capacity_bytes: capacity,
+                ..options
+            },
+            end: HEADER_BYTES,
+            allocated: 0,
+            epoch: 0,
+            next_seq: applied + 1,
+            batch_start: HEADER_BYTES,
+            batch_first_seq: applied + 1,
+            acknowledged: applied,
+            last_checkpoint: Instant::now(),
+            buffer: Vec::new(),
+            faults: None,
+        };
+        let mut last = applied;
+        let header = wal.header_epoch().map_err(io)?;
+        if let Some(epoch) = epoch.filter(|&epoch| header == Some(epoch)) {
+            wal.epoch = epoch;
+            last = wal.replay(db, applied, u64::MAX, None)?;
+        }
+        // This run's epoch goes into the database before the log is started
+        // afresh with it: a crash in between leaves a log that matches
+        // nothing, which is right, as everything is in redb by then.
+        wal.next_seq = last.max(applied) + 1;
+        wal.acknowledged = wal.next_seq - 1;
+        wal.epoch = rand::random::<u128>();
+        let txn = db.begin_write().map_err(StoreError::from)?;
+        {
+            let mut table = txn.open_table(WAL_STATE).map_err(StoreError::from)?;
+            table
+                .insert(EPOCH_KEY, wal.epoch)
+                .map_err(StoreError::from)?;
+            table
+                .insert(APPLIED_KEY, u128::from(wal.next_seq - 1))
+                .map_err(StoreError::from)?;
+        }
+        txn.commit().map_err(StoreError::from)?;
+        wal.initialise()?;
+        Ok(wal)
+    }
+
+    /// Decides how `records` (one per job, `None` for a job the log does not
+    /// carry) are made durable; when the log carries them, they are written
+    /// and synced before this returns.
+    pub fn log<'a>(
+        &mut self,
+        records: impl Iterator<Item = Option<&'a [u8]>>,
+    ) -> Result<Logged, WalError> {
+        // The interval runs from the round's first record: after a quiet
+        // spell the first batch is logged, not made durable.
+        if !self.holds_records() {
+            self.last_checkpoint = Instant::now();
+        } else if self.last_checkpoint.elapsed() >= self.options.checkpoint_every {
+            return Ok(Logged::Checkpoint);
+        }
+        self.buffer.clear();
+        let mut seq = self.next_seq;
+        for record in records {
+            let Some(payload) = record else {
+                return Ok(Logged::Checkpoint);
+            };
+            let (len, checksum) = frame(self.epoch, seq, payload);
+            self.buffer.extend_from_slice(&len.to_le_bytes());
+            self.buffer.extend_from_slice(&checksum.to_le_bytes());
+            self.buffer.extend_from_slice(&seq.to_le_bytes());
+            self.buffer.extend_from_slice(payload);
+            seq += 1;
+        }
+        if seq == self.next_seq {
+            return Ok(Logged::Checkpoint);
+        }
+        let end = self.end + self.buffer.len() as u64;
+        if end > self.options.capacity_bytes {
+            return Ok(Logged::Checkpoint);
+        }
+        let first = self.next_seq;
+        // Numbers are spent before the write: if it fails, what may have
+        // landed must not look like the records written after it.
+        self.next_seq = seq;
+        self.batch_start = self.end;
+        self.batch_first_seq = first;
+        let faults = self.faults.as_ref().map_or(Ok(()), FaultSwitch::check);
+        let written = faults
+            .and_then(|()| self.grow_to(end))
+            .and_then(|()| self.file.write_all_at(&self.buffer, self.end))
+            .and_then(|()| self.file.sync_data());
+        if self.buffer.capacity() > MAX_KEPT_BUFFER {
+            self.buffer = Vec::new();
+        }
+        written.map_err(|source| WalError::Io {
+            path: self.path.clone(),
+            source,
+        })?;
+        self.end = end;
+        debug_assert!(seq > first);
+        Ok(Logged::Through(seq - 1))
+    }
+
+    /// The sequence number a durable commit made now stores: every number
+    /// spent so far. Records of a batch that failed after it was logged
+    /// are skipped with it (their callers were told it failed), and the
+    /// next round starts right after it.
+    pub fn applied_through(&self) -> u64 {
+        self.next_seq - 1
+    }
+
+    /// The non-durable commit of a logged batch succeeded.
+    pub fn acknowledge(&mut self, seq: u64) {
+        self.acknowledged = seq;
+    }
+
+    /// The last batch was logged but its commit failed, and its callers are
+    /// told so: wipes its records from the file (synced), so a crash cannot
+    /// bring them back, and gives their place and numbers to the next batch.
+    /// If the wipe fails, the numbers stay spent; the next durable commit
+    /// skips them.
+    pub fn retract_last_batch(&mut self) -> Result<(), WalError> {
+        if self.end <= self.batch_start || self.acknowledged >= self.batch_first_seq {
+            return Ok(());
+        }
+        let zeros = vec![0u8; (self.end - self.batch_start) as usize];
+        let faults = self.faults.as_ref().map_or(Ok(()), FaultSwitch::check);
+        faults
+            .and_then(|()| self.file.write_all_at(&zeros, self.batch_start))
+            .and_then(|()| self.file.sync_data())
+            .map_err(|source| WalError::Io {
+                path: self.path.clone(),
+                source,
+            })?;
+        self.end = self.batch_start;
+        self.next_seq = self.batch_first_seq;
+        Ok(())
+    }
+
+    /// A durable commit succeeded: everything logged so far is in redb, and
+    /// the log starts over.
+    pub fn checkpointed(&mut self) {
+        self.end = HEADER_BYTES;
+        self.last_checkpoint = Instant::now();
+    }
+
+    /// True when records wait in the log for a durable commit.
+    pub fn holds_records(&self) -> bool {
+        self.end > HEADER_BYTES
+    }
+
+    /// After a storage failure the database was opened again, at its last
+    /// durable commit: applies the records acknowledged since, commits them
+    /// durably with every number spent so far, and starts the log over.
+    /// Records written by a batch that failed are left out: its callers
+    /// were told it failed.
+    pub fn recover_after_failure(&mut self, db: &Database) -> Result<(), WalError> {
+        let (_, applied) = database_state(db)?;
+        self.replay(db, applied, self.acknowledged, Some(self.next_seq - 1))?;
+        self.acknowledged = self.next_seq - 1;
+        Ok(())
+    }
+
+    /// Applies the records numbered `applied + 1 ..= up_to` found in the
+    /// log and commits them durably, in one transaction with `mark` (or the
+    /// last number applied) as what the database holds; returns the last
+    /// number seen.
+    fn replay(
+        &mut self,
+        db: &Database,
+        applied: u64,
+        up_to: u64,
+        mark: Option<u64>,
+    ) -> Result<u64, WalError> {
+        let io = |source| WalError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        let size = self.file.metadata().map_err(io)?.len();
+        let txn = db.begin_write().map_err(StoreError::from)?;
+        let mut last = applied;
+        let mut through = applied;
+        let mut replayed = 0u64;
+        {
+            let mut scope = WriteScope::new(&txn);
+            let mut records = RecordReader::new(&self.file, size, self.epoch);
+            while let Some(seq) = records.next().map_err(io)? {
+                last = seq;
+                if seq <= applied || seq > up_to {
+                    continue;
+                }
+                if replayed == 0 && seq != applied + 1 {
+                    return Err(WalError::Gap {
+                        path: self.path.clone(),
+                        applied,
+                        found: seq,
+                    });
+                }
+                let write = decode(records.payload()).map_err(|source| WalError::Record {
+                    path: self.path.clone(),
+                    seq,
+                    source,
+                })?;
+                apply(&mut scope, write).map_err(|source| WalError::Replay {
+                    path: self.path.clone(),
+                    seq,
+                    source,
+                })?;
+                replayed += 1;
+                through = seq;
+            }
+        }
+        if replayed == 0 && mark.is_none() {
+            txn.abort().map_err(StoreError::from)?;
+        } else {
+            store_applied(&txn, mark.unwrap_or(through).max(through))?;
+            txn.commit().map_err(StoreError::from)?;
+        }
+        if replayed > 0 {
+            tracing::info!(
+                records = replayed,
+                through,
+                log = %self.path.display(),
+                "applied the write-ahead log's records the database did not hold yet"
+            );
+        }
+        self.checkpointed();
+        Ok(last)
+    }
+
+    /// The epoch in the file's header, if it has one.
+    fn header_epoch(&self) -> std::io::Result<Option<u128>> {
+        let mut header = [0u8; 24];
+        match self.file.read_exact_at(&mut header, 0) {
+            Ok(()) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+            Err(error) => return Err(error),
+        }
+        if header[..8] != MAGIC {
+            return Ok(None);
+        }
+        let mut epoch = [0u8; 16];
+        epoch.copy_from_slice(&header[8..24]);
+        Ok(Some(u128::from_le_bytes(epoch)))
+    }
+
+    /// Starts the file afresh for this run's epoch: the header, then zeros
+    /// (`INITIAL_BYTES`), synced, with the directory entry synced too.
+    fn initialise(&mut self) -> Result<(), WalError> {
+        let path = self.path.clone();
+        let io = |source| WalError::Io { path, source };
+        let mut header = vec![0u8; HEADER_BYTES as usize];
+        header[..8].copy_from_slice(&MAGIC);
+        header[8..24].copy_from_slice(&self.epoch.to_le_bytes());
+        let initial = INITIAL_BYTES.min(self.options.capacity_bytes);
+        let written = self
+            .file
+            .set_len(0)
+            .and_then(|()| self.file.write_all_at(&header, 0))
+            .and_then(|()| {
+                self.allocated = HEADER_BYTES;
+                self.grow_to(initial)
+            })
+            .and_then(|()| self.file.sync_all())
+            .and_then(
+                |()| match self.path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+                    Some(dir) => File::open(dir).and_then(|dir| dir.sync_all()),
+                    None => Ok(()),
+                },
+            );
+        written.map_err(io)?;
+        self.checkpointed();
+        self.batch_start = HEADER_BYTES;
+        Ok(())
+    }
+
+    /// Zero-fills the file past `end` (in `GROW_BYTES` steps, never past
+    /// the capacity); the next sync makes it durable with the records.
+    fn grow_to(&mut self, end: u64) -> std::io::Result<()> {
+        if end <= self.allocated {
+            return Ok(());
+        }
+        let target = end
+            .div_ceil(GROW_BYTES)
+            .saturating_mul(GROW_BYTES)
+            .min(self.options.capacity_bytes)
+            .max(end);
+        let zeros = vec![0u8; 1024 * 1024];
+        while self.allocated < target {
+            let chunk = (target - self.allocated).min(zeros.len() as u64) as usize;
+            self.file.write_all_at(&zeros[..chunk], self.allocated)?;
+            self.allocated += chunk as u64;
+        }
+        Ok(())
+    }
+}
+
+/// Reads the log's records in file order, one at a time, up to the first
+/// that is torn, zero, or not the next number.
+struct RecordReader<'a> {
+    file: &'a File,
+    epoch: u128,
+    at: u64,
+    size: u64,
+    expected: Option<u64>,
+    payload: Vec<u8>,
+}
+
+impl<'a> RecordReader<'a> {
+    fn new(file: &'a File, size: u64, epoch: u128) -> Self {
+        Self {
+            file,
+            epoch,
+            at: HEADER_BYTES,
+            size,
+            expected: None,
+            payload: Vec::new(),
+        }
+    }
+
+    /// The next record's number; its payload is then [`Self::payload`].
+    fn next(&mut self) -> std::io::Result<Option<u64>> {
+        let Some(payload_at) = self
+            .at
+            .checked_add(RECORD_HEADER_BYTES)
+            .filter(|&start| start <= self.size)
+        else {
+            return Ok(None);
+        };
+        let mut head = [0u8; RECORD_HEADER_BYTES as usize];
+        self.file.read_exact_at(&mut head, self.at)?;
+        let [l0, l1, l2, l3, c0, c1, c2, c3, seq @ ..] = head;
+        let len = u32::from_le_bytes([l0, l1, l2, l3]);
+        let checksum = u32::from_le_bytes([c0, c1, c2, c3]);
+        let seq = u64::from_le_bytes(seq);
+        let end = payload_at + u64::from(len);
+        if len == 0 || end > self.size || self.expected.is_some_and(|next| seq != next) {
+            return Ok(None);
+        }
+        self.payload.resize(len as usize, 0);
+        self.file.read_exact_at(&mut self.payload, payload_at)?;
+        if frame(self.epoch, seq, &self.payload) != (len, checksum) {
+            return Ok(None);
+        }
+        self.expected = Some(seq + 1);
+        self.at = end;
+        Ok(Some(seq))
+    }
+
+    fn payload(&self) -> &[u8] {
+        &self.payload
+    }
+}
+
+/// Stores the last sequence number the transaction's commit will contain.
+pub fn store_applied(txn: &WriteTransaction, seq: u64) -> Result<(), StoreError> {
+    txn.open_table(WAL_STATE)?
+        .insert(APPLIED_KEY, u128::from(seq))?;
+    Ok(())
+}
+
+const MAGIC: [u8; 8] = *b"SWYWAL\x00\x01";
+const HEADER_BYTES: u64 = 4096;
+const RECORD_HEADER_BYTES: u64 = 16;
+/// Zero-filled when the log is created; then it grows `GROW_BYTES` at a time.
+const INITIAL_BYTES: u64 = 1024 * 1024;
+const GROW_BYTES: u64 = 4 * 1024 * 1024;
+/// The encode buffer is kept between batches unless a batch grew it past this.
+const MAX_KEPT_BUFFER: usize = 4 * 1024 * 1024;
+/// The first byte of every record's payload.
+const LOG_VERSION: u8 = 1;
+const EPOCH_KEY: u8 = 0;
+const APPLIED_KEY: u8 = 1;
+
+/// The payload's length and its checksum (over the epoch, the number and
+/// the payload).
+fn frame(epoch: u128, seq: u64, payload: &[u8]) -> (u32, u32) {
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&epoch.to_le_bytes());
+    hasher.update(&seq.to_le_bytes());
+    hasher.update(payload);
+    (payload.len() as u32, hasher.finalize())
+}
+
+/// The log epoch the database expects (none before its first open with a
+/// log) and the last log record it holds.
+fn database_state(db: &Database) -> Result<(Option<u128>, u64), StoreError> {
+    let read = db.begin_read()?;
+    match read.open_table(WAL_STATE) {
+        Ok(table) => {
+            let epoch = table.get(EPOCH_KEY)?.map(|value| value.value());
+            let applied = table.get(APPLIED_KEY)?.map_or(0, |value| value.value());
+            Ok((epoch, u64::try_from(applied).unwrap_or(u64::MAX)))
+        }
+        Err(redb::TableError::TableDoesNotExist(_)) => Ok((None, 0)),
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// A record's payload: its version byte, then the body.
+fn decode(payload: &[u8]) -> Result<LoggedWrite, CodecError> {
+    const KIND: &str = "write-ahead log";
+    match payload.split_first() {
+        Some((&LOG_VERSION, body)) => decode_body(KIND, body),
+        Some((&version, _)) => Err(CodecError::UnknownVersion {
+            kind: KIND,
+            version,
+        }),
+        None => Err(CodecError::Empty { kind: KIND }),
+    }
+}
+
+/// Applies a logged write as the writer did the first time.
+fn apply(scope: &mut WriteScope<'_>, write: LoggedWrite) -> Result<(), StoreError> {
+    match write {
+        LoggedWrite::Ingest(wire) => {
+            let ingest = PreparedIngest::from_wire(wire)?;
+            events::ingest(scope.ingest_tables()?, &ingest)?;
+        }
+        LoggedWrite::Attempt(wire) => {
+            let outcome = AttemptOutcome {
+                workspace_id: WorkspaceId(wire.workspace),
+                delivery_id: DeliveryId(wire.delivery),
+                attempt: Attempt {
+                    at_ms: wire.at_ms,
+                    duration_ms: wire.duration_ms,
+                    status_code: wire.status_code,
+                    error: wire.error,
+                    response: wire.response,
+                },
+                next: match wire.next {
+                    NextWire::Succeeded => NextStep::Succeeded,
+                    NextWire::Dead => NextStep::Dead,
+                    NextWire::RetryAt(due) => NextStep::RetryAt(due),
+                },
+                connection_status: None,
+                pause_connection_until: wire.pause_connection_until,
+            };
+            deliveries::record_attempt(scope, &outcome)?;
+        }
+    }
+    Ok(())
+}
+
+/// A logged write, version 1. Frozen: a new shape is a new version.
+#[derive(Serialize, Deserialize)]
+enum LoggedWrite {
+    Ingest(IngestWire),
+    Attempt(AttemptWire),
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct IngestWire {
+    pub workspace: u128,
+    pub now_ms: u64,
+    /// (event id, encoded event record).
+    pub events: Vec<(u128, Vec<u8>)>,
+    pub deliveries: Vec<NewDeliveryWire>,
+    /// (key, status, response).
+    pub idempotency: Option<(String, u16, Vec<u8>)>,
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct NewDeliveryWire {
+    pub workspace: u128,
+    pub id: u128,
+    pub event_id: u128,
+    /// The encoded delivery record (it carries its own version).
+    pub record: Vec<u8>,
+    /// (dedup seconds, max per hour, alert state: 0 none, 1 triggered,
+    /// 2 acknowledged, 3 resolved).
+    pub noise: Option<(Option<u32>, Option<u32>, u8)>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct AttemptWire {
+    workspace: u128,
+    delivery: u128,
+    at_ms: u64,
+    duration_ms: u64,
+    status_code: Option<u16>,
+    error: Option<String>,
+    response: Option<String>,
+    next: NextWire,
+    pause_connection_until: Option<u64>,
+}
+
+#[derive(Serialize, Deserialize)]
+enum NextWire {
+    Succeeded,
+    Dead,
+    RetryAt(u64),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{
+        Attempt, ConnectionId, Delivery, DeliveryId, DeliveryStatus, Event, EventId, EventName,
+        RuleId, Workspace, WorkspaceId,
+    };
+    use crate::store::redb_backend::tables::{ATTEMPTS, EVENTS};
+    use crate::store::{
+        AttemptOutcome, IdempotentAnswer, IngestBatch, IngestOutcome, NewWorkspace, NextStep,
+        RedbStore, Store, StoreOptions,
+    };
+    use redb::ReadableTableMetadata;
+    use std::sync::Arc;
+
+    const WS: WorkspaceId = WorkspaceId(1);
+
+    fn options(checkpoint_every: Duration) -> StoreOptions {
+        StoreOptions {
+            wal: WalOptions {
+                capacity_bytes: 1024 * 1024,
+                checkpoint_every,
+            },
+            ..StoreOptions::default()
+        }
+    }
+
+    /// A store whose only durable commits are the workspace's creation and
+    /// whatever unlogged write a test makes.
+    async fn store(path: &Path) -> Arc<RedbStore> {
+        let store = RedbStore::open(path, options(Duration::from_secs(600))).unwrap();
+        store
+            .create_workspace(NewWorkspace {
+                workspace: Workspace {
+                    id: WS,
+                    name: "wal".into(),
+                    created_at_ms: 1,
+                },
+                publishable_key_hash: [1; 32],
+                secret_key_hash: [2; 32],
+                meshes_key_hash: [3; 32],
+            })
+            .await
+            .unwrap();
+        store
+    }
+
+    fn batch(n: u128, idempotency_key: Option<&str>) -> IngestBatch {
+        let event = Event {
+            id: EventId(n),
+            workspace_id: WS,
+            name: EventName::parse("alert.triggered").unwrap(),
+            resource: None,
+            resource_id: None,
+            payload: br#"{"value": 1840}"#.to_vec(),
+            received_at_ms: 1_000 + n as u64,
+        };
+        let delivery = Delivery {
+            id: DeliveryId(n),
+            workspace_id: WS,
+            event_id: event.id,
+            rule_id: RuleId(1),
+            connection_id: ConnectionId(1),
+            status: DeliveryStatus::Pending,
+            attempt_count: 0,
+            next_attempt_at_ms: Some(event.received_at_ms),
+            created_at_ms: event.received_at_ms,
+            updated_at_ms: event.received_at_ms,
+            alert: None,
+            suppressed_before: 0,
+        };
+        IngestBatch {
+            workspace_id: WS,
+            events: vec![event],
+            deliveries: vec![delivery],
+            noise: Default::default(),
+            idempotency: idempotency_key.map(|key| IdempotentAnswer {
+                key: key.into(),
+                status: 202,
+                response: b"first".to_vec(),
+            }),
+        }
+    }
+
+    fn succeeded(n: u128) -> AttemptOutcome {
+        AttemptOutcome {
+            workspace_id: WS,
+            delivery_id: DeliveryId(n),
+            attempt: Attempt {
+                at_ms: 2_000,
+                duration_ms: 3,
+                status_code: Some(200),
+                error: None,
+                response: Some("ok".into()),
+            },
+            next: NextStep::Succeeded,
+            connection_status: None,
+            pause_connection_until: None,
+        }
+    }
+
+    async fn ingest(store: &RedbStore, n: u128) {
+        let outcome = store.ingest(batch(n, None)).await.unwrap();
+        assert_eq!(outcome, IngestOutcome::Stored { suppressed: vec![] });
+    }
+
+    /// The database file and its log as a SIGKILL would leave them: what the
+    /// writes handed the kernel, with no clean close.
+    fn crash_image(path: &Path, into: &Path) -> PathBuf {
+        let copy = into.join("copy.redb");
+        std::fs::copy(path, &copy).unwrap();
+        std::fs::copy(log_path(path), log_path(&copy)).unwrap();
+        copy
+    }
+
+    /// Rows of `EVENTS` and `ATTEMPTS` in the file itself, log not applied.
+    fn rows_without_the_log(path: &Path) -> (u64, u64) {
+        let db = Database::open(path).unwrap();
+        let read = db.begin_read().unwrap();
+        let events = read.open_table(EVENTS).unwrap().len().unwrap();
+        let attempts = read.open_table(ATTEMPTS).unwrap().len().unwrap();
+        (events, attempts)
+    }
+
+    /// Each record's (offset, length including its header), in file order.
+    fn record_spans(path: &Path) -> Vec<(usize, usize)> {
+        let bytes = std::fs::read(log_path(path)).unwrap();
+        let mut spans = Vec::new();
+        let mut at = HEADER_BYTES as usize;
+        loop {
+            let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+            if len == 0 {
+                return spans;
+            }
+            spans.push((at, RECORD_HEADER_BYTES as usize + len));
+            at += RECORD_HEADER_BYTES as usize + len;
+        }
+    }
+
+    #[tokio::test]
+    async fn writes_held_only_by_the_log_are_applied_after_a_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let store = store(&path).await;
+        ingest(&store, 1).await;
+        let first = store.ingest(batch(2, Some("k"))).await.unwrap();
+        assert_eq!(first, IngestOutcome::Stored { suppressed: vec![] });
+        assert!(store.record_attempt(succeeded(1)).await.unwrap().is_some());
+
+        let crashed = tempfile::tempdir().unwrap();
+        let copy = crash_image(&path, crashed.path());
+        assert_eq!(
+            rows_without_the_log(&copy),
+            (0, 0),
+            "redb's own file holds only its last durable commit"
+        );
+
+        let recovered = RedbStore::open(&copy, options(Duration::from_secs(600))).unwrap();
+        assert!(recovered.event(WS, EventId(1)).await.unwrap().is_some());
+        assert!(recovered.event(WS, EventId(2)).await.unwrap().is_some());
+        let (delivery, attempts) = recovered
+            .delivery(WS, DeliveryId(1))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(delivery.status, DeliveryStatus::Succeeded);
+        assert_eq!(attempts.len(), 1);
+        let again = recovered.ingest(batch(3, Some("k"))).await.unwrap();
+        assert_eq!(
+            again,
+            IngestOutcome::Replayed {
+                status: 202,
+                response: b"first".to_vec()
+            },
+            "the idempotency key came back with its first answer"
+        );
+        let after = tempfile::tempdir().unwrap();
+        assert_eq!(
+            rows_without_the_log(&crash_image(&copy, after.path())),
+            (2, 1),
+            "the recovery committed durably"
+        );
+        recovered.close().await.unwrap();
+        store.close().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn records_a_checkpoint_holds_are_never_applied_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let store = store(&path).await;
+        ingest(&store, 1).await;
+        ingest(&store, 2).await;
+        assert!(store.record_attempt(succeeded(1)).await.unwrap().is_some());
+        // Not logged: a durable commit, and the log starts over.
+        store.put_oauth_state(9, u64::MAX).await.unwrap();
+        let checkpointed = tempfile::tempdir().unwrap();
+        assert_eq!(
+            rows_without_the_log(&crash_image(&path, checkpointed.path())),
+            (2, 1)
+        );
+        ingest(&store, 3).await;
+
+        let crashed = tempfile::tempdir().unwrap();
+        let copy = crash_image(&path, crashed.path());
+        assert_eq!(
+            record_spans(&copy).len(),
+            3,
+            "the new round's record, then the previous round's two behind it"
+        );
+        let recovered = RedbStore::open(&copy, options(Duration::from_secs(600))).unwrap();
+        let (_, attempts) = recovered
+            .delivery(WS, DeliveryId(1))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(attempts.len(), 1, "the outcome before the checkpoint once");
+        assert!(recovered.event(WS, EventId(3)).await.unwrap().is_some());
+        recovered.close().await.unwrap();
+        store.close().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_damaged_log_applies_the_records_before_the_damage_and_nothing_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let store = store(&path).await;
+        for n in 1..=6 {
+            ingest(&store, n).await;
+        }
+        let crashed = tempfile::tempdir().unwrap();
+        let image = crash_image(&path, crashed.path());
+        let spans = record_spans(&image);
+        assert_eq!(spans.len(), 6);
+        let pristine = std::fs::read(log_path(&image)).unwrap();
+        // Every record, damaged at its header, its number and its payload,
+        // then cut there (zeros, as a torn append leaves the preallocated
+        // file): only the records before it come back, and opening never
+        // fails.
+        for (index, &(start, len)) in spans.iter().enumerate() {
+            for (damage, at) in [
+                ("flip", start),
+                ("flip", start + 9),
+                ("flip", start + len - 1),
+                ("cut", start + len / 2),
+            ] {
+                let case = tempfile::tempdir().unwrap();
+                let copy = crash_image(&image, case.path());
+                let mut log = pristine.clone();
+                match damage {
+                    "flip" => log[at] ^= 0x40,
+                    _ => log[at..].iter_mut().for_each(|byte| *byte = 0),
+                }
+                std::fs::write(log_path(&copy), &log).unwrap();
+                let db = Database::create(&copy).unwrap();
+                let wal = Wal::recover(&db, &copy, WalOptions::default()).unwrap();
+                drop(wal);
+                let read = db.begin_read().unwrap();
+                let events = read.open_table(EVENTS).unwrap();
+                for n in 1..=6u128 {
+                    let present = events.get((WS.0, n)).unwrap().is_some();
+                    assert_eq!(
+                        present,
+                        (n as usize) <= index,
+                        "{damage} at byte {at} of record {}: event {n}",
+                        index + 1
+                    );
+                }
+            }
+        }
+        store.close().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_log_left_by_another_database_is_never_applied() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let store = store(&path).await;
+        ingest(&store, 1).await;
+        let crashed = tempfile::tempdir().unwrap();
+        let image = crash_image(&path, crashed.path());
+        store.close().await.unwrap();
+
+        // Another database with the same workspace, given the first one's log.
+        let other_dir = tempfile::tempdir().unwrap();
+        let other = other_dir.path().join("other.redb");
+        let opened = self::store(&other).await;
+        opened.close().await.unwrap();
+        drop(opened);
+        std::fs::copy(log_path(&image), log_path(&other)).unwrap();
+        let reopened = RedbStore::open(&other, options(Duration::from_secs(600))).unwrap();
+        assert!(reopened.event(WS, EventId(1)).await.unwrap().is_none());
+        reopened.close().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn with_the_log_turned_off_a_left_log_is_applied_then_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let store = store(&path).await;
+        ingest(&store, 1).await;
+        let crashed = tempfile::tempdir().unwrap();
+        let copy = crash_image(&path, crashed.path());
+        store.close().await.unwrap();
+
+        let off = StoreOptions {
+            wal: WalOptions {
+                capacity_bytes: 0,
+                ..WalOptions::default()
+            },
+            ..StoreOptions::default()
+        };
+        let recovered = RedbStore::open(&copy, off).unwrap();
+        assert!(recovered.event(WS, EventId(1)).await.unwrap().is_some());
+        assert!(!log_path(&copy).exists());
+        ingest(&recovered, 2).await;
+        let after = tempfile::tempdir().unwrap();
+        let image = after.path().join("image.redb");
+        std::fs::copy(&copy, &image).unwrap();
+        assert_eq!(
+            rows_without_the_log(&image).0,
+            2,
+            "each batch a durable commit without a log"
+        );
+        recovered.close().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_full_log_makes_the_commit_durable_and_starts_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let small = StoreOptions {
+            wal: WalOptions {
+                capacity_bytes: HEADER_BYTES + 600,
+                checkpoint_every: Duration::from_secs(600),
+            },
+            ..StoreOptions::default()
+        };
+        let store = RedbStore::open(&path, small).unwrap();
+        store
+            .create_workspace(NewWorkspace {
+                workspace: Workspace {
+                    id: WS,
+                    name: "wal".into(),
+                    created_at_ms: 1,
+                },
+                publishable_key_hash: [1; 32],
+                secret_key_hash: [2; 32],
+                meshes_key_hash: [3; 32],
+            })
+            .await
+            .unwrap();
+        for n in 1..=10 {
+            ingest(&store, n).await;
+        }
+        let (durable, _) = rows_without_the_log(&crash_image(&path, dir.path()));
+        assert!(
+            (1..10).contains(&durable),
+            "some batches did not fit and were committed durably: {durable} of 10"
+        );
+        let crashed = tempfile::tempdir().unwrap();
+        let recovered =
+            RedbStore::open(&crash_image(&path, crashed.path()), StoreOptions::default()).unwrap();
+        for n in 1..=10 {
+            assert!(
+                recovered.event(WS, EventId(n)).await.unwrap().is_some(),
+                "event {n}"
+            );
+        }
+        recovered.close().await.unwrap();
+        store.close().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_restored_copy_of_the_database_ignores_the_log_of_a_later_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let store = store(&path).await;
+        ingest(&store, 1).await;
+        store.close().await.unwrap();
+        drop(store);
+        let saved = dir.path().join("saved.redb");
+        std::fs::copy(&path, &saved).unwrap();
+
+        let store = RedbStore::open(&path, options(Duration::from_secs(600))).unwrap();
+        ingest(&store, 2).await;
+        let crashed = tempfile::tempdir().unwrap();
+        let image = crash_image(&path, crashed.path());
+        store.close().await.unwrap();
+        // The copy put back in place, next to the later run's log.
+        std::fs::copy(&saved, &image).unwrap();
+        let restored = RedbStore::open(&image, options(Duration::from_secs(600))).unwrap();
+        assert!(restored.event(WS, EventId(1)).await.unwrap().is_some());
+        assert!(
+            restored.event(WS, EventId(2)).await.unwrap().is_none(),
+            "the later run's records are not applied to the copy"
+        );
+        restored.close().await.unwrap();
+    }
+
+    #[test]
+    fn a_new_delivery_with_noise_control_crosses_the_log_unchanged() {
+        use crate::model::AlertState;
+        use crate::store::NoiseCheck;
+        for state in [
+            None,
+            Some(AlertState::Triggered),
+            Some(AlertState::Acknowledged),
+            Some(AlertState::Resolved),
+        ] {
+            let mut ingest = batch(7, Some("key"));
+            let check = NoiseCheck {
+                dedup_seconds: Some(60),
+                max_per_hour: Some(3),
+                state,
+            };
+            ingest.noise.insert(DeliveryId(7), check);
+            let prepared = PreparedIngest::new(ingest);
+            let LoggedWrite::Ingest(wire) = decode(&encode_ingest(&prepared)[..]).unwrap() else {
+                panic!("an ingest");
+            };
+            let back = PreparedIngest::from_wire(wire).unwrap();
+            assert_eq!(encode_ingest(&back), encode_ingest(&prepared), "{state:?}");
+        }
+        let mut outcome = succeeded(3);
+        outcome.next = NextStep::RetryAt(9_000);
+        outcome.pause_connection_until = Some(10_000);
+        let LoggedWrite::Attempt(wire) = decode(&encode_attempt(&outcome).unwrap()).unwrap() else {
+            panic!("an attempt");
+        };
+        assert_eq!(
+            (wire.delivery, wire.pause_connection_until),
+            (3, Some(10_000))
+        );
+        assert!(matches!(wire.next, NextWire::RetryAt(9_000)));
+        outcome.connection_status = Some(crate::model::ConnectionStatus::Disabled);
+        assert!(
+            encode_attempt(&outcome).is_none(),
+            "a connection status change is not logged"
+        );
+        assert!(matches!(
+            decode(&[9, 0, 0]),
+            Err(CodecError::UnknownVersion { version: 9, .. })
+        ));
+    }
+}
