@@ -1,6 +1,6 @@
 use super::scope::IngestTables;
 use super::tables::*;
-use super::wal::IngestWire;
+use super::wal::{EventWire, IngestWire};
 use super::{decode, deliveries, scan_newest_first};
 use crate::model::{Event, EventId, EventName, WorkspaceId, now_ms};
 use crate::store::codec::Record;
@@ -62,7 +62,14 @@ impl PreparedIngest {
         IngestWire {
             workspace: self.workspace,
             now_ms: self.now_ms,
-            events: self.events.clone(),
+            events: self
+                .events
+                .iter()
+                .map(|(id, record)| EventWire {
+                    id: *id,
+                    record: record.clone(),
+                })
+                .collect(),
             deliveries: self.deliveries.iter().map(|d| d.to_wire()).collect(),
             idempotency: self
                 .idempotency
@@ -74,7 +81,11 @@ impl PreparedIngest {
     pub fn from_wire(wire: IngestWire) -> Result<Self, StoreError> {
         Ok(Self {
             workspace: wire.workspace,
-            events: wire.events,
+            events: wire
+                .events
+                .into_iter()
+                .map(|event| (event.id, event.record))
+                .collect(),
             deliveries: wire
                 .deliveries
                 .into_iter()

@@ -184,6 +184,65 @@ pub struct Wal {
     buffer: Vec<u8>,
     /// Test seam: fails the log's writes as it fails the database's.
     faults: Option<FaultSwitch>,
+    /// The thread that writes and syncs (`None`: on the writer's own).
+    syncer: Option<Syncer>,
+    /// A write on the syncer: where the log ends and how far it is
+    /// zero-filled once it is done, and when it started.
+    in_flight: Option<(u64, u64, Instant)>,
+}
+
+/// The log's writer thread and its two channels.
+struct Syncer {
+    jobs: std::sync::mpsc::SyncSender<LogWrite>,
+    done: std::sync::mpsc::Receiver<(Vec<u8>, std::io::Result<()>)>,
+}
+
+/// One batch's records, to be written at `at`, after zero-filling
+/// `zero_from..zero_to` (growing the file), then synced.
+struct LogWrite {
+    buffer: Vec<u8>,
+    at: u64,
+    zero_from: u64,
+    zero_to: u64,
+}
+
+impl LogWrite {
+    fn run(self, file: &File) -> (Vec<u8>, std::io::Result<()>) {
+        let written = zero_fill(file, self.zero_from, self.zero_to)
+            .and_then(|()| file.write_all_at(&self.buffer, self.at))
+            .and_then(|()| file.sync_data());
+        (self.buffer, written)
+    }
+}
+
+impl Syncer {
+    fn start(file: &File) -> std::io::Result<Self> {
+        let file = file.try_clone()?;
+        let (jobs, inbox) = std::sync::mpsc::sync_channel::<LogWrite>(1);
+        let (outbox, done) = std::sync::mpsc::sync_channel(1);
+        std::thread::Builder::new()
+            .name("switchyard-wal".into())
+            .spawn(move || {
+                while let Ok(write) = inbox.recv() {
+                    if outbox.send(write.run(&file)).is_err() {
+                        return;
+                    }
+                }
+            })?;
+        Ok(Self { jobs, done })
+    }
+}
+
+/// Writes zeros over `from..to` of `file`.
+fn zero_fill(file: &File, from: u64, to: u64) -> std::io::Result<()> {
+    static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+    let mut at = from;
+    while at < to {
+        let chunk = (to - at).min(ZEROS.len() as u64) as usize;
+        file.write_all_at(&ZEROS[..chunk], at)?;
+        at += chunk as u64;
+    }
+    Ok(())
 }
 
 impl Wal {
@@ -267,6 +326,8 @@ impl Wal {
             last_checkpoint: Instant::now(),
             buffer: Vec::new(),
             faults: None,
+            syncer: None,
+            in_flight: None,
         };
         let mut last = applied;
         let header = wal.header_epoch().map_err(io)?;
@@ -292,13 +353,23 @@ impl Wal {
         }
         txn.commit().map_err(StoreError::from)?;
         wal.initialise()?;
+        wal.syncer = match Syncer::start(&wal.file) {
+            Ok(syncer) => Some(syncer),
+            Err(error) => {
+                tracing::warn!(%error, "cannot start the log's writer thread; logging on the writer's");
+                None
+            }
+        };
         Ok(wal)
     }
 
     /// Decides how `records` (one per job, `None` for a job the log does not
-    /// carry) are made durable; when the log carries them, they are written
-    /// and synced before this returns.
-    pub fn log<'a>(
+    /// carry) are made durable. When the log carries them, their write and
+    /// sync start on the log's own thread, so the writer applies the batch
+    /// meanwhile; [`Wal::finish`] waits for them. A job the batch then
+    /// refuses keeps its record: applied again at recovery, it is refused
+    /// the same way, as the writer's ops check before they write.
+    pub fn begin<'a>(
         &mut self,
         records: impl Iterator<Item = Option<&'a [u8]>>,
     ) -> Result<Logged, WalError> {
@@ -309,47 +380,97 @@ impl Wal {
         } else if self.last_checkpoint.elapsed() >= self.options.checkpoint_every {
             return Ok(Logged::Checkpoint);
         }
-        self.buffer.clear();
+        let mut buffer = std::mem::take(&mut self.buffer);
+        buffer.clear();
         let mut seq = self.next_seq;
         for record in records {
             let Some(payload) = record else {
+                self.buffer = buffer;
                 return Ok(Logged::Checkpoint);
             };
             let (len, checksum) = frame(self.epoch, seq, payload);
-            self.buffer.extend_from_slice(&len.to_le_bytes());
-            self.buffer.extend_from_slice(&checksum.to_le_bytes());
-            self.buffer.extend_from_slice(&seq.to_le_bytes());
-            self.buffer.extend_from_slice(payload);
+            buffer.extend_from_slice(&len.to_le_bytes());
+            buffer.extend_from_slice(&checksum.to_le_bytes());
+            buffer.extend_from_slice(&seq.to_le_bytes());
+            buffer.extend_from_slice(payload);
             seq += 1;
         }
-        if seq == self.next_seq {
+        let end = self.end + buffer.len() as u64;
+        if seq == self.next_seq || end > self.options.capacity_bytes {
+            self.buffer = buffer;
             return Ok(Logged::Checkpoint);
         }
-        let end = self.end + self.buffer.len() as u64;
-        if end > self.options.capacity_bytes {
-            return Ok(Logged::Checkpoint);
-        }
-        let first = self.next_seq;
         // Numbers are spent before the write: if it fails, what may have
         // landed must not look like the records written after it.
-        self.next_seq = seq;
         self.batch_start = self.end;
-        self.batch_first_seq = first;
-        let faults = self.faults.as_ref().map_or(Ok(()), FaultSwitch::check);
-        let written = faults
-            .and_then(|()| self.grow_to(end))
-            .and_then(|()| self.file.write_all_at(&self.buffer, self.end))
-            .and_then(|()| self.file.sync_data());
-        if self.buffer.capacity() > MAX_KEPT_BUFFER {
-            self.buffer = Vec::new();
+        self.batch_first_seq = self.next_seq;
+        self.next_seq = seq;
+        let write = LogWrite {
+            buffer,
+            at: self.end,
+            zero_from: self.allocated,
+            zero_to: self.grow_target(end),
+        };
+        let failing = self.faults.as_ref().map_or(Ok(()), FaultSwitch::check);
+        if let Err(source) = failing {
+            self.buffer = write.buffer;
+            return Err(WalError::Io {
+                path: self.path.clone(),
+                source,
+            });
         }
+        let (end_after, allocated_after) = (end, write.zero_to.max(self.allocated));
+        match &self.syncer {
+            Some(syncer) => {
+                if let Err(error) = syncer.jobs.send(write) {
+                    self.buffer = error.0.buffer;
+                    return Err(WalError::Io {
+                        path: self.path.clone(),
+                        source: std::io::Error::other("the log's writer thread stopped"),
+                    });
+                }
+                self.in_flight = Some((end_after, allocated_after, Instant::now()));
+            }
+            None => {
+                let (buffer, written) = write.run(&self.file);
+                self.buffer = buffer;
+                written.map_err(|source| WalError::Io {
+                    path: self.path.clone(),
+                    source,
+                })?;
+                self.end = end_after;
+                self.allocated = allocated_after;
+            }
+        }
+        Ok(Logged::Through(seq - 1))
+    }
+
+    /// Waits until the write [`Wal::begin`] started is synced (or failed).
+    pub fn finish(&mut self) -> Result<(), WalError> {
+        let Some((end, allocated, started)) = self.in_flight.take() else {
+            return Ok(());
+        };
+        let done = self.syncer.as_ref().map(|syncer| syncer.done.recv());
+        let (buffer, written) = match done {
+            Some(Ok(done)) => done,
+            _ => (
+                Vec::new(),
+                Err(std::io::Error::other("the log's writer thread stopped")),
+            ),
+        };
+        self.buffer = if buffer.capacity() > MAX_KEPT_BUFFER {
+            Vec::new()
+        } else {
+            buffer
+        };
         written.map_err(|source| WalError::Io {
             path: self.path.clone(),
             source,
         })?;
+        metrics::histogram!("switchyard_wal_sync_seconds").record(started.elapsed().as_secs_f64());
         self.end = end;
-        debug_assert!(seq > first);
-        Ok(Logged::Through(seq - 1))
+        self.allocated = allocated;
+        Ok(())
     }
 
     /// The sequence number a durable commit made now stores: every number
@@ -365,12 +486,18 @@ impl Wal {
         self.acknowledged = seq;
     }
 
+    /// True once the batch logged up to `seq` was committed.
+    pub fn acknowledged(&self, seq: u64) -> bool {
+        self.acknowledged >= seq
+    }
+
     /// The last batch was logged but its commit failed, and its callers are
     /// told so: wipes its records from the file (synced), so a crash cannot
     /// bring them back, and gives their place and numbers to the next batch.
     /// If the wipe fails, the numbers stay spent; the next durable commit
     /// skips them.
     pub fn retract_last_batch(&mut self) -> Result<(), WalError> {
+        self.finish()?;
         if self.end <= self.batch_start || self.acknowledged >= self.batch_first_seq {
             return Ok(());
         }
@@ -452,11 +579,21 @@ impl Wal {
                     seq,
                     source,
                 })?;
-                apply(&mut scope, write).map_err(|source| WalError::Replay {
-                    path: self.path.clone(),
-                    seq,
-                    source,
-                })?;
+                match apply(&mut scope, write) {
+                    Ok(()) => {}
+                    // Refused the first time too (ops check before they
+                    // write, so the refusal left nothing behind then).
+                    Err(error) if !matches!(error, StoreError::Backend { .. }) => {
+                        tracing::warn!(%error, seq, "a logged write is refused again; skipped");
+                    }
+                    Err(source) => {
+                        return Err(WalError::Replay {
+                            path: self.path.clone(),
+                            seq,
+                            source,
+                        });
+                    }
+                }
                 replayed += 1;
                 through = seq;
             }
@@ -508,10 +645,7 @@ impl Wal {
             .file
             .set_len(0)
             .and_then(|()| self.file.write_all_at(&header, 0))
-            .and_then(|()| {
-                self.allocated = HEADER_BYTES;
-                self.grow_to(initial)
-            })
+            .and_then(|()| zero_fill(&self.file, HEADER_BYTES, initial))
             .and_then(|()| self.file.sync_all())
             .and_then(
                 |()| match self.path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
@@ -520,29 +654,22 @@ impl Wal {
                 },
             );
         written.map_err(io)?;
+        self.allocated = initial.max(HEADER_BYTES);
         self.checkpointed();
         self.batch_start = HEADER_BYTES;
         Ok(())
     }
 
-    /// Zero-fills the file past `end` (in `GROW_BYTES` steps, never past
-    /// the capacity); the next sync makes it durable with the records.
-    fn grow_to(&mut self, end: u64) -> std::io::Result<()> {
+    /// How far the file must be zero-filled for the log to end at `end`:
+    /// `GROW_BYTES` steps, never past the capacity.
+    fn grow_target(&self, end: u64) -> u64 {
         if end <= self.allocated {
-            return Ok(());
+            return self.allocated;
         }
-        let target = end
-            .div_ceil(GROW_BYTES)
+        end.div_ceil(GROW_BYTES)
             .saturating_mul(GROW_BYTES)
             .min(self.options.capacity_bytes)
-            .max(end);
-        let zeros = vec![0u8; 1024 * 1024];
-        while self.allocated < target {
-            let chunk = (target - self.allocated).min(zeros.len() as u64) as usize;
-            self.file.write_all_at(&zeros[..chunk], self.allocated)?;
-            self.allocated += chunk as u64;
-        }
-        Ok(())
+            .max(end)
     }
 }
 
@@ -704,11 +831,20 @@ enum LoggedWrite {
 pub struct IngestWire {
     pub workspace: u128,
     pub now_ms: u64,
-    /// (event id, encoded event record).
-    pub events: Vec<(u128, Vec<u8>)>,
+    pub events: Vec<EventWire>,
     pub deliveries: Vec<NewDeliveryWire>,
     /// (key, status, response).
     pub idempotency: Option<(String, u16, Vec<u8>)>,
+}
+
+/// Byte strings go through `serde_bytes`: one copy, not a sequence of
+/// single bytes (the same postcard encoding either way).
+#[derive(Serialize, Deserialize)]
+pub struct EventWire {
+    pub id: u128,
+    /// The encoded event record.
+    #[serde(with = "serde_bytes")]
+    pub record: Vec<u8>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -717,6 +853,7 @@ pub struct NewDeliveryWire {
     pub id: u128,
     pub event_id: u128,
     /// The encoded delivery record (it carries its own version).
+    #[serde(with = "serde_bytes")]
     pub record: Vec<u8>,
     /// (dedup seconds, max per hour, alert state: 0 none, 1 triggered,
     /// 2 acknowledged, 3 resolved).

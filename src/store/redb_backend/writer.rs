@@ -376,6 +376,40 @@ fn commit_batch(
     batch: &mut Vec<Box<dyn Job>>,
     mut wal: Option<&mut Wal>,
 ) -> Result<(), StoreError> {
+    // The log's write and sync start first and run while the batch is
+    // applied; the commit waits for them.
+    let plan = match wal.as_deref_mut() {
+        Some(wal) => match wal.begin(batch.iter().map(|job| job.log_record())) {
+            Ok(Logged::Through(seq)) => Some((seq, Durability::None)),
+            Ok(Logged::Checkpoint) => Some((wal.applied_through(), Durability::Immediate)),
+            Err(error) => {
+                tracing::error!(%error, "writing the write-ahead log failed");
+                return Err(error.into());
+            }
+        },
+        None => None,
+    };
+    let result = apply_and_commit(db, batch, wal.as_deref_mut(), plan);
+    if let (Some(wal), Some((through, Durability::None))) = (wal, plan)
+        && !wal.acknowledged(through)
+    {
+        // Its callers are told it failed (or every job was refused): its
+        // records must not come back.
+        if let Err(error) = wal.retract_last_batch() {
+            tracing::warn!(%error, "wiping a failed batch from the write-ahead log");
+        }
+    }
+    result
+}
+
+/// Applies every job in one transaction and commits as `plan` says (the
+/// log's last number in it, and the durability). See [`commit_batch`].
+fn apply_and_commit(
+    db: &Database,
+    batch: &mut Vec<Box<dyn Job>>,
+    mut wal: Option<&mut Wal>,
+    plan: Option<(u64, Durability)>,
+) -> Result<(), StoreError> {
     'retry: while !batch.is_empty() {
         let mut txn = match db.begin_write() {
             Ok(txn) => txn,
@@ -406,30 +440,15 @@ fn commit_batch(
             batch.remove(index).complete(Err(error));
             continue 'retry;
         }
-        let logged = match wal.as_deref_mut() {
-            Some(wal) => {
-                let started = std::time::Instant::now();
-                let logged = wal.log(batch.iter().map(|job| job.log_record()));
-                match logged {
-                    Ok(Logged::Through(seq)) => {
-                        metrics::histogram!("switchyard_wal_sync_seconds")
-                            .record(started.elapsed().as_secs_f64());
-                        Some((seq, Durability::None))
-                    }
-                    Ok(Logged::Checkpoint) => Some((wal.applied_through(), Durability::Immediate)),
-                    Err(error) => {
-                        tracing::error!(%error, "writing the write-ahead log failed");
-                        if let Err(abort) = txn.abort() {
-                            tracing::warn!(error = %abort, "aborting a batch the log refused");
-                        }
-                        return Err(error.into());
-                    }
-                }
+        if let Some(Err(error)) = wal.as_deref_mut().map(Wal::finish) {
+            tracing::error!(%error, "writing the write-ahead log failed");
+            if let Err(abort) = txn.abort() {
+                tracing::warn!(error = %abort, "aborting a batch the log refused");
             }
-            None => None,
-        };
-        let durable = !matches!(logged, Some((_, Durability::None)));
-        let marked = match logged {
+            return Err(error.into());
+        }
+        let durable = !matches!(plan, Some((_, Durability::None)));
+        let marked = match plan {
             Some((through, durability)) => {
                 wal::store_applied(&txn, through).and_then(|()| Ok(txn.set_durability(durability)?))
             }
@@ -442,15 +461,9 @@ fn commit_batch(
             "durability" => if durable { "immediate" } else { "none" }
         )
         .record(started.elapsed().as_secs_f64());
-        if committed.is_err() && !durable {
-            // Its callers are told it failed: its records must not come back.
-            if let Some(Err(error)) = wal.as_deref_mut().map(Wal::retract_last_batch) {
-                tracing::warn!(%error, "wiping a failed batch from the write-ahead log");
-            }
-        }
         match committed {
             Ok(()) => {
-                if let (Some(wal), Some((through, durability))) = (wal.as_deref_mut(), logged) {
+                if let (Some(wal), Some((through, durability))) = (wal.as_deref_mut(), plan) {
                     match durability {
                         Durability::None => wal.acknowledge(through),
                         _ => wal.checkpointed(),
