@@ -555,55 +555,77 @@ impl Wal {
             source,
         };
         let size = self.file.metadata().map_err(io)?.len();
-        let txn = db.begin_write().map_err(StoreError::from)?;
         let mut last = applied;
         let mut through = applied;
         let mut replayed = 0u64;
-        {
-            let mut scope = WriteScope::new(&txn);
-            let mut records = RecordReader::new(&self.file, size, self.epoch);
-            while let Some(seq) = records.next().map_err(io)? {
-                last = seq;
-                if seq <= applied || seq > up_to {
-                    continue;
-                }
-                if replayed == 0 && seq != applied + 1 {
-                    return Err(WalError::Gap {
-                        path: self.path.clone(),
-                        applied,
-                        found: seq,
-                    });
-                }
-                let write = decode(records.payload()).map_err(|source| WalError::Record {
-                    path: self.path.clone(),
-                    seq,
-                    source,
-                })?;
-                match apply(&mut scope, write) {
-                    Ok(()) => {}
-                    // Refused the first time too (ops check before they
-                    // write, so the refusal left nothing behind then).
-                    Err(error) if !matches!(error, StoreError::Backend { .. }) => {
-                        tracing::warn!(%error, seq, "a logged write is refused again; skipped");
-                    }
-                    Err(source) => {
-                        return Err(WalError::Replay {
+        let mut records = RecordReader::new(&self.file, size, self.epoch);
+        let mut next = records.next().map_err(io)?;
+        // In transactions of about `REPLAY_CHUNK_BYTES` of records, each
+        // committed with the number it reaches, so a long log never builds
+        // one huge transaction.
+        loop {
+            let txn = db.begin_write().map_err(StoreError::from)?;
+            let mut chunk_bytes = 0usize;
+            let mut chunk_records = 0u64;
+            {
+                let mut scope = WriteScope::new(&txn);
+                while let Some(seq) = next {
+                    last = seq;
+                    if seq > applied && seq <= up_to {
+                        if replayed == 0 && seq != applied + 1 {
+                            return Err(WalError::Gap {
+                                path: self.path.clone(),
+                                applied,
+                                found: seq,
+                            });
+                        }
+                        let payload = records.payload();
+                        chunk_bytes += payload.len();
+                        let write = decode(payload).map_err(|source| WalError::Record {
                             path: self.path.clone(),
                             seq,
                             source,
-                        });
+                        })?;
+                        match apply(&mut scope, write) {
+                            Ok(()) => {}
+                            // Refused the first time too (ops check before
+                            // they write, so the refusal left nothing behind
+                            // then).
+                            Err(error) if !matches!(error, StoreError::Backend { .. }) => {
+                                tracing::warn!(%error, seq, "a logged write is refused again; skipped");
+                            }
+                            Err(source) => {
+                                return Err(WalError::Replay {
+                                    path: self.path.clone(),
+                                    seq,
+                                    source,
+                                });
+                            }
+                        }
+                        replayed += 1;
+                        chunk_records += 1;
+                        through = seq;
+                    }
+                    next = records.next().map_err(io)?;
+                    if chunk_bytes >= REPLAY_CHUNK_BYTES {
+                        break;
                     }
                 }
-                replayed += 1;
-                through = seq;
             }
+            if next.is_some() {
+                store_applied(&txn, through)?;
+                txn.commit().map_err(StoreError::from)?;
+                continue;
+            }
+            if chunk_records == 0 && mark.is_none() {
+                txn.abort().map_err(StoreError::from)?;
+            } else {
+                store_applied(&txn, mark.unwrap_or(through).max(through))?;
+                txn.commit().map_err(StoreError::from)?;
+            }
+            break;
         }
-        if replayed == 0 && mark.is_none() {
-            txn.abort().map_err(StoreError::from)?;
-        } else {
-            store_applied(&txn, mark.unwrap_or(through).max(through))?;
-            txn.commit().map_err(StoreError::from)?;
-        }
+        drop(records);
         if replayed > 0 {
             tracing::info!(
                 records = replayed,
@@ -743,6 +765,8 @@ const RECORD_HEADER_BYTES: u64 = 16;
 /// Zero-filled when the log is created; then it grows `GROW_BYTES` at a time.
 const INITIAL_BYTES: u64 = 1024 * 1024;
 const GROW_BYTES: u64 = 4 * 1024 * 1024;
+/// Records applied per recovery transaction, about.
+const REPLAY_CHUNK_BYTES: usize = 8 * 1024 * 1024;
 /// The encode buffer is kept between batches unless a batch grew it past this.
 const MAX_KEPT_BUFFER: usize = 4 * 1024 * 1024;
 /// The first byte of every record's payload.
@@ -1324,5 +1348,55 @@ mod tests {
             decode(&[9, 0, 0]),
             Err(CodecError::UnknownVersion { version: 9, .. })
         ));
+    }
+
+    #[tokio::test]
+    async fn a_log_longer_than_one_recovery_transaction_comes_back_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let big = StoreOptions {
+            wal: WalOptions {
+                capacity_bytes: 32 * 1024 * 1024,
+                checkpoint_every: Duration::from_secs(600),
+            },
+            ..StoreOptions::default()
+        };
+        let store = RedbStore::open(&path, big).unwrap();
+        store
+            .create_workspace(NewWorkspace {
+                workspace: Workspace {
+                    id: WS,
+                    name: "wal".into(),
+                    created_at_ms: 1,
+                },
+                publishable_key_hash: [1; 32],
+                secret_key_hash: [2; 32],
+                meshes_key_hash: [3; 32],
+            })
+            .await
+            .unwrap();
+        // 16 records of about 600 KB: two recovery transactions.
+        for round in 0..16u128 {
+            let mut events = Vec::new();
+            for n in 0..500u128 {
+                let mut one = batch(round * 1_000 + n + 1, None);
+                one.events[0].payload = vec![b'x'; 1_000];
+                events.push(one);
+            }
+            let mut ingest = events.remove(0);
+            for mut more in events {
+                ingest.events.append(&mut more.events);
+                ingest.deliveries.append(&mut more.deliveries);
+            }
+            store.ingest(ingest).await.unwrap();
+        }
+        let crashed = tempfile::tempdir().unwrap();
+        let copy = crash_image(&path, crashed.path());
+        assert_eq!(rows_without_the_log(&copy).0, 0);
+        let recovered = RedbStore::open(&copy, StoreOptions::default()).unwrap();
+        recovered.close().await.unwrap();
+        drop(recovered);
+        assert_eq!(rows_without_the_log(&copy).0, 8_000);
+        store.close().await.unwrap();
     }
 }
