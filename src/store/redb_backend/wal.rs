@@ -934,7 +934,11 @@ mod tests {
     /// A store whose only durable commits are the workspace's creation and
     /// whatever unlogged write a test makes.
     async fn store(path: &Path) -> Arc<RedbStore> {
-        let store = RedbStore::open(path, options(Duration::from_secs(600))).unwrap();
+        store_with(path, options(Duration::from_secs(600))).await
+    }
+
+    async fn store_with(path: &Path, options: StoreOptions) -> Arc<RedbStore> {
+        let store = RedbStore::open(path, options).unwrap();
         store
             .create_workspace(NewWorkspace {
                 workspace: Workspace {
@@ -1242,20 +1246,7 @@ mod tests {
             },
             ..StoreOptions::default()
         };
-        let store = RedbStore::open(&path, small).unwrap();
-        store
-            .create_workspace(NewWorkspace {
-                workspace: Workspace {
-                    id: WS,
-                    name: "wal".into(),
-                    created_at_ms: 1,
-                },
-                publishable_key_hash: [1; 32],
-                secret_key_hash: [2; 32],
-                meshes_key_hash: [3; 32],
-            })
-            .await
-            .unwrap();
+        let store = store_with(&path, small).await;
         for n in 1..=10 {
             ingest(&store, n).await;
         }
@@ -1361,20 +1352,7 @@ mod tests {
             },
             ..StoreOptions::default()
         };
-        let store = RedbStore::open(&path, big).unwrap();
-        store
-            .create_workspace(NewWorkspace {
-                workspace: Workspace {
-                    id: WS,
-                    name: "wal".into(),
-                    created_at_ms: 1,
-                },
-                publishable_key_hash: [1; 32],
-                secret_key_hash: [2; 32],
-                meshes_key_hash: [3; 32],
-            })
-            .await
-            .unwrap();
+        let store = store_with(&path, big).await;
         // 16 records of about 600 KB: two recovery transactions.
         for round in 0..16u128 {
             let mut events = Vec::new();
