@@ -572,10 +572,10 @@ impl Config {
         if self.storage.cache_mb == 0 {
             return invalid("storage.cache_mb", "must be at least 1");
         }
-        if self.storage.wal_mb > 4096 {
+        if self.storage.wal_mb > 1024 {
             return invalid(
                 "storage.wal_mb",
-                "must be at most 4096 (0 turns the log off)",
+                "must be at most 1024 (0 turns the log off)",
             );
         }
         if !(10..=60_000).contains(&self.storage.wal_checkpoint_ms) {
@@ -640,6 +640,32 @@ impl Config {
 mod tests {
     use super::*;
     use figment::Jail;
+
+    #[test]
+    fn the_write_ahead_log_settings_are_bounded_and_named_in_errors() {
+        let refused = |change: fn(&mut Config)| {
+            let mut config = Config::defaults().unwrap();
+            change(&mut config);
+            match config.validate() {
+                Err(ConfigError::Invalid { key, .. }) => key,
+                other => panic!("accepted: {other:?}"),
+            }
+        };
+        assert_eq!(refused(|c| c.storage.wal_mb = 1025), "storage.wal_mb");
+        assert_eq!(
+            refused(|c| c.storage.wal_checkpoint_ms = 9),
+            "storage.wal_checkpoint_ms"
+        );
+        assert_eq!(
+            refused(|c| c.storage.wal_checkpoint_ms = 60_001),
+            "storage.wal_checkpoint_ms"
+        );
+        let mut off = Config::defaults().unwrap();
+        off.storage.wal_mb = 0;
+        off.validate().unwrap();
+        let defaults = Config::defaults().unwrap().storage;
+        assert_eq!((defaults.wal_mb, defaults.wal_checkpoint_ms), (64, 1000));
+    }
 
     #[test]
     fn defaults_match_the_contract() {

@@ -952,7 +952,7 @@ mod tests {
 
     use super::*;
     use crate::config::Config;
-    use crate::model::{Delivery, DeliveryStatus, Event, EventId, EventName, RuleId, Workspace};
+    use crate::model::{Delivery, DeliveryStatus, Event, EventId, EventName, RuleId};
     use crate::store::{IngestBatch, NewWorkspace, RedbStore, StoreOptions};
 
     struct Fixture {
@@ -968,16 +968,7 @@ mod tests {
             RedbStore::open(&dir.path().join("q.redb"), StoreOptions::default()).unwrap();
         let workspace = WorkspaceId::new();
         store
-            .create_workspace(NewWorkspace {
-                workspace: Workspace {
-                    id: workspace,
-                    name: "w".into(),
-                    created_at_ms: 1,
-                },
-                publishable_key_hash: [1; 32],
-                secret_key_hash: [2; 32],
-                meshes_key_hash: [3; 32],
-            })
+            .create_workspace(NewWorkspace::for_tests(workspace, "w"))
             .await
             .unwrap();
         let master_key = Arc::new(MasterKey::load(dir.path(), None).unwrap().0);

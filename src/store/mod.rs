@@ -147,6 +147,23 @@ pub struct NewWorkspace {
     pub meshes_key_hash: KeyHash,
 }
 
+#[cfg(test)]
+impl NewWorkspace {
+    /// A workspace for tests, with fixed key hashes (1s, 2s, 3s).
+    pub(crate) fn for_tests(id: WorkspaceId, name: &str) -> Self {
+        Self {
+            workspace: Workspace {
+                id,
+                name: name.into(),
+                created_at_ms: 1,
+            },
+            publishable_key_hash: [1; 32],
+            secret_key_hash: [2; 32],
+            meshes_key_hash: [3; 32],
+        }
+    }
+}
+
 /// Events and their deliveries to store atomically (with their queue
 /// entries), with the answer to remember for an `Idempotency-Key`.
 #[derive(Debug, Clone)]

@@ -413,7 +413,6 @@ mod tests {
     async fn file_sizes(workload: &Rounds) -> Vec<u64> {
         use crate::model::{
             Attempt, ConnectionId, Delivery, DeliveryId, DeliveryStatus, Event, EventName, RuleId,
-            Workspace,
         };
         use crate::store::{
             AttemptOutcome, IngestBatch, IngestOutcome, NewWorkspace, NextStep, RedbStore, Store,
@@ -423,16 +422,7 @@ mod tests {
         let store = RedbStore::open(&path, crate::store::StoreOptions::default()).unwrap();
         let ws = WorkspaceId(1);
         store
-            .create_workspace(NewWorkspace {
-                workspace: Workspace {
-                    id: ws,
-                    name: "steady".into(),
-                    created_at_ms: 1,
-                },
-                publishable_key_hash: [1; 32],
-                secret_key_hash: [2; 32],
-                meshes_key_hash: [3; 32],
-            })
+            .create_workspace(NewWorkspace::for_tests(ws, "steady"))
             .await
             .unwrap();
         let payload =

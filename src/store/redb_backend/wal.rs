@@ -152,6 +152,15 @@ impl From<WalError> for StoreError {
     }
 }
 
+/// What [`Wal::open`] does once the database holds everything.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Afterwards {
+    /// Start the log afresh: the server is about to write.
+    Log,
+    /// Nothing more: an offline command, or the log turned off.
+    Stop,
+}
+
 /// What the log did with a batch.
 pub enum Logged {
     /// Every job is in the log and synced, up to this sequence number:
@@ -258,8 +267,7 @@ impl Wal {
         let path = log_path(db_path);
         if options.capacity_bytes == 0 {
             if path.exists() {
-                let wal = Self::open(db, &path, options)?;
-                drop(wal);
+                Self::open(db, &path, options, Afterwards::Stop)?;
                 std::fs::remove_file(&path).map_err(|source| WalError::Io {
                     path: path.clone(),
                     source,
@@ -267,23 +275,17 @@ impl Wal {
             }
             return Ok(None);
         }
-        Self::open(db, &path, options).map(Some)
+        Self::open(db, &path, options, Afterwards::Log).map(Some)
     }
 
     /// For the offline commands (compact, export): applies what an existing
-    /// log holds that the database does not, leaving the log in place.
+    /// log holds that the database does not, leaving the file in place.
     pub fn replay_existing(db: &Database, db_path: &Path) -> Result<(), WalError> {
         let path = log_path(db_path);
-        let size = match std::fs::metadata(&path) {
-            Ok(metadata) => metadata.len(),
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(source) => return Err(WalError::Io { path, source }),
-        };
-        let options = WalOptions {
-            capacity_bytes: size,
-            ..WalOptions::default()
-        };
-        Self::open(db, &path, options).map(drop)
+        if !path.exists() {
+            return Ok(());
+        }
+        Self::open(db, &path, WalOptions::default(), Afterwards::Stop).map(drop)
     }
 
     /// Fails the log's writes while `switch` is on (`StoreOptions::faults`).
@@ -296,7 +298,17 @@ impl Wal {
         self.options.checkpoint_every
     }
 
-    fn open(db: &Database, path: &Path, options: WalOptions) -> Result<Self, WalError> {
+    /// Applies what the log holds that the database does not, and moves the
+    /// database to a new epoch; with `Afterwards::Log`, then starts the log
+    /// afresh for this run and its writer thread. With `Stop`, the file is
+    /// left as it is: its old epoch no longer matches, so nothing in it is
+    /// applied again.
+    fn open(
+        db: &Database,
+        path: &Path,
+        options: WalOptions,
+        afterwards: Afterwards,
+    ) -> Result<Self, WalError> {
         let io = |source| WalError::Io {
             path: path.to_path_buf(),
             source,
@@ -352,6 +364,9 @@ impl Wal {
                 .map_err(StoreError::from)?;
         }
         txn.commit().map_err(StoreError::from)?;
+        if afterwards == Afterwards::Stop {
+            return Ok(wal);
+        }
         wal.initialise()?;
         wal.syncer = match Syncer::start(&wal.file) {
             Ok(syncer) => Some(syncer),
@@ -909,7 +924,7 @@ mod tests {
     use super::*;
     use crate::model::{
         Attempt, ConnectionId, Delivery, DeliveryId, DeliveryStatus, Event, EventId, EventName,
-        RuleId, Workspace, WorkspaceId,
+        RuleId, WorkspaceId,
     };
     use crate::store::redb_backend::tables::{ATTEMPTS, EVENTS};
     use crate::store::{
@@ -940,16 +955,7 @@ mod tests {
     async fn store_with(path: &Path, options: StoreOptions) -> Arc<RedbStore> {
         let store = RedbStore::open(path, options).unwrap();
         store
-            .create_workspace(NewWorkspace {
-                workspace: Workspace {
-                    id: WS,
-                    name: "wal".into(),
-                    created_at_ms: 1,
-                },
-                publishable_key_hash: [1; 32],
-                secret_key_hash: [2; 32],
-                meshes_key_hash: [3; 32],
-            })
+            .create_workspace(NewWorkspace::for_tests(WS, "wal"))
             .await
             .unwrap();
         store
