@@ -3,14 +3,16 @@
 //! Why: a 202 must mean the event and its deliveries are committed, and a
 //! PostgreSQL commit costs a WAL flush plus round trips. One transaction per
 //! request would cap ingest at the flush rate, so one writer task takes
-//! whatever ingests are waiting (up to [`MAX_JOBS`]), checks them in order
+//! whatever ingests are waiting (up to `MAX_JOBS`), checks them in order
 //! against rows read once for the whole group (workspaces, idempotency keys,
 //! noise state, all locked), and writes every new row with one `unnest`
 //! insert per table: a handful of round trips and one commit for the whole
 //! group, whatever its size. Only then is each caller answered.
 //!
 //! If the group's transaction fails for a reason other than the connection,
-//! each job is tried again alone, so one bad job fails only itself.
+//! each job is tried again alone, so one bad job fails only itself. The
+//! writer task is `group.rs`'s, shared with attempt outcomes; this file is
+//! what ingest commits.
 //!
 //! Nodes sharing the database: the same transaction claims the connections
 //! of the group's new entries that no node holds, and notifies the nodes
@@ -19,8 +21,8 @@
 //! connections it holds (`Store::may_deliver`).
 
 use super::columns::{count, id, ms, ms_from};
-use super::error::PgResult;
-use super::health::Health;
+use super::error::{PgError, PgResult};
+use super::group::{GroupCommit, GroupWriter};
 use super::node::Node;
 use super::noise::{NoiseState, RuleWindow};
 use super::queue;
@@ -29,107 +31,44 @@ use crate::store::{IDEMPOTENCY_TTL_MS, IngestBatch, IngestOutcome, StoreError};
 use deadpool_postgres::{Pool, Transaction};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use tokio::sync::{mpsc, oneshot};
-use tokio_util::sync::CancellationToken;
 
-/// Most ingest requests one transaction carries.
-const MAX_JOBS: usize = 1024;
+/// The writer ingest requests go through.
+pub type IngestWriter = GroupWriter<Ingests>;
 
-/// Ingests waiting for the writer; senders wait when it is full.
-const CHANNEL_CAPACITY: usize = 4096;
-
-struct Job {
-    batch: IngestBatch,
-    reply: oneshot::Sender<Result<IngestOutcome, StoreError>>,
+/// Ingest as a [`GroupCommit`] kind: a job is one request's batch.
+pub struct Ingests {
+    pub pool: Pool,
+    pub node: Arc<Node>,
 }
 
-/// The handle requests use; the writer task ends when every handle is gone.
-#[derive(Clone)]
-pub struct IngestWriter {
-    jobs: mpsc::Sender<Job>,
-}
+impl GroupCommit for Ingests {
+    type Job = IngestBatch;
+    type Answer = IngestOutcome;
 
-impl IngestWriter {
-    /// Starts the writer task; after `close` is cancelled it commits what
-    /// is queued, refuses the rest and ends.
-    pub fn start(
-        pool: Pool,
-        health: Arc<Health>,
-        node: Arc<Node>,
-        close: CancellationToken,
-    ) -> (Self, tokio::task::JoinHandle<()>) {
-        let (jobs, receiver) = mpsc::channel(CHANNEL_CAPACITY);
-        let task = tokio::spawn(run(pool, health, node, receiver, close));
-        (Self { jobs }, task)
+    const MAX_JOBS: usize = 1024;
+    const CHANNEL_CAPACITY: usize = 4096;
+    // The same series as redb's writer, so dashboards read either.
+    const BATCH_SIZE_METRIC: &'static str = "switchyard_write_batch_size";
+    const COMMIT_SECONDS_METRIC: Option<&'static str> = Some("switchyard_commit_seconds");
+
+    async fn commit_group(&self, batches: &[&IngestBatch]) -> PgResult<Vec<IngestOutcome>> {
+        commit_group(&self.pool, &self.node, batches).await
     }
 
-    pub async fn ingest(&self, batch: IngestBatch) -> Result<IngestOutcome, StoreError> {
-        let (reply, answer) = oneshot::channel();
-        self.jobs
-            .send(Job { batch, reply })
-            .await
-            .map_err(|_| StoreError::WriterStopped)?;
-        answer.await.map_err(|_| StoreError::WriterStopped)?
+    /// A group of one, the same path as any group.
+    async fn commit_alone(&self, batch: &IngestBatch) -> PgResult<IngestOutcome> {
+        let mut outcomes = commit_group(&self.pool, &self.node, &[batch]).await?;
+        Ok(outcomes.remove(0))
     }
-}
 
-async fn run(
-    pool: Pool,
-    health: Arc<Health>,
-    node: Arc<Node>,
-    mut receiver: mpsc::Receiver<Job>,
-    close: CancellationToken,
-) {
-    let mut group = Vec::with_capacity(MAX_JOBS);
-    loop {
-        let received = tokio::select! {
-            received = receiver.recv_many(&mut group, MAX_JOBS) => received,
-            () = close.cancelled(), if !receiver.is_closed() => {
-                // New ingests are refused from now on; those already queued
-                // are still committed below.
-                receiver.close();
-                continue;
-            }
-        };
-        if received == 0 {
-            return;
-        }
-        let jobs = std::mem::take(&mut group);
-        let batches: Vec<&IngestBatch> = jobs.iter().map(|job| &job.batch).collect();
-        // The same series as redb's writer, so dashboards read either.
-        metrics::histogram!("switchyard_write_batch_size").record(jobs.len() as f64);
-        let started = std::time::Instant::now();
-        let answers: Vec<Result<IngestOutcome, StoreError>> = match commit_group(
-            &pool, &node, &batches,
-        )
-        .await
-        {
-            Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
-            Err(error) if jobs.len() > 1 && !error.is_connection_failure() => {
-                tracing::warn!(%error, jobs = jobs.len(), "ingest group failed; trying each alone");
-                let mut answers = Vec::with_capacity(jobs.len());
-                for batch in &batches {
-                    let alone = commit_group(&pool, &node, &[batch]).await;
-                    answers.push(
-                        alone
-                            .map(|mut outcomes| outcomes.remove(0))
-                            .map_err(|error| health.observe(error)),
-                    );
-                }
-                answers
-            }
-            Err(error) => {
-                let message = health.observe(error).to_string();
-                (0..jobs.len())
-                    .map(|_| Err(StoreError::Unavailable(message.clone())))
-                    .collect()
-            }
-        };
-        metrics::histogram!("switchyard_commit_seconds").record(started.elapsed().as_secs_f64());
-        for (job, answer) in jobs.into_iter().zip(answers) {
-            // A caller that went away (timed out) no longer needs its answer.
-            let _ = job.reply.send(answer);
-        }
+    /// The event is not stored: `Unavailable` with the observed error's
+    /// text, so the client retries.
+    fn lone_group_failed(observed: StoreError) -> StoreError {
+        StoreError::Unavailable(observed.to_string())
+    }
+
+    fn log_group_failed(error: &PgError, jobs: usize) {
+        tracing::warn!(%error, jobs, "ingest group failed; trying each alone");
     }
 }
 

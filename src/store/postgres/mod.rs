@@ -32,6 +32,7 @@ mod deliveries;
 mod error;
 mod events;
 mod export;
+mod group;
 mod health;
 mod import;
 mod ingest;
@@ -75,7 +76,7 @@ use crate::model::{
 use deadpool_postgres::Pool;
 use error::PgResult;
 use health::Health;
-use ingest::IngestWriter;
+use ingest::{IngestWriter, Ingests};
 use node::Node;
 use outcomes::OutcomeWriter;
 use std::sync::{Arc, Mutex};
@@ -208,8 +209,11 @@ impl PgStore {
         let health = Health::new(pool.clone());
         let close = CancellationToken::new();
         let background = CancellationToken::new();
-        let (ingest, writer) =
-            IngestWriter::start(pool.clone(), health.clone(), node.clone(), close.clone());
+        let ingest_kind = Ingests {
+            pool: pool.clone(),
+            node: node.clone(),
+        };
+        let (ingest, writer) = IngestWriter::start(ingest_kind, health.clone(), close.clone());
         let (outcomes, outcome_writer) =
             OutcomeWriter::start(pool.clone(), health.clone(), node.clone(), close.clone());
         let keeper = node::start_keeper(
@@ -374,7 +378,7 @@ impl PgStore {
                 "PostgreSQL is unreachable".to_string(),
             ));
         }
-        self.ingest.ingest(batch).await
+        self.ingest.submit(batch).await
     }
 
     pub async fn purge_idempotency_keys(&self, now_ms: u64) -> Result<usize, StoreError> {
