@@ -78,7 +78,7 @@ use error::PgResult;
 use health::Health;
 use ingest::{IngestWriter, Ingests};
 use node::Node;
-use outcomes::OutcomeWriter;
+use outcomes::{OutcomeWriter, Outcomes};
 use std::sync::{Arc, Mutex};
 use tokio_postgres::IsolationLevel;
 use tokio_util::sync::CancellationToken;
@@ -214,8 +214,12 @@ impl PgStore {
             node: node.clone(),
         };
         let (ingest, writer) = IngestWriter::start(ingest_kind, health.clone(), close.clone());
+        let outcome_kind = Outcomes {
+            pool: pool.clone(),
+            node: node.clone(),
+        };
         let (outcomes, outcome_writer) =
-            OutcomeWriter::start(pool.clone(), health.clone(), node.clone(), close.clone());
+            OutcomeWriter::start(outcome_kind, health.clone(), close.clone());
         let keeper = node::start_keeper(
             pool.clone(),
             health.clone(),
@@ -511,7 +515,7 @@ impl PgStore {
             return Err(StoreError::WriterStopped);
         }
         let delivery_id = outcome.delivery_id;
-        let recorded = self.outcomes.record(outcome).await?;
+        let recorded = self.outcomes.submit(outcome).await?;
         Ok(match recorded {
             deliveries::Recorded::Written(delivery) => Some(delivery),
             deliveries::Recorded::Gone => None,

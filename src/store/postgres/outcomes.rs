@@ -4,7 +4,7 @@
 //! delivery's next state, its queue row moved or removed), and a PostgreSQL
 //! commit costs a WAL flush plus round trips. One transaction per outcome
 //! capped delivery at the flush rate, so, as for ingest, one writer task
-//! takes whatever outcomes are waiting (up to [`MAX_JOBS`]), reads and locks
+//! takes whatever outcomes are waiting (up to `MAX_JOBS`), reads and locks
 //! what they need once for the whole group (workspaces, deliveries, this
 //! node's leases of their connections), decides each outcome in order
 //! exactly as [`deliveries::record_attempt`] does, and writes with one
@@ -16,11 +16,13 @@
 //! as alone. If the group's transaction fails for a reason other than the
 //! connection, each outcome is recorded again alone by
 //! [`deliveries::record_attempt`], so one bad outcome fails only itself.
+//! The writer task is `group.rs`'s, shared with ingest; this file is what
+//! outcomes commit.
 
 use super::columns::{count, get_count, get_id, id, ms};
 use super::deliveries::{self, COLUMNS, Recorded, delivery_from};
-use super::error::PgResult;
-use super::health::Health;
+use super::error::{PgError, PgResult};
+use super::group::{GroupCommit, GroupWriter};
 use super::node::Node;
 use super::{connections, queue};
 use crate::model::{ConnectionId, Delivery, DeliveryStatus, now_ms};
@@ -28,131 +30,57 @@ use crate::store::{AttemptOutcome, ConnectionPatch, NextStep, StoreError};
 use deadpool_postgres::{Pool, Transaction};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use tokio::sync::{mpsc, oneshot};
-use tokio_util::sync::CancellationToken;
 
-/// Most outcomes one transaction carries.
-const MAX_JOBS: usize = 1024;
+/// The writer delivery workers record outcomes through.
+pub type OutcomeWriter = GroupWriter<Outcomes>;
 
-/// Outcomes waiting for the writer; senders wait when it is full.
-const CHANNEL_CAPACITY: usize = 4096;
-
-struct Job {
-    outcome: AttemptOutcome,
-    reply: oneshot::Sender<Result<Recorded, StoreError>>,
+/// Attempt outcomes as a [`GroupCommit`] kind: a job is one attempt's
+/// outcome.
+pub struct Outcomes {
+    pub pool: Pool,
+    pub node: Arc<Node>,
 }
 
-/// The handle delivery workers use; the writer task ends when every handle
-/// is gone.
-#[derive(Clone)]
-pub struct OutcomeWriter {
-    jobs: mpsc::Sender<Job>,
-}
+impl GroupCommit for Outcomes {
+    type Job = AttemptOutcome;
+    type Answer = Recorded;
 
-impl OutcomeWriter {
-    /// Starts the writer task; after `close` is cancelled it commits what
-    /// is queued, refuses the rest and ends.
-    pub fn start(
-        pool: Pool,
-        health: Arc<Health>,
-        node: Arc<Node>,
-        close: CancellationToken,
-    ) -> (Self, tokio::task::JoinHandle<()>) {
-        let (jobs, receiver) = mpsc::channel(CHANNEL_CAPACITY);
-        let task = tokio::spawn(run(pool, health, node, receiver, close));
-        (Self { jobs }, task)
+    const MAX_JOBS: usize = 1024;
+    const CHANNEL_CAPACITY: usize = 4096;
+    const BATCH_SIZE_METRIC: &'static str = "switchyard_outcome_batch_size";
+    const COMMIT_SECONDS_METRIC: Option<&'static str> = None;
+
+    async fn commit_group(&self, outcomes: &[&AttemptOutcome]) -> PgResult<Vec<Recorded>> {
+        commit_group(&self.pool, &self.node, outcomes).await
     }
 
-    pub async fn record(&self, outcome: AttemptOutcome) -> Result<Recorded, StoreError> {
-        let (reply, answer) = oneshot::channel();
-        self.jobs
-            .send(Job { outcome, reply })
-            .await
-            .map_err(|_| StoreError::WriterStopped)?;
-        answer.await.map_err(|_| StoreError::WriterStopped)?
+    /// Not a group of one: [`deliveries::record_attempt`], the path an
+    /// outcome took before outcomes were grouped.
+    async fn commit_alone(&self, outcome: &AttemptOutcome) -> PgResult<Recorded> {
+        let mut client = self.pool.get().await?;
+        let txn = client.transaction().await?;
+        let recorded = deliveries::record_attempt(&txn, &self.node, outcome).await?;
+        txn.commit().await?;
+        Ok(recorded)
     }
-}
 
-async fn run(
-    pool: Pool,
-    health: Arc<Health>,
-    node: Arc<Node>,
-    mut receiver: mpsc::Receiver<Job>,
-    close: CancellationToken,
-) {
-    let mut group = Vec::with_capacity(MAX_JOBS);
-    loop {
-        let received = tokio::select! {
-            received = receiver.recv_many(&mut group, MAX_JOBS) => received,
-            () = close.cancelled(), if !receiver.is_closed() => {
-                // New outcomes are refused from now on; those already
-                // queued are still committed below.
-                receiver.close();
-                continue;
-            }
-        };
-        if received == 0 {
-            return;
-        }
-        let jobs = std::mem::take(&mut group);
-        let outcomes: Vec<&AttemptOutcome> = jobs.iter().map(|job| &job.outcome).collect();
-        metrics::histogram!("switchyard_outcome_batch_size").record(jobs.len() as f64);
-        let answers = if !distinct_deliveries(&outcomes) {
-            // Never happens (one attempt at a time per delivery); if it
-            // did, the group's rows would collide.
-            record_each_alone(&pool, &health, &node, &outcomes).await
-        } else {
-            match commit_group(&pool, &node, &outcomes).await {
-                Ok(recorded) => recorded.into_iter().map(Ok).collect(),
-                Err(error) if jobs.len() > 1 && !error.is_connection_failure() => {
-                    tracing::warn!(%error, jobs = jobs.len(), "outcome group failed; recording each alone");
-                    record_each_alone(&pool, &health, &node, &outcomes).await
-                }
-                // A lone outcome gets its error as it would alone.
-                Err(error) if jobs.len() == 1 => vec![Err(health.observe(error))],
-                Err(error) => {
-                    let message = health.observe(error).to_string();
-                    (0..jobs.len())
-                        .map(|_| Err(StoreError::Unavailable(message.clone())))
-                        .collect()
-                }
-            }
-        };
-        for (job, answer) in jobs.into_iter().zip(answers) {
-            // A worker that went away no longer needs its answer.
-            let _ = job.reply.send(answer);
-        }
+    /// A lone outcome gets its error as it would alone.
+    fn lone_group_failed(observed: StoreError) -> StoreError {
+        observed
     }
-}
 
-fn distinct_deliveries(outcomes: &[&AttemptOutcome]) -> bool {
-    let mut seen = HashSet::with_capacity(outcomes.len());
-    outcomes
-        .iter()
-        .all(|outcome| seen.insert(outcome.delivery_id))
-}
-
-/// Each outcome in its own transaction: the group's fallback.
-async fn record_each_alone(
-    pool: &Pool,
-    health: &Arc<Health>,
-    node: &Node,
-    outcomes: &[&AttemptOutcome],
-) -> Vec<Result<Recorded, StoreError>> {
-    let mut answers = Vec::with_capacity(outcomes.len());
-    for outcome in outcomes {
-        let alone = record_alone(pool, node, outcome).await;
-        answers.push(alone.map_err(|error| health.observe(error)));
+    fn log_group_failed(error: &PgError, jobs: usize) {
+        tracing::warn!(%error, jobs, "outcome group failed; recording each alone");
     }
-    answers
-}
 
-async fn record_alone(pool: &Pool, node: &Node, outcome: &AttemptOutcome) -> PgResult<Recorded> {
-    let mut client = pool.get().await?;
-    let txn = client.transaction().await?;
-    let recorded = deliveries::record_attempt(&txn, node, outcome).await?;
-    txn.commit().await?;
-    Ok(recorded)
+    /// Never false (one attempt at a time per delivery); if it were, the
+    /// group's rows would collide.
+    fn may_group(outcomes: &[&AttemptOutcome]) -> bool {
+        let mut seen = HashSet::with_capacity(outcomes.len());
+        outcomes
+            .iter()
+            .all(|outcome| seen.insert(outcome.delivery_id))
+    }
 }
 
 /// The rows a group writes, gathered column by column for `unnest`.
