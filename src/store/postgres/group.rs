@@ -180,3 +180,116 @@ async fn commit_each_alone<C: GroupCommit>(
     }
     answers
 }
+
+#[cfg(test)]
+mod tests {
+    //! The writer's answers with a kind that needs no database: its jobs
+    //! are numbers, and job 0 fails every transaction it is in.
+
+    use super::*;
+    use crate::store::postgres::error::corrupt;
+    use std::sync::Mutex;
+
+    /// A transaction the writer asked for: its jobs, and whether they were
+    /// committed alone after their group failed.
+    type Call = (Vec<u32>, bool);
+
+    /// Records each transaction it is asked for.
+    #[derive(Clone, Default)]
+    struct Numbers {
+        calls: Arc<Mutex<Vec<Call>>>,
+    }
+
+    impl Numbers {
+        fn called(&self, jobs: Vec<u32>, alone: bool) {
+            if let Ok(mut calls) = self.calls.lock() {
+                calls.push((jobs, alone));
+            }
+        }
+    }
+
+    impl GroupCommit for Numbers {
+        type Job = u32;
+        type Answer = u32;
+
+        const MAX_JOBS: usize = 8;
+        const CHANNEL_CAPACITY: usize = 8;
+        const BATCH_SIZE_METRIC: &'static str = "test_batch_size";
+        const COMMIT_SECONDS_METRIC: Option<&'static str> = None;
+
+        async fn commit_group(&self, jobs: &[&u32]) -> PgResult<Vec<u32>> {
+            self.called(jobs.iter().map(|job| **job).collect(), false);
+            if jobs.contains(&&0) {
+                return Err(corrupt("group with job 0"));
+            }
+            Ok(jobs.iter().map(|job| *job * 10).collect())
+        }
+
+        async fn commit_alone(&self, job: &u32) -> PgResult<u32> {
+            self.called(vec![*job], true);
+            if *job == 0 {
+                return Err(corrupt("job 0"));
+            }
+            Ok(job * 10)
+        }
+
+        fn lone_group_failed(observed: StoreError) -> StoreError {
+            StoreError::Unavailable(observed.to_string())
+        }
+
+        fn log_group_failed(_error: &PgError, _jobs: usize) {}
+    }
+
+    /// A pool that is never connected: the kind's errors are not
+    /// connection failures, so the health watch never probes.
+    fn health() -> Arc<Health> {
+        let manager =
+            deadpool_postgres::Manager::new(tokio_postgres::Config::new(), tokio_postgres::NoTls);
+        let pool = deadpool_postgres::Pool::builder(manager)
+            .build()
+            .expect("a pool builds without connecting");
+        Health::new(pool)
+    }
+
+    #[tokio::test]
+    async fn a_failed_group_is_retried_job_by_job_and_a_failed_lone_job_hears_its_kind() {
+        let kind = Numbers::default();
+        let (writer, task) = GroupWriter::start(kind.clone(), health(), CancellationToken::new());
+
+        // Sent at once, the three are found waiting by the writer (the
+        // test's runtime has one thread) and taken as one group.
+        let answers = futures::future::join_all([1, 0, 2].map(|job| writer.submit(job))).await;
+        assert!(matches!(answers[0], Ok(10)), "{:?}", answers[0]);
+        assert!(
+            matches!(&answers[1], Err(StoreError::Corrupt(message)) if message == "job 0"),
+            "committed alone, the bad job hears its own error: {:?}",
+            answers[1]
+        );
+        assert!(matches!(answers[2], Ok(20)), "{:?}", answers[2]);
+
+        let alone = writer.submit(0).await;
+        assert!(
+            matches!(&alone, Err(StoreError::Unavailable(message)) if message.contains("group with job 0")),
+            "a group of one that fails is answered by the kind: {alone:?}"
+        );
+
+        let calls = kind
+            .calls
+            .lock()
+            .map(|calls| calls.clone())
+            .unwrap_or_default();
+        assert_eq!(
+            calls,
+            [
+                (vec![1, 0, 2], false),
+                (vec![1], true),
+                (vec![0], true),
+                (vec![2], true),
+                (vec![0], false),
+            ]
+        );
+        drop(writer);
+        task.await
+            .expect("the writer ends once every handle is gone");
+    }
+}
