@@ -2,9 +2,10 @@
 //! database several nodes can share.
 //!
 //! Map: `connect.rs` (pool, TLS, the URL never logged), `migrate.rs`
-//! (embedded versioned schema, advisory lock), `ingest.rs` (the
-//! group-committing ingest writer), `outcomes.rs` (its sibling for attempt
-//! outcomes), one file per resource (`workspaces.rs`,
+//! (embedded versioned schema, advisory lock), `group.rs` (the
+//! group-commit writer task), `ingest.rs` (what it commits for ingest),
+//! `outcomes.rs` (what it commits for attempt outcomes), one file per
+//! resource (`workspaces.rs`,
 //! `connections.rs`, `rules.rs`, `events.rs`, `deliveries.rs`, `misc.rs`),
 //! `noise.rs` (noise control decided in the ingest transaction),
 //! `retention.rs`, `health.rs` (the `writable` watch and its probe),
