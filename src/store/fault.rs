@@ -10,14 +10,28 @@ use redb::StorageBackend;
 use redb::backends::FileBackend;
 use std::io;
 use std::ops::Bound;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 /// Shared on/off switch: while on, every write, sync and resize of the
 /// database file and of its write-ahead log fails with "no space left on
-/// device".
+/// device". It can also hold the log's syncs, so a test can see what waits
+/// for one.
 #[derive(Debug, Clone, Default)]
-pub struct FaultSwitch(Arc<AtomicBool>);
+pub struct FaultSwitch(Arc<Switches>);
+
+#[derive(Debug, Default)]
+struct Switches {
+    failing: AtomicBool,
+    syncs: Mutex<HeldSyncs>,
+    released: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct HeldSyncs {
+    held: bool,
+    waiting: usize,
+}
 
 impl FaultSwitch {
     pub fn new() -> Self {
@@ -25,11 +39,44 @@ impl FaultSwitch {
     }
 
     pub fn fail_writes(&self, failing: bool) {
-        self.0.store(failing, Ordering::SeqCst);
+        self.0.failing.store(failing, Ordering::SeqCst);
     }
 
     pub fn is_failing(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
+        self.0.failing.load(Ordering::SeqCst)
+    }
+
+    /// While held, each `fdatasync` of the write-ahead log waits, its
+    /// records written but not yet synced, until released.
+    pub fn hold_log_syncs(&self, held: bool) {
+        self.syncs().held = held;
+        self.0.released.notify_all();
+    }
+
+    /// Log syncs waiting on [`Self::hold_log_syncs`] now.
+    pub fn log_syncs_waiting(&self) -> usize {
+        self.syncs().waiting
+    }
+
+    /// Called by the log just before it syncs a batch.
+    pub(crate) fn before_log_sync(&self) {
+        let mut syncs = self.syncs();
+        syncs.waiting += 1;
+        while syncs.held {
+            syncs = self
+                .0
+                .released
+                .wait(syncs)
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+        }
+        syncs.waiting -= 1;
+    }
+
+    fn syncs(&self) -> MutexGuard<'_, HeldSyncs> {
+        self.0
+            .syncs
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub(crate) fn check(&self) -> io::Result<()> {

@@ -213,13 +213,20 @@ struct LogWrite {
     at: u64,
     zero_from: u64,
     zero_to: u64,
+    /// Test seam: may hold the sync (`FaultSwitch::hold_log_syncs`).
+    faults: Option<FaultSwitch>,
 }
 
 impl LogWrite {
     fn run(self, file: &File) -> (Vec<u8>, std::io::Result<()>) {
         let written = zero_fill(file, self.zero_from, self.zero_to)
             .and_then(|()| file.write_all_at(&self.buffer, self.at))
-            .and_then(|()| file.sync_data());
+            .and_then(|()| {
+                if let Some(switch) = &self.faults {
+                    switch.before_log_sync();
+                }
+                file.sync_data()
+            });
         (self.buffer, written)
     }
 }
@@ -425,6 +432,7 @@ impl Wal {
             at: self.end,
             zero_from: self.allocated,
             zero_to: self.grow_target(end),
+            faults: self.faults.clone(),
         };
         let failing = self.faults.as_ref().map_or(Ok(()), FaultSwitch::check);
         if let Err(source) = failing {
@@ -1051,6 +1059,61 @@ mod tests {
             spans.push((at, RECORD_HEADER_BYTES as usize + len));
             at += RECORD_HEADER_BYTES as usize + len;
         }
+    }
+
+    /// "202 = synced": an ingest and an attempt's outcome are answered only
+    /// once the log's `fdatasync` of their records has returned.
+    #[tokio::test]
+    async fn callers_are_answered_only_after_their_records_are_synced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let switch = FaultSwitch::new();
+        let options = StoreOptions {
+            faults: Some(switch.clone()),
+            ..options(Duration::from_secs(600))
+        };
+        let store = store_with(&path, options).await;
+        ingest(&store, 1).await;
+
+        let ingesting = {
+            let store = store.clone();
+            held_until_synced(&switch, async move { store.ingest(batch(2, None)).await }).await
+        };
+        let answer = ingesting.await.unwrap().unwrap();
+        assert_eq!(answer, IngestOutcome::Stored { suppressed: vec![] });
+
+        let recording = {
+            let store = store.clone();
+            held_until_synced(
+                &switch,
+                async move { store.record_attempt(succeeded(1)).await },
+            )
+            .await
+        };
+        assert!(recording.await.unwrap().unwrap().is_some());
+    }
+
+    /// Runs `write` with the log's syncs held; checks it is not answered
+    /// while its sync waits, then lets the sync go.
+    async fn held_until_synced<T: Send + 'static>(
+        switch: &FaultSwitch,
+        write: impl Future<Output = T> + Send + 'static,
+    ) -> tokio::task::JoinHandle<T> {
+        switch.hold_log_syncs(true);
+        let task = tokio::spawn(write);
+        for _ in 0..1_000 {
+            if switch.log_syncs_waiting() == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(switch.log_syncs_waiting(), 1, "the write reached the sync");
+        // The records are written and the batch applied; an answer sent
+        // before the sync would arrive well within this grace period.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!task.is_finished(), "answered before the log was synced");
+        switch.hold_log_syncs(false);
+        task
     }
 
     #[tokio::test]
