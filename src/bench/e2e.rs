@@ -265,6 +265,15 @@ pub async fn e2e(options: E2eBenchOptions) -> anyhow::Result<()> {
     );
     if let Some(us) = a.server_us_per_delivery {
         println!("server CPU per delivered event (phase A): {us:.1} µs");
+        // An event is one request served and one sent: this pair is the
+        // floor of its HTTP work, whatever the server does besides.
+        if let Some(pair) = c.http_pair {
+            println!(
+                "  {:.1} times one HTTP request served plus one sent (phase C: {:.1} µs)",
+                us / pair.total_us(),
+                pair.total_us()
+            );
+        }
     }
     let sustained = a.accepted_per_second.min(a.delivered_per_second);
     let stable = a.growth.as_ref().is_some_and(|growth| !growth.growing);
@@ -627,6 +636,22 @@ async fn fixed_rate(
 struct BaselineResult {
     requests: u64,
     elapsed: Duration,
+    /// CPU per request of the receiver serving it and of the client
+    /// sending it: what one event's two HTTP exchanges cost with the same
+    /// crates the server uses, before anything is stored or scheduled.
+    http_pair: Option<HttpPair>,
+}
+
+#[derive(Clone, Copy)]
+struct HttpPair {
+    served_us: f64,
+    sent_us: f64,
+}
+
+impl HttpPair {
+    fn total_us(&self) -> f64 {
+        self.served_us + self.sent_us
+    }
 }
 
 impl BaselineResult {
@@ -704,9 +729,23 @@ async fn baseline(
         histogram.add(partial)?;
         errors += failed;
     }
+    let elapsed = start.elapsed();
+    let requests = histogram.len();
+    let per_request_us = |cores: f64| cores * elapsed.as_secs_f64() * 1e6 / requests as f64;
+    let http_pair = match (
+        meter.cores_used(&cpu, "receiver"),
+        meter.cores_used(&cpu, "load generator"),
+    ) {
+        (Some(served), Some(sent)) if requests > 0 => Some(HttpPair {
+            served_us: per_request_us(served),
+            sent_us: per_request_us(sent),
+        }),
+        _ => None,
+    };
     let result = BaselineResult {
-        requests: histogram.len(),
-        elapsed: start.elapsed(),
+        requests,
+        elapsed,
+        http_pair,
     };
     let cpu = meter.report(&cpu);
     let stats = probe.stats().await?;
@@ -723,6 +762,14 @@ async fn baseline(
     );
     if let Some(cpu) = cpu {
         println!("{cpu}");
+    }
+    if let Some(pair) = result.http_pair {
+        println!(
+            "HTTP per request      {:.1} µs served (receiver) + {:.1} µs sent (client) = {:.1} µs of CPU",
+            pair.served_us,
+            pair.sent_us,
+            pair.total_us()
+        );
     }
     Ok(result)
 }
