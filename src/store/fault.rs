@@ -46,8 +46,9 @@ impl FaultSwitch {
         self.0.failing.load(Ordering::SeqCst)
     }
 
-    /// While held, each `fdatasync` of the write-ahead log waits, its
-    /// records written but not yet synced, until released.
+    /// While held, the write-ahead log's sync of each batch waits just
+    /// before its `fdatasync` (the records written, not yet synced) until
+    /// released. A wipe (`retract_last_batch`) is not held.
     pub fn hold_log_syncs(&self, held: bool) {
         self.syncs().held = held;
         self.0.released.notify_all();

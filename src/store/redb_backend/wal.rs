@@ -1061,8 +1061,9 @@ mod tests {
         }
     }
 
-    /// "202 = synced": an ingest and an attempt's outcome are answered only
-    /// once the log's `fdatasync` of their records has returned.
+    /// "202 = synced": an ingest and an attempt's outcome are not answered
+    /// while the log's thread waits just before its `fdatasync` of their
+    /// records; that thread reports back only once the sync has returned.
     #[tokio::test]
     async fn callers_are_answered_only_after_their_records_are_synced() {
         let dir = tempfile::tempdir().unwrap();
@@ -1094,7 +1095,9 @@ mod tests {
     }
 
     /// Runs `write` with the log's syncs held; checks it is not answered
-    /// while its sync waits, then lets the sync go.
+    /// while its sync waits, then lets the sync go. The hold is released
+    /// before any assertion fails: a store dropped while a sync is held
+    /// would wait for it forever.
     async fn held_until_synced<T: Send + 'static>(
         switch: &FaultSwitch,
         write: impl Future<Output = T> + Send + 'static,
@@ -1107,12 +1110,14 @@ mod tests {
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        assert_eq!(switch.log_syncs_waiting(), 1, "the write reached the sync");
+        let waiting = switch.log_syncs_waiting();
         // The records are written and the batch applied; an answer sent
         // before the sync would arrive well within this grace period.
         tokio::time::sleep(Duration::from_millis(100)).await;
-        assert!(!task.is_finished(), "answered before the log was synced");
+        let answered_early = task.is_finished();
         switch.hold_log_syncs(false);
+        assert_eq!(waiting, 1, "the write reached the sync");
+        assert!(!answered_early, "answered before the log was synced");
         task
     }
 
