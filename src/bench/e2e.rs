@@ -266,7 +266,7 @@ pub async fn e2e(options: E2eBenchOptions) -> anyhow::Result<()> {
     if let Some(us) = a.server_us_per_delivery {
         println!("server CPU per delivered event (phase A): {us:.1} µs");
         // An event is one request served and one sent: this pair is the
-        // floor of its HTTP work, whatever the server does besides.
+        // baseline of its HTTP work, whatever the server does besides.
         if let Some(pair) = c.http_pair {
             println!(
                 "  {:.1} times one HTTP request served plus one sent (phase C: {:.1} µs)",
@@ -638,7 +638,9 @@ struct BaselineResult {
     elapsed: Duration,
     /// CPU per request of the receiver serving it and of the client
     /// sending it: what one event's two HTTP exchanges cost with the same
-    /// crates the server uses, before anything is stored or scheduled.
+    /// crates the server uses, before anything is stored or scheduled (a
+    /// little more than HTTP alone: the receiver parses and times each
+    /// body, the client renders it).
     http_pair: Option<HttpPair>,
 }
 
@@ -731,12 +733,14 @@ async fn baseline(
     }
     let elapsed = start.elapsed();
     let requests = histogram.len();
-    let per_request_us = |cores: f64| cores * elapsed.as_secs_f64() * 1e6 / requests as f64;
+    // Failed requests took CPU too.
+    let attempted = requests + errors;
+    let per_request_us = |cores: f64| cores * elapsed.as_secs_f64() * 1e6 / attempted as f64;
     let http_pair = match (
         meter.cores_used(&cpu, "receiver"),
         meter.cores_used(&cpu, "load generator"),
     ) {
-        (Some(served), Some(sent)) if requests > 0 => Some(HttpPair {
+        (Some(served), Some(sent)) if attempted > 0 => Some(HttpPair {
             served_us: per_request_us(served),
             sent_us: per_request_us(sent),
         }),
