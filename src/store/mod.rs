@@ -383,6 +383,31 @@ pub struct AttemptOutcome {
     pub pause_connection_until: Option<u64>,
 }
 
+#[cfg(test)]
+impl AttemptOutcome {
+    /// A first attempt that got a 200 in 3 ms, for tests.
+    pub(crate) fn succeeded_for_tests(
+        workspace_id: WorkspaceId,
+        delivery_id: DeliveryId,
+        at_ms: u64,
+    ) -> Self {
+        Self {
+            workspace_id,
+            delivery_id,
+            attempt: Attempt {
+                at_ms,
+                duration_ms: 3,
+                status_code: Some(200),
+                error: None,
+                response: Some("ok".into()),
+            },
+            next: NextStep::Succeeded,
+            connection_status: None,
+            pause_connection_until: None,
+        }
+    }
+}
+
 /// Most rows a filtered listing examines for one page; a page that has not
 /// filled by then ends early, with a cursor to go on from.
 pub const MAX_SCANNED_PER_PAGE: usize = 10_000;

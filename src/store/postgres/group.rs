@@ -28,14 +28,14 @@ pub trait GroupCommit: Send + Sync + 'static {
     type Answer: Send + 'static;
 
     /// Most jobs one transaction carries.
-    const MAX_JOBS: usize;
+    const MAX_JOBS: usize = 1024;
     /// Jobs waiting for the writer; senders wait when it is full.
-    const CHANNEL_CAPACITY: usize;
+    const CHANNEL_CAPACITY: usize = 4096;
     /// The histogram of group sizes.
     const BATCH_SIZE_METRIC: &'static str;
     /// The histogram of the time a group takes to commit (with its
     /// job-by-job retry), for the kinds that measure it.
-    const COMMIT_SECONDS_METRIC: Option<&'static str>;
+    const COMMIT_SECONDS_METRIC: Option<&'static str> = None;
 
     /// Commits the jobs in one transaction; one answer per job, in order.
     fn commit_group(
@@ -215,7 +215,6 @@ mod tests {
         const MAX_JOBS: usize = 8;
         const CHANNEL_CAPACITY: usize = 8;
         const BATCH_SIZE_METRIC: &'static str = "test_batch_size";
-        const COMMIT_SECONDS_METRIC: Option<&'static str> = None;
 
         async fn commit_group(&self, jobs: &[&u32]) -> PgResult<Vec<u32>> {
             self.called(jobs.iter().map(|job| **job).collect(), false);

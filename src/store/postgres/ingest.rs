@@ -45,8 +45,6 @@ impl GroupCommit for Ingests {
     type Job = IngestBatch;
     type Answer = IngestOutcome;
 
-    const MAX_JOBS: usize = 1024;
-    const CHANNEL_CAPACITY: usize = 4096;
     // The same series as redb's writer, so dashboards read either.
     const BATCH_SIZE_METRIC: &'static str = "switchyard_write_batch_size";
     const COMMIT_SECONDS_METRIC: Option<&'static str> = Some("switchyard_commit_seconds");

@@ -45,10 +45,7 @@ impl GroupCommit for Outcomes {
     type Job = AttemptOutcome;
     type Answer = Recorded;
 
-    const MAX_JOBS: usize = 1024;
-    const CHANNEL_CAPACITY: usize = 4096;
     const BATCH_SIZE_METRIC: &'static str = "switchyard_outcome_batch_size";
-    const COMMIT_SECONDS_METRIC: Option<&'static str> = None;
 
     async fn commit_group(&self, outcomes: &[&AttemptOutcome]) -> PgResult<Vec<Recorded>> {
         commit_group(&self.pool, &self.node, outcomes).await

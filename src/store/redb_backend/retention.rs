@@ -412,10 +412,10 @@ mod tests {
     /// round.
     async fn file_sizes(workload: &Rounds) -> Vec<u64> {
         use crate::model::{
-            Attempt, ConnectionId, Delivery, DeliveryId, DeliveryStatus, Event, EventName, RuleId,
+            ConnectionId, Delivery, DeliveryId, DeliveryStatus, Event, EventName, RuleId,
         };
         use crate::store::{
-            AttemptOutcome, IngestBatch, IngestOutcome, NewWorkspace, NextStep, RedbStore, Store,
+            AttemptOutcome, IngestBatch, IngestOutcome, NewWorkspace, RedbStore, Store,
         };
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("switchyard.redb");
@@ -469,20 +469,7 @@ mod tests {
                 IngestOutcome::Stored { suppressed: vec![] }
             );
             for delivery_id in deliveries {
-                let outcome = AttemptOutcome {
-                    workspace_id: ws,
-                    delivery_id,
-                    attempt: Attempt {
-                        at_ms: received_at_ms,
-                        duration_ms: 3,
-                        status_code: Some(200),
-                        error: None,
-                        response: Some("ok".into()),
-                    },
-                    next: NextStep::Succeeded,
-                    connection_status: None,
-                    pause_connection_until: None,
-                };
+                let outcome = AttemptOutcome::succeeded_for_tests(ws, delivery_id, received_at_ms);
                 assert!(store.record_attempt(outcome).await.unwrap().is_some());
             }
             let cutoff_ms = (round + 1).saturating_sub(workload.kept) * 1_000;

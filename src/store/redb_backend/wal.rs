@@ -931,8 +931,8 @@ enum NextWire {
 mod tests {
     use super::*;
     use crate::model::{
-        Attempt, ConnectionId, Delivery, DeliveryId, DeliveryStatus, Event, EventId, EventName,
-        RuleId, WorkspaceId,
+        ConnectionId, Delivery, DeliveryId, DeliveryStatus, Event, EventId, EventName, RuleId,
+        WorkspaceId,
     };
     use crate::store::redb_backend::tables::{ATTEMPTS, EVENTS};
     use crate::store::{
@@ -1007,20 +1007,7 @@ mod tests {
     }
 
     fn succeeded(n: u128) -> AttemptOutcome {
-        AttemptOutcome {
-            workspace_id: WS,
-            delivery_id: DeliveryId(n),
-            attempt: Attempt {
-                at_ms: 2_000,
-                duration_ms: 3,
-                status_code: Some(200),
-                error: None,
-                response: Some("ok".into()),
-            },
-            next: NextStep::Succeeded,
-            connection_status: None,
-            pause_connection_until: None,
-        }
+        AttemptOutcome::succeeded_for_tests(WS, DeliveryId(n), 2_000)
     }
 
     async fn ingest(store: &RedbStore, n: u128) {
