@@ -4,7 +4,7 @@
 //! no I/O. It holds at most [`MAX_CACHED_WORKSPACES`] workspaces: past that,
 //! one is dropped for each newcomer and is compiled again on its next event.
 
-use crate::model::{ConnectionId, ConnectionStatus, Event, RuleId, WorkspaceId};
+use crate::model::{Connection, ConnectionId, ConnectionStatus, Event, Rule, RuleId, WorkspaceId};
 use crate::rules::{EventPattern, RuleFilter, Severity, validate_conditions};
 use crate::store::{Store, StoreError};
 use std::collections::HashMap;
@@ -18,6 +18,9 @@ pub struct Route {
     pub connection_id: ConnectionId,
     /// The rule's noise controls, if it has any.
     pub noise: Option<NoiseControls>,
+    /// Where the rule sits in the set that routed the event
+    /// ([`WorkspaceRules::stored`]).
+    position: usize,
 }
 
 /// A rule's `dedup_seconds` and `max_per_hour`.
@@ -53,7 +56,9 @@ impl Default for RuleIndex {
     }
 }
 
-/// One workspace's compiled, enabled rules whose connection is not disabled.
+/// One workspace's compiled, enabled rules whose connection is not disabled,
+/// each with the rule and connection as stored when the set was loaded (an
+/// event's first attempt is sent with them, see `delivery/warm.rs`).
 #[derive(Default)]
 pub struct WorkspaceRules {
     rules: Vec<CompiledRule>,
@@ -64,6 +69,9 @@ struct CompiledRule {
     connection_id: ConnectionId,
     filter: RuleFilter,
     noise: Option<NoiseControls>,
+    stored: Arc<Rule>,
+    /// `None` when the rule's connection was not found.
+    connection: Option<Arc<Connection>>,
 }
 
 impl RuleIndex {
@@ -103,13 +111,22 @@ impl RuleIndex {
         Ok(compiled)
     }
 
+    /// The workspace's rules if they are cached now, without loading them:
+    /// a set loaded earlier is still current while this returns that very
+    /// set (`Arc::ptr_eq`), since every change drops the cached one.
+    pub fn current(&self, workspace: WorkspaceId) -> Option<Arc<WorkspaceRules>> {
+        self.read().get(&workspace).cloned()
+    }
+
     /// Workspaces whose compiled rules are held now.
     pub fn cached_workspaces(&self) -> usize {
         self.read().len()
     }
 
-    /// Call after any change to the workspace's rules or connections (here
-    /// or, told by the store's change feed, on another node).
+    /// Call after any change to the workspace's rules or connections, their
+    /// secrets included (here or, told by the store's change feed, on
+    /// another node): first attempts are sent with the rules and
+    /// connections a cached set holds (`delivery/warm.rs`).
     pub fn invalidate(&self, workspace: WorkspaceId) {
         let mut cache = self.write();
         self.generation.fetch_add(1, Ordering::AcqRel);
@@ -138,16 +155,19 @@ impl RuleIndex {
 
 impl WorkspaceRules {
     async fn load(store: &dyn Store, workspace: WorkspaceId) -> Result<Self, StoreError> {
-        let disabled: Vec<ConnectionId> = store
+        let connections: HashMap<ConnectionId, Arc<Connection>> = store
             .connections(workspace)
             .await?
             .into_iter()
-            .filter(|connection| connection.status == ConnectionStatus::Disabled)
-            .map(|connection| connection.id)
+            .map(|connection| (connection.id, Arc::new(connection)))
             .collect();
         let mut rules = Vec::new();
         for rule in store.rules(workspace).await? {
-            if !rule.enabled || disabled.contains(&rule.connection_id) {
+            let connection = connections.get(&rule.connection_id).cloned();
+            let disabled = connection
+                .as_ref()
+                .is_some_and(|connection| connection.status == ConnectionStatus::Disabled);
+            if !rule.enabled || disabled {
                 continue;
             }
             match compile(&rule) {
@@ -156,6 +176,8 @@ impl WorkspaceRules {
                     connection_id: rule.connection_id,
                     filter,
                     noise: NoiseControls::of(&rule),
+                    stored: Arc::new(rule),
+                    connection,
                 }),
                 // Rules are validated before they are stored; one that no
                 // longer compiles is skipped loudly rather than guessed at.
@@ -169,14 +191,26 @@ impl WorkspaceRules {
         self.rules.is_empty()
     }
 
+    /// The rule and connection, as loaded with this set, that `route` (one
+    /// of this set's routes) goes through; `None` if its connection was
+    /// not found.
+    pub fn stored(&self, route: &Route) -> Option<(Arc<Rule>, Arc<Connection>)> {
+        let rule = self
+            .rules
+            .get(route.position)
+            .filter(|rule| rule.id == route.rule_id)?;
+        Some((rule.stored.clone(), rule.connection.clone()?))
+    }
+
     /// The routes of an event, in rule creation order. The payload is parsed
     /// only when a rule whose patterns match the name also filters on it.
     pub fn routes(&self, event: &Event) -> Vec<Route> {
         let name = event.name.as_str();
-        let candidates: Vec<&CompiledRule> = self
+        let candidates: Vec<(usize, &CompiledRule)> = self
             .rules
             .iter()
-            .filter(|rule| {
+            .enumerate()
+            .filter(|(_, rule)| {
                 rule.filter
                     .events
                     .iter()
@@ -186,9 +220,9 @@ impl WorkspaceRules {
         if candidates.is_empty() {
             return Vec::new();
         }
-        let needs_payload = candidates
-            .iter()
-            .any(|rule| rule.filter.min_severity.is_some() || !rule.filter.conditions.is_empty());
+        let needs_payload = candidates.iter().any(|(_, rule)| {
+            rule.filter.min_severity.is_some() || !rule.filter.conditions.is_empty()
+        });
         let payload = if needs_payload {
             match serde_json::from_slice::<serde_json::Value>(&event.payload) {
                 Ok(payload) => payload,
@@ -199,25 +233,29 @@ impl WorkspaceRules {
         };
         candidates
             .into_iter()
-            .filter(|rule| !needs_payload || rule.filter.matches(name, &payload))
-            .map(|rule| Route {
-                rule_id: rule.id,
-                connection_id: rule.connection_id,
-                noise: rule.noise,
-            })
+            .filter(|(_, rule)| !needs_payload || rule.filter.matches(name, &payload))
+            .map(|(position, rule)| rule.as_route(position))
             .collect()
     }
 
     pub fn routes_for(&self, event_name: &str, payload: &serde_json::Value) -> Vec<Route> {
         self.rules
             .iter()
-            .filter(|rule| rule.filter.matches(event_name, payload))
-            .map(|rule| Route {
-                rule_id: rule.id,
-                connection_id: rule.connection_id,
-                noise: rule.noise,
-            })
+            .enumerate()
+            .filter(|(_, rule)| rule.filter.matches(event_name, payload))
+            .map(|(position, rule)| rule.as_route(position))
             .collect()
+    }
+}
+
+impl CompiledRule {
+    fn as_route(&self, position: usize) -> Route {
+        Route {
+            rule_id: self.id,
+            connection_id: self.connection_id,
+            noise: self.noise,
+            position,
+        }
     }
 }
 

@@ -160,7 +160,11 @@ impl Server {
         let destinations = Arc::new(Destinations::new(
             &config,
             Ports {
-                secrets: Arc::new(StoreSecrets::new(store.clone(), self.master_key.clone())),
+                secrets: Arc::new(StoreSecrets::new(
+                    store.clone(),
+                    self.master_key.clone(),
+                    rule_index.clone(),
+                )),
                 threads: Arc::new(StoreThreads::new(store.clone())),
             },
         )?);

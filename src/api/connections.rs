@@ -445,10 +445,13 @@ async fn rotate_secret(
         .update_connection(workspace, current.id, patch)
         .await?
     {
-        PatchOutcome::Updated(_) => Ok(Json(RotatedSecret {
-            signing_secret: fresh,
-            previous_secret_expires_at: format_timestamp_ms(expires_at_ms),
-        })),
+        PatchOutcome::Updated(_) => {
+            app.rule_index().invalidate(workspace);
+            Ok(Json(RotatedSecret {
+                signing_secret: fresh,
+                previous_secret_expires_at: format_timestamp_ms(expires_at_ms),
+            }))
+        }
         PatchOutcome::NotFound => Err(ApiError::not_found("connection")),
         PatchOutcome::Stale(_) => Err(ApiError::new(
             StatusCode::CONFLICT,

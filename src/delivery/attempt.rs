@@ -1,8 +1,10 @@
-//! One attempt, start to finish: read the delivery's context, send through
-//! its destination, decide the next step, record it durably.
+//! One attempt, start to finish: read the delivery's context (or take the
+//! one ingest kept, `warm.rs`), send through its destination, decide the
+//! next step, record it durably.
 
 use super::retry::MAX_RETRY_AFTER;
 use super::scheduler::EngineDeps;
+use super::warm::WarmContext;
 use crate::destinations::{Job, Outcome, Verdict};
 use crate::model::{Attempt, ConnectionStatus, DeliveryStatus, now_ms};
 use crate::store::{AttemptOutcome, DeliveryContext, NextStep, QueueEntry};
@@ -44,12 +46,22 @@ impl Finished {
     }
 }
 
-pub async fn run(deps: &EngineDeps, entry: QueueEntry) -> Finished {
-    let context = match deps
-        .store
-        .delivery_context(entry.workspace_id, entry.delivery_id)
-        .await
-    {
+pub async fn run(deps: &EngineDeps, entry: QueueEntry, warm: Option<WarmContext>) -> Finished {
+    let kept = warm.and_then(|warm| warm.for_attempt(&entry, &deps.rule_index));
+    metrics::counter!(
+        "switchyard_attempt_contexts_total",
+        "source" => if kept.is_some() { "ingest" } else { "store" }
+    )
+    .increment(1);
+    let read = match kept {
+        Some(context) => Ok(Some(context)),
+        None => {
+            deps.store
+                .delivery_context(entry.workspace_id, entry.delivery_id)
+                .await
+        }
+    };
+    let context = match read {
         Ok(Some(context)) => context,
         // Gone with its workspace (or never there): its row must not come
         // back at every start.

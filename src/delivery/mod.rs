@@ -14,7 +14,9 @@ pub mod retry;
 mod scheduler;
 mod secrets;
 mod threads;
+pub mod warm;
 
 pub use scheduler::{Engine, EngineDeps, WindowSnapshot};
 pub use secrets::StoreSecrets;
 pub use threads::StoreThreads;
+pub use warm::{WarmContext, WarmContexts};

@@ -42,6 +42,7 @@
 
 use super::attempt::{self, Finished};
 use super::retry::RetryPolicy;
+use super::warm::{self, WarmContext, WarmContexts};
 use crate::crypto::MasterKey;
 use crate::destinations::Destinations;
 use crate::model::{ConnectionId, DeliveryId, WorkspaceId, now_ms};
@@ -79,6 +80,7 @@ pub struct EngineDeps {
 pub struct Engine {
     schedule: mpsc::Sender<Vec<QueueEntry>>,
     window: Arc<WindowStats>,
+    warm: Arc<WarmContexts>,
 }
 
 /// The window as the scheduler last published it.
@@ -136,6 +138,7 @@ impl Engine {
         let (finished, finished_rx) = mpsc::unbounded_channel();
         let window = Arc::new(WindowStats::default());
         let mut scheduler = Scheduler::new(Arc::new(deps), finished, window.clone());
+        let warm = scheduler.warm.clone();
         let heads = scheduler.refill().await?;
         scheduler.publish_window_metrics();
         tracing::info!(
@@ -144,7 +147,14 @@ impl Engine {
             "delivery engine starting"
         );
         let handle = tokio::spawn(scheduler.run(schedule_rx, finished_rx, shutdown));
-        Ok((Engine { schedule, window }, handle))
+        Ok((
+            Engine {
+                schedule,
+                window,
+                warm,
+            },
+            handle,
+        ))
     }
 
     /// The scheduler's window, as last published (at every turn of its
@@ -157,6 +167,12 @@ impl Engine {
             in_flight: self.window.in_flight.load(Ordering::Relaxed),
             lanes: self.window.lanes.load(Ordering::Relaxed),
         }
+    }
+
+    /// Where ingest keeps new deliveries' contexts for their first attempt
+    /// (`warm.rs`); disabled on a queue shared by several nodes.
+    pub fn warm_contexts(&self) -> &WarmContexts {
+        &self.warm
     }
 
     /// Hands newly durable queue entries to the scheduler; waits while it
@@ -253,6 +269,8 @@ struct Scheduler {
     storage_ok: bool,
     refill: RefillTiming,
     tasks: TaskTracker,
+    /// First attempts' contexts kept by ingest.
+    warm: Arc<WarmContexts>,
 }
 
 /// When the next refill may and must run.
@@ -278,11 +296,16 @@ impl Scheduler {
         stats: Arc<WindowStats>,
     ) -> Self {
         let share = deps.queue_window;
-        let periodic = if deps.store.queue_wakeups().is_some() {
+        let shared_queue = deps.store.queue_wakeups().is_some();
+        let periodic = if shared_queue {
             SHARED_QUEUE_REFILL
         } else {
             PERIODIC_REFILL
         };
+        // Another node's changes reach this one late: its rule index may be
+        // current for a while after a change, so nothing is kept from ingest.
+        let warm_entries = if shared_queue { 0 } else { deps.queue_window };
+        let warm = Arc::new(WarmContexts::new(warm_entries, warm::MAX_BYTES));
         Self {
             deps,
             finished,
@@ -307,6 +330,7 @@ impl Scheduler {
                 periodic,
             },
             tasks: TaskTracker::new(),
+            warm,
         }
     }
 
@@ -567,8 +591,9 @@ impl Scheduler {
             entry,
             sent: false,
         };
+        let warm: Option<WarmContext> = self.warm.take(entry.delivery_id);
         self.tasks.spawn(async move {
-            let finished = attempt::run(&deps, entry).await;
+            let finished = attempt::run(&deps, entry, warm).await;
             guard.send(finished);
         });
     }
@@ -973,6 +998,7 @@ mod tests {
             .unwrap();
         let master_key = Arc::new(MasterKey::load(dir.path(), None).unwrap().0);
         let config = Config::defaults().unwrap();
+        let rule_index = Arc::new(RuleIndex::default());
         let mut deps = EngineDeps {
             store: store.clone(),
             destinations: Arc::new(
@@ -982,6 +1008,7 @@ mod tests {
                         secrets: Arc::new(crate::delivery::StoreSecrets::new(
                             store.clone(),
                             master_key.clone(),
+                            rule_index.clone(),
                         )),
                         threads: Arc::new(crate::delivery::StoreThreads::new(store.clone())),
                     },
@@ -990,7 +1017,7 @@ mod tests {
             ),
             master_key,
             policy: RetryPolicy::new(&[1]),
-            rule_index: Arc::new(RuleIndex::default()),
+            rule_index,
             max_in_flight_per_connection: 8,
             max_in_flight_per_workspace: 512,
             max_in_flight: 4096,

@@ -7,6 +7,7 @@ use crate::destinations::{
     BoxFuture, SecretsError, SecretsPort, StoredSecrets, Swap, open_secrets, seal_secrets,
 };
 use crate::model::Connection;
+use crate::routing::RuleIndex;
 use crate::store::{ConnectionPatch, PatchOutcome, SharedLock, SharedLockGuard, Store};
 use serde_json::Value;
 use std::sync::Arc;
@@ -14,11 +15,21 @@ use std::sync::Arc;
 pub struct StoreSecrets {
     store: Arc<dyn Store>,
     master_key: Arc<MasterKey>,
+    /// Told of every swap: the rule index holds connections as stored.
+    rule_index: Arc<RuleIndex>,
 }
 
 impl StoreSecrets {
-    pub fn new(store: Arc<dyn Store>, master_key: Arc<MasterKey>) -> Self {
-        Self { store, master_key }
+    pub fn new(
+        store: Arc<dyn Store>,
+        master_key: Arc<MasterKey>,
+        rule_index: Arc<RuleIndex>,
+    ) -> Self {
+        Self {
+            store,
+            master_key,
+            rule_index,
+        }
     }
 
     fn opened(&self, connection: &Connection) -> Result<StoredSecrets, SecretsError> {
@@ -66,7 +77,10 @@ impl SecretsPort for StoreSecrets {
                 .await
                 .map_err(|error| SecretsError::Storage(error.to_string()))?;
             Ok(match outcome {
-                PatchOutcome::Updated(_) => Swap::Swapped,
+                PatchOutcome::Updated(_) => {
+                    self.rule_index.invalidate(connection.workspace_id);
+                    Swap::Swapped
+                }
                 PatchOutcome::Stale(newer) => Swap::Stale(self.opened(&newer)?),
                 PatchOutcome::NotFound => Swap::Gone,
             })

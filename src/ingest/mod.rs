@@ -14,6 +14,7 @@ use crate::api::openapi_responses::{
     Unprocessable,
 };
 use crate::api::{ApiError, ApiQuery, AppState, EmitKey, JsonBody, RawBody, SecretKey};
+use crate::delivery::WarmContext;
 use crate::model::{
     AlertState, Delivery, DeliveryId, DeliveryStatus, Event, EventId, WorkspaceId,
     format_timestamp_ms,
@@ -29,6 +30,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use std::collections::HashMap;
+use std::sync::Arc;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -220,12 +222,14 @@ async fn emit_batch(
     .await
 }
 
-/// Deliveries of a batch, and the noise controls the writer decides for
-/// those whose rule has any.
+/// Deliveries of a batch, the noise controls the writer decides for those
+/// whose rule has any, and the contexts of the others for their first
+/// attempt (`delivery/warm.rs`).
 #[derive(Default)]
 struct FannedOut {
     deliveries: Vec<Delivery>,
     noise: HashMap<DeliveryId, NoiseCheck>,
+    warm: Vec<WarmContext>,
 }
 
 /// One pending delivery, due now, per (event, matching rule); and how many
@@ -237,6 +241,7 @@ async fn fan_out(
     events: &[Event],
 ) -> Result<(FannedOut, Vec<usize>), ApiError> {
     let rules = app.rule_index().workspace(app.store(), workspace).await?;
+    let keep_warm = app.engine().warm_contexts().enabled();
     let mut out = FannedOut::default();
     let mut counts = Vec::with_capacity(events.len());
     for event in events {
@@ -247,6 +252,7 @@ async fn fan_out(
         }
         let alert = event.alert_key();
         let state = AlertState::of(&event.name);
+        let mut shared_event: Option<Arc<Event>> = None;
         for route in routes {
             let delivery = Delivery {
                 id: DeliveryId::new(),
@@ -269,6 +275,19 @@ async fn fan_out(
                     state,
                 };
                 out.noise.insert(delivery.id, check);
+            } else if keep_warm && let Some((rule, connection)) = rules.stored(&route) {
+                // Noise control may change the stored delivery in the
+                // write (`suppressed_before`): only the others are kept.
+                let event = shared_event
+                    .get_or_insert_with(|| Arc::new(event.clone()))
+                    .clone();
+                out.warm.push(WarmContext::new(
+                    rules.clone(),
+                    delivery.clone(),
+                    event,
+                    rule,
+                    connection,
+                ));
             }
             out.deliveries.push(delivery);
         }
@@ -287,7 +306,11 @@ async fn store_events(
     status: StatusCode,
     body: Vec<u8>,
 ) -> Result<Response, ApiError> {
-    let FannedOut { deliveries, noise } = fanned_out;
+    let FannedOut {
+        deliveries,
+        noise,
+        warm,
+    } = fanned_out;
     let workspace_id = events
         .first()
         .map(|event| event.workspace_id)
@@ -315,14 +338,24 @@ async fn store_events(
             response: body.clone(),
         }),
     });
+    let engine = app.engine().clone();
     let outcome = app
         .engine()
         .write_then_schedule(write, move |outcome| match outcome {
-            IngestOutcome::Stored { suppressed } if suppressed.is_empty() => queue,
-            IngestOutcome::Stored { suppressed } => queue
-                .into_iter()
-                .filter(|entry| !suppressed.contains(&entry.delivery_id))
-                .collect(),
+            IngestOutcome::Stored { suppressed } => {
+                // Kept before the entries reach the scheduler, which hands
+                // each to its attempt. (Only deliveries without noise
+                // control are kept, and only those can be suppressed.)
+                engine.warm_contexts().keep(warm);
+                if suppressed.is_empty() {
+                    queue
+                } else {
+                    queue
+                        .into_iter()
+                        .filter(|entry| !suppressed.contains(&entry.delivery_id))
+                        .collect()
+                }
+            }
             _ => Vec::new(),
         })
         .await?;

@@ -348,15 +348,17 @@ pub struct LaneRows {
     pub next: Option<QueueKey>,
 }
 
-/// Everything one attempt needs, read in one snapshot.
-#[derive(Debug, Clone)]
+/// Everything one attempt needs, read in one snapshot (or, for a first
+/// attempt, kept from ingest: `delivery/warm.rs`). The shared parts are
+/// `Arc`s so that the deliveries of one event share its payload.
+#[derive(Debug, Clone, PartialEq)]
 pub struct DeliveryContext {
     pub delivery: Delivery,
     /// Attempts since the delivery was last queued by hand.
     pub round_attempts: u32,
-    pub event: Event,
-    pub rule: Option<Rule>,
-    pub connection: Option<Connection>,
+    pub event: Arc<Event>,
+    pub rule: Option<Arc<Rule>>,
+    pub connection: Option<Arc<Connection>>,
 }
 
 /// What an attempt decided.

@@ -687,3 +687,56 @@ async fn a_huge_retry_after_is_capped() {
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     assert_eq!(body["queued"], false, "still queued: nothing new");
 }
+
+/// A first attempt is sent with the context ingest kept (`delivery/warm.rs`)
+/// only while nothing changed: here the delivery waits behind a hanging
+/// attempt while its connection moves to another URL, and must go there.
+#[tokio::test]
+async fn a_first_attempt_sees_a_connection_change_made_while_it_waited() {
+    let app = TestApp::spawn_with(|config| {
+        config.delivery.allow_private_networks = true;
+        config.delivery.max_in_flight_per_connection = 1;
+        config.delivery.timeout_seconds = 60;
+    })
+    .await;
+    let mut old = Receiver::start(Reply::Status(200)).await;
+    old.script([Reply::Hang]);
+    let mut new = Receiver::start(Reply::Status(200)).await;
+    let (ws, connection) = app.workspace_with_webhook(&old.url).await;
+
+    // The first delivery takes the connection's only slot and hangs, sent
+    // with its kept context: nothing changed since its event came in. (On
+    // PostgreSQL, a queue nodes share, nothing is kept.)
+    let (_, first) = app.emit_for_delivery(&ws).await;
+    assert_eq!(old.next().await.header("webhook-id"), first);
+    let source = if crate::backend::on_postgres() {
+        "store"
+    } else {
+        "ingest"
+    };
+    let metrics = app.get_text("/metrics").await;
+    assert!(
+        metrics.contains(&format!(
+            "switchyard_attempt_contexts_total{{source=\"{source}\"}}"
+        )),
+        "{metrics}"
+    );
+    let (_, second) = app.emit_for_delivery(&ws).await;
+    let body = json!({"config": {"url": new.url}});
+    let (status, answer) = app
+        .send(
+            app.patch(&format!("/v1/connections/{connection}"), &ws.secret_key)
+                .json(&body),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+
+    old.release();
+    assert_eq!(new.next().await.header("webhook-id"), second);
+    app.wait_for_delivery(&ws, &second, status_is("succeeded"))
+        .await;
+    assert!(
+        old.try_next().is_none(),
+        "the old URL got the second delivery"
+    );
+}

@@ -629,3 +629,30 @@ async fn a_token_near_expiry_is_refreshed_ahead() {
         "no token_expired round trip"
     );
 }
+
+/// The event after a refresh is posted with the refreshed token at once:
+/// the rule index, whose connections first attempts are sent with, is told
+/// of the swap.
+#[tokio::test]
+async fn the_event_after_a_refresh_is_posted_with_the_new_token() {
+    let slack = FakeSlack::start().await;
+    slack.enable_rotation(fake_slack::DEFAULT_EXPIRES_IN);
+    let app = app_with(&slack).await;
+    let ws = app.create_workspace("acme").await;
+    installed_with_rule(&app, &ws, "C0000002").await;
+    let installed = slack.last_access_token().unwrap();
+    slack.expire(&installed);
+
+    app.emit_example(&ws.publishable_key).await;
+    let refreshed = slack.next_message().await.token;
+    assert_ne!(refreshed, installed);
+    app.emit_example(&ws.publishable_key).await;
+    assert_eq!(slack.next_message().await.token, refreshed);
+    assert_eq!(slack.refresh_count(), 1);
+    let expired = slack
+        .post_attempts()
+        .iter()
+        .filter(|attempt| attempt.error.as_deref() == Some("token_expired"))
+        .count();
+    assert_eq!(expired, 1, "only the first event met the expired token");
+}

@@ -14,6 +14,7 @@ use crate::store::{
     AttemptOutcome, ConnectionPatch, DeliveryContext, DeliveryPage, DeliveryQuery, NextStep,
     QueueEntry, Requeue,
 };
+use std::sync::Arc;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{GenericClient, Row, Transaction};
 
@@ -119,9 +120,9 @@ pub async fn context(
     Ok(Some(DeliveryContext {
         round_attempts: get_count(&row, "round_attempts")?,
         delivery: delivery_from(&row)?,
-        event,
-        rule,
-        connection,
+        event: Arc::new(event),
+        rule: rule.map(Arc::new),
+        connection: connection.map(Arc::new),
     }))
 }
 

@@ -15,6 +15,7 @@ use crate::store::{
     Requeue, StoreError,
 };
 use redb::{ReadTransaction, ReadableTable, ReadableTableMetadata, TableHandle, WriteTransaction};
+use std::sync::Arc;
 
 /// A new delivery with its record already encoded (see
 /// [`events::PreparedIngest`]); one its rule's noise control may change is
@@ -267,9 +268,9 @@ pub fn context(
     Ok(Some(DeliveryContext {
         delivery: delivery_from(workspace, id, record),
         round_attempts,
-        event,
-        rule,
-        connection,
+        event: Arc::new(event),
+        rule: rule.map(Arc::new),
+        connection: connection.map(Arc::new),
     }))
 }
 
