@@ -304,7 +304,11 @@ impl Scheduler {
         };
         // Another node's changes reach this one late: its rule index may be
         // current for a while after a change, so nothing is kept from ingest.
-        let warm_entries = if shared_queue { 0 } else { deps.queue_window };
+        let warm_entries = if shared_queue {
+            0
+        } else {
+            deps.queue_window.min(warm::MAX_ENTRIES)
+        };
         let warm = Arc::new(WarmContexts::new(warm_entries, warm::MAX_BYTES));
         Self {
             deps,

@@ -19,21 +19,38 @@
 //! queue shared by several nodes, where another node's changes arrive late,
 //! nothing is kept at all.
 //!
-//! Bounded: at most `delivery.queue_window` contexts and [`MAX_BYTES`] of
-//! their payloads, the oldest dropped first. A context whose entry waits
-//! longer than that (a slow connection's backlog) is simply not used.
+//! Bounded: at most [`MAX_ENTRIES`] contexts (fewer if
+//! `delivery.queue_window` is smaller) and [`MAX_BYTES`]. That covers the
+//! entries busy connections have waiting for a slot (`bench e2e` peaks at
+//! about 80). When it is full, a new context is not kept: entries are
+//! delivered oldest first, so the kept ones are the next to be used while a
+//! backlog grows. Contexts older than [`MAX_AGE`] make room (their entry
+//! went back to disk, or its endpoint is down), so a stuck connection cannot
+//! hold the room for ever.
 
 use crate::model::{Connection, Delivery, DeliveryId, Event, Rule};
 use crate::routing::{RuleIndex, WorkspaceRules};
 use crate::store::{DeliveryContext, QueueEntry};
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-/// Payload bytes the kept contexts may hold together.
-pub const MAX_BYTES: usize = 8 * 1024 * 1024;
-/// What one kept context costs besides its payload (its delivery, the map
-/// entry, the pointers), counted against [`MAX_BYTES`].
-const OVERHEAD_BYTES: usize = 512;
+/// Contexts kept at most.
+pub const MAX_ENTRIES: usize = 1024;
+/// A context kept this long is dropped to make room for a new one.
+pub const MAX_AGE: Duration = Duration::from_secs(5);
+/// Contexts one ingest request builds at most: the first deliveries of a
+/// large batch. The rest would wait for slots anyway, and each context is
+/// a copy held until the batch is durable, so a few concurrent batches of
+/// thousands of events would otherwise hold megabytes for nothing.
+pub const MAX_PER_REQUEST: usize = 64;
+/// Bytes the kept contexts may hold together, as [`WarmContext::bytes`]
+/// counts them.
+pub const MAX_BYTES: usize = 1024 * 1024;
+/// What one kept context costs besides its payload: its delivery, its
+/// share of the event, the map and order entries, the allocator's rounding
+/// (measured: about 1.2 KB per context with a 260-byte payload).
+const OVERHEAD_BYTES: usize = 1024;
 
 /// One new delivery's context as ingest has it.
 pub struct WarmContext {
@@ -101,10 +118,29 @@ pub struct WarmContexts {
 #[derive(Default)]
 struct Held {
     by_delivery: HashMap<DeliveryId, WarmContext>,
-    /// Insertion order; may still name contexts already taken (they are
-    /// skipped when it is trimmed).
-    order: VecDeque<DeliveryId>,
+    /// Insertion order and time; may still name contexts already taken
+    /// (they are skipped when it is trimmed).
+    order: VecDeque<(DeliveryId, Instant)>,
     bytes: usize,
+}
+
+impl Held {
+    /// Drops the oldest entry of `order` if it was kept longer than
+    /// `max_age` ago (or was taken already); false when there is none.
+    fn drop_oldest_if_older(&mut self, now: Instant, max_age: Duration) -> bool {
+        let Some(&(id, kept_at)) = self.order.front() else {
+            return false;
+        };
+        let taken = !self.by_delivery.contains_key(&id);
+        if !taken && now.saturating_duration_since(kept_at) < max_age {
+            return false;
+        }
+        self.order.pop_front();
+        if let Some(dropped) = self.by_delivery.remove(&id) {
+            self.bytes -= dropped.bytes();
+        }
+        true
+    }
 }
 
 impl WarmContexts {
@@ -123,15 +159,23 @@ impl WarmContexts {
         self.max_entries > 0
     }
 
-    /// Keeps `contexts`, dropping the oldest kept ones past the bounds.
+    /// Keeps what fits of `contexts` (see the module comment).
     pub fn keep(&self, contexts: Vec<WarmContext>) {
+        self.keep_at(contexts, Instant::now());
+    }
+
+    fn keep_at(&self, contexts: Vec<WarmContext>, now: Instant) {
         if !self.enabled() || contexts.is_empty() {
             return;
         }
         let mut held = self.lock();
         for context in contexts {
             let bytes = context.bytes();
-            if bytes > self.max_bytes {
+            let fits = |held: &Held| {
+                held.by_delivery.len() < self.max_entries && held.bytes + bytes <= self.max_bytes
+            };
+            while !fits(&held) && held.drop_oldest_if_older(now, MAX_AGE) {}
+            if !fits(&held) {
                 continue;
             }
             let id = context.delivery_id();
@@ -139,15 +183,7 @@ impl WarmContexts {
                 held.bytes -= replaced.bytes();
             }
             held.bytes += bytes;
-            held.order.push_back(id);
-            while held.by_delivery.len() > self.max_entries || held.bytes > self.max_bytes {
-                let Some(oldest) = held.order.pop_front() else {
-                    break;
-                };
-                if let Some(dropped) = held.by_delivery.remove(&oldest) {
-                    held.bytes -= dropped.bytes();
-                }
-            }
+            held.order.push_back((id, now));
         }
         // Taken contexts leave their id behind in `order`; trim it when they
         // make up most of it, so it stays within twice the bound.
@@ -155,7 +191,7 @@ impl WarmContexts {
             let Held {
                 by_delivery, order, ..
             } = &mut *held;
-            order.retain(|id| by_delivery.contains_key(id));
+            order.retain(|(id, _)| by_delivery.contains_key(id));
         }
     }
 
@@ -362,22 +398,33 @@ mod tests {
 
         let by_count = WarmContexts::new(4, usize::MAX);
         let by_bytes = WarmContexts::new(100, 3 * one);
-        for context in made {
-            let copy = clone_of(&context);
-            by_count.keep(vec![context]);
-            by_bytes.keep(vec![copy]);
+        let start = Instant::now();
+        for context in made.iter().map(clone_of) {
+            by_count.keep_at(vec![clone_of(&context)], start);
+            by_bytes.keep_at(vec![context], start);
             assert!(by_count.usage().0 <= 4);
             assert!(by_bytes.usage().1 <= 3 * one);
         }
         assert_eq!(by_count.usage(), (4, 4 * one));
         assert_eq!(by_bytes.usage(), (3, 3 * one));
-        // The oldest went first; a context is taken once.
-        assert!(by_count.take(ids[7]).is_none());
-        assert!(by_count.take(ids[8]).is_some());
-        assert!(by_count.take(ids[8]).is_none());
-        assert!(by_bytes.take(ids[8]).is_none());
-        assert!(by_bytes.take(ids[11]).is_some());
+        // Full: the oldest stay (they are delivered first), newer ones are
+        // not kept; a context is taken once, and taking one makes room.
+        assert!(by_count.take(ids[4]).is_none());
+        assert!(by_count.take(ids[0]).is_some());
+        assert!(by_count.take(ids[0]).is_none());
+        by_count.keep_at(vec![clone_of(&made[11])], start);
+        assert!(by_count.take(ids[11]).is_some());
+        assert!(by_bytes.take(ids[3]).is_none());
+        assert!(by_bytes.take(ids[2]).is_some());
         assert_eq!(by_bytes.usage(), (2, 2 * one));
+
+        // Contexts kept longer than MAX_AGE make room for new ones.
+        let later = start + MAX_AGE;
+        by_count.keep_at(vec![clone_of(&made[5]), clone_of(&made[6])], later);
+        assert_eq!(by_count.usage(), (4, 4 * one));
+        assert!(by_count.take(ids[1]).is_none(), "the oldest made room");
+        assert!(by_count.take(ids[5]).is_some());
+        assert!(by_count.take(ids[6]).is_some());
 
         // Disabled: nothing is kept.
         let off = WarmContexts::new(0, MAX_BYTES);

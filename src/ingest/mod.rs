@@ -14,7 +14,7 @@ use crate::api::openapi_responses::{
     Unprocessable,
 };
 use crate::api::{ApiError, ApiQuery, AppState, EmitKey, JsonBody, RawBody, SecretKey};
-use crate::delivery::WarmContext;
+use crate::delivery::{WarmContext, warm};
 use crate::model::{
     AlertState, Delivery, DeliveryId, DeliveryStatus, Event, EventId, WorkspaceId,
     format_timestamp_ms,
@@ -275,7 +275,10 @@ async fn fan_out(
                     state,
                 };
                 out.noise.insert(delivery.id, check);
-            } else if keep_warm && let Some((rule, connection)) = rules.stored(&route) {
+            } else if keep_warm
+                && out.warm.len() < warm::MAX_PER_REQUEST
+                && let Some((rule, connection)) = rules.stored(&route)
+            {
                 // Noise control may change the stored delivery in the
                 // write (`suppressed_before`): only the others are kept.
                 let event = shared_event
