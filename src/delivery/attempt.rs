@@ -9,10 +9,44 @@ use crate::destinations::{Job, Outcome, Verdict};
 use crate::model::{Attempt, ConnectionStatus, DeliveryStatus, now_ms};
 use crate::store::{AttemptOutcome, DeliveryContext, NextStep, QueueEntry};
 use std::time::{Instant, SystemTime};
+use tokio::sync::mpsc;
 
 /// How long a delivery whose outcome could not be stored waits in memory
 /// before it is tried again (its queue entry is still in the table).
 const STORE_FAILURE_BACKOFF_MS: u64 = 5_000;
+
+/// What an attempt tells the scheduler.
+pub enum Report {
+    /// The request was answered (or failed): the connection's slot is free
+    /// for its next request, after the `Retry-After` pause if there is one.
+    Answered {
+        entry: QueueEntry,
+        pause_connection_until: Option<u64>,
+    },
+    /// The attempt is over (its outcome recorded, or not: see [`Finished`]).
+    Finished(Finished),
+}
+
+/// Tells the scheduler once that the attempt's request was answered. If it
+/// never does (the attempt ended before sending), [`Report::Finished`] frees
+/// the slot.
+pub struct Answered {
+    reports: mpsc::UnboundedSender<Report>,
+    entry: QueueEntry,
+}
+
+impl Answered {
+    pub fn new(reports: mpsc::UnboundedSender<Report>, entry: QueueEntry) -> Self {
+        Self { reports, entry }
+    }
+
+    fn send(self, pause_connection_until: Option<u64>) {
+        let _ = self.reports.send(Report::Answered {
+            entry: self.entry,
+            pause_connection_until,
+        });
+    }
+}
 
 /// What the scheduler needs to know once an attempt is over.
 pub struct Finished {
@@ -46,7 +80,12 @@ impl Finished {
     }
 }
 
-pub async fn run(deps: &EngineDeps, entry: QueueEntry, warm: Option<WarmContext>) -> Finished {
+pub async fn run(
+    deps: &EngineDeps,
+    entry: QueueEntry,
+    warm: Option<WarmContext>,
+    answered: Answered,
+) -> Finished {
     let kept = warm.and_then(|warm| warm.for_attempt(&entry, &deps.rule_index));
     metrics::counter!(
         "switchyard_attempt_contexts_total",
@@ -106,6 +145,12 @@ pub async fn run(deps: &EngineDeps, entry: QueueEntry, warm: Option<WarmContext>
     record_metrics(&context, &outcome, &next, duration.as_secs_f64());
     let pause_connection_until = retry_after
         .map(|wait| finished_ms.saturating_add(wait.min(MAX_RETRY_AFTER).as_millis() as u64));
+    // The connection may take its next request while this outcome is
+    // written, unless the answer changes the connection itself (a 410
+    // disables it): then nothing more goes out until that is recorded.
+    if connection_status.is_none() {
+        answered.send(pause_connection_until);
+    }
 
     let written = deps
         .store

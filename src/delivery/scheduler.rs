@@ -21,6 +21,10 @@
 //!   cap across its connections (a freed slot goes to its lane with the
 //!   fewest attempts in flight, not to a hanging endpoint's backlog), and
 //!   there is a global cap. `Retry-After` pauses only its own connection.
+//!   A slot is held while the attempt's request is open: it is freed when
+//!   the answer is in (`Report::Answered`), not when the outcome is durable
+//!   (`Report::Finished`), so a connection's next request need not wait for
+//!   a log sync. The delivery stays in `running` until it finishes.
 //! - **Refills** read the first entry of every connection's queue (one seek
 //!   each), then top up incomplete lanes, oldest first. They run at start,
 //!   when an incomplete lane has drained to half its share, and every few
@@ -40,7 +44,7 @@
 //!   second on a shared queue. A single-node store says yes to everything
 //!   and has no wake-ups: nothing changes for it.
 
-use super::attempt::{self, Finished};
+use super::attempt::{self, Answered, Finished, Report};
 use super::retry::RetryPolicy;
 use super::warm::{self, WarmContext, WarmContexts};
 use crate::crypto::MasterKey;
@@ -135,9 +139,9 @@ impl Engine {
         shutdown: CancellationToken,
     ) -> Result<(Engine, JoinHandle<()>), StoreError> {
         let (schedule, schedule_rx) = mpsc::channel(SCHEDULE_CHANNEL);
-        let (finished, finished_rx) = mpsc::unbounded_channel();
+        let (reports, reports_rx) = mpsc::unbounded_channel();
         let window = Arc::new(WindowStats::default());
-        let mut scheduler = Scheduler::new(Arc::new(deps), finished, window.clone());
+        let mut scheduler = Scheduler::new(Arc::new(deps), reports, window.clone());
         let warm = scheduler.warm.clone();
         let heads = scheduler.refill().await?;
         scheduler.publish_window_metrics();
@@ -146,7 +150,7 @@ impl Engine {
             in_memory = scheduler.held,
             "delivery engine starting"
         );
-        let handle = tokio::spawn(scheduler.run(schedule_rx, finished_rx, shutdown));
+        let handle = tokio::spawn(scheduler.run(schedule_rx, reports_rx, shutdown));
         Ok((
             Engine {
                 schedule,
@@ -243,7 +247,7 @@ impl Lane {
 
 struct Scheduler {
     deps: Arc<EngineDeps>,
-    finished: mpsc::UnboundedSender<Finished>,
+    reports: mpsc::UnboundedSender<Report>,
     lanes: HashMap<ConnectionId, Lane>,
     /// Lanes that can start their front entry, by when it can run.
     ready: BTreeSet<(u64, ConnectionId)>,
@@ -259,6 +263,11 @@ struct Scheduler {
     /// runs: another entry of one waits in `deferred` until the attempt
     /// finishes, so a delivery never runs twice at once.
     running: HashMap<DeliveryId, u64>,
+    /// Running attempts whose request is not answered yet: each holds a
+    /// slot of its connection, its workspace and the global cap. The slot
+    /// is freed when the answer is in, before the outcome is durable, so a
+    /// connection's next request need not wait for a log sync.
+    holding_slot: HashSet<DeliveryId>,
     deferred: HashMap<DeliveryId, Vec<QueueEntry>>,
     /// Attempts in flight per workspace (only workspaces with some).
     workspaces: HashMap<WorkspaceId, usize>,
@@ -292,7 +301,7 @@ struct RefillTiming {
 impl Scheduler {
     fn new(
         deps: Arc<EngineDeps>,
-        finished: mpsc::UnboundedSender<Finished>,
+        reports: mpsc::UnboundedSender<Report>,
         stats: Arc<WindowStats>,
     ) -> Self {
         let share = deps.queue_window;
@@ -312,7 +321,7 @@ impl Scheduler {
         let warm = Arc::new(WarmContexts::new(warm_entries, warm::MAX_BYTES));
         Self {
             deps,
-            finished,
+            reports,
             lanes: HashMap::new(),
             ready: BTreeSet::new(),
             sizes: BTreeSet::new(),
@@ -320,6 +329,7 @@ impl Scheduler {
             peak_held: 0,
             stats,
             running: HashMap::new(),
+            holding_slot: HashSet::new(),
             deferred: HashMap::new(),
             workspaces: HashMap::new(),
             parked: HashMap::new(),
@@ -341,7 +351,7 @@ impl Scheduler {
     async fn run(
         mut self,
         mut schedule: mpsc::Receiver<Vec<QueueEntry>>,
-        mut finished: mpsc::UnboundedReceiver<Finished>,
+        mut reports: mpsc::UnboundedReceiver<Report>,
         shutdown: CancellationToken,
     ) {
         let mut writable = self.deps.store.writable();
@@ -377,7 +387,12 @@ impl Scheduler {
             };
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                Some(done) = finished.recv() => self.finish(done),
+                Some(report) = reports.recv() => match report {
+                    Report::Answered { entry, pause_connection_until } => {
+                        self.answered(entry, pause_connection_until);
+                    }
+                    Report::Finished(done) => self.finish(done),
+                },
                 Some(entries) = schedule.recv() => {
                     for entry in entries {
                         self.admit(entry);
@@ -584,6 +599,7 @@ impl Scheduler {
 
     fn start(&mut self, entry: QueueEntry) {
         self.running.insert(entry.delivery_id, entry.due_ms);
+        self.holding_slot.insert(entry.delivery_id);
         if let Some(lane) = self.lanes.get_mut(&entry.connection_id) {
             lane.in_flight += 1;
         }
@@ -591,22 +607,28 @@ impl Scheduler {
         self.in_flight += 1;
         let deps = self.deps.clone();
         let guard = FinishGuard {
-            finished: self.finished.clone(),
+            reports: self.reports.clone(),
             entry,
             sent: false,
         };
+        let answered = Answered::new(self.reports.clone(), entry);
         let warm: Option<WarmContext> = self.warm.take(entry.delivery_id);
         self.tasks.spawn(async move {
-            let finished = attempt::run(&deps, entry, warm).await;
+            let finished = attempt::run(&deps, entry, warm, answered).await;
             guard.send(finished);
         });
     }
 
-    fn finish(&mut self, finished: Finished) {
-        let entry = finished.entry;
+    /// The attempt's request was answered: its slot is free.
+    fn answered(&mut self, entry: QueueEntry, pause_connection_until: Option<u64>) {
+        if self.holding_slot.remove(&entry.delivery_id) {
+            self.free_slot(entry, pause_connection_until);
+        }
+    }
+
+    fn free_slot(&mut self, entry: QueueEntry, pause_connection_until: Option<u64>) {
         let connection = entry.connection_id;
         self.in_flight = self.in_flight.saturating_sub(1);
-        self.running.remove(&entry.delivery_id);
         let workspace_was_full = self.workspace_full(entry.workspace_id);
         if let Some(count) = self.workspaces.get_mut(&entry.workspace_id) {
             *count = count.saturating_sub(1);
@@ -619,9 +641,26 @@ impl Scheduler {
             .entry(connection)
             .or_insert_with(|| Lane::new(entry.workspace_id));
         lane.in_flight = lane.in_flight.saturating_sub(1);
-        if let Some(until) = finished.pause_connection_until {
+        if let Some(until) = pause_connection_until {
             lane.paused_until = lane.paused_until.max(until);
         }
+        if workspace_was_full {
+            self.start_parked(entry.workspace_id);
+        }
+        self.arm(connection);
+    }
+
+    fn finish(&mut self, finished: Finished) {
+        let entry = finished.entry;
+        let connection = entry.connection_id;
+        if self.holding_slot.remove(&entry.delivery_id) {
+            self.free_slot(entry, finished.pause_connection_until);
+        }
+        self.running.remove(&entry.delivery_id);
+        let lane = self
+            .lanes
+            .entry(connection)
+            .or_insert_with(|| Lane::new(entry.workspace_id));
         if let Some(run_at) = finished.rerun_at_ms {
             // Nothing was recorded: the same entry runs again after a pause.
             lane.paused_until = lane.paused_until.max(run_at);
@@ -633,9 +672,6 @@ impl Scheduler {
         for waiting in self.deferred.remove(&entry.delivery_id).unwrap_or_default() {
             self.held -= 1;
             self.admit(waiting);
-        }
-        if workspace_was_full {
-            self.start_parked(entry.workspace_id);
         }
         self.arm(connection);
         self.forget_if_idle(connection, now_ms());
@@ -932,7 +968,7 @@ fn publish_backlog_metrics(heads: &QueueHeads, now: u64) {
 /// so its lane and global slots are never lost. The channel is unbounded,
 /// but holds at most one message per attempt in flight.
 struct FinishGuard {
-    finished: mpsc::UnboundedSender<Finished>,
+    reports: mpsc::UnboundedSender<Report>,
     entry: QueueEntry,
     sent: bool,
 }
@@ -940,7 +976,7 @@ struct FinishGuard {
 impl FinishGuard {
     fn send(mut self, finished: Finished) {
         self.sent = true;
-        let _ = self.finished.send(finished);
+        let _ = self.reports.send(Report::Finished(finished));
     }
 }
 
@@ -948,7 +984,9 @@ impl Drop for FinishGuard {
     fn drop(&mut self) {
         if !self.sent {
             tracing::error!(delivery = %self.entry.delivery_id, "an attempt ended abnormally; it will run again");
-            let _ = self.finished.send(Finished::again_later(self.entry));
+            let _ = self
+                .reports
+                .send(Report::Finished(Finished::again_later(self.entry)));
         }
     }
 }
@@ -1029,8 +1067,8 @@ mod tests {
             shutdown_grace: Duration::from_secs(1),
         };
         adjust(&mut deps);
-        let (finished, _) = mpsc::unbounded_channel();
-        let scheduler = Scheduler::new(Arc::new(deps), finished, Arc::default());
+        let (reports, _) = mpsc::unbounded_channel();
+        let scheduler = Scheduler::new(Arc::new(deps), reports, Arc::default());
         Fixture {
             _dir: dir,
             store,

@@ -6,6 +6,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::time::Duration;
 use switchyard::destinations::webhook::signing::{WebhookSecret, verify};
+use switchyard::store::FaultSwitch;
 
 fn status_is(expected: &'static str) -> impl Fn(&Value) -> bool {
     move |delivery| delivery["status"] == expected
@@ -739,4 +740,52 @@ async fn a_first_attempt_sees_a_connection_change_made_while_it_waited() {
         old.try_next().is_none(),
         "the old URL got the second delivery"
     );
+}
+
+/// A connection's slot is free once its request is answered, not once the
+/// outcome is durable: with one slot, the next delivery goes out while the
+/// first one's outcome still waits for its log sync.
+#[tokio::test]
+async fn a_connection_takes_its_next_request_while_an_outcome_is_being_written() {
+    if crate::backend::redb_only(
+        "a_connection_takes_its_next_request_while_an_outcome_is_being_written",
+    ) {
+        return;
+    }
+    let faults = FaultSwitch::new();
+    let app = TestApp::spawn_with_storage_faults(faults.clone(), |config| {
+        config.delivery.allow_private_networks = true;
+        config.delivery.max_in_flight_per_connection = 1;
+        config.delivery.timeout_seconds = 60;
+    })
+    .await;
+    let mut receiver = Receiver::start(Reply::Status(200)).await;
+    receiver.script([Reply::Hang]);
+    let (ws, _) = app.workspace_with_webhook(&receiver.url).await;
+    let (_, first) = app.emit_for_delivery(&ws).await;
+    assert_eq!(receiver.next().await.header("webhook-id"), first);
+    let (_, second) = app.emit_for_delivery(&ws).await;
+
+    // The first request is answered now; its outcome's log sync is held
+    // (released on every way out, or the server could not stop).
+    struct Release(FaultSwitch);
+    impl Drop for Release {
+        fn drop(&mut self) {
+            self.0.hold_log_syncs(false);
+        }
+    }
+    faults.hold_log_syncs(true);
+    let held = Release(faults.clone());
+    receiver.release();
+    let next = receiver.next().await;
+    let (_, first_then) = app
+        .send(app.get(&format!("/v1/deliveries/{first}"), &ws.secret_key))
+        .await;
+    drop(held);
+    assert_eq!(next.header("webhook-id"), second);
+    assert_eq!(first_then["status"], "pending", "{first_then}");
+    for delivery in [&first, &second] {
+        app.wait_for_delivery(&ws, delivery, status_is("succeeded"))
+            .await;
+    }
 }
