@@ -314,13 +314,9 @@ async fn update(
         // Never undo a secret rotation that committed meanwhile.
         patch.if_secrets_are = Some(current.sealed_secrets.clone());
     }
-    match app
-        .store()
-        .update_connection(workspace, current.id, patch)
-        .await?
-    {
+    let update = app.store().update_connection(workspace, current.id, patch);
+    match app.change_routing(workspace, update).await? {
         PatchOutcome::Updated(connection) => {
-            app.rule_index().invalidate(workspace);
             app.destinations().forget_connection(connection.id);
             Ok(Json(ConnectionView::of(&connection, &app)))
         }
@@ -358,9 +354,9 @@ async fn remove(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let id = parse_id(&id)?;
-    match app.store().delete_connection(workspace, id).await? {
+    let delete = app.store().delete_connection(workspace, id);
+    match app.change_routing(workspace, delete).await? {
         DeleteConnection::Deleted => {
-            app.rule_index().invalidate(workspace);
             app.destinations().forget_connection(id);
             Ok(StatusCode::NO_CONTENT)
         }
@@ -440,18 +436,12 @@ async fn rotate_secret(
         if_secrets_are: Some(current.sealed_secrets.clone()),
         ..ConnectionPatch::default()
     };
-    match app
-        .store()
-        .update_connection(workspace, current.id, patch)
-        .await?
-    {
-        PatchOutcome::Updated(_) => {
-            app.rule_index().invalidate(workspace);
-            Ok(Json(RotatedSecret {
-                signing_secret: fresh,
-                previous_secret_expires_at: format_timestamp_ms(expires_at_ms),
-            }))
-        }
+    let update = app.store().update_connection(workspace, current.id, patch);
+    match app.change_routing(workspace, update).await? {
+        PatchOutcome::Updated(_) => Ok(Json(RotatedSecret {
+            signing_secret: fresh,
+            previous_secret_expires_at: format_timestamp_ms(expires_at_ms),
+        })),
         PatchOutcome::NotFound => Err(ApiError::not_found("connection")),
         PatchOutcome::Stale(_) => Err(ApiError::new(
             StatusCode::CONFLICT,

@@ -110,6 +110,26 @@ impl AppState {
         &self.inner.parts.rule_index
     }
 
+    /// Runs a store write that may change the workspace's rules or
+    /// connections, then drops its compiled rules, in a task of its own: a
+    /// client that goes away cannot cancel the drop after a write that
+    /// commits anyway. (First attempts are sent with the connections the
+    /// index holds, `delivery/warm.rs`.)
+    pub async fn change_routing<T: Send + 'static>(
+        &self,
+        workspace: crate::model::WorkspaceId,
+        write: crate::store::StoreFuture<T>,
+    ) -> Result<T, crate::store::StoreError> {
+        let index = self.inner.parts.rule_index.clone();
+        tokio::spawn(async move {
+            let written = write.await;
+            index.invalidate(workspace);
+            written
+        })
+        .await
+        .map_err(|error| crate::store::StoreError::Unavailable(error.to_string()))?
+    }
+
     /// Drops what this node caches about a workspace another node changed:
     /// its keys (and so the embed sessions they minted), its compiled rules
     /// and its Slack channel lists. Everything else a request or an attempt

@@ -299,11 +299,9 @@ async fn find(app: &AppState, workspace: WorkspaceId, id: &str) -> Result<Rule, 
 }
 
 async fn store_rule(app: &AppState, rule: Rule, update: bool) -> Result<Rule, ApiError> {
-    match app.store().put_rule(rule.clone(), update).await? {
-        PutRule::Stored => {
-            app.rule_index().invalidate(rule.workspace_id);
-            Ok(rule)
-        }
+    let put = app.store().put_rule(rule.clone(), update);
+    match app.change_routing(rule.workspace_id, put).await? {
+        PutRule::Stored => Ok(rule),
         PutRule::UnknownConnection => Err(ApiError::invalid("connection_id", "no such connection")),
         PutRule::NotFound => Err(ApiError::not_found("rule")),
     }
@@ -459,10 +457,10 @@ async fn remove(
     SecretKey(workspace): SecretKey,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    if !app.store().delete_rule(workspace, parse_id(&id)?).await? {
+    let delete = app.store().delete_rule(workspace, parse_id(&id)?);
+    if !app.change_routing(workspace, delete).await? {
         return Err(ApiError::not_found("rule"));
     }
-    app.rule_index().invalidate(workspace);
     Ok(StatusCode::NO_CONTENT)
 }
 

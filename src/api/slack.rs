@@ -355,11 +355,8 @@ async fn store_install(
                 ),
                 ..ConnectionPatch::default()
             };
-            match app
-                .store()
-                .update_connection(workspace, existing.id, patch)
-                .await?
-            {
+            let update = app.store().update_connection(workspace, existing.id, patch);
+            match app.change_routing(workspace, update).await? {
                 PatchOutcome::Updated(connection) => {
                     app.destinations().forget_connection(connection.id);
                     connection
@@ -384,11 +381,11 @@ async fn store_install(
                 created_at_ms: now,
                 updated_at_ms: now,
             };
-            app.store().create_connection(connection.clone()).await?;
+            let create = app.store().create_connection(connection.clone());
+            app.change_routing(workspace, create).await?;
             connection
         }
     };
-    app.rule_index().invalidate(workspace);
     Ok(connection)
 }
 

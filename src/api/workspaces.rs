@@ -193,10 +193,12 @@ async fn remove(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let id: WorkspaceId = id.parse().map_err(|_| ApiError::not_found("workspace"))?;
-    if !app.store().delete_workspace(id).await? {
+    if !app
+        .change_routing(id, app.store().delete_workspace(id))
+        .await?
+    {
         return Err(ApiError::not_found("workspace"));
     }
-    app.rule_index().invalidate(id);
     app.key_cache().forget_workspace(id);
     tracing::info!(workspace = %id, "workspace deleted");
     Ok(StatusCode::NO_CONTENT)

@@ -24,7 +24,10 @@
 //!   A slot is held while the attempt's request is open: it is freed when
 //!   the answer is in (`Report::Answered`), not when the outcome is durable
 //!   (`Report::Finished`), so a connection's next request need not wait for
-//!   a log sync. The delivery stays in `running` until it finishes.
+//!   a log sync. The delivery stays in `running` until it finishes; a
+//!   connection has at most twice its cap of attempts not finished, and the
+//!   global cap counts every attempt until it finishes, so outcomes waiting
+//!   for a slow disk cannot pile up.
 //! - **Refills** read the first entry of every connection's queue (one seek
 //!   each), then top up incomplete lanes, oldest first. They run at start,
 //!   when an incomplete lane has drained to half its share, and every few
@@ -129,6 +132,9 @@ const REFILL_GAP_FACTOR: u32 = 10;
 /// must not hold window space that entries due now need. Refills (every
 /// few seconds at least) read them in well before they are due.
 const LOOKAHEAD_MS: u64 = 60_000;
+/// A connection's attempts not finished yet, per slot of its cap: its open
+/// requests plus those writing their outcome (see `Lane::running`).
+const RUNNING_PER_SLOT: usize = 2;
 
 impl Engine {
     /// Reads the first window of the queue and starts the scheduler; the
@@ -215,7 +221,11 @@ struct Lane {
     workspace: WorkspaceId,
     /// Entries held in memory, in queue order.
     held: BTreeSet<QueueKey>,
+    /// Attempts whose request is open (the cap is on these).
     in_flight: usize,
+    /// Attempts not finished yet, open or writing their outcome: at most
+    /// twice the cap, so outcomes waiting for a slow disk cannot pile up.
+    running: usize,
     /// No attempts before this time (ms), set by `Retry-After`.
     paused_until: u64,
     /// The first key this lane does not hold when its connection has more
@@ -233,6 +243,7 @@ impl Lane {
             workspace,
             held: BTreeSet::new(),
             in_flight: 0,
+            running: 0,
             paused_until: 0,
             frontier: None,
             parked: false,
@@ -517,8 +528,8 @@ impl Scheduler {
             let Some(&front) = lane.held.first() else {
                 return;
             };
-            if lane.in_flight >= cap {
-                return; // Its next finish puts it back in line.
+            if lane.in_flight >= cap || lane.running >= RUNNING_PER_SLOT * cap {
+                return; // Its next answer or finish puts it back in line.
             }
             if front.0 > now || lane.paused_until > now {
                 break;
@@ -587,7 +598,7 @@ impl Scheduler {
         if let Some(at) = lane.ready_at.take() {
             self.ready.remove(&(at, connection));
         }
-        if lane.parked || lane.in_flight >= cap {
+        if lane.parked || lane.in_flight >= cap || lane.running >= RUNNING_PER_SLOT * cap {
             return;
         }
         if let Some(&(due, _)) = lane.held.first() {
@@ -602,6 +613,7 @@ impl Scheduler {
         self.holding_slot.insert(entry.delivery_id);
         if let Some(lane) = self.lanes.get_mut(&entry.connection_id) {
             lane.in_flight += 1;
+            lane.running += 1;
         }
         *self.workspaces.entry(entry.workspace_id).or_default() += 1;
         self.in_flight += 1;
@@ -619,7 +631,8 @@ impl Scheduler {
         });
     }
 
-    /// The attempt's request was answered: its slot is free.
+    /// The attempt's request was answered: its connection's and workspace's
+    /// slots are free (its global one when it finishes).
     fn answered(&mut self, entry: QueueEntry, pause_connection_until: Option<u64>) {
         if self.holding_slot.remove(&entry.delivery_id) {
             self.free_slot(entry, pause_connection_until);
@@ -628,7 +641,6 @@ impl Scheduler {
 
     fn free_slot(&mut self, entry: QueueEntry, pause_connection_until: Option<u64>) {
         let connection = entry.connection_id;
-        self.in_flight = self.in_flight.saturating_sub(1);
         let workspace_was_full = self.workspace_full(entry.workspace_id);
         if let Some(count) = self.workspaces.get_mut(&entry.workspace_id) {
             *count = count.saturating_sub(1);
@@ -656,11 +668,13 @@ impl Scheduler {
         if self.holding_slot.remove(&entry.delivery_id) {
             self.free_slot(entry, finished.pause_connection_until);
         }
+        self.in_flight = self.in_flight.saturating_sub(1);
         self.running.remove(&entry.delivery_id);
         let lane = self
             .lanes
             .entry(connection)
             .or_insert_with(|| Lane::new(entry.workspace_id));
+        lane.running = lane.running.saturating_sub(1);
         if let Some(run_at) = finished.rerun_at_ms {
             // Nothing was recorded: the same entry runs again after a pause.
             lane.paused_until = lane.paused_until.max(run_at);
@@ -737,6 +751,7 @@ impl Scheduler {
         if self.lanes.get(&connection).is_some_and(|lane| {
             lane.held.is_empty()
                 && lane.in_flight == 0
+                && lane.running == 0
                 && lane.frontier.is_none()
                 && !lane.parked
                 && lane.paused_until <= now
@@ -1201,6 +1216,50 @@ mod tests {
         assert_eq!(f.scheduler.lanes[&hog].frontier, Some(hogs[8].key()));
         // The other lane now holds a prefix too: its 9th and 10th wait.
         assert!(f.scheduler.lanes[&other].frontier.is_some());
+    }
+
+    #[tokio::test]
+    async fn an_answer_frees_the_connection_slot_and_unfinished_attempts_stay_bounded() {
+        let mut f = fixture(|deps| deps.max_in_flight_per_connection = 1).await;
+        let connection = ConnectionId::new();
+        let now = now_ms();
+        let mut entries = Vec::new();
+        for n in 0..4 {
+            entries.push(f.queue(connection, now - 10 + n).await);
+        }
+        f.scheduler.refill().await.unwrap();
+        f.scheduler.dispatch_due(now_ms());
+        let started = |f: &Fixture| f.scheduler.running.len();
+        assert_eq!(started(&f), 1, "one slot");
+
+        // Answered: the next request may go while the outcome is written.
+        f.scheduler.answered(entries[0], None);
+        f.scheduler.dispatch_due(now_ms());
+        assert_eq!(started(&f), 2);
+        // Two unfinished per slot at most: the third waits for a finish.
+        f.scheduler.answered(entries[1], None);
+        f.scheduler.dispatch_due(now_ms());
+        assert_eq!(started(&f), 2, "twice the cap of unfinished attempts");
+        assert_eq!(f.scheduler.in_flight, 2, "the global cap counts them all");
+        let done = |entry| Finished {
+            entry,
+            next_due_ms: None,
+            rerun_at_ms: None,
+            pause_connection_until: None,
+        };
+        f.scheduler.finish(done(entries[0]));
+        f.scheduler.dispatch_due(now_ms());
+        assert_eq!(started(&f), 2);
+        assert!(f.scheduler.running.contains_key(&entries[2].delivery_id));
+
+        // An attempt that finishes without an answer frees its slot once.
+        f.scheduler.finish(done(entries[2]));
+        f.scheduler.finish(done(entries[1]));
+        f.scheduler.dispatch_due(now_ms());
+        let lane = &f.scheduler.lanes[&connection];
+        assert_eq!((lane.in_flight, lane.running), (1, 1), "the fourth runs");
+        assert_eq!(f.scheduler.in_flight, 1);
+        assert!(f.scheduler.running.contains_key(&entries[3].delivery_id));
     }
 
     #[tokio::test]

@@ -32,7 +32,7 @@ use crate::model::{Connection, Delivery, DeliveryId, Event, Rule};
 use crate::routing::{RuleIndex, WorkspaceRules};
 use crate::store::{DeliveryContext, QueueEntry};
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 /// Contexts kept at most.
@@ -54,8 +54,10 @@ const OVERHEAD_BYTES: usize = 1024;
 
 /// One new delivery's context as ingest has it.
 pub struct WarmContext {
-    /// The rule set the event was routed with.
-    routed_with: Arc<WorkspaceRules>,
+    /// The rule set the event was routed with. Weak, so that kept contexts
+    /// do not keep superseded sets alive; the allocation outlives it, so
+    /// its address cannot be reused by a newer set.
+    routed_with: Weak<WorkspaceRules>,
     delivery: Delivery,
     event: Arc<Event>,
     rule: Arc<Rule>,
@@ -71,7 +73,7 @@ impl WarmContext {
         connection: Arc<Connection>,
     ) -> Self {
         Self {
-            routed_with,
+            routed_with: Arc::downgrade(&routed_with),
             delivery,
             event,
             rule,
@@ -93,7 +95,7 @@ impl WarmContext {
             && self.delivery.next_attempt_at_ms == Some(entry.due_ms);
         let unchanged = rules
             .current(self.delivery.workspace_id)
-            .is_some_and(|current| Arc::ptr_eq(&current, &self.routed_with));
+            .is_some_and(|current| std::ptr::eq(Arc::as_ptr(&current), self.routed_with.as_ptr()));
         (first_attempt && unchanged).then_some(DeliveryContext {
             delivery: self.delivery,
             round_attempts: 0,
@@ -192,6 +194,19 @@ impl WarmContexts {
                 by_delivery, order, ..
             } = &mut *held;
             order.retain(|(id, _)| by_delivery.contains_key(id));
+        }
+    }
+
+    /// Drops the contexts kept for `deliveries` (their write failed).
+    pub fn forget(&self, deliveries: &[DeliveryId]) {
+        if !self.enabled() || deliveries.is_empty() {
+            return;
+        }
+        let mut held = self.lock();
+        for delivery in deliveries {
+            if let Some(context) = held.by_delivery.remove(delivery) {
+                held.bytes -= context.bytes();
+            }
         }
     }
 

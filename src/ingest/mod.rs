@@ -330,6 +330,12 @@ async fn store_events(
             })
         })
         .collect();
+    // Kept before the write is submitted: once it commits, a refill may
+    // start a delivery before this task hands its entry over, and that
+    // first start must find its context. (The contexts of a write that
+    // fails or replays are dropped below.)
+    let kept: Vec<DeliveryId> = warm.iter().map(WarmContext::delivery_id).collect();
+    app.engine().warm_contexts().keep(warm);
     let write = app.store().ingest(IngestBatch {
         workspace_id,
         events,
@@ -342,26 +348,22 @@ async fn store_events(
         }),
     });
     let engine = app.engine().clone();
+    let forget = kept.clone();
     let outcome = app
         .engine()
         .write_then_schedule(write, move |outcome| match outcome {
-            IngestOutcome::Stored { suppressed } => {
-                // Kept before the entries reach the scheduler, which hands
-                // each to its attempt. (Only deliveries without noise
-                // control are kept, and only those can be suppressed.)
-                engine.warm_contexts().keep(warm);
-                if suppressed.is_empty() {
-                    queue
-                } else {
-                    queue
-                        .into_iter()
-                        .filter(|entry| !suppressed.contains(&entry.delivery_id))
-                        .collect()
-                }
+            IngestOutcome::Stored { suppressed } if suppressed.is_empty() => queue,
+            IngestOutcome::Stored { suppressed } => queue
+                .into_iter()
+                .filter(|entry| !suppressed.contains(&entry.delivery_id))
+                .collect(),
+            _ => {
+                engine.warm_contexts().forget(&forget);
+                Vec::new()
             }
-            _ => Vec::new(),
         })
-        .await?;
+        .await
+        .inspect_err(|_| app.engine().warm_contexts().forget(&kept))?;
     match outcome {
         IngestOutcome::Stored { suppressed } => {
             tracing::debug!(workspace = %workspace_id, count, "events stored");

@@ -757,6 +757,9 @@ async fn a_connection_takes_its_next_request_while_an_outcome_is_being_written()
         config.delivery.allow_private_networks = true;
         config.delivery.max_in_flight_per_connection = 1;
         config.delivery.timeout_seconds = 60;
+        // A checkpoint is a durable commit, not a log sync: none may come
+        // between the emits and the held outcome.
+        config.storage.wal_checkpoint_ms = 60_000;
     })
     .await;
     let mut receiver = Receiver::start(Reply::Status(200)).await;
