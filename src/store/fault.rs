@@ -15,8 +15,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 /// Shared on/off switch: while on, every write, sync and resize of the
 /// database file and of its write-ahead log fails with "no space left on
-/// device". It can also hold the log's syncs, so a test can see what waits
-/// for one.
+/// device". It can also hold the log's syncs, or the database file's (a
+/// durable commit's), so a test can see what waits for one.
 #[derive(Debug, Clone, Default)]
 pub struct FaultSwitch(Arc<Switches>);
 
@@ -24,6 +24,7 @@ pub struct FaultSwitch(Arc<Switches>);
 struct Switches {
     failing: AtomicBool,
     syncs: Mutex<HeldSyncs>,
+    database_syncs: Mutex<HeldSyncs>,
     released: Condvar,
 }
 
@@ -50,18 +51,34 @@ impl FaultSwitch {
     /// before its `fdatasync` (the records written, not yet synced) until
     /// released. A wipe (`retract_last_batch`) is not held.
     pub fn hold_log_syncs(&self, held: bool) {
-        self.syncs().held = held;
+        lock(&self.0.syncs).held = held;
         self.0.released.notify_all();
     }
 
     /// Log syncs waiting on [`Self::hold_log_syncs`] now.
     pub fn log_syncs_waiting(&self) -> usize {
-        self.syncs().waiting
+        lock(&self.0.syncs).waiting
+    }
+
+    /// While held, every sync of the database file (a durable commit's)
+    /// waits just before its `fdatasync` until released.
+    pub fn hold_database_syncs(&self, held: bool) {
+        lock(&self.0.database_syncs).held = held;
+        self.0.released.notify_all();
+    }
+
+    /// Database file syncs waiting on [`Self::hold_database_syncs`] now.
+    pub fn database_syncs_waiting(&self) -> usize {
+        lock(&self.0.database_syncs).waiting
     }
 
     /// Called by the log just before it syncs a batch.
     pub(crate) fn before_log_sync(&self) {
-        let mut syncs = self.syncs();
+        self.wait_while_held(&self.0.syncs);
+    }
+
+    fn wait_while_held(&self, which: &Mutex<HeldSyncs>) {
+        let mut syncs = lock(which);
         syncs.waiting += 1;
         while syncs.held {
             syncs = self
@@ -73,13 +90,6 @@ impl FaultSwitch {
         syncs.waiting -= 1;
     }
 
-    fn syncs(&self) -> MutexGuard<'_, HeldSyncs> {
-        self.0
-            .syncs
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
     pub(crate) fn check(&self) -> io::Result<()> {
         if self.is_failing() {
             // ENOSPC, as the kernel reports a full disk.
@@ -88,6 +98,12 @@ impl FaultSwitch {
             Ok(())
         }
     }
+}
+
+fn lock(syncs: &Mutex<HeldSyncs>) -> MutexGuard<'_, HeldSyncs> {
+    syncs
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// A [`FileBackend`] whose writes fail while its switch is on; reads and
@@ -119,6 +135,7 @@ impl StorageBackend for FaultyBackend {
     }
 
     fn sync_data(&self) -> io::Result<()> {
+        self.switch.wait_while_held(&self.switch.0.database_syncs);
         self.switch.check()?;
         self.inner.sync_data()
     }

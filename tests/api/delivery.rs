@@ -792,3 +792,63 @@ async fn a_connection_takes_its_next_request_while_an_outcome_is_being_written()
             .await;
     }
 }
+
+/// An answer that disables its connection (410) keeps the connection's
+/// slot until that is recorded: the delivery waiting behind it finds the
+/// connection disabled and is never sent.
+#[tokio::test]
+async fn after_a_410_nothing_more_goes_out_before_the_connection_is_disabled() {
+    if crate::backend::redb_only(
+        "after_a_410_nothing_more_goes_out_before_the_connection_is_disabled",
+    ) {
+        return;
+    }
+    let faults = FaultSwitch::new();
+    let app = TestApp::spawn_with_storage_faults(faults.clone(), |config| {
+        config.delivery.allow_private_networks = true;
+        config.delivery.max_in_flight_per_connection = 1;
+        config.delivery.timeout_seconds = 60;
+        config.storage.wal_checkpoint_ms = 60_000;
+    })
+    .await;
+    let mut receiver = Receiver::start(Reply::Status(200)).await;
+    receiver.script([Reply::HangThen(410)]);
+    let (ws, _) = app.workspace_with_webhook(&receiver.url).await;
+    let (_, first) = app.emit_for_delivery(&ws).await;
+    assert_eq!(receiver.next().await.header("webhook-id"), first);
+    let (_, second) = app.emit_for_delivery(&ws).await;
+
+    // The 410's outcome changes the connection, so it is a durable commit:
+    // hold the database file's sync (released on every way out).
+    struct Release(FaultSwitch);
+    impl Drop for Release {
+        fn drop(&mut self) {
+            self.0.hold_database_syncs(false);
+        }
+    }
+    faults.hold_database_syncs(true);
+    let held = Release(faults.clone());
+    receiver.release();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while faults.database_syncs_waiting() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the outcome never synced"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    drop(held);
+
+    let dead = app.wait_for_delivery(&ws, &second, status_is("dead")).await;
+    assert!(
+        dead["attempts"][0]["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("disabled"),
+        "{dead}"
+    );
+    assert!(
+        receiver.try_next().is_none(),
+        "the second delivery reached the gone endpoint"
+    );
+}

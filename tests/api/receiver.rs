@@ -33,8 +33,10 @@ impl Recorded {
 pub enum Reply {
     Status(u16),
     WithHeader(u16, &'static str, &'static str),
-    /// Never answers until the receiver is released.
+    /// Never answers until the receiver is released, then answers 200.
     Hang,
+    /// As `Hang`, then answers this status.
+    HangThen(u16),
 }
 
 pub struct Receiver {
@@ -129,6 +131,10 @@ async fn answer(shared: &Shared, headers: HeaderMap, body: Bytes) -> Response {
         Reply::Hang => {
             shared.release.notified().await;
             StatusCode::OK.into_response()
+        }
+        Reply::HangThen(code) => {
+            shared.release.notified().await;
+            StatusCode::from_u16(code).unwrap().into_response()
         }
     }
 }
