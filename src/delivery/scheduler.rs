@@ -216,6 +216,17 @@ impl Engine {
     }
 }
 
+/// An attempt in flight.
+struct Running {
+    /// The due time of the entry that runs.
+    due_ms: u64,
+    /// Its request is not answered yet: it holds a slot of its connection
+    /// and of its workspace. The slot is freed when the answer is in,
+    /// before the outcome is durable, so a connection's next request need
+    /// not wait for a log sync.
+    holds_slot: bool,
+}
+
 /// One connection's part of the window.
 struct Lane {
     workspace: WorkspaceId,
@@ -270,15 +281,10 @@ struct Scheduler {
     /// The most `held` ever was.
     peak_held: usize,
     stats: Arc<WindowStats>,
-    /// Deliveries being attempted, with the due time of the entry that
-    /// runs: another entry of one waits in `deferred` until the attempt
-    /// finishes, so a delivery never runs twice at once.
-    running: HashMap<DeliveryId, u64>,
-    /// Running attempts whose request is not answered yet: each holds a
-    /// slot of its connection, its workspace and the global cap. The slot
-    /// is freed when the answer is in, before the outcome is durable, so a
-    /// connection's next request need not wait for a log sync.
-    holding_slot: HashSet<DeliveryId>,
+    /// Deliveries being attempted: another entry of one waits in
+    /// `deferred` until the attempt finishes, so a delivery never runs
+    /// twice at once.
+    running: HashMap<DeliveryId, Running>,
     deferred: HashMap<DeliveryId, Vec<QueueEntry>>,
     /// Attempts in flight per workspace (only workspaces with some).
     workspaces: HashMap<WorkspaceId, usize>,
@@ -340,7 +346,6 @@ impl Scheduler {
             peak_held: 0,
             stats,
             running: HashMap::new(),
-            holding_slot: HashSet::new(),
             deferred: HashMap::new(),
             workspaces: HashMap::new(),
             parked: HashMap::new(),
@@ -423,7 +428,7 @@ impl Scheduler {
     fn admit(&mut self, entry: QueueEntry) {
         let connection = entry.connection_id;
         let key = entry.key();
-        if self.running.get(&entry.delivery_id) == Some(&entry.due_ms) {
+        if self.runs(&entry) {
             return; // The entry of an attempt in flight.
         }
         if self
@@ -609,8 +614,13 @@ impl Scheduler {
     }
 
     fn start(&mut self, entry: QueueEntry) {
-        self.running.insert(entry.delivery_id, entry.due_ms);
-        self.holding_slot.insert(entry.delivery_id);
+        self.running.insert(
+            entry.delivery_id,
+            Running {
+                due_ms: entry.due_ms,
+                holds_slot: true,
+            },
+        );
         if let Some(lane) = self.lanes.get_mut(&entry.connection_id) {
             lane.in_flight += 1;
             lane.running += 1;
@@ -634,9 +644,18 @@ impl Scheduler {
     /// The attempt's request was answered: its connection's and workspace's
     /// slots are free (its global one when it finishes).
     fn answered(&mut self, entry: QueueEntry, pause_connection_until: Option<u64>) {
-        if self.holding_slot.remove(&entry.delivery_id) {
+        if let Some(running) = self.running.get_mut(&entry.delivery_id)
+            && std::mem::take(&mut running.holds_slot)
+        {
             self.free_slot(entry, pause_connection_until);
         }
+    }
+
+    /// `entry` itself is the one running (not another of its delivery).
+    fn runs(&self, entry: &QueueEntry) -> bool {
+        self.running
+            .get(&entry.delivery_id)
+            .is_some_and(|running| running.due_ms == entry.due_ms)
     }
 
     fn free_slot(&mut self, entry: QueueEntry, pause_connection_until: Option<u64>) {
@@ -665,11 +684,14 @@ impl Scheduler {
     fn finish(&mut self, finished: Finished) {
         let entry = finished.entry;
         let connection = entry.connection_id;
-        if self.holding_slot.remove(&entry.delivery_id) {
+        if self
+            .running
+            .remove(&entry.delivery_id)
+            .is_some_and(|running| running.holds_slot)
+        {
             self.free_slot(entry, finished.pause_connection_until);
         }
         self.in_flight = self.in_flight.saturating_sub(1);
-        self.running.remove(&entry.delivery_id);
         let lane = self
             .lanes
             .entry(connection)
@@ -814,7 +836,10 @@ impl Scheduler {
             // handoff was lost): read the lane again from there.
             let missing = lane.holds_everything_before(head.first)
                 && !lane.held.contains(&head.first)
-                && self.running.get(&head.first.1) != Some(&head.first.0)
+                && self
+                    .running
+                    .get(&head.first.1)
+                    .is_none_or(|running| running.due_ms != head.first.0)
                 && !self
                     .deferred
                     .get(&head.first.1)
@@ -866,7 +891,7 @@ impl Scheduler {
             for (read, rows) in reads.iter().zip(found) {
                 let connection = read.connection_id;
                 for entry in rows.entries {
-                    let known = self.running.get(&entry.delivery_id) == Some(&entry.due_ms)
+                    let known = self.runs(&entry)
                         || self
                             .deferred
                             .get(&entry.delivery_id)
@@ -1290,8 +1315,11 @@ mod tests {
         f.scheduler.dispatch_due(now_ms());
         assert_eq!(f.scheduler.in_flight, 1, "handed on once storage is back");
         assert_eq!(
-            f.scheduler.running.get(&waiting.delivery_id),
-            Some(&waiting.due_ms)
+            f.scheduler
+                .running
+                .get(&waiting.delivery_id)
+                .map(|running| running.due_ms),
+            Some(waiting.due_ms)
         );
     }
 }

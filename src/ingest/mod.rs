@@ -347,8 +347,6 @@ async fn store_events(
             response: body.clone(),
         }),
     });
-    let engine = app.engine().clone();
-    let forget = kept.clone();
     let outcome = app
         .engine()
         .write_then_schedule(write, move |outcome| match outcome {
@@ -357,14 +355,13 @@ async fn store_events(
                 .into_iter()
                 .filter(|entry| !suppressed.contains(&entry.delivery_id))
                 .collect(),
-            _ => {
-                engine.warm_contexts().forget(&forget);
-                Vec::new()
-            }
+            _ => Vec::new(),
         })
-        .await
-        .inspect_err(|_| app.engine().warm_contexts().forget(&kept))?;
-    match outcome {
+        .await;
+    if !matches!(outcome, Ok(IngestOutcome::Stored { .. })) {
+        app.engine().warm_contexts().forget(&kept);
+    }
+    match outcome? {
         IngestOutcome::Stored { suppressed } => {
             tracing::debug!(workspace = %workspace_id, count, "events stored");
             metrics::counter!("switchyard_deliveries_suppressed_total")

@@ -742,6 +742,55 @@ async fn a_first_attempt_sees_a_connection_change_made_while_it_waited() {
     );
 }
 
+/// A server whose connections take one request at a time, one webhook
+/// whose first request hangs (then answers `then`), and two deliveries: the
+/// first sent and hanging, the second waiting behind it. No checkpoint (a
+/// durable commit) comes in between.
+struct OneSlot {
+    app: TestApp,
+    faults: FaultSwitch,
+    receiver: Receiver,
+    ws: crate::helpers::TestWorkspace,
+    first: String,
+    second: String,
+}
+
+async fn one_slot_behind_a_hanging_request(then: Reply) -> OneSlot {
+    let faults = FaultSwitch::new();
+    let app = TestApp::spawn_with_storage_faults(faults.clone(), |config| {
+        config.delivery.allow_private_networks = true;
+        config.delivery.max_in_flight_per_connection = 1;
+        config.delivery.timeout_seconds = 60;
+        config.storage.wal_checkpoint_ms = 60_000;
+    })
+    .await;
+    let mut receiver = Receiver::start(Reply::Status(200)).await;
+    receiver.script([then]);
+    let (ws, _) = app.workspace_with_webhook(&receiver.url).await;
+    let (_, first) = app.emit_for_delivery(&ws).await;
+    assert_eq!(receiver.next().await.header("webhook-id"), first);
+    let (_, second) = app.emit_for_delivery(&ws).await;
+    OneSlot {
+        app,
+        faults,
+        receiver,
+        ws,
+        first,
+        second,
+    }
+}
+
+/// Lets every sync a test held go when dropped, on every way out: a held
+/// sync would keep the server from stopping.
+struct ReleaseSyncs(FaultSwitch);
+
+impl Drop for ReleaseSyncs {
+    fn drop(&mut self) {
+        self.0.hold_log_syncs(false);
+        self.0.hold_database_syncs(false);
+    }
+}
+
 /// A connection's slot is free once its request is answered, not once the
 /// outcome is durable: with one slot, the next delivery goes out while the
 /// first one's outcome still waits for its log sync.
@@ -752,33 +801,18 @@ async fn a_connection_takes_its_next_request_while_an_outcome_is_being_written()
     ) {
         return;
     }
-    let faults = FaultSwitch::new();
-    let app = TestApp::spawn_with_storage_faults(faults.clone(), |config| {
-        config.delivery.allow_private_networks = true;
-        config.delivery.max_in_flight_per_connection = 1;
-        config.delivery.timeout_seconds = 60;
-        // A checkpoint is a durable commit, not a log sync: none may come
-        // between the emits and the held outcome.
-        config.storage.wal_checkpoint_ms = 60_000;
-    })
-    .await;
-    let mut receiver = Receiver::start(Reply::Status(200)).await;
-    receiver.script([Reply::Hang]);
-    let (ws, _) = app.workspace_with_webhook(&receiver.url).await;
-    let (_, first) = app.emit_for_delivery(&ws).await;
-    assert_eq!(receiver.next().await.header("webhook-id"), first);
-    let (_, second) = app.emit_for_delivery(&ws).await;
+    let OneSlot {
+        app,
+        faults,
+        mut receiver,
+        ws,
+        first,
+        second,
+    } = one_slot_behind_a_hanging_request(Reply::Hang).await;
 
-    // The first request is answered now; its outcome's log sync is held
-    // (released on every way out, or the server could not stop).
-    struct Release(FaultSwitch);
-    impl Drop for Release {
-        fn drop(&mut self) {
-            self.0.hold_log_syncs(false);
-        }
-    }
+    // The first request is answered now; its outcome's log sync is held.
     faults.hold_log_syncs(true);
-    let held = Release(faults.clone());
+    let held = ReleaseSyncs(faults.clone());
     receiver.release();
     let next = receiver.next().await;
     let (_, first_then) = app
@@ -803,31 +837,19 @@ async fn after_a_410_nothing_more_goes_out_before_the_connection_is_disabled() {
     ) {
         return;
     }
-    let faults = FaultSwitch::new();
-    let app = TestApp::spawn_with_storage_faults(faults.clone(), |config| {
-        config.delivery.allow_private_networks = true;
-        config.delivery.max_in_flight_per_connection = 1;
-        config.delivery.timeout_seconds = 60;
-        config.storage.wal_checkpoint_ms = 60_000;
-    })
-    .await;
-    let mut receiver = Receiver::start(Reply::Status(200)).await;
-    receiver.script([Reply::HangThen(410)]);
-    let (ws, _) = app.workspace_with_webhook(&receiver.url).await;
-    let (_, first) = app.emit_for_delivery(&ws).await;
-    assert_eq!(receiver.next().await.header("webhook-id"), first);
-    let (_, second) = app.emit_for_delivery(&ws).await;
+    let OneSlot {
+        app,
+        faults,
+        mut receiver,
+        ws,
+        second,
+        ..
+    } = one_slot_behind_a_hanging_request(Reply::HangThen(410)).await;
 
     // The 410's outcome changes the connection, so it is a durable commit:
-    // hold the database file's sync (released on every way out).
-    struct Release(FaultSwitch);
-    impl Drop for Release {
-        fn drop(&mut self) {
-            self.0.hold_database_syncs(false);
-        }
-    }
+    // hold the database file's sync.
     faults.hold_database_syncs(true);
-    let held = Release(faults.clone());
+    let held = ReleaseSyncs(faults.clone());
     receiver.release();
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
     while faults.database_syncs_waiting() == 0 {
