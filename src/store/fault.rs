@@ -23,6 +23,7 @@ pub struct FaultSwitch(Arc<Switches>);
 #[derive(Debug, Default)]
 struct Switches {
     failing: AtomicBool,
+    log_failing: AtomicBool,
     syncs: Mutex<HeldSyncs>,
     database_syncs: Mutex<HeldSyncs>,
     released: Condvar,
@@ -45,6 +46,12 @@ impl FaultSwitch {
 
     pub fn is_failing(&self) -> bool {
         self.0.failing.load(Ordering::SeqCst)
+    }
+
+    /// Fails the write-ahead log's writes and syncs only, leaving the
+    /// database file sound (a log on another, failing disk).
+    pub fn fail_log_writes(&self, failing: bool) {
+        self.0.log_failing.store(failing, Ordering::SeqCst);
     }
 
     /// While held, the write-ahead log's sync of each batch waits just
@@ -97,6 +104,14 @@ impl FaultSwitch {
         } else {
             Ok(())
         }
+    }
+
+    /// [`Self::check`] for the write-ahead log.
+    pub(crate) fn check_log(&self) -> io::Result<()> {
+        if self.0.log_failing.load(Ordering::SeqCst) {
+            return Err(io::Error::from_raw_os_error(28));
+        }
+        self.check()
     }
 }
 

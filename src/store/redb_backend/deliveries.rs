@@ -131,7 +131,7 @@ pub fn insert_new(
         if let Some(due) = record.next_attempt_at_ms {
             tables
                 .queue
-                .insert((record.connection_id, due, delivery.id), ws)?;
+                .insert_new((record.connection_id, due, delivery.id), ws)?;
         }
     }
     Ok(suppressed)
@@ -311,7 +311,9 @@ pub fn record_attempt(
         error: outcome.attempt.error.clone(),
         response: outcome.attempt.response.clone(),
     };
-    attempts.insert((id, record.attempt_count), attempt.encode().as_slice())?;
+    attempts
+        .get()?
+        .insert((id, record.attempt_count), attempt.encode().as_slice())?;
     match outcome.next {
         NextStep::Succeeded => {
             record.status = DeliveryStatus::Succeeded.into();
@@ -334,7 +336,7 @@ pub fn record_attempt(
             ..ConnectionPatch::default()
         };
         let connection = ConnectionId(record.connection_id);
-        connections::update(scope.txn(), outcome.workspace_id, connection, &patch)?;
+        connections::update(scope.txn()?, outcome.workspace_id, connection, &patch)?;
     }
     Ok(Some(delivery_from(
         outcome.workspace_id,

@@ -8,6 +8,7 @@
 mod backup;
 mod compact;
 mod connections;
+mod deferred;
 mod deliveries;
 mod error;
 mod events;
@@ -45,7 +46,7 @@ pub use scope::WriteScope;
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 pub use wal::WalOptions;
-use writer::{WriteOp, Writer, WriterThread};
+use writer::{WeakWriter, WriteOp, Writer, WriterThread};
 
 /// [`Store::close`], or dropping the last handle, lets every queued write
 /// commit and stops the write coordinator; the file closes with the last
@@ -98,7 +99,7 @@ impl RedbStore {
         &self,
         op: impl Fn(&WriteTransaction) -> Result<T, StoreError> + Send + 'static,
     ) -> StoreFuture<T> {
-        self.write_scoped(move |scope| op(scope.txn()))
+        self.write_scoped(move |scope| op(scope.txn()?))
     }
 
     fn write_scoped<T: Send + 'static>(
@@ -146,6 +147,34 @@ impl RedbStore {
         Box::pin(blocking(move || read(&slot.get()?.begin_read()?)))
     }
 
+    /// A read of the queue table, on the blocking pool, in a snapshot the
+    /// writer takes once it has written the rows it holds back
+    /// (`deferred.rs`). A writer busy for longer than
+    /// `QUEUE_SNAPSHOT_WAIT` (a stalled disk) does not hold the reader
+    /// up: it reads the table as it is, where a row held back shows at a
+    /// later read.
+    fn read_queue<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&ReadTransaction) -> Result<T, StoreError> + Send + 'static,
+    ) -> StoreFuture<T> {
+        let writer = self.writer.clone();
+        let slot = self.slot.clone();
+        Box::pin(async move {
+            let snapshot = match writer {
+                Some(writer) => tokio::time::timeout(QUEUE_SNAPSHOT_WAIT, writer.queue_snapshot())
+                    .await
+                    .ok()
+                    .flatten(),
+                None => None,
+            };
+            blocking(move || match snapshot {
+                Some(snapshot) => read(&snapshot),
+                None => read(&slot.get()?.begin_read()?),
+            })
+            .await
+        })
+    }
+
     fn take_writer_thread(&self) -> Option<WriterThread> {
         self.writer_thread
             .lock()
@@ -163,17 +192,32 @@ async fn blocking<T: Send + 'static>(
         .map_err(|error| StoreError::Unavailable(error.to_string()))?
 }
 
-/// redb's online backup (`backup.rs`), taken from a read snapshot.
+/// How long a read of the queue waits for the writer's snapshot.
+const QUEUE_SNAPSHOT_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// redb's online backup (`backup.rs`), taken from a read snapshot in which
+/// every pending delivery has its queue row (the writer's, see
+/// `deferred.rs`): a backup has no log to restore them from.
 struct RedbBackup {
     slot: Arc<DbSlot>,
+    writer: Option<WeakWriter>,
 }
 
 impl BackupSource for RedbBackup {
     fn backup(&self, target: std::fs::File) -> StoreFuture<BackupStats> {
         let slot = self.slot.clone();
-        Box::pin(blocking(move || {
-            backup::copy(&slot.get()?.begin_read()?, target)
-        }))
+        let writer = self.writer.clone();
+        Box::pin(async move {
+            let snapshot = match writer {
+                Some(writer) => writer.queue_snapshot().await?,
+                None => None,
+            };
+            blocking(move || match snapshot {
+                Some(snapshot) => backup::copy(&snapshot, target),
+                None => backup::copy(&slot.get()?.begin_read()?, target),
+            })
+            .await
+        })
     }
 }
 
@@ -216,6 +260,7 @@ impl Store for RedbStore {
     fn backup_source(&self) -> Option<Arc<dyn BackupSource>> {
         Some(Arc::new(RedbBackup {
             slot: self.slot.clone(),
+            writer: self.writer.as_ref().map(Writer::downgrade),
         }))
     }
 
@@ -424,8 +469,9 @@ impl Store for RedbStore {
             })
             .await?;
             let listed = Requeue::Listed { status, ids };
-            let op: WriteOp<Vec<QueueEntry>> =
-                Box::new(move |scope| deliveries::requeue(scope.txn(), workspace, &listed, now_ms));
+            let op: WriteOp<Vec<QueueEntry>> = Box::new(move |scope| {
+                deliveries::requeue(scope.txn()?, workspace, &listed, now_ms)
+            });
             match writer {
                 Some(writer) => writer.write(op).await,
                 None => Err(StoreError::WriterStopped),
@@ -434,15 +480,15 @@ impl Store for RedbStore {
     }
 
     fn queue_heads(&self) -> StoreFuture<QueueHeads> {
-        self.read_blocking(deliveries::queue_heads)
+        self.read_queue(deliveries::queue_heads)
     }
 
     fn queue_rows(&self, reads: Vec<LaneRead>) -> StoreFuture<Vec<LaneRows>> {
-        self.read_blocking(move |txn| deliveries::queue_rows(txn, &reads))
+        self.read_queue(move |txn| deliveries::queue_rows(txn, &reads))
     }
 
     fn queue_len(&self) -> StoreFuture<u64> {
-        self.read_now(|txn| Ok(txn.open_table(tables::QUEUE)?.len()?))
+        self.read_queue(|txn| Ok(txn.open_table(tables::QUEUE)?.len()?))
     }
 
     fn drop_stale_queue_entry(&self, entry: QueueEntry) -> StoreFuture<bool> {

@@ -16,15 +16,22 @@
 //! check of its key and value types (most of it formatting tuple type
 //! names), and a batch of attempt outcomes, or of events without
 //! idempotency keys or noise control, never needs them.
+//!
+//! In the writer's batches (with the write-ahead log on), new deliveries'
+//! queue rows are held back (`deferred.rs`); the bare transaction is handed
+//! out only once they are in the table.
 
+use super::deferred::{DeferredRows, QueueRow};
 use super::tables::*;
 use crate::store::StoreError;
 use redb::{Table, WriteTransaction};
+use std::cell::RefCell;
 
 pub struct WriteScope<'txn> {
     txn: &'txn WriteTransaction,
+    deferred: Option<&'txn RefCell<DeferredRows>>,
     ingest: Option<IngestTables<'txn>>,
-    attempts: Option<AttemptsTable<'txn>>,
+    attempts: OnFirstUse<'txn, AttemptsTable<'txn>>,
 }
 
 /// `(delivery, attempt number) → attempt record`.
@@ -78,56 +85,105 @@ impl<'txn, T> OnFirstUse<'txn, T> {
 pub struct NewDeliveryTables<'txn> {
     pub deliveries: Table<'txn, (u128, u128), &'static [u8]>,
     pub by_event: Table<'txn, (u128, u128, u128), ()>,
-    pub queue: Table<'txn, (u128, u64, u128), u128>,
+    pub queue: QueueRows<'txn>,
+}
+
+/// The queue table, and the rows the writer holds back from it.
+pub struct QueueRows<'txn> {
+    table: Table<'txn, (u128, u64, u128), u128>,
+    deferred: Option<&'txn RefCell<DeferredRows>>,
 }
 
 impl<'txn> WriteScope<'txn> {
+    /// Every write goes straight into its table.
     pub fn new(txn: &'txn WriteTransaction) -> Self {
         Self {
             txn,
+            deferred: None,
             ingest: None,
-            attempts: None,
+            attempts: OnFirstUse::new(txn, open_attempts),
         }
     }
 
-    /// The transaction itself. Closes the tables kept open for ingest first:
-    /// redb refuses to open a table that is already open. The borrow keeps
-    /// the scope from reopening them while a table opened here is alive.
-    pub fn txn(&mut self) -> &WriteTransaction {
+    /// New deliveries' queue rows are held in `deferred` (`deferred.rs`).
+    pub fn deferring(txn: &'txn WriteTransaction, deferred: &'txn RefCell<DeferredRows>) -> Self {
+        Self {
+            deferred: Some(deferred),
+            ..Self::new(txn)
+        }
+    }
+
+    /// The transaction itself, with every queue row held back written.
+    /// Closes the tables kept open for ingest first: redb refuses to open a
+    /// table that is already open. The borrow keeps the scope from
+    /// reopening them while a table opened here is alive.
+    pub fn txn(&mut self) -> Result<&WriteTransaction, StoreError> {
+        self.flush_queue()?;
         self.ingest = None;
-        self.attempts = None;
-        self.txn
+        self.attempts = OnFirstUse::new(self.txn, open_attempts);
+        Ok(self.txn)
+    }
+
+    /// Writes the queue rows held back into the table.
+    pub fn flush_queue(&mut self) -> Result<(), StoreError> {
+        let Some(deferred) = self.deferred else {
+            return Ok(());
+        };
+        let mut deferred = deferred.borrow_mut();
+        if deferred.is_empty() {
+            return Ok(());
+        }
+        let mut write = |table: &mut Table<'_, (u128, u64, u128), u128>| {
+            deferred.flush(|delivery, row: &QueueRow| {
+                table.insert((row.connection, row.due_ms, delivery), row.workspace)?;
+                Ok::<(), StoreError>(())
+            })
+        };
+        match &mut self.ingest {
+            Some(tables) => write(&mut tables.deliveries.queue.table),
+            None => write(&mut self.txn.open_table(QUEUE)?),
+        }
     }
 
     /// The ingest tables, opened on first use in this batch.
     pub fn ingest_tables(&mut self) -> Result<&mut IngestTables<'txn>, StoreError> {
         let tables = match self.ingest.take() {
             Some(tables) => tables,
-            None => IngestTables::open(self.txn)?,
+            None => IngestTables::open(self.txn, self.deferred)?,
         };
         Ok(self.ingest.insert(tables))
     }
 
     /// What recording an attempt writes: the ingest tables (workspaces,
-    /// deliveries, queue) and the attempts table, opened on first use.
+    /// deliveries, queue), opened on first use, and the attempts table,
+    /// opened when an attempt after the first is recorded.
+    #[allow(clippy::type_complexity)]
     pub fn attempt_tables(
         &mut self,
-    ) -> Result<(&mut IngestTables<'txn>, &mut AttemptsTable<'txn>), StoreError> {
-        let attempts = match self.attempts.take() {
-            Some(table) => table,
-            None => self.txn.open_table(ATTEMPTS)?,
-        };
-        let attempts = self.attempts.insert(attempts);
+    ) -> Result<
+        (
+            &mut IngestTables<'txn>,
+            &mut OnFirstUse<'txn, AttemptsTable<'txn>>,
+        ),
+        StoreError,
+    > {
         let ingest = match self.ingest.take() {
             Some(tables) => tables,
-            None => IngestTables::open(self.txn)?,
+            None => IngestTables::open(self.txn, self.deferred)?,
         };
-        Ok((self.ingest.insert(ingest), attempts))
+        Ok((self.ingest.insert(ingest), &mut self.attempts))
     }
 }
 
+fn open_attempts(txn: &WriteTransaction) -> Result<AttemptsTable<'_>, StoreError> {
+    Ok(txn.open_table(ATTEMPTS)?)
+}
+
 impl<'txn> IngestTables<'txn> {
-    fn open(txn: &'txn WriteTransaction) -> Result<Self, StoreError> {
+    fn open(
+        txn: &'txn WriteTransaction,
+        deferred: Option<&'txn RefCell<DeferredRows>>,
+    ) -> Result<Self, StoreError> {
         Ok(Self {
             workspaces: txn.open_table(WORKSPACES)?,
             events: OnFirstUse::new(txn, |txn| Ok(txn.open_table(EVENTS)?)),
@@ -137,19 +193,67 @@ impl<'txn> IngestTables<'txn> {
                     by_age: txn.open_table(IDEMPOTENCY_BY_AGE)?,
                 })
             }),
-            deliveries: NewDeliveryTables::open(txn)?,
+            deliveries: NewDeliveryTables::open(txn, deferred)?,
             noise: OnFirstUse::new(txn, super::noise::NoiseTables::open),
         })
     }
 }
 
 impl<'txn> NewDeliveryTables<'txn> {
-    pub fn open(txn: &'txn WriteTransaction) -> Result<Self, StoreError> {
+    fn open(
+        txn: &'txn WriteTransaction,
+        deferred: Option<&'txn RefCell<DeferredRows>>,
+    ) -> Result<Self, StoreError> {
         Ok(Self {
             deliveries: txn.open_table(DELIVERIES)?,
             by_event: txn.open_table(EVENT_DELIVERIES)?,
-            queue: txn.open_table(QUEUE)?,
+            queue: QueueRows {
+                table: txn.open_table(QUEUE)?,
+                deferred,
+            },
         })
+    }
+}
+
+impl QueueRows<'_> {
+    /// A new delivery's row: held back while the writer defers rows and
+    /// has room, else written.
+    pub fn insert_new(
+        &mut self,
+        (connection, due_ms, delivery): (u128, u64, u128),
+        workspace: u128,
+    ) -> Result<(), StoreError> {
+        let row = QueueRow {
+            connection,
+            due_ms,
+            workspace,
+        };
+        if let Some(deferred) = self.deferred
+            && deferred.borrow_mut().hold(delivery, row)
+        {
+            return Ok(());
+        }
+        self.insert((connection, due_ms, delivery), workspace)
+    }
+
+    /// A row written at once (a retry's: it waits for seconds at least).
+    pub fn insert(&mut self, key: (u128, u64, u128), workspace: u128) -> Result<(), StoreError> {
+        self.table.insert(key, workspace)?;
+        Ok(())
+    }
+
+    /// Removes a row, held back or written.
+    pub fn remove(
+        &mut self,
+        (connection, due_ms, delivery): (u128, u64, u128),
+    ) -> Result<(), StoreError> {
+        if let Some(deferred) = self.deferred
+            && deferred.borrow_mut().take(delivery, connection, due_ms)
+        {
+            return Ok(());
+        }
+        self.table.remove((connection, due_ms, delivery))?;
+        Ok(())
     }
 }
 
@@ -181,7 +285,7 @@ mod tests {
                 .insert((1, 2), b"second".as_slice())
                 .unwrap();
             // redb refuses a second open of a table; the scope closed its own.
-            let events = scope.txn().open_table(EVENTS).unwrap();
+            let events = scope.txn().unwrap().open_table(EVENTS).unwrap();
             assert_eq!(events.len().unwrap(), 2);
             drop(events);
             let tables = scope.ingest_tables().unwrap();
@@ -228,12 +332,16 @@ mod tests {
                 .deliveries
                 .insert((1, 2), b"delivery".as_slice())
                 .unwrap();
-            attempts.insert((2, 1), b"attempt".as_slice()).unwrap();
+            attempts
+                .get()
+                .unwrap()
+                .insert((2, 1), b"attempt".as_slice())
+                .unwrap();
             // And the next ingest still finds them open.
             let tables = scope.ingest_tables().unwrap();
             assert_eq!(tables.deliveries.deliveries.len().unwrap(), 1);
             // The bare transaction closes both kinds.
-            let attempts = scope.txn().open_table(ATTEMPTS).unwrap();
+            let attempts = scope.txn().unwrap().open_table(ATTEMPTS).unwrap();
             assert_eq!(attempts.len().unwrap(), 1);
         }
         txn.commit().unwrap();

@@ -434,7 +434,7 @@ impl Wal {
             zero_to: self.grow_target(end),
             faults: self.faults.clone(),
         };
-        let failing = self.faults.as_ref().map_or(Ok(()), FaultSwitch::check);
+        let failing = self.faults.as_ref().map_or(Ok(()), FaultSwitch::check_log);
         if let Err(source) = failing {
             self.buffer = write.buffer;
             return Err(WalError::Io {
@@ -525,7 +525,7 @@ impl Wal {
             return Ok(());
         }
         let zeros = vec![0u8; (self.end - self.batch_start) as usize];
-        let faults = self.faults.as_ref().map_or(Ok(()), FaultSwitch::check);
+        let faults = self.faults.as_ref().map_or(Ok(()), FaultSwitch::check_log);
         faults
             .and_then(|()| self.file.write_all_at(&zeros, self.batch_start))
             .and_then(|()| self.file.sync_data())
@@ -934,7 +934,7 @@ mod tests {
         ConnectionId, Delivery, DeliveryId, DeliveryStatus, Event, EventId, EventName, RuleId,
         WorkspaceId,
     };
-    use crate::store::redb_backend::tables::{ATTEMPTS, EVENTS};
+    use crate::store::redb_backend::tables::{ATTEMPTS, EVENTS, QUEUE};
     use crate::store::{
         AttemptOutcome, IdempotentAnswer, IngestBatch, IngestOutcome, NewWorkspace, NextStep,
         RedbStore, Store, StoreOptions,
@@ -1325,6 +1325,9 @@ mod tests {
                 "event {n}"
             );
         }
+        // The queue rows the writer held back went in with each durable
+        // commit, before the log started over.
+        assert_eq!(recovered.queue_len().await.unwrap(), 10);
         recovered.close().await.unwrap();
         store.close().await.unwrap();
     }
@@ -1437,5 +1440,192 @@ mod tests {
         drop(recovered);
         assert_eq!(rows_without_the_log(&copy).0, 8_000);
         store.close().await.unwrap();
+    }
+
+    /// New deliveries' queue rows wait in the writer (`deferred.rs`): a
+    /// first outcome drops its row without writing it, every reader of the
+    /// queue sees the others, a checkpoint writes them, and after a crash
+    /// the log brings back exactly the rows still queued.
+    #[tokio::test]
+    async fn queue_rows_held_in_the_writer_reach_readers_checkpoints_and_recovery() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let store = store(&path).await;
+        ingest(&store, 1).await;
+        ingest(&store, 2).await;
+        assert_eq!(queue_in_the_table(&store), Vec::<u128>::new(), "held");
+        assert!(store.record_attempt(succeeded(1)).await.unwrap().is_some());
+        assert_eq!(
+            store.queue_len().await.unwrap(),
+            1,
+            "written for the reader"
+        );
+        assert_eq!(queue_in_the_table(&store), [2]);
+
+        ingest(&store, 3).await;
+        let heads = store.queue_heads().await.unwrap();
+        assert_eq!(heads.backlog, 2);
+        assert_eq!(queue_in_the_table(&store), [2, 3]);
+
+        ingest(&store, 4).await;
+        // Not logged: a durable commit, which starts the log over, so the
+        // file itself must hold the row still waiting.
+        store.put_oauth_state(9, u64::MAX).await.unwrap();
+        let checkpointed = tempfile::tempdir().unwrap();
+        let image = crash_image(&path, checkpointed.path());
+        assert_eq!(queue_without_the_log(&image), [2, 3, 4]);
+
+        // Only in the log: 5 stays queued, 6 was delivered, 2 too.
+        ingest(&store, 5).await;
+        ingest(&store, 6).await;
+        assert!(store.record_attempt(succeeded(6)).await.unwrap().is_some());
+        assert!(store.record_attempt(succeeded(2)).await.unwrap().is_some());
+        let crashed = tempfile::tempdir().unwrap();
+        let copy = crash_image(&path, crashed.path());
+        assert_eq!(queue_without_the_log(&copy), [2, 3, 4]);
+        let recovered = RedbStore::open(&copy, options(Duration::from_secs(600))).unwrap();
+        assert_eq!(queue_in_the_table(&recovered), [3, 4, 5]);
+        assert_eq!(recovered.queue_len().await.unwrap(), 3);
+        recovered.close().await.unwrap();
+
+        // Closing checkpoints: the file is complete without its log.
+        ingest(&store, 7).await;
+        store.close().await.unwrap();
+        drop(store);
+        assert_eq!(queue_without_the_log(&path), [3, 4, 5, 7]);
+    }
+
+    /// A write on the bare transaction (here a deleted workspace's purge)
+    /// sees the rows the writer holds back, even those of its own batch:
+    /// none outlives its delivery.
+    #[tokio::test]
+    async fn a_purge_removes_queue_rows_the_writer_held_back_in_its_own_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let switch = FaultSwitch::new();
+        let options = StoreOptions {
+            faults: Some(switch.clone()),
+            ..options(Duration::from_secs(600))
+        };
+        let store = store_with(&dir.path().join("s.redb"), options).await;
+        let writer = store.writer.clone().unwrap();
+        // The writer waits in a durable commit's sync while an ingest, the
+        // workspace's deletion and its purge queue up behind it, in that
+        // order: released, it takes the three as one batch.
+        switch.hold_database_syncs(true);
+        let holding = tokio::spawn(store.put_oauth_state(9, u64::MAX));
+        let held = wait_until(|| switch.database_syncs_waiting() == 1).await;
+        let ingesting = tokio::spawn({
+            let store = store.clone();
+            async move { store.ingest(batch(1, None)).await }
+        });
+        let queued_1 = wait_until(|| writer.waiting() == 1).await;
+        let deleting = tokio::spawn(store.delete_workspace(WS));
+        let queued_2 = wait_until(|| writer.waiting() == 2).await;
+        let purging = tokio::spawn(store.purge_deleted(1_000));
+        let queued_3 = wait_until(|| writer.waiting() == 3).await;
+        switch.hold_database_syncs(false);
+        assert!(
+            held && queued_1 && queued_2 && queued_3,
+            "the writes queued up"
+        );
+
+        holding.await.unwrap().unwrap();
+        ingesting.await.unwrap().unwrap();
+        assert!(deleting.await.unwrap().unwrap());
+        let more = purging.await.unwrap().unwrap();
+        assert!(!more, "one step purged the workspace");
+        assert_eq!(store.queue_len().await.unwrap(), 0);
+        store.close().await.unwrap();
+    }
+
+    /// Polls `condition` for up to ten seconds; whether it came true.
+    async fn wait_until(condition: impl Fn() -> bool) -> bool {
+        for _ in 0..10_000 {
+            if condition() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        false
+    }
+
+    /// When the log alone fails, redb's handle is sound, and closing it
+    /// (the probe reopens the file) keeps its unsynced commits: the log's
+    /// replay then has nothing to apply, and the queue rows held back must
+    /// come back from the writer itself.
+    #[tokio::test]
+    async fn queue_rows_held_back_survive_a_failure_of_the_log_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let switch = FaultSwitch::new();
+        let options = StoreOptions {
+            faults: Some(switch.clone()),
+            ..options(Duration::from_secs(600))
+        };
+        let store = store_with(&path, options).await;
+        ingest(&store, 1).await;
+        assert_eq!(queue_in_the_table(&store), Vec::<u128>::new(), "held");
+
+        switch.fail_log_writes(true);
+        assert!(store.ingest(batch(2, None)).await.is_err());
+        assert!(!store.is_writable());
+        switch.fail_log_writes(false);
+        let mut writable = store.writable();
+        tokio::time::timeout(Duration::from_secs(20), writable.wait_for(|ok| *ok))
+            .await
+            .expect("the probe brings writes back")
+            .unwrap();
+
+        assert_eq!(queue_in_the_table(&store), [1]);
+        assert!(store.event(WS, EventId(2)).await.unwrap().is_none());
+        ingest(&store, 3).await;
+        assert_eq!(store.queue_len().await.unwrap(), 2);
+        store.close().await.unwrap();
+    }
+
+    /// A backup has no log to restore held rows from: it is taken from a
+    /// snapshot in which every pending delivery has its row.
+    #[tokio::test]
+    async fn a_backup_holds_the_queue_rows_the_writer_held_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir.path().join("s.redb")).await;
+        ingest(&store, 1).await;
+        ingest(&store, 2).await;
+        assert_eq!(queue_in_the_table(&store), Vec::<u128>::new(), "held");
+        let copy = dir.path().join("backup.redb");
+        let target = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&copy)
+            .unwrap();
+        let source = store.backup_source().unwrap();
+        source.backup(target).await.unwrap();
+        assert_eq!(queue_without_the_log(&copy), [1, 2]);
+        store.close().await.unwrap();
+    }
+
+    /// Delivery ids in the live database's queue table, as written so far.
+    fn queue_in_the_table(store: &RedbStore) -> Vec<u128> {
+        let read = store.slot.get().unwrap().begin_read().unwrap();
+        queued_ids(&read)
+    }
+
+    /// Delivery ids in the file's queue table, log not applied.
+    fn queue_without_the_log(path: &Path) -> Vec<u128> {
+        let db = Database::open(path).unwrap();
+        queued_ids(&db.begin_read().unwrap())
+    }
+
+    fn queued_ids(read: &redb::ReadTransaction) -> Vec<u128> {
+        use redb::ReadableTable;
+        let table = read.open_table(QUEUE).unwrap();
+        let mut ids: Vec<u128> = table
+            .iter()
+            .unwrap()
+            .map(|row| row.unwrap().0.value().2)
+            .collect();
+        ids.sort_unstable();
+        ids
     }
 }

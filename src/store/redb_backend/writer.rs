@@ -8,7 +8,10 @@
 //! With the write-ahead log on (`wal.rs`), a batch of ingests and attempt
 //! outcomes is made durable by appending it to the log instead, and redb
 //! commits it without a sync; any other write, a full log and a timer
-//! (`Message::Checkpoint`) make the commit durable again.
+//! (`Message::Checkpoint`) make the commit durable again. New deliveries'
+//! queue rows are then held back until needed (`deferred.rs`): a reader of
+//! the queue reads a snapshot the coordinator takes once it has written
+//! them ([`Writer::queue_snapshot`]).
 //!
 //! When a commit fails with an I/O error (disk full, EIO), every job of its
 //! batch is answered with an error and nothing of it counts as stored. redb
@@ -19,10 +22,12 @@
 //! to 30 s, to reopen the file and commit one small write. The first probe
 //! that commits flips `writable` back to true: no restart needed.
 
+use super::deferred::{self, DeferredRows};
 use super::wal::{self, Logged, Wal};
 use super::{DbSlot, WriteScope};
 use crate::store::StoreError;
-use redb::{Database, Durability};
+use redb::{Database, Durability, ReadTransaction, ReadableDatabase};
+use std::cell::RefCell;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -47,6 +52,8 @@ pub type WriteOp<T> = Box<dyn Fn(&mut WriteScope<'_>) -> Result<T, StoreError> +
 pub struct Writer {
     jobs: mpsc::Sender<Message>,
     writable: watch::Receiver<bool>,
+    /// Whether the coordinator holds queue rows back (the log is on).
+    defers_queue_rows: bool,
 }
 
 pub struct WriterThread {
@@ -59,6 +66,9 @@ enum Message {
     Probe(oneshot::Sender<Result<(), StoreError>>),
     /// From the checkpoint timer: make what the log holds durable in redb.
     Checkpoint,
+    /// From a reader of the queue table: write the rows held back, then
+    /// answer with a read snapshot (`None` while storage is failing).
+    QueueSnapshot(oneshot::Sender<Option<ReadTransaction>>),
     /// Commit what is queued, refuse anything sent later, then stop.
     Close,
 }
@@ -72,18 +82,26 @@ impl Writer {
         if let Some(wal) = &wal {
             spawn_checkpoint_timer(jobs.downgrade(), wal.checkpoint_every())?;
         }
+        let defers_queue_rows = wal.is_some();
         let coordinator = Coordinator {
             slot,
             health,
             // Weak, so that a probe waiting for its next try never keeps the
             // coordinator from shutting down.
             probe_sender: jobs.downgrade(),
+            deferred: defers_queue_rows
+                .then(|| RefCell::new(DeferredRows::new(deferred::DEFAULT_LIMIT))),
             wal,
         };
         let handle = std::thread::Builder::new()
             .name("switchyard-writer".into())
             .spawn(move || coordinator.run(receiver))?;
-        Ok((Writer { jobs, writable }, WriterThread { handle }))
+        let writer = Writer {
+            jobs,
+            writable,
+            defers_queue_rows,
+        };
+        Ok((writer, WriterThread { handle }))
     }
 
     /// Runs `op` in the next group commit and resolves once it is durable.
@@ -119,6 +137,29 @@ impl Writer {
         answer.await.map_err(|_| StoreError::WriterStopped)?
     }
 
+    /// A read snapshot that holds the queue row of every pending delivery
+    /// it holds: the coordinator writes the rows it holds back, then takes
+    /// it. `None` when nothing is held back (the log is off), while
+    /// storage is failing, and once the coordinator has stopped (it wrote
+    /// them out first): read the database directly then.
+    pub async fn queue_snapshot(&self) -> Option<ReadTransaction> {
+        queue_snapshot(&self.jobs, self.defers_queue_rows).await
+    }
+
+    /// A handle that does not keep the coordinator running.
+    pub fn downgrade(&self) -> WeakWriter {
+        WeakWriter {
+            jobs: self.jobs.downgrade(),
+            defers_queue_rows: self.defers_queue_rows,
+        }
+    }
+
+    /// Messages sent and not yet taken by the coordinator.
+    #[cfg(test)]
+    pub fn waiting(&self) -> usize {
+        self.jobs.max_capacity() - self.jobs.capacity()
+    }
+
     /// Stops the coordinator once it has committed every job queued before
     /// this; jobs sent later fail with [`StoreError::WriterStopped`]. Join
     /// the [`WriterThread`] to wait until they are durable.
@@ -131,6 +172,43 @@ impl Writer {
     pub fn writable(&self) -> watch::Receiver<bool> {
         self.writable.clone()
     }
+}
+
+/// See [`Writer::downgrade`].
+#[derive(Clone)]
+pub struct WeakWriter {
+    jobs: mpsc::WeakSender<Message>,
+    defers_queue_rows: bool,
+}
+
+impl WeakWriter {
+    /// As [`Writer::queue_snapshot`]; `Err` while storage is failing (a
+    /// snapshot then may lack rows the coordinator holds back).
+    pub async fn queue_snapshot(&self) -> Result<Option<ReadTransaction>, StoreError> {
+        let Some(jobs) = self.jobs.upgrade() else {
+            return Ok(None);
+        };
+        if !self.defers_queue_rows {
+            return Ok(None);
+        }
+        match queue_snapshot(&jobs, true).await {
+            Some(snapshot) => Ok(Some(snapshot)),
+            None if jobs.is_closed() => Ok(None),
+            None => Err(not_writable()),
+        }
+    }
+}
+
+async fn queue_snapshot(
+    jobs: &mpsc::Sender<Message>,
+    defers_queue_rows: bool,
+) -> Option<ReadTransaction> {
+    if !defers_queue_rows {
+        return None;
+    }
+    let (reply, answer) = oneshot::channel();
+    jobs.send(Message::QueueSnapshot(reply)).await.ok()?;
+    answer.await.ok().flatten()
 }
 
 impl WriterThread {
@@ -194,6 +272,8 @@ struct Coordinator {
     slot: Arc<DbSlot>,
     health: watch::Sender<bool>,
     probe_sender: mpsc::WeakSender<Message>,
+    /// New deliveries' queue rows held back; `Some` with the log on.
+    deferred: Option<RefCell<DeferredRows>>,
     wal: Option<Wal>,
 }
 
@@ -202,6 +282,7 @@ impl Coordinator {
         metrics::gauge!("switchyard_storage_writable").set(1.0);
         let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
         let mut probes = Vec::new();
+        let mut snapshots = Vec::new();
         while let Some(first) = receiver.blocking_recv() {
             let mut next = Some(first);
             let mut checkpoint = false;
@@ -210,6 +291,7 @@ impl Coordinator {
                     Message::Job(job) => batch.push(job),
                     Message::Probe(reply) => probes.push(reply),
                     Message::Checkpoint => checkpoint = true,
+                    Message::QueueSnapshot(reply) => snapshots.push(reply),
                     // What is queued already is still received; the loop
                     // ends once it has been.
                     Message::Close => receiver.close(),
@@ -218,11 +300,20 @@ impl Coordinator {
                     next = receiver.try_recv().ok();
                 }
             }
+            let flush = !snapshots.is_empty();
             if !batch.is_empty() {
                 metrics_batch_size(batch.len());
-                self.commit(&mut batch);
+                self.commit(&mut batch, flush);
             } else if checkpoint {
                 self.checkpoint();
+            }
+            if flush {
+                // Rows held back are all written by now, unless the batch
+                // committed nothing (every job refused).
+                self.flush_queue();
+                for reply in snapshots.drain(..) {
+                    let _ = reply.send(self.snapshot());
+                }
             }
             for reply in probes.drain(..) {
                 let _ = reply.send(self.probe());
@@ -231,9 +322,29 @@ impl Coordinator {
         // Closing: what only the log holds goes into redb, so the file is
         // complete on its own.
         self.checkpoint();
+        // Storage failed and did not come back: the rows held back go in
+        // if the handle still takes writes (the log alone failed; closing
+        // the handle keeps its unsynced commits, so the log may have
+        // nothing left to replay at the next start). If it refuses them,
+        // the database goes back to its last durable commit and the next
+        // start replays them from the log.
+        if let Ok(db) = self.slot.get()
+            && let Err(error) = write_held_rows(&db, self.deferred.as_ref())
+        {
+            tracing::warn!(%error, "writing the queue rows held back at close; the log's replay restores them");
+        }
     }
 
-    fn commit(&mut self, batch: &mut Vec<Box<dyn Job>>) {
+    /// A read snapshot taken now, while storage works.
+    fn snapshot(&self) -> Option<ReadTransaction> {
+        if !*self.health.borrow() {
+            return None;
+        }
+        self.slot.get().ok()?.begin_read().ok()
+    }
+
+    /// Commits `batch`; with `flush`, the queue rows held back go in too.
+    fn commit(&mut self, batch: &mut Vec<Box<dyn Job>>, flush: bool) {
         // Jobs queued before storage failed fail fast too.
         if !*self.health.borrow() {
             return fail_all(batch, &not_writable());
@@ -242,7 +353,8 @@ impl Coordinator {
             Ok(db) => db,
             Err(error) => return fail_all(batch, &error),
         };
-        if let Err(failure) = commit_batch(&db, batch, self.wal.as_mut()) {
+        let deferred = self.deferred.as_ref();
+        if let Err(failure) = commit_batch(&db, batch, self.wal.as_mut(), deferred, flush) {
             drop(db);
             // Marked before the jobs hear of it, so a caller told of the
             // failure already sees the store as not writable.
@@ -251,8 +363,8 @@ impl Coordinator {
         }
     }
 
-    /// A durable commit of nothing but the log's position, when the log
-    /// holds records redb has not made durable yet.
+    /// A durable commit of the log's position (and the queue rows held
+    /// back), when the log holds records redb has not made durable yet.
     fn checkpoint(&mut self) {
         let Some(wal) = self.wal.as_mut() else {
             return;
@@ -262,13 +374,37 @@ impl Coordinator {
         }
         let committed = self.slot.get().and_then(|db| {
             let txn = db.begin_write()?;
+            flush_deferred(&txn, self.deferred.as_ref())?;
             wal::store_applied(&txn, wal.applied_through())?;
             txn.commit()?;
             Ok(())
         });
+        settle(self.deferred.as_ref(), committed.is_ok());
         match committed {
             Ok(()) => wal.checkpointed(),
             Err(error) => self.storage_failed(&error),
+        }
+    }
+
+    /// Writes the queue rows held back, in a commit that needs no sync:
+    /// every one of them comes back from the log after a crash.
+    fn flush_queue(&mut self) {
+        let Some(deferred) = self.deferred.as_ref() else {
+            return;
+        };
+        if deferred.borrow().is_empty() || !*self.health.borrow() {
+            return;
+        }
+        let committed = self.slot.get().and_then(|db| {
+            let mut txn = db.begin_write()?;
+            flush_deferred(&txn, Some(deferred))?;
+            txn.set_durability(Durability::None)?;
+            txn.commit()?;
+            Ok(())
+        });
+        settle(Some(deferred), committed.is_ok());
+        if let Err(error) = committed {
+            self.storage_failed(&error);
         }
     }
 
@@ -286,12 +422,19 @@ impl Coordinator {
         if *self.health.borrow() {
             return Ok(());
         }
-        // Reopened at its last durable commit: what the log acknowledged
-        // since goes back in before the handle is handed to anyone.
+        // Reopened: what the log acknowledged since the database's last
+        // durable commit goes back in before the handle is handed to
+        // anyone, and so do the queue rows held back. (After a failure of
+        // redb's file the log's replay writes them too; after a failure of
+        // the log alone, closing the old handle kept its unsynced commits,
+        // so the replay may have nothing to apply.)
         let wal = &mut self.wal;
-        let reopened = self.slot.reopen_and_probe(|db| match wal.as_mut() {
-            Some(wal) => Ok(wal.recover_after_failure(db)?),
-            None => Ok(()),
+        let deferred = self.deferred.as_ref();
+        let reopened = self.slot.reopen_and_probe(|db| {
+            if let Some(wal) = wal.as_mut() {
+                wal.recover_after_failure(db)?;
+            }
+            write_held_rows(db, deferred)
         });
         match reopened {
             Ok(()) => {
@@ -375,6 +518,8 @@ fn commit_batch(
     db: &Database,
     batch: &mut Vec<Box<dyn Job>>,
     mut wal: Option<&mut Wal>,
+    deferred: Option<&RefCell<DeferredRows>>,
+    flush: bool,
 ) -> Result<(), StoreError> {
     // The log's write and sync start first and run while the batch is
     // applied; the commit waits for them.
@@ -389,7 +534,7 @@ fn commit_batch(
         },
         None => None,
     };
-    let result = apply_and_commit(db, batch, wal.as_deref_mut(), plan);
+    let result = apply_and_commit(db, batch, wal.as_deref_mut(), plan, deferred, flush);
     if let (Some(wal), Some((through, Durability::None))) = (wal, plan)
         && !wal.acknowledged(through)
     {
@@ -403,13 +548,19 @@ fn commit_batch(
 }
 
 /// Applies every job in one transaction and commits as `plan` says (the
-/// log's last number in it, and the durability). See [`commit_batch`].
+/// log's last number in it, and the durability). The queue rows held back
+/// in `deferred` go in before a durable commit, or when `flush` asks; the
+/// changes to them are undone with an aborted transaction. See
+/// [`commit_batch`].
 fn apply_and_commit(
     db: &Database,
     batch: &mut Vec<Box<dyn Job>>,
     mut wal: Option<&mut Wal>,
     plan: Option<(u64, Durability)>,
+    deferred: Option<&RefCell<DeferredRows>>,
+    flush: bool,
 ) -> Result<(), StoreError> {
+    let durable = !matches!(plan, Some((_, Durability::None)));
     'retry: while !batch.is_empty() {
         let mut txn = match db.begin_write() {
             Ok(txn) => txn,
@@ -418,24 +569,32 @@ fn apply_and_commit(
         // The scope (and the tables it keeps open) must be gone before the
         // transaction is committed or aborted.
         let failed = {
-            let mut scope = WriteScope::new(&txn);
-            (0..batch.len()).find_map(|index| {
+            let mut scope = match deferred {
+                Some(deferred) => WriteScope::deferring(&txn, deferred),
+                None => WriteScope::new(&txn),
+            };
+            let failed = (0..batch.len()).find_map(|index| {
                 batch[index]
                     .apply(&mut scope)
                     .err()
-                    .map(|error| (index, error))
-            })
+                    .map(|error| (Some(index), error))
+            });
+            match failed {
+                None if durable || flush => scope.flush_queue().err().map(|error| (None, error)),
+                failed => failed,
+            }
         };
         if let Some((index, error)) = failed {
             if let Err(abort) = txn.abort() {
                 tracing::warn!(error = %abort, "aborting a failed write batch");
             }
+            settle(deferred, false);
             // Storage trouble (disk full, I/O) would fail every job the
             // same way: fail the batch at once rather than retry it.
-            if matches!(error, StoreError::Backend { .. }) {
+            let Some(index) = index.filter(|_| !matches!(error, StoreError::Backend { .. })) else {
                 tracing::error!(%error, "write batch failed");
                 return fail_batch(batch, error);
-            }
+            };
             tracing::warn!(%error, "write rejected; retrying its batch without it");
             batch.remove(index).complete(Err(error));
             continue 'retry;
@@ -445,9 +604,9 @@ fn apply_and_commit(
             if let Err(abort) = txn.abort() {
                 tracing::warn!(error = %abort, "aborting a batch the log refused");
             }
+            settle(deferred, false);
             return Err(error.into());
         }
-        let durable = !matches!(plan, Some((_, Durability::None)));
         let marked = match plan {
             Some((through, durability)) => {
                 wal::store_applied(&txn, through).and_then(|()| Ok(txn.set_durability(durability)?))
@@ -456,6 +615,7 @@ fn apply_and_commit(
         };
         let started = std::time::Instant::now();
         let committed = marked.and_then(|()| Ok(txn.commit()?));
+        settle(deferred, committed.is_ok());
         metrics::histogram!(
             "switchyard_commit_seconds",
             "durability" => if durable { "immediate" } else { "none" }
@@ -479,6 +639,45 @@ fn apply_and_commit(
         return Ok(());
     }
     Ok(())
+}
+
+/// Writes the queue rows held back into the table, in `txn`.
+fn flush_deferred(
+    txn: &redb::WriteTransaction,
+    deferred: Option<&RefCell<DeferredRows>>,
+) -> Result<(), StoreError> {
+    match deferred {
+        Some(deferred) => WriteScope::deferring(txn, deferred).flush_queue(),
+        None => Ok(()),
+    }
+}
+
+/// A durable commit of the queue rows held back, if any.
+fn write_held_rows(
+    db: &Database,
+    deferred: Option<&RefCell<DeferredRows>>,
+) -> Result<(), StoreError> {
+    if deferred.is_none_or(|deferred| deferred.borrow().is_empty()) {
+        return Ok(());
+    }
+    let committed = db.begin_write().map_err(StoreError::from).and_then(|txn| {
+        flush_deferred(&txn, deferred)?;
+        Ok(txn.commit()?)
+    });
+    settle(deferred, committed.is_ok());
+    committed
+}
+
+/// The transaction that changed the rows held back committed, or not.
+fn settle(deferred: Option<&RefCell<DeferredRows>>, committed: bool) {
+    if let Some(deferred) = deferred {
+        let mut deferred = deferred.borrow_mut();
+        if committed {
+            deferred.committed();
+        } else {
+            deferred.rolled_back();
+        }
+    }
 }
 
 /// Fails every job with `error`, except on an I/O failure, which comes back
@@ -515,7 +714,7 @@ mod tests {
 
     fn put(key: u64) -> WriteOp<()> {
         Box::new(move |scope| {
-            scope.txn().open_table(T)?.insert(key, key)?;
+            scope.txn()?.open_table(T)?.insert(key, key)?;
             Ok(())
         })
     }
