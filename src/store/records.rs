@@ -278,8 +278,11 @@ impl Record for RuleRecord {
     }
 }
 
-/// A delivery, version 2: version 1 plus its alert and the count of
-/// deliveries its rule held back before it.
+/// A delivery, version 3: version 2 plus its first attempt, kept in the
+/// delivery's own row (most deliveries have one attempt, and its own table
+/// row cost a B-tree write per delivery); later attempts are rows of the
+/// `attempts` table, numbered from 2. Dumps still carry every attempt as
+/// an attempt row.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeliveryRecord {
     pub event_id: u128,
@@ -298,6 +301,26 @@ pub struct DeliveryRecord {
     pub alert: Option<String>,
     /// Deliveries of the same rule suppressed since the one before this.
     pub suppressed_before: u32,
+    /// Its attempt number 1, once made (redb only: PostgreSQL keeps every
+    /// attempt in its attempts table).
+    pub first_attempt: Option<AttemptRecord>,
+}
+
+/// The frozen version-2 delivery body: version 1 plus its alert and the
+/// count of deliveries its rule held back before it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct DeliveryRecordV2 {
+    event_id: u128,
+    rule_id: u128,
+    connection_id: u128,
+    status: StoredDeliveryStatus,
+    attempt_count: u32,
+    round_attempts: u32,
+    next_attempt_at_ms: Option<u64>,
+    created_at_ms: u64,
+    updated_at_ms: u64,
+    alert: Option<String>,
+    suppressed_before: u32,
 }
 
 /// The frozen version-1 delivery body.
@@ -316,7 +339,7 @@ struct DeliveryRecordV1 {
 
 impl Record for DeliveryRecord {
     const KIND: &'static str = "delivery";
-    const VERSION: u8 = 2;
+    const VERSION: u8 = 3;
 
     fn encode(&self) -> Vec<u8> {
         encode_body(Self::VERSION, self)
@@ -338,9 +361,27 @@ impl Record for DeliveryRecord {
                     updated_at_ms: v1.updated_at_ms,
                     alert: None,
                     suppressed_before: 0,
+                    first_attempt: None,
                 })
             }
-            2 => decode_body(Self::KIND, body),
+            2 => {
+                let v2: DeliveryRecordV2 = decode_body(Self::KIND, body)?;
+                Ok(Self {
+                    event_id: v2.event_id,
+                    rule_id: v2.rule_id,
+                    connection_id: v2.connection_id,
+                    status: v2.status,
+                    attempt_count: v2.attempt_count,
+                    round_attempts: v2.round_attempts,
+                    next_attempt_at_ms: v2.next_attempt_at_ms,
+                    created_at_ms: v2.created_at_ms,
+                    updated_at_ms: v2.updated_at_ms,
+                    alert: v2.alert,
+                    suppressed_before: v2.suppressed_before,
+                    first_attempt: None,
+                })
+            }
+            3 => decode_body(Self::KIND, body),
             version => Err(CodecError::UnknownVersion {
                 kind: Self::KIND,
                 version,
@@ -480,6 +521,7 @@ mod tests {
             updated_at_ms: 2000,
             alert: None,
             suppressed_before: 0,
+            first_attempt: None,
         }
     }
 
@@ -532,6 +574,9 @@ mod tests {
     // Version-2 bytes, frozen the same way once released.
     const RULE_V2: &str = "0203686f740207616c6572742e2a0b6465706c6f792e646f6e6507107b226368616e6e656c223a224331227d010468696768025b5d010c7b2274657874223a2278227d01e807d00f01d8040114";
     const DELIVERY_V2: &str = "0201020304020100e807d00f010a353a616c6572743a613103";
+    // Version-3 bytes: a delivery with its first attempt in its own row.
+    const DELIVERY_V3: &str =
+        "0301020304020100e807d00f010a353a616c6572743a61310301e8070f01f70301046275737900";
     const RULE_NOISE_V1: &str = "01c0f9b5e1d9331407";
     const WORKSPACE_V2: &str = "020461636d65e80701010101010101010101010101010101010101010101010101010101010101010202020202020202020202020202020202020202020202020202020202020202010303030303030303030303030303030303030303030303030303030303030303";
     /// An API key record of the kind appended for Meshes keys (index 2).
@@ -581,7 +626,6 @@ mod tests {
     #[test]
     fn current_encoding_of_version_two_is_pinned() {
         assert_eq!(hex(&sample_rule_v2().encode()), RULE_V2);
-        assert_eq!(hex(&sample_delivery_v2().encode()), DELIVERY_V2);
         assert_eq!(hex(&sample_rule_noise().encode()), RULE_NOISE_V1);
         assert_eq!(
             RuleRecord::decode(&unhex(RULE_V2)).unwrap(),
@@ -601,6 +645,29 @@ mod tests {
             ..sample_delivery_v2()
         };
         assert_eq!(dead.encode()[4], 3);
+    }
+
+    #[test]
+    fn delivery_version_three_is_pinned_and_keeps_the_first_attempt() {
+        let delivery = DeliveryRecord {
+            first_attempt: Some(sample_attempt()),
+            ..sample_delivery_v2()
+        };
+        assert_eq!(hex(&delivery.encode()), DELIVERY_V3);
+        assert_eq!(
+            DeliveryRecord::decode(&unhex(DELIVERY_V3)).unwrap(),
+            delivery
+        );
+        // Version 3 is version 2's body with the attempt appended.
+        let without = sample_delivery_v2().encode();
+        assert_eq!(
+            without[1..],
+            unhex(DELIVERY_V2)[1..]
+                .iter()
+                .copied()
+                .chain([0])
+                .collect::<Vec<u8>>()
+        );
     }
 
     #[test]

@@ -294,6 +294,7 @@ fn dump_row(table: Table, row: &tokio_postgres::Row) -> PgResult<Row> {
                 updated_at_ms: get_ms(r, "updated_at_ms")?,
                 alert: r.try_get("alert")?,
                 suppressed_before: count(r, "suppressed_before")?,
+                first_attempt: None,
             };
             Row::Delivery {
                 workspace: get_id(r, "workspace_id")?,

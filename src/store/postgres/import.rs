@@ -56,6 +56,11 @@ pub enum ImportError {
     },
     #[error("the dump's reader stopped before the end; nothing was written")]
     ReaderStopped,
+    #[error(
+        "delivery {0} in the dump holds its first attempt in its own record; dumps carry \
+         every attempt as an attempt row; nothing was written"
+    )]
+    InlineAttempt(u128),
     #[error("PostgreSQL refused the import: {0}; nothing was written")]
     Database(#[from] PgError),
 }
@@ -437,6 +442,11 @@ async fn write_row(writer: Pin<&mut BinaryCopyInWriter>, row: Row) -> Result<(),
             record,
         } => {
             let record = DeliveryRecord::decode(&record)?;
+            // Dumps carry every attempt as an attempt row; a delivery
+            // holding one would lose it here.
+            if record.first_attempt.is_some() {
+                return Err(ImportError::InlineAttempt(delivery));
+            }
             let status = DeliveryStatus::from(record.status).as_str();
             writer
                 .write(&[

@@ -143,24 +143,33 @@ pub fn get_with_attempts(
     id: DeliveryId,
 ) -> Result<Option<(Delivery, Vec<Attempt>)>, StoreError> {
     let table = txn.open_table(DELIVERIES)?;
-    let Some(record) = decode::<DeliveryRecord>(table.get((workspace.0, id.0))?)? else {
+    let Some(mut record) = decode::<DeliveryRecord>(table.get((workspace.0, id.0))?)? else {
         return Ok(None);
     };
-    let mut attempts = Vec::new();
+    // The first in the delivery's row, the later ones in their table.
+    let mut attempts: Vec<Attempt> = record
+        .first_attempt
+        .take()
+        .map(attempt_from)
+        .into_iter()
+        .collect();
     for entry in txn
         .open_table(ATTEMPTS)?
         .range((id.0, 0)..=(id.0, u32::MAX))?
     {
-        let record = AttemptRecord::decode(entry?.1.value())?;
-        attempts.push(Attempt {
-            at_ms: record.at_ms,
-            duration_ms: record.duration_ms,
-            status_code: record.status_code,
-            error: record.error,
-            response: record.response,
-        });
+        attempts.push(attempt_from(AttemptRecord::decode(entry?.1.value())?));
     }
     Ok(Some((delivery_from(workspace, id, record), attempts)))
+}
+
+fn attempt_from(record: AttemptRecord) -> Attempt {
+    Attempt {
+        at_ms: record.at_ms,
+        duration_ms: record.duration_ms,
+        status_code: record.status_code,
+        error: record.error,
+        response: record.response,
+    }
 }
 
 /// Newest first, filtered; an `event_id` filter walks that event's index.
@@ -311,9 +320,13 @@ pub fn record_attempt(
         error: outcome.attempt.error.clone(),
         response: outcome.attempt.response.clone(),
     };
-    attempts
-        .get()?
-        .insert((id, record.attempt_count), attempt.encode().as_slice())?;
+    if record.attempt_count == 1 && kept_in_its_delivery(&attempt, &outcome.next) {
+        record.first_attempt = Some(attempt);
+    } else {
+        attempts
+            .get()?
+            .insert((id, record.attempt_count), attempt.encode().as_slice())?;
+    }
     match outcome.next {
         NextStep::Succeeded => {
             record.status = DeliveryStatus::Succeeded.into();
@@ -343,6 +356,21 @@ pub fn record_attempt(
         outcome.delivery_id,
         record,
     )))
+}
+
+/// Most error and response text a first attempt kept in its delivery's row
+/// may carry: a larger one (an error page) is a row of `attempts`, so
+/// delivery rows stay small for listings.
+const KEPT_ATTEMPT_TEXT_BYTES: usize = 200;
+
+/// Whether a delivery's first attempt goes in the delivery's own row (which
+/// is written anyway, so one B-tree write fewer): when it ends the delivery
+/// (a retrying delivery's row is read and written again at each attempt)
+/// and its text is short.
+fn kept_in_its_delivery(attempt: &AttemptRecord, next: &NextStep) -> bool {
+    let text = attempt.error.as_ref().map_or(0, String::len)
+        + attempt.response.as_ref().map_or(0, String::len);
+    matches!(next, NextStep::Succeeded | NextStep::Dead) && text <= KEPT_ATTEMPT_TEXT_BYTES
 }
 
 /// Queues dead or succeeded deliveries again with a fresh retry schedule.
@@ -570,6 +598,7 @@ fn record_from(delivery: &Delivery, round_attempts: u32) -> DeliveryRecord {
         updated_at_ms: delivery.updated_at_ms,
         alert: delivery.alert.clone(),
         suppressed_before: delivery.suppressed_before,
+        first_attempt: None,
     }
 }
 
@@ -620,6 +649,7 @@ mod tests {
                     updated_at_ms: 1,
                     alert: None,
                     suppressed_before: 0,
+                    first_attempt: None,
                 };
                 deliveries
                     .insert((7, id), record.encode().as_slice())
@@ -669,6 +699,7 @@ mod tests {
             updated_at_ms: 1,
             alert: None,
             suppressed_before: 0,
+            first_attempt: None,
         };
         txn.open_table(DELIVERIES)
             .unwrap()
@@ -861,5 +892,105 @@ mod tests {
         let rows = queue_rows(&read, &reads).unwrap();
         assert_eq!(rows[0].entries, [queued(3, 20, 2)]);
         assert_eq!(rows[1].entries, [queued(4, 10, 1), queued(4, 30, 3)]);
+    }
+
+    /// A first attempt that ends its delivery with short text is kept in
+    /// the delivery's row; one that retries, one with a long error page,
+    /// and every later one are attempt rows numbered by attempt; readers
+    /// see them all, in order.
+    #[test]
+    fn a_short_final_first_attempt_is_kept_in_its_delivery_and_the_others_are_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::create(dir.path().join("attempts.redb")).unwrap();
+        let ws = WorkspaceId(1);
+        let txn = db.begin_write().unwrap();
+        crate::store::redb_backend::tables::create_all(&txn).unwrap();
+        txn.open_table(WORKSPACES)
+            .unwrap()
+            .insert(ws.0, b"ws".as_slice())
+            .unwrap();
+        for id in [10, 11, 12] {
+            let record = DeliveryRecord {
+                event_id: id,
+                rule_id: 2,
+                connection_id: 3,
+                status: StoredDeliveryStatus::Pending,
+                attempt_count: 0,
+                round_attempts: 0,
+                next_attempt_at_ms: Some(5),
+                created_at_ms: 5,
+                updated_at_ms: 5,
+                alert: None,
+                suppressed_before: 0,
+                first_attempt: None,
+            };
+            txn.open_table(DELIVERIES)
+                .unwrap()
+                .insert((ws.0, id), record.encode().as_slice())
+                .unwrap();
+        }
+        txn.commit().unwrap();
+
+        let outcome = |id: u128, next: NextStep, response: &str| AttemptOutcome {
+            workspace_id: ws,
+            delivery_id: DeliveryId(id),
+            attempt: Attempt {
+                at_ms: 10,
+                duration_ms: 1,
+                status_code: Some(200),
+                error: None,
+                response: Some(response.into()),
+            },
+            next,
+            connection_status: None,
+            pause_connection_until: None,
+        };
+        let error_page = "x".repeat(KEPT_ATTEMPT_TEXT_BYTES + 1);
+        let txn = db.begin_write().unwrap();
+        {
+            let mut scope = WriteScope::new(&txn);
+            for (id, next, response) in [
+                (10, NextStep::Succeeded, "ok"),
+                (11, NextStep::RetryAt(50), "busy"),
+                (11, NextStep::Succeeded, "ok"),
+                (12, NextStep::Dead, error_page.as_str()),
+            ] {
+                let recorded = record_attempt(&mut scope, &outcome(id, next, response)).unwrap();
+                assert!(recorded.is_some());
+            }
+        }
+        txn.commit().unwrap();
+
+        let read = db.begin_read().unwrap();
+        let rows: Vec<(u128, u32)> = read
+            .open_table(ATTEMPTS)
+            .unwrap()
+            .iter()
+            .unwrap()
+            .map(|row| row.unwrap().0.value())
+            .collect();
+        assert_eq!(rows, [(11, 1), (11, 2), (12, 1)]);
+        let responses = |id: u128| -> Vec<String> {
+            let (delivery, attempts) = get_with_attempts(&read, ws, DeliveryId(id))
+                .unwrap()
+                .unwrap();
+            assert_eq!(delivery.attempt_count as usize, attempts.len());
+            attempts
+                .into_iter()
+                .map(|attempt| attempt.response.unwrap_or_default())
+                .collect()
+        };
+        assert_eq!(responses(10), ["ok"]);
+        assert_eq!(responses(11), ["busy", "ok"]);
+        assert_eq!(responses(12), std::slice::from_ref(&error_page));
+        let kept = |id: u128| {
+            let table = read.open_table(DELIVERIES).unwrap();
+            decode::<DeliveryRecord>(table.get((ws.0, id)).unwrap())
+                .unwrap()
+                .unwrap()
+                .first_attempt
+                .is_some()
+        };
+        assert_eq!((kept(10), kept(11), kept(12)), (true, false, false));
     }
 }

@@ -172,6 +172,9 @@ fn count_rows(snapshot: &ReadTransaction) -> Result<Counts, StoreError> {
         Table::RuleNoise => RULE_NOISE,
         Table::SlackThreads => SLACK_THREADS,
     );
+    // First attempts live in their delivery's row; the dump carries them
+    // as attempt rows.
+    counts.add(Table::Attempts, count_first_attempts(snapshot)?);
     Ok(counts)
 }
 
@@ -204,10 +207,31 @@ macro_rules! each_row {
     };
 }
 
+/// Deliveries that keep their first attempt in their own row.
+fn count_first_attempts(snapshot: &ReadTransaction) -> Result<u64, StoreError> {
+    let mut count = 0;
+    each_row!(snapshot, DELIVERIES, |_key, record| {
+        if DeliveryRecord::decode(record)?.first_attempt.is_some() {
+            count += 1;
+        }
+    });
+    Ok(count)
+}
+
 /// Checks a record decodes and hands back its bytes for the dump.
 fn checked<R: Record>(bytes: &[u8]) -> Result<Vec<u8>, StoreError> {
     R::decode(bytes)?;
     Ok(bytes.to_vec())
+}
+
+/// A delivery for the dump: without the first attempt its row may keep
+/// (the dump carries it as an attempt row, as PostgreSQL stores it).
+fn without_first_attempt(bytes: &[u8]) -> Result<Vec<u8>, StoreError> {
+    let mut record = DeliveryRecord::decode(bytes)?;
+    Ok(match record.first_attempt.take() {
+        Some(_) => record.encode(),
+        None => bytes.to_vec(),
+    })
 }
 
 fn write_rows(
@@ -269,13 +293,26 @@ fn write_rows(
         })?;
     });
     each_row!(snapshot, DELIVERIES, |key, record| {
-        let record = checked::<DeliveryRecord>(record)?;
+        let record = without_first_attempt(record)?;
         let (workspace, id) = key;
         emit(Row::Delivery {
             workspace,
             id,
             record,
         })?;
+    });
+    // Attempts: each delivery's first (in its row), then the later ones.
+    each_row!(snapshot, DELIVERIES, |key, record| {
+        if let Some(attempt) = DeliveryRecord::decode(record)
+            .map_err(StoreError::from)?
+            .first_attempt
+        {
+            emit(Row::Attempt {
+                delivery: key.1,
+                n: 1,
+                record: attempt.encode(),
+            })?;
+        }
     });
     each_row!(snapshot, ATTEMPTS, |key, record| {
         let record = checked::<AttemptRecord>(record)?;
@@ -431,5 +468,100 @@ mod tests {
             matches!(&refused, Err(ExportError::UnknownTable(name)) if name == "added_later"),
             "{refused:?}"
         );
+    }
+
+    /// A delivery's first attempt, kept in its own row, leaves as an attempt
+    /// row (PostgreSQL's shape) before the table's, and counts as one; a
+    /// delivery whose attempts are all rows leaves as it is.
+    #[test]
+    fn a_first_attempt_kept_in_its_delivery_is_dumped_as_an_attempt_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("source.redb");
+        let attempt = |n: u64| AttemptRecord {
+            at_ms: n,
+            duration_ms: 3,
+            status_code: Some(503),
+            error: None,
+            response: Some(format!("try {n}")),
+        };
+        let delivery = DeliveryRecord {
+            event_id: 2,
+            rule_id: 3,
+            connection_id: 4,
+            status: crate::store::records::StoredDeliveryStatus::Retrying,
+            attempt_count: 2,
+            round_attempts: 2,
+            next_attempt_at_ms: Some(9),
+            created_at_ms: 1,
+            updated_at_ms: 2,
+            alert: None,
+            suppressed_before: 0,
+            first_attempt: Some(attempt(1)),
+        };
+        let legacy = DeliveryRecord {
+            attempt_count: 1,
+            first_attempt: None,
+            ..delivery.clone()
+        };
+        {
+            let db = Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            create_all(&txn).unwrap();
+            let mut deliveries = txn.open_table(DELIVERIES).unwrap();
+            deliveries
+                .insert((1, 7), delivery.encode().as_slice())
+                .unwrap();
+            deliveries
+                .insert((1, 8), legacy.encode().as_slice())
+                .unwrap();
+            let mut attempts = txn.open_table(ATTEMPTS).unwrap();
+            for (id, n) in [(7, 2), (8, 1)] {
+                attempts
+                    .insert((id, n), attempt(u64::from(n)).encode().as_slice())
+                    .unwrap();
+            }
+            drop((deliveries, attempts));
+            txn.commit().unwrap();
+        }
+        let mut out = Vec::new();
+        let counts = export(&path, &info(), &mut out, &mut |_| {}).unwrap();
+        assert_eq!(counts.get(Table::Attempts), 3);
+        let mut reader = DumpReader::open(out.as_slice()).unwrap();
+        let mut rows = Vec::new();
+        while let Some(row) = reader.next_row().unwrap() {
+            rows.push(row);
+        }
+        let expected = [
+            Row::Delivery {
+                workspace: 1,
+                id: 7,
+                record: DeliveryRecord {
+                    first_attempt: None,
+                    ..delivery
+                }
+                .encode(),
+            },
+            Row::Delivery {
+                workspace: 1,
+                id: 8,
+                record: legacy.encode(),
+            },
+            Row::Attempt {
+                delivery: 7,
+                n: 1,
+                record: attempt(1).encode(),
+            },
+            Row::Attempt {
+                delivery: 7,
+                n: 2,
+                record: attempt(2).encode(),
+            },
+            Row::Attempt {
+                delivery: 8,
+                n: 1,
+                record: attempt(1).encode(),
+            },
+        ];
+        assert_eq!(rows, expected);
     }
 }

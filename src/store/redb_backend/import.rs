@@ -50,6 +50,11 @@ pub enum RedbImportError {
     },
     #[error("cannot write the database: {0}; nothing was written")]
     Store(#[from] StoreError),
+    #[error(
+        "delivery {0} in the dump holds its first attempt in its own record; dumps carry \
+         every attempt as an attempt row; nothing was written"
+    )]
+    InlineAttempt(u128),
 }
 
 macro_rules! via_store_error {
@@ -236,7 +241,13 @@ impl<'txn> Tables<'txn> {
                 id,
                 record,
             } => {
-                let event = DeliveryRecord::decode(&record)?.event_id;
+                let decoded = DeliveryRecord::decode(&record)?;
+                // Its attempt 1 could be an attempt row too, and would then
+                // show twice.
+                if decoded.first_attempt.is_some() {
+                    return Err(RedbImportError::InlineAttempt(id));
+                }
+                let event = decoded.event_id;
                 self.deliveries.insert((workspace, id), record.as_slice())?;
                 self.event_deliveries.insert((workspace, event, id), ())?;
             }

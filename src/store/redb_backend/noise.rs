@@ -168,6 +168,7 @@ mod tests {
             updated_at_ms: 0,
             alert: Some(alert.into()),
             suppressed_before: 0,
+            first_attempt: None,
         }
     }
 

@@ -86,8 +86,13 @@ pub fn purge_old_events(
                         .extract_from_if((delivery, 0)..=(delivery, u32::MAX), |_, _| true)?
                         .try_fold(0u64, |count, row| row.map(|_| count + 1))?;
                     step.attempts += removed;
-                    if deliveries.remove((ws, delivery))?.is_some() {
+                    let gone = decode::<DeliveryRecord>(deliveries.remove((ws, delivery))?)?;
+                    if let Some(record) = gone {
                         step.deliveries += 1;
+                        // Its first attempt went with its row.
+                        if record.first_attempt.is_some() {
+                            step.attempts += 1;
+                        }
                     }
                     by_event.remove((ws, event, delivery))?;
                     cost += 1 + removed as usize;
@@ -158,6 +163,7 @@ mod tests {
                     updated_at_ms: 1,
                     alert: None,
                     suppressed_before: 0,
+                    first_attempt: None,
                 };
                 self.txn
                     .open_table(DELIVERIES)
@@ -267,6 +273,7 @@ mod tests {
                 updated_at_ms: 1,
                 alert: Some("alert_id:a".into()),
                 suppressed_before: 0,
+                first_attempt: None,
             };
             seed.txn
                 .open_table(DELIVERIES)

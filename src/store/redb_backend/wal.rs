@@ -934,7 +934,9 @@ mod tests {
         ConnectionId, Delivery, DeliveryId, DeliveryStatus, Event, EventId, EventName, RuleId,
         WorkspaceId,
     };
-    use crate::store::redb_backend::tables::{ATTEMPTS, EVENTS, QUEUE};
+    use crate::store::codec::Record;
+    use crate::store::records::DeliveryRecord;
+    use crate::store::redb_backend::tables::{ATTEMPTS, DELIVERIES, EVENTS, QUEUE};
     use crate::store::{
         AttemptOutcome, IdempotentAnswer, IngestBatch, IngestOutcome, NewWorkspace, NextStep,
         RedbStore, Store, StoreOptions,
@@ -1024,13 +1026,25 @@ mod tests {
         copy
     }
 
-    /// Rows of `EVENTS` and `ATTEMPTS` in the file itself, log not applied.
+    /// Events and attempts (first attempts are kept in their delivery's
+    /// row) in the file itself, log not applied.
     fn rows_without_the_log(path: &Path) -> (u64, u64) {
+        use redb::ReadableTable;
         let db = Database::open(path).unwrap();
         let read = db.begin_read().unwrap();
         let events = read.open_table(EVENTS).unwrap().len().unwrap();
-        let attempts = read.open_table(ATTEMPTS).unwrap().len().unwrap();
-        (events, attempts)
+        let later_attempts = read.open_table(ATTEMPTS).unwrap().len().unwrap();
+        let first_attempts = read
+            .open_table(DELIVERIES)
+            .unwrap()
+            .iter()
+            .unwrap()
+            .filter(|row| {
+                let record = DeliveryRecord::decode(row.as_ref().unwrap().1.value()).unwrap();
+                record.first_attempt.is_some()
+            })
+            .count() as u64;
+        (events, later_attempts + first_attempts)
     }
 
     /// Each record's (offset, length including its header), in file order.

@@ -239,6 +239,7 @@ mod tests {
                 updated_at_ms: 1,
                 alert: None,
                 suppressed_before: 0,
+                first_attempt: None,
             };
             deliveries
                 .insert((ws, delivery), record.encode().as_slice())
