@@ -962,6 +962,16 @@ mod tests {
         store_with(path, options(Duration::from_secs(600))).await
     }
 
+    /// As [`store`], with a fault switch.
+    async fn store_with_faults(path: &Path) -> (Arc<RedbStore>, FaultSwitch) {
+        let switch = FaultSwitch::new();
+        let options = StoreOptions {
+            faults: Some(switch.clone()),
+            ..options(Duration::from_secs(600))
+        };
+        (store_with(path, options).await, switch)
+    }
+
     async fn store_with(path: &Path, options: StoreOptions) -> Arc<RedbStore> {
         let store = RedbStore::open(path, options).unwrap();
         store
@@ -1068,13 +1078,7 @@ mod tests {
     #[tokio::test]
     async fn callers_are_answered_only_after_their_records_are_synced() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s.redb");
-        let switch = FaultSwitch::new();
-        let options = StoreOptions {
-            faults: Some(switch.clone()),
-            ..options(Duration::from_secs(600))
-        };
-        let store = store_with(&path, options).await;
+        let (store, switch) = store_with_faults(&dir.path().join("s.redb")).await;
         ingest(&store, 1).await;
 
         let ingesting = {
@@ -1515,12 +1519,7 @@ mod tests {
     #[tokio::test]
     async fn a_purge_removes_queue_rows_the_writer_held_back_in_its_own_batch() {
         let dir = tempfile::tempdir().unwrap();
-        let switch = FaultSwitch::new();
-        let options = StoreOptions {
-            faults: Some(switch.clone()),
-            ..options(Duration::from_secs(600))
-        };
-        let store = store_with(&dir.path().join("s.redb"), options).await;
+        let (store, switch) = store_with_faults(&dir.path().join("s.redb")).await;
         let writer = store.writer.clone().unwrap();
         // The writer waits in a durable commit's sync while an ingest, the
         // workspace's deletion and its purge queue up behind it, in that
@@ -1570,13 +1569,7 @@ mod tests {
     #[tokio::test]
     async fn queue_rows_held_back_survive_a_failure_of_the_log_alone() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s.redb");
-        let switch = FaultSwitch::new();
-        let options = StoreOptions {
-            faults: Some(switch.clone()),
-            ..options(Duration::from_secs(600))
-        };
-        let store = store_with(&path, options).await;
+        let (store, switch) = store_with_faults(&dir.path().join("s.redb")).await;
         ingest(&store, 1).await;
         assert_eq!(queue_in_the_table(&store), Vec::<u128>::new(), "held");
 
