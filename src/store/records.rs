@@ -349,43 +349,54 @@ impl Record for DeliveryRecord {
         match version {
             1 => {
                 let v1: DeliveryRecordV1 = decode_body(Self::KIND, body)?;
-                Ok(Self {
-                    event_id: v1.event_id,
-                    rule_id: v1.rule_id,
-                    connection_id: v1.connection_id,
-                    status: v1.status,
-                    attempt_count: v1.attempt_count,
-                    round_attempts: v1.round_attempts,
-                    next_attempt_at_ms: v1.next_attempt_at_ms,
-                    created_at_ms: v1.created_at_ms,
-                    updated_at_ms: v1.updated_at_ms,
-                    alert: None,
-                    suppressed_before: 0,
-                    first_attempt: None,
-                })
+                Ok(DeliveryRecordV2::from(v1).into())
             }
             2 => {
                 let v2: DeliveryRecordV2 = decode_body(Self::KIND, body)?;
-                Ok(Self {
-                    event_id: v2.event_id,
-                    rule_id: v2.rule_id,
-                    connection_id: v2.connection_id,
-                    status: v2.status,
-                    attempt_count: v2.attempt_count,
-                    round_attempts: v2.round_attempts,
-                    next_attempt_at_ms: v2.next_attempt_at_ms,
-                    created_at_ms: v2.created_at_ms,
-                    updated_at_ms: v2.updated_at_ms,
-                    alert: v2.alert,
-                    suppressed_before: v2.suppressed_before,
-                    first_attempt: None,
-                })
+                Ok(v2.into())
             }
             3 => decode_body(Self::KIND, body),
             version => Err(CodecError::UnknownVersion {
                 kind: Self::KIND,
                 version,
             }),
+        }
+    }
+}
+
+impl From<DeliveryRecordV1> for DeliveryRecordV2 {
+    fn from(v1: DeliveryRecordV1) -> Self {
+        Self {
+            event_id: v1.event_id,
+            rule_id: v1.rule_id,
+            connection_id: v1.connection_id,
+            status: v1.status,
+            attempt_count: v1.attempt_count,
+            round_attempts: v1.round_attempts,
+            next_attempt_at_ms: v1.next_attempt_at_ms,
+            created_at_ms: v1.created_at_ms,
+            updated_at_ms: v1.updated_at_ms,
+            alert: None,
+            suppressed_before: 0,
+        }
+    }
+}
+
+impl From<DeliveryRecordV2> for DeliveryRecord {
+    fn from(v2: DeliveryRecordV2) -> Self {
+        Self {
+            event_id: v2.event_id,
+            rule_id: v2.rule_id,
+            connection_id: v2.connection_id,
+            status: v2.status,
+            attempt_count: v2.attempt_count,
+            round_attempts: v2.round_attempts,
+            next_attempt_at_ms: v2.next_attempt_at_ms,
+            created_at_ms: v2.created_at_ms,
+            updated_at_ms: v2.updated_at_ms,
+            alert: v2.alert,
+            suppressed_before: v2.suppressed_before,
+            first_attempt: None,
         }
     }
 }
