@@ -37,7 +37,9 @@ struct Status {
 async fn metrics(State(app): State<AppState>) -> Result<impl IntoResponse, ApiError> {
     let handle = crate::telemetry::metrics_handle()
         .ok_or_else(|| ApiError::unavailable("metrics are unavailable"))?;
-    // The backlog on disk, as of now (a stored count, no scan).
+    // The backlog on disk, as of now: a stored count, no scan (with redb,
+    // after the writer has written the queue rows it holds back, which
+    // costs a commit without a sync when it holds any).
     if let Ok(depth) = app.store().queue_len().await {
         metrics::gauge!("switchyard_queue_depth").set(depth as f64);
     }
