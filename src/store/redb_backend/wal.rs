@@ -1590,6 +1590,43 @@ mod tests {
         store.close().await.unwrap();
     }
 
+    /// A reader's snapshot is taken after the held rows are written, even
+    /// when every job of its batch was refused (nothing else commits).
+    #[tokio::test]
+    async fn a_reader_in_a_batch_of_refused_jobs_still_sees_the_held_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, switch) = store_with_faults(&dir.path().join("s.redb")).await;
+        let writer = store.writer.clone().unwrap();
+        ingest(&store, 1).await;
+        // The writer waits in the next ingest's log sync while a refused
+        // write and a reader queue up behind it: released, it takes the two
+        // as one batch.
+        switch.hold_log_syncs(true);
+        let holding = tokio::spawn({
+            let store = store.clone();
+            async move { store.ingest(batch(2, None)).await }
+        });
+        let held = wait_until(|| switch.log_syncs_waiting() == 1).await;
+        let refusing = tokio::spawn({
+            let writer = writer.clone();
+            async move {
+                let refused: crate::store::redb_backend::writer::WriteOp<()> =
+                    Box::new(|_| Err(StoreError::Corrupt("refused on purpose".into())));
+                writer.write(refused).await
+            }
+        });
+        let queued_1 = wait_until(|| writer.waiting() == 1).await;
+        let reading = tokio::spawn(store.queue_len());
+        let queued_2 = wait_until(|| writer.waiting() == 2).await;
+        switch.hold_log_syncs(false);
+        assert!(held && queued_1 && queued_2, "the writes queued up");
+
+        holding.await.unwrap().unwrap();
+        assert!(refusing.await.unwrap().is_err());
+        assert_eq!(reading.await.unwrap().unwrap(), 2);
+        store.close().await.unwrap();
+    }
+
     /// A backup has no log to restore held rows from: it is taken from a
     /// snapshot in which every pending delivery has its row.
     #[tokio::test]
