@@ -2,10 +2,15 @@
 //! disk (postcard) shapes live in `api/` and `store/`; these are neither.
 
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
+
+/// A map keyed by ids the server draws itself (ULIDs): hashed with
+/// foldhash rather than SipHash, as no client chooses these keys.
+pub type IdMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// Declares a ULID-backed id type printed as `{prefix}_{ulid}`.
 macro_rules! prefixed_id {

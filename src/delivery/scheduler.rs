@@ -52,7 +52,7 @@ use super::retry::RetryPolicy;
 use super::warm::{self, WarmContext, WarmContexts};
 use crate::crypto::MasterKey;
 use crate::destinations::Destinations;
-use crate::model::{ConnectionId, DeliveryId, WorkspaceId, now_ms};
+use crate::model::{ConnectionId, DeliveryId, IdMap, WorkspaceId, now_ms};
 use crate::routing::RuleIndex;
 use crate::store::{LaneRead, QueueEntry, QueueHeads, QueueKey, Store, StoreError, StoreFuture};
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -270,7 +270,7 @@ impl Lane {
 struct Scheduler {
     deps: Arc<EngineDeps>,
     reports: mpsc::UnboundedSender<Report>,
-    lanes: HashMap<ConnectionId, Lane>,
+    lanes: IdMap<ConnectionId, Lane>,
     /// Lanes that can start their front entry, by when it can run.
     ready: BTreeSet<(u64, ConnectionId)>,
     /// Lanes by how many entries they hold (lanes holding none are left
@@ -284,10 +284,10 @@ struct Scheduler {
     /// Deliveries being attempted: another entry of one waits in
     /// `deferred` until the attempt finishes, so a delivery never runs
     /// twice at once.
-    running: HashMap<DeliveryId, Running>,
-    deferred: HashMap<DeliveryId, Vec<QueueEntry>>,
+    running: IdMap<DeliveryId, Running>,
+    deferred: IdMap<DeliveryId, Vec<QueueEntry>>,
     /// Attempts in flight per workspace (only workspaces with some).
-    workspaces: HashMap<WorkspaceId, usize>,
+    workspaces: IdMap<WorkspaceId, usize>,
     /// Lanes waiting for a slot of their workspace, by workspace.
     parked: HashMap<WorkspaceId, HashSet<ConnectionId>>,
     in_flight: usize,
@@ -339,15 +339,15 @@ impl Scheduler {
         Self {
             deps,
             reports,
-            lanes: HashMap::new(),
+            lanes: IdMap::default(),
             ready: BTreeSet::new(),
             sizes: BTreeSet::new(),
             held: 0,
             peak_held: 0,
             stats,
-            running: HashMap::new(),
-            deferred: HashMap::new(),
-            workspaces: HashMap::new(),
+            running: IdMap::default(),
+            deferred: IdMap::default(),
+            workspaces: IdMap::default(),
             parked: HashMap::new(),
             in_flight: 0,
             storage_ok: true,
@@ -1031,7 +1031,7 @@ impl Drop for FinishGuard {
     }
 }
 
-fn at_cap(counts: &HashMap<WorkspaceId, usize>, workspace: WorkspaceId, cap: usize) -> bool {
+fn at_cap(counts: &IdMap<WorkspaceId, usize>, workspace: WorkspaceId, cap: usize) -> bool {
     counts.get(&workspace).is_some_and(|count| *count >= cap)
 }
 

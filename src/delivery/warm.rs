@@ -28,10 +28,10 @@
 //! went back to disk, or its endpoint is down), so a stuck connection cannot
 //! hold the room for ever.
 
-use crate::model::{Connection, Delivery, DeliveryId, Event, Rule};
+use crate::model::{Connection, Delivery, DeliveryId, Event, IdMap, Rule};
 use crate::routing::{RuleIndex, WorkspaceRules};
 use crate::store::{DeliveryContext, QueueEntry};
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -119,7 +119,7 @@ pub struct WarmContexts {
 
 #[derive(Default)]
 struct Held {
-    by_delivery: HashMap<DeliveryId, WarmContext>,
+    by_delivery: IdMap<DeliveryId, WarmContext>,
     /// Insertion order and time; may still name contexts already taken
     /// (they are skipped when it is trimmed).
     order: VecDeque<(DeliveryId, Instant)>,
@@ -353,7 +353,7 @@ mod tests {
                 workspace_id: f.workspace,
                 events: vec![event],
                 deliveries: vec![delivery],
-                noise: HashMap::new(),
+                noise: Default::default(),
                 idempotency: None,
             })
             .await

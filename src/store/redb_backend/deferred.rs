@@ -24,7 +24,7 @@
 //! old handle kept its unsynced commits, the rows nothing else restores).
 //! At most `limit` rows are held; past it, rows go straight in.
 
-use std::collections::HashMap;
+use crate::model::IdMap;
 
 /// A queue row: its key's connection and due time, and its workspace.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,7 +36,7 @@ pub struct QueueRow {
 
 /// Rows held back, by delivery, and how to undo this transaction's changes.
 pub struct DeferredRows {
-    rows: HashMap<u128, QueueRow>,
+    rows: IdMap<u128, QueueRow>,
     undo: Vec<Undo>,
     limit: usize,
 }
@@ -44,7 +44,7 @@ pub struct DeferredRows {
 enum Undo {
     Held(u128),
     Taken(u128, QueueRow),
-    Flushed(HashMap<u128, QueueRow>),
+    Flushed(IdMap<u128, QueueRow>),
 }
 
 /// The default bound: rows live from an ingest to its delivery's first
@@ -55,7 +55,7 @@ pub const DEFAULT_LIMIT: usize = 4096;
 impl DeferredRows {
     pub fn new(limit: usize) -> Self {
         Self {
-            rows: HashMap::new(),
+            rows: IdMap::default(),
             undo: Vec::new(),
             limit,
         }
