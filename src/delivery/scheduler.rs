@@ -1151,13 +1151,7 @@ mod tests {
                 connection_id: connection,
             };
             self.store
-                .ingest(IngestBatch {
-                    workspace_id: self.workspace,
-                    events: vec![event],
-                    deliveries: vec![delivery],
-                    noise: Default::default(),
-                    idempotency: None,
-                })
+                .ingest(IngestBatch::for_tests(event, vec![delivery]))
                 .await
                 .unwrap();
             entry

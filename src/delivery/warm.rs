@@ -349,13 +349,7 @@ mod tests {
             connection,
         );
         f.store
-            .ingest(IngestBatch {
-                workspace_id: f.workspace,
-                events: vec![event],
-                deliveries: vec![delivery],
-                noise: Default::default(),
-                idempotency: None,
-            })
+            .ingest(IngestBatch::for_tests(event, vec![delivery]))
             .await
             .unwrap();
         (kept, entry)

@@ -178,6 +178,21 @@ pub struct IngestBatch {
     pub idempotency: Option<IdempotentAnswer>,
 }
 
+#[cfg(test)]
+impl IngestBatch {
+    /// One event and its deliveries, without noise control or an
+    /// idempotency key, for tests.
+    pub(crate) fn for_tests(event: Event, deliveries: Vec<Delivery>) -> Self {
+        Self {
+            workspace_id: event.workspace_id,
+            events: vec![event],
+            deliveries,
+            noise: Default::default(),
+            idempotency: None,
+        }
+    }
+}
+
 /// A rule's noise controls, as they apply to one new delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct NoiseCheck {

@@ -167,11 +167,7 @@ impl RedbStore {
                     .flatten(),
                 None => None,
             };
-            blocking(move || match snapshot {
-                Some(snapshot) => read(&snapshot),
-                None => read(&slot.get()?.begin_read()?),
-            })
-            .await
+            read_in(slot, snapshot, read).await
         })
     }
 
@@ -190,6 +186,20 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(work)
         .await
         .map_err(|error| StoreError::Unavailable(error.to_string()))?
+}
+
+/// Runs `read` on the blocking pool in `snapshot`, or, without one, in a
+/// read transaction begun there.
+async fn read_in<T: Send + 'static>(
+    slot: Arc<DbSlot>,
+    snapshot: Option<ReadTransaction>,
+    read: impl FnOnce(&ReadTransaction) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    blocking(move || match snapshot {
+        Some(snapshot) => read(&snapshot),
+        None => read(&slot.get()?.begin_read()?),
+    })
+    .await
 }
 
 /// How long a read of the queue waits for the writer's snapshot.
@@ -212,11 +222,7 @@ impl BackupSource for RedbBackup {
                 Some(writer) => writer.queue_snapshot().await?,
                 None => None,
             };
-            blocking(move || match snapshot {
-                Some(snapshot) => backup::copy(&snapshot, target),
-                None => backup::copy(&slot.get()?.begin_read()?, target),
-            })
-            .await
+            read_in(slot, snapshot, move |txn| backup::copy(txn, target)).await
         })
     }
 }

@@ -1006,15 +1006,12 @@ mod tests {
             suppressed_before: 0,
         };
         IngestBatch {
-            workspace_id: WS,
-            events: vec![event],
-            deliveries: vec![delivery],
-            noise: Default::default(),
             idempotency: idempotency_key.map(|key| IdempotentAnswer {
                 key: key.into(),
                 status: 202,
                 response: b"first".to_vec(),
             }),
+            ..IngestBatch::for_tests(event, vec![delivery])
         }
     }
 

@@ -329,7 +329,7 @@ impl Coordinator {
         // the database goes back to its last durable commit and the next
         // start replays them from the log.
         if let Ok(db) = self.slot.get()
-            && let Err(error) = write_held_rows(&db, self.deferred.as_ref())
+            && let Err(error) = write_held_rows(&db, self.deferred.as_ref(), Durability::Immediate)
         {
             tracing::warn!(%error, "writing the queue rows held back at close; the log's replay restores them");
         }
@@ -389,20 +389,14 @@ impl Coordinator {
     /// Writes the queue rows held back, in a commit that needs no sync:
     /// every one of them comes back from the log after a crash.
     fn flush_queue(&mut self) {
-        let Some(deferred) = self.deferred.as_ref() else {
-            return;
-        };
-        if deferred.borrow().is_empty() || !*self.health.borrow() {
+        if !*self.health.borrow() {
             return;
         }
-        let committed = self.slot.get().and_then(|db| {
-            let mut txn = db.begin_write()?;
-            flush_deferred(&txn, Some(deferred))?;
-            txn.set_durability(Durability::None)?;
-            txn.commit()?;
-            Ok(())
-        });
-        settle(Some(deferred), committed.is_ok());
+        let deferred = self.deferred.as_ref();
+        let committed = self
+            .slot
+            .get()
+            .and_then(|db| write_held_rows(&db, deferred, Durability::None));
         if let Err(error) = committed {
             self.storage_failed(&error);
         }
@@ -434,7 +428,7 @@ impl Coordinator {
             if let Some(wal) = wal.as_mut() {
                 wal.recover_after_failure(db)?;
             }
-            write_held_rows(db, deferred)
+            write_held_rows(db, deferred, Durability::Immediate)
         });
         match reopened {
             Ok(()) => {
@@ -652,18 +646,23 @@ fn flush_deferred(
     }
 }
 
-/// A durable commit of the queue rows held back, if any.
+/// A commit of the queue rows held back, if any, with `durability`.
 fn write_held_rows(
     db: &Database,
     deferred: Option<&RefCell<DeferredRows>>,
+    durability: Durability,
 ) -> Result<(), StoreError> {
     if deferred.is_none_or(|deferred| deferred.borrow().is_empty()) {
         return Ok(());
     }
-    let committed = db.begin_write().map_err(StoreError::from).and_then(|txn| {
-        flush_deferred(&txn, deferred)?;
-        Ok(txn.commit()?)
-    });
+    let committed = db
+        .begin_write()
+        .map_err(StoreError::from)
+        .and_then(|mut txn| {
+            flush_deferred(&txn, deferred)?;
+            txn.set_durability(durability)?;
+            Ok(txn.commit()?)
+        });
     settle(deferred, committed.is_ok());
     committed
 }
