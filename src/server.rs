@@ -41,8 +41,8 @@ pub enum ServeError {
     Postgres(#[from] crate::store::postgres::OpenError),
     #[error("master key: {0}")]
     MasterKey(#[from] CryptoError),
-    #[error("cannot build the HTTP client: {0}")]
-    HttpClient(#[from] reqwest::Error),
+    #[error(transparent)]
+    Destinations(#[from] crate::destinations::SetupError),
     #[error("server error: {0}")]
     Io(#[from] std::io::Error),
 }

@@ -19,6 +19,7 @@ pub mod retry_after;
 pub mod secret_url;
 pub mod slack;
 pub mod teams;
+pub mod tenant_http;
 pub mod webhook;
 
 use crate::config::Config;
@@ -275,6 +276,15 @@ pub struct Ports {
     pub threads: Arc<dyn ThreadPort>,
 }
 
+/// Why the registry's HTTP clients could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("cannot build the HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
+    #[error("cannot set up TLS for outbound requests: {0}")]
+    Tls(#[from] rustls::Error),
+}
+
 /// The registry: every kind's [`Destination`], built once from the
 /// configuration.
 pub struct Destinations {
@@ -286,33 +296,25 @@ pub struct Destinations {
 }
 
 impl Destinations {
-    pub fn new(config: &Config, ports: Ports) -> reqwest::Result<Self> {
+    pub fn new(config: &Config, ports: Ports) -> Result<Self, SetupError> {
         let timeout = Duration::from_secs(config.delivery.timeout_seconds);
         let allow_private = config.delivery.allow_private_networks;
         // Idle connections kept per host: as many as attempts can be in
         // flight, so a busy destination's connections are all reused.
         let idle_per_host = config.delivery.max_in_flight;
-        let tenant_http = net::tenant_client(allow_private, timeout, idle_per_host)?;
+        let tenant_http = tenant_http::TenantHttp::new(allow_private, timeout, idle_per_host)?;
         // The operator's own API bases (Slack, Resend, PagerDuty) are trusted.
         let trusted_http = net::trusted_client(timeout, idle_per_host)?;
         let slack = Arc::new(slack::Slack::new(config, trusted_http.clone(), ports));
         let kinds: Vec<Arc<dyn Destination>> = vec![
-            Arc::new(webhook::Webhook::new(
-                tenant_http.clone(),
-                allow_private,
-                timeout,
-            )),
+            Arc::new(webhook::Webhook::new(tenant_http.clone(), allow_private)),
             slack.clone(),
             // An SMTP setup error is logged and reported by each SMTP send
             // rather than stopping the server.
             Arc::new(email::Email::new_or_degraded(config, trusted_http.clone())),
             Arc::new(pagerduty::PagerDuty::new(config, trusted_http)),
-            Arc::new(teams::Teams::new(
-                tenant_http.clone(),
-                allow_private,
-                timeout,
-            )),
-            Arc::new(discord::Discord::new(tenant_http, allow_private, timeout)),
+            Arc::new(teams::Teams::new(tenant_http.clone(), allow_private)),
+            Arc::new(discord::Discord::new(tenant_http, allow_private)),
         ];
         Ok(Self {
             kinds,
@@ -426,11 +428,9 @@ pub async fn response_excerpt(mut response: reqwest::Response) -> Option<String>
 }
 
 /// Describes a transport error for the delivery log, and whether to retry.
+/// The tenant client words its errors the same way
+/// ([`tenant_http::SendError`]).
 pub fn transport_outcome(error: &reqwest::Error, timeout: Duration) -> Outcome {
-    // Worded as the checks at connection time and before the send word it.
-    if let Some(refused) = net::forbidden_target(error) {
-        return Outcome::permanent(format!("refused: {refused}"));
-    }
     let message = if error.is_timeout() {
         format!("timed out after {}s", timeout.as_secs())
     } else if error.is_connect() {

@@ -5,17 +5,18 @@
 //! unless `delivery.allow_private_networks` is set:
 //!
 //! - [`check_url`], at connection create time and again before every send,
-//!   refuses bad schemes, credentials and forbidden IP literals (reqwest never
-//!   calls the resolver for an IP literal, so this check is the only guard
-//!   for them);
+//!   refuses bad schemes, credentials and forbidden IP literals (the client
+//!   never calls the resolver for an IP literal, so this check is the only
+//!   guard for them);
 //! - [`check_resolved`], at connection create and update time, resolves a
 //!   host name and refuses it when all its addresses are forbidden, so the
 //!   tenant hears about it then rather than from a dead delivery;
-//! - [`tenant_client`] resolves host names through [`GuardedResolver`], which
-//!   drops forbidden addresses at connect time, so a name that resolved to a
-//!   public address when the connection was created and to a private one now
-//!   (DNS rebinding) is still refused. Redirects are never followed and no
-//!   proxy is used, since either would route around the resolver check.
+//! - the tenant client ([`super::tenant_http::TenantHttp`]) resolves host
+//!   names through [`GuardedResolver`], which drops forbidden addresses at
+//!   connect time, so a name that resolved to a public address when the
+//!   connection was created and to a private one now (DNS rebinding) is
+//!   still refused. Redirects are never followed and no proxy is used,
+//!   since either would route around the resolver check.
 //!
 //! The operator's own configured API bases (Slack, Resend) go through
 //! [`trusted_client`] instead: no guard, so tests can point them at a fake on
@@ -23,11 +24,9 @@
 
 use std::error::Error as StdError;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::Url;
-use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use reqwest::redirect::Policy;
 
 /// Why a tenant-supplied target was refused.
@@ -94,6 +93,15 @@ pub fn check_url(url: &str, allow_private: bool) -> Result<Url, TargetError> {
     Ok(parsed)
 }
 
+/// The request target of a URL [`check_url`] accepted, without its
+/// fragment (never sent).
+pub fn target_uri(mut url: Url) -> Result<http::Uri, TargetError> {
+    url.set_fragment(None);
+    url.as_str()
+        .parse()
+        .map_err(|error: http::uri::InvalidUri| TargetError::Invalid(error.to_string()))
+}
+
 /// Longest wait for a name to resolve when a connection is saved.
 pub const RESOLVE_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -126,53 +134,39 @@ pub async fn check_resolved(url: &str, allow_private: bool) -> Result<(), Target
 }
 
 /// A DNS resolver that drops forbidden addresses (unless `allow_private`)
-/// and fails with [`TargetError::Forbidden`] when none are left.
+/// and fails with [`TargetError::Forbidden`] when none are left. The tenant
+/// client resolves through it (`tenant_http.rs`).
 #[derive(Debug, Clone, Copy)]
 pub struct GuardedResolver {
     pub allow_private: bool,
 }
 
-impl Resolve for GuardedResolver {
-    fn resolve(&self, name: Name) -> Resolving {
-        let allow_private = self.allow_private;
-        Box::pin(async move {
-            let host = name.as_str().to_owned();
-            // Port 0: reqwest substitutes the URL's port afterwards.
-            let resolved: Vec<SocketAddr> =
-                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            if resolved.is_empty() {
-                let error = std::io::Error::new(
-                    std::io::ErrorKind::NotFound,
-                    format!("{host} has no addresses"),
-                );
-                return Err(error.into());
-            }
-            let allowed: Vec<SocketAddr> = resolved
-                .into_iter()
-                .filter(|addr| allow_private || !is_forbidden(addr.ip()))
-                .collect();
-            if allowed.is_empty() {
-                return Err(Box::new(TargetError::Forbidden { host }) as _);
-            }
-            let addrs: Addrs = Box::new(allowed.into_iter());
-            Ok(addrs)
-        })
+impl GuardedResolver {
+    /// The addresses of `host` the guard lets through, with port 0 (the
+    /// client substitutes the target's port).
+    pub async fn resolve_host(
+        &self,
+        host: &str,
+    ) -> Result<Vec<SocketAddr>, Box<dyn StdError + Send + Sync>> {
+        let resolved: Vec<SocketAddr> = tokio::net::lookup_host((host, 0)).await?.collect();
+        if resolved.is_empty() {
+            let error = std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("{host} has no addresses"),
+            );
+            return Err(error.into());
+        }
+        let allowed: Vec<SocketAddr> = resolved
+            .into_iter()
+            .filter(|addr| self.allow_private || !is_forbidden(addr.ip()))
+            .collect();
+        if allowed.is_empty() {
+            return Err(Box::new(TargetError::Forbidden {
+                host: host.to_owned(),
+            }));
+        }
+        Ok(allowed)
     }
-}
-
-/// The client for tenant-supplied targets: guarded DNS, no redirects, no
-/// proxy, the given overall request timeout, at most `idle_per_host` idle
-/// keep-alive connections kept per host (see [`base_builder`]).
-pub fn tenant_client(
-    allow_private: bool,
-    timeout: Duration,
-    idle_per_host: usize,
-) -> reqwest::Result<reqwest::Client> {
-    base_builder(timeout, idle_per_host)
-        .dns_resolver(Arc::new(GuardedResolver { allow_private }))
-        // A proxy would resolve the name itself, bypassing the guard.
-        .no_proxy()
-        .build()
 }
 
 /// The client for the operator's own configured API bases (Slack, Resend):
@@ -181,24 +175,12 @@ pub fn trusted_client(timeout: Duration, idle_per_host: usize) -> reqwest::Resul
     base_builder(timeout, idle_per_host).build()
 }
 
-/// The refusal, if a request failed because [`GuardedResolver`] refused
-/// the target: a permanent failure rather than one worth retrying.
-pub fn forbidden_target(error: &reqwest::Error) -> Option<&TargetError> {
-    let mut current: Option<&(dyn StdError + 'static)> = Some(error);
-    while let Some(err) = current {
-        if let Some(refused @ TargetError::Forbidden { .. }) = err.downcast_ref::<TargetError>() {
-            return Some(refused);
-        }
-        current = err.source();
-    }
-    None
-}
-
-/// What both clients share. `idle_per_host` should be the most attempts
-/// that can be in flight at once (`delivery.max_in_flight`): every
-/// connection that comes back idle is then kept for the next attempt to the
-/// same host, where a smaller pool closed the surplus after each burst and
-/// the next attempts paid a TCP (and TLS) handshake each.
+/// The trusted client's settings; the tenant client has the same ones.
+/// `idle_per_host` should be the most attempts that can be in flight at
+/// once (`delivery.max_in_flight`): every connection that comes back idle
+/// is then kept for the next attempt to the same host, where a smaller pool
+/// closed the surplus after each burst and the next attempts paid a TCP
+/// (and TLS) handshake each.
 fn base_builder(timeout: Duration, idle_per_host: usize) -> reqwest::ClientBuilder {
     reqwest::Client::builder()
         .user_agent(USER_AGENT)
@@ -210,10 +192,10 @@ fn base_builder(timeout: Duration, idle_per_host: usize) -> reqwest::ClientBuild
         .pool_max_idle_per_host(idle_per_host.max(1))
 }
 
-const USER_AGENT: &str = concat!("switchyard/", env!("CARGO_PKG_VERSION"));
+pub(super) const USER_AGENT: &str = concat!("switchyard/", env!("CARGO_PKG_VERSION"));
 
 /// Receivers commonly close idle connections after 60–120 s.
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+pub(super) const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// Forbidden IPv4 networks as (network, prefix length).
 const FORBIDDEN_V4: &[(Ipv4Addr, u8)] = &[
@@ -290,11 +272,13 @@ fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Mutex;
+    use std::sync::{Arc, Mutex};
 
+    use http::HeaderMap;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
+    use super::super::tenant_http::{Answer, SendError, TenantHttp};
     use super::*;
 
     const TIMEOUT: Duration = Duration::from_secs(5);
@@ -441,16 +425,30 @@ mod tests {
 
     const OK: &str = "HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
 
+    /// An empty POST to `url` through the tenant client.
+    async fn post(client: &TenantHttp, url: &str) -> Result<Answer, SendError> {
+        client
+            .post(url.parse().unwrap(), HeaderMap::new(), Vec::new())
+            .await
+    }
+
     #[tokio::test]
     async fn tenant_client_refuses_names_resolving_to_loopback() {
         let (port, paths) = serve(OK).await;
-        let client = tenant_client(false, TIMEOUT, 8).unwrap();
-        let error = client
-            .get(format!("http://localhost:{port}/"))
-            .send()
+        let client = TenantHttp::new(false, TIMEOUT, 8).unwrap();
+        let error = post(&client, &format!("http://localhost:{port}/"))
             .await
             .unwrap_err();
-        assert!(forbidden_target(&error).is_some(), "{error:?}");
+        let SendError::Refused(refused) = &error else {
+            panic!("{error:?}");
+        };
+        assert_eq!(
+            *refused,
+            TargetError::Forbidden {
+                host: "localhost".into()
+            }
+        );
+        assert!(error.to_string().starts_with("refused: localhost resolves"));
         assert!(paths.lock().unwrap().is_empty());
     }
 
@@ -476,13 +474,11 @@ mod tests {
     #[tokio::test]
     async fn tenant_client_reaches_loopback_when_allowed() {
         let (port, paths) = serve(OK).await;
-        let client = tenant_client(true, TIMEOUT, 8).unwrap();
-        let response = client
-            .get(format!("http://localhost:{port}/hook"))
-            .send()
+        let client = TenantHttp::new(true, TIMEOUT, 8).unwrap();
+        let answer = post(&client, &format!("http://localhost:{port}/hook"))
             .await
             .unwrap();
-        assert_eq!(response.status(), 200);
+        assert_eq!(answer.status, 200);
         assert_eq!(*paths.lock().unwrap(), ["/hook"]);
     }
 
@@ -491,13 +487,11 @@ mod tests {
         const REDIRECT: &str = "HTTP/1.1 302 Found\r\nlocation: /elsewhere\r\n\
                                 content-length: 0\r\nconnection: close\r\n\r\n";
         let (port, paths) = serve(REDIRECT).await;
-        let client = tenant_client(true, TIMEOUT, 8).unwrap();
-        let response = client
-            .get(format!("http://localhost:{port}/"))
-            .send()
+        let client = TenantHttp::new(true, TIMEOUT, 8).unwrap();
+        let answer = post(&client, &format!("http://localhost:{port}/"))
             .await
             .unwrap();
-        assert_eq!(response.status(), 302);
+        assert_eq!(answer.status, 302);
         assert_eq!(*paths.lock().unwrap(), ["/"]);
 
         let trusted = trusted_client(TIMEOUT, 8).unwrap();
@@ -530,28 +524,40 @@ mod tests {
 
     #[tokio::test]
     async fn user_agent_names_switchyard() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let server = tokio::spawn(async move {
-            let (mut stream, _) = listener.accept().await.unwrap();
-            let mut request = Vec::new();
-            let mut buf = [0u8; 1024];
-            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-                let n = stream.read(&mut buf).await.unwrap();
-                assert!(n > 0);
-                request.extend_from_slice(&buf[..n]);
-            }
-            stream.write_all(OK.as_bytes()).await.unwrap();
-            String::from_utf8(request).unwrap().to_ascii_lowercase()
-        });
-        let client = tenant_client(true, TIMEOUT, 8).unwrap();
-        client
-            .get(format!("http://127.0.0.1:{port}/"))
-            .send()
-            .await
-            .unwrap();
-        let request = server.await.unwrap();
+        /// The head of the first request to a new loopback listener.
+        async fn first_request_head(send: impl AsyncFnOnce(u16)) -> String {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let server = tokio::spawn(async move {
+                let (mut stream, _) = listener.accept().await.unwrap();
+                let mut request = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let n = stream.read(&mut buf).await.unwrap();
+                    assert!(n > 0);
+                    request.extend_from_slice(&buf[..n]);
+                }
+                stream.write_all(OK.as_bytes()).await.unwrap();
+                String::from_utf8(request).unwrap().to_ascii_lowercase()
+            });
+            send(port).await;
+            server.await.unwrap()
+        }
         let expected = format!("user-agent: switchyard/{}\r\n", env!("CARGO_PKG_VERSION"));
+        let tenant = TenantHttp::new(true, TIMEOUT, 8).unwrap();
+        let request = first_request_head(async |port| {
+            post(&tenant, &format!("http://127.0.0.1:{port}/"))
+                .await
+                .unwrap();
+        })
+        .await;
+        assert!(request.contains(&expected), "{request}");
+        let trusted = trusted_client(TIMEOUT, 8).unwrap();
+        let request = first_request_head(async |port| {
+            let url = format!("http://127.0.0.1:{port}/");
+            trusted.get(url).send().await.unwrap();
+        })
+        .await;
         assert!(request.contains(&expected), "{request}");
     }
 
@@ -560,7 +566,7 @@ mod tests {
         let refused = GuardedResolver {
             allow_private: false,
         }
-        .resolve("localhost".parse().unwrap())
+        .resolve_host("localhost")
         .await;
         let Err(error) = refused else {
             panic!("localhost must be refused");
@@ -575,10 +581,10 @@ mod tests {
         let allowed = GuardedResolver {
             allow_private: true,
         }
-        .resolve("localhost".parse().unwrap())
+        .resolve_host("localhost")
         .await
         .unwrap();
-        let ips: Vec<IpAddr> = allowed.map(|addr| addr.ip()).collect();
+        let ips: Vec<IpAddr> = allowed.iter().map(|addr| addr.ip()).collect();
         assert!(ips.contains(&IpAddr::V4(Ipv4Addr::LOCALHOST)), "{ips:?}");
     }
 }

@@ -8,14 +8,13 @@
 //! config above, the guarded POST and the `Destination` impl.
 
 use crate::destinations::message::AlertSummary;
-use crate::destinations::net::{self, TargetError, check_url};
+use crate::destinations::net::{self, TargetError, check_url, target_uri};
 use crate::destinations::retry_after::parse_retry_after;
-use crate::destinations::{
-    BoxFuture, Destination, Invalid, Job, NewConnection, Outcome, Verdict, response_excerpt,
-    transport_outcome,
-};
+use crate::destinations::tenant_http::TenantHttp;
+use crate::destinations::{BoxFuture, Destination, Invalid, Job, NewConnection, Outcome, Verdict};
 use crate::model::{ConnectionKind, Event};
-use reqwest::StatusCode;
+use http::StatusCode;
+use http::header::{CONTENT_TYPE, HeaderMap, HeaderValue};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::marker::PhantomData;
@@ -67,19 +66,17 @@ pub fn classify_answer(
 
 /// A pasted-URL destination of kind `K`.
 pub struct UrlDestination<K> {
-    http: reqwest::Client,
+    http: TenantHttp,
     allow_private: bool,
-    timeout: Duration,
     kind: PhantomData<K>,
 }
 
 impl<K: UrlKind> UrlDestination<K> {
-    /// `http` must be the guarded tenant client.
-    pub fn new(http: reqwest::Client, allow_private: bool, timeout: Duration) -> Self {
+    /// `http` must refuse private addresses unless `allow_private`.
+    pub fn new(http: TenantHttp, allow_private: bool) -> Self {
         Self {
             http,
             allow_private,
-            timeout,
             kind: PhantomData,
         }
     }
@@ -90,28 +87,32 @@ impl<K: UrlKind> UrlDestination<K> {
             Err(error) => return Outcome::permanent(error),
         };
         // Checked again at send time: the setting may have changed, and
-        // reqwest does not consult the resolver for IP-literal hosts.
-        if let Err(error) = check_url(&url, self.allow_private) {
-            return Outcome::permanent(format!("refused: {error}"));
-        }
+        // the client does not consult the resolver for IP-literal hosts.
+        let uri = match check_url(&url, self.allow_private).and_then(target_uri) {
+            Ok(uri) => uri,
+            Err(error) => return Outcome::permanent(format!("refused: {error}")),
+        };
         let summary = AlertSummary::of_delivery(job.event, job.delivery);
-        let body = K::render(job.event, &summary);
-        match self.http.post(&url).json(&body).send().await {
-            Ok(response) => {
-                let status = response.status();
-                let retry_after = response
-                    .headers()
+        let body = match serde_json::to_vec(&K::render(job.event, &summary)) {
+            Ok(body) => body,
+            Err(error) => return Outcome::permanent(format!("cannot encode the body: {error}")),
+        };
+        let mut headers = HeaderMap::new();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        match self.http.post(uri, headers, body).await {
+            Ok(answer) => {
+                let retry_after = answer
+                    .headers
                     .get("retry-after")
                     .and_then(|value| value.to_str().ok())
                     .and_then(|value| parse_retry_after(value, SystemTime::now()));
-                let answer = response_excerpt(response).await;
                 Outcome {
-                    status_code: Some(status.as_u16()),
-                    verdict: K::classify(status, retry_after, answer.as_deref()),
-                    response: answer,
+                    status_code: Some(answer.status.as_u16()),
+                    verdict: K::classify(answer.status, retry_after, answer.excerpt.as_deref()),
+                    response: answer.excerpt,
                 }
             }
-            Err(error) => transport_outcome(&error, self.timeout),
+            Err(error) => error.outcome(),
         }
     }
 }

@@ -15,17 +15,14 @@ pub mod signing;
 pub use config::{PreviousSecret, WebhookConfig, WebhookSecrets, validate};
 pub use render::{Body as WebhookPayload, render_body};
 
-use crate::destinations::net::check_url;
+use crate::destinations::net::{check_url, target_uri};
 use crate::destinations::opened::PerConnection;
 use crate::destinations::retry_after::parse_retry_after;
-use crate::destinations::{
-    BoxFuture, Destination, Invalid, Job, NewConnection, Outcome, Verdict, response_excerpt,
-    transport_outcome,
-};
+use crate::destinations::tenant_http::TenantHttp;
+use crate::destinations::{BoxFuture, Destination, Invalid, Job, NewConnection, Outcome, Verdict};
 use crate::model::{ConnectionKind, ConnectionStatus};
-use reqwest::StatusCode;
-use reqwest::Url;
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use http::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use http::{StatusCode, Uri};
 use serde::Deserialize;
 use serde_json::Value;
 use signing::{SigningKey, WebhookSecret, signature_header_keyed};
@@ -35,7 +32,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// config and sealed secrets ([`PerConnection`]): the checked URL, the
 /// tenant's headers and the HMAC keys.
 struct Prepared {
-    url: Url,
+    uri: Uri,
+    /// The tenant's headers and the content type.
     headers: HeaderMap,
     current: SigningKey,
     /// The secret before a rotation, signing beside the current one until
@@ -51,10 +49,11 @@ impl Prepared {
         let secrets = WebhookSecrets::deserialize(secrets)
             .map_err(|error| format!("invalid webhook secrets: {error}"))?;
         // Checked again before sending (the setting may have changed since
-        // the connection was saved, and reqwest does not consult the
+        // the connection was saved, and the client does not consult the
         // resolver for IP-literal hosts). The parsed URL is what is sent.
-        let url =
-            check_url(&config.url, allow_private).map_err(|error| format!("refused: {error}"))?;
+        let uri = check_url(&config.url, allow_private)
+            .and_then(target_uri)
+            .map_err(|error| format!("refused: {error}"))?;
         let mut headers = HeaderMap::new();
         for (name, value) in &secrets.headers {
             if let (Ok(name), Ok(value)) = (
@@ -64,8 +63,9 @@ impl Prepared {
                 headers.insert(name, value);
             }
         }
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         Ok(Self {
-            url,
+            uri,
             headers,
             current: signing_key(&secrets.signing_secret)?,
             previous: secrets.previous.map(|previous| {
@@ -117,10 +117,13 @@ pub fn classify(status: StatusCode, retry_after: Option<Duration>) -> Verdict {
     }
 }
 
+const WEBHOOK_ID: HeaderName = HeaderName::from_static("webhook-id");
+const WEBHOOK_TIMESTAMP: HeaderName = HeaderName::from_static("webhook-timestamp");
+const WEBHOOK_SIGNATURE: HeaderName = HeaderName::from_static("webhook-signature");
+
 pub struct Webhook {
-    http: reqwest::Client,
+    http: TenantHttp,
     allow_private: bool,
-    timeout: Duration,
     prepared: PerConnection<Prepared>,
 }
 
@@ -155,13 +158,11 @@ impl Destination for Webhook {
 }
 
 impl Webhook {
-    /// `http` must be the guarded tenant client (no redirects, private
-    /// addresses refused at connect time unless allowed).
-    pub fn new(http: reqwest::Client, allow_private: bool, timeout: Duration) -> Self {
+    /// `http` must refuse private addresses unless `allow_private`.
+    pub fn new(http: TenantHttp, allow_private: bool) -> Self {
         Self {
             http,
             allow_private,
-            timeout,
             prepared: PerConnection::default(),
         }
     }
@@ -181,33 +182,33 @@ impl Webhook {
             Ok(keys) => keys,
             Err(error) => return Outcome::permanent(error),
         };
-        let request = self
-            .http
-            .post(prepared.url.clone())
-            .headers(prepared.headers.clone())
-            .header("content-type", "application/json")
-            .header("webhook-id", &msg_id)
-            .header("webhook-timestamp", timestamp.to_string())
-            .header(
-                "webhook-signature",
-                signature_header_keyed(&keys, &msg_id, timestamp, &body),
-            )
-            .body(body);
-        match request.send().await {
-            Ok(response) => {
-                let status = response.status();
-                let retry_after = response
-                    .headers()
+        let signature = signature_header_keyed(&keys, &msg_id, timestamp, &body);
+        let mut headers = prepared.headers.clone();
+        // Ids, digits and base64: always valid header values.
+        for (name, value) in [
+            (WEBHOOK_ID, msg_id),
+            (WEBHOOK_TIMESTAMP, timestamp.to_string()),
+            (WEBHOOK_SIGNATURE, signature),
+        ] {
+            match HeaderValue::try_from(value) {
+                Ok(value) => headers.insert(name, value),
+                Err(error) => return Outcome::permanent(format!("invalid {name} header: {error}")),
+            };
+        }
+        match self.http.post(prepared.uri.clone(), headers, body).await {
+            Ok(answer) => {
+                let retry_after = answer
+                    .headers
                     .get("retry-after")
                     .and_then(|value| value.to_str().ok())
                     .and_then(|value| parse_retry_after(value, SystemTime::now()));
                 Outcome {
-                    status_code: Some(status.as_u16()),
-                    response: response_excerpt(response).await,
-                    verdict: classify(status, retry_after),
+                    status_code: Some(answer.status.as_u16()),
+                    response: answer.excerpt,
+                    verdict: classify(answer.status, retry_after),
                 }
             }
-            Err(error) => transport_outcome(&error, self.timeout),
+            Err(error) => error.outcome(),
         }
     }
 }

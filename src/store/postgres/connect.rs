@@ -10,7 +10,6 @@
 use crate::config::{PostgresConfig, PostgresTls};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, Timeouts};
 use std::str::FromStr;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// How long opening a connection or waiting for a free one may take before
@@ -146,13 +145,8 @@ async fn forward_messages<S, T>(
 /// TLS with the system's roots (rustls-platform-verifier): the certificate
 /// must chain to a trusted root and name the host.
 fn rustls_connector() -> Result<tokio_postgres_rustls::MakeRustlsConnect, ConnectError> {
-    use rustls_platform_verifier::BuilderVerifierExt;
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .and_then(|builder| builder.with_platform_verifier())
-        .map_err(|error| ConnectError::Tls(error.to_string()))?
-        .with_no_client_auth();
+    let config =
+        crate::tls::client_config().map_err(|error| ConnectError::Tls(error.to_string()))?;
     Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
 }
 

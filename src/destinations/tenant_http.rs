@@ -1,0 +1,368 @@
+//! The HTTP client for tenant-supplied targets: webhooks, Teams and
+//! Discord URLs.
+//!
+//! It is hyper-util's pooled client over hyper-rustls, the stack reqwest
+//! itself is built on, without reqwest's per-request layers: redirects
+//! (never followed here), retries, cookies, proxies (never used here), and
+//! the two URL parses reqwest makes of every request even with redirects
+//! off. On the reference VM the same POST cost 19.8–20.8 µs of client CPU
+//! through reqwest against 8.2–9.1 µs through this stack
+//! (docs/benchmarks.md, issue 13), and a webhook is one such POST per
+//! delivered event. The operator's own API bases (Slack, Resend,
+//! PagerDuty) still use reqwest ([`super::net::trusted_client`]).
+//!
+//! The outbound guard is unchanged (`net.rs`): [`GuardedResolver`] drops
+//! forbidden addresses at connect time, IP literals are judged by
+//! [`super::net::check_url`] before the send, and there is no proxy.
+
+use std::error::Error as StdError;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Request, StatusCode, Uri, header};
+use http_body_util::{BodyExt, Full};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::dns::Name;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio::time::Instant;
+
+use super::net::{GuardedResolver, TargetError};
+use super::{BoxFuture, Outcome, RESPONSE_EXCERPT_BYTES};
+
+/// The client; cheap to clone (the pool is shared).
+#[derive(Clone)]
+pub struct TenantHttp {
+    client: Client<HttpsConnector<HttpConnector<GuardedResolver>>, Full<Bytes>>,
+    timeout: Duration,
+}
+
+/// What a target answered.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    /// The start of the body (at most [`RESPONSE_EXCERPT_BYTES`]), for the
+    /// delivery log; `None` when empty.
+    pub excerpt: Option<String>,
+}
+
+/// Why a request got no answer. The texts are what the delivery log shows.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// The guard refused every address of the target's host.
+    #[error("refused: {0}")]
+    Refused(TargetError),
+    #[error("timed out after {}s", .0.as_secs())]
+    TimedOut(Duration),
+    #[error("connection failed: {0}")]
+    Connect(String),
+    #[error("request failed: {0}")]
+    Request(String),
+}
+
+impl SendError {
+    /// The attempt's outcome: a refused target is permanent, anything else
+    /// is worth a retry.
+    pub fn outcome(&self) -> Outcome {
+        match self {
+            SendError::Refused(_) => Outcome::permanent(self.to_string()),
+            _ => Outcome::retry(self.to_string()),
+        }
+    }
+}
+
+impl TenantHttp {
+    /// `allow_private` lets targets resolve to private and loopback
+    /// addresses; `timeout` bounds each request from its start to the end
+    /// of the answer's excerpt; at most `idle_per_host` idle keep-alive
+    /// connections are kept per host (see `net.rs`).
+    pub fn new(
+        allow_private: bool,
+        timeout: Duration,
+        idle_per_host: usize,
+    ) -> Result<Self, rustls::Error> {
+        let mut tcp = HttpConnector::new_with_resolver(GuardedResolver { allow_private });
+        // The scheme is the TLS layer's to check.
+        tcp.enforce_http(false);
+        tcp.set_nodelay(true);
+        tcp.set_connect_timeout(Some(timeout));
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(crate::tls::client_config()?)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(tcp);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(super::net::POOL_IDLE_TIMEOUT)
+            .pool_max_idle_per_host(idle_per_host.max(1))
+            .pool_timer(TokioTimer::new())
+            .build(connector);
+        Ok(Self { client, timeout })
+    }
+
+    /// POSTs `body` to `uri` with `headers` (plus the user agent), and
+    /// reads the status, the headers and an excerpt of the body. No
+    /// redirect is followed: a 3xx is the answer.
+    pub async fn post(
+        &self,
+        uri: Uri,
+        mut headers: HeaderMap,
+        body: Vec<u8>,
+    ) -> Result<Answer, SendError> {
+        let deadline = Instant::now() + self.timeout;
+        headers.insert(
+            header::USER_AGENT,
+            HeaderValue::from_static(super::net::USER_AGENT),
+        );
+        headers
+            .entry(header::ACCEPT)
+            .or_insert(HeaderValue::from_static("*/*"));
+        let mut request = Request::post(uri).body(Full::new(Bytes::from(body)));
+        if let Ok(request) = &mut request {
+            *request.headers_mut() = headers;
+        }
+        let request = request.map_err(|error| SendError::Request(error.to_string()))?;
+        let response = match tokio::time::timeout_at(deadline, self.client.request(request)).await {
+            Err(_) => return Err(SendError::TimedOut(self.timeout)),
+            Ok(Err(error)) => return Err(classify(&error)),
+            Ok(Ok(response)) => response,
+        };
+        let (parts, mut body) = response.into_parts();
+        // What arrived before the deadline is kept; the rest is dropped
+        // with the connection.
+        let mut bytes = Vec::new();
+        while bytes.len() < RESPONSE_EXCERPT_BYTES {
+            match tokio::time::timeout_at(deadline, body.frame()).await {
+                Ok(Some(Ok(frame))) => {
+                    if let Some(data) = frame.data_ref() {
+                        bytes.extend_from_slice(data);
+                    }
+                }
+                Ok(None | Some(Err(_))) | Err(_) => break,
+            }
+        }
+        bytes.truncate(RESPONSE_EXCERPT_BYTES);
+        let excerpt = (!bytes.is_empty()).then(|| String::from_utf8_lossy(&bytes).into_owned());
+        Ok(Answer {
+            status: parts.status,
+            headers: parts.headers,
+            excerpt,
+        })
+    }
+}
+
+/// Sorts a failed request: refused by the guard, failed to connect, or
+/// failed after.
+fn classify(error: &hyper_util::client::legacy::Error) -> SendError {
+    let mut current: Option<&(dyn StdError + 'static)> = Some(error);
+    let mut root = error.to_string();
+    while let Some(cause) = current {
+        if let Some(refused) = cause.downcast_ref::<TargetError>() {
+            return SendError::Refused(refused.clone());
+        }
+        root = cause.to_string();
+        current = cause.source();
+    }
+    if error.is_connect() {
+        SendError::Connect(root)
+    } else {
+        SendError::Request(root)
+    }
+}
+
+/// hyper-util resolves through any `Service<Name>`; the guard is one.
+impl tower_service::Service<Name> for GuardedResolver {
+    type Response = std::vec::IntoIter<SocketAddr>;
+    type Error = Box<dyn StdError + Send + Sync>;
+    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, name: Name) -> Self::Future {
+        let guard = *self;
+        Box::pin(async move {
+            let allowed = guard.resolve_host(name.as_str()).await?;
+            Ok(allowed.into_iter())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    use super::*;
+    use crate::destinations::Verdict;
+
+    /// Reads one request (head and `content-length` body) from `stream`;
+    /// false once the peer closed.
+    async fn read_request(stream: &mut TcpStream) -> bool {
+        let mut request = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            if let Some(end) = request.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&request[..end]).to_ascii_lowercase();
+                let length: usize = head
+                    .lines()
+                    .find_map(|line| line.strip_prefix("content-length:"))
+                    .map_or(0, |value| value.trim().parse().unwrap());
+                if request.len() >= end + 4 + length {
+                    return true;
+                }
+            }
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => request.extend_from_slice(&buf[..n]),
+            }
+        }
+    }
+
+    /// A loopback server that answers each request on a connection with
+    /// `answer`, then (if `hang`) keeps the connection open without
+    /// writing more. Returns its URI and how many connections it accepted.
+    async fn serve(answer: Vec<u8>, hang: bool) -> (Uri, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let uri = format!("http://{}/hook", listener.local_addr().unwrap());
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                let answer = answer.clone();
+                tokio::spawn(async move {
+                    while read_request(&mut stream).await {
+                        if stream.write_all(&answer).await.is_err() {
+                            return;
+                        }
+                        if hang {
+                            std::future::pending::<()>().await;
+                        }
+                    }
+                });
+            }
+        });
+        (uri.parse().unwrap(), accepted)
+    }
+
+    fn client(timeout: Duration) -> TenantHttp {
+        TenantHttp::new(true, timeout, 8).unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_answer_keeps_status_headers_and_a_bounded_excerpt() {
+        let body = "x".repeat(RESPONSE_EXCERPT_BYTES * 3);
+        let answer = format!(
+            "HTTP/1.1 503 Service Unavailable\r\nretry-after: 7\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let (uri, _) = serve(answer.into_bytes(), false).await;
+        let answer = client(Duration::from_secs(5))
+            .post(uri, HeaderMap::new(), b"{}".to_vec())
+            .await
+            .unwrap();
+        assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(answer.headers["retry-after"], "7");
+        assert_eq!(answer.excerpt.unwrap().len(), RESPONSE_EXCERPT_BYTES);
+    }
+
+    #[tokio::test]
+    async fn an_empty_body_has_no_excerpt() {
+        let (uri, _) = serve(b"HTTP/1.1 204 No Content\r\n\r\n".to_vec(), false).await;
+        let answer = client(Duration::from_secs(5))
+            .post(uri, HeaderMap::new(), Vec::new())
+            .await
+            .unwrap();
+        assert_eq!(answer.status, StatusCode::NO_CONTENT);
+        assert!(answer.excerpt.is_none());
+    }
+
+    #[tokio::test]
+    async fn connections_are_kept_alive_and_reused() {
+        let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_vec();
+        let (uri, accepted) = serve(answer, false).await;
+        let client = client(Duration::from_secs(5));
+        for _ in 0..5 {
+            let answer = client
+                .post(uri.clone(), HeaderMap::new(), b"{}".to_vec())
+                .await
+                .unwrap();
+            assert_eq!(answer.excerpt.as_deref(), Some("ok"));
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn the_timeout_covers_the_answer_and_keeps_what_arrived_of_the_body() {
+        // No answer at all: timed out.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let silent: Uri = format!("http://{}/", listener.local_addr().unwrap())
+            .parse()
+            .unwrap();
+        let timeout = Duration::from_millis(300);
+        let error = client(timeout)
+            .post(silent, HeaderMap::new(), Vec::new())
+            .await
+            .unwrap_err();
+        assert!(matches!(error, SendError::TimedOut(_)), "{error:?}");
+        assert_eq!(error.to_string(), "timed out after 0s");
+        assert!(matches!(error.outcome().verdict, Verdict::Retry { .. }));
+        drop(listener);
+
+        // The head and part of the body, then nothing: the status and
+        // the part are kept.
+        let partial = b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\npart".to_vec();
+        let (uri, _) = serve(partial, true).await;
+        let answer = client(timeout)
+            .post(uri, HeaderMap::new(), Vec::new())
+            .await
+            .unwrap();
+        assert_eq!(answer.status, StatusCode::OK);
+        assert_eq!(answer.excerpt.as_deref(), Some("part"));
+    }
+
+    #[tokio::test]
+    async fn a_closed_port_is_a_connection_failure_worth_a_retry() {
+        let closed: Uri = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            format!("http://{}/", listener.local_addr().unwrap())
+                .parse()
+                .unwrap()
+        };
+        let error = client(Duration::from_secs(5))
+            .post(closed, HeaderMap::new(), Vec::new())
+            .await
+            .unwrap_err();
+        assert!(matches!(error, SendError::Connect(_)), "{error:?}");
+        assert!(
+            error.to_string().starts_with("connection failed: "),
+            "{error}"
+        );
+        assert!(matches!(error.outcome().verdict, Verdict::Retry { .. }));
+    }
+
+    #[tokio::test]
+    async fn a_refused_target_is_permanent() {
+        let error = TenantHttp::new(false, Duration::from_secs(5), 8)
+            .unwrap()
+            .post(
+                "http://localhost:9/".parse().unwrap(),
+                HeaderMap::new(),
+                Vec::new(),
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(error, SendError::Refused(_)), "{error:?}");
+        assert!(matches!(error.outcome().verdict, Verdict::Permanent { .. }));
+    }
+}
