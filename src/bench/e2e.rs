@@ -12,7 +12,10 @@
 //!   then waits for the queue to drain.
 //! - Phase B, latency at a fixed `--rate` for 10 s.
 //! - Phase C, baseline: one bare `reqwest::Client` posting the same webhook
-//!   body straight to the receiver as fast as it can for 10 s.
+//!   body straight to the receiver as fast as it can for 10 s; phase C2 the
+//!   same through the client the server sends webhooks with
+//!   (`destinations/tenant_http.rs`). Each prints its HTTP pair: the CPU of
+//!   one request served (receiver) plus one sent (client).
 //! - Phase D, ceiling: the ingest bench's bare hyper server answering 202
 //!   (`bench baseline-server`), driven by the same number of connections
 //!   for 10 s, so phase A's rate is also printed as a share of what HTTP
@@ -34,6 +37,7 @@ use super::load::{Bodies, BodyTemplate, Counters, Poster, Target};
 use super::probe::Probe;
 use super::receiver::{ReceiverStats, now_us};
 use super::{create_workspace, drive, new_histogram, report, serve_command, spawn_listening};
+use crate::destinations::tenant_http::TenantHttp;
 use crate::model::now_ms;
 use anyhow::Context;
 use clap::Args;
@@ -47,7 +51,7 @@ use tokio::time::{MissedTickBehavior, interval_at};
 #[derive(Args, Debug, Clone)]
 pub struct E2eBenchOptions {
     /// Keep-alive connections posting events in the throughput phase; also
-    /// the concurrent requests of the bare reqwest baseline.
+    /// the concurrent requests of the HTTP baselines (phases C and C2).
     #[arg(long, default_value_t = 32, value_parser = RangedU64ValueParser::<usize>::new().range(1..))]
     pub connections: usize,
     /// Seconds of the throughput phase.
@@ -238,6 +242,16 @@ pub async fn e2e(options: E2eBenchOptions) -> anyhow::Result<()> {
         &bodies.webhook,
         options.connections,
         &meter,
+        BaselineClient::Reqwest,
+    )
+    .await?;
+    let c2 = baseline(
+        probe,
+        &receiver.url,
+        &bodies.webhook,
+        options.connections,
+        &meter,
+        BaselineClient::Tenant,
     )
     .await?;
     println!();
@@ -267,12 +281,14 @@ pub async fn e2e(options: E2eBenchOptions) -> anyhow::Result<()> {
         println!("server CPU per delivered event (phase A): {us:.1} µs");
         // An event is one request served and one sent: this pair is the
         // baseline of its HTTP work, whatever the server does besides.
-        if let Some(pair) = c.http_pair {
-            println!(
-                "  {:.1} times one HTTP request served plus one sent (phase C: {:.1} µs)",
-                us / pair.total_us(),
-                pair.total_us()
-            );
+        for (phase, result) in [("C2, the server's client", &c2), ("C, reqwest", &c)] {
+            if let Some(pair) = result.http_pair {
+                println!(
+                    "  {:.1} times one HTTP request served plus one sent (phase {phase}: {:.1} µs)",
+                    us / pair.total_us(),
+                    pair.total_us()
+                );
+            }
         }
     }
     let sustained = a.accepted_per_second.min(a.delivered_per_second);
@@ -662,59 +678,130 @@ impl BaselineResult {
     }
 }
 
-/// Phase C: one `reqwest::Client`, `concurrency` tasks posting the webhook
-/// body straight to the receiver for [`PHASE_SECONDS`].
+/// The clients phase C compares: reqwest, and the client the server sends
+/// webhooks with.
+#[derive(Clone, Copy, PartialEq)]
+enum BaselineClient {
+    Reqwest,
+    Tenant,
+}
+
+impl BaselineClient {
+    fn name(self) -> &'static str {
+        match self {
+            BaselineClient::Reqwest => "bare reqwest",
+            BaselineClient::Tenant => "server's client",
+        }
+    }
+}
+
+/// One of [`BaselineClient`], built.
+#[derive(Clone)]
+enum BaselineSender {
+    Reqwest(reqwest::Client, String),
+    Tenant(Arc<TenantHttp>, http::Uri),
+}
+
+impl BaselineSender {
+    fn new(client: BaselineClient, url: String, concurrency: usize) -> anyhow::Result<Self> {
+        let timeout = Duration::from_secs(15);
+        Ok(match client {
+            BaselineClient::Reqwest => BaselineSender::Reqwest(
+                reqwest::Client::builder()
+                    .pool_max_idle_per_host(concurrency)
+                    .timeout(timeout)
+                    .build()
+                    .context("cannot build the HTTP client")?,
+                url,
+            ),
+            BaselineClient::Tenant => BaselineSender::Tenant(
+                Arc::new(
+                    TenantHttp::new(true, timeout, concurrency)
+                        .context("cannot build the HTTP client")?,
+                ),
+                url.parse().context("the receiver's URL")?,
+            ),
+        })
+    }
+
+    /// Posts `body` with headers shaped like the server's signed ones;
+    /// true on a 2xx read to its end.
+    async fn post(&self, body: bytes::Bytes) -> bool {
+        const HEADERS: [(&str, &str); 3] = [
+            ("content-type", "application/json"),
+            ("webhook-id", "dlv_01JS2ZB6Y6R7K1T4V8W9X0Y1Z2"),
+            (
+                "webhook-signature",
+                "v1,K5oZfzN95Z9UVu1EsfQmfVNQhnkZ2pj9o9NDN/H/pI4=",
+            ),
+        ];
+        let timestamp = (now_ms() / 1000).to_string();
+        match self {
+            BaselineSender::Reqwest(client, url) => {
+                let mut request = client.post(url).header("webhook-timestamp", timestamp);
+                for (name, value) in HEADERS {
+                    request = request.header(name, value);
+                }
+                match request.body(body).send().await {
+                    Ok(response) => {
+                        response.status().is_success() && response.bytes().await.is_ok()
+                    }
+                    Err(_) => false,
+                }
+            }
+            BaselineSender::Tenant(client, uri) => {
+                let mut headers = http::HeaderMap::new();
+                for (name, value) in HEADERS {
+                    headers.insert(name, http::HeaderValue::from_static(value));
+                }
+                if let Ok(value) = http::HeaderValue::try_from(timestamp) {
+                    headers.insert("webhook-timestamp", value);
+                }
+                client
+                    .post(uri.clone(), headers, body)
+                    .await
+                    .is_ok_and(|answer| answer.status.is_success())
+            }
+        }
+    }
+}
+
+/// Phase C: `concurrency` tasks posting the webhook body straight to the
+/// receiver through one `client` for [`PHASE_SECONDS`].
 async fn baseline(
     probe: &Probe,
     receiver: &str,
     body: &BodyTemplate,
     concurrency: usize,
     meter: &CpuMeter,
+    client: BaselineClient,
 ) -> anyhow::Result<BaselineResult> {
     println!();
+    let (phase, what) = match client {
+        BaselineClient::Reqwest => ("phase C", "one reqwest::Client"),
+        BaselineClient::Tenant => (
+            "phase C2",
+            "the client the server sends webhooks with (hyper-util's pool)",
+        ),
+    };
     println!(
-        "phase C, baseline: one reqwest::Client, {concurrency} concurrent requests posting the webhook body straight to the receiver for {PHASE_SECONDS} s"
+        "{phase}, baseline: {what}, {concurrency} concurrent requests posting the webhook body straight to the receiver for {PHASE_SECONDS} s"
     );
     probe.reset().await?;
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(concurrency)
-        .timeout(Duration::from_secs(15))
-        .build()
-        .context("cannot build the HTTP client")?;
-    let url = format!("{receiver}/hook");
+    let sender = BaselineSender::new(client, format!("{receiver}/hook"), concurrency)?;
     let body = Arc::new(body.clone());
     let cpu = meter.snapshot();
     let start = Instant::now();
     let stop_at = start + Duration::from_secs(PHASE_SECONDS);
     let workers: Vec<_> = (0..concurrency)
         .map(|_| {
-            let (client, url, body) = (client.clone(), url.clone(), body.clone());
+            let (sender, body) = (sender.clone(), body.clone());
             tokio::spawn(async move {
                 let mut histogram = new_histogram()?;
                 let mut errors = 0u64;
                 while Instant::now() < stop_at {
                     let started = Instant::now();
-                    // Headers shaped like the server's signed ones.
-                    let sent = client
-                        .post(&url)
-                        .header("content-type", "application/json")
-                        .header("webhook-id", "dlv_01JS2ZB6Y6R7K1T4V8W9X0Y1Z2")
-                        .header("webhook-timestamp", (now_ms() / 1000).to_string())
-                        .header(
-                            "webhook-signature",
-                            "v1,K5oZfzN95Z9UVu1EsfQmfVNQhnkZ2pj9o9NDN/H/pI4=",
-                        )
-                        .body(body.render(now_us()))
-                        .send()
-                        .await;
-                    let ok = match sent {
-                        Ok(response) => {
-                            let ok = response.status().is_success();
-                            ok && response.bytes().await.is_ok()
-                        }
-                        Err(_) => false,
-                    };
-                    if ok {
+                    if sender.post(body.render(now_us())).await {
                         histogram.saturating_record(started.elapsed().as_micros().max(1) as u64);
                     } else {
                         errors += 1;
@@ -754,7 +841,8 @@ async fn baseline(
     let cpu = meter.report(&cpu);
     let stats = probe.stats().await?;
     println!(
-        "bare reqwest          {:>9.0} req/s  ({} requests, {errors} errors)",
+        "{:<22}{:>9.0} req/s  ({} requests, {errors} errors)",
+        client.name(),
         result.per_second(),
         result.requests
     );

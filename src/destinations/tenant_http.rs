@@ -109,7 +109,7 @@ impl TenantHttp {
         &self,
         uri: Uri,
         mut headers: HeaderMap,
-        body: Vec<u8>,
+        body: impl Into<Bytes>,
     ) -> Result<Answer, SendError> {
         let deadline = Instant::now() + self.timeout;
         headers.insert(
@@ -119,7 +119,7 @@ impl TenantHttp {
         headers
             .entry(header::ACCEPT)
             .or_insert(HeaderValue::from_static("*/*"));
-        let mut request = Request::post(uri).body(Full::new(Bytes::from(body)));
+        let mut request = Request::post(uri).body(Full::new(body.into()));
         if let Ok(request) = &mut request {
             *request.headers_mut() = headers;
         }
