@@ -18,7 +18,7 @@
 //!   still refused. Redirects are never followed and no proxy is used,
 //!   since either would route around the resolver check.
 //!
-//! The operator's own configured API bases (Slack, Resend) go through
+//! The operator's own configured API bases (Slack, Resend, PagerDuty) go through
 //! [`trusted_client`] instead: no guard, so tests can point them at a fake on
 //! loopback.
 
@@ -175,8 +175,8 @@ pub fn trusted_client(timeout: Duration, idle_per_host: usize) -> reqwest::Resul
     base_builder(timeout, idle_per_host).build()
 }
 
-/// The trusted client's settings; the tenant client has the same ones.
-/// `idle_per_host` should be the most attempts that can be in flight at
+/// The trusted client's settings; the tenant client (`tenant_http.rs`)
+/// has the same user agent, redirects, timeouts and pool. `idle_per_host` should be the most attempts that can be in flight at
 /// once (`delivery.max_in_flight`): every connection that comes back idle
 /// is then kept for the next attempt to the same host, where a smaller pool
 /// closed the surplus after each burst and the next attempts paid a TCP
@@ -376,6 +376,16 @@ mod tests {
         assert_eq!(url.as_str(), "https://hooks.example.com/x?y=1");
         assert!(check_url("http://localhost:8080/", false).is_ok());
         assert!(check_url("http://8.8.8.8/", false).is_ok());
+    }
+
+    #[test]
+    fn a_url_that_is_no_request_target_is_invalid() {
+        // The URL parser takes any length, a request target at most 64 KiB.
+        let long = format!("https://hooks.example.com/x?{}", "a".repeat(70_000));
+        let url = check_url(&long, false).unwrap();
+        assert!(matches!(target_uri(url), Err(TargetError::Invalid(_))));
+        let url = check_url("https://hooks.example.com/x?y=1#part", false).unwrap();
+        assert_eq!(target_uri(url).unwrap(), "https://hooks.example.com/x?y=1");
     }
 
     #[test]

@@ -187,7 +187,9 @@ pub async fn update(config: &Value, allow_private: bool) -> Result<(Value, Value
 async fn checked(config: &Value, allow_private: bool) -> Result<SecretUrl, Invalid> {
     let input = SecretUrl::deserialize(config).map_err(|error| Invalid::new("config", error))?;
     let url = input.url.trim().to_string();
-    net::check_url(&url, allow_private).map_err(url_problem)?;
+    net::check_url(&url, allow_private)
+        .and_then(net::target_uri)
+        .map_err(url_problem)?;
     net::check_resolved(&url, allow_private)
         .await
         .map_err(url_problem)?;

@@ -16,7 +16,9 @@
 //! [`super::net::check_url`] before the send, and there is no proxy.
 
 use std::error::Error as StdError;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -29,13 +31,14 @@ use hyper_util::client::legacy::connect::dns::Name;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::time::Instant;
 
-use super::net::{GuardedResolver, TargetError};
+use super::net::{GuardedResolver, TargetError, is_forbidden};
 use super::{BoxFuture, Outcome, RESPONSE_EXCERPT_BYTES};
 
 /// The client; cheap to clone (the pool is shared).
 #[derive(Clone)]
 pub struct TenantHttp {
-    client: Client<HttpsConnector<HttpConnector<GuardedResolver>>, Full<Bytes>>,
+    client: Client<Connector, Full<Bytes>>,
+    allow_private: bool,
     timeout: Duration,
 }
 
@@ -52,7 +55,7 @@ pub struct Answer {
 /// Why a request got no answer. The texts are what the delivery log shows.
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
-    /// The guard refused every address of the target's host.
+    /// The guard refused the target's address.
     #[error("refused: {0}")]
     Refused(TargetError),
     #[error("timed out after {}s", .0.as_secs())]
@@ -77,34 +80,28 @@ impl SendError {
 impl TenantHttp {
     /// `allow_private` lets targets resolve to private and loopback
     /// addresses; `timeout` bounds each request from its start to the end
-    /// of the answer's excerpt; at most `idle_per_host` idle keep-alive
-    /// connections are kept per host (see `net.rs`).
+    /// of the answer's excerpt, and each connect; at most `idle_per_host`
+    /// idle keep-alive connections are kept per host (see `net.rs`).
     pub fn new(
         allow_private: bool,
         timeout: Duration,
         idle_per_host: usize,
     ) -> Result<Self, rustls::Error> {
-        let mut tcp = HttpConnector::new_with_resolver(GuardedResolver { allow_private });
-        // The scheme is the TLS layer's to check.
-        tcp.enforce_http(false);
-        tcp.set_nodelay(true);
-        tcp.set_connect_timeout(Some(timeout));
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(crate::tls::client_config()?)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(tcp);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(super::net::POOL_IDLE_TIMEOUT)
             .pool_max_idle_per_host(idle_per_host.max(1))
             .pool_timer(TokioTimer::new())
-            .build(connector);
-        Ok(Self { client, timeout })
+            .build(connector(allow_private, timeout)?);
+        Ok(Self {
+            client,
+            allow_private,
+            timeout,
+        })
     }
 
-    /// POSTs `body` to `uri` with `headers` (plus the user agent), and
-    /// reads the status, the headers and an excerpt of the body. No
-    /// redirect is followed: a 3xx is the answer.
+    /// POSTs `body` to `uri` with `headers` (plus a user agent and an
+    /// `accept` unless given), and reads the status, the headers and an
+    /// excerpt of the body. No redirect is followed: a 3xx is the answer.
     pub async fn post(
         &self,
         uri: Uri,
@@ -112,10 +109,14 @@ impl TenantHttp {
         body: impl Into<Bytes>,
     ) -> Result<Answer, SendError> {
         let deadline = Instant::now() + self.timeout;
-        headers.insert(
-            header::USER_AGENT,
-            HeaderValue::from_static(super::net::USER_AGENT),
-        );
+        // The callers check their URL first (`net::check_url`); an IP
+        // literal never reaches the resolver, so it is judged here too.
+        if let Some(refused) = self.forbidden_literal(&uri) {
+            return Err(SendError::Refused(refused));
+        }
+        headers
+            .entry(header::USER_AGENT)
+            .or_insert(HeaderValue::from_static(super::net::USER_AGENT));
         headers
             .entry(header::ACCEPT)
             .or_insert(HeaderValue::from_static("*/*"));
@@ -126,7 +127,7 @@ impl TenantHttp {
         let request = request.map_err(|error| SendError::Request(error.to_string()))?;
         let response = match tokio::time::timeout_at(deadline, self.client.request(request)).await {
             Err(_) => return Err(SendError::TimedOut(self.timeout)),
-            Ok(Err(error)) => return Err(classify(&error)),
+            Ok(Err(error)) => return Err(classify(&error, self.timeout)),
             Ok(Ok(response)) => response,
         };
         let (parts, mut body) = response.into_parts();
@@ -151,16 +152,109 @@ impl TenantHttp {
             excerpt,
         })
     }
+
+    /// The refusal of `uri`'s host if it is an IP literal the guard forbids.
+    fn forbidden_literal(&self, uri: &Uri) -> Option<TargetError> {
+        let host = uri.host()?;
+        let literal = host.strip_prefix('[').and_then(|h| h.strip_suffix(']'));
+        let ip: IpAddr = literal.unwrap_or(host).parse().ok()?;
+        (!self.allow_private && is_forbidden(ip)).then(|| TargetError::Forbidden {
+            host: host.to_owned(),
+        })
+    }
 }
 
-/// Sorts a failed request: refused by the guard, failed to connect, or
-/// failed after.
-fn classify(error: &hyper_util::client::legacy::Error) -> SendError {
+/// TCP through the guard's resolver, then TLS for https, within a deadline.
+type Connector = TimedConnect<HttpsConnector<HttpConnector<GuardedResolver>>>;
+
+type BoxError = Box<dyn StdError + Send + Sync>;
+
+/// The connector: TCP (no delay, reqwest's keep-alive settings) through
+/// the guard's resolver, TLS for https offering `http/1.1` by ALPN, each
+/// connect within `timeout`.
+fn connector(allow_private: bool, timeout: Duration) -> Result<Connector, rustls::Error> {
+    let mut tcp = HttpConnector::new_with_resolver(GuardedResolver { allow_private });
+    // The scheme is the TLS layer's to check.
+    tcp.enforce_http(false);
+    tcp.set_nodelay(true);
+    tcp.set_connect_timeout(Some(timeout));
+    // A dead peer of a pooled connection is found within about a minute.
+    tcp.set_keepalive(Some(TCP_KEEPALIVE));
+    tcp.set_keepalive_interval(Some(TCP_KEEPALIVE));
+    tcp.set_keepalive_retries(Some(3));
+    #[cfg(any(target_os = "android", target_os = "fuchsia", target_os = "linux"))]
+    tcp.set_tcp_user_timeout(Some(TCP_USER_TIMEOUT));
+    let mut tls = crate::tls::client_config()?;
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(TimedConnect {
+        inner: HttpsConnector::from((tcp, Arc::new(tls))),
+        timeout,
+    })
+}
+
+/// reqwest's defaults, kept.
+const TCP_KEEPALIVE: Duration = Duration::from_secs(15);
+#[cfg(any(target_os = "android", target_os = "fuchsia", target_os = "linux"))]
+const TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A connector whose every connect (DNS, TCP and the TLS handshake) ends
+/// within `timeout`. The request's own deadline does not cover them all:
+/// when a pooled connection frees up first, the pool finishes the connect
+/// it started in the background, and a peer stalling its TLS handshake
+/// would otherwise hold a task and a socket for ever.
+#[derive(Clone)]
+struct TimedConnect<C> {
+    inner: C,
+    timeout: Duration,
+}
+
+/// A connect that [`TimedConnect`] gave up on.
+#[derive(Debug, thiserror::Error)]
+#[error("connecting took longer than {}s", .0.as_secs())]
+struct ConnectTimedOut(Duration);
+
+impl<C> tower_service::Service<Uri> for TimedConnect<C>
+where
+    C: tower_service::Service<Uri>,
+    C::Future: Send + 'static,
+    C::Error: Into<BoxError>,
+{
+    type Response = C::Response;
+    type Error = BoxError;
+    type Future = BoxFuture<'static, Result<C::Response, BoxError>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let connecting = self.inner.call(uri);
+        let timeout = self.timeout;
+        Box::pin(async move {
+            match tokio::time::timeout(timeout, connecting).await {
+                // Passed on as it is: a refusal in it must stay findable.
+                Ok(connected) => connected.map_err(Into::into),
+                Err(_) => Err(Box::new(ConnectTimedOut(timeout)) as BoxError),
+            }
+        })
+    }
+}
+
+/// Sorts a failed request: refused by the guard, timed out (the connect,
+/// or the kernel's), failed to connect, or failed after.
+fn classify(error: &hyper_util::client::legacy::Error, timeout: Duration) -> SendError {
     let mut current: Option<&(dyn StdError + 'static)> = Some(error);
     let mut root = error.to_string();
     while let Some(cause) = current {
         if let Some(refused) = cause.downcast_ref::<TargetError>() {
             return SendError::Refused(refused.clone());
+        }
+        let timed_out = cause.is::<ConnectTimedOut>()
+            || cause
+                .downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut);
+        if timed_out {
+            return SendError::TimedOut(timeout);
         }
         root = cause.to_string();
         current = cause.source();
@@ -175,14 +269,11 @@ fn classify(error: &hyper_util::client::legacy::Error) -> SendError {
 /// hyper-util resolves through any `Service<Name>`; the guard is one.
 impl tower_service::Service<Name> for GuardedResolver {
     type Response = std::vec::IntoIter<SocketAddr>;
-    type Error = Box<dyn StdError + Send + Sync>;
+    type Error = BoxError;
     type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
 
-    fn poll_ready(
-        &mut self,
-        _cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Self::Error>> {
-        std::task::Poll::Ready(Ok(()))
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, name: Name) -> Self::Future {
@@ -349,6 +440,105 @@ mod tests {
             "{error}"
         );
         assert!(matches!(error.outcome().verdict, Verdict::Retry { .. }));
+    }
+
+    #[tokio::test]
+    async fn a_stalled_tls_handshake_ends_within_the_timeout() {
+        // Takes the TCP connection, never answers the TLS hello.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let uri: Uri = format!("https://{}/", listener.local_addr().unwrap())
+            .parse()
+            .unwrap();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                held.push(stream);
+            }
+        });
+        let timeout = Duration::from_millis(300);
+        // The connector alone, as the pool runs it in the background.
+        let mut connect = connector(true, timeout).unwrap();
+        std::future::poll_fn(|cx| tower_service::Service::poll_ready(&mut connect, cx))
+            .await
+            .unwrap();
+        let connecting = tower_service::Service::call(&mut connect, uri.clone());
+        let Ok(Err(error)) = tokio::time::timeout(Duration::from_secs(10), connecting).await else {
+            panic!("a stalled handshake must fail by itself, within the timeout");
+        };
+        assert!(error.is::<ConnectTimedOut>(), "{error:?}");
+        // Through a request: timed out, worth a retry.
+        let error = client(timeout)
+            .post(uri, HeaderMap::new(), Vec::new())
+            .await
+            .unwrap_err();
+        assert!(matches!(error, SendError::TimedOut(_)), "{error:?}");
+    }
+
+    #[tokio::test]
+    async fn a_forbidden_ip_literal_is_refused_before_connecting() {
+        let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n".to_vec();
+        let (uri, accepted) = serve(answer, false).await;
+        let error = TenantHttp::new(false, Duration::from_secs(5), 8)
+            .unwrap()
+            .post(uri.clone(), HeaderMap::new(), Vec::new())
+            .await
+            .unwrap_err();
+        assert!(matches!(error, SendError::Refused(_)), "{error:?}");
+        assert!(error.to_string().starts_with("refused: 127.0.0.1 resolves"));
+        for literal in ["http://[::1]:9/", "http://169.254.169.254/"] {
+            let error = TenantHttp::new(false, Duration::from_secs(5), 8)
+                .unwrap()
+                .post(literal.parse().unwrap(), HeaderMap::new(), Vec::new())
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(error, SendError::Refused(_)),
+                "{literal}: {error:?}"
+            );
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 0);
+        // Allowed, it goes through.
+        let answer = client(Duration::from_secs(5))
+            .post(uri, HeaderMap::new(), Vec::new())
+            .await
+            .unwrap();
+        assert_eq!(answer.status, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn a_user_agent_given_is_kept_and_one_is_added_otherwise() {
+        /// The head of the one request `headers` make.
+        async fn head_sent_with(headers: HeaderMap) -> String {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let uri: Uri = format!("http://{}/", listener.local_addr().unwrap())
+                .parse()
+                .unwrap();
+            let server = tokio::spawn(async move {
+                let (mut stream, _) = listener.accept().await.unwrap();
+                let mut request = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let n = stream.read(&mut buf).await.unwrap();
+                    assert!(n > 0);
+                    request.extend_from_slice(&buf[..n]);
+                }
+                let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
+                stream.write_all(ok).await.unwrap();
+                String::from_utf8(request).unwrap().to_ascii_lowercase()
+            });
+            client(Duration::from_secs(5))
+                .post(uri, headers, Vec::new())
+                .await
+                .unwrap();
+            server.await.unwrap()
+        }
+        let ours = format!("user-agent: switchyard/{}\r\n", env!("CARGO_PKG_VERSION"));
+        assert!(head_sent_with(HeaderMap::new()).await.contains(&ours));
+        let mut headers = HeaderMap::new();
+        headers.insert(header::USER_AGENT, HeaderValue::from_static("acme-relay/2"));
+        let head = head_sent_with(headers).await;
+        assert!(head.contains("user-agent: acme-relay/2\r\n"), "{head}");
+        assert_eq!(head.matches("user-agent:").count(), 1, "{head}");
     }
 
     #[tokio::test]

@@ -75,7 +75,7 @@ pub fn validate(
     headers: &BTreeMap<String, String>,
     allow_private: bool,
 ) -> Result<WebhookConfig, WebhookConfigError> {
-    check_url(url, allow_private)?;
+    check_url(url, allow_private).and_then(net::target_uri)?;
     if headers.len() > MAX_HEADERS {
         return Err(WebhookConfigError::Headers(format!(
             "at most {MAX_HEADERS} headers"
