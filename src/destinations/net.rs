@@ -271,7 +271,7 @@ fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::sync::{Arc, Mutex};
 
     use http::HeaderMap;
@@ -532,27 +532,29 @@ mod tests {
         );
     }
 
+    /// The head (lowercased) of the first request `send` makes to a new
+    /// loopback listener, given its port; answered with an empty 200.
+    pub(crate) async fn first_request_head(send: impl AsyncFnOnce(u16)) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut request = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = stream.read(&mut buf).await.unwrap();
+                assert!(n > 0);
+                request.extend_from_slice(&buf[..n]);
+            }
+            stream.write_all(OK.as_bytes()).await.unwrap();
+            String::from_utf8(request).unwrap().to_ascii_lowercase()
+        });
+        send(port).await;
+        server.await.unwrap()
+    }
+
     #[tokio::test]
     async fn user_agent_names_switchyard() {
-        /// The head of the first request to a new loopback listener.
-        async fn first_request_head(send: impl AsyncFnOnce(u16)) -> String {
-            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let port = listener.local_addr().unwrap().port();
-            let server = tokio::spawn(async move {
-                let (mut stream, _) = listener.accept().await.unwrap();
-                let mut request = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-                    let n = stream.read(&mut buf).await.unwrap();
-                    assert!(n > 0);
-                    request.extend_from_slice(&buf[..n]);
-                }
-                stream.write_all(OK.as_bytes()).await.unwrap();
-                String::from_utf8(request).unwrap().to_ascii_lowercase()
-            });
-            send(port).await;
-            server.await.unwrap()
-        }
         let expected = format!("user-agent: switchyard/{}\r\n", env!("CARGO_PKG_VERSION"));
         let tenant = TenantHttp::new(true, TIMEOUT, 8).unwrap();
         let request = first_request_head(async |port| {

@@ -295,6 +295,7 @@ mod tests {
 
     use super::*;
     use crate::destinations::Verdict;
+    use crate::destinations::net::tests::first_request_head;
 
     /// Reads one request (head and `content-length` body) from `stream`;
     /// false once the peer closed.
@@ -509,28 +510,12 @@ mod tests {
     async fn a_user_agent_given_is_kept_and_one_is_added_otherwise() {
         /// The head of the one request `headers` make.
         async fn head_sent_with(headers: HeaderMap) -> String {
-            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let uri: Uri = format!("http://{}/", listener.local_addr().unwrap())
-                .parse()
-                .unwrap();
-            let server = tokio::spawn(async move {
-                let (mut stream, _) = listener.accept().await.unwrap();
-                let mut request = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-                    let n = stream.read(&mut buf).await.unwrap();
-                    assert!(n > 0);
-                    request.extend_from_slice(&buf[..n]);
-                }
-                let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
-                stream.write_all(ok).await.unwrap();
-                String::from_utf8(request).unwrap().to_ascii_lowercase()
-            });
-            client(Duration::from_secs(5))
-                .post(uri, headers, Vec::new())
-                .await
-                .unwrap();
-            server.await.unwrap()
+            first_request_head(async |port| {
+                let uri: Uri = format!("http://127.0.0.1:{port}/").parse().unwrap();
+                let client = client(Duration::from_secs(5));
+                client.post(uri, headers, Vec::new()).await.unwrap();
+            })
+            .await
         }
         let ours = format!("user-agent: switchyard/{}\r\n", env!("CARGO_PKG_VERSION"));
         assert!(head_sent_with(HeaderMap::new()).await.contains(&ours));
