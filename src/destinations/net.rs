@@ -176,9 +176,10 @@ pub fn trusted_client(timeout: Duration, idle_per_host: usize) -> reqwest::Resul
 }
 
 /// The trusted client's settings; the tenant client (`tenant_http.rs`)
-/// has the same user agent, redirects, timeouts and pool. `idle_per_host` should be the most attempts that can be in flight at
-/// once (`delivery.max_in_flight`): every connection that comes back idle
-/// is then kept for the next attempt to the same host, where a smaller pool
+/// has the same user agent, redirects, timeouts and pool. `idle_per_host`
+/// should be the most attempts that can be in flight at once
+/// (`delivery.max_in_flight`): every connection that comes back idle is
+/// then kept for the next attempt to the same host, where a smaller pool
 /// closed the surplus after each burst and the next attempts paid a TCP
 /// (and TLS) handshake each.
 fn base_builder(timeout: Duration, idle_per_host: usize) -> reqwest::ClientBuilder {

@@ -108,7 +108,10 @@ impl TenantHttp {
         mut headers: HeaderMap,
         body: impl Into<Bytes>,
     ) -> Result<Answer, SendError> {
-        let deadline = Instant::now() + self.timeout;
+        // A timeout too large to add (set by an operator) is no deadline.
+        let deadline = Instant::now()
+            .checked_add(self.timeout)
+            .unwrap_or_else(|| Instant::now() + NO_DEADLINE);
         // The callers check their URL first (`net::check_url`); an IP
         // literal never reaches the resolver, so it is judged here too.
         if let Some(refused) = self.forbidden_literal(&uri) {
@@ -132,7 +135,8 @@ impl TenantHttp {
         };
         let (parts, mut body) = response.into_parts();
         // What arrived before the deadline is kept; the rest is dropped
-        // with the connection.
+        // with the connection (so an answer of the excerpt's size or more
+        // closes its connection rather than returning it to the pool).
         let mut bytes = Vec::new();
         while bytes.len() < RESPONSE_EXCERPT_BYTES {
             match tokio::time::timeout_at(deadline, body.frame()).await {
@@ -184,6 +188,8 @@ fn connector(allow_private: bool, timeout: Duration) -> Result<Connector, rustls
     tcp.set_keepalive_retries(Some(3));
     #[cfg(any(target_os = "android", target_os = "fuchsia", target_os = "linux"))]
     tcp.set_tcp_user_timeout(Some(TCP_USER_TIMEOUT));
+    // Only HTTP/1.1 may be offered: hyper-util is built without HTTP/2
+    // and panics on a connection that negotiated h2.
     let mut tls = crate::tls::client_config()?;
     tls.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(TimedConnect {
@@ -191,6 +197,9 @@ fn connector(allow_private: bool, timeout: Duration) -> Result<Connector, rustls
         timeout,
     })
 }
+
+/// A deadline that never comes in practice (a year).
+const NO_DEADLINE: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// reqwest's defaults, kept.
 const TCP_KEEPALIVE: Duration = Duration::from_secs(15);
@@ -240,8 +249,9 @@ where
     }
 }
 
-/// Sorts a failed request: refused by the guard, timed out (the connect,
-/// or the kernel's), failed to connect, or failed after.
+/// Sorts a failed request: refused by the guard, timed out (the connect
+/// deadline, or the kernel's while connecting), failed to connect, or
+/// failed after.
 fn classify(error: &hyper_util::client::legacy::Error, timeout: Duration) -> SendError {
     let mut current: Option<&(dyn StdError + 'static)> = Some(error);
     let mut root = error.to_string();
@@ -250,9 +260,10 @@ fn classify(error: &hyper_util::client::legacy::Error, timeout: Duration) -> Sen
             return SendError::Refused(refused.clone());
         }
         let timed_out = cause.is::<ConnectTimedOut>()
-            || cause
-                .downcast_ref::<std::io::Error>()
-                .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut);
+            || error.is_connect()
+                && cause
+                    .downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut);
         if timed_out {
             return SendError::TimedOut(timeout);
         }
@@ -380,6 +391,16 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_timeout_too_large_for_a_deadline_is_no_deadline() {
+        let (uri, _) = serve(b"HTTP/1.1 204 No Content\r\n\r\n".to_vec(), false).await;
+        let answer = client(Duration::MAX)
+            .post(uri, HeaderMap::new(), Vec::new())
+            .await
+            .unwrap();
+        assert_eq!(answer.status, StatusCode::NO_CONTENT);
+    }
+
+    #[tokio::test]
     async fn connections_are_kept_alive_and_reused() {
         let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_vec();
         let (uri, accepted) = serve(answer, false).await;
@@ -412,10 +433,10 @@ mod tests {
         drop(listener);
 
         // The head and part of the body, then nothing: the status and
-        // the part are kept.
+        // the part are kept (a longer timeout: the head must arrive).
         let partial = b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\npart".to_vec();
         let (uri, _) = serve(partial, true).await;
-        let answer = client(timeout)
+        let answer = client(Duration::from_secs(1))
             .post(uri, HeaderMap::new(), Vec::new())
             .await
             .unwrap();
