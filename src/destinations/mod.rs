@@ -410,14 +410,38 @@ pub fn open_secrets(key: &MasterKey, connection: &Connection) -> Result<Value, C
     serde_json::from_slice(&plaintext).map_err(|_| CryptoError::Decrypt)
 }
 
-/// Reads at most [`RESPONSE_EXCERPT_BYTES`] of a body, never the whole of a
-/// large one, as lossy UTF-8.
-pub async fn response_excerpt(mut response: reqwest::Response) -> Option<String> {
+/// Reads at most [`RESPONSE_EXCERPT_BYTES`] of a reqwest answer's body (see
+/// [`read_excerpt`]).
+pub async fn response_excerpt(response: reqwest::Response) -> Option<String> {
+    read_excerpt(http::Response::from(response).into_body(), None).await
+}
+
+/// Reads at most [`RESPONSE_EXCERPT_BYTES`] of `body`, never the whole of a
+/// large one, as lossy UTF-8; `None` when empty. What arrived before
+/// `deadline` (if one is given) is kept.
+pub async fn read_excerpt<B>(body: B, deadline: Option<tokio::time::Instant>) -> Option<String>
+where
+    B: hyper::body::Body<Data = bytes::Bytes>,
+{
+    use http_body_util::BodyExt;
+    let mut body = std::pin::pin!(body);
     let mut bytes = Vec::new();
     while bytes.len() < RESPONSE_EXCERPT_BYTES {
-        match response.chunk().await {
-            Ok(Some(chunk)) => bytes.extend_from_slice(&chunk),
-            Ok(None) | Err(_) => break,
+        let next = body.frame();
+        let frame = match deadline {
+            Some(deadline) => match tokio::time::timeout_at(deadline, next).await {
+                Ok(frame) => frame,
+                Err(_) => break,
+            },
+            None => next.await,
+        };
+        match frame {
+            Some(Ok(frame)) => {
+                if let Some(data) = frame.data_ref() {
+                    bytes.extend_from_slice(data);
+                }
+            }
+            None | Some(Err(_)) => break,
         }
     }
     bytes.truncate(RESPONSE_EXCERPT_BYTES);
@@ -427,20 +451,20 @@ pub async fn response_excerpt(mut response: reqwest::Response) -> Option<String>
     Some(String::from_utf8_lossy(&bytes).into_owned())
 }
 
-/// Describes a transport error for the delivery log, and whether to retry.
-/// The tenant client words its errors the same way
-/// ([`tenant_http::SendError`]).
+/// Describes a transport error for the delivery log, and whether to retry,
+/// in the tenant client's words ([`tenant_http::SendError`]).
 pub fn transport_outcome(error: &reqwest::Error, timeout: Duration) -> Outcome {
-    let message = if error.is_timeout() {
-        format!("timed out after {}s", timeout.as_secs())
+    let error = if error.is_timeout() {
+        tenant_http::SendError::TimedOut(timeout)
     } else if error.is_connect() {
-        format!("connection failed: {}", root_cause(error))
+        tenant_http::SendError::Connect(root_cause(error))
     } else {
-        format!("request failed: {}", root_cause(error))
+        tenant_http::SendError::Request(root_cause(error))
     };
-    Outcome::retry(message)
+    error.outcome()
 }
 
+/// The text of the innermost error in `error`'s chain.
 fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
     let mut cause = error;
     while let Some(source) = cause.source() {

@@ -77,20 +77,24 @@ pub fn check_url(url: &str, allow_private: bool) -> Result<Url, TargetError> {
     // The URL parser normalizes IPv4 spellings such as `0x7f.1` or
     // `2130706433` to `127.0.0.1` and writes IPv6 literals in brackets, so
     // parsing the normalized host finds every IP literal.
-    let literal = host
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host)
-        .parse::<IpAddr>();
-    if let Ok(ip) = literal
-        && !allow_private
-        && is_forbidden(ip)
-    {
-        return Err(TargetError::Forbidden {
-            host: host.to_owned(),
-        });
-    }
+    check_literal(host, allow_private)?;
     Ok(parsed)
+}
+
+/// Refuses `host` if it is an IP literal (IPv6 in brackets or not) that a
+/// tenant target must not reach, unless `allow_private`. A name passes:
+/// the resolver judges it.
+pub fn check_literal(host: &str, allow_private: bool) -> Result<(), TargetError> {
+    if allow_private {
+        return Ok(());
+    }
+    let literal = host.strip_prefix('[').and_then(|h| h.strip_suffix(']'));
+    match literal.unwrap_or(host).parse::<IpAddr>() {
+        Ok(ip) if is_forbidden(ip) => Err(TargetError::Forbidden {
+            host: host.to_owned(),
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// The request target of a URL [`check_url`] accepted, without its

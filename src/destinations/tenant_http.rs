@@ -16,14 +16,14 @@
 //! [`super::net::check_url`] before the send, and there is no proxy.
 
 use std::error::Error as StdError;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, StatusCode, Uri, header};
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -31,8 +31,8 @@ use hyper_util::client::legacy::connect::dns::Name;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::time::Instant;
 
-use super::net::{GuardedResolver, TargetError, is_forbidden};
-use super::{BoxFuture, Outcome, RESPONSE_EXCERPT_BYTES};
+use super::net::{GuardedResolver, TargetError, check_literal};
+use super::{BoxFuture, Outcome, read_excerpt, root_cause};
 
 /// The client; cheap to clone (the pool is shared).
 #[derive(Clone)]
@@ -47,7 +47,7 @@ pub struct TenantHttp {
 pub struct Answer {
     pub status: StatusCode,
     pub headers: HeaderMap,
-    /// The start of the body (at most [`RESPONSE_EXCERPT_BYTES`]), for the
+    /// The start of the body (at most [`super::RESPONSE_EXCERPT_BYTES`]), for the
     /// delivery log; `None` when empty.
     pub excerpt: Option<String>,
 }
@@ -114,8 +114,8 @@ impl TenantHttp {
             .unwrap_or_else(|| Instant::now() + NO_DEADLINE);
         // The callers check their URL first (`net::check_url`); an IP
         // literal never reaches the resolver, so it is judged here too.
-        if let Some(refused) = self.forbidden_literal(&uri) {
-            return Err(SendError::Refused(refused));
+        if let Some(host) = uri.host() {
+            check_literal(host, self.allow_private).map_err(SendError::Refused)?;
         }
         headers
             .entry(header::USER_AGENT)
@@ -133,37 +133,15 @@ impl TenantHttp {
             Ok(Err(error)) => return Err(classify(&error, self.timeout)),
             Ok(Ok(response)) => response,
         };
-        let (parts, mut body) = response.into_parts();
+        let (parts, body) = response.into_parts();
         // What arrived before the deadline is kept; the rest is dropped
         // with the connection (so an answer of the excerpt's size or more
         // closes its connection rather than returning it to the pool).
-        let mut bytes = Vec::new();
-        while bytes.len() < RESPONSE_EXCERPT_BYTES {
-            match tokio::time::timeout_at(deadline, body.frame()).await {
-                Ok(Some(Ok(frame))) => {
-                    if let Some(data) = frame.data_ref() {
-                        bytes.extend_from_slice(data);
-                    }
-                }
-                Ok(None | Some(Err(_))) | Err(_) => break,
-            }
-        }
-        bytes.truncate(RESPONSE_EXCERPT_BYTES);
-        let excerpt = (!bytes.is_empty()).then(|| String::from_utf8_lossy(&bytes).into_owned());
+        let excerpt = read_excerpt(body, Some(deadline)).await;
         Ok(Answer {
             status: parts.status,
             headers: parts.headers,
             excerpt,
-        })
-    }
-
-    /// The refusal of `uri`'s host if it is an IP literal the guard forbids.
-    fn forbidden_literal(&self, uri: &Uri) -> Option<TargetError> {
-        let host = uri.host()?;
-        let literal = host.strip_prefix('[').and_then(|h| h.strip_suffix(']'));
-        let ip: IpAddr = literal.unwrap_or(host).parse().ok()?;
-        (!self.allow_private && is_forbidden(ip)).then(|| TargetError::Forbidden {
-            host: host.to_owned(),
         })
     }
 }
@@ -254,7 +232,6 @@ where
 /// failed after.
 fn classify(error: &hyper_util::client::legacy::Error, timeout: Duration) -> SendError {
     let mut current: Option<&(dyn StdError + 'static)> = Some(error);
-    let mut root = error.to_string();
     while let Some(cause) = current {
         if let Some(refused) = cause.downcast_ref::<TargetError>() {
             return SendError::Refused(refused.clone());
@@ -267,13 +244,12 @@ fn classify(error: &hyper_util::client::legacy::Error, timeout: Duration) -> Sen
         if timed_out {
             return SendError::TimedOut(timeout);
         }
-        root = cause.to_string();
         current = cause.source();
     }
     if error.is_connect() {
-        SendError::Connect(root)
+        SendError::Connect(root_cause(error))
     } else {
-        SendError::Request(root)
+        SendError::Request(root_cause(error))
     }
 }
 
@@ -305,8 +281,8 @@ mod tests {
     use tokio::net::{TcpListener, TcpStream};
 
     use super::*;
-    use crate::destinations::Verdict;
     use crate::destinations::net::tests::first_request_head;
+    use crate::destinations::{RESPONSE_EXCERPT_BYTES, Verdict};
 
     /// Reads one request (head and `content-length` body) from `stream`;
     /// false once the peer closed.
