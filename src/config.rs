@@ -5,6 +5,8 @@ use crate::secret::Secret;
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -96,6 +98,10 @@ pub struct DeliveryConfig {
     pub max_in_flight_per_workspace: usize,
     pub max_in_flight: usize,
     pub allow_private_networks: bool,
+    /// Addresses pinned for tenant target host names, used instead of DNS
+    /// (still judged by `allow_private_networks`).
+    #[serde(default)]
+    pub hosts: BTreeMap<String, Vec<IpAddr>>,
     /// Queue entries the scheduler holds in memory; the rest of the backlog
     /// stays on disk.
     pub queue_window: usize,
@@ -407,6 +413,31 @@ fn edit_distance(a: &str, b: &str) -> usize {
     table[a.len()][b.len()]
 }
 
+/// Why `name` cannot be a key of `delivery.hosts`, if it cannot: it must
+/// be a DNS name as a URL carries it (ASCII, punycode for IDNs), not an IP
+/// address, which is never looked up.
+fn host_name_problem(name: &str) -> Option<String> {
+    let bare = name.trim_end_matches('.');
+    if bare.is_empty() {
+        return Some("a host name is empty".into());
+    }
+    if bare.parse::<IpAddr>().is_ok() || bare.starts_with('[') {
+        return Some(format!("{name}: an IP address needs no entry"));
+    }
+    let valid = bare.split('.').all(|label| {
+        !label.is_empty()
+            && label.len() <= 63
+            && label
+                .bytes()
+                .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_')
+    });
+    (!valid || bare.len() > 253).then(|| {
+        format!(
+            "{name}: not a host name (ASCII labels of letters, digits, - and _; punycode for IDNs)"
+        )
+    })
+}
+
 /// Variables with the prefix that are not configuration keys: the client
 /// commands' own, and the build's commit (build.rs), which a packaging
 /// environment may leave exported.
@@ -553,6 +584,15 @@ impl Config {
         }
         if self.delivery.timeout_seconds == 0 {
             return invalid("delivery.timeout_seconds", "must be at least 1");
+        }
+        if let Some(reason) = self.delivery.hosts.iter().find_map(|(name, addresses)| {
+            host_name_problem(name).or_else(|| {
+                addresses
+                    .is_empty()
+                    .then(|| format!("{name}: no addresses listed"))
+            })
+        }) {
+            return invalid("delivery.hosts", &reason);
         }
         if self.delivery.max_in_flight == 0 {
             return invalid("delivery.max_in_flight", "must be at least 1");
@@ -781,6 +821,58 @@ mod tests {
                 config.admin_token.as_ref().map(Secret::expose),
                 Some("an-admin-token-of-length")
             );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn pinned_hosts_come_from_the_file_or_the_environment_and_are_checked() {
+        Jail::expect_with(|jail| {
+            assert!(Config::load(None).unwrap().delivery.hosts.is_empty());
+            jail.create_file(
+                "hosts.toml",
+                "[delivery.hosts]\n\"hooks.example.com\" = [\"93.184.215.14\", \"2606:2800::1\"]\n",
+            )?;
+            let config = Config::load(Some(Path::new("hosts.toml"))).unwrap();
+            let pinned: Vec<IpAddr> = vec![
+                "93.184.215.14".parse().unwrap(),
+                "2606:2800::1".parse().unwrap(),
+            ];
+            assert_eq!(
+                config.delivery.hosts,
+                BTreeMap::from([("hooks.example.com".to_string(), pinned)])
+            );
+            jail.set_env(
+                "SWITCHYARD_DELIVERY__HOSTS",
+                "{\"intake.example.org\"=[\"198.41.0.4\"]}",
+            );
+            let config = Config::load(None).unwrap();
+            assert_eq!(
+                config.delivery.hosts,
+                BTreeMap::from([(
+                    "intake.example.org".to_string(),
+                    vec!["198.41.0.4".parse::<IpAddr>().unwrap()]
+                )])
+            );
+            assert!(
+                !unknown_environment_variables()
+                    .iter()
+                    .any(|name| name.starts_with("SWITCHYARD_DELIVERY")),
+            );
+            for (entry, problem) in [
+                ("{\"a.example\"=[]}", "a.example: no addresses listed"),
+                (
+                    "{\"10.0.0.1\"=[\"10.0.0.1\"]}",
+                    "an IP address needs no entry",
+                ),
+                ("{\"a b\"=[\"198.41.0.4\"]}", "a b: not a host name"),
+                ("{\"a.example\"=[\"not-an-ip\"]}", "delivery.hosts"),
+            ] {
+                jail.set_env("SWITCHYARD_DELIVERY__HOSTS", entry);
+                let error = Config::load(None).unwrap_err().to_string();
+                assert!(error.contains("delivery.hosts"), "{entry}: {error}");
+                assert!(error.contains(problem), "{entry}: {error}");
+            }
             Ok(())
         });
     }

@@ -716,8 +716,12 @@ impl BaselineSender {
             ),
             BaselineClient::Tenant => BaselineSender::Tenant(
                 Arc::new(
-                    TenantHttp::new(true, timeout, concurrency)
-                        .context("cannot build the HTTP client")?,
+                    TenantHttp::new(
+                        crate::destinations::net::TargetPolicy::new(true),
+                        timeout,
+                        concurrency,
+                    )
+                    .context("cannot build the HTTP client")?,
                 ),
                 url.parse().context("the receiver's URL")?,
             ),

@@ -298,23 +298,24 @@ pub struct Destinations {
 impl Destinations {
     pub fn new(config: &Config, ports: Ports) -> Result<Self, SetupError> {
         let timeout = Duration::from_secs(config.delivery.timeout_seconds);
-        let allow_private = config.delivery.allow_private_networks;
+        let policy = net::TargetPolicy::new(config.delivery.allow_private_networks)
+            .with_hosts(&config.delivery.hosts);
         // Idle connections kept per host: as many as attempts can be in
         // flight, so a busy destination's connections are all reused.
         let idle_per_host = config.delivery.max_in_flight;
-        let tenant_http = tenant_http::TenantHttp::new(allow_private, timeout, idle_per_host)?;
+        let tenant_http = tenant_http::TenantHttp::new(policy, timeout, idle_per_host)?;
         // The operator's own API bases (Slack, Resend, PagerDuty) are trusted.
         let trusted_http = net::trusted_client(timeout, idle_per_host)?;
         let slack = Arc::new(slack::Slack::new(config, trusted_http.clone(), ports));
         let kinds: Vec<Arc<dyn Destination>> = vec![
-            Arc::new(webhook::Webhook::new(tenant_http.clone(), allow_private)),
+            Arc::new(webhook::Webhook::new(tenant_http.clone())),
             slack.clone(),
             // An SMTP setup error is logged and reported by each SMTP send
             // rather than stopping the server.
             Arc::new(email::Email::new_or_degraded(config, trusted_http.clone())),
             Arc::new(pagerduty::PagerDuty::new(config, trusted_http)),
-            Arc::new(teams::Teams::new(tenant_http.clone(), allow_private)),
-            Arc::new(discord::Discord::new(tenant_http, allow_private)),
+            Arc::new(teams::Teams::new(tenant_http.clone())),
+            Arc::new(discord::Discord::new(tenant_http)),
         ];
         Ok(Self {
             kinds,

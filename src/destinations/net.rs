@@ -18,12 +18,18 @@
 //!   still refused. Redirects are never followed and no proxy is used,
 //!   since either would route around the resolver check.
 //!
+//! Both resolve through [`TargetPolicy`]: names the operator pinned in
+//! `delivery.hosts` take their listed addresses without a DNS query (the
+//! guard still judges them), every other name goes to the system resolver.
+//!
 //! The operator's own configured API bases (Slack, Resend, PagerDuty) go through
 //! [`trusted_client`] instead: no guard, so tests can point them at a fake on
 //! loopback.
 
+use std::collections::BTreeMap;
 use std::error::Error as StdError;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::Url;
@@ -106,43 +112,102 @@ pub fn target_uri(mut url: Url) -> Result<http::Uri, TargetError> {
         .map_err(|error: http::uri::InvalidUri| TargetError::Invalid(error.to_string()))
 }
 
+/// Addresses the operator pinned for tenant target host names
+/// (`delivery.hosts`): looked up before DNS, like a hosts file for the
+/// tenant client alone. Names are ASCII (punycode for IDNs), compared
+/// without case or a trailing dot.
+pub type StaticHosts = BTreeMap<String, Vec<IpAddr>>;
+
+/// What tenant targets may reach and how their host names resolve: the
+/// private-network setting and the operator's pinned addresses, shared by
+/// the check when a connection is saved and the resolver at connect time.
+#[derive(Debug, Clone, Default)]
+pub struct TargetPolicy {
+    pub allow_private: bool,
+    hosts: Arc<StaticHosts>,
+}
+
+impl TargetPolicy {
+    /// Names resolve through DNS alone.
+    pub fn new(allow_private: bool) -> Self {
+        Self {
+            allow_private,
+            hosts: Arc::default(),
+        }
+    }
+
+    /// The names in `hosts` resolve to their listed addresses, without DNS.
+    /// A pinned address is judged like a resolved one.
+    pub fn with_hosts(self, hosts: &StaticHosts) -> Self {
+        let hosts = hosts
+            .iter()
+            .map(|(name, addresses)| (host_key(name), addresses.clone()))
+            .collect();
+        Self {
+            hosts: Arc::new(hosts),
+            ..self
+        }
+    }
+
+    /// `host`'s addresses with `port`: its pinned addresses, else DNS's.
+    async fn lookup(&self, host: &str, port: u16) -> std::io::Result<Vec<SocketAddr>> {
+        if let Some(pinned) = self.hosts.get(&host_key(host)) {
+            return Ok(pinned.iter().map(|ip| SocketAddr::new(*ip, port)).collect());
+        }
+        Ok(tokio::net::lookup_host((host, port)).await?.collect())
+    }
+}
+
+/// How a host name is matched against `delivery.hosts`.
+fn host_key(host: &str) -> String {
+    host.trim_end_matches('.').to_ascii_lowercase()
+}
+
 /// Longest wait for a name to resolve when a connection is saved.
 pub const RESOLVE_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Resolves `url`'s host name now (unless `allow_private`) and refuses it,
-/// as [`GuardedResolver`] would at connect time, when every address it has
-/// is forbidden. A name that does not resolve (yet) passes: the resolver
-/// checks again at every connect, which also covers DNS rebinding.
-pub async fn check_resolved(url: &str, allow_private: bool) -> Result<(), TargetError> {
-    if allow_private {
+/// Resolves `url`'s host name now (unless private targets are allowed)
+/// and refuses it, as [`GuardedResolver`] would at connect time, when
+/// every address it has is forbidden. A name that does not resolve (yet)
+/// passes: the resolver checks again at every connect, which also covers
+/// DNS rebinding.
+pub async fn check_resolved(url: &str, policy: &TargetPolicy) -> Result<(), TargetError> {
+    if policy.allow_private {
         return Ok(());
     }
-    let parsed = check_url(url, allow_private)?;
+    let parsed = check_url(url, policy.allow_private)?;
     let (Some(host), Some(port)) = (parsed.host_str(), parsed.port_or_known_default()) else {
         return Ok(());
     };
     if host.starts_with('[') || host.parse::<IpAddr>().is_ok() {
         return Ok(()); // an IP literal, which check_url has judged
     }
-    let lookup = tokio::net::lookup_host((host, port));
-    let Ok(Ok(addresses)) = tokio::time::timeout(RESOLVE_CHECK_TIMEOUT, lookup).await else {
-        return Ok(());
-    };
-    let addresses: Vec<SocketAddr> = addresses.collect();
-    if !addresses.is_empty() && addresses.iter().all(|address| is_forbidden(address.ip())) {
-        return Err(TargetError::Forbidden {
-            host: host.to_owned(),
-        });
-    }
-    Ok(())
+    let lookup = tokio::time::timeout(RESOLVE_CHECK_TIMEOUT, policy.lookup(host, port)).await;
+    judge_resolved(host, lookup.ok().and_then(Result::ok))
 }
 
-/// A DNS resolver that drops forbidden addresses (unless `allow_private`)
-/// and fails with [`TargetError::Forbidden`] when none are left. The tenant
-/// client resolves through it (`tenant_http.rs`).
-#[derive(Debug, Clone, Copy)]
+/// [`check_resolved`]'s verdict on what `host` resolved to (`None`: the
+/// lookup failed or timed out).
+fn judge_resolved(host: &str, addresses: Option<Vec<SocketAddr>>) -> Result<(), TargetError> {
+    match addresses {
+        Some(addresses)
+            if !addresses.is_empty()
+                && addresses.iter().all(|address| is_forbidden(address.ip())) =>
+        {
+            Err(TargetError::Forbidden {
+                host: host.to_owned(),
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A DNS resolver that drops forbidden addresses (unless the policy
+/// allows private targets) and fails with [`TargetError::Forbidden`] when
+/// none are left. The tenant client resolves through it (`tenant_http.rs`).
+#[derive(Debug, Clone)]
 pub struct GuardedResolver {
-    pub allow_private: bool,
+    pub policy: TargetPolicy,
 }
 
 impl GuardedResolver {
@@ -152,7 +217,7 @@ impl GuardedResolver {
         &self,
         host: &str,
     ) -> Result<Vec<SocketAddr>, Box<dyn StdError + Send + Sync>> {
-        let resolved: Vec<SocketAddr> = tokio::net::lookup_host((host, 0)).await?.collect();
+        let resolved = self.policy.lookup(host, 0).await?;
         if resolved.is_empty() {
             let error = std::io::Error::new(
                 std::io::ErrorKind::NotFound,
@@ -160,9 +225,10 @@ impl GuardedResolver {
             );
             return Err(error.into());
         }
+        let allow_private = self.policy.allow_private;
         let allowed: Vec<SocketAddr> = resolved
             .into_iter()
-            .filter(|addr| self.allow_private || !is_forbidden(addr.ip()))
+            .filter(|addr| allow_private || !is_forbidden(addr.ip()))
             .collect();
         if allowed.is_empty() {
             return Err(Box::new(TargetError::Forbidden {
@@ -450,7 +516,7 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn tenant_client_refuses_names_resolving_to_loopback() {
         let (port, paths) = serve(OK).await;
-        let client = TenantHttp::new(false, TIMEOUT, 8).unwrap();
+        let client = TenantHttp::new(TargetPolicy::new(false), TIMEOUT, 8).unwrap();
         let error = post(&client, &format!("http://localhost:{port}/"))
             .await
             .unwrap_err();
@@ -469,27 +535,92 @@ pub(crate) mod tests {
 
     #[tokio::test]
     async fn names_resolving_only_to_refused_addresses_are_refused_when_saved() {
+        let guarded = TargetPolicy::new(false);
         assert_eq!(
-            check_resolved("http://localhost:9/hook", false).await,
+            check_resolved("http://localhost:9/hook", &guarded).await,
             Err(TargetError::Forbidden {
                 host: "localhost".into()
             })
         );
         assert_eq!(
-            check_resolved("http://localhost:9/hook", true).await,
+            check_resolved("http://localhost:9/hook", &TargetPolicy::new(true)).await,
             Ok(())
         );
         // Unresolvable names pass: the connect-time guard still applies.
+        assert_eq!(judge_resolved("gone.example", None), Ok(()));
+        let private: SocketAddr = "10.1.2.3:443".parse().unwrap();
+        let public: SocketAddr = "198.41.0.4:443".parse().unwrap();
         assert_eq!(
-            check_resolved("http://no-such-host.invalid/hook", false).await,
+            judge_resolved("mixed.example", Some(vec![private, public])),
             Ok(())
         );
+        assert_eq!(
+            judge_resolved("inside.example", Some(vec![private])),
+            Err(TargetError::Forbidden {
+                host: "inside.example".into()
+            })
+        );
+    }
+
+    #[tokio::test]
+    async fn pinned_hosts_resolve_without_dns_and_are_still_judged() {
+        // `.invalid` names never resolve through DNS (RFC 6761); pinned,
+        // they take their listed addresses.
+        let hosts = StaticHosts::from([
+            (
+                "inside.invalid".to_string(),
+                vec![IpAddr::V4(Ipv4Addr::new(10, 1, 2, 3))],
+            ),
+            (
+                "Outside.Invalid.".to_string(),
+                vec![IpAddr::V4(Ipv4Addr::new(198, 41, 0, 4))],
+            ),
+            (
+                "loop.invalid".to_string(),
+                vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
+            ),
+        ]);
+        let guarded = TargetPolicy::new(false).with_hosts(&hosts);
+        assert_eq!(
+            check_resolved("https://inside.invalid/hook", &guarded).await,
+            Err(TargetError::Forbidden {
+                host: "inside.invalid".into()
+            })
+        );
+        // Matched without case or a trailing dot.
+        assert_eq!(
+            check_resolved("https://outside.invalid./hook", &guarded).await,
+            Ok(())
+        );
+        let resolver = GuardedResolver { policy: guarded };
+        let addresses = resolver.resolve_host("OUTSIDE.invalid").await.unwrap();
+        assert_eq!(addresses, ["198.41.0.4:0".parse::<SocketAddr>().unwrap()]);
+        let error = resolver.resolve_host("inside.invalid").await.unwrap_err();
+        assert!(error.downcast_ref::<TargetError>().is_some(), "{error}");
+
+        // The tenant client connects to the pinned address.
+        let (port, paths) = serve(OK).await;
+        let client =
+            TenantHttp::new(TargetPolicy::new(true).with_hosts(&hosts), TIMEOUT, 8).unwrap();
+        let answer = post(&client, &format!("http://loop.invalid:{port}/pinned"))
+            .await
+            .unwrap();
+        assert_eq!(answer.status, 200);
+        assert_eq!(*paths.lock().unwrap(), ["/pinned"]);
+        // With the guard on, the same pinned loopback address is refused.
+        let guarded =
+            TenantHttp::new(TargetPolicy::new(false).with_hosts(&hosts), TIMEOUT, 8).unwrap();
+        let error = post(&guarded, &format!("http://loop.invalid:{port}/pinned"))
+            .await
+            .unwrap_err();
+        assert!(matches!(error, SendError::Refused(_)), "{error}");
+        assert_eq!(paths.lock().unwrap().len(), 1);
     }
 
     #[tokio::test]
     async fn tenant_client_reaches_loopback_when_allowed() {
         let (port, paths) = serve(OK).await;
-        let client = TenantHttp::new(true, TIMEOUT, 8).unwrap();
+        let client = TenantHttp::new(TargetPolicy::new(true), TIMEOUT, 8).unwrap();
         let answer = post(&client, &format!("http://localhost:{port}/hook"))
             .await
             .unwrap();
@@ -502,7 +633,7 @@ pub(crate) mod tests {
         const REDIRECT: &str = "HTTP/1.1 302 Found\r\nlocation: /elsewhere\r\n\
                                 content-length: 0\r\nconnection: close\r\n\r\n";
         let (port, paths) = serve(REDIRECT).await;
-        let client = TenantHttp::new(true, TIMEOUT, 8).unwrap();
+        let client = TenantHttp::new(TargetPolicy::new(true), TIMEOUT, 8).unwrap();
         let answer = post(&client, &format!("http://localhost:{port}/"))
             .await
             .unwrap();
@@ -561,7 +692,7 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn user_agent_names_switchyard() {
         let expected = format!("user-agent: switchyard/{}\r\n", env!("CARGO_PKG_VERSION"));
-        let tenant = TenantHttp::new(true, TIMEOUT, 8).unwrap();
+        let tenant = TenantHttp::new(TargetPolicy::new(true), TIMEOUT, 8).unwrap();
         let request = first_request_head(async |port| {
             post(&tenant, &format!("http://127.0.0.1:{port}/"))
                 .await
@@ -581,7 +712,7 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn resolver_filters_and_refuses() {
         let refused = GuardedResolver {
-            allow_private: false,
+            policy: TargetPolicy::new(false),
         }
         .resolve_host("localhost")
         .await;
@@ -596,7 +727,7 @@ pub(crate) mod tests {
         );
 
         let allowed = GuardedResolver {
-            allow_private: true,
+            policy: TargetPolicy::new(true),
         }
         .resolve_host("localhost")
         .await

@@ -8,7 +8,7 @@
 //! config above, the guarded POST and the `Destination` impl.
 
 use crate::destinations::message::AlertSummary;
-use crate::destinations::net::{self, TargetError, check_url, target_uri};
+use crate::destinations::net::{self, TargetError, TargetPolicy, check_url, target_uri};
 use crate::destinations::retry_after::parse_retry_after;
 use crate::destinations::tenant_http::TenantHttp;
 use crate::destinations::{BoxFuture, Destination, Invalid, Job, NewConnection, Outcome, Verdict};
@@ -67,16 +67,14 @@ pub fn classify_answer(
 /// A pasted-URL destination of kind `K`.
 pub struct UrlDestination<K> {
     http: TenantHttp,
-    allow_private: bool,
     kind: PhantomData<K>,
 }
 
 impl<K: UrlKind> UrlDestination<K> {
-    /// `http` must refuse private addresses unless `allow_private`.
-    pub fn new(http: TenantHttp, allow_private: bool) -> Self {
+    /// Targets are judged by `http`'s policy, when saved and when sent.
+    pub fn new(http: TenantHttp) -> Self {
         Self {
             http,
-            allow_private,
             kind: PhantomData,
         }
     }
@@ -88,7 +86,7 @@ impl<K: UrlKind> UrlDestination<K> {
         };
         // Checked again at send time: the setting may have changed, and
         // the client does not consult the resolver for IP-literal hosts.
-        let uri = match check_url(&url, self.allow_private).and_then(target_uri) {
+        let uri = match check_url(&url, self.http.policy().allow_private).and_then(target_uri) {
             Ok(uri) => uri,
             Err(error) => return Outcome::permanent(format!("refused: {error}")),
         };
@@ -123,7 +121,7 @@ impl<K: UrlKind> Destination for UrlDestination<K> {
     }
 
     fn create<'a>(&'a self, config: &'a Value) -> BoxFuture<'a, Result<NewConnection, Invalid>> {
-        Box::pin(create(config, self.allow_private))
+        Box::pin(create(config, self.http.policy()))
     }
 
     fn update<'a>(
@@ -131,7 +129,7 @@ impl<K: UrlKind> Destination for UrlDestination<K> {
         config: &'a Value,
         _secrets: Value,
     ) -> BoxFuture<'a, Result<(Value, Value), Invalid>> {
-        Box::pin(update(config, self.allow_private))
+        Box::pin(update(config, self.http.policy()))
     }
 
     fn shown_config(&self, _config: &Value, secrets: &dyn Fn() -> Option<Value>) -> Value {
@@ -168,8 +166,8 @@ pub const MASK: &str = "********";
 /// Checks the URL as the guard will at send time, and its host resolved
 /// now (see [`net::check_resolved`]). The public config is empty: the
 /// whole URL is sealed.
-pub async fn create(config: &Value, allow_private: bool) -> Result<NewConnection, Invalid> {
-    let input = checked(config, allow_private).await?;
+pub async fn create(config: &Value, policy: &TargetPolicy) -> Result<NewConnection, Invalid> {
+    let input = checked(config, policy).await?;
     Ok(NewConnection {
         config: json!({}),
         secrets: serde_json::to_value(input).map_err(|error| Invalid::new("config", error))?,
@@ -178,19 +176,19 @@ pub async fn create(config: &Value, allow_private: bool) -> Result<NewConnection
 }
 
 /// A new URL replaces the old one.
-pub async fn update(config: &Value, allow_private: bool) -> Result<(Value, Value), Invalid> {
-    let input = checked(config, allow_private).await?;
+pub async fn update(config: &Value, policy: &TargetPolicy) -> Result<(Value, Value), Invalid> {
+    let input = checked(config, policy).await?;
     let secrets = serde_json::to_value(input).map_err(|error| Invalid::new("config", error))?;
     Ok((json!({}), secrets))
 }
 
-async fn checked(config: &Value, allow_private: bool) -> Result<SecretUrl, Invalid> {
+async fn checked(config: &Value, policy: &TargetPolicy) -> Result<SecretUrl, Invalid> {
     let input = SecretUrl::deserialize(config).map_err(|error| Invalid::new("config", error))?;
     let url = input.url.trim().to_string();
-    net::check_url(&url, allow_private)
+    net::check_url(&url, policy.allow_private)
         .and_then(net::target_uri)
         .map_err(url_problem)?;
-    net::check_resolved(&url, allow_private)
+    net::check_resolved(&url, policy)
         .await
         .map_err(url_problem)?;
     Ok(SecretUrl { url })
@@ -275,12 +273,17 @@ mod tests {
             json!({}),
             json!({"url": "https://example.com/", "extra": 1}),
         ] {
-            let error = create(&config, false).await.unwrap_err();
+            let error = create(&config, &TargetPolicy::new(false))
+                .await
+                .unwrap_err();
             assert_eq!(error.field, "config", "{config}");
         }
-        let created = create(&json!({"url": " http://127.0.0.1:9/hook "}), true)
-            .await
-            .unwrap();
+        let created = create(
+            &json!({"url": " http://127.0.0.1:9/hook "}),
+            &TargetPolicy::new(true),
+        )
+        .await
+        .unwrap();
         assert_eq!(created.config, json!({}));
         assert_eq!(created.secrets, json!({"url": "http://127.0.0.1:9/hook"}));
         assert!(created.shown_once.is_none());

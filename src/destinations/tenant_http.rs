@@ -31,14 +31,14 @@ use hyper_util::client::legacy::connect::dns::Name;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::time::Instant;
 
-use super::net::{GuardedResolver, TargetError, check_literal};
+use super::net::{GuardedResolver, TargetError, TargetPolicy, check_literal};
 use super::{BoxFuture, Outcome, read_excerpt, root_cause};
 
 /// The client; cheap to clone (the pool is shared).
 #[derive(Clone)]
 pub struct TenantHttp {
     client: Client<Connector, Full<Bytes>>,
-    allow_private: bool,
+    policy: TargetPolicy,
     timeout: Duration,
 }
 
@@ -78,12 +78,13 @@ impl SendError {
 }
 
 impl TenantHttp {
-    /// `allow_private` lets targets resolve to private and loopback
-    /// addresses; `timeout` bounds each request from its start to the end
-    /// of the answer's excerpt, and each connect; at most `idle_per_host`
-    /// idle keep-alive connections are kept per host (see `net.rs`).
+    /// `policy` says whether targets may resolve to private and loopback
+    /// addresses and which names have pinned addresses; `timeout` bounds
+    /// each request from its start to the end of the answer's excerpt, and
+    /// each connect; at most `idle_per_host` idle keep-alive connections
+    /// are kept per host (see `net.rs`).
     pub fn new(
-        allow_private: bool,
+        policy: TargetPolicy,
         timeout: Duration,
         idle_per_host: usize,
     ) -> Result<Self, rustls::Error> {
@@ -91,12 +92,18 @@ impl TenantHttp {
             .pool_idle_timeout(super::net::POOL_IDLE_TIMEOUT)
             .pool_max_idle_per_host(idle_per_host.max(1))
             .pool_timer(TokioTimer::new())
-            .build(connector(allow_private, timeout)?);
+            .build(connector(policy.clone(), timeout)?);
         Ok(Self {
             client,
-            allow_private,
+            policy,
             timeout,
         })
+    }
+
+    /// What this client lets targets reach; saving a connection checks its
+    /// target by the same policy (`net::check_resolved`).
+    pub fn policy(&self) -> &TargetPolicy {
+        &self.policy
     }
 
     /// POSTs `body` to `uri` with `headers` (plus a user agent and an
@@ -115,7 +122,7 @@ impl TenantHttp {
         // The callers check their URL first (`net::check_url`); an IP
         // literal never reaches the resolver, so it is judged here too.
         if let Some(host) = uri.host() {
-            check_literal(host, self.allow_private).map_err(SendError::Refused)?;
+            check_literal(host, self.policy.allow_private).map_err(SendError::Refused)?;
         }
         headers
             .entry(header::USER_AGENT)
@@ -154,8 +161,8 @@ type BoxError = Box<dyn StdError + Send + Sync>;
 /// The connector: TCP (no delay, reqwest's keep-alive settings) through
 /// the guard's resolver, TLS for https offering `http/1.1` by ALPN, each
 /// connect within `timeout`.
-fn connector(allow_private: bool, timeout: Duration) -> Result<Connector, rustls::Error> {
-    let mut tcp = HttpConnector::new_with_resolver(GuardedResolver { allow_private });
+fn connector(policy: TargetPolicy, timeout: Duration) -> Result<Connector, rustls::Error> {
+    let mut tcp = HttpConnector::new_with_resolver(GuardedResolver { policy });
     // The scheme is the TLS layer's to check.
     tcp.enforce_http(false);
     tcp.set_nodelay(true);
@@ -264,7 +271,7 @@ impl tower_service::Service<Name> for GuardedResolver {
     }
 
     fn call(&mut self, name: Name) -> Self::Future {
-        let guard = *self;
+        let guard = self.clone();
         Box::pin(async move {
             let allowed = guard.resolve_host(name.as_str()).await?;
             Ok(allowed.into_iter())
@@ -335,7 +342,7 @@ mod tests {
     }
 
     fn client(timeout: Duration) -> TenantHttp {
-        TenantHttp::new(true, timeout, 8).unwrap()
+        TenantHttp::new(TargetPolicy::new(true), timeout, 8).unwrap()
     }
 
     #[tokio::test]
@@ -455,7 +462,7 @@ mod tests {
         });
         let timeout = Duration::from_millis(300);
         // The connector alone, as the pool runs it in the background.
-        let mut connect = connector(true, timeout).unwrap();
+        let mut connect = connector(TargetPolicy::new(true), timeout).unwrap();
         std::future::poll_fn(|cx| tower_service::Service::poll_ready(&mut connect, cx))
             .await
             .unwrap();
@@ -476,7 +483,7 @@ mod tests {
     async fn a_forbidden_ip_literal_is_refused_before_connecting() {
         let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n".to_vec();
         let (uri, accepted) = serve(answer, false).await;
-        let error = TenantHttp::new(false, Duration::from_secs(5), 8)
+        let error = TenantHttp::new(TargetPolicy::new(false), Duration::from_secs(5), 8)
             .unwrap()
             .post(uri.clone(), HeaderMap::new(), Vec::new())
             .await
@@ -484,7 +491,7 @@ mod tests {
         assert!(matches!(error, SendError::Refused(_)), "{error:?}");
         assert!(error.to_string().starts_with("refused: 127.0.0.1 resolves"));
         for literal in ["http://[::1]:9/", "http://169.254.169.254/"] {
-            let error = TenantHttp::new(false, Duration::from_secs(5), 8)
+            let error = TenantHttp::new(TargetPolicy::new(false), Duration::from_secs(5), 8)
                 .unwrap()
                 .post(literal.parse().unwrap(), HeaderMap::new(), Vec::new())
                 .await
@@ -525,7 +532,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_refused_target_is_permanent() {
-        let error = TenantHttp::new(false, Duration::from_secs(5), 8)
+        let error = TenantHttp::new(TargetPolicy::new(false), Duration::from_secs(5), 8)
             .unwrap()
             .post(
                 "http://localhost:9/".parse().unwrap(),

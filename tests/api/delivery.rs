@@ -5,6 +5,7 @@ use crate::receiver::{Receiver, Reply};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::time::Duration;
+use switchyard::config::Config;
 use switchyard::destinations::webhook::signing::{WebhookSecret, verify};
 use switchyard::store::FaultSwitch;
 
@@ -476,6 +477,56 @@ async fn private_targets_are_refused_unless_allowed() {
     let (connection, _) = allowed.create_webhook(&ws, &by_name).await;
     allowed.create_rule(&ws, &connection, json!({})).await;
     allowed.emit_example(&ws.publishable_key).await;
+    receiver.next().await;
+}
+
+#[tokio::test]
+async fn pinned_host_names_are_judged_like_resolved_ones() {
+    // `.invalid` never resolves through DNS: only the pinned address can.
+    let pin = |config: &mut Config, address: &str| {
+        let address = address.parse().unwrap();
+        config
+            .delivery
+            .hosts
+            .insert("intake.invalid".into(), vec![address]);
+    };
+    let mut receiver = Receiver::start(Reply::Status(200)).await;
+    let by_pinned_name = receiver.url.replace("127.0.0.1", "intake.invalid");
+    let refusal = "refused: intake.invalid resolves to a private or loopback address; \
+                   set delivery.allow_private_networks to allow it";
+
+    // Saved while the name was pinned to a public address, then sent after
+    // it was pinned to loopback (DNS rebinding): refused when connecting.
+    let mut app = TestApp::spawn_with(|config| pin(config, "198.41.0.4")).await;
+    let ws = app.create_workspace("acme").await;
+    let (connection, _) = app.create_webhook(&ws, &by_pinned_name).await;
+    app.create_rule(&ws, &connection, json!({})).await;
+    app.restart_with(|config| pin(config, "127.0.0.1")).await;
+    let (_, delivery_id) = app.emit_for_delivery(&ws).await;
+    let dead = app
+        .wait_for_delivery(&ws, &delivery_id, status_is("dead"))
+        .await;
+    assert_eq!(dead["attempts"][0]["error"], refusal, "{dead}");
+    assert!(receiver.try_next().is_none(), "nothing reached loopback");
+
+    // Pinned to loopback, the name is refused when saved too.
+    let body = json!({"type": "webhook", "name": "x", "config": {"url": by_pinned_name}});
+    let (status, answer) = app
+        .send(app.post("/v1/connections", &ws.secret_key).json(&body))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
+    assert_eq!(
+        answer["error"]["message"],
+        format!("config: url: {}", refusal.trim_start_matches("refused: "))
+    );
+
+    // Allowed private targets: the pinned name reaches the receiver.
+    app.restart_with(|config| {
+        pin(config, "127.0.0.1");
+        config.delivery.allow_private_networks = true;
+    })
+    .await;
+    app.emit_example(&ws.publishable_key).await;
     receiver.next().await;
 }
 

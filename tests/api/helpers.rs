@@ -4,6 +4,7 @@
 use crate::backend;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use switchyard::config::Config;
@@ -46,8 +47,20 @@ pub fn test_config(data_dir: &Path) -> Config {
     config.listen = "127.0.0.1:0".into();
     config.data_dir = data_dir.to_path_buf();
     config.admin_token = Some(Secret::new(ADMIN_TOKEN));
+    // Webhooks saved at these names with the guard on have their host
+    // resolved; pinned, that needs no DNS query (no test reaches the
+    // internet). No test sends to them.
+    for name in ["example.com", "hooks.example.com"] {
+        config
+            .delivery
+            .hosts
+            .insert(name.into(), vec![EXAMPLE_COM_ADDRESS]);
+    }
     config
 }
+
+/// A public address (example.com's): it passes the private-network guard.
+pub const EXAMPLE_COM_ADDRESS: IpAddr = IpAddr::V4(Ipv4Addr::new(93, 184, 215, 14));
 
 impl TestApp {
     pub async fn spawn() -> Self {
@@ -394,6 +407,14 @@ impl ChildServer {
             .env("SWITCHYARD_LISTEN", "127.0.0.1:0")
             .env("SWITCHYARD_DATA_DIR", data_dir)
             .env("SWITCHYARD_LOG__LEVEL", "warn")
+            // As `test_config` does: these names resolve without DNS.
+            .env(
+                "SWITCHYARD_DELIVERY__HOSTS",
+                format!(
+                    "{{\"example.com\"=[\"{EXAMPLE_COM_ADDRESS}\"], \
+                     \"hooks.example.com\"=[\"{EXAMPLE_COM_ADDRESS}\"]}}"
+                ),
+            )
             .env_remove("SWITCHYARD_ADMIN_TOKEN")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -4,7 +4,7 @@
 //! tenant sends.
 
 use super::signing::WebhookSecret;
-use crate::destinations::net::{self, TargetError, check_url};
+use crate::destinations::net::{self, TargetError, TargetPolicy, check_url};
 use crate::destinations::{Invalid, NewConnection};
 use reqwest::header::{HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
@@ -110,12 +110,12 @@ struct WebhookInput {
 /// [`net::check_resolved`]) and returns the public part and the headers.
 async fn checked_input(
     config: &Value,
-    allow_private: bool,
+    policy: &TargetPolicy,
 ) -> Result<(Value, BTreeMap<String, String>), Invalid> {
     let input = WebhookInput::deserialize(config).map_err(|error| Invalid::new("config", error))?;
-    let public = validate(&input.url, &input.headers, allow_private)
+    let public = validate(&input.url, &input.headers, policy.allow_private)
         .map_err(|error| Invalid::new("config", error))?;
-    net::check_resolved(&public.url, allow_private)
+    net::check_resolved(&public.url, policy)
         .await
         .map_err(|error| Invalid::new("config", WebhookConfigError::Url(error)))?;
     let public = serde_json::to_value(public).map_err(|error| Invalid::new("config", error))?;
@@ -124,8 +124,8 @@ async fn checked_input(
 
 /// A new connection: the tenant's URL and headers, and a fresh signing
 /// secret, shown once.
-pub async fn create(config: &Value, allow_private: bool) -> Result<NewConnection, Invalid> {
-    let (public, headers) = checked_input(config, allow_private).await?;
+pub async fn create(config: &Value, policy: &TargetPolicy) -> Result<NewConnection, Invalid> {
+    let (public, headers) = checked_input(config, policy).await?;
     let secret = WebhookSecret::generate().expose();
     let secrets = WebhookSecrets {
         signing_secret: secret.clone(),
@@ -143,9 +143,9 @@ pub async fn create(config: &Value, allow_private: bool) -> Result<NewConnection
 pub async fn update(
     config: &Value,
     secrets: Value,
-    allow_private: bool,
+    policy: &TargetPolicy,
 ) -> Result<(Value, Value), Invalid> {
-    let (public, headers) = checked_input(config, allow_private).await?;
+    let (public, headers) = checked_input(config, policy).await?;
     let mut secrets: WebhookSecrets =
         serde_json::from_value(secrets).map_err(|error| Invalid::new("config", error))?;
     secrets.headers = headers;

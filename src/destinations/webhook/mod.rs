@@ -123,7 +123,6 @@ const WEBHOOK_SIGNATURE: HeaderName = HeaderName::from_static("webhook-signature
 
 pub struct Webhook {
     http: TenantHttp,
-    allow_private: bool,
     prepared: PerConnection<Prepared>,
 }
 
@@ -133,7 +132,7 @@ impl Destination for Webhook {
     }
 
     fn create<'a>(&'a self, config: &'a Value) -> BoxFuture<'a, Result<NewConnection, Invalid>> {
-        Box::pin(config::create(config, self.allow_private))
+        Box::pin(config::create(config, self.http.policy()))
     }
 
     fn update<'a>(
@@ -141,7 +140,7 @@ impl Destination for Webhook {
         config: &'a Value,
         secrets: Value,
     ) -> BoxFuture<'a, Result<(Value, Value), Invalid>> {
-        Box::pin(config::update(config, secrets, self.allow_private))
+        Box::pin(config::update(config, secrets, self.http.policy()))
     }
 
     fn shown_config(&self, config: &Value, secrets: &dyn Fn() -> Option<Value>) -> Value {
@@ -158,18 +157,21 @@ impl Destination for Webhook {
 }
 
 impl Webhook {
-    /// `http` must refuse private addresses unless `allow_private`.
-    pub fn new(http: TenantHttp, allow_private: bool) -> Self {
+    /// Targets are judged by `http`'s policy, when saved and when sent.
+    pub fn new(http: TenantHttp) -> Self {
         Self {
             http,
-            allow_private,
             prepared: PerConnection::default(),
         }
     }
 
     async fn post(&self, job: &Job<'_>) -> Outcome {
         let prepared = match self.prepared.get_or_make(job.connection, || {
-            Prepared::new(&job.connection.config, job.secrets, self.allow_private)
+            Prepared::new(
+                &job.connection.config,
+                job.secrets,
+                self.http.policy().allow_private,
+            )
         }) {
             Ok(prepared) => prepared,
             Err(error) => return Outcome::permanent(error),
