@@ -413,29 +413,45 @@ fn edit_distance(a: &str, b: &str) -> usize {
     table[a.len()][b.len()]
 }
 
-/// Why `name` cannot be a key of `delivery.hosts`, if it cannot: it must
-/// be a DNS name as a URL carries it (ASCII, punycode for IDNs), not an IP
-/// address, which is never looked up.
+/// What is wrong with `delivery.hosts`, if anything: each key must be a
+/// host name exactly as a URL carries it, each with one address at least,
+/// and no name twice.
+fn pinned_hosts_problem(hosts: &BTreeMap<String, Vec<IpAddr>>) -> Option<String> {
+    let mut seen = std::collections::BTreeSet::new();
+    for (name, addresses) in hosts {
+        let bare = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
+        if let Some(problem) = host_name_problem(&bare) {
+            return Some(format!("{name}: {problem}"));
+        }
+        if addresses.is_empty() {
+            return Some(format!("{name}: no addresses listed"));
+        }
+        if !seen.insert(bare) {
+            return Some(format!(
+                "{name}: listed twice (names match without case or a trailing dot)"
+            ));
+        }
+    }
+    None
+}
+
+/// Why `name` (lowercase, no trailing dot) can never be a URL's host
+/// name: the URL parser reads some names as IPv4 addresses (`2130706433`,
+/// `hooks.123`), which are never looked up, and writes others differently
+/// (an IDN as punycode), so a pin under them would never match.
 fn host_name_problem(name: &str) -> Option<String> {
-    let bare = name.trim_end_matches('.');
-    if bare.is_empty() {
-        return Some("a host name is empty".into());
+    if name.is_empty() {
+        return Some("an empty host name".into());
     }
-    if bare.parse::<IpAddr>().is_ok() || bare.starts_with('[') {
-        return Some(format!("{name}: an IP address needs no entry"));
+    match reqwest::Url::parse(&format!("http://{name}/")) {
+        // `domain()` is `None` for the IP addresses the parser found.
+        Ok(url) => match url.domain() {
+            Some(domain) if domain == name => None,
+            Some(domain) => Some(format!("not a host name as a URL carries it ({domain})")),
+            None => Some("an IP address, which is never looked up, needs no entry".into()),
+        },
+        Err(error) => Some(format!("not a host name ({error})")),
     }
-    let valid = bare.split('.').all(|label| {
-        !label.is_empty()
-            && label.len() <= 63
-            && label
-                .bytes()
-                .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_')
-    });
-    (!valid || bare.len() > 253).then(|| {
-        format!(
-            "{name}: not a host name (ASCII labels of letters, digits, - and _; punycode for IDNs)"
-        )
-    })
 }
 
 /// Variables with the prefix that are not configuration keys: the client
@@ -585,13 +601,7 @@ impl Config {
         if self.delivery.timeout_seconds == 0 {
             return invalid("delivery.timeout_seconds", "must be at least 1");
         }
-        if let Some(reason) = self.delivery.hosts.iter().find_map(|(name, addresses)| {
-            host_name_problem(name).or_else(|| {
-                addresses
-                    .is_empty()
-                    .then(|| format!("{name}: no addresses listed"))
-            })
-        }) {
+        if let Some(reason) = pinned_hosts_problem(&self.delivery.hosts) {
             return invalid("delivery.hosts", &reason);
         }
         if self.delivery.max_in_flight == 0 {
@@ -863,9 +873,26 @@ mod tests {
                 ("{\"a.example\"=[]}", "a.example: no addresses listed"),
                 (
                     "{\"10.0.0.1\"=[\"10.0.0.1\"]}",
-                    "an IP address needs no entry",
+                    "an IP address, which is never",
+                ),
+                (
+                    "{\"2130706433\"=[\"10.0.0.1\"]}",
+                    "an IP address, which is never",
+                ),
+                (
+                    "{\"hooks.123\"=[\"10.0.0.1\"]}",
+                    "hooks.123: not a host name",
                 ),
                 ("{\"a b\"=[\"198.41.0.4\"]}", "a b: not a host name"),
+                ("{\"a:80\"=[\"198.41.0.4\"]}", "a:80: not a host name"),
+                (
+                    "{\"bücher.example\"=[\"198.41.0.4\"]}",
+                    "xn--bcher-kva.example",
+                ),
+                (
+                    "{\"A.example\"=[\"198.41.0.4\"], \"a.example.\"=[\"198.41.0.4\"]}",
+                    "listed twice",
+                ),
                 ("{\"a.example\"=[\"not-an-ip\"]}", "delivery.hosts"),
             ] {
                 jail.set_env("SWITCHYARD_DELIVERY__HOSTS", entry);

@@ -160,7 +160,7 @@ impl TargetPolicy {
 
 /// How a host name is matched against `delivery.hosts`.
 fn host_key(host: &str) -> String {
-    host.trim_end_matches('.').to_ascii_lowercase()
+    host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase()
 }
 
 /// Longest wait for a name to resolve when a connection is saved.
@@ -597,6 +597,17 @@ pub(crate) mod tests {
         assert_eq!(addresses, ["198.41.0.4:0".parse::<SocketAddr>().unwrap()]);
         let error = resolver.resolve_host("inside.invalid").await.unwrap_err();
         assert!(error.downcast_ref::<TargetError>().is_some(), "{error}");
+        // A name with no address passes when saved (as one that does not
+        // resolve does) and fails at connect time.
+        let empty = StaticHosts::from([("none.invalid".to_string(), Vec::new())]);
+        let policy = TargetPolicy::new(false).with_hosts(&empty);
+        assert_eq!(
+            check_resolved("https://none.invalid/", &policy).await,
+            Ok(())
+        );
+        let resolver = GuardedResolver { policy };
+        let error = resolver.resolve_host("none.invalid").await.unwrap_err();
+        assert!(error.to_string().contains("has no addresses"), "{error}");
 
         // The tenant client connects to the pinned address.
         let (port, paths) = serve(OK).await;

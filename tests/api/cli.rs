@@ -40,6 +40,23 @@ fn stderr(output: &Output) -> String {
 }
 
 #[tokio::test]
+async fn child_servers_get_the_pinned_test_host_names() {
+    // The harness's pins keep saved webhooks' names away from DNS; a typo
+    // in the variable would only be warned about, so check the binary
+    // reads it.
+    let value = crate::helpers::pinned_hosts_value();
+    let env = [(crate::helpers::PINNED_HOSTS_VARIABLE, value.as_str())];
+    let output = run(&["config", "check"], &env).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    let shown = stdout(&output);
+    let pinned = format!("[\"{}\"]", crate::helpers::EXAMPLE_COM_ADDRESS);
+    for name in ["\"example.com\"", "\"hooks.example.com\""] {
+        assert!(shown.contains(&format!("{name} = {pinned}")), "{shown}");
+    }
+    assert!(!stderr(&output).contains("names no configuration key"));
+}
+
+#[tokio::test]
 async fn config_check_prints_the_effective_config_with_secrets_masked() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("switchyard.toml");

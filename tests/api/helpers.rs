@@ -62,6 +62,17 @@ pub fn test_config(data_dir: &Path) -> Config {
 /// A public address (example.com's): it passes the private-network guard.
 pub const EXAMPLE_COM_ADDRESS: IpAddr = IpAddr::V4(Ipv4Addr::new(93, 184, 215, 14));
 
+/// How a child server gets `test_config`'s pinned names
+/// (`cli.rs` checks that the binary reads them).
+pub const PINNED_HOSTS_VARIABLE: &str = "SWITCHYARD_DELIVERY__HOSTS";
+
+pub fn pinned_hosts_value() -> String {
+    format!(
+        "{{\"example.com\"=[\"{EXAMPLE_COM_ADDRESS}\"], \
+         \"hooks.example.com\"=[\"{EXAMPLE_COM_ADDRESS}\"]}}"
+    )
+}
+
 impl TestApp {
     pub async fn spawn() -> Self {
         Self::spawn_with(|_| {}).await
@@ -407,14 +418,7 @@ impl ChildServer {
             .env("SWITCHYARD_LISTEN", "127.0.0.1:0")
             .env("SWITCHYARD_DATA_DIR", data_dir)
             .env("SWITCHYARD_LOG__LEVEL", "warn")
-            // As `test_config` does: these names resolve without DNS.
-            .env(
-                "SWITCHYARD_DELIVERY__HOSTS",
-                format!(
-                    "{{\"example.com\"=[\"{EXAMPLE_COM_ADDRESS}\"], \
-                     \"hooks.example.com\"=[\"{EXAMPLE_COM_ADDRESS}\"]}}"
-                ),
-            )
+            .env(PINNED_HOSTS_VARIABLE, pinned_hosts_value())
             .env_remove("SWITCHYARD_ADMIN_TOKEN")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
