@@ -1,6 +1,6 @@
 //! The delivery engine end to end against a local recording receiver.
 
-use crate::helpers::{TestApp, example_event};
+use crate::helpers::{TestApp, TestWorkspace, example_event};
 use crate::receiver::{Receiver, Reply};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -420,16 +420,7 @@ async fn private_targets_are_refused_unless_allowed() {
     let by_name = receiver.url.replace("127.0.0.1", "localhost");
     let refusal = "localhost resolves to a private or loopback address; \
                    set delivery.allow_private_networks to allow it";
-    let body = json!({"type": "webhook", "name": "x", "config": {"url": by_name}});
-    let (status, answer) = app
-        .send(app.post("/v1/connections", &ws.secret_key).json(&body))
-        .await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
-    assert_eq!(
-        answer["error"]["message"],
-        format!("config: url: {refusal}"),
-        "{answer}"
-    );
+    refused_when_saved(&app, &ws, &by_name, refusal).await;
     let (public, _) = app
         .create_webhook(&ws, "https://hooks.example.com/in")
         .await;
@@ -480,6 +471,20 @@ async fn private_targets_are_refused_unless_allowed() {
     receiver.next().await;
 }
 
+/// Saving a webhook at `url` is refused with a 422 giving `refusal`.
+async fn refused_when_saved(app: &TestApp, ws: &TestWorkspace, url: &str, refusal: &str) {
+    let body = json!({"type": "webhook", "name": "x", "config": {"url": url}});
+    let (status, answer) = app
+        .send(app.post("/v1/connections", &ws.secret_key).json(&body))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
+    assert_eq!(
+        answer["error"]["message"],
+        format!("config: url: {refusal}"),
+        "{answer}"
+    );
+}
+
 #[tokio::test]
 async fn pinned_host_names_are_judged_like_resolved_ones() {
     // `.invalid` never resolves through DNS: only the pinned address can.
@@ -510,15 +515,8 @@ async fn pinned_host_names_are_judged_like_resolved_ones() {
     assert!(receiver.try_next().is_none(), "nothing reached loopback");
 
     // Pinned to loopback, the name is refused when saved too.
-    let body = json!({"type": "webhook", "name": "x", "config": {"url": by_pinned_name}});
-    let (status, answer) = app
-        .send(app.post("/v1/connections", &ws.secret_key).json(&body))
-        .await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
-    assert_eq!(
-        answer["error"]["message"],
-        format!("config: url: {}", refusal.trim_start_matches("refused: "))
-    );
+    let saved_refusal = refusal.trim_start_matches("refused: ");
+    refused_when_saved(&app, &ws, &by_pinned_name, saved_refusal).await;
 
     // Allowed private targets: the pinned name reaches the receiver.
     app.restart_with(|config| {
