@@ -302,7 +302,12 @@ fn check(input: &Path, key: &MasterKey, advance: impl Fn(u64)) -> anyhow::Result
     }
     let mut read = 0;
     while let Some(row) = reader.next_row().map_err(refused)? {
-        if let Some((id, sealed)) = row.sealed_secrets()?
+        // A record damaged inside (the file's digest is checked only at its
+        // end) is refused in the same words as a damaged frame.
+        let sealed = row.sealed_secrets().map_err(|error| {
+            anyhow::Error::new(error).context("refused the dump; nothing was written")
+        })?;
+        if let Some((id, sealed)) = sealed
             && !crate::destinations::check_sealed_secrets(key, ConnectionId(id), &sealed)
         {
             return Err(KeyError::Secrets(ConnectionId(id)).into());
