@@ -59,7 +59,8 @@ pub enum DumpError {
 
 /// The tables a dump carries, named as PostgreSQL's. Derived indexes
 /// (redb's `event_deliveries`, `idempotency_by_age`) are rebuilt from
-/// these, and `storage_probe` is scratch, so neither is dumped.
+/// these (an event that also lists its deliveries is read by its list),
+/// and `storage_probe` is scratch, so neither is dumped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Table {
     Workspaces,

@@ -127,6 +127,7 @@ mirror_enum!(
 
 single_version_record!(ApiKeyRecord, "api key");
 
+/// An event, version 2: version 1 plus its deliveries' ids.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EventRecord {
     pub name: String,
@@ -136,9 +137,76 @@ pub struct EventRecord {
     #[serde(with = "serde_bytes")]
     pub payload: Vec<u8>,
     pub received_at_ms: u64,
+    /// The ids of the event's deliveries, in ascending order, all made when
+    /// it was ingested. `None`: they are rows of the `event_deliveries`
+    /// index (events written before version 2, and events carried over
+    /// from PostgreSQL). Kept here, ingest writes one row fewer per
+    /// delivery (docs/benchmarks.md, issue 13).
+    pub deliveries: Option<Vec<u128>>,
 }
 
-single_version_record!(EventRecord, "event");
+/// The frozen version-1 event body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct EventRecordV1 {
+    name: String,
+    resource: Option<String>,
+    resource_id: Option<String>,
+    #[serde(with = "serde_bytes")]
+    payload: Vec<u8>,
+    received_at_ms: u64,
+}
+
+impl Record for EventRecord {
+    const KIND: &'static str = "event";
+    const VERSION: u8 = 2;
+
+    fn encode(&self) -> Vec<u8> {
+        encode_body(Self::VERSION, self)
+    }
+
+    fn decode_version(version: u8, body: &[u8]) -> Result<Self, CodecError> {
+        match version {
+            1 => {
+                let v1: EventRecordV1 = decode_body(Self::KIND, body)?;
+                Ok(Self {
+                    name: v1.name,
+                    resource: v1.resource,
+                    resource_id: v1.resource_id,
+                    payload: v1.payload,
+                    received_at_ms: v1.received_at_ms,
+                    deliveries: None,
+                })
+            }
+            2 => decode_body(Self::KIND, body),
+            version => Err(CodecError::UnknownVersion {
+                kind: Self::KIND,
+                version,
+            }),
+        }
+    }
+}
+
+impl EventRecord {
+    /// Whether `bytes` is a version-1 event record, whose deliveries go
+    /// into the `event_deliveries` index: a write-ahead log left by an
+    /// older release holds such records.
+    pub fn is_version_one(bytes: &[u8]) -> bool {
+        bytes.first() == Some(&1)
+    }
+
+    /// The bytes an older release wrote for this event (no list).
+    #[cfg(test)]
+    pub fn encode_version_one(&self) -> Vec<u8> {
+        let v1 = EventRecordV1 {
+            name: self.name.clone(),
+            resource: self.resource.clone(),
+            resource_id: self.resource_id.clone(),
+            payload: self.payload.clone(),
+            received_at_ms: self.received_at_ms,
+        };
+        encode_body(1, &v1)
+    }
+}
 
 /// The first answer given for an `Idempotency-Key`, replayed for 24 hours.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -479,6 +547,14 @@ mod tests {
             resource_id: None,
             payload: br#"{"value":1840}"#.to_vec(),
             received_at_ms: 1_776_441_720_000,
+            deliveries: None,
+        }
+    }
+
+    fn sample_event_v2() -> EventRecord {
+        EventRecord {
+            deliveries: Some(vec![1, u128::MAX]),
+            ..sample_event()
         }
     }
 
@@ -584,6 +660,8 @@ mod tests {
     const QUEUE_V1: &str = "0101ffffffffffffffffffffffffffffffffffff03";
     // Version-2 bytes, frozen the same way once released.
     const RULE_V2: &str = "0203686f740207616c6572742e2a0b6465706c6f792e646f6e6507107b226368616e6e656c223a224331227d010468696768025b5d010c7b2274657874223a2278227d01e807d00f01d8040114";
+    // Version-2 bytes: an event listing its deliveries.
+    const EVENT_V2: &str = "020f616c6572742e7472696767657265640105616c657274000e7b2276616c7565223a313834307dc0f9b5e1d933010201ffffffffffffffffffffffffffffffffffff03";
     const DELIVERY_V2: &str = "0201020304020100e807d00f010a353a616c6572743a613103";
     // Version-3 bytes: a delivery with its first attempt in its own row.
     const DELIVERY_V3: &str =
@@ -628,7 +706,6 @@ mod tests {
 
     #[test]
     fn current_encoding_of_version_one_is_pinned() {
-        assert_eq!(hex(&sample_event().encode()), EVENT_V1);
         assert_eq!(hex(&sample_connection().encode()), CONNECTION_V1);
         assert_eq!(hex(&sample_attempt().encode()), ATTEMPT_V1);
         assert_eq!(hex(&sample_queue_entry().encode()), QUEUE_V1);
@@ -656,6 +733,28 @@ mod tests {
             ..sample_delivery_v2()
         };
         assert_eq!(dead.encode()[4], 3);
+    }
+
+    #[test]
+    fn event_version_two_is_pinned_and_a_version_one_event_lists_no_deliveries() {
+        assert_eq!(hex(&sample_event_v2().encode()), EVENT_V2);
+        assert_eq!(
+            EventRecord::decode(&unhex(EVENT_V2)).unwrap(),
+            sample_event_v2()
+        );
+        // Version 1 had no list: its deliveries are in the index.
+        assert_eq!(
+            EventRecord::decode(&unhex(EVENT_V1)).unwrap().deliveries,
+            None
+        );
+        assert!(EventRecord::is_version_one(&unhex(EVENT_V1)));
+        assert_eq!(hex(&sample_event_v2().encode_version_one()), EVENT_V1);
+        assert!(!EventRecord::is_version_one(&unhex(EVENT_V2)));
+        let no_list = EventRecord {
+            deliveries: None,
+            ..sample_event_v2()
+        };
+        assert_eq!(EventRecord::decode(&no_list.encode()).unwrap(), no_list);
     }
 
     #[test]
@@ -800,8 +899,11 @@ mod tests {
             resource_id in proptest::option::of(".{0,64}"),
             payload in proptest::collection::vec(any::<u8>(), 0..2048),
             received_at_ms in any::<u64>(),
+            deliveries in proptest::option::of(proptest::collection::vec(any::<u128>(), 0..8)),
         ) {
-            let record = EventRecord { name, resource, resource_id, payload, received_at_ms };
+            let record = EventRecord {
+                name, resource, resource_id, payload, received_at_ms, deliveries,
+            };
             prop_assert_eq!(EventRecord::decode(&record.encode()).unwrap(), record);
         }
 

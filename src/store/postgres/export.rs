@@ -274,6 +274,8 @@ fn dump_row(table: Table, row: &tokio_postgres::Row) -> PgResult<Row> {
                 resource_id: r.try_get("resource_id")?,
                 payload: r.try_get("payload")?,
                 received_at_ms: get_ms(r, "received_at_ms")?,
+                // A redb import indexes them from the delivery rows.
+                deliveries: None,
             };
             Row::Event {
                 workspace: get_id(r, "workspace_id")?,

@@ -96,12 +96,15 @@ impl NewDelivery {
     }
 }
 
-/// Writes new deliveries, their event index entries and queue entries,
-/// deciding noise control in order; returns the ids of those suppressed.
+/// Writes new deliveries and their queue entries, deciding noise control
+/// in order; returns the ids of those suppressed. Their events list them
+/// (`EventRecord::deliveries`), except the events in `indexed`, whose
+/// deliveries get rows in the `event_deliveries` index.
 pub fn insert_new(
     tables: &mut NewDeliveryTables<'_>,
     noise: &mut OnFirstUse<'_, NoiseTables<'_>>,
     deliveries: &[NewDelivery],
+    indexed: &[u128],
 ) -> Result<Vec<DeliveryId>, StoreError> {
     let mut suppressed = Vec::new();
     for delivery in deliveries {
@@ -125,9 +128,12 @@ pub fn insert_new(
         tables
             .deliveries
             .insert((ws, delivery.id), encoded.as_ref())?;
-        tables
-            .by_event
-            .insert((ws, delivery.event_id, delivery.id), ())?;
+        if indexed.contains(&delivery.event_id) {
+            tables
+                .by_event
+                .get()?
+                .insert((ws, delivery.event_id, delivery.id), ())?;
+        }
         if let Some(due) = record.next_attempt_at_ms {
             tables
                 .queue
@@ -135,6 +141,27 @@ pub fn insert_new(
         }
     }
     Ok(suppressed)
+}
+
+/// The ids of `event`'s deliveries, ascending (none if there is no such
+/// event): from its record, or from the `event_deliveries` index when the
+/// record does not list them (`EventRecord::deliveries`).
+pub fn of_event(
+    events: &impl ReadableTable<(u128, u128), &'static [u8]>,
+    index: &impl ReadableTable<(u128, u128, u128), ()>,
+    ws: u128,
+    event: u128,
+) -> Result<Vec<u128>, StoreError> {
+    let Some(record) = decode::<EventRecord>(events.get((ws, event))?)? else {
+        return Ok(Vec::new());
+    };
+    match record.deliveries {
+        Some(ids) => Ok(ids),
+        None => index
+            .range((ws, event, 0)..=(ws, event, u128::MAX))?
+            .map(|row| Ok(row?.0.value().2))
+            .collect(),
+    }
 }
 
 pub fn get_with_attempts(
@@ -195,9 +222,10 @@ fn list_scanning_at_most(
     if let Some(event) = query.event_id {
         // One event has at most one delivery per rule: no budget needed.
         let upper = query.before.map_or(u128::MAX, |cursor| cursor.0);
+        let events = txn.open_table(EVENTS)?;
         let index = txn.open_table(EVENT_DELIVERIES)?;
-        for entry in index.range((ws, event.0, 0)..(ws, event.0, upper))?.rev() {
-            let id = entry?.0.value().2;
+        let ids = of_event(&events, &index, ws, event.0)?;
+        for id in ids.into_iter().rev().filter(|id| *id < upper) {
             if let Some(record) = decode::<DeliveryRecord>(table.get((ws, id))?)?
                 && !offer(&mut page, query, workspace, id, record)
             {

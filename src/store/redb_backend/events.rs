@@ -28,6 +28,16 @@ pub struct PreparedIngest {
 
 impl PreparedIngest {
     pub fn new(batch: IngestBatch) -> Self {
+        let deliveries_of = |event: u128| {
+            let mut ids: Vec<u128> = batch
+                .deliveries
+                .iter()
+                .filter(|delivery| delivery.event_id.0 == event)
+                .map(|delivery| delivery.id.0)
+                .collect();
+            ids.sort_unstable();
+            ids
+        };
         let events = batch
             .events
             .iter()
@@ -38,6 +48,7 @@ impl PreparedIngest {
                     resource_id: event.resource_id.clone(),
                     payload: event.payload.clone(),
                     received_at_ms: event.received_at_ms,
+                    deliveries: Some(deliveries_of(event.id.0)),
                 };
                 (event.id.0, record.encode())
             })
@@ -146,8 +157,20 @@ pub fn ingest(
     for (id, record) in &batch.events {
         events.insert((ws, *id), record.as_slice())?;
     }
-    let suppressed =
-        deliveries::insert_new(&mut tables.deliveries, &mut tables.noise, &batch.deliveries)?;
+    // An event record from an older release's write-ahead log does not
+    // list its deliveries: they go into the index, as that release did.
+    let indexed: Vec<u128> = batch
+        .events
+        .iter()
+        .filter(|(_, record)| EventRecord::is_version_one(record))
+        .map(|(id, _)| *id)
+        .collect();
+    let suppressed = deliveries::insert_new(
+        &mut tables.deliveries,
+        &mut tables.noise,
+        &batch.deliveries,
+        &indexed,
+    )?;
     Ok(IngestOutcome::Stored { suppressed })
 }
 
@@ -274,6 +297,7 @@ mod tests {
                     resource_id: None,
                     payload: b"{}".to_vec(),
                     received_at_ms: 1,
+                    deliveries: Some(Vec::new()),
                 };
                 events.insert((7, id), record.encode().as_slice()).unwrap();
             }

@@ -414,6 +414,7 @@ mod tests {
             resource_id: None,
             payload: b"{}".to_vec(),
             received_at_ms: 5,
+            deliveries: None,
         };
         txn.open_table(EVENTS)
             .unwrap()

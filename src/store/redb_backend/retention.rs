@@ -65,10 +65,7 @@ pub fn purge_old_events(
             .map(|row| row.map(|(key, _)| key.value().1))
             .collect::<Result<_, _>>()?;
         for event in old {
-            let its_deliveries: Vec<u128> = by_event
-                .range((ws, event, 0)..=(ws, event, u128::MAX))?
-                .map(|row| row.map(|(key, _)| key.value().2))
-                .collect::<Result<_, _>>()?;
+            let its_deliveries = super::deliveries::of_event(&events, &by_event, ws, event)?;
             let mut queued = false;
             for delivery in &its_deliveries {
                 let record = decode::<DeliveryRecord>(deliveries.get((ws, *delivery))?)?;
@@ -94,9 +91,13 @@ pub fn purge_old_events(
                             step.attempts += 1;
                         }
                     }
-                    by_event.remove((ws, event, delivery))?;
                     cost += 1 + removed as usize;
                 }
+                // Index rows exist for events that do not list their
+                // deliveries, and for imported ones that do.
+                by_event
+                    .extract_from_if((ws, event, 0)..=(ws, event, u128::MAX), |_, ()| true)?
+                    .try_for_each(|row| row.map(drop))?;
                 events.remove((ws, event))?;
                 step.events += 1;
             }
@@ -121,7 +122,7 @@ pub fn purge_old_events(
 mod tests {
     use super::*;
     use crate::store::codec::Record;
-    use crate::store::records::StoredDeliveryStatus;
+    use crate::store::records::{EventRecord, StoredDeliveryStatus};
     use redb::{Database, ReadableDatabase};
 
     /// An event id received at `ms`, the `n`th of that millisecond.
@@ -132,17 +133,17 @@ mod tests {
     struct Seed<'a> {
         txn: &'a WriteTransaction,
         next_delivery: u128,
+        /// Events seeded so far: every other one lists its deliveries in
+        /// its record, the others in the index (as before version 2).
+        seeded: usize,
     }
 
     impl Seed<'_> {
         /// An event of `ws` with one delivery per entry of `queued` (queued
         /// or not), each with two attempts; returns the delivery ids.
         fn event(&mut self, ws: u128, event: u128, queued: &[bool]) -> Vec<u128> {
-            self.txn
-                .open_table(EVENTS)
-                .unwrap()
-                .insert((ws, event), b"e".as_slice())
-                .unwrap();
+            self.seeded += 1;
+            let listed = self.seeded % 2 == 1;
             let mut ids = Vec::new();
             for &queued in queued {
                 self.next_delivery += 1;
@@ -170,17 +171,32 @@ mod tests {
                     .unwrap()
                     .insert((ws, id), record.encode().as_slice())
                     .unwrap();
-                self.txn
-                    .open_table(EVENT_DELIVERIES)
-                    .unwrap()
-                    .insert((ws, event, id), ())
-                    .unwrap();
+                if !listed {
+                    self.txn
+                        .open_table(EVENT_DELIVERIES)
+                        .unwrap()
+                        .insert((ws, event, id), ())
+                        .unwrap();
+                }
                 let mut attempts = self.txn.open_table(ATTEMPTS).unwrap();
                 for n in 1..=2 {
                     attempts.insert((id, n), b"a".as_slice()).unwrap();
                 }
                 ids.push(id);
             }
+            let record = EventRecord {
+                name: "alert.triggered".into(),
+                resource: None,
+                resource_id: None,
+                payload: b"{}".to_vec(),
+                received_at_ms: 1,
+                deliveries: listed.then(|| ids.clone()),
+            };
+            self.txn
+                .open_table(EVENTS)
+                .unwrap()
+                .insert((ws, event), record.encode().as_slice())
+                .unwrap();
             ids
         }
     }
@@ -199,6 +215,7 @@ mod tests {
         fill(&mut Seed {
             txn: &txn,
             next_delivery: 1_000,
+            seeded: 0,
         });
         txn.commit().unwrap();
     }
@@ -232,20 +249,28 @@ mod tests {
     }
 
     /// Whether the delivery, its index row and its attempts exist, as
-    /// (delivery, index rows, attempts).
+    /// (delivery, listed as its event's, attempts). Index rows left behind
+    /// fail the test.
     fn delivery_rows(db: &Database, ws: u128, event: u128, delivery: u128) -> (bool, bool, usize) {
         let txn = db.begin_read().unwrap();
+        let events = txn.open_table(EVENTS).unwrap();
+        let index = txn.open_table(EVENT_DELIVERIES).unwrap();
+        if events.get((ws, event)).unwrap().is_none() {
+            let left = index
+                .range((ws, event, 0)..=(ws, event, u128::MAX))
+                .unwrap()
+                .count();
+            assert_eq!(left, 0, "index rows of a removed event");
+        }
         (
             txn.open_table(DELIVERIES)
                 .unwrap()
                 .get((ws, delivery))
                 .unwrap()
                 .is_some(),
-            txn.open_table(EVENT_DELIVERIES)
+            super::super::deliveries::of_event(&events, &index, ws, event)
                 .unwrap()
-                .get((ws, event, delivery))
-                .unwrap()
-                .is_some(),
+                .contains(&delivery),
             txn.open_table(ATTEMPTS)
                 .unwrap()
                 .range((delivery, 0)..=(delivery, u32::MAX))

@@ -81,10 +81,11 @@ impl<'txn, T> OnFirstUse<'txn, T> {
     }
 }
 
-/// The tables a new delivery goes into.
+/// The tables a new delivery goes into. The event index only takes rows
+/// replayed from an older release's log, so it opens on first use.
 pub struct NewDeliveryTables<'txn> {
     pub deliveries: Table<'txn, (u128, u128), &'static [u8]>,
-    pub by_event: Table<'txn, (u128, u128, u128), ()>,
+    pub by_event: OnFirstUse<'txn, Table<'txn, (u128, u128, u128), ()>>,
     pub queue: QueueRows<'txn>,
 }
 
@@ -206,7 +207,7 @@ impl<'txn> NewDeliveryTables<'txn> {
     ) -> Result<Self, StoreError> {
         Ok(Self {
             deliveries: txn.open_table(DELIVERIES)?,
-            by_event: txn.open_table(EVENT_DELIVERIES)?,
+            by_event: OnFirstUse::new(txn, |txn| Ok(txn.open_table(EVENT_DELIVERIES)?)),
             queue: QueueRows {
                 table: txn.open_table(QUEUE)?,
                 deferred,

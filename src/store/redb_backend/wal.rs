@@ -935,7 +935,7 @@ mod tests {
         WorkspaceId,
     };
     use crate::store::codec::Record;
-    use crate::store::records::DeliveryRecord;
+    use crate::store::records::{DeliveryRecord, EventRecord};
     use crate::store::redb_backend::tables::{ATTEMPTS, DELIVERIES, EVENTS, QUEUE};
     use crate::store::{
         AttemptOutcome, IdempotentAnswer, IngestBatch, IngestOutcome, NewWorkspace, NextStep,
@@ -1418,6 +1418,53 @@ mod tests {
             decode(&[9, 0, 0]),
             Err(CodecError::UnknownVersion { version: 9, .. })
         ));
+    }
+
+    #[test]
+    fn an_older_releases_logged_event_has_its_deliveries_indexed_when_applied() {
+        use crate::store::DeliveryQuery;
+        use crate::store::redb_backend::tables::{EVENT_DELIVERIES, WORKSPACES, create_all};
+        use redb::ReadableDatabase;
+        let dir = tempfile::tempdir().unwrap();
+        let db = redb::Database::create(dir.path().join("s.redb")).unwrap();
+        let txn = db.begin_write().unwrap();
+        create_all(&txn).unwrap();
+        txn.open_table(WORKSPACES)
+            .unwrap()
+            .insert(WS.0, b"w".as_slice())
+            .unwrap();
+        {
+            let mut scope = WriteScope::new(&txn);
+            for (n, older) in [(5, true), (6, false)] {
+                let LoggedWrite::Ingest(mut wire) =
+                    decode(&encode_ingest(&PreparedIngest::new(batch(n, None)))[..]).unwrap()
+                else {
+                    panic!("an ingest");
+                };
+                if older {
+                    let record = EventRecord::decode(&wire.events[0].record).unwrap();
+                    wire.events[0].record = record.encode_version_one();
+                }
+                apply(&mut scope, LoggedWrite::Ingest(wire)).unwrap();
+            }
+        }
+        txn.commit().unwrap();
+        let read = db.begin_read().unwrap();
+        let index = read.open_table(EVENT_DELIVERIES).unwrap();
+        assert_eq!(index.len().unwrap(), 1, "only the older record's delivery");
+        assert!(index.get((WS.0, 5, 5)).unwrap().is_some());
+        for n in [5, 6] {
+            let query = DeliveryQuery {
+                status: None,
+                event_id: Some(EventId(n)),
+                connection_id: None,
+                before: None,
+                limit: 10,
+            };
+            let page = deliveries::list(&read, WS, &query).unwrap();
+            let ids: Vec<DeliveryId> = page.deliveries.iter().map(|d| d.id).collect();
+            assert_eq!(ids, [DeliveryId(n)], "event {n}");
+        }
     }
 
     #[tokio::test]
