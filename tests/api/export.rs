@@ -145,7 +145,9 @@ async fn wait_for(
 
 /// What the API shows of a workspace's events and deliveries (with their
 /// attempts), to compare before and after the move.
-async fn listing(server: &ChildServer, ws: &TestWorkspace) -> (Value, Vec<Value>) {
+/// The workspace's events, its deliveries in detail, and each event's
+/// delivery ids (so a move that loses the link between them shows).
+async fn listing(server: &ChildServer, ws: &TestWorkspace) -> (Value, Vec<Value>, Vec<Value>) {
     let (status, events) = get(server, "/v1/events?limit=100", &ws.secret_key).await;
     assert_eq!(status, StatusCode::OK, "{events}");
     let (status, deliveries) = get(server, "/v1/deliveries?limit=100", &ws.secret_key).await;
@@ -157,7 +159,21 @@ async fn listing(server: &ChildServer, ws: &TestWorkspace) -> (Value, Vec<Value>
         assert_eq!(status, StatusCode::OK, "{detail}");
         details.push(detail);
     }
-    (events["data"].clone(), details)
+    let mut links = Vec::new();
+    for event in events["data"].as_array().unwrap() {
+        let id = event["id"].as_str().unwrap();
+        let path = format!("/v1/deliveries?event_id={id}&limit=100");
+        let (status, of_event) = get(server, &path, &ws.secret_key).await;
+        assert_eq!(status, StatusCode::OK, "{of_event}");
+        let ids: Vec<&Value> = of_event["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|delivery| &delivery["id"])
+            .collect();
+        links.push(json!({"event": id, "deliveries": ids}));
+    }
+    (events["data"].clone(), details, links)
 }
 
 fn source_env(slack: &FakeSlack) -> Vec<(&'static str, String)> {
@@ -274,6 +290,12 @@ async fn a_redb_instance_moves_to_postgresql_and_carries_on() {
     assert_eq!(status, StatusCode::OK);
     let before = listing(&source, &ws).await;
     assert_eq!(before.1.len(), 4);
+    let linked: usize = before
+        .2
+        .iter()
+        .map(|link| link["deliveries"].as_array().unwrap().len())
+        .sum();
+    assert_eq!(linked, 4, "each delivery is found through its event");
 
     // The export refuses while the server holds the file.
     let dump = source_dir.path().join("switchyard.dump");
@@ -308,6 +330,7 @@ async fn a_redb_instance_moves_to_postgresql_and_carries_on() {
         ChildServer::start_with_env(target_dir.path(), Some(ADMIN_TOKEN), &as_refs(&env)).await;
     let after = listing(&target, &ws).await;
     assert_eq!(after.0, before.0, "events differ");
+    assert_eq!(after.2, before.2, "events' deliveries differ");
     assert_eq!(after.1.len(), before.1.len());
     for (after, before) in after.1.iter().zip(&before.1) {
         // The queued one may already have had its next attempt.

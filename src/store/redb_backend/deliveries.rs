@@ -15,6 +15,7 @@ use crate::store::{
     Requeue, StoreError,
 };
 use redb::{ReadTransaction, ReadableTable, ReadableTableMetadata, TableHandle, WriteTransaction};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 /// A new delivery with its record already encoded (see
@@ -104,7 +105,7 @@ pub fn insert_new(
     tables: &mut NewDeliveryTables<'_>,
     noise: &mut OnFirstUse<'_, NoiseTables<'_>>,
     deliveries: &[NewDelivery],
-    indexed: &[u128],
+    indexed: &HashSet<u128>,
 ) -> Result<Vec<DeliveryId>, StoreError> {
     let mut suppressed = Vec::new();
     for delivery in deliveries {
@@ -199,7 +200,8 @@ fn attempt_from(record: AttemptRecord) -> Attempt {
     }
 }
 
-/// Newest first, filtered; an `event_id` filter walks that event's index.
+/// Newest first, filtered; an `event_id` filter walks that event's
+/// deliveries (`of_event`).
 pub fn list(
     txn: &ReadTransaction,
     workspace: WorkspaceId,
@@ -703,6 +705,90 @@ mod tests {
         }
         assert_eq!(found, [25, 15, 5], "newest first, none skipped");
         assert_eq!(pages, 5, "30 rows at 7 a page: the budget bounds each");
+    }
+
+    #[test]
+    fn an_events_deliveries_page_newest_first_from_its_list_or_the_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::create(dir.path().join("list.redb")).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut events = txn.open_table(EVENTS).unwrap();
+            let mut index = txn.open_table(EVENT_DELIVERIES).unwrap();
+            let mut deliveries = txn.open_table(DELIVERIES).unwrap();
+            // Event 1 lists its deliveries; event 2 (version 1) has index
+            // rows; event 3 (imported) has both.
+            for (event, listed, indexed) in
+                [(1u128, true, false), (2, false, true), (3, true, true)]
+            {
+                let ids: Vec<u128> = (0..3).map(|n| event * 100 + n).collect();
+                let record = EventRecord {
+                    name: "alert.triggered".into(),
+                    resource: None,
+                    resource_id: None,
+                    payload: b"{}".to_vec(),
+                    received_at_ms: 1,
+                    deliveries: listed.then(|| ids.clone()),
+                };
+                events
+                    .insert((7, event), record.encode().as_slice())
+                    .unwrap();
+                for &id in &ids {
+                    let delivery = DeliveryRecord {
+                        event_id: event,
+                        rule_id: 1,
+                        connection_id: 2,
+                        status: StoredDeliveryStatus::Succeeded,
+                        attempt_count: 1,
+                        round_attempts: 1,
+                        next_attempt_at_ms: None,
+                        created_at_ms: 1,
+                        updated_at_ms: 1,
+                        alert: None,
+                        suppressed_before: 0,
+                        first_attempt: None,
+                    };
+                    deliveries
+                        .insert((7, id), delivery.encode().as_slice())
+                        .unwrap();
+                    if indexed {
+                        index.insert((7, event, id), ()).unwrap();
+                    }
+                }
+            }
+        }
+        txn.commit().unwrap();
+        let read = db.begin_read().unwrap();
+        for event in [1u128, 2, 3] {
+            let mut query = DeliveryQuery {
+                event_id: Some(EventId(event)),
+                limit: 1,
+                ..DeliveryQuery::default()
+            };
+            let mut found = Vec::new();
+            loop {
+                let page = list(&read, WorkspaceId(7), &query).unwrap();
+                found.extend(page.deliveries.iter().map(|delivery| delivery.id.0));
+                match page.next {
+                    Some(cursor) => query.before = Some(cursor),
+                    None => break,
+                }
+                assert!(found.len() <= 3, "event {event}: {found:?}");
+            }
+            let base = event * 100;
+            assert_eq!(found, [base + 2, base + 1, base], "event {event}");
+        }
+        let query = DeliveryQuery {
+            event_id: Some(EventId(4)),
+            limit: 10,
+            ..DeliveryQuery::default()
+        };
+        assert!(
+            list(&read, WorkspaceId(7), &query)
+                .unwrap()
+                .deliveries
+                .is_empty()
+        );
     }
 
     #[test]

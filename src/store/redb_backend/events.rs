@@ -2,6 +2,7 @@ use super::scope::IngestTables;
 use super::tables::*;
 use super::wal::{EventWire, IngestWire};
 use super::{decode, deliveries, scan_newest_first};
+use crate::model::IdMap;
 use crate::model::{Event, EventId, EventName, WorkspaceId, now_ms};
 use crate::store::codec::Record;
 use crate::store::records::{EventRecord, IdempotencyRecord};
@@ -10,6 +11,7 @@ use crate::store::{
     MAX_SCANNED_PER_PAGE, StoreError,
 };
 use redb::{ReadTransaction, ReadableTable, WriteTransaction};
+use std::collections::HashSet;
 
 /// An ingest batch with its records encoded, ready to insert. Built on the
 /// caller's thread: the writer is the one serial stage of ingest, so it only
@@ -28,13 +30,16 @@ pub struct PreparedIngest {
 
 impl PreparedIngest {
     pub fn new(batch: IngestBatch) -> Self {
-        let deliveries_of = |event: u128| {
-            let mut ids: Vec<u128> = batch
-                .deliveries
-                .iter()
-                .filter(|delivery| delivery.event_id.0 == event)
-                .map(|delivery| delivery.id.0)
-                .collect();
+        // One pass: a batch may hold thousands of events and deliveries.
+        let mut by_event: IdMap<u128, Vec<u128>> = IdMap::default();
+        for delivery in &batch.deliveries {
+            by_event
+                .entry(delivery.event_id.0)
+                .or_default()
+                .push(delivery.id.0);
+        }
+        let mut deliveries_of = |event: u128| {
+            let mut ids = by_event.remove(&event).unwrap_or_default();
             ids.sort_unstable();
             ids
         };
@@ -159,7 +164,7 @@ pub fn ingest(
     }
     // An event record from an older release's write-ahead log does not
     // list its deliveries: they go into the index, as that release did.
-    let indexed: Vec<u128> = batch
+    let indexed: HashSet<u128> = batch
         .events
         .iter()
         .filter(|(_, record)| EventRecord::is_version_one(record))
