@@ -471,6 +471,30 @@ async fn private_targets_are_refused_unless_allowed() {
     receiver.next().await;
 }
 
+#[tokio::test]
+async fn a_url_too_long_to_send_is_refused_when_saved_and_nothing_is_stored() {
+    let app = TestApp::spawn().await;
+    let ws = app.create_workspace("acme").await;
+    // The URL parser takes it; as a request target it is over HTTP's
+    // 64 KiB limit, so no attempt could ever send it.
+    let long = format!("https://hooks.example.com/in?{}", "a".repeat(70_000));
+    for kind in ["webhook", "teams", "discord"] {
+        let body = json!({"type": kind, "name": "x", "config": {"url": long}});
+        let (status, answer) = app
+            .send(app.post("/v1/connections", &ws.secret_key).json(&body))
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{kind}: {answer}");
+        let message = answer["error"]["message"].as_str().unwrap();
+        assert!(
+            message.starts_with("config: url: invalid webhook URL"),
+            "{kind}: {message}"
+        );
+    }
+    let (status, listed) = app.send(app.get("/v1/connections", &ws.secret_key)).await;
+    assert_eq!(status, StatusCode::OK, "{listed}");
+    assert_eq!(listed["data"], json!([]), "nothing was stored");
+}
+
 /// Saving a webhook at `url` is refused with a 422 giving `refusal`.
 async fn refused_when_saved(app: &TestApp, ws: &TestWorkspace, url: &str, refusal: &str) {
     let body = json!({"type": "webhook", "name": "x", "config": {"url": url}});
