@@ -419,7 +419,8 @@ pub async fn response_excerpt(response: reqwest::Response) -> Option<String> {
 
 /// Reads at most [`RESPONSE_EXCERPT_BYTES`] of `body`, never the whole of a
 /// large one, as lossy UTF-8; `None` when empty. What arrived before
-/// `deadline` (if one is given) is kept.
+/// `deadline` (if one is given) is kept. The rest of a small answer is
+/// read and dropped (see [`DRAIN_LIMIT_BYTES`]).
 pub async fn read_excerpt<B>(body: B, deadline: Option<tokio::time::Instant>) -> Option<String>
 where
     B: hyper::body::Body<Data = bytes::Bytes>,
@@ -427,12 +428,13 @@ where
     use http_body_util::BodyExt;
     let mut body = std::pin::pin!(body);
     let mut bytes = Vec::new();
-    while bytes.len() < RESPONSE_EXCERPT_BYTES {
+    let mut more = true;
+    while more && bytes.len() < RESPONSE_EXCERPT_BYTES {
         let next = body.frame();
         let frame = match deadline {
             Some(deadline) => match tokio::time::timeout_at(deadline, next).await {
                 Ok(frame) => frame,
-                Err(_) => break,
+                Err(_) => return excerpt(bytes),
             },
             None => next.await,
         };
@@ -442,9 +444,36 @@ where
                     bytes.extend_from_slice(data);
                 }
             }
-            None | Some(Err(_)) => break,
+            None | Some(Err(_)) => more = false,
         }
     }
+    if more {
+        // Read to its end, the answer's keep-alive connection goes back to
+        // the pool; dropped unread, the connection is closed and the next
+        // attempt to this host pays a new TCP (and TLS) handshake.
+        let now = tokio::time::Instant::now();
+        let until = deadline.map_or(now + DRAIN_WAIT, |deadline| deadline.min(now + DRAIN_WAIT));
+        let mut read = bytes.len();
+        while read <= DRAIN_LIMIT_BYTES {
+            match tokio::time::timeout_at(until, body.frame()).await {
+                Ok(Some(Ok(frame))) => read += frame.data_ref().map_or(0, |data| data.len()),
+                _ => break,
+            }
+        }
+    }
+    excerpt(bytes)
+}
+
+/// After the excerpt, the rest of an answer is read (and dropped) while
+/// the whole stays within this size and arrives within [`DRAIN_WAIT`], so
+/// its connection is reused; a larger or slower answer closes it.
+pub const DRAIN_LIMIT_BYTES: usize = 64 * 1024;
+
+/// The longest an attempt waits for the rest of an answer beyond its
+/// excerpt (and never past the attempt's own deadline).
+pub const DRAIN_WAIT: Duration = Duration::from_millis(100);
+
+fn excerpt(mut bytes: Vec<u8>) -> Option<String> {
     bytes.truncate(RESPONSE_EXCERPT_BYTES);
     if bytes.is_empty() {
         return None;
