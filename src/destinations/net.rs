@@ -151,7 +151,11 @@ impl TargetPolicy {
 
     /// `host`'s addresses with `port`: its pinned addresses, else DNS's.
     async fn lookup(&self, host: &str, port: u16) -> std::io::Result<Vec<SocketAddr>> {
-        if let Some(pinned) = self.hosts.get(&host_key(host)) {
+        // No key to build when nothing is pinned (the usual case).
+        let pinned = (!self.hosts.is_empty())
+            .then(|| self.hosts.get(&host_key(host)))
+            .flatten();
+        if let Some(pinned) = pinned {
             return Ok(pinned.iter().map(|ip| SocketAddr::new(*ip, port)).collect());
         }
         Ok(tokio::net::lookup_host((host, port)).await?.collect())

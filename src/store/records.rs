@@ -194,6 +194,20 @@ impl EventRecord {
         bytes.first() == Some(&1)
     }
 
+    /// An `alert.triggered` event with an empty payload and the given
+    /// list, for the storage tests.
+    #[cfg(test)]
+    pub fn for_tests(deliveries: Option<Vec<u128>>) -> Self {
+        Self {
+            name: "alert.triggered".into(),
+            resource: None,
+            resource_id: None,
+            payload: b"{}".to_vec(),
+            received_at_ms: 1,
+            deliveries,
+        }
+    }
+
     /// The bytes an older release wrote for this event (no list).
     #[cfg(test)]
     pub fn encode_version_one(&self) -> Vec<u8> {

@@ -655,6 +655,24 @@ mod tests {
     use crate::store::records::StoredDeliveryStatus;
     use redb::{Database, ReadableDatabase};
 
+    /// A delivery of `event` after one attempt, in a final `status`.
+    fn finished_delivery(event: u128, status: StoredDeliveryStatus) -> DeliveryRecord {
+        DeliveryRecord {
+            event_id: event,
+            rule_id: 1,
+            connection_id: 2,
+            status,
+            attempt_count: 1,
+            round_attempts: 1,
+            next_attempt_at_ms: None,
+            created_at_ms: 1,
+            updated_at_ms: 1,
+            alert: None,
+            suppressed_before: 0,
+            first_attempt: None,
+        }
+    }
+
     #[test]
     fn a_sparse_status_filter_pages_through_with_a_scan_budget_and_misses_nothing() {
         let dir = tempfile::tempdir().unwrap();
@@ -663,24 +681,12 @@ mod tests {
         {
             let mut deliveries = txn.open_table(DELIVERIES).unwrap();
             for id in 0..30u128 {
-                let record = DeliveryRecord {
-                    event_id: id,
-                    rule_id: 1,
-                    connection_id: 2,
-                    status: if id % 10 == 5 {
-                        StoredDeliveryStatus::Dead
-                    } else {
-                        StoredDeliveryStatus::Succeeded
-                    },
-                    attempt_count: 1,
-                    round_attempts: 1,
-                    next_attempt_at_ms: None,
-                    created_at_ms: 1,
-                    updated_at_ms: 1,
-                    alert: None,
-                    suppressed_before: 0,
-                    first_attempt: None,
+                let status = if id % 10 == 5 {
+                    StoredDeliveryStatus::Dead
+                } else {
+                    StoredDeliveryStatus::Succeeded
                 };
+                let record = finished_delivery(id, status);
                 deliveries
                     .insert((7, id), record.encode().as_slice())
                     .unwrap();
@@ -722,32 +728,12 @@ mod tests {
                 [(1u128, true, false), (2, false, true), (3, true, true)]
             {
                 let ids: Vec<u128> = (0..3).map(|n| event * 100 + n).collect();
-                let record = EventRecord {
-                    name: "alert.triggered".into(),
-                    resource: None,
-                    resource_id: None,
-                    payload: b"{}".to_vec(),
-                    received_at_ms: 1,
-                    deliveries: listed.then(|| ids.clone()),
-                };
+                let record = EventRecord::for_tests(listed.then(|| ids.clone()));
                 events
                     .insert((7, event), record.encode().as_slice())
                     .unwrap();
                 for &id in &ids {
-                    let delivery = DeliveryRecord {
-                        event_id: event,
-                        rule_id: 1,
-                        connection_id: 2,
-                        status: StoredDeliveryStatus::Succeeded,
-                        attempt_count: 1,
-                        round_attempts: 1,
-                        next_attempt_at_ms: None,
-                        created_at_ms: 1,
-                        updated_at_ms: 1,
-                        alert: None,
-                        suppressed_before: 0,
-                        first_attempt: None,
-                    };
+                    let delivery = finished_delivery(event, StoredDeliveryStatus::Succeeded);
                     deliveries
                         .insert((7, id), delivery.encode().as_slice())
                         .unwrap();

@@ -186,14 +186,7 @@ mod tests {
                 }
                 ids.push(id);
             }
-            let record = EventRecord {
-                name: "alert.triggered".into(),
-                resource: None,
-                resource_id: None,
-                payload: b"{}".to_vec(),
-                received_at_ms: 1,
-                deliveries: listed.then(|| ids.clone()),
-            };
+            let record = EventRecord::for_tests(listed.then(|| ids.clone()));
             self.txn
                 .open_table(EVENTS)
                 .unwrap()
