@@ -18,7 +18,9 @@
 //!   backups read a snapshot taken right after).
 //!
 //! What this holds is undone with its transaction when that is aborted (a
-//! job refused, the log failed). After a storage failure the rows are
+//! job refused, the log failed); once a logged batch is answered in the
+//! writer's open transaction, only the rows written into that transaction
+//! are (`acknowledged`). After a storage failure the rows are
 //! written into the reopened database once the log's records are replayed
 //! (the same rows the replay writes, or, when only the log failed and the
 //! old handle kept its unsynced commits, the rows nothing else restores).
@@ -107,6 +109,14 @@ impl DeferredRows {
         self.undo.clear();
     }
 
+    /// A logged batch was answered in a transaction still open: its rows
+    /// held and taken stand even if that transaction is aborted later (the
+    /// log's replay then redoes its ingests and outcomes in the table),
+    /// but rows written into the transaction are held again then.
+    pub fn acknowledged(&mut self) {
+        self.undo.retain(|step| matches!(step, Undo::Flushed(_)));
+    }
+
     /// The transaction was aborted: back to how it began.
     pub fn rolled_back(&mut self) {
         while let Some(step) = self.undo.pop() {
@@ -177,6 +187,25 @@ mod tests {
         rows.committed();
         assert!(rows.take(1, 10, 100));
         assert!(rows.hold(3, row(10, 100)), "room again");
+    }
+
+    #[test]
+    fn after_an_acknowledged_batch_a_rollback_gives_back_only_the_rows_flushed() {
+        let mut rows = DeferredRows::new(8);
+        rows.hold(1, row(10, 100));
+        rows.hold(2, row(10, 200));
+        assert_eq!(flushed(&mut rows), [(1, row(10, 100)), (2, row(10, 200))]);
+        rows.hold(3, row(11, 300));
+        rows.hold(4, row(11, 400));
+        assert!(rows.take(3, 11, 300));
+        rows.acknowledged();
+        rows.hold(5, row(12, 500));
+        rows.rolled_back();
+        assert_eq!(
+            flushed(&mut rows),
+            [(1, row(10, 100)), (2, row(10, 200)), (4, row(11, 400))],
+            "the flushed rows are back, the acknowledged hold and take stand, the later hold is undone"
+        );
     }
 
     #[test]

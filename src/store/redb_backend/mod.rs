@@ -125,26 +125,48 @@ impl RedbStore {
         })
     }
 
-    fn read(&self) -> Result<ReadTransaction, StoreError> {
-        Ok(self.slot.get()?.begin_read()?)
-    }
-
     /// A point read, run now: cheaper than handing it to another thread.
+    /// While the writer holds answered writes no commit holds yet, in the
+    /// snapshot it takes once it has committed them (`writer.rs`).
     fn read_now<T: Send + 'static>(
         &self,
-        read: impl FnOnce(&ReadTransaction) -> Result<T, StoreError>,
+        read: impl FnOnce(&ReadTransaction) -> Result<T, StoreError> + Send + 'static,
     ) -> StoreFuture<T> {
-        let result = self.read().and_then(|txn| read(&txn));
-        Box::pin(std::future::ready(result))
+        match self
+            .writer
+            .as_ref()
+            .filter(|writer| writer.holds_unpublished())
+        {
+            None => {
+                let result = self
+                    .slot
+                    .get()
+                    .and_then(|db| Ok(db.begin_read()?))
+                    .and_then(|txn| read(&txn));
+                Box::pin(std::future::ready(result))
+            }
+            Some(writer) => {
+                let writer = writer.clone();
+                let slot = self.slot.clone();
+                Box::pin(async move {
+                    match read_snapshot(Some(writer)).await? {
+                        Some(snapshot) => read(&snapshot),
+                        None => read(&slot.get()?.begin_read()?),
+                    }
+                })
+            }
+        }
     }
 
-    /// A read that may scan many rows, run on the blocking pool.
+    /// A read that may scan many rows, run on the blocking pool (in the
+    /// writer's snapshot, as [`RedbStore::read_now`]).
     fn read_blocking<T: Send + 'static>(
         &self,
         read: impl FnOnce(&ReadTransaction) -> Result<T, StoreError> + Send + 'static,
     ) -> StoreFuture<T> {
+        let writer = self.writer.clone();
         let slot = self.slot.clone();
-        Box::pin(blocking(move || read(&slot.get()?.begin_read()?)))
+        Box::pin(async move { read_in(slot, read_snapshot(writer).await?, read).await })
     }
 
     /// A read of the queue table, on the blocking pool, in a snapshot the
@@ -177,6 +199,19 @@ impl RedbStore {
             .unwrap_or_else(PoisonError::into_inner)
             .take()
     }
+}
+
+/// The writer's snapshot when a read transaction begun now might miss
+/// writes already answered (`writer.rs`); `None`: begin one. A writer
+/// busy for longer than `QUEUE_SNAPSHOT_WAIT` (a stalled disk) makes the
+/// read fail as unavailable rather than hang or miss them.
+async fn read_snapshot(writer: Option<Writer>) -> Result<Option<ReadTransaction>, StoreError> {
+    let Some(writer) = writer.filter(Writer::holds_unpublished) else {
+        return Ok(None);
+    };
+    tokio::time::timeout(QUEUE_SNAPSHOT_WAIT, writer.read_snapshot())
+        .await
+        .map_err(|_| StoreError::Unavailable("storage is busy; try again".into()))
 }
 
 /// Runs blocking redb work on tokio's blocking pool.
@@ -318,15 +353,15 @@ impl Store for RedbStore {
     }
 
     fn workspace(&self, id: WorkspaceId) -> StoreFuture<Option<Workspace>> {
-        self.read_now(|txn| workspaces::get(txn, id))
+        self.read_now(move |txn| workspaces::get(txn, id))
     }
 
     fn key(&self, hash: KeyHash) -> StoreFuture<Option<(WorkspaceId, KeyKind)>> {
-        self.read_now(|txn| workspaces::key(txn, &hash))
+        self.read_now(move |txn| workspaces::key(txn, &hash))
     }
 
     fn event(&self, workspace: WorkspaceId, id: EventId) -> StoreFuture<Option<Event>> {
-        self.read_now(|txn| events::get(txn, workspace, id))
+        self.read_now(move |txn| events::get(txn, workspace, id))
     }
 
     fn events(&self, workspace: WorkspaceId, query: EventQuery) -> StoreFuture<EventPage> {
@@ -386,11 +421,11 @@ impl Store for RedbStore {
         workspace: WorkspaceId,
         id: ConnectionId,
     ) -> StoreFuture<Option<Connection>> {
-        self.read_now(|txn| connections::get(txn, workspace, id))
+        self.read_now(move |txn| connections::get(txn, workspace, id))
     }
 
     fn connections(&self, workspace: WorkspaceId) -> StoreFuture<Vec<Connection>> {
-        self.read_now(|txn| connections::list(txn, workspace))
+        self.read_now(move |txn| connections::list(txn, workspace))
     }
 
     fn put_rule(&self, rule: Rule, update: bool) -> StoreFuture<PutRule> {
@@ -402,11 +437,11 @@ impl Store for RedbStore {
     }
 
     fn rule(&self, workspace: WorkspaceId, id: RuleId) -> StoreFuture<Option<Rule>> {
-        self.read_now(|txn| rules::get(txn, workspace, id))
+        self.read_now(move |txn| rules::get(txn, workspace, id))
     }
 
     fn rules(&self, workspace: WorkspaceId) -> StoreFuture<Vec<Rule>> {
-        self.read_now(|txn| rules::list(txn, workspace))
+        self.read_now(move |txn| rules::list(txn, workspace))
     }
 
     fn delivery(
@@ -414,7 +449,7 @@ impl Store for RedbStore {
         workspace: WorkspaceId,
         id: DeliveryId,
     ) -> StoreFuture<Option<(Delivery, Vec<Attempt>)>> {
-        self.read_now(|txn| deliveries::get_with_attempts(txn, workspace, id))
+        self.read_now(move |txn| deliveries::get_with_attempts(txn, workspace, id))
     }
 
     fn deliveries(
@@ -430,7 +465,7 @@ impl Store for RedbStore {
         workspace: WorkspaceId,
         id: DeliveryId,
     ) -> StoreFuture<Option<DeliveryContext>> {
-        self.read_now(|txn| deliveries::context(txn, workspace, id))
+        self.read_now(move |txn| deliveries::context(txn, workspace, id))
     }
 
     fn record_attempt(&self, outcome: AttemptOutcome) -> StoreFuture<Option<Delivery>> {
@@ -464,14 +499,9 @@ impl Store for RedbStore {
         let slot = self.slot.clone();
         let writer = self.writer.clone();
         Box::pin(async move {
-            let ids = blocking(move || {
-                deliveries::matching_in_snapshot(
-                    &slot.get()?.begin_read()?,
-                    workspace.0,
-                    status,
-                    since_ms,
-                    limit,
-                )
+            let snapshot = read_snapshot(writer.clone()).await?;
+            let ids = read_in(slot, snapshot, move |read| {
+                deliveries::matching_in_snapshot(read, workspace.0, status, since_ms, limit)
             })
             .await?;
             let listed = Requeue::Listed { status, ids };
@@ -537,7 +567,7 @@ impl Store for RedbStore {
     }
 
     fn slack_thread(&self, key: ThreadKey) -> StoreFuture<Option<String>> {
-        self.read_now(|txn| threads::get(txn, &key))
+        self.read_now(move |txn| threads::get(txn, &key))
     }
 
     fn save_slack_thread(&self, key: ThreadKey, ts: String, now_ms: u64) -> StoreFuture<()> {

@@ -390,7 +390,9 @@ impl Wal {
     /// sync start on the log's own thread, so the writer applies the batch
     /// meanwhile; [`Wal::finish`] waits for them. A job the batch then
     /// refuses keeps its record: applied again at recovery, it is refused
-    /// the same way, as the writer's ops check before they write.
+    /// the same way. (Ops check before they write, except where a stored
+    /// record fails to decode halfway through a change: the writer then
+    /// retries the batch without the job, but a replay keeps that part.)
     pub fn begin<'a>(
         &mut self,
         records: impl Iterator<Item = Option<&'a [u8]>>,
@@ -504,12 +506,13 @@ impl Wal {
         self.next_seq - 1
     }
 
-    /// The non-durable commit of a logged batch succeeded.
+    /// A logged batch was applied and its callers are answered (its
+    /// records are synced; redb commits it later, without a sync).
     pub fn acknowledge(&mut self, seq: u64) {
         self.acknowledged = seq;
     }
 
-    /// True once the batch logged up to `seq` was committed.
+    /// True once the batch logged up to `seq` was acknowledged.
     pub fn acknowledged(&self, seq: u64) -> bool {
         self.acknowledged >= seq
     }
@@ -611,9 +614,7 @@ impl Wal {
                         })?;
                         match apply(&mut scope, write) {
                             Ok(()) => {}
-                            // Refused the first time too (ops check before
-                            // they write, so the refusal left nothing behind
-                            // then).
+                            // Refused the first time too (see `begin`).
                             Err(error) if !matches!(error, StoreError::Backend { .. }) => {
                                 tracing::warn!(%error, seq, "a logged write is refused again; skipped");
                             }
@@ -1632,6 +1633,164 @@ mod tests {
         ingest(&store, 3).await;
         assert_eq!(store.queue_len().await.unwrap(), 2);
         store.close().await.unwrap();
+    }
+
+    /// Logged writes are answered from the open transaction, before any
+    /// commit holds them; a read after the answer still sees them, in
+    /// every kind of read (a point read, a scan on the blocking pool).
+    #[tokio::test]
+    async fn a_read_after_an_answer_sees_the_write_the_open_transaction_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir.path().join("s.redb")).await;
+        let writer = store.writer.clone().unwrap();
+        ingest(&store, 1).await;
+        assert!(writer.holds_unpublished());
+        assert_eq!(events_in_the_file(&store), 0, "no commit holds it yet");
+        assert!(store.event(WS, EventId(1)).await.unwrap().is_some());
+        assert!(!writer.holds_unpublished(), "the read had it committed");
+        assert_eq!(events_in_the_file(&store), 1);
+
+        ingest(&store, 2).await;
+        assert!(store.record_attempt(succeeded(1)).await.unwrap().is_some());
+        assert!(writer.holds_unpublished());
+        let query = crate::store::EventQuery {
+            name: None,
+            before: None,
+            limit: 10,
+        };
+        let page = store.events(WS, query).await.unwrap();
+        assert_eq!(page.events.len(), 2, "the scan sees the second event");
+        let (delivery, _) = store.delivery(WS, DeliveryId(1)).await.unwrap().unwrap();
+        assert_eq!(delivery.status, DeliveryStatus::Succeeded);
+        store.close().await.unwrap();
+    }
+
+    /// The writes the open transaction held when storage failed were
+    /// answered: they come back from the log when storage is reopened.
+    #[tokio::test]
+    async fn answered_writes_the_open_transaction_held_survive_a_storage_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, switch) = store_with_faults(&dir.path().join("s.redb")).await;
+        ingest(&store, 1).await;
+        assert!(store.record_attempt(succeeded(1)).await.unwrap().is_some());
+        assert_eq!(
+            events_in_the_file(&store),
+            0,
+            "held by the open transaction"
+        );
+
+        switch.fail_log_writes(true);
+        assert!(store.ingest(batch(2, None)).await.is_err());
+        switch.fail_log_writes(false);
+        let mut writable = store.writable();
+        tokio::time::timeout(Duration::from_secs(20), writable.wait_for(|ok| *ok))
+            .await
+            .expect("the probe brings writes back")
+            .unwrap();
+
+        assert_eq!(events_in_the_file(&store), 1, "replayed from the log");
+        let (delivery, attempts) = store.delivery(WS, DeliveryId(1)).await.unwrap().unwrap();
+        assert_eq!(delivery.status, DeliveryStatus::Succeeded);
+        assert_eq!(attempts.len(), 1);
+        assert!(
+            store.event(WS, EventId(2)).await.unwrap().is_none(),
+            "refused"
+        );
+        store.close().await.unwrap();
+    }
+
+    /// Queue rows held back stay right when storage fails while the open
+    /// transaction holds answered writes: the log's replay redoes those
+    /// writes in the table, and the rows held and taken by them stand, so
+    /// no row is lost and none is left for a finished delivery.
+    #[tokio::test]
+    async fn queue_rows_held_back_stay_right_when_the_open_transaction_is_aborted() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, switch) = store_with_faults(&dir.path().join("s.redb")).await;
+        ingest(&store, 1).await;
+        ingest(&store, 2).await;
+        assert!(
+            store.event(WS, EventId(2)).await.unwrap().is_some(),
+            "committed"
+        );
+        assert!(store.record_attempt(succeeded(1)).await.unwrap().is_some());
+        ingest(&store, 3).await;
+        assert_eq!(queue_in_the_table(&store), Vec::<u128>::new(), "held");
+
+        switch.fail_log_writes(true);
+        assert!(store.ingest(batch(4, None)).await.is_err());
+        switch.fail_log_writes(false);
+        let mut writable = store.writable();
+        tokio::time::timeout(Duration::from_secs(20), writable.wait_for(|ok| *ok))
+            .await
+            .expect("the probe brings writes back")
+            .unwrap();
+
+        assert_eq!(queue_in_the_table(&store), [2, 3]);
+        let (delivery, _) = store.delivery(WS, DeliveryId(1)).await.unwrap().unwrap();
+        assert_eq!(delivery.status, DeliveryStatus::Succeeded, "replayed");
+        assert!(
+            store.event(WS, EventId(3)).await.unwrap().is_some(),
+            "replayed"
+        );
+        store.close().await.unwrap();
+    }
+
+    /// A logged job refused after it wrote part of its change leaves none
+    /// of it, whether the open transaction was empty or held writes
+    /// already answered; those stay, and are made durable on the way.
+    #[tokio::test]
+    async fn a_logged_job_refused_halfway_leaves_nothing_and_answered_writes_stay() {
+        const PARTIAL: redb::TableDefinition<u64, u64> = redb::TableDefinition::new("partial");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let store = store(&path).await;
+        let writer = store.writer.clone().unwrap();
+        let refuse_halfway = || {
+            let op: crate::store::redb_backend::writer::WriteOp<()> = Box::new(|scope| {
+                scope.txn()?.open_table(PARTIAL)?.insert(1, 1)?;
+                Err(StoreError::Corrupt("refused halfway".into()))
+            });
+            let record = encode_ingest(&super::super::events::PreparedIngest::new(batch(9, None)));
+            writer.write_logged(op, Some(record))
+        };
+        let partial_in_the_file = || {
+            let read = store.slot.get().unwrap().begin_read().unwrap();
+            read.open_table(PARTIAL)
+                .is_ok_and(|table| table.len().unwrap() > 0)
+        };
+
+        assert!(refuse_halfway().await.is_err());
+        assert!(!partial_in_the_file());
+        ingest(&store, 1).await;
+        assert_eq!(
+            events_in_the_file(&store),
+            0,
+            "held by the open transaction"
+        );
+        assert!(refuse_halfway().await.is_err());
+        assert!(!partial_in_the_file());
+        assert!(!writer.holds_unpublished());
+        let crashed = tempfile::tempdir().unwrap();
+        assert_eq!(
+            rows_without_the_log(&crash_image(&path, crashed.path())).0,
+            1,
+            "the answered ingest was made durable"
+        );
+        ingest(&store, 2).await;
+        assert!(
+            store.event(WS, EventId(2)).await.unwrap().is_some(),
+            "read: committed"
+        );
+        assert!(!partial_in_the_file(), "nothing of it in any commit");
+        assert!(store.event(WS, EventId(9)).await.unwrap().is_none());
+        store.close().await.unwrap();
+    }
+
+    /// Events committed to the live database so far, read around the writer.
+    fn events_in_the_file(store: &RedbStore) -> u64 {
+        let read = store.slot.get().unwrap().begin_read().unwrap();
+        read.open_table(EVENTS).unwrap().len().unwrap()
     }
 
     /// A reader's snapshot is taken after the held rows are written, even

@@ -3,18 +3,27 @@
 //!
 //! A commit costs one fsync (about 250 µs on the reference VM) whether it
 //! holds one record or a thousand, so batching is what lets durable ingest
-//! run at HTTP speed. Callers are answered only after their batch committed.
+//! run at HTTP speed. Callers are answered only once their batch is durable.
 //!
 //! With the write-ahead log on (`wal.rs`), a batch of ingests and attempt
-//! outcomes is made durable by appending it to the log instead, and redb
-//! commits it without a sync; any other write, a full log and a timer
-//! (`Message::Checkpoint`) make the commit durable again. New deliveries'
-//! queue rows are then held back until needed (`deferred.rs`): a reader of
-//! the queue reads a snapshot the coordinator takes once it has written
-//! them ([`Writer::queue_snapshot`]).
+//! outcomes is made durable by appending it to the log instead, and its
+//! callers are answered once the log has synced it. redb then need not
+//! commit each batch: logged batches go into one open write transaction,
+//! committed without a sync when a reader needs to see them, after
+//! `PUBLISH_AFTER_JOBS` jobs, or with the next durable commit; a commit
+//! per batch cost about a tenth of the server's work per delivered event
+//! (docs/benchmarks.md, issue 13). While that transaction holds writes
+//! already answered, [`Writer::holds_unpublished`] is true and readers take
+//! their snapshot from [`Writer::read_snapshot`]. Any other write, a full
+//! log and a timer (`Message::Checkpoint`) make the commit durable again.
+//! New deliveries' queue rows are held back until needed (`deferred.rs`):
+//! a reader of the queue reads a snapshot the coordinator takes once it
+//! has written them ([`Writer::queue_snapshot`]).
 //!
 //! When a commit fails with an I/O error (disk full, EIO), every job of its
-//! batch is answered with an error and nothing of it counts as stored. redb
+//! batch is answered with an error and nothing of it counts as stored
+//! (logged batches answered earlier in the open transaction come back
+//! from the log when the file is opened again). redb
 //! then refuses every write through that handle until the file is opened
 //! again (`handle.rs`), so the coordinator flips the store's
 //! `writable` watch to false, writes fail fast without reaching the disk,
@@ -26,9 +35,10 @@ use super::deferred::{self, DeferredRows};
 use super::wal::{self, Logged, Wal};
 use super::{DbSlot, WriteScope};
 use crate::store::StoreError;
-use redb::{Database, Durability, ReadTransaction, ReadableDatabase};
+use redb::{Database, Durability, ReadTransaction, ReadableDatabase, WriteTransaction};
 use std::cell::RefCell;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -37,6 +47,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 const MAX_BATCH: usize = 4096;
 /// Jobs waiting for the writer before senders wait too (back-pressure).
 const QUEUE_DEPTH: usize = 16 * 1024;
+/// Logged jobs the open transaction takes before it is committed anyway:
+/// bounds the memory its changed pages hold (an ingest job is at most
+/// `limits.max_batch_events` events).
+const PUBLISH_AFTER_JOBS: usize = 1024;
 /// The storage probe's backoff after a failure: first wait, then doubling up
 /// to the last.
 const PROBE_FIRST_DELAY: Duration = Duration::from_millis(500);
@@ -54,6 +68,8 @@ pub struct Writer {
     writable: watch::Receiver<bool>,
     /// Whether the coordinator holds queue rows back (the log is on).
     defers_queue_rows: bool,
+    /// Writes were answered that no commit holds yet (see the module docs).
+    unpublished: Arc<AtomicBool>,
 }
 
 pub struct WriterThread {
@@ -66,9 +82,13 @@ enum Message {
     Probe(oneshot::Sender<Result<(), StoreError>>),
     /// From the checkpoint timer: make what the log holds durable in redb.
     Checkpoint,
-    /// From a reader of the queue table: write the rows held back, then
-    /// answer with a read snapshot (`None` while storage is failing).
-    QueueSnapshot(oneshot::Sender<Option<ReadTransaction>>),
+    /// From a reader: commit the open transaction (and, for a reader of
+    /// the queue table, write the rows held back), then answer with a read
+    /// snapshot (`None` while storage is failing).
+    Snapshot {
+        queue_rows: bool,
+        reply: oneshot::Sender<Option<ReadTransaction>>,
+    },
     /// Commit what is queued, refuse anything sent later, then stop.
     Close,
 }
@@ -83,6 +103,7 @@ impl Writer {
             spawn_checkpoint_timer(jobs.downgrade(), wal.checkpoint_every())?;
         }
         let defers_queue_rows = wal.is_some();
+        let unpublished = Arc::new(AtomicBool::new(false));
         let coordinator = Coordinator {
             slot,
             health,
@@ -92,6 +113,8 @@ impl Writer {
             deferred: defers_queue_rows
                 .then(|| RefCell::new(DeferredRows::new(deferred::DEFAULT_LIMIT))),
             wal,
+            open: None,
+            unpublished: unpublished.clone(),
         };
         let handle = std::thread::Builder::new()
             .name("switchyard-writer".into())
@@ -100,6 +123,7 @@ impl Writer {
             jobs,
             writable,
             defers_queue_rows,
+            unpublished,
         };
         Ok((writer, WriterThread { handle }))
     }
@@ -143,7 +167,30 @@ impl Writer {
     /// storage is failing, and once the coordinator has stopped (it wrote
     /// them out first): read the database directly then.
     pub async fn queue_snapshot(&self) -> Option<ReadTransaction> {
-        queue_snapshot(&self.jobs, self.defers_queue_rows).await
+        if !self.defers_queue_rows {
+            return None;
+        }
+        snapshot(&self.jobs, true).await
+    }
+
+    /// True while writes were answered that the open transaction holds
+    /// and no commit does yet: a read transaction begun now would not see
+    /// them.
+    pub fn holds_unpublished(&self) -> bool {
+        // Set before those writes are answered: a reader that comes after
+        // an answer sees it set, or cleared by a commit holding them.
+        self.unpublished.load(Ordering::Acquire)
+    }
+
+    /// A read snapshot holding every write answered so far, when a read
+    /// transaction begun now might lack some (`None`: begin one). While
+    /// storage is failing it is `None` too: reads then see the last commit,
+    /// until the reopened file has the log's records back.
+    pub async fn read_snapshot(&self) -> Option<ReadTransaction> {
+        if !self.holds_unpublished() {
+            return None;
+        }
+        snapshot(&self.jobs, false).await
     }
 
     /// A handle that does not keep the coordinator running.
@@ -191,7 +238,7 @@ impl WeakWriter {
         if !self.defers_queue_rows {
             return Ok(None);
         }
-        match queue_snapshot(&jobs, true).await {
+        match snapshot(&jobs, true).await {
             Some(snapshot) => Ok(Some(snapshot)),
             None if jobs.is_closed() => Ok(None),
             None => Err(not_writable()),
@@ -199,15 +246,11 @@ impl WeakWriter {
     }
 }
 
-async fn queue_snapshot(
-    jobs: &mpsc::Sender<Message>,
-    defers_queue_rows: bool,
-) -> Option<ReadTransaction> {
-    if !defers_queue_rows {
-        return None;
-    }
+async fn snapshot(jobs: &mpsc::Sender<Message>, queue_rows: bool) -> Option<ReadTransaction> {
     let (reply, answer) = oneshot::channel();
-    jobs.send(Message::QueueSnapshot(reply)).await.ok()?;
+    jobs.send(Message::Snapshot { queue_rows, reply })
+        .await
+        .ok()?;
     answer.await.ok().flatten()
 }
 
@@ -275,6 +318,18 @@ struct Coordinator {
     /// New deliveries' queue rows held back; `Some` with the log on.
     deferred: Option<RefCell<DeferredRows>>,
     wal: Option<Wal>,
+    /// Logged batches applied and answered, not committed yet (log on).
+    /// `None` while storage is failing.
+    open: Option<OpenTxn>,
+    unpublished: Arc<AtomicBool>,
+}
+
+/// The write transaction logged batches go into between commits.
+struct OpenTxn {
+    txn: WriteTransaction,
+    /// The log's last record number in it.
+    through: u64,
+    jobs: usize,
 }
 
 impl Coordinator {
@@ -286,12 +341,19 @@ impl Coordinator {
         while let Some(first) = receiver.blocking_recv() {
             let mut next = Some(first);
             let mut checkpoint = false;
+            let mut queue_rows = false;
             while let Some(message) = next.take() {
                 match message {
                     Message::Job(job) => batch.push(job),
                     Message::Probe(reply) => probes.push(reply),
                     Message::Checkpoint => checkpoint = true,
-                    Message::QueueSnapshot(reply) => snapshots.push(reply),
+                    Message::Snapshot {
+                        queue_rows: wanted,
+                        reply,
+                    } => {
+                        queue_rows |= wanted;
+                        snapshots.push(reply);
+                    }
                     // What is queued already is still received; the loop
                     // ends once it has been.
                     Message::Close => receiver.close(),
@@ -300,17 +362,14 @@ impl Coordinator {
                     next = receiver.try_recv().ok();
                 }
             }
-            let flush = !snapshots.is_empty();
             if !batch.is_empty() {
                 metrics_batch_size(batch.len());
-                self.commit(&mut batch, flush);
+                self.commit(&mut batch, queue_rows);
             } else if checkpoint {
                 self.checkpoint();
             }
-            if flush {
-                // Rows held back are all written by now, unless the batch
-                // committed nothing (every job refused).
-                self.flush_queue();
+            if !snapshots.is_empty() {
+                self.publish(queue_rows);
                 for reply in snapshots.drain(..) {
                     let _ = reply.send(self.snapshot());
                 }
@@ -322,6 +381,8 @@ impl Coordinator {
         // Closing: what only the log holds goes into redb, so the file is
         // complete on its own.
         self.checkpoint();
+        // Only left when that failed: the next start replays the log.
+        self.abandon_open();
         // Storage failed and did not come back: the rows held back go in
         // if the handle still takes writes (the log alone failed; closing
         // the handle keeps its unsynced commits, so the log may have
@@ -354,8 +415,13 @@ impl Coordinator {
             Err(error) => return fail_all(batch, &error),
         };
         let deferred = self.deferred.as_ref();
-        if let Err(failure) = commit_batch(&db, batch, self.wal.as_mut(), deferred, flush) {
+        let open = Published {
+            open: &mut self.open,
+            unpublished: &self.unpublished,
+        };
+        if let Err(failure) = commit_batch(&db, batch, self.wal.as_mut(), deferred, open, flush) {
             drop(db);
+            self.abandon_open();
             // Marked before the jobs hear of it, so a caller told of the
             // failure already sees the store as not writable.
             self.storage_failed(&failure);
@@ -372,33 +438,63 @@ impl Coordinator {
         if !wal.holds_records() || !*self.health.borrow() {
             return;
         }
+        // The open transaction, if any, is the one made durable.
+        let open = self.open.take();
         let committed = self.slot.get().and_then(|db| {
-            let txn = db.begin_write()?;
+            let mut txn = match open {
+                Some(open) => open.txn,
+                None => db.begin_write()?,
+            };
             flush_deferred(&txn, self.deferred.as_ref())?;
             wal::store_applied(&txn, wal.applied_through())?;
+            txn.set_durability(Durability::Immediate)?;
             txn.commit()?;
             Ok(())
         });
         settle(self.deferred.as_ref(), committed.is_ok());
         match committed {
-            Ok(()) => wal.checkpointed(),
+            Ok(()) => {
+                wal.checkpointed();
+                self.unpublished.store(false, Ordering::Release);
+            }
             Err(error) => self.storage_failed(&error),
         }
     }
 
-    /// Writes the queue rows held back, in a commit that needs no sync:
-    /// every one of them comes back from the log after a crash.
-    fn flush_queue(&mut self) {
+    /// Commits the open transaction, with the queue rows held back when
+    /// `queue_rows` asks (alone if nothing is open), in a commit that needs
+    /// no sync: everything in it comes back from the log after a crash.
+    fn publish(&mut self, queue_rows: bool) {
         if !*self.health.borrow() {
             return;
         }
         let deferred = self.deferred.as_ref();
-        let committed = self
-            .slot
-            .get()
-            .and_then(|db| write_held_rows(&db, deferred, Durability::None));
+        let open = Published {
+            open: &mut self.open,
+            unpublished: &self.unpublished,
+        };
+        let committed = match open.open.is_some() {
+            true => open.commit(deferred, queue_rows),
+            false if queue_rows => self
+                .slot
+                .get()
+                .and_then(|db| write_held_rows(&db, deferred, Durability::None)),
+            false => Ok(()),
+        };
         if let Err(error) = committed {
             self.storage_failed(&error);
+        }
+    }
+
+    /// Aborts the open transaction after a storage failure: the writes it
+    /// held were answered and come back from the log when storage is
+    /// reopened (or at the next start).
+    fn abandon_open(&mut self) {
+        if let Some(open) = self.open.take() {
+            if let Err(error) = open.txn.abort() {
+                tracing::warn!(%error, "aborting the open write transaction");
+            }
+            settle(self.deferred.as_ref(), false);
         }
     }
 
@@ -416,12 +512,15 @@ impl Coordinator {
         if *self.health.borrow() {
             return Ok(());
         }
+        // The reopened file takes no other writer.
+        self.abandon_open();
         // Reopened: what the log acknowledged since the database's last
         // durable commit goes back in before the handle is handed to
-        // anyone, and so do the queue rows held back. (After a failure of
-        // redb's file the log's replay writes them too; after a failure of
-        // the log alone, closing the old handle kept its unsynced commits,
-        // so the replay may have nothing to apply.)
+        // anyone (with what the aborted open transaction held), and so do
+        // the queue rows held back. (After a failure of redb's file the
+        // log's replay writes them too; after a failure of the log alone,
+        // closing the old handle kept its unsynced commits, so the replay
+        // may have nothing more to apply.)
         let wal = &mut self.wal;
         let deferred = self.deferred.as_ref();
         let reopened = self.slot.reopen_and_probe(|db| {
@@ -433,6 +532,8 @@ impl Coordinator {
         match reopened {
             Ok(()) => {
                 tracing::info!("storage accepts writes again");
+                // The log's replay committed everything answered so far.
+                self.unpublished.store(false, Ordering::Release);
                 self.health.send_replace(true);
                 metrics::gauge!("switchyard_storage_writable").set(1.0);
                 Ok(())
@@ -501,18 +602,64 @@ fn spawn_checkpoint_timer(
     Ok(())
 }
 
+/// The coordinator's open transaction and the flag readers check.
+struct Published<'a> {
+    open: &'a mut Option<OpenTxn>,
+    unpublished: &'a AtomicBool,
+}
+
+impl Published<'_> {
+    /// Commits the open transaction, if any, without a sync (with the
+    /// queue rows held back when `queue_rows` asks). On failure it is gone
+    /// all the same: what it held comes back from the log once storage is
+    /// reopened.
+    fn commit(
+        self,
+        deferred: Option<&RefCell<DeferredRows>>,
+        queue_rows: bool,
+    ) -> Result<(), StoreError> {
+        let Some(OpenTxn {
+            mut txn, through, ..
+        }) = self.open.take()
+        else {
+            return Ok(());
+        };
+        let started = std::time::Instant::now();
+        let committed = (|| {
+            if queue_rows {
+                flush_deferred(&txn, deferred)?;
+            }
+            wal::store_applied(&txn, through)?;
+            txn.set_durability(Durability::None)?;
+            Ok(txn.commit()?)
+        })();
+        settle(deferred, committed.is_ok());
+        metrics::histogram!("switchyard_commit_seconds", "durability" => "none")
+            .record(started.elapsed().as_secs_f64());
+        if committed.is_ok() {
+            self.unpublished.store(false, Ordering::Release);
+        }
+        committed
+    }
+}
+
 /// Applies every job in one transaction and commits. A job that fails is
 /// answered with its error and the batch is retried without it, so one bad
-/// write never takes its neighbours down. An I/O failure is returned with
+/// write never takes its neighbours down (a logged batch: see
+/// [`apply_logged`]). An I/O failure is returned with
 /// the whole batch left unanswered, for the coordinator to handle.
 ///
-/// With a log, the batch is logged and synced first (`wal.rs`), and redb's
-/// commit is then not synced; a checkpoint commit is synced as before.
+/// With a log, the batch is logged and synced first (`wal.rs`) and goes
+/// into the open transaction ([`apply_logged`]); a batch the log does not
+/// take (a checkpoint is due, or a job it cannot carry) commits the open
+/// transaction first, then is committed durably in a transaction of its
+/// own.
 fn commit_batch(
     db: &Database,
     batch: &mut Vec<Box<dyn Job>>,
     mut wal: Option<&mut Wal>,
     deferred: Option<&RefCell<DeferredRows>>,
+    open: Published<'_>,
     flush: bool,
 ) -> Result<(), StoreError> {
     // The log's write and sync start first and run while the batch is
@@ -528,7 +675,14 @@ fn commit_batch(
         },
         None => None,
     };
-    let result = apply_and_commit(db, batch, wal.as_deref_mut(), plan, deferred, flush);
+    let result = match (wal.as_deref_mut(), plan) {
+        (Some(log), Some((through, Durability::None))) => {
+            apply_logged(db, batch, log, through, deferred, open)
+        }
+        _ => open
+            .commit(deferred, false)
+            .and_then(|()| apply_and_commit(db, batch, wal.as_deref_mut(), plan, deferred, flush)),
+    };
     if let (Some(wal), Some((through, Durability::None))) = (wal, plan)
         && !wal.acknowledged(through)
     {
@@ -539,6 +693,94 @@ fn commit_batch(
         }
     }
     result
+}
+
+/// Applies a logged batch in the open transaction (begun if there is
+/// none) and, once the log has synced it, answers its jobs without a
+/// commit. A storage failure is returned with the batch unanswered and
+/// the transaction aborted; writes answered in it before come back from
+/// the log when storage is reopened, so any failure is then one of
+/// storage.
+///
+/// A job refused may have written part of its change before it failed
+/// (a record that does not decode), so a batch with one is never left in
+/// the open transaction: that is aborted, and the batch goes through
+/// [`apply_and_commit`]'s retry without the refused job, committed on its
+/// own. When the aborted transaction held writes already answered, they
+/// are first applied again from the log and made durable
+/// ([`Wal::recover_after_failure`], on the same handle), and the batch is
+/// then committed durably: its log records are skipped from then on.
+fn apply_logged(
+    db: &Database,
+    batch: &mut Vec<Box<dyn Job>>,
+    wal: &mut Wal,
+    through: u64,
+    deferred: Option<&RefCell<DeferredRows>>,
+    open: Published<'_>,
+) -> Result<(), StoreError> {
+    let mut current = match open.open.take() {
+        Some(current) => current,
+        None => match db.begin_write() {
+            Ok(txn) => OpenTxn {
+                txn,
+                through,
+                jobs: 0,
+            },
+            Err(error) => return fail_batch(batch, error.into()),
+        },
+    };
+    let carries_answered_writes = current.jobs > 0;
+    let failure = {
+        let mut scope = match deferred {
+            Some(deferred) => WriteScope::deferring(&current.txn, deferred),
+            None => WriteScope::new(&current.txn),
+        };
+        batch.iter_mut().find_map(|job| job.apply(&mut scope).err())
+    };
+    let failure = failure.or_else(|| {
+        wal.finish()
+            .err()
+            .inspect(|error| tracing::error!(%error, "writing the write-ahead log failed"))
+            .map(StoreError::from)
+    });
+    if let Some(error) = failure {
+        if let Err(abort) = current.txn.abort() {
+            tracing::warn!(error = %abort, "aborting a failed write batch");
+        }
+        settle(deferred, false);
+        if matches!(error, StoreError::Backend { .. }) {
+            tracing::error!(%error, "write batch failed");
+            return match carries_answered_writes {
+                true => Err(error),
+                false => fail_batch(batch, error),
+            };
+        }
+        tracing::warn!(%error, "write rejected; its batch is committed on its own without it");
+        if !carries_answered_writes {
+            let plan = Some((through, Durability::None));
+            return apply_and_commit(db, batch, Some(wal), plan, deferred, false);
+        }
+        wal.finish()?;
+        wal.recover_after_failure(db)?;
+        open.unpublished.store(false, Ordering::Release);
+        let plan = Some((wal.applied_through(), Durability::Immediate));
+        return apply_and_commit(db, batch, Some(wal), plan, deferred, false);
+    }
+    wal.acknowledge(through);
+    if let Some(deferred) = deferred {
+        deferred.borrow_mut().acknowledged();
+    }
+    current.through = through;
+    current.jobs += batch.len();
+    // Before the answers: see `Writer::holds_unpublished`.
+    open.unpublished.store(true, Ordering::Release);
+    batch.drain(..).for_each(|job| job.complete(Ok(())));
+    let full = current.jobs >= PUBLISH_AFTER_JOBS;
+    *open.open = Some(current);
+    if full {
+        return open.commit(deferred, false);
+    }
+    Ok(())
 }
 
 /// Applies every job in one transaction and commits as `plan` says (the
