@@ -173,8 +173,10 @@ impl RedbStore {
     /// writer takes once it has written the rows it holds back
     /// (`deferred.rs`). A writer busy for longer than
     /// `QUEUE_SNAPSHOT_WAIT` (a stalled disk) does not hold the reader
-    /// up: it reads the table as it is, where a row held back shows at a
-    /// later read.
+    /// up: it reads the table as last committed, where a row held back,
+    /// or one an answered write in the open transaction moved, shows at a
+    /// later read (the scheduler checks each entry against its delivery
+    /// before an attempt).
     fn read_queue<T: Send + 'static>(
         &self,
         read: impl FnOnce(&ReadTransaction) -> Result<T, StoreError> + Send + 'static,

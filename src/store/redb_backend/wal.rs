@@ -1650,8 +1650,12 @@ mod tests {
         assert!(!writer.holds_unpublished(), "the read had it committed");
         assert_eq!(events_in_the_file(&store), 1);
 
-        ingest(&store, 2).await;
         assert!(store.record_attempt(succeeded(1)).await.unwrap().is_some());
+        assert!(writer.holds_unpublished());
+        let (delivery, _) = store.delivery(WS, DeliveryId(1)).await.unwrap().unwrap();
+        assert_eq!(delivery.status, DeliveryStatus::Succeeded);
+
+        ingest(&store, 2).await;
         assert!(writer.holds_unpublished());
         let query = crate::store::EventQuery {
             name: None,
@@ -1660,8 +1664,6 @@ mod tests {
         };
         let page = store.events(WS, query).await.unwrap();
         assert_eq!(page.events.len(), 2, "the scan sees the second event");
-        let (delivery, _) = store.delivery(WS, DeliveryId(1)).await.unwrap().unwrap();
-        assert_eq!(delivery.status, DeliveryStatus::Succeeded);
         store.close().await.unwrap();
     }
 
@@ -1763,27 +1765,98 @@ mod tests {
         assert!(refuse_halfway().await.is_err());
         assert!(!partial_in_the_file());
         ingest(&store, 1).await;
+        // Committed (not durably), its queue row still held back.
+        assert!(store.event(WS, EventId(1)).await.unwrap().is_some());
+        ingest(&store, 2).await;
         assert_eq!(
             events_in_the_file(&store),
-            0,
-            "held by the open transaction"
+            1,
+            "2 is in the open transaction"
         );
         assert!(refuse_halfway().await.is_err());
         assert!(!partial_in_the_file());
         assert!(!writer.holds_unpublished());
         let crashed = tempfile::tempdir().unwrap();
+        let copy = crash_image(&path, crashed.path());
         assert_eq!(
-            rows_without_the_log(&crash_image(&path, crashed.path())).0,
-            1,
-            "the answered ingest was made durable"
+            rows_without_the_log(&copy).0,
+            2,
+            "the answered ingests are durable"
         );
-        ingest(&store, 2).await;
+        assert_eq!(
+            queue_without_the_log(&copy),
+            [1, 2],
+            "with their queue rows"
+        );
+        ingest(&store, 3).await;
         assert!(
-            store.event(WS, EventId(2)).await.unwrap().is_some(),
+            store.event(WS, EventId(3)).await.unwrap().is_some(),
             "read: committed"
         );
         assert!(!partial_in_the_file(), "nothing of it in any commit");
         assert!(store.event(WS, EventId(9)).await.unwrap().is_none());
+        store.close().await.unwrap();
+    }
+
+    /// A refused job in a batch with a good one, while the open
+    /// transaction holds answered writes and a commit holds an event whose
+    /// queue row is held back: the good job and every answered write are
+    /// made durable with every queue row, and nothing of the refused job.
+    #[tokio::test]
+    async fn a_refused_job_beside_answered_writes_loses_no_queue_row() {
+        const PARTIAL: redb::TableDefinition<u64, u64> = redb::TableDefinition::new("partial");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let (store, switch) = store_with_faults(&path).await;
+        let writer = store.writer.clone().unwrap();
+        ingest(&store, 1).await;
+        assert!(
+            store.event(WS, EventId(1)).await.unwrap().is_some(),
+            "committed"
+        );
+        ingest(&store, 2).await;
+        // Ingest 4 waits in its log sync while the refused job and ingest 3
+        // queue up behind it: released, the writer takes them as one batch.
+        switch.hold_log_syncs(true);
+        let holding = tokio::spawn({
+            let store = store.clone();
+            async move { store.ingest(batch(4, None)).await }
+        });
+        let held = wait_until(|| switch.log_syncs_waiting() == 1).await;
+        let refusing = tokio::spawn({
+            let writer = writer.clone();
+            async move {
+                let op: crate::store::redb_backend::writer::WriteOp<()> = Box::new(|scope| {
+                    scope.txn()?.open_table(PARTIAL)?.insert(1, 1)?;
+                    Err(StoreError::Corrupt("refused halfway".into()))
+                });
+                let record =
+                    encode_ingest(&super::super::events::PreparedIngest::new(batch(9, None)));
+                writer.write_logged(op, Some(record)).await
+            }
+        });
+        let queued_1 = wait_until(|| writer.waiting() == 1).await;
+        let good = tokio::spawn({
+            let store = store.clone();
+            async move { store.ingest(batch(3, None)).await }
+        });
+        let queued_2 = wait_until(|| writer.waiting() == 2).await;
+        switch.hold_log_syncs(false);
+        assert!(held && queued_1 && queued_2, "the writes queued up");
+        holding.await.unwrap().unwrap();
+        assert!(refusing.await.unwrap().is_err());
+        good.await.unwrap().unwrap();
+
+        let crashed = tempfile::tempdir().unwrap();
+        let copy = crash_image(&path, crashed.path());
+        assert_eq!(rows_without_the_log(&copy).0, 4, "every event is durable");
+        assert_eq!(queue_without_the_log(&copy), [1, 2, 3, 4]);
+        let read = store.slot.get().unwrap().begin_read().unwrap();
+        assert!(
+            read.open_table(PARTIAL).is_err(),
+            "nothing of the refused job"
+        );
+        drop(read);
         store.close().await.unwrap();
     }
 

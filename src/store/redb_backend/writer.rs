@@ -697,19 +697,19 @@ fn commit_batch(
 
 /// Applies a logged batch in the open transaction (begun if there is
 /// none) and, once the log has synced it, answers its jobs without a
-/// commit. A storage failure is returned with the batch unanswered and
-/// the transaction aborted; writes answered in it before come back from
-/// the log when storage is reopened, so any failure is then one of
-/// storage.
+/// commit. An I/O failure is returned with the batch unanswered and the
+/// transaction aborted; writes answered in it before come back from the
+/// log when storage is reopened.
 ///
 /// A job refused may have written part of its change before it failed
 /// (a record that does not decode), so a batch with one is never left in
 /// the open transaction: that is aborted, and the batch goes through
-/// [`apply_and_commit`]'s retry without the refused job, committed on its
-/// own. When the aborted transaction held writes already answered, they
-/// are first applied again from the log and made durable
-/// ([`Wal::recover_after_failure`], on the same handle), and the batch is
-/// then committed durably: its log records are skipped from then on.
+/// [`apply_and_commit`]'s retry without the refused job, committed durably
+/// on its own with every number the log spent, so that neither its record
+/// nor any part of its change is applied again. When the aborted
+/// transaction held writes already answered, they are first applied again
+/// from the log and made durable ([`Wal::recover_after_failure`], on the
+/// same handle), with the queue rows held back.
 fn apply_logged(
     db: &Database,
     batch: &mut Vec<Box<dyn Job>>,
@@ -748,21 +748,21 @@ fn apply_logged(
             tracing::warn!(error = %abort, "aborting a failed write batch");
         }
         settle(deferred, false);
-        if matches!(error, StoreError::Backend { .. }) {
+        if error.is_io_failure() {
             tracing::error!(%error, "write batch failed");
-            return match carries_answered_writes {
-                true => Err(error),
-                false => fail_batch(batch, error),
-            };
+            return Err(error);
         }
-        tracing::warn!(%error, "write rejected; its batch is committed on its own without it");
-        if !carries_answered_writes {
-            let plan = Some((through, Durability::None));
-            return apply_and_commit(db, batch, Some(wal), plan, deferred, false);
+        tracing::warn!(%error, "write refused; its batch is committed on its own without it");
+        if carries_answered_writes {
+            wal.finish()?;
+            wal.recover_after_failure(db)?;
+            // The log starts over: the rows held back for events a commit
+            // already held have nothing left to come back from.
+            write_held_rows(db, deferred, Durability::Immediate)?;
+            open.unpublished.store(false, Ordering::Release);
         }
-        wal.finish()?;
-        wal.recover_after_failure(db)?;
-        open.unpublished.store(false, Ordering::Release);
+        // Durable, with every number the log spent so far: the refused
+        // job's record (and any part of its change) is never applied again.
         let plan = Some((wal.applied_through(), Durability::Immediate));
         return apply_and_commit(db, batch, Some(wal), plan, deferred, false);
     }
