@@ -937,7 +937,9 @@ mod tests {
     };
     use crate::store::codec::Record;
     use crate::store::records::{DeliveryRecord, EventRecord};
+    use crate::store::redb_backend::events::PreparedIngest;
     use crate::store::redb_backend::tables::{ATTEMPTS, DELIVERIES, EVENTS, QUEUE};
+    use crate::store::redb_backend::writer::{WriteOp, Writer};
     use crate::store::{
         AttemptOutcome, IdempotentAnswer, IngestBatch, IngestOutcome, NewWorkspace, NextStep,
         RedbStore, Store, StoreOptions,
@@ -1668,45 +1670,12 @@ mod tests {
     }
 
     /// The writes the open transaction held when storage failed were
-    /// answered: they come back from the log when storage is reopened.
+    /// answered: they come back from the log when storage is reopened. The
+    /// queue rows held back stay right: the replay redoes those writes in
+    /// the table, and the rows held and taken by them stand, so no row is
+    /// lost and none is left for a finished delivery.
     #[tokio::test]
-    async fn answered_writes_the_open_transaction_held_survive_a_storage_failure() {
-        let dir = tempfile::tempdir().unwrap();
-        let (store, switch) = store_with_faults(&dir.path().join("s.redb")).await;
-        ingest(&store, 1).await;
-        assert!(store.record_attempt(succeeded(1)).await.unwrap().is_some());
-        assert_eq!(
-            events_in_the_file(&store),
-            0,
-            "held by the open transaction"
-        );
-
-        switch.fail_log_writes(true);
-        assert!(store.ingest(batch(2, None)).await.is_err());
-        switch.fail_log_writes(false);
-        let mut writable = store.writable();
-        tokio::time::timeout(Duration::from_secs(20), writable.wait_for(|ok| *ok))
-            .await
-            .expect("the probe brings writes back")
-            .unwrap();
-
-        assert_eq!(events_in_the_file(&store), 1, "replayed from the log");
-        let (delivery, attempts) = store.delivery(WS, DeliveryId(1)).await.unwrap().unwrap();
-        assert_eq!(delivery.status, DeliveryStatus::Succeeded);
-        assert_eq!(attempts.len(), 1);
-        assert!(
-            store.event(WS, EventId(2)).await.unwrap().is_none(),
-            "refused"
-        );
-        store.close().await.unwrap();
-    }
-
-    /// Queue rows held back stay right when storage fails while the open
-    /// transaction holds answered writes: the log's replay redoes those
-    /// writes in the table, and the rows held and taken by them stand, so
-    /// no row is lost and none is left for a finished delivery.
-    #[tokio::test]
-    async fn queue_rows_held_back_stay_right_when_the_open_transaction_is_aborted() {
+    async fn answered_writes_and_held_queue_rows_survive_an_aborted_open_transaction() {
         let dir = tempfile::tempdir().unwrap();
         let (store, switch) = store_with_faults(&dir.path().join("s.redb")).await;
         ingest(&store, 1).await;
@@ -1719,18 +1688,23 @@ mod tests {
         ingest(&store, 3).await;
         assert_eq!(queue_in_the_table(&store), Vec::<u128>::new(), "held");
 
-        switch.fail_log_writes(true);
-        assert!(store.ingest(batch(4, None)).await.is_err());
-        switch.fail_log_writes(false);
-        let mut writable = store.writable();
-        tokio::time::timeout(Duration::from_secs(20), writable.wait_for(|ok| *ok))
-            .await
-            .expect("the probe brings writes back")
-            .unwrap();
+        assert_eq!(
+            events_in_the_file(&store),
+            2,
+            "3 is in the open transaction"
+        );
 
+        fail_the_log_for_one_ingest(&store, &switch, 4).await;
+
+        assert_eq!(events_in_the_file(&store), 3, "replayed from the log");
         assert_eq!(queue_in_the_table(&store), [2, 3]);
-        let (delivery, _) = store.delivery(WS, DeliveryId(1)).await.unwrap().unwrap();
+        let (delivery, attempts) = store.delivery(WS, DeliveryId(1)).await.unwrap().unwrap();
         assert_eq!(delivery.status, DeliveryStatus::Succeeded, "replayed");
+        assert_eq!(attempts.len(), 1);
+        assert!(
+            store.event(WS, EventId(4)).await.unwrap().is_none(),
+            "refused"
+        );
         assert!(
             store.event(WS, EventId(3)).await.unwrap().is_some(),
             "replayed"
@@ -1743,27 +1717,12 @@ mod tests {
     /// already answered; those stay, and are made durable on the way.
     #[tokio::test]
     async fn a_logged_job_refused_halfway_leaves_nothing_and_answered_writes_stay() {
-        const PARTIAL: redb::TableDefinition<u64, u64> = redb::TableDefinition::new("partial");
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.redb");
         let store = store(&path).await;
         let writer = store.writer.clone().unwrap();
-        let refuse_halfway = || {
-            let op: crate::store::redb_backend::writer::WriteOp<()> = Box::new(|scope| {
-                scope.txn()?.open_table(PARTIAL)?.insert(1, 1)?;
-                Err(StoreError::Corrupt("refused halfway".into()))
-            });
-            let record = encode_ingest(&super::super::events::PreparedIngest::new(batch(9, None)));
-            writer.write_logged(op, Some(record))
-        };
-        let partial_in_the_file = || {
-            let read = store.slot.get().unwrap().begin_read().unwrap();
-            read.open_table(PARTIAL)
-                .is_ok_and(|table| table.len().unwrap() > 0)
-        };
-
-        assert!(refuse_halfway().await.is_err());
-        assert!(!partial_in_the_file());
+        assert!(refused_halfway(&writer).await.is_err());
+        assert!(!partial_in_the_file(&store));
         ingest(&store, 1).await;
         // Committed (not durably), its queue row still held back.
         assert!(store.event(WS, EventId(1)).await.unwrap().is_some());
@@ -1773,8 +1732,8 @@ mod tests {
             1,
             "2 is in the open transaction"
         );
-        assert!(refuse_halfway().await.is_err());
-        assert!(!partial_in_the_file());
+        assert!(refused_halfway(&writer).await.is_err());
+        assert!(!partial_in_the_file(&store));
         assert!(!writer.holds_unpublished());
         let crashed = tempfile::tempdir().unwrap();
         let copy = crash_image(&path, crashed.path());
@@ -1793,7 +1752,7 @@ mod tests {
             store.event(WS, EventId(3)).await.unwrap().is_some(),
             "read: committed"
         );
-        assert!(!partial_in_the_file(), "nothing of it in any commit");
+        assert!(!partial_in_the_file(&store), "nothing of it in any commit");
         assert!(store.event(WS, EventId(9)).await.unwrap().is_none());
         store.close().await.unwrap();
     }
@@ -1804,7 +1763,6 @@ mod tests {
     /// made durable with every queue row, and nothing of the refused job.
     #[tokio::test]
     async fn a_refused_job_beside_answered_writes_loses_no_queue_row() {
-        const PARTIAL: redb::TableDefinition<u64, u64> = redb::TableDefinition::new("partial");
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.redb");
         let (store, switch) = store_with_faults(&path).await;
@@ -1823,18 +1781,7 @@ mod tests {
             async move { store.ingest(batch(4, None)).await }
         });
         let held = wait_until(|| switch.log_syncs_waiting() == 1).await;
-        let refusing = tokio::spawn({
-            let writer = writer.clone();
-            async move {
-                let op: crate::store::redb_backend::writer::WriteOp<()> = Box::new(|scope| {
-                    scope.txn()?.open_table(PARTIAL)?.insert(1, 1)?;
-                    Err(StoreError::Corrupt("refused halfway".into()))
-                });
-                let record =
-                    encode_ingest(&super::super::events::PreparedIngest::new(batch(9, None)));
-                writer.write_logged(op, Some(record)).await
-            }
-        });
+        let refusing = tokio::spawn(refused_halfway(&writer));
         let queued_1 = wait_until(|| writer.waiting() == 1).await;
         let good = tokio::spawn({
             let store = store.clone();
@@ -1851,13 +1798,43 @@ mod tests {
         let copy = crash_image(&path, crashed.path());
         assert_eq!(rows_without_the_log(&copy).0, 4, "every event is durable");
         assert_eq!(queue_without_the_log(&copy), [1, 2, 3, 4]);
-        let read = store.slot.get().unwrap().begin_read().unwrap();
-        assert!(
-            read.open_table(PARTIAL).is_err(),
-            "nothing of the refused job"
-        );
-        drop(read);
+        assert!(!partial_in_the_file(&store), "nothing of the refused job");
         store.close().await.unwrap();
+    }
+
+    /// The log fails the write of ingest `n` (refused, storage failing),
+    /// then works again: returns once the probe has storage back.
+    async fn fail_the_log_for_one_ingest(store: &RedbStore, switch: &FaultSwitch, n: u128) {
+        switch.fail_log_writes(true);
+        assert!(store.ingest(batch(n, None)).await.is_err());
+        assert!(!store.is_writable());
+        switch.fail_log_writes(false);
+        let mut writable = store.writable();
+        tokio::time::timeout(Duration::from_secs(20), writable.wait_for(|ok| *ok))
+            .await
+            .expect("the probe brings writes back")
+            .unwrap();
+    }
+
+    /// A logged write (carrying an ingest record) that writes a row of
+    /// `PARTIAL`, then fails as a record that does not decode would.
+    fn refused_halfway(writer: &Writer) -> impl Future<Output = Result<(), StoreError>> + use<> {
+        let op: WriteOp<()> = Box::new(|scope| {
+            scope.txn()?.open_table(PARTIAL)?.insert(1, 1)?;
+            Err(StoreError::Corrupt("refused halfway".into()))
+        });
+        let record = encode_ingest(&PreparedIngest::new(batch(9, None)));
+        let writer = writer.clone();
+        async move { writer.write_logged(op, Some(record)).await }
+    }
+
+    const PARTIAL: redb::TableDefinition<u64, u64> = redb::TableDefinition::new("partial");
+
+    /// Whether any commit holds a row of `PARTIAL`.
+    fn partial_in_the_file(store: &RedbStore) -> bool {
+        let read = store.slot.get().unwrap().begin_read().unwrap();
+        read.open_table(PARTIAL)
+            .is_ok_and(|table| table.len().unwrap() > 0)
     }
 
     /// Events committed to the live database so far, read around the writer.
