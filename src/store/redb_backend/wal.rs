@@ -1712,6 +1712,43 @@ mod tests {
         store.close().await.unwrap();
     }
 
+    /// The open transaction is committed once its jobs' log records reach
+    /// `PUBLISH_AFTER_BYTES`, with no reader asking: its changed pages are
+    /// held in memory until then.
+    #[tokio::test]
+    async fn the_open_transaction_is_committed_once_its_records_reach_the_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let roomy_log = StoreOptions {
+            wal: WalOptions {
+                capacity_bytes: 16 * 1024 * 1024,
+                checkpoint_every: Duration::from_secs(600),
+            },
+            ..StoreOptions::default()
+        };
+        let store = store_with(&path, roomy_log).await;
+        let writer = store.writer.clone().unwrap();
+        let payload = vec![b'7'; 200 * 1024];
+        // 25 records of a little over 200 KiB: one commit, after about 21.
+        for n in 1..=25 {
+            let mut big = batch(n, None);
+            big.events[0].payload = payload.clone();
+            store.ingest(big).await.unwrap();
+        }
+        // The commit follows the answer; no reader asks for it.
+        assert!(wait_until(|| events_in_the_file(&store) > 0).await);
+        let committed = events_in_the_file(&store);
+        assert!(
+            (19..=21).contains(&committed),
+            "{committed} events in the commit"
+        );
+        assert!(writer.holds_unpublished(), "the rest are in the next one");
+        let crashed = tempfile::tempdir().unwrap();
+        let copy = crash_image(&path, crashed.path());
+        assert_eq!(rows_without_the_log(&copy).0, 0, "committed without a sync");
+        store.close().await.unwrap();
+    }
+
     /// A logged job refused after it wrote part of its change leaves none
     /// of it, whether the open transaction was empty or held writes
     /// already answered; those stay, and are made durable on the way.

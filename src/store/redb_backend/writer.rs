@@ -10,7 +10,8 @@
 //! callers are answered once the log has synced it. redb then need not
 //! commit each batch: logged batches go into one open write transaction,
 //! committed without a sync when a reader needs to see them, after
-//! `PUBLISH_AFTER_JOBS` jobs, or with the next durable commit; a commit
+//! `PUBLISH_AFTER_JOBS` jobs or `PUBLISH_AFTER_BYTES` of their log
+//! records, or with the next durable commit; a commit
 //! per batch cost about a tenth of the server's work per delivered event
 //! (docs/benchmarks.md, issue 13). While that transaction holds writes
 //! already answered, [`Writer::holds_unpublished`] is true and readers take
@@ -47,10 +48,11 @@ use tokio::sync::{mpsc, oneshot, watch};
 const MAX_BATCH: usize = 4096;
 /// Jobs waiting for the writer before senders wait too (back-pressure).
 const QUEUE_DEPTH: usize = 16 * 1024;
-/// Logged jobs the open transaction takes before it is committed anyway:
-/// bounds the memory its changed pages hold (an ingest job is at most
-/// `limits.max_batch_events` events).
+/// Logged jobs, and bytes of their log records, the open transaction takes
+/// before it is committed anyway: bounds the memory its changed pages hold
+/// (an ingest job may carry up to `limits.max_body_bytes` of events).
 const PUBLISH_AFTER_JOBS: usize = 1024;
+const PUBLISH_AFTER_BYTES: usize = 4 * 1024 * 1024;
 /// The storage probe's backoff after a failure: first wait, then doubling up
 /// to the last.
 const PROBE_FIRST_DELAY: Duration = Duration::from_millis(500);
@@ -330,6 +332,8 @@ struct OpenTxn {
     /// The log's last record number in it.
     through: u64,
     jobs: usize,
+    /// Bytes of the log records of the jobs in it.
+    bytes: usize,
 }
 
 impl Coordinator {
@@ -725,6 +729,7 @@ fn apply_logged(
                 txn,
                 through,
                 jobs: 0,
+                bytes: 0,
             },
             Err(error) => return fail_batch(batch, error.into()),
         },
@@ -772,10 +777,14 @@ fn apply_logged(
     }
     current.through = through;
     current.jobs += batch.len();
+    current.bytes += batch
+        .iter()
+        .map(|job| job.log_record().map_or(0, <[u8]>::len))
+        .sum::<usize>();
     // Before the answers: see `Writer::holds_unpublished`.
     open.unpublished.store(true, Ordering::Release);
     batch.drain(..).for_each(|job| job.complete(Ok(())));
-    let full = current.jobs >= PUBLISH_AFTER_JOBS;
+    let full = current.jobs >= PUBLISH_AFTER_JOBS || current.bytes >= PUBLISH_AFTER_BYTES;
     *open.open = Some(current);
     if full {
         return open.commit(deferred, false);
