@@ -117,6 +117,8 @@ struct WindowStats {
 /// too. Each batch is one request's worth, so this bounds memory and makes
 /// ingest wait (briefly, during a refill) rather than pile up.
 const SCHEDULE_CHANNEL: usize = 256;
+/// Messages of each kind taken after the one a pass woke for.
+const READY_PER_PASS: usize = 256;
 /// A refill runs at least this often: it publishes the backlog metrics and
 /// catches anything a lane missed.
 const PERIODIC_REFILL: Duration = Duration::from_secs(5);
@@ -297,6 +299,9 @@ struct Scheduler {
     tasks: TaskTracker,
     /// First attempts' contexts kept by ingest.
     warm: Arc<WarmContexts>,
+    /// `switchyard_queue_window_entries` and `switchyard_deliveries_in_flight`,
+    /// looked up once: they are set after every message.
+    window_gauges: (metrics::Gauge, metrics::Gauge),
 }
 
 /// When the next refill may and must run.
@@ -361,6 +366,10 @@ impl Scheduler {
             },
             tasks: TaskTracker::new(),
             warm,
+            window_gauges: (
+                metrics::gauge!("switchyard_queue_window_entries"),
+                metrics::gauge!("switchyard_deliveries_in_flight"),
+            ),
         }
     }
 
@@ -403,12 +412,7 @@ impl Scheduler {
             };
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                Some(report) = reports.recv() => match report {
-                    Report::Answered { entry, pause_connection_until } => {
-                        self.answered(entry, pause_connection_until);
-                    }
-                    Report::Finished(done) => self.finish(done),
-                },
+                Some(report) = reports.recv() => self.report(report),
                 Some(entries) = schedule.recv() => {
                     for entry in entries {
                         self.admit(entry);
@@ -418,8 +422,32 @@ impl Scheduler {
                 Some(()) = next_wakeup(&mut wakeups) => self.refill.wanted = true,
                 _ = sleep_for(wake_in) => {}
             }
+            // Whatever else is ready is taken too, so that one pass of
+            // dispatching (and one timer) serves them all.
+            for _ in 0..READY_PER_PASS {
+                match reports.try_recv() {
+                    Ok(report) => self.report(report),
+                    Err(_) => break,
+                }
+            }
+            for _ in 0..READY_PER_PASS {
+                match schedule.try_recv() {
+                    Ok(entries) => entries.into_iter().for_each(|entry| self.admit(entry)),
+                    Err(_) => break,
+                }
+            }
         }
         self.drain().await;
+    }
+
+    fn report(&mut self, report: Report) {
+        match report {
+            Report::Answered {
+                entry,
+                pause_connection_until,
+            } => self.answered(entry, pause_connection_until),
+            Report::Finished(done) => self.finish(done),
+        }
     }
 
     /// Takes `entry` into its lane if the window has room for it, or makes
@@ -957,8 +985,9 @@ impl Scheduler {
     }
 
     fn publish_window_metrics(&self) {
-        metrics::gauge!("switchyard_queue_window_entries").set(self.held as f64);
-        metrics::gauge!("switchyard_deliveries_in_flight").set(self.in_flight as f64);
+        let (window_entries, in_flight) = &self.window_gauges;
+        window_entries.set(self.held as f64);
+        in_flight.set(self.in_flight as f64);
         let stats = &self.stats;
         stats.in_memory.store(self.held, Ordering::Relaxed);
         stats
