@@ -942,7 +942,7 @@ mod tests {
     use crate::store::redb_backend::writer::{WriteOp, Writer};
     use crate::store::{
         AttemptOutcome, IdempotentAnswer, IngestBatch, IngestOutcome, NewWorkspace, NextStep,
-        RedbStore, Store, StoreOptions,
+        RedbStore, Requeue, Store, StoreOptions,
     };
     use redb::ReadableTableMetadata;
     use std::sync::Arc;
@@ -1666,6 +1666,21 @@ mod tests {
         };
         let page = store.events(WS, query).await.unwrap();
         assert_eq!(page.events.len(), 2, "the scan sees the second event");
+
+        // A requeue of every dead delivery scans a snapshot first.
+        let dead = AttemptOutcome {
+            next: NextStep::Dead,
+            ..succeeded(2)
+        };
+        assert!(store.record_attempt(dead).await.unwrap().is_some());
+        assert!(writer.holds_unpublished());
+        let every_dead = Requeue::Matching {
+            status: DeliveryStatus::Dead,
+            since_ms: 0,
+            limit: 10,
+        };
+        let requeued = store.requeue(WS, every_dead, 5_000).await.unwrap();
+        assert_eq!(requeued.len(), 1, "the scan sees the dead delivery");
         store.close().await.unwrap();
     }
 
