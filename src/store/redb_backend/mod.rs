@@ -208,7 +208,7 @@ impl RedbStore {
 /// busy for longer than `QUEUE_SNAPSHOT_WAIT` (a stalled disk) makes the
 /// read fail as unavailable rather than hang or miss them.
 async fn read_snapshot(writer: Option<Writer>) -> Result<Option<ReadTransaction>, StoreError> {
-    let Some(writer) = writer.filter(Writer::holds_unpublished) else {
+    let Some(writer) = writer else {
         return Ok(None);
     };
     tokio::time::timeout(QUEUE_SNAPSHOT_WAIT, writer.read_snapshot())

@@ -554,8 +554,10 @@ impl Wal {
     }
 
     /// After a storage failure the database was opened again, at its last
-    /// durable commit: applies the records acknowledged since, commits them
-    /// durably with every number spent so far, and starts the log over.
+    /// durable commit (or the writer aborted its open transaction, see
+    /// `writer.rs`): applies the records acknowledged since the database's
+    /// last commit, commits them durably with every number spent so far,
+    /// and starts the log over.
     /// Records written by a batch that failed are left out: its callers
     /// were told it failed.
     pub fn recover_after_failure(&mut self, db: &Database) -> Result<(), WalError> {
@@ -959,6 +961,17 @@ mod tests {
         }
     }
 
+    /// A log of `capacity_bytes` that the timer never checkpoints.
+    fn with_log_of(capacity_bytes: u64) -> StoreOptions {
+        StoreOptions {
+            wal: WalOptions {
+                capacity_bytes,
+                checkpoint_every: Duration::from_secs(600),
+            },
+            ..StoreOptions::default()
+        }
+    }
+
     /// A store whose only durable commits are the workspace's creation and
     /// whatever unlogged write a test makes.
     async fn store(path: &Path) -> Arc<RedbStore> {
@@ -1318,13 +1331,7 @@ mod tests {
     async fn a_full_log_makes_the_commit_durable_and_starts_over() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.redb");
-        let small = StoreOptions {
-            wal: WalOptions {
-                capacity_bytes: HEADER_BYTES + 600,
-                checkpoint_every: Duration::from_secs(600),
-            },
-            ..StoreOptions::default()
-        };
+        let small = with_log_of(HEADER_BYTES + 600);
         let store = store_with(&path, small).await;
         for n in 1..=10 {
             ingest(&store, n).await;
@@ -1474,13 +1481,7 @@ mod tests {
     async fn a_log_longer_than_one_recovery_transaction_comes_back_whole() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.redb");
-        let big = StoreOptions {
-            wal: WalOptions {
-                capacity_bytes: 32 * 1024 * 1024,
-                checkpoint_every: Duration::from_secs(600),
-            },
-            ..StoreOptions::default()
-        };
+        let big = with_log_of(32 * 1024 * 1024);
         let store = store_with(&path, big).await;
         // 16 records of about 600 KB: two recovery transactions.
         for round in 0..16u128 {
@@ -1734,13 +1735,7 @@ mod tests {
     async fn the_open_transaction_is_committed_once_its_records_reach_the_bound() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.redb");
-        let roomy_log = StoreOptions {
-            wal: WalOptions {
-                capacity_bytes: 16 * 1024 * 1024,
-                checkpoint_every: Duration::from_secs(600),
-            },
-            ..StoreOptions::default()
-        };
+        let roomy_log = with_log_of(16 * 1024 * 1024);
         let store = store_with(&path, roomy_log).await;
         let writer = store.writer.clone().unwrap();
         let payload = vec![b'7'; 200 * 1024];

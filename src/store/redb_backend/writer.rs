@@ -115,8 +115,10 @@ impl Writer {
             deferred: defers_queue_rows
                 .then(|| RefCell::new(DeferredRows::new(deferred::DEFAULT_LIMIT))),
             wal,
-            open: None,
-            unpublished: unpublished.clone(),
+            open: OpenSlot {
+                txn: None,
+                unpublished: unpublished.clone(),
+            },
         };
         let handle = std::thread::Builder::new()
             .name("switchyard-writer".into())
@@ -321,8 +323,13 @@ struct Coordinator {
     deferred: Option<RefCell<DeferredRows>>,
     wal: Option<Wal>,
     /// Logged batches applied and answered, not committed yet (log on).
-    /// `None` while storage is failing.
-    open: Option<OpenTxn>,
+    open: OpenSlot,
+}
+
+/// The open transaction, and the flag readers check
+/// ([`Writer::holds_unpublished`]). Empty while storage is failing.
+struct OpenSlot {
+    txn: Option<OpenTxn>,
     unpublished: Arc<AtomicBool>,
 }
 
@@ -419,10 +426,7 @@ impl Coordinator {
             Err(error) => return fail_all(batch, &error),
         };
         let deferred = self.deferred.as_ref();
-        let open = Published {
-            open: &mut self.open,
-            unpublished: &self.unpublished,
-        };
+        let open = &mut self.open;
         if let Err(failure) = commit_batch(&db, batch, self.wal.as_mut(), deferred, open, flush) {
             drop(db);
             self.abandon_open();
@@ -443,7 +447,7 @@ impl Coordinator {
             return;
         }
         // The open transaction, if any, is the one made durable.
-        let open = self.open.take();
+        let open = self.open.txn.take();
         let committed = self.slot.get().and_then(|db| {
             let mut txn = match open {
                 Some(open) => open.txn,
@@ -459,7 +463,7 @@ impl Coordinator {
         match committed {
             Ok(()) => {
                 wal.checkpointed();
-                self.unpublished.store(false, Ordering::Release);
+                self.open.published();
             }
             Err(error) => self.storage_failed(&error),
         }
@@ -473,17 +477,14 @@ impl Coordinator {
             return;
         }
         let deferred = self.deferred.as_ref();
-        let open = Published {
-            open: &mut self.open,
-            unpublished: &self.unpublished,
-        };
-        let committed = match open.open.is_some() {
-            true => open.commit(deferred, queue_rows),
-            false if queue_rows => self
-                .slot
+        let committed = if self.open.txn.is_some() {
+            self.open.commit(deferred, queue_rows)
+        } else if queue_rows {
+            self.slot
                 .get()
-                .and_then(|db| write_held_rows(&db, deferred, Durability::None)),
-            false => Ok(()),
+                .and_then(|db| write_held_rows(&db, deferred, Durability::None))
+        } else {
+            Ok(())
         };
         if let Err(error) = committed {
             self.storage_failed(&error);
@@ -494,7 +495,7 @@ impl Coordinator {
     /// held were answered and come back from the log when storage is
     /// reopened (or at the next start).
     fn abandon_open(&mut self) {
-        if let Some(open) = self.open.take() {
+        if let Some(open) = self.open.txn.take() {
             if let Err(error) = open.txn.abort() {
                 tracing::warn!(%error, "aborting the open write transaction");
             }
@@ -537,7 +538,7 @@ impl Coordinator {
             Ok(()) => {
                 tracing::info!("storage accepts writes again");
                 // The log's replay committed everything answered so far.
-                self.unpublished.store(false, Ordering::Release);
+                self.open.published();
                 self.health.send_replace(true);
                 metrics::gauge!("switchyard_storage_writable").set(1.0);
                 Ok(())
@@ -606,25 +607,19 @@ fn spawn_checkpoint_timer(
     Ok(())
 }
 
-/// The coordinator's open transaction and the flag readers check.
-struct Published<'a> {
-    open: &'a mut Option<OpenTxn>,
-    unpublished: &'a AtomicBool,
-}
-
-impl Published<'_> {
+impl OpenSlot {
     /// Commits the open transaction, if any, without a sync (with the
     /// queue rows held back when `queue_rows` asks). On failure it is gone
     /// all the same: what it held comes back from the log once storage is
     /// reopened.
     fn commit(
-        self,
+        &mut self,
         deferred: Option<&RefCell<DeferredRows>>,
         queue_rows: bool,
     ) -> Result<(), StoreError> {
         let Some(OpenTxn {
             mut txn, through, ..
-        }) = self.open.take()
+        }) = self.txn.take()
         else {
             return Ok(());
         };
@@ -641,9 +636,20 @@ impl Published<'_> {
         metrics::histogram!("switchyard_commit_seconds", "durability" => "none")
             .record(started.elapsed().as_secs_f64());
         if committed.is_ok() {
-            self.unpublished.store(false, Ordering::Release);
+            self.published();
         }
         committed
+    }
+
+    /// Every write answered so far is in a commit.
+    fn published(&self) {
+        self.unpublished.store(false, Ordering::Release);
+    }
+
+    /// Writes are about to be answered that only the open transaction
+    /// holds. Before the answers: see `Writer::holds_unpublished`.
+    fn unpublished(&self) {
+        self.unpublished.store(true, Ordering::Release);
     }
 }
 
@@ -663,7 +669,7 @@ fn commit_batch(
     batch: &mut Vec<Box<dyn Job>>,
     mut wal: Option<&mut Wal>,
     deferred: Option<&RefCell<DeferredRows>>,
-    open: Published<'_>,
+    open: &mut OpenSlot,
     flush: bool,
 ) -> Result<(), StoreError> {
     // The log's write and sync start first and run while the batch is
@@ -720,9 +726,9 @@ fn apply_logged(
     wal: &mut Wal,
     through: u64,
     deferred: Option<&RefCell<DeferredRows>>,
-    open: Published<'_>,
+    open: &mut OpenSlot,
 ) -> Result<(), StoreError> {
-    let mut current = match open.open.take() {
+    let mut current = match open.txn.take() {
         Some(current) => current,
         None => match db.begin_write() {
             Ok(txn) => OpenTxn {
@@ -764,7 +770,7 @@ fn apply_logged(
             // The log starts over: the rows held back for events a commit
             // already held have nothing left to come back from.
             write_held_rows(db, deferred, Durability::Immediate)?;
-            open.unpublished.store(false, Ordering::Release);
+            open.published();
         }
         // Durable, with every number the log spent so far: the refused
         // job's record (and any part of its change) is never applied again.
@@ -781,11 +787,10 @@ fn apply_logged(
         .iter()
         .map(|job| job.log_record().map_or(0, <[u8]>::len))
         .sum::<usize>();
-    // Before the answers: see `Writer::holds_unpublished`.
-    open.unpublished.store(true, Ordering::Release);
+    open.unpublished();
     batch.drain(..).for_each(|job| job.complete(Ok(())));
     let full = current.jobs >= PUBLISH_AFTER_JOBS || current.bytes >= PUBLISH_AFTER_BYTES;
-    *open.open = Some(current);
+    open.txn = Some(current);
     if full {
         return open.commit(deferred, false);
     }
