@@ -121,6 +121,10 @@ pub struct StorageConfig {
     /// Longest time, in ms, between two durable redb commits while writes
     /// come in; until then a write is durable in the log.
     pub wal_checkpoint_ms: u64,
+    /// Least time, in µs, between the starts of two groups of logged
+    /// writes (group pacing, redb with its log only); 0, the default,
+    /// turns it off.
+    pub wal_group_wait_us: u64,
     pub postgres: PostgresConfig,
 }
 
@@ -631,6 +635,12 @@ impl Config {
         if !(10..=60_000).contains(&self.storage.wal_checkpoint_ms) {
             return invalid("storage.wal_checkpoint_ms", "must be between 10 and 60000");
         }
+        if self.storage.wal_group_wait_us > 10_000 {
+            return invalid(
+                "storage.wal_group_wait_us",
+                "must be at most 10000 (0 turns pacing off)",
+            );
+        }
         if self.storage.backend == StorageBackend::Postgres {
             match &self.storage.postgres.url {
                 Some(url) if !url.expose().trim().is_empty() => {}
@@ -714,7 +724,21 @@ mod tests {
         off.storage.wal_mb = 0;
         off.validate().unwrap();
         let defaults = Config::defaults().unwrap().storage;
-        assert_eq!((defaults.wal_mb, defaults.wal_checkpoint_ms), (64, 1000));
+        assert_eq!(
+            refused(|c| c.storage.wal_group_wait_us = 10_001),
+            "storage.wal_group_wait_us"
+        );
+        let mut most = Config::defaults().unwrap();
+        most.storage.wal_group_wait_us = 10_000;
+        most.validate().unwrap();
+        assert_eq!(
+            (
+                defaults.wal_mb,
+                defaults.wal_checkpoint_ms,
+                defaults.wal_group_wait_us
+            ),
+            (64, 1000, 0)
+        );
     }
 
     #[test]

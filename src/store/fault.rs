@@ -33,6 +33,8 @@ struct Switches {
 struct HeldSyncs {
     held: bool,
     waiting: usize,
+    /// Syncs that reached the hold point so far, held or not.
+    reached: usize,
 }
 
 impl FaultSwitch {
@@ -67,6 +69,11 @@ impl FaultSwitch {
         lock(&self.0.syncs).waiting
     }
 
+    /// The write-ahead log's syncs of a batch so far: one per group.
+    pub fn log_syncs(&self) -> usize {
+        lock(&self.0.syncs).reached
+    }
+
     /// While held, every sync of the database file (a durable commit's)
     /// waits just before its `fdatasync` until released.
     pub fn hold_database_syncs(&self, held: bool) {
@@ -86,6 +93,7 @@ impl FaultSwitch {
 
     fn wait_while_held(&self, which: &Mutex<HeldSyncs>) {
         let mut syncs = lock(which);
+        syncs.reached += 1;
         syncs.waiting += 1;
         while syncs.held {
             syncs = self

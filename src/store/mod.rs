@@ -102,7 +102,7 @@ pub struct StoreOptions {
     /// `None` in production.
     pub faults: Option<FaultSwitch>,
     /// The write-ahead log in front of redb's commits (`storage.wal_mb`,
-    /// `storage.wal_checkpoint_ms`).
+    /// `storage.wal_checkpoint_ms`, `storage.wal_group_wait_us`).
     pub wal: WalOptions,
 }
 
@@ -114,6 +114,7 @@ impl StoreOptions {
             wal: WalOptions {
                 capacity_bytes: storage.wal_mb.saturating_mul(1024 * 1024),
                 checkpoint_every: std::time::Duration::from_millis(storage.wal_checkpoint_ms),
+                group_wait: std::time::Duration::from_micros(storage.wal_group_wait_us),
             },
         }
     }

@@ -61,6 +61,9 @@ pub struct WalOptions {
     pub capacity_bytes: u64,
     /// Longest time between two durable commits while writes come in.
     pub checkpoint_every: Duration,
+    /// Least time between the starts of two groups of logged writes (the
+    /// writer's group pacing, `writer.rs`); zero turns it off.
+    pub group_wait: Duration,
 }
 
 impl Default for WalOptions {
@@ -68,6 +71,7 @@ impl Default for WalOptions {
         Self {
             capacity_bytes: 64 * 1024 * 1024,
             checkpoint_every: Duration::from_secs(1),
+            group_wait: Duration::ZERO,
         }
     }
 }
@@ -303,6 +307,10 @@ impl Wal {
 
     pub fn checkpoint_every(&self) -> Duration {
         self.options.checkpoint_every
+    }
+
+    pub fn group_wait(&self) -> Duration {
+        self.options.group_wait
     }
 
     /// Applies what the log holds that the database does not, and moves the
@@ -956,6 +964,7 @@ mod tests {
             wal: WalOptions {
                 capacity_bytes: 1024 * 1024,
                 checkpoint_every,
+                ..WalOptions::default()
             },
             ..StoreOptions::default()
         }
@@ -967,6 +976,7 @@ mod tests {
             wal: WalOptions {
                 capacity_bytes,
                 checkpoint_every: Duration::from_secs(600),
+                ..WalOptions::default()
             },
             ..StoreOptions::default()
         }
@@ -1756,6 +1766,52 @@ mod tests {
         let crashed = tempfile::tempdir().unwrap();
         let copy = crash_image(&path, crashed.path());
         assert_eq!(rows_without_the_log(&copy).0, 0, "committed without a sync");
+        store.close().await.unwrap();
+    }
+
+    /// Group pacing (`storage.wal_group_wait_us`): a group of logged
+    /// writes starts no sooner than the wait after the previous one, and
+    /// takes every write that arrived meanwhile in one log sync.
+    #[tokio::test]
+    async fn paced_groups_start_a_wait_apart_and_take_what_arrived_meanwhile() {
+        const WAIT: Duration = Duration::from_millis(200);
+        let dir = tempfile::tempdir().unwrap();
+        let switch = FaultSwitch::new();
+        let paced = StoreOptions {
+            faults: Some(switch.clone()),
+            wal: WalOptions {
+                group_wait: WAIT,
+                ..with_log_of(1024 * 1024).wal
+            },
+            ..StoreOptions::default()
+        };
+        let store = store_with(&dir.path().join("s.redb"), paced).await;
+
+        // One write at a time: the second group waits for the first one's
+        // start plus the wait.
+        let started = Instant::now();
+        ingest(&store, 1).await;
+        ingest(&store, 2).await;
+        assert!(started.elapsed() >= WAIT, "{:?}", started.elapsed());
+
+        // Writes sent one by one while the next group waits go out in one
+        // sync (without pacing, each would find the writer idle).
+        let syncs_before = switch.log_syncs();
+        let mut writes = Vec::new();
+        for n in 3..=6 {
+            let store = store.clone();
+            writes.push(tokio::spawn(async move { ingest(&store, n).await }));
+            tokio::time::sleep(WAIT / 10).await;
+        }
+        for write in writes {
+            write.await.unwrap();
+        }
+        assert_eq!(switch.log_syncs() - syncs_before, 1);
+        assert_eq!(
+            WalOptions::default().group_wait,
+            Duration::ZERO,
+            "off by default"
+        );
         store.close().await.unwrap();
     }
 

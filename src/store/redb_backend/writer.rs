@@ -41,7 +41,7 @@ use std::cell::RefCell;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
 
 /// Most jobs folded into one transaction; bounds commit latency.
@@ -346,48 +346,35 @@ struct OpenTxn {
 impl Coordinator {
     fn run(mut self, mut receiver: mpsc::Receiver<Message>) {
         metrics::gauge!("switchyard_storage_writable").set(1.0);
-        let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
-        let mut probes = Vec::new();
-        let mut snapshots = Vec::new();
+        let mut inbox = Inbox::default();
+        let mut pacing = self
+            .wal
+            .as_ref()
+            .and_then(|wal| GroupPacing::new(wal.group_wait()));
         while let Some(first) = receiver.blocking_recv() {
-            let mut next = Some(first);
-            let mut checkpoint = false;
-            let mut queue_rows = false;
-            while let Some(message) = next.take() {
-                match message {
-                    Message::Job(job) => batch.push(job),
-                    Message::Probe(reply) => probes.push(reply),
-                    Message::Checkpoint => checkpoint = true,
-                    Message::Snapshot {
-                        queue_rows: wanted,
-                        reply,
-                    } => {
-                        queue_rows |= wanted;
-                        snapshots.push(reply);
-                    }
-                    // What is queued already is still received; the loop
-                    // ends once it has been.
-                    Message::Close => receiver.close(),
-                }
-                if batch.len() < MAX_BATCH {
-                    next = receiver.try_recv().ok();
-                }
+            inbox.take(first, &mut receiver);
+            inbox.take_waiting(&mut receiver);
+            // Jobs queued before storage failed fail at once.
+            if let Some(pacing) = pacing.as_mut().filter(|_| *self.health.borrow()) {
+                pacing.gather(&mut inbox, &mut receiver);
             }
-            if !batch.is_empty() {
-                metrics_batch_size(batch.len());
-                self.commit(&mut batch, queue_rows);
-            } else if checkpoint {
+            if !inbox.batch.is_empty() {
+                metrics_batch_size(inbox.batch.len());
+                self.commit(&mut inbox.batch, inbox.queue_rows);
+            } else if inbox.checkpoint {
                 self.checkpoint();
             }
-            if !snapshots.is_empty() {
-                self.publish(queue_rows);
-                for reply in snapshots.drain(..) {
+            if !inbox.snapshots.is_empty() {
+                self.publish(inbox.queue_rows);
+                for reply in inbox.snapshots.drain(..) {
                     let _ = reply.send(self.snapshot());
                 }
             }
-            for reply in probes.drain(..) {
+            for reply in inbox.probes.drain(..) {
                 let _ = reply.send(self.probe());
             }
+            inbox.checkpoint = false;
+            inbox.queue_rows = false;
         }
         // Closing: what only the log holds goes into redb, so the file is
         // complete on its own.
@@ -605,6 +592,113 @@ fn spawn_checkpoint_timer(
             }
         })?;
     Ok(())
+}
+
+/// What one turn of the coordinator took from its channel.
+#[derive(Default)]
+struct Inbox {
+    batch: Vec<Box<dyn Job>>,
+    probes: Vec<oneshot::Sender<Result<(), StoreError>>>,
+    snapshots: Vec<oneshot::Sender<Option<ReadTransaction>>>,
+    checkpoint: bool,
+    /// A reader of the queue table waits: write the rows held back.
+    queue_rows: bool,
+    /// Close was received: no later turn waits (`GroupPacing`).
+    closing: bool,
+}
+
+impl Inbox {
+    fn take(&mut self, message: Message, receiver: &mut mpsc::Receiver<Message>) {
+        match message {
+            Message::Job(job) => self.batch.push(job),
+            Message::Probe(reply) => self.probes.push(reply),
+            Message::Checkpoint => self.checkpoint = true,
+            Message::Snapshot { queue_rows, reply } => {
+                self.queue_rows |= queue_rows;
+                self.snapshots.push(reply);
+            }
+            // What is queued already is still received; the loop ends
+            // once it has been.
+            Message::Close => {
+                self.closing = true;
+                receiver.close();
+            }
+        }
+    }
+
+    /// Takes what is queued already, up to a full batch.
+    fn take_waiting(&mut self, receiver: &mut mpsc::Receiver<Message>) {
+        while self.batch.len() < MAX_BATCH {
+            let Ok(message) = receiver.try_recv() else {
+                break;
+            };
+            self.take(message, receiver);
+        }
+    }
+
+    /// Nothing but jobs the log carries, and room for more: the turn may
+    /// wait for more of them (`GroupPacing`).
+    fn only_logged_jobs(&self) -> bool {
+        !self.batch.is_empty()
+            && self.batch.len() < MAX_BATCH
+            && self.batch.iter().all(|job| job.log_record().is_some())
+            && self.probes.is_empty()
+            && self.snapshots.is_empty()
+            && !self.checkpoint
+            && !self.closing
+    }
+}
+
+/// Group pacing (`storage.wal_group_wait_us`, off by default): a group of
+/// logged writes starts no sooner than `group_wait` after the previous one
+/// started, and takes what arrived meanwhile. Under concurrent load a log
+/// sync per small group costs more CPU than the writes themselves (about
+/// 25 µs of kernel time per sync on the reference VM, plus a wake-up of
+/// this thread and the log's), so fewer, bigger groups leave more CPU for
+/// the rest (docs/benchmarks.md, issue 13, tenth sitting). The price is up
+/// to `group_wait` more latency per write; a client that sends one write
+/// at a time gets at most one per `group_wait`. Only a turn of nothing but
+/// logged jobs waits, in slices of at most `GATHER_SLICE`: a reader, a
+/// probe, a checkpoint, another write or closing that arrives meanwhile
+/// ends the wait at the next slice.
+struct GroupPacing {
+    group_wait: Duration,
+    last_start: Instant,
+}
+
+/// The longest a message that may not wait (a reader's) waits behind a
+/// pacing turn.
+const GATHER_SLICE: Duration = Duration::from_micros(250);
+
+impl GroupPacing {
+    /// `None` when pacing is off.
+    fn new(group_wait: Duration) -> Option<Self> {
+        (!group_wait.is_zero()).then(|| Self {
+            group_wait,
+            // The first group need not wait.
+            last_start: Instant::now()
+                .checked_sub(group_wait)
+                .unwrap_or_else(Instant::now),
+        })
+    }
+
+    /// Waits out the rest of the gap since the previous group started,
+    /// taking what arrives meanwhile, then notes this group's start.
+    fn gather(&mut self, inbox: &mut Inbox, receiver: &mut mpsc::Receiver<Message>) {
+        if inbox.batch.is_empty() {
+            return;
+        }
+        let until = self.last_start + self.group_wait;
+        while inbox.only_logged_jobs() {
+            let now = Instant::now();
+            if now >= until {
+                break;
+            }
+            std::thread::sleep(GATHER_SLICE.min(until - now));
+            inbox.take_waiting(receiver);
+        }
+        self.last_start = Instant::now();
+    }
 }
 
 impl OpenSlot {
