@@ -1807,12 +1807,51 @@ mod tests {
             write.await.unwrap();
         }
         assert_eq!(switch.log_syncs() - syncs_before, 1);
-        assert_eq!(
-            WalOptions::default().group_wait,
-            Duration::ZERO,
-            "off by default"
-        );
         store.close().await.unwrap();
+    }
+
+    /// A paced wait never holds up what may not wait: a reader, a write the
+    /// log does not carry, closing. With a 30 s wait, each ends it.
+    #[tokio::test]
+    async fn a_reader_an_unlogged_write_or_closing_ends_a_paced_wait() {
+        const WAIT: Duration = Duration::from_secs(30);
+        let dir = tempfile::tempdir().unwrap();
+        let paced = StoreOptions {
+            wal: WalOptions {
+                group_wait: WAIT,
+                ..with_log_of(1024 * 1024).wal
+            },
+            ..StoreOptions::default()
+        };
+        let store = store_with(&dir.path().join("s.redb"), paced).await;
+        let started = Instant::now();
+        ingest(&store, 1).await; // the first group does not wait
+        let waiting = |n| {
+            let store = store.clone();
+            tokio::spawn(async move { ingest(&store, n).await })
+        };
+        // Each ingest below waits for company until the next step ends its
+        // wait; the pause lets the writer take it first.
+        let pause = Duration::from_millis(100);
+
+        let write = waiting(2);
+        tokio::time::sleep(pause).await;
+        assert!(store.event(WS, EventId(1)).await.unwrap().is_some());
+        write.await.unwrap();
+
+        let write = waiting(3);
+        tokio::time::sleep(pause).await;
+        store
+            .create_workspace(NewWorkspace::for_tests(WorkspaceId(2), "other"))
+            .await
+            .unwrap();
+        write.await.unwrap();
+
+        let write = waiting(4);
+        tokio::time::sleep(pause).await;
+        store.close().await.unwrap();
+        write.await.unwrap();
+        assert!(started.elapsed() < WAIT, "{:?}", started.elapsed());
     }
 
     /// A logged job refused after it wrote part of its change leaves none

@@ -346,7 +346,10 @@ struct OpenTxn {
 impl Coordinator {
     fn run(mut self, mut receiver: mpsc::Receiver<Message>) {
         metrics::gauge!("switchyard_storage_writable").set(1.0);
-        let mut inbox = Inbox::default();
+        let mut inbox = Inbox {
+            batch: Vec::with_capacity(MAX_BATCH),
+            ..Inbox::default()
+        };
         let mut pacing = self
             .wal
             .as_ref()
@@ -354,7 +357,7 @@ impl Coordinator {
         while let Some(first) = receiver.blocking_recv() {
             inbox.take(first, &mut receiver);
             inbox.take_waiting(&mut receiver);
-            // Jobs queued before storage failed fail at once.
+            // No pacing while storage is failing: queued jobs fail at once.
             if let Some(pacing) = pacing.as_mut().filter(|_| *self.health.borrow()) {
                 pacing.gather(&mut inbox, &mut receiver);
             }
@@ -636,15 +639,18 @@ impl Inbox {
         }
     }
 
+    /// Jobs, every one of which the log carries: a group with a log sync.
+    fn is_logged_group(&self) -> bool {
+        !self.batch.is_empty() && self.batch.iter().all(|job| job.log_record().is_some())
+    }
+
     /// Nothing but jobs the log carries, and room for more: the turn may
     /// wait for more of them (`GroupPacing`).
     fn only_logged_jobs(&self) -> bool {
-        !self.batch.is_empty()
+        self.is_logged_group()
             && self.batch.len() < MAX_BATCH
-            && self.batch.iter().all(|job| job.log_record().is_some())
             && self.probes.is_empty()
             && self.snapshots.is_empty()
-            && !self.checkpoint
             && !self.closing
     }
 }
@@ -659,15 +665,17 @@ impl Inbox {
 /// to `group_wait` more latency per write; a client that sends one write
 /// at a time gets at most one per `group_wait`. Only a turn of nothing but
 /// logged jobs waits, in slices of at most `GATHER_SLICE`: a reader, a
-/// probe, a checkpoint, another write or closing that arrives meanwhile
-/// ends the wait at the next slice.
+/// probe, a write the log does not carry or closing that arrives meanwhile
+/// ends the wait at the next slice (a logged write joins the group; the
+/// checkpoint timer's message does not end it, as a group that holds jobs
+/// checkpoints when one is due anyway, `Wal::begin`).
 struct GroupPacing {
     group_wait: Duration,
     last_start: Instant,
 }
 
-/// The longest a message that may not wait (a reader's) waits behind a
-/// pacing turn.
+/// How much longer a message that may not wait (a reader's) waits
+/// behind a pacing turn, at most.
 const GATHER_SLICE: Duration = Duration::from_micros(250);
 
 impl GroupPacing {
@@ -682,10 +690,12 @@ impl GroupPacing {
         })
     }
 
-    /// Waits out the rest of the gap since the previous group started,
-    /// taking what arrives meanwhile, then notes this group's start.
+    /// Waits out the rest of the gap since the previous logged group
+    /// started, taking what arrives meanwhile, then notes this group's
+    /// start. A turn without one (no jobs, or one the log does not carry)
+    /// neither waits nor counts.
     fn gather(&mut self, inbox: &mut Inbox, receiver: &mut mpsc::Receiver<Message>) {
-        if inbox.batch.is_empty() {
+        if !inbox.is_logged_group() {
             return;
         }
         let until = self.last_start + self.group_wait;
