@@ -19,7 +19,10 @@
 //! log and a timer (`Message::Checkpoint`) make the commit durable again.
 //! New deliveries' queue rows are held back until needed (`deferred.rs`):
 //! a reader of the queue reads a snapshot the coordinator takes once it
-//! has written them ([`Writer::queue_snapshot`]).
+//! has written them ([`Writer::queue_snapshot`]). With group pacing on
+//! (`storage.wal_group_wait_us`, off by default) a logged group waits
+//! for company until that long after the previous one started
+//! (`GroupPacing`).
 //!
 //! When a commit fails with an I/O error (disk full, EIO), every job of its
 //! batch is answered with an error and nothing of it counts as stored
@@ -727,7 +730,7 @@ impl OpenSlot {
         else {
             return Ok(());
         };
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         let committed = (|| {
             if queue_rows {
                 flush_deferred(&txn, deferred)?;
@@ -967,7 +970,7 @@ fn apply_and_commit(
             }
             None => Ok(()),
         };
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         let committed = marked.and_then(|()| Ok(txn.commit()?));
         settle(deferred, committed.is_ok());
         metrics::histogram!(
