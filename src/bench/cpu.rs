@@ -1,10 +1,11 @@
 //! Where the CPU went during a phase, from Linux's `/proc`: each process
-//! of the benchmark, everything else on the machine, and idle time. On
-//! other systems every reading is `None` and nothing is printed. Both files
-//! count in the same clock ticks (`USER_HZ`), so only ratios are used.
+//! of the benchmark, everything else on the machine, the time the
+//! hypervisor gave this VM's CPUs to other guests (steal), and idle time.
+//! On other systems every reading is `None` and nothing is printed. Both
+//! files count in the same clock ticks (`USER_HZ`), so only ratios are used.
 
-/// Cores used by processes outside the benchmark above which a phase's
-/// figures are flagged.
+/// Cores used by processes outside the benchmark, or stolen by the
+/// hypervisor, above which a phase's figures are flagged.
 const DISTURBED_CORES: f64 = 0.15;
 
 /// The processes to account for, by label.
@@ -14,9 +15,20 @@ pub(super) struct CpuMeter {
 
 /// Cumulative ticks at one instant.
 pub(super) struct CpuSnapshot {
-    /// Busy and total ticks of the whole machine, all CPUs.
-    machine: (u64, u64),
+    machine: MachineTicks,
     processes: Vec<Option<u64>>,
+}
+
+/// Ticks of the whole machine, all CPUs, from the first line of
+/// `/proc/stat`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct MachineTicks {
+    /// Running this guest's processes and kernel.
+    busy: u64,
+    /// Waiting while the hypervisor ran something else on the CPU: on a
+    /// shared VM, a phase with steal ran on slower, colder CPUs.
+    steal: u64,
+    total: u64,
 }
 
 impl CpuMeter {
@@ -45,19 +57,20 @@ impl CpuMeter {
         let start = start.as_ref()?;
         let end = self.snapshot()?;
         let index = self.processes.iter().position(|(name, _)| *name == label)?;
-        let total = end.machine.1.checked_sub(start.machine.1)? as f64;
+        let total = end.machine.total.checked_sub(start.machine.total)? as f64;
         let cores = std::thread::available_parallelism().map_or(1, usize::from) as f64;
         let used = end.processes[index]?.checked_sub(start.processes[index]?)? as f64;
         (total > 0.0).then(|| used / (total / cores))
     }
 
-    /// `CPU, cores of 2: server 1.20, receiver 0.30, …, idle 0.10`, or
-    /// `None` without readings.
+    /// `CPU, cores of 2: server 1.20, receiver 0.30, …, steal 0.00,
+    /// idle 0.10`, or `None` without readings.
     pub fn report(&self, start: &Option<CpuSnapshot>) -> Option<String> {
         let start = start.as_ref()?;
         let end = self.snapshot()?;
-        let busy = end.machine.0.checked_sub(start.machine.0)? as f64;
-        let total = end.machine.1.checked_sub(start.machine.1)? as f64;
+        let busy = end.machine.busy.checked_sub(start.machine.busy)? as f64;
+        let steal = end.machine.steal.checked_sub(start.machine.steal)? as f64;
+        let total = end.machine.total.checked_sub(start.machine.total)? as f64;
         let cores = std::thread::available_parallelism().map_or(1, usize::from) as f64;
         if total <= 0.0 {
             return None;
@@ -78,31 +91,52 @@ impl CpuMeter {
             }
         }
         let other = ((busy - accounted) / per_core).max(0.0);
+        let stolen = steal / per_core;
         parts.push(format!("other processes {other:.2}"));
-        parts.push(format!("idle {:.2}", (total - busy) / per_core));
+        parts.push(format!("steal {stolen:.2}"));
+        parts.push(format!(
+            "idle {:.2}",
+            (total - busy - steal).max(0.0) / per_core
+        ));
         let mut line = format!("CPU, cores of {cores}: {}", parts.join(", "));
         if other > DISTURBED_CORES {
             line.push_str("\n  warning: other processes took CPU during this phase; its figures are disturbed");
+        }
+        if stolen > DISTURBED_CORES {
+            line.push_str("\n  warning: the hypervisor gave this VM's CPUs to other guests during this phase (steal); its figures are disturbed");
         }
         Some(line)
     }
 }
 
-/// (busy, total) from the first line of `/proc/stat`.
-fn machine_ticks() -> Option<(u64, u64)> {
+fn machine_ticks() -> Option<MachineTicks> {
     let text = std::fs::read_to_string("/proc/stat").ok()?;
-    let fields: Vec<u64> = text
-        .lines()
-        .next()?
+    parse_machine_ticks(text.lines().next()?)
+}
+
+/// The `cpu` line of `/proc/stat`: user nice system idle iowait irq
+/// softirq steal [guest guest_nice]. Guest time is counted in user
+/// already; kernels before 2.6.11 have no steal field.
+fn parse_machine_ticks(line: &str) -> Option<MachineTicks> {
+    let fields: Vec<u64> = line
         .strip_prefix("cpu ")?
         .split_whitespace()
         .map(|field| field.parse().ok())
         .collect::<Option<_>>()?;
-    // user nice system idle iowait irq softirq steal [guest guest_nice]:
-    // guest time is already counted in user.
-    let total: u64 = fields.iter().take(8).sum();
-    let idle = fields.get(3)? + fields.get(4).copied().unwrap_or(0);
-    Some((total.saturating_sub(idle), total))
+    let field = |index: usize| fields.get(index).copied().unwrap_or(0);
+    // user, nice, system and idle are there on every kernel.
+    fields.get(3)?;
+    let steal = field(7);
+    let idle = field(3).checked_add(field(4))?;
+    let total = fields
+        .iter()
+        .take(8)
+        .try_fold(0u64, |sum, &ticks| sum.checked_add(ticks))?;
+    Some(MachineTicks {
+        busy: total.checked_sub(idle)?.checked_sub(steal)?,
+        steal,
+        total,
+    })
 }
 
 /// utime + stime of all threads of `pid` from `/proc/{pid}/stat`.
@@ -125,8 +159,46 @@ mod tests {
         if !cfg!(target_os = "linux") {
             return;
         }
-        let (busy, total) = machine_ticks().unwrap();
-        assert!(busy <= total);
+        let machine = machine_ticks().unwrap();
+        assert!(machine.busy + machine.steal <= machine.total);
         assert!(process_ticks(std::process::id()).is_some());
+    }
+
+    #[test]
+    fn steal_is_counted_apart_from_busy_and_idle() {
+        // user nice system idle iowait irq softirq steal guest guest_nice
+        let line = "cpu  100 5 40 800 20 3 2 30 7 0";
+        assert_eq!(
+            parse_machine_ticks(line),
+            Some(MachineTicks {
+                busy: 150,
+                steal: 30,
+                total: 1000,
+            })
+        );
+    }
+
+    #[test]
+    fn older_kernels_without_steal_and_lines_that_are_not_the_cpu_line() {
+        assert_eq!(
+            parse_machine_ticks("cpu  10 0 5 85"),
+            Some(MachineTicks {
+                busy: 15,
+                steal: 0,
+                total: 100,
+            })
+        );
+        for line in [
+            "",
+            "cpu ",
+            "cpu  1 2 3",
+            "cpu0 10 0 5 85 0 0 0 0",
+            "intr 12345",
+            "cpu  10 0 five 85",
+            "cpu  -1 0 5 85",
+            "cpu  18446744073709551615 1 0 0 0 0 0 0",
+        ] {
+            assert_eq!(parse_machine_ticks(line), None, "{line:?}");
+        }
     }
 }

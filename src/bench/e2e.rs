@@ -259,6 +259,11 @@ pub async fn e2e(options: E2eBenchOptions) -> anyhow::Result<()> {
         "phase D, ceiling: the bare hyper server answering 202, {} connections for {PHASE_SECONDS} s",
         options.connections
     );
+    let ceiling_meter = CpuMeter::new(vec![
+        ("bare hyper", ceiling.child.id()),
+        ("load generator", Some(std::process::id())),
+    ]);
+    let cpu = ceiling_meter.snapshot();
     let d = drive(
         &ceiling.url,
         "",
@@ -267,6 +272,9 @@ pub async fn e2e(options: E2eBenchOptions) -> anyhow::Result<()> {
     )
     .await?;
     report("bare hyper 202", &d);
+    if let Some(line) = ceiling_meter.report(&cpu) {
+        println!("{line}");
+    }
 
     println!();
     println!(

@@ -85,10 +85,25 @@ pub async fn ingest(options: IngestBenchOptions) -> anyhow::Result<()> {
         options.duration,
         EXAMPLE_EVENT.len()
     );
+    // Each target's CPU line shows what else took the machine meanwhile
+    // (other processes, the hypervisor's steal): a ratio is only as good
+    // as the two phases were alike.
+    let meter = cpu::CpuMeter::new(vec![
+        ("bare hyper", baseline.child.id()),
+        (
+            "server",
+            server.as_ref().and_then(|server| server.child.id()),
+        ),
+        ("load generator", Some(std::process::id())),
+    ]);
+    let start = meter.snapshot();
     let bare = drive(&baseline.url, "", options.connections, duration).await?;
     report("bare hyper 202", &bare);
+    print_cpu(&meter, &start);
+    let start = meter.snapshot();
     let durable = drive(&target, &key, options.connections, duration).await?;
     report("switchyard durable ingest", &durable);
+    print_cpu(&meter, &start);
     println!(
         "ratio durable/bare: {:.1}% of throughput",
         100.0 * durable.per_second() / bare.per_second().max(f64::MIN_POSITIVE)
@@ -211,6 +226,12 @@ struct LoadResult {
 impl LoadResult {
     fn per_second(&self) -> f64 {
         self.histogram.len() as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+fn print_cpu(meter: &cpu::CpuMeter, start: &Option<cpu::CpuSnapshot>) {
+    if let Some(line) = meter.report(start) {
+        println!("{line}");
     }
 }
 
