@@ -94,10 +94,7 @@ impl CpuMeter {
         let stolen = steal / per_core;
         parts.push(format!("other processes {other:.2}"));
         parts.push(format!("steal {stolen:.2}"));
-        parts.push(format!(
-            "idle {:.2}",
-            (total - busy - steal).max(0.0) / per_core
-        ));
+        parts.push(format!("idle {:.2}", (total - busy - steal) / per_core));
         let mut line = format!("CPU, cores of {cores}: {}", parts.join(", "));
         if other > DISTURBED_CORES {
             line.push_str("\n  warning: other processes took CPU during this phase; its figures are disturbed");
@@ -115,17 +112,19 @@ fn machine_ticks() -> Option<MachineTicks> {
 }
 
 /// The `cpu` line of `/proc/stat`: user nice system idle iowait irq
-/// softirq steal [guest guest_nice]. Guest time is counted in user
-/// already; kernels before 2.6.11 have no steal field.
+/// softirq steal [guest guest_nice]. guest is counted in user already and
+/// guest_nice in nice; kernels before 2.6.11 have no steal field.
 fn parse_machine_ticks(line: &str) -> Option<MachineTicks> {
     let fields: Vec<u64> = line
         .strip_prefix("cpu ")?
         .split_whitespace()
         .map(|field| field.parse().ok())
         .collect::<Option<_>>()?;
-    let field = |index: usize| fields.get(index).copied().unwrap_or(0);
     // user, nice, system and idle are there on every kernel.
-    fields.get(3)?;
+    if fields.len() < 4 {
+        return None;
+    }
+    let field = |index: usize| fields.get(index).copied().unwrap_or(0);
     let steal = field(7);
     let idle = field(3).checked_add(field(4))?;
     let total = fields

@@ -593,6 +593,8 @@ async fn fixed_rate(
     }
     let tick = Duration::from_secs_f64(1.0 / options.rate as f64);
     let period = tick * lanes as u32;
+    // Tools watching this output (scripts/threads-under-e2e) start here.
+    println!("  sending from now");
     let cpu = meter.snapshot();
     let start = Instant::now() + Duration::from_millis(20);
     let workers: Vec<_> = posters
