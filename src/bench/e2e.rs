@@ -36,7 +36,9 @@ use super::cpu::CpuMeter;
 use super::load::{Bodies, BodyTemplate, Counters, Poster, Target};
 use super::probe::Probe;
 use super::receiver::{ReceiverStats, now_us};
-use super::{create_workspace, drive, new_histogram, report, serve_command, spawn_listening};
+use super::{
+    create_workspace, drive, new_histogram, print_cpu, report, serve_command, spawn_listening,
+};
 use crate::destinations::tenant_http::TenantHttp;
 use crate::model::now_ms;
 use anyhow::Context;
@@ -272,9 +274,7 @@ pub async fn e2e(options: E2eBenchOptions) -> anyhow::Result<()> {
     )
     .await?;
     report("bare hyper 202", &d);
-    if let Some(line) = ceiling_meter.report(&cpu) {
-        println!("{line}");
-    }
+    print_cpu(&ceiling_meter, &cpu);
 
     println!();
     println!(

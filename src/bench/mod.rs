@@ -234,6 +234,7 @@ impl LoadResult {
     }
 }
 
+/// The phase's CPU line since `start`, when `/proc` gave readings.
 fn print_cpu(meter: &cpu::CpuMeter, start: &Option<cpu::CpuSnapshot>) {
     if let Some(line) = meter.report(start) {
         println!("{line}");
