@@ -10,7 +10,7 @@ use redb::StorageBackend;
 use redb::backends::FileBackend;
 use std::io;
 use std::ops::Bound;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 /// Shared on/off switch: while on, every write, sync and resize of the
@@ -24,6 +24,7 @@ pub struct FaultSwitch(Arc<Switches>);
 struct Switches {
     failing: AtomicBool,
     log_failing: AtomicBool,
+    log_thread_syncs: AtomicUsize,
     syncs: Mutex<HeldSyncs>,
     database_syncs: Mutex<HeldSyncs>,
     released: Condvar,
@@ -72,6 +73,17 @@ impl FaultSwitch {
     /// The write-ahead log's syncs of a batch so far: one per group.
     pub fn log_syncs(&self) -> usize {
         lock(&self.0.syncs).reached
+    }
+
+    /// The log's syncs of a batch made on the log's own thread so far (a
+    /// lone small record is synced on the writer's).
+    pub fn log_syncs_on_log_thread(&self) -> usize {
+        self.0.log_thread_syncs.load(Ordering::SeqCst)
+    }
+
+    /// Called by the log's thread as it takes a batch.
+    pub(crate) fn count_log_thread_sync(&self) {
+        self.0.log_thread_syncs.fetch_add(1, Ordering::SeqCst);
     }
 
     /// While held, every sync of the database file (a durable commit's)
