@@ -228,6 +228,7 @@ impl LogWrite {
             .and_then(|()| {
                 if let Some(switch) = &self.faults {
                     switch.before_log_sync();
+                    switch.check_log()?;
                 }
                 file.sync_data()
             });
@@ -421,7 +422,7 @@ impl Wal {
         let mut seq = self.next_seq;
         for record in records {
             let Some(payload) = record else {
-                self.buffer = buffer;
+                self.keep_buffer(buffer);
                 return Ok(Logged::Checkpoint);
             };
             let (len, checksum) = frame(self.epoch, seq, payload);
@@ -433,7 +434,7 @@ impl Wal {
         }
         let end = self.end + buffer.len() as u64;
         if seq == self.next_seq || end > self.options.capacity_bytes {
-            self.buffer = buffer;
+            self.keep_buffer(buffer);
             return Ok(Logged::Checkpoint);
         }
         // Numbers are spent before the write: if it fails, what may have
@@ -476,7 +477,7 @@ impl Wal {
             None => {
                 let started = Instant::now();
                 let (buffer, written) = write.run(&self.file);
-                self.buffer = buffer;
+                self.keep_buffer(buffer);
                 written.map_err(|source| WalError::Io {
                     path: self.path.clone(),
                     source,
@@ -503,11 +504,7 @@ impl Wal {
                 Err(std::io::Error::other("the log's writer thread stopped")),
             ),
         };
-        self.buffer = if buffer.capacity() > MAX_KEPT_BUFFER {
-            Vec::new()
-        } else {
-            buffer
-        };
+        self.keep_buffer(buffer);
         written.map_err(|source| WalError::Io {
             path: self.path.clone(),
             source,
@@ -516,6 +513,16 @@ impl Wal {
         self.end = end;
         self.allocated = allocated;
         Ok(())
+    }
+
+    /// Keeps a batch's buffer for the next one, unless a big batch grew it
+    /// past what is worth holding on to.
+    fn keep_buffer(&mut self, buffer: Vec<u8>) {
+        self.buffer = if buffer.capacity() > MAX_KEPT_BUFFER {
+            Vec::new()
+        } else {
+            buffer
+        };
     }
 
     /// The sequence number a durable commit made now stores: every number
@@ -1111,8 +1118,9 @@ mod tests {
     }
 
     /// "202 = synced": an ingest and an attempt's outcome are not answered
-    /// while the log's thread waits just before its `fdatasync` of their
-    /// records; that thread reports back only once the sync has returned.
+    /// while their `fdatasync` waits, whether the writer syncs them (a lone
+    /// small record) or the log's thread does (a record over 4 KiB here),
+    /// which reports back only once the sync has returned.
     #[tokio::test]
     async fn callers_are_answered_only_after_their_records_are_synced() {
         let dir = tempfile::tempdir().unwrap();
@@ -1135,6 +1143,20 @@ mod tests {
             .await
         };
         assert!(recording.await.unwrap().unwrap().is_some());
+        assert_eq!(switch.log_syncs_on_log_thread(), 0);
+
+        let mut big = batch(3, None);
+        big.events[0].payload = format!(r#"{{"note": "{}"}}"#, "x".repeat(5000)).into_bytes();
+        let ingesting = {
+            let store = store.clone();
+            held_until_synced(&switch, async move { store.ingest(big).await }).await
+        };
+        assert!(ingesting.await.unwrap().is_ok());
+        assert_eq!(
+            switch.log_syncs_on_log_thread(),
+            1,
+            "synced by the log's thread"
+        );
     }
 
     /// A lone small write is synced by the writer before it is applied,
@@ -1194,6 +1216,41 @@ mod tests {
         store.close().await.unwrap();
     }
 
+    /// A sync that fails is reported the same way whichever thread made
+    /// it: the caller is told, storage stops taking writes until a probe
+    /// gets through, and the event is not stored.
+    #[tokio::test]
+    async fn a_failed_sync_fails_its_write_on_either_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, switch) = store_with_faults(&dir.path().join("s.redb")).await;
+        ingest(&store, 1).await;
+        let mut big = batch(3, None);
+        big.events[0].payload = format!(r#"{{"note": "{}"}}"#, "x".repeat(5000)).into_bytes();
+        for (n, write) in [(2, batch(2, None)), (3, big)] {
+            switch.hold_log_syncs(true);
+            let ingesting = tokio::spawn({
+                let store = store.clone();
+                async move { store.ingest(write).await }
+            });
+            let held = wait_until(|| switch.log_syncs_waiting() == 1).await;
+            switch.fail_log_writes(true);
+            switch.hold_log_syncs(false);
+            assert!(held, "write {n} reached its sync");
+            assert!(ingesting.await.unwrap().is_err(), "write {n} is refused");
+            assert!(!store.is_writable());
+            switch.fail_log_writes(false);
+            let mut writable = store.writable();
+            tokio::time::timeout(Duration::from_secs(20), writable.wait_for(|ok| *ok))
+                .await
+                .expect("the probe brings writes back")
+                .unwrap();
+            assert!(store.event(WS, EventId(n)).await.unwrap().is_none());
+        }
+        assert_eq!(switch.log_syncs_on_log_thread(), 1, "one on each thread");
+        ingest(&store, 4).await;
+        store.close().await.unwrap();
+    }
+
     /// Runs `write` with the log's syncs held; checks it is not answered
     /// while its sync waits, then lets the sync go. The hold is released
     /// before any assertion fails: a store dropped while a sync is held
@@ -1211,8 +1268,9 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let waiting = switch.log_syncs_waiting();
-        // The records are written and the batch applied; an answer sent
-        // before the sync would arrive well within this grace period.
+        // The records are written (and, on the log's thread, the batch
+        // applied); an answer sent before the sync would arrive well
+        // within this grace period.
         tokio::time::sleep(Duration::from_millis(100)).await;
         let answered_early = task.is_finished();
         switch.hold_log_syncs(false);
