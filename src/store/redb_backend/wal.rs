@@ -1063,6 +1063,14 @@ mod tests {
         }
     }
 
+    /// `batch` with a payload that makes its log record bigger than a
+    /// lone record the writer syncs itself (`SYNCED_HERE_BYTES`).
+    fn over_4_kib(mut batch: IngestBatch) -> IngestBatch {
+        batch.events[0].payload =
+            format!(r#"{{"note": "{}"}}"#, "x".repeat(SYNCED_HERE_BYTES)).into_bytes();
+        batch
+    }
+
     fn succeeded(n: u128) -> AttemptOutcome {
         AttemptOutcome::succeeded_for_tests(WS, DeliveryId(n), 2_000)
     }
@@ -1145,8 +1153,7 @@ mod tests {
         assert!(recording.await.unwrap().unwrap().is_some());
         assert_eq!(switch.log_syncs_on_log_thread(), 0);
 
-        let mut big = batch(3, None);
-        big.events[0].payload = format!(r#"{{"note": "{}"}}"#, "x".repeat(5000)).into_bytes();
+        let big = over_4_kib(batch(3, None));
         let ingesting = {
             let store = store.clone();
             held_until_synced(&switch, async move { store.ingest(big).await }).await
@@ -1224,8 +1231,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (store, switch) = store_with_faults(&dir.path().join("s.redb")).await;
         ingest(&store, 1).await;
-        let mut big = batch(3, None);
-        big.events[0].payload = format!(r#"{{"note": "{}"}}"#, "x".repeat(5000)).into_bytes();
+        let big = over_4_kib(batch(3, None));
         for (n, write) in [(2, batch(2, None)), (3, big)] {
             switch.hold_log_syncs(true);
             let ingesting = tokio::spawn({
