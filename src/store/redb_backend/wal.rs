@@ -401,9 +401,9 @@ impl Wal {
     /// carry) are made durable. When the log carries them, their write and
     /// sync start on the log's own thread, so the writer applies the batch
     /// meanwhile; [`Wal::finish`] waits for them. A batch of one small
-    /// record is written and synced here, before it is applied. A job the batch then
-    /// refuses keeps its record: applied again at recovery, it is refused
-    /// the same way. (Ops check before they write, except where a stored
+    /// record is written and synced here, before it is applied. A job the
+    /// batch then refuses keeps its record: applied again at recovery, it
+    /// is refused the same way. (Ops check before they write, except where a stored
     /// record fails to decode halfway through a change: the writer then
     /// retries the batch without the job, but a replay keeps that part.)
     pub fn begin<'a>(
@@ -1245,11 +1245,7 @@ mod tests {
             assert!(ingesting.await.unwrap().is_err(), "write {n} is refused");
             assert!(!store.is_writable());
             switch.fail_log_writes(false);
-            let mut writable = store.writable();
-            tokio::time::timeout(Duration::from_secs(20), writable.wait_for(|ok| *ok))
-                .await
-                .expect("the probe brings writes back")
-                .unwrap();
+            writes_come_back(&store).await;
             assert!(store.event(WS, EventId(n)).await.unwrap().is_none());
         }
         assert_eq!(switch.log_syncs_on_log_thread(), 1, "one on each thread");
@@ -1771,11 +1767,7 @@ mod tests {
         assert!(store.ingest(batch(2, None)).await.is_err());
         assert!(!store.is_writable());
         switch.fail_log_writes(false);
-        let mut writable = store.writable();
-        tokio::time::timeout(Duration::from_secs(20), writable.wait_for(|ok| *ok))
-            .await
-            .expect("the probe brings writes back")
-            .unwrap();
+        writes_come_back(&store).await;
 
         assert_eq!(queue_in_the_table(&store), [1]);
         assert!(store.event(WS, EventId(2)).await.unwrap().is_none());
@@ -2087,6 +2079,11 @@ mod tests {
         assert!(store.ingest(batch(n, None)).await.is_err());
         assert!(!store.is_writable());
         switch.fail_log_writes(false);
+        writes_come_back(store).await;
+    }
+
+    /// Returns once the probe has storage back after a failure.
+    async fn writes_come_back(store: &RedbStore) {
         let mut writable = store.writable();
         tokio::time::timeout(Duration::from_secs(20), writable.wait_for(|ok| *ok))
             .await
