@@ -23,7 +23,9 @@ pub struct FaultSwitch(Arc<Switches>);
 #[derive(Debug, Default)]
 struct Switches {
     failing: AtomicBool,
+    database_failing: AtomicBool,
     log_failing: AtomicBool,
+    log_sync_failures: AtomicUsize,
     log_thread_syncs: AtomicUsize,
     syncs: Mutex<HeldSyncs>,
     database_syncs: Mutex<HeldSyncs>,
@@ -55,6 +57,19 @@ impl FaultSwitch {
     /// database file sound (a log on another, failing disk).
     pub fn fail_log_writes(&self, failing: bool) {
         self.0.log_failing.store(failing, Ordering::SeqCst);
+    }
+
+    /// Fails the database file's writes and syncs only, leaving the log
+    /// sound (so a test can keep the storage probe from getting through).
+    pub fn fail_database_writes(&self, failing: bool) {
+        self.0.database_failing.store(failing, Ordering::SeqCst);
+    }
+
+    /// Fails the next sync of a batch of the log alone, after its records
+    /// are written (a transient error: what is written after it, a wipe of
+    /// that batch included, goes through).
+    pub fn fail_next_log_sync(&self) {
+        self.0.log_sync_failures.fetch_add(1, Ordering::SeqCst);
     }
 
     /// While held, the write-ahead log's sync of each batch waits just
@@ -133,6 +148,30 @@ impl FaultSwitch {
         }
         self.check()
     }
+
+    /// [`Self::check_log`] for the sync of a batch, which also takes one
+    /// failure asked for by [`Self::fail_next_log_sync`].
+    pub(crate) fn check_log_sync(&self) -> io::Result<()> {
+        let one_failure =
+            self.0
+                .log_sync_failures
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
+                    left.checked_sub(1)
+                });
+        if one_failure.is_ok() {
+            // EIO, as a failed fdatasync reports it.
+            return Err(io::Error::from_raw_os_error(5));
+        }
+        self.check_log()
+    }
+
+    /// [`Self::check`] for the database file.
+    fn check_database(&self) -> io::Result<()> {
+        if self.0.database_failing.load(Ordering::SeqCst) {
+            return Err(io::Error::from_raw_os_error(28));
+        }
+        self.check()
+    }
 }
 
 fn lock(syncs: &Mutex<HeldSyncs>) -> MutexGuard<'_, HeldSyncs> {
@@ -165,18 +204,18 @@ impl StorageBackend for FaultyBackend {
     }
 
     fn set_len(&self, len: u64) -> io::Result<()> {
-        self.switch.check()?;
+        self.switch.check_database()?;
         self.inner.set_len(len)
     }
 
     fn sync_data(&self) -> io::Result<()> {
         self.switch.wait_while_held(&self.switch.0.database_syncs);
-        self.switch.check()?;
+        self.switch.check_database()?;
         self.inner.sync_data()
     }
 
     fn write(&self, offset: u64, data: &[u8]) -> io::Result<()> {
-        self.switch.check()?;
+        self.switch.check_database()?;
         self.inner.write(offset, data)
     }
 

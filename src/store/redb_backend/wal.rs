@@ -200,8 +200,8 @@ pub struct Wal {
     /// The thread that writes and syncs (`None`: on the writer's own).
     syncer: Option<Syncer>,
     /// A write on the syncer: where the log ends and how far it is
-    /// zero-filled once it is done, and when it started.
-    in_flight: Option<(u64, u64, Instant)>,
+    /// zero-filled once it is done.
+    in_flight: Option<(u64, u64)>,
 }
 
 /// The log's writer thread and its two channels.
@@ -222,16 +222,20 @@ struct LogWrite {
 }
 
 impl LogWrite {
+    /// Writes and syncs, on whichever thread calls it, and records how
+    /// long that took in `switchyard_wal_sync_seconds`.
     fn run(self, file: &File) -> (Vec<u8>, std::io::Result<()>) {
+        let started = Instant::now();
         let written = zero_fill(file, self.zero_from, self.zero_to)
             .and_then(|()| file.write_all_at(&self.buffer, self.at))
             .and_then(|()| {
                 if let Some(switch) = &self.faults {
                     switch.before_log_sync();
-                    switch.check_log()?;
+                    switch.check_log_sync()?;
                 }
                 file.sync_data()
             });
+        metrics::histogram!("switchyard_wal_sync_seconds").record(started.elapsed().as_secs_f64());
         (self.buffer, written)
     }
 }
@@ -472,18 +476,14 @@ impl Wal {
                         source: std::io::Error::other("the log's writer thread stopped"),
                     });
                 }
-                self.in_flight = Some((end_after, allocated_after, Instant::now()));
+                self.in_flight = Some((end_after, allocated_after));
             }
             None => {
-                let started = Instant::now();
                 let (buffer, written) = write.run(&self.file);
                 self.keep_buffer(buffer);
-                written.map_err(|source| WalError::Io {
-                    path: self.path.clone(),
-                    source,
-                })?;
-                metrics::histogram!("switchyard_wal_sync_seconds")
-                    .record(started.elapsed().as_secs_f64());
+                if let Err(source) = written {
+                    return Err(self.failed_batch(end_after, source));
+                }
                 self.end = end_after;
                 self.allocated = allocated_after;
             }
@@ -493,7 +493,7 @@ impl Wal {
 
     /// Waits until the write [`Wal::begin`] started is synced (or failed).
     pub fn finish(&mut self) -> Result<(), WalError> {
-        let Some((end, allocated, started)) = self.in_flight.take() else {
+        let Some((end, allocated)) = self.in_flight.take() else {
             return Ok(());
         };
         let done = self.syncer.as_ref().map(|syncer| syncer.done.recv());
@@ -505,13 +505,45 @@ impl Wal {
             ),
         };
         self.keep_buffer(buffer);
-        written.map_err(|source| WalError::Io {
-            path: self.path.clone(),
-            source,
-        })?;
-        metrics::histogram!("switchyard_wal_sync_seconds").record(started.elapsed().as_secs_f64());
+        if let Err(source) = written {
+            return Err(self.failed_batch(end, source));
+        }
         self.end = end;
         self.allocated = allocated;
+        Ok(())
+    }
+
+    /// The write or sync of the last batch (ending at `end`) failed, and
+    /// its callers are told so. Its records may have reached the file all
+    /// the same (after a failed `fdatasync` the kernel may still hold
+    /// them), and a restart before the storage probe's recovery would
+    /// apply them: they are wiped, as [`Wal::retract_last_batch`] does.
+    /// If the wipe fails too, what is on disk is unknown; the numbers stay
+    /// spent, so the probe's recovery skips them (README, "Disk full").
+    fn failed_batch(&mut self, end: u64, source: std::io::Error) -> WalError {
+        if let Err(error) = self.wipe_last_batch(end) {
+            tracing::warn!(%error, "wiping a batch whose write-ahead log sync failed");
+        }
+        WalError::Io {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// Zeros the last batch's records, `batch_start..end`, syncs, and gives
+    /// their place and numbers to the next batch.
+    fn wipe_last_batch(&mut self, end: u64) -> Result<(), WalError> {
+        let zeros = vec![0u8; end.saturating_sub(self.batch_start) as usize];
+        let faults = self.faults.as_ref().map_or(Ok(()), FaultSwitch::check_log);
+        faults
+            .and_then(|()| self.file.write_all_at(&zeros, self.batch_start))
+            .and_then(|()| self.file.sync_data())
+            .map_err(|source| WalError::Io {
+                path: self.path.clone(),
+                source,
+            })?;
+        self.end = self.batch_start;
+        self.next_seq = self.batch_first_seq;
         Ok(())
     }
 
@@ -554,18 +586,7 @@ impl Wal {
         if self.end <= self.batch_start || self.acknowledged >= self.batch_first_seq {
             return Ok(());
         }
-        let zeros = vec![0u8; (self.end - self.batch_start) as usize];
-        let faults = self.faults.as_ref().map_or(Ok(()), FaultSwitch::check_log);
-        faults
-            .and_then(|()| self.file.write_all_at(&zeros, self.batch_start))
-            .and_then(|()| self.file.sync_data())
-            .map_err(|source| WalError::Io {
-                path: self.path.clone(),
-                source,
-            })?;
-        self.end = self.batch_start;
-        self.next_seq = self.batch_first_seq;
-        Ok(())
+        self.wipe_last_batch(self.end)
     }
 
     /// A durable commit succeeded: everything logged so far is in redb, and
@@ -1251,6 +1272,106 @@ mod tests {
         assert_eq!(switch.log_syncs_on_log_thread(), 1, "one on each thread");
         ingest(&store, 4).await;
         store.close().await.unwrap();
+    }
+
+    /// A write whose sync failed is refused, and its records are wiped
+    /// from the log before the caller hears of it: a restart before the
+    /// storage probe has run (the crash image below, taken while the
+    /// database file keeps the probe failing) does not bring it back, on
+    /// either thread. The writes answered before it do come back.
+    #[tokio::test]
+    async fn a_write_whose_sync_failed_does_not_come_back_after_a_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let (store, switch) = store_with_faults(&path).await;
+        ingest(&store, 1).await;
+        let big = over_4_kib(batch(3, Some("three")));
+        for (n, write) in [(2, batch(2, Some("two"))), (3, big)] {
+            let refused = refused_at_its_sync(&store, &switch, write, false).await;
+            assert!(refused, "write {n} reached its sync and was refused");
+            let crashed = tempfile::tempdir().unwrap();
+            let copy = crash_image(&path, crashed.path());
+            switch.fail_database_writes(false);
+            writes_come_back(&store).await;
+
+            let recovered = RedbStore::open(&copy, options(Duration::from_secs(600))).unwrap();
+            assert!(recovered.event(WS, EventId(1)).await.unwrap().is_some());
+            assert!(
+                recovered.event(WS, EventId(n)).await.unwrap().is_none(),
+                "write {n} was wiped from the log"
+            );
+            recovered.close().await.unwrap();
+            assert!(store.event(WS, EventId(n)).await.unwrap().is_none());
+        }
+        assert_eq!(switch.log_syncs_on_log_thread(), 1, "one on each thread");
+        ingest(&store, 4).await;
+        store.close().await.unwrap();
+    }
+
+    /// When the wipe after a failed sync fails too (the log's disk keeps
+    /// failing), the refused write may come back after a restart: its
+    /// outcome is unknown, as the README says, and a retry with its
+    /// idempotency key gets the first answer instead of a second event.
+    #[tokio::test]
+    async fn a_refused_write_the_log_could_not_wipe_is_replayed_by_its_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let (store, switch) = store_with_faults(&path).await;
+        ingest(&store, 1).await;
+        let refused = refused_at_its_sync(&store, &switch, batch(2, Some("k")), true).await;
+        assert!(refused, "the write reached its sync and was refused");
+        let crashed = tempfile::tempdir().unwrap();
+        let copy = crash_image(&path, crashed.path());
+        switch.fail_log_writes(false);
+        switch.fail_database_writes(false);
+        writes_come_back(&store).await;
+        assert!(
+            store.event(WS, EventId(2)).await.unwrap().is_none(),
+            "the probe's recovery skips its number"
+        );
+        store.close().await.unwrap();
+
+        let recovered = RedbStore::open(&copy, options(Duration::from_secs(600))).unwrap();
+        assert!(recovered.event(WS, EventId(2)).await.unwrap().is_some());
+        let retried = recovered.ingest(batch(3, Some("k"))).await.unwrap();
+        assert_eq!(
+            retried,
+            IngestOutcome::Replayed {
+                status: 202,
+                response: b"first".to_vec()
+            }
+        );
+        assert!(recovered.event(WS, EventId(3)).await.unwrap().is_none());
+        recovered.close().await.unwrap();
+    }
+
+    /// Runs `write` with its log sync failing once its records are written
+    /// (that sync alone, or with `log_keeps_failing` every log write after
+    /// it, a wipe included); true when the write was refused and storage
+    /// stopped taking writes. The database file is left failing, so that
+    /// no probe recovers storage until the test says so
+    /// (`fail_database_writes`).
+    async fn refused_at_its_sync(
+        store: &Arc<RedbStore>,
+        switch: &FaultSwitch,
+        write: IngestBatch,
+        log_keeps_failing: bool,
+    ) -> bool {
+        switch.hold_log_syncs(true);
+        let ingesting = tokio::spawn({
+            let store = store.clone();
+            async move { store.ingest(write).await }
+        });
+        let held = wait_until(|| switch.log_syncs_waiting() == 1).await;
+        if log_keeps_failing {
+            switch.fail_log_writes(true);
+        } else {
+            switch.fail_next_log_sync();
+        }
+        switch.fail_database_writes(true);
+        switch.hold_log_syncs(false);
+        let refused = ingesting.await.unwrap().is_err();
+        held && refused && !store.is_writable()
     }
 
     /// Runs `write` with the log's syncs held; checks it is not answered
