@@ -1,6 +1,7 @@
-//! A test and chaos seam: a switch that makes the database file refuse
-//! writes the way a full disk does (ENOSPC), so the server's failure and
-//! recovery can be exercised without filling a real disk.
+//! A test and chaos seam: switches that make the database file, its
+//! write-ahead log, or both refuse writes the way a full disk does
+//! (ENOSPC), or fail one sync of the log (EIO), so the server's failure
+//! and recovery can be exercised without a failing disk.
 //!
 //! Production opens the file through plain `redb::backends::FileBackend`;
 //! only a store opened with a [`FaultSwitch`] (see `StoreOptions::faults`)
@@ -13,10 +14,11 @@ use std::ops::Bound;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
-/// Shared on/off switch: while on, every write, sync and resize of the
-/// database file and of its write-ahead log fails with "no space left on
-/// device". It can also hold the log's syncs, or the database file's (a
-/// durable commit's), so a test can see what waits for one.
+/// Shared switches. The main one (`fail_writes`): while on, every write,
+/// sync and resize of the database file and of its write-ahead log fails
+/// with "no space left on device"; others fail either file alone, or the
+/// log's next sync. It can also hold the log's syncs, or the database
+/// file's (a durable commit's), so a test can see what waits for one.
 #[derive(Debug, Clone, Default)]
 pub struct FaultSwitch(Arc<Switches>);
 
@@ -74,7 +76,7 @@ impl FaultSwitch {
 
     /// While held, the write-ahead log's sync of each batch waits just
     /// before its `fdatasync` (the records written, not yet synced) until
-    /// released. A wipe (`retract_last_batch`) is not held.
+    /// released. A wipe of a batch's records is not held.
     pub fn hold_log_syncs(&self, held: bool) {
         lock(&self.0.syncs).held = held;
         self.0.released.notify_all();

@@ -186,7 +186,8 @@ pub struct Wal {
     /// This run's epoch (see the module comment).
     epoch: u128,
     /// The number the next record gets. Not reused within a run unless the
-    /// records that had it were wiped from the file (`retract_last_batch`).
+    /// records that had it were wiped from the file, or never written
+    /// (`wipe_last_batch`, `failed_batch`).
     next_seq: u64,
     /// Where the last batch's records start, and its first number.
     batch_start: u64,
@@ -207,7 +208,7 @@ pub struct Wal {
 /// The log's writer thread and its two channels.
 struct Syncer {
     jobs: std::sync::mpsc::SyncSender<LogWrite>,
-    done: std::sync::mpsc::Receiver<(Vec<u8>, std::io::Result<()>)>,
+    done: std::sync::mpsc::Receiver<Written>,
 }
 
 /// One batch's records, to be written at `at`, after zero-filling
@@ -221,22 +222,45 @@ struct LogWrite {
     faults: Option<FaultSwitch>,
 }
 
+/// What a [`LogWrite`] did: its buffer back for the next batch, and the
+/// result.
+struct Written {
+    buffer: Vec<u8>,
+    result: std::io::Result<()>,
+    /// False when it failed before any record was written (growing the
+    /// file): then there is nothing to wipe.
+    records_touched: bool,
+}
+
 impl LogWrite {
     /// Writes and syncs, on whichever thread calls it, and records how
-    /// long that took in `switchyard_wal_sync_seconds`.
-    fn run(self, file: &File) -> (Vec<u8>, std::io::Result<()>) {
+    /// long a successful write and sync took in
+    /// `switchyard_wal_sync_seconds`.
+    fn run(self, file: &File) -> Written {
         let started = Instant::now();
-        let written = zero_fill(file, self.zero_from, self.zero_to)
-            .and_then(|()| file.write_all_at(&self.buffer, self.at))
-            .and_then(|()| {
-                if let Some(switch) = &self.faults {
-                    switch.before_log_sync();
-                    switch.check_log_sync()?;
-                }
-                file.sync_data()
-            });
-        metrics::histogram!("switchyard_wal_sync_seconds").record(started.elapsed().as_secs_f64());
-        (self.buffer, written)
+        if let Err(error) = zero_fill(file, self.zero_from, self.zero_to) {
+            return Written {
+                buffer: self.buffer,
+                result: Err(error),
+                records_touched: false,
+            };
+        }
+        let result = file.write_all_at(&self.buffer, self.at).and_then(|()| {
+            if let Some(switch) = &self.faults {
+                switch.before_log_sync();
+                switch.check_log_sync()?;
+            }
+            file.sync_data()
+        });
+        if result.is_ok() {
+            metrics::histogram!("switchyard_wal_sync_seconds")
+                .record(started.elapsed().as_secs_f64());
+        }
+        Written {
+            buffer: self.buffer,
+            result,
+            records_touched: true,
+        }
     }
 }
 
@@ -410,6 +434,8 @@ impl Wal {
     /// is refused the same way. (Ops check before they write, except where a stored
     /// record fails to decode halfway through a change: the writer then
     /// retries the batch without the job, but a replay keeps that part.)
+    /// A batch whose write or sync fails is wiped before the error is
+    /// returned, here or by [`Wal::finish`].
     pub fn begin<'a>(
         &mut self,
         records: impl Iterator<Item = Option<&'a [u8]>>,
@@ -442,7 +468,8 @@ impl Wal {
             return Ok(Logged::Checkpoint);
         }
         // Numbers are spent before the write: if it fails, what may have
-        // landed must not look like the records written after it.
+        // landed must not look like the records written after it. (They
+        // are given back once the records are wiped: `failed_batch`.)
         self.batch_start = self.end;
         self.batch_first_seq = self.next_seq;
         self.next_seq = seq;
@@ -479,10 +506,10 @@ impl Wal {
                 self.in_flight = Some((end_after, allocated_after));
             }
             None => {
-                let (buffer, written) = write.run(&self.file);
-                self.keep_buffer(buffer);
-                if let Err(source) = written {
-                    return Err(self.failed_batch(end_after, source));
+                let written = write.run(&self.file);
+                self.keep_buffer(written.buffer);
+                if let Err(source) = written.result {
+                    return Err(self.failed_batch(end_after, written.records_touched, source));
                 }
                 self.end = end_after;
                 self.allocated = allocated_after;
@@ -497,16 +524,18 @@ impl Wal {
             return Ok(());
         };
         let done = self.syncer.as_ref().map(|syncer| syncer.done.recv());
-        let (buffer, written) = match done {
+        let written = match done {
             Some(Ok(done)) => done,
-            _ => (
-                Vec::new(),
-                Err(std::io::Error::other("the log's writer thread stopped")),
-            ),
+            // What it wrote before it stopped is unknown: wiped too.
+            _ => Written {
+                buffer: Vec::new(),
+                result: Err(std::io::Error::other("the log's writer thread stopped")),
+                records_touched: true,
+            },
         };
-        self.keep_buffer(buffer);
-        if let Err(source) = written {
-            return Err(self.failed_batch(end, source));
+        self.keep_buffer(written.buffer);
+        if let Err(source) = written.result {
+            return Err(self.failed_batch(end, written.records_touched, source));
         }
         self.end = end;
         self.allocated = allocated;
@@ -517,12 +546,28 @@ impl Wal {
     /// its callers are told so. Its records may have reached the file all
     /// the same (after a failed `fdatasync` the kernel may still hold
     /// them), and a restart before the storage probe's recovery would
-    /// apply them: they are wiped, as [`Wal::retract_last_batch`] does.
-    /// If the wipe fails too, what is on disk is unknown; the numbers stay
-    /// spent, so the probe's recovery skips them (README, "Disk full").
-    fn failed_batch(&mut self, end: u64, source: std::io::Error) -> WalError {
-        if let Err(error) = self.wipe_last_batch(end) {
-            tracing::warn!(%error, "wiping a batch whose write-ahead log sync failed");
+    /// apply them: unless none was written (`records_touched`), they are
+    /// wiped, as [`Wal::retract_last_batch`] does. If the wipe fails too,
+    /// what is on disk is unknown; the numbers stay spent, and the probe's
+    /// recovery skips them (README, "Disk full").
+    fn failed_batch(
+        &mut self,
+        end: u64,
+        records_touched: bool,
+        source: std::io::Error,
+    ) -> WalError {
+        debug_assert_eq!(
+            self.end, self.batch_start,
+            "a failed batch never moved the end"
+        );
+        let wiped = if records_touched {
+            self.wipe_last_batch(end)
+        } else {
+            self.next_seq = self.batch_first_seq;
+            Ok(())
+        };
+        if let Err(error) = wiped {
+            tracing::warn!(%error, "wiping a batch the write-ahead log failed to write or sync");
         }
         WalError::Io {
             path: self.path.clone(),
@@ -533,10 +578,9 @@ impl Wal {
     /// Zeros the last batch's records, `batch_start..end`, syncs, and gives
     /// their place and numbers to the next batch.
     fn wipe_last_batch(&mut self, end: u64) -> Result<(), WalError> {
-        let zeros = vec![0u8; end.saturating_sub(self.batch_start) as usize];
         let faults = self.faults.as_ref().map_or(Ok(()), FaultSwitch::check_log);
         faults
-            .and_then(|()| self.file.write_all_at(&zeros, self.batch_start))
+            .and_then(|()| zero_fill(&self.file, self.batch_start, end))
             .and_then(|()| self.file.sync_data())
             .map_err(|source| WalError::Io {
                 path: self.path.clone(),
@@ -579,8 +623,9 @@ impl Wal {
     /// The last batch was logged but its commit failed, and its callers are
     /// told so: wipes its records from the file (synced), so a crash cannot
     /// bring them back, and gives their place and numbers to the next batch.
-    /// If the wipe fails, the numbers stay spent; the next durable commit
-    /// skips them.
+    /// If the wipe (or the batch's sync) fails, the numbers stay spent and
+    /// the error is returned: the writer stops storage until the probe's
+    /// durable commit has skipped them.
     pub fn retract_last_batch(&mut self) -> Result<(), WalError> {
         self.finish()?;
         if self.end <= self.batch_start || self.acknowledged >= self.batch_first_seq {
@@ -1312,6 +1357,8 @@ mod tests {
     /// failing), the refused write may come back after a restart: its
     /// outcome is unknown, as the README says, and a retry with its
     /// idempotency key gets the first answer instead of a second event.
+    /// (This pins down the documented outcome and that a wipe obeys the
+    /// fault switch; the test above is the one that needs the wipe.)
     #[tokio::test]
     async fn a_refused_write_the_log_could_not_wipe_is_replayed_by_its_key() {
         let dir = tempfile::tempdir().unwrap();
@@ -1343,6 +1390,52 @@ mod tests {
         );
         assert!(recovered.event(WS, EventId(3)).await.unwrap().is_none());
         recovered.close().await.unwrap();
+    }
+
+    /// A logged batch whose every job was refused is wiped from the log
+    /// once its sync is done. When that sync fails and so does the wipe,
+    /// its numbers stay spent, and storage stops until the probe's durable
+    /// commit has skipped them: otherwise the next write, logged after the
+    /// gap, would not be replayed after a crash.
+    #[tokio::test]
+    async fn a_refused_batch_the_log_could_not_wipe_stops_storage_until_its_numbers_are_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let (store, switch) = store_with_faults(&path).await;
+        let writer = store.writer.clone().unwrap();
+        ingest(&store, 1).await;
+        // The read commits the open transaction, so the batch below is
+        // alone in its own and nothing answered is aborted with it.
+        assert!(store.event(WS, EventId(1)).await.unwrap().is_some());
+
+        switch.hold_log_syncs(true);
+        let refused: WriteOp<()> = Box::new(|_| Err(StoreError::Corrupt("refused".into())));
+        let record = encode_ingest(&PreparedIngest::new(over_4_kib(batch(9, None))));
+        let writing = tokio::spawn({
+            let writer = writer.clone();
+            async move { writer.write_logged(refused, Some(record)).await }
+        });
+        let held = wait_until(|| switch.log_syncs_waiting() == 1).await;
+        switch.fail_log_writes(true);
+        switch.hold_log_syncs(false);
+        assert!(held, "the batch went to the log's thread");
+        assert!(writing.await.unwrap().is_err(), "the job is refused");
+        let stopped = wait_until(|| !store.is_writable()).await;
+        switch.fail_log_writes(false);
+        assert!(stopped, "storage stops");
+        writes_come_back(&store).await;
+
+        ingest(&store, 2).await;
+        let crashed = tempfile::tempdir().unwrap();
+        let copy = crash_image(&path, crashed.path());
+        let recovered = RedbStore::open(&copy, options(Duration::from_secs(600))).unwrap();
+        assert!(recovered.event(WS, EventId(1)).await.unwrap().is_some());
+        assert!(
+            recovered.event(WS, EventId(2)).await.unwrap().is_some(),
+            "the write logged after the spent numbers came back"
+        );
+        recovered.close().await.unwrap();
+        store.close().await.unwrap();
     }
 
     /// Runs `write` with its log sync failing once its records are written

@@ -804,9 +804,12 @@ fn commit_batch(
         && !wal.acknowledged(through)
     {
         // Its callers are told it failed (or every job was refused): its
-        // records must not come back.
+        // records must not come back. If its sync or the wipe failed,
+        // storage stops until the probe's durable commit has skipped its
+        // numbers: a record written after them would not be replayed.
         if let Err(error) = wal.retract_last_batch() {
-            tracing::warn!(%error, "wiping a failed batch from the write-ahead log");
+            tracing::error!(%error, "the write-ahead log failed under a batch its callers were refused");
+            return Err(error.into());
         }
     }
     result
