@@ -6,8 +6,8 @@ use super::{ApiError, AppState};
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{FromRequest, FromRequestParts, Request};
-use axum::http::StatusCode;
 use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode};
 use serde::de::DeserializeOwned;
 
 pub struct JsonBody<T>(pub T);
@@ -18,6 +18,20 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
     async fn from_request(request: Request, app: &AppState) -> Result<Self, ApiError> {
         let RawBody(bytes) = RawBody::from_request(request, app).await?;
         parse_json(&bytes).map(JsonBody)
+    }
+}
+
+/// The request's `Idempotency-Key` header, if it has one, taken without
+/// copying the whole header map (as a `HeaderMap` argument would, on every
+/// ingest). Never rejects: the handlers check the value where their
+/// order of checks says (`ingest::validate::idempotency_key`).
+pub struct IdempotencyHeader(pub Option<HeaderValue>);
+
+impl<S: Send + Sync> FromRequestParts<S> for IdempotencyHeader {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(parts.headers.get("idempotency-key").cloned()))
     }
 }
 

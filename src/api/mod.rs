@@ -35,7 +35,7 @@ pub mod openapi_schemas {
     pub use super::error::ErrorBody as Error;
     pub use super::openapi::{EventName, EventPattern, Severity, Timestamp};
 }
-pub use extract::{ApiQuery, JsonBody, RawBody, parse_json};
+pub use extract::{ApiQuery, IdempotencyHeader, JsonBody, RawBody, parse_json};
 
 use crate::config::Config;
 use crate::crypto::MasterKey;

@@ -20,10 +20,10 @@ use super::{admit, fan_out, store_events};
 use crate::api::openapi_responses::{
     BadRequest, Forbidden, PayloadTooLarge, RateLimited, Unauthorized, Unavailable, Unprocessable,
 };
-use crate::api::{ApiError, AppState, MeshesKey, RawBody};
+use crate::api::{ApiError, AppState, IdempotencyHeader, MeshesKey, RawBody};
 use crate::model::{Event, EventId, WorkspaceId, format_timestamp_ms};
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -150,11 +150,11 @@ struct BulkAnswer<'a> {
 pub async fn emit(
     State(app): State<AppState>,
     key: MeshesKey,
-    headers: HeaderMap,
+    IdempotencyHeader(idempotency): IdempotencyHeader,
     RawBody(bytes): RawBody,
 ) -> Result<Response, ApiError> {
     admit(&app, key.workspace, 1)?;
-    let idempotency = meshes_idempotency_key(&headers)?;
+    let idempotency = meshes_idempotency_key(idempotency.as_ref())?;
     let body: MeshesEvent = crate::api::parse_json(&bytes)?;
     let event = to_event(body, key.workspace, "")?;
     let (deliveries, _) = fan_out(&app, key.workspace, std::slice::from_ref(&event)).await?;
@@ -203,10 +203,10 @@ pub async fn emit(
 pub async fn emit_bulk(
     State(app): State<AppState>,
     key: MeshesKey,
-    headers: HeaderMap,
+    IdempotencyHeader(idempotency): IdempotencyHeader,
     RawBody(bytes): RawBody,
 ) -> Result<Response, ApiError> {
-    let idempotency = meshes_idempotency_key(&headers)?;
+    let idempotency = meshes_idempotency_key(idempotency.as_ref())?;
     let items = parse_array(&bytes)?;
     if items.is_empty() || items.len() > MAX_BULK_EVENTS {
         return Err(ApiError::invalid(
@@ -269,8 +269,8 @@ pub async fn emit_bulk(
 
 /// `Idempotency-Key`, kept apart from `/v1`'s: the same key sent to both
 /// must not replay one API's answer on the other.
-fn meshes_idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
-    Ok(idempotency_key(headers)?.map(|key| format!("meshes:{key}")))
+fn meshes_idempotency_key(header: Option<&HeaderValue>) -> Result<Option<String>, ApiError> {
+    Ok(idempotency_key(header)?.map(|key| format!("meshes:{key}")))
 }
 
 fn to_event(body: MeshesEvent, workspace: WorkspaceId, field: &str) -> Result<Event, ApiError> {

@@ -13,7 +13,9 @@ use crate::api::openapi_responses::{
     BadRequest, Forbidden, NotFound, PayloadTooLarge, RateLimited, Unauthorized, Unavailable,
     Unprocessable,
 };
-use crate::api::{ApiError, ApiQuery, AppState, EmitKey, JsonBody, RawBody, SecretKey};
+use crate::api::{
+    ApiError, ApiQuery, AppState, EmitKey, IdempotencyHeader, JsonBody, RawBody, SecretKey,
+};
 use crate::delivery::{WarmContext, warm};
 use crate::model::{
     AlertState, Delivery, DeliveryId, DeliveryStatus, Event, EventId, WorkspaceId,
@@ -25,7 +27,7 @@ use crate::store::{
 };
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -126,11 +128,11 @@ pub fn admit(app: &AppState, workspace: WorkspaceId, events: usize) -> Result<()
 async fn emit_one(
     State(app): State<AppState>,
     EmitKey(workspace): EmitKey,
-    headers: HeaderMap,
+    IdempotencyHeader(idempotency): IdempotencyHeader,
     RawBody(bytes): RawBody,
 ) -> Result<Response, ApiError> {
     admit(&app, workspace, 1)?;
-    let idempotency = idempotency_key(&headers)?;
+    let idempotency = idempotency_key(idempotency.as_ref())?;
     let body: EventBody = crate::api::parse_json(&bytes)?;
     let event = validate_event(body, workspace, "")?;
     let (deliveries, counts) = fan_out(&app, workspace, std::slice::from_ref(&event)).await?;
@@ -178,10 +180,10 @@ async fn emit_one(
 async fn emit_batch(
     State(app): State<AppState>,
     EmitKey(workspace): EmitKey,
-    headers: HeaderMap,
+    IdempotencyHeader(idempotency): IdempotencyHeader,
     JsonBody(body): JsonBody<BatchBody>,
 ) -> Result<Response, ApiError> {
-    let idempotency = idempotency_key(&headers)?;
+    let idempotency = idempotency_key(idempotency.as_ref())?;
     let max = app.config().limits.max_batch_events;
     if body.events.is_empty() || body.events.len() > max {
         return Err(ApiError::invalid(

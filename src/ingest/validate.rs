@@ -3,7 +3,7 @@
 
 use crate::api::ApiError;
 use crate::model::{Event, EventId, EventName, WorkspaceId, now_ms};
-use axum::http::HeaderMap;
+use axum::http::HeaderValue;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -82,8 +82,8 @@ pub fn validate_event(
 }
 
 /// The optional `Idempotency-Key` header: 1–255 visible ASCII characters.
-pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
-    let Some(value) = headers.get("idempotency-key") else {
+pub fn idempotency_key(header: Option<&HeaderValue>) -> Result<Option<String>, ApiError> {
+    let Some(value) = header else {
         return Ok(None);
     };
     let key = value
