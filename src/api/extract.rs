@@ -1,6 +1,7 @@
 //! Body and query extractors whose rejections speak the API's error format:
 //! 413 over the body limit, 400 for malformed JSON, 422 for a well-formed
-//! body with a missing or mistyped field.
+//! body with a missing or mistyped field; and the `Idempotency-Key`
+//! header, which never rejects (the handlers check it).
 
 use super::{ApiError, AppState};
 use axum::body::Bytes;

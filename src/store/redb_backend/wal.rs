@@ -233,11 +233,10 @@ struct Written {
 }
 
 impl LogWrite {
-    /// Writes and syncs, on whichever thread calls it, and records how
-    /// long a successful write and sync took in
-    /// `switchyard_wal_sync_seconds`.
+    /// Grows the file if it must, then writes and syncs, on whichever
+    /// thread calls it, and records how long a successful write and sync
+    /// took (growing aside) in `switchyard_wal_sync_seconds`.
     fn run(self, file: &File) -> Written {
-        let started = Instant::now();
         if let Err(error) = zero_fill(file, self.zero_from, self.zero_to) {
             return Written {
                 buffer: self.buffer,
@@ -245,6 +244,7 @@ impl LogWrite {
                 records_touched: false,
             };
         }
+        let started = Instant::now();
         let result = file.write_all_at(&self.buffer, self.at).and_then(|()| {
             if let Some(switch) = &self.faults {
                 switch.before_log_sync();
@@ -435,7 +435,8 @@ impl Wal {
     /// record fails to decode halfway through a change: the writer then
     /// retries the batch without the job, but a replay keeps that part.)
     /// A batch whose write or sync fails is wiped before the error is
-    /// returned, here or by [`Wal::finish`].
+    /// returned, here or by [`Wal::finish`] (unless it failed before any
+    /// record was written: its numbers are then given back).
     pub fn begin<'a>(
         &mut self,
         records: impl Iterator<Item = Option<&'a [u8]>>,
@@ -623,9 +624,10 @@ impl Wal {
     /// The last batch was logged but its commit failed, and its callers are
     /// told so: wipes its records from the file (synced), so a crash cannot
     /// bring them back, and gives their place and numbers to the next batch.
-    /// If the wipe (or the batch's sync) fails, the numbers stay spent and
-    /// the error is returned: the writer stops storage until the probe's
-    /// durable commit has skipped them.
+    /// If the batch's sync fails ([`Wal::finish`] wipes it then) or the
+    /// wipe fails, the error is returned, and the writer stops storage
+    /// until the probe's durable commit has skipped any numbers still
+    /// spent.
     pub fn retract_last_batch(&mut self) -> Result<(), WalError> {
         self.finish()?;
         if self.end <= self.batch_start || self.acknowledged >= self.batch_first_seq {

@@ -804,9 +804,11 @@ fn commit_batch(
         && !wal.acknowledged(through)
     {
         // Its callers are told it failed (or every job was refused): its
-        // records must not come back. If its sync or the wipe failed,
-        // storage stops until the probe's durable commit has skipped its
-        // numbers: a record written after them would not be replayed.
+        // records must not come back. (A batch answered in part was
+        // committed durably, which started the log over: nothing is left
+        // to wipe.) If its sync or the wipe failed, storage stops until
+        // the probe's durable commit has skipped any numbers still spent:
+        // a record written after them would not be replayed.
         if let Err(error) = wal.retract_last_batch() {
             tracing::error!(%error, "the write-ahead log failed under a batch its callers were refused");
             return Err(error.into());
