@@ -1301,18 +1301,10 @@ mod tests {
         ingest(&store, 1).await;
         let big = over_4_kib(batch(3, None));
         for (n, write) in [(2, batch(2, None)), (3, big)] {
-            switch.hold_log_syncs(true);
-            let ingesting = tokio::spawn({
-                let store = store.clone();
-                async move { store.ingest(write).await }
-            });
-            let held = wait_until(|| switch.log_syncs_waiting() == 1).await;
-            switch.fail_log_writes(true);
-            switch.hold_log_syncs(false);
-            assert!(held, "write {n} reached its sync");
-            assert!(ingesting.await.unwrap().is_err(), "write {n} is refused");
-            assert!(!store.is_writable());
+            let refused = refused_at_its_sync(&store, &switch, write, true).await;
+            assert!(refused, "write {n} reached its sync and was refused");
             switch.fail_log_writes(false);
+            switch.fail_database_writes(false);
             writes_come_back(&store).await;
             assert!(store.event(WS, EventId(n)).await.unwrap().is_none());
         }
