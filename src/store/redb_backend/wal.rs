@@ -622,6 +622,11 @@ impl Wal {
         !self.in_flight.is_empty()
     }
 
+    /// How many batches are on the log's thread.
+    pub fn in_flight_count(&self) -> usize {
+        self.in_flight.len()
+    }
+
     /// Every number up to this one is synced (or skipped): a batch logged
     /// up to it may be answered.
     pub fn synced_through(&self) -> u64 {
@@ -1644,33 +1649,36 @@ mod tests {
     }
 
     /// While the log's thread syncs a batch, the writer logs and applies
-    /// the batches that arrive, and the log's thread syncs them together
-    /// right after (the pipeline, `writer.rs`): none is answered before its
-    /// own sync, and all of them are durable.
+    /// the next one, then waits for that sync while later writes gather
+    /// into one batch (the pipeline, `writer.rs`): none is answered before
+    /// its own sync, and all of them are durable.
     #[tokio::test]
-    async fn batches_logged_while_a_sync_runs_are_applied_meanwhile_and_synced_together() {
+    async fn a_batch_is_logged_while_the_one_before_syncs_and_later_writes_gather() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.redb");
         let (store, switch) = store_with_faults(&path).await;
+        let writer = store.writer.clone().unwrap();
         ingest(&store, 1).await;
         let (first, held) = held_on_the_log_thread(&store, &switch, 2).await;
-        let (later, logged) = logged_one_by_one(&store, &switch, 3..=5).await;
+        let (third, logged) = logged_behind(&store, &switch, 3).await;
+        let batches = switch.log_batches();
+        let mut later = vec![third];
+        later.extend((4..=5).map(|n| spawn_ingest(&store, n)));
+        let gathering = wait_until(|| writer.waiting() == 2).await;
         let answered_early = later.iter().any(|write| write.is_finished()) || first.is_finished();
         switch.hold_log_syncs(false);
         assert!(held, "ingest 2 reached its sync");
-        assert!(
-            logged,
-            "the writer logged the later batches while the sync was held"
-        );
+        assert!(logged, "ingest 3 was logged while the sync was held");
+        assert!(gathering, "ingests 4 and 5 waited for the writer");
         assert!(!answered_early, "answered before the log was synced");
         assert!(first.await.unwrap().is_ok());
         for write in later {
             assert!(write.await.unwrap().is_ok());
         }
         assert_eq!(
-            switch.log_syncs_on_log_thread(),
-            2,
-            "the three later batches shared one sync"
+            switch.log_batches(),
+            batches + 1,
+            "ingests 4 and 5 were logged as one batch"
         );
 
         let crashed = tempfile::tempdir().unwrap();
@@ -1685,23 +1693,25 @@ mod tests {
 
     /// A failed sync refuses its batch and every batch logged after it
     /// (their records follow it in the log, and the open transaction holds
-    /// them all): none comes back after a crash or once storage recovers,
-    /// and the write answered before them stays.
+    /// them all), and the write waiting behind them fails fast: none comes
+    /// back after a crash or once storage recovers, and the write answered
+    /// before them stays.
     #[tokio::test]
     async fn a_failed_sync_refuses_the_batches_logged_behind_it() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.redb");
         let (store, switch) = store_with_faults(&path).await;
         ingest(&store, 1).await;
+        let writer = store.writer.clone().unwrap();
         let (first, held) = held_on_the_log_thread(&store, &switch, 2).await;
-        let (later, logged) = logged_one_by_one(&store, &switch, 3..=4).await;
+        let (third, logged) = logged_behind(&store, &switch, 3).await;
+        let later = vec![third, spawn_ingest(&store, 4)];
+        let waiting = wait_until(|| writer.waiting() == 1).await;
         switch.fail_next_log_sync();
         switch.fail_database_writes(true);
         switch.hold_log_syncs(false);
-        assert!(
-            held && logged,
-            "ingests 3 and 4 were logged behind ingest 2"
-        );
+        assert!(held && logged, "ingest 3 was logged behind ingest 2");
+        assert!(waiting, "ingest 4 waited for the writer");
         assert!(first.await.unwrap().is_err(), "ingest 2 refused");
         for write in later {
             assert!(write.await.unwrap().is_err(), "a later ingest refused");
@@ -1816,24 +1826,20 @@ mod tests {
         (task, held)
     }
 
-    /// Starts the ingests `ns` one at a time, each once the log has begun
-    /// the one before; true when every one was begun.
-    async fn logged_one_by_one(
+    /// Starts ingest `n`; true once the log has begun its batch (behind
+    /// the one whose sync is held).
+    async fn logged_behind(
         store: &Arc<RedbStore>,
         switch: &FaultSwitch,
-        ns: std::ops::RangeInclusive<u128>,
+        n: u128,
     ) -> (
-        Vec<tokio::task::JoinHandle<Result<IngestOutcome, StoreError>>>,
+        tokio::task::JoinHandle<Result<IngestOutcome, StoreError>>,
         bool,
     ) {
-        let mut writes = Vec::new();
-        let mut logged = true;
-        for n in ns {
-            let begun = switch.log_batches();
-            writes.push(spawn_ingest(store, n));
-            logged &= wait_until(|| switch.log_batches() > begun).await;
-        }
-        (writes, logged)
+        let begun = switch.log_batches();
+        let write = spawn_ingest(store, n);
+        let logged = wait_until(|| switch.log_batches() > begun).await;
+        (write, logged)
     }
 
     fn spawn_ingest(
