@@ -29,7 +29,6 @@ struct Switches {
     log_failing: AtomicBool,
     log_sync_failures: AtomicUsize,
     log_thread_syncs: AtomicUsize,
-    log_batches: AtomicUsize,
     syncs: Mutex<HeldSyncs>,
     database_syncs: Mutex<HeldSyncs>,
     released: Condvar,
@@ -99,19 +98,9 @@ impl FaultSwitch {
         self.0.log_thread_syncs.load(Ordering::SeqCst)
     }
 
-    /// Called by the log's thread as it takes a group of batches.
+    /// Called by the log's thread as it takes a batch.
     pub(crate) fn count_log_thread_sync(&self) {
         self.0.log_thread_syncs.fetch_add(1, Ordering::SeqCst);
-    }
-
-    /// Batches the log has begun writing so far (several may share a sync).
-    pub fn log_batches(&self) -> usize {
-        self.0.log_batches.load(Ordering::SeqCst)
-    }
-
-    /// Called by the log as it begins a batch.
-    pub(crate) fn count_log_batch(&self) {
-        self.0.log_batches.fetch_add(1, Ordering::SeqCst);
     }
 
     /// While held, every sync of the database file (a durable commit's)

@@ -40,9 +40,6 @@ pub struct QueueRow {
 pub struct DeferredRows {
     rows: IdMap<u128, QueueRow>,
     undo: Vec<Undo>,
-    /// The steps before this one belong to answered batches: a rollback
-    /// undoes only their flushes (`acknowledged_through`).
-    answered: usize,
     limit: usize,
 }
 
@@ -62,7 +59,6 @@ impl DeferredRows {
         Self {
             rows: IdMap::default(),
             undo: Vec::new(),
-            answered: 0,
             limit,
         }
     }
@@ -111,42 +107,29 @@ impl DeferredRows {
     /// The transaction committed: its changes stand.
     pub fn committed(&mut self) {
         self.undo.clear();
-        self.answered = 0;
     }
 
-    /// Where the transaction's changes stand now, for
-    /// [`DeferredRows::acknowledged_through`].
-    pub fn mark(&self) -> usize {
-        self.undo.len()
+    /// A logged batch was answered in a transaction still open: its rows
+    /// held and taken stand even if that transaction is aborted later (the
+    /// log's replay then redoes its ingests and outcomes in the table),
+    /// but rows written into the transaction are held again then.
+    pub fn acknowledged(&mut self) {
+        self.undo.retain(|step| matches!(step, Undo::Flushed(_)));
     }
 
-    /// The logged batches applied before `mark` were answered in a
-    /// transaction still open: their rows held and taken stand even if
-    /// that transaction is aborted later (the log's replay then redoes
-    /// their ingests and outcomes in the table), but rows written into the
-    /// transaction are held again then. Batches applied after `mark` are
-    /// undone as before.
-    pub fn acknowledged_through(&mut self, mark: usize) {
-        self.answered = self.answered.max(mark.min(self.undo.len()));
-    }
-
-    /// The transaction was aborted: back to how it began, but for what
-    /// answered batches did (`acknowledged_through`).
+    /// The transaction was aborted: back to how it began.
     pub fn rolled_back(&mut self) {
         while let Some(step) = self.undo.pop() {
-            let answered = self.undo.len() < self.answered;
             match step {
-                Undo::Held(delivery) if !answered => {
+                Undo::Held(delivery) => {
                     self.rows.remove(&delivery);
                 }
-                Undo::Taken(delivery, row) if !answered => {
+                Undo::Taken(delivery, row) => {
                     self.rows.insert(delivery, row);
                 }
                 Undo::Flushed(rows) => self.rows.extend(rows),
-                Undo::Held(_) | Undo::Taken(..) => {}
             }
         }
-        self.answered = 0;
     }
 
     #[cfg(test)]
@@ -215,14 +198,13 @@ mod tests {
         rows.hold(3, row(11, 300));
         rows.hold(4, row(11, 400));
         assert!(rows.take(3, 11, 300));
-        let answered = rows.mark();
+        rows.acknowledged();
         rows.hold(5, row(12, 500));
-        rows.acknowledged_through(answered);
         rows.rolled_back();
         assert_eq!(
             flushed(&mut rows),
             [(1, row(10, 100)), (2, row(10, 200)), (4, row(11, 400))],
-            "the flushed rows are back, the answered hold and take stand, the hold after the mark is undone"
+            "the flushed rows are back, the acknowledged hold and take stand, the later hold is undone"
         );
     }
 

@@ -49,11 +49,9 @@ use crate::store::codec::{decode_body, encode_body};
 use crate::store::{AttemptOutcome, CodecError, FaultSwitch, NextStep, StoreError};
 use redb::{Database, ReadableDatabase, WriteTransaction};
 use serde::{Deserialize, Serialize};
-use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How the log is sized and how often it is folded into redb.
@@ -202,31 +200,9 @@ pub struct Wal {
     faults: Option<FaultSwitch>,
     /// The thread that writes and syncs (`None`: on the writer's own).
     syncer: Option<Syncer>,
-    /// Batches handed to the syncer and not settled yet, oldest first.
-    in_flight: VecDeque<InFlight>,
-    /// The last number whose record is synced (or skipped by a durable
-    /// commit): a batch numbered up to it may be answered.
-    synced_through: u64,
-    /// Called by the log's thread once a pipelined batch is settled
-    /// ([`Wal::wake_with`]).
-    waker: Option<Waker>,
-}
-
-/// Wakes the write coordinator from the log's thread.
-pub type Waker = Arc<dyn Fn() + Send + Sync>;
-
-/// Most batches in flight on the log's thread at once; both of its
-/// channels hold that many, so neither side ever blocks on a send.
-pub const MAX_IN_FLIGHT: usize = 16;
-
-/// A batch on the log's thread: where its records go, how far the file is
-/// zero-filled once they are written, and its numbers.
-struct InFlight {
-    start: u64,
-    end: u64,
-    allocated: u64,
-    first_seq: u64,
-    last_seq: u64,
+    /// A write on the syncer: where the log ends and how far it is
+    /// zero-filled once it is done.
+    in_flight: Option<(u64, u64)>,
 }
 
 /// The log's writer thread and its two channels.
@@ -244,8 +220,6 @@ struct LogWrite {
     zero_to: u64,
     /// Test seam: may hold the sync (`FaultSwitch::hold_log_syncs`).
     faults: Option<FaultSwitch>,
-    /// Wakes the writer once settled (a pipelined batch).
-    wake: Option<Waker>,
 }
 
 /// What a [`LogWrite`] did: its buffer back for the next batch, and the
@@ -259,87 +233,51 @@ struct Written {
 }
 
 impl LogWrite {
-    /// Runs one write on whichever thread calls it (see [`write_group`]).
+    /// Grows the file if it must, then writes and syncs, on whichever
+    /// thread calls it, and records how long a successful write and sync
+    /// took (growing aside) in `switchyard_wal_sync_seconds`.
     fn run(self, file: &File) -> Written {
-        let (result, touched) = write_group(std::slice::from_ref(&self), file);
+        if let Err(error) = zero_fill(file, self.zero_from, self.zero_to) {
+            return Written {
+                buffer: self.buffer,
+                result: Err(error),
+                records_touched: false,
+            };
+        }
+        let started = Instant::now();
+        let result = file.write_all_at(&self.buffer, self.at).and_then(|()| {
+            if let Some(switch) = &self.faults {
+                switch.before_log_sync();
+                switch.check_log_sync()?;
+            }
+            file.sync_data()
+        });
+        if result.is_ok() {
+            metrics::histogram!("switchyard_wal_sync_seconds")
+                .record(started.elapsed().as_secs_f64());
+        }
         Written {
             buffer: self.buffer,
             result,
-            records_touched: touched > 0,
+            records_touched: true,
         }
     }
-}
-
-/// Grows the file where it must, writes every batch of `group` at its
-/// place, then syncs once, and records how long a successful write and
-/// sync took (growing aside) in `switchyard_wal_sync_seconds`. Returns the
-/// result, which holds for the whole group, and how many of its writes
-/// may have put records in the file (the first ones: the group stops at
-/// its first failure).
-fn write_group(group: &[LogWrite], file: &File) -> (std::io::Result<()>, usize) {
-    let started = Instant::now();
-    let mut grown = Duration::ZERO;
-    for (index, write) in group.iter().enumerate() {
-        let growing = Instant::now();
-        if let Err(error) = zero_fill(file, write.zero_from, write.zero_to) {
-            return (Err(error), index);
-        }
-        grown += growing.elapsed();
-        if let Err(error) = file.write_all_at(&write.buffer, write.at) {
-            return (Err(error), index + 1);
-        }
-    }
-    let synced = (|| {
-        if let Some(switch) = group.first().and_then(|write| write.faults.as_ref()) {
-            switch.before_log_sync();
-            switch.check_log_sync()?;
-        }
-        file.sync_data()
-    })();
-    if synced.is_ok() {
-        metrics::histogram!("switchyard_wal_sync_seconds")
-            .record(started.elapsed().saturating_sub(grown).as_secs_f64());
-    }
-    (synced, group.len())
 }
 
 impl Syncer {
-    /// Starts the log's thread. It takes every write waiting when it
-    /// starts a round, so that the writes queued while one sync ran share
-    /// the next sync, and answers each write in order.
     fn start(file: &File) -> std::io::Result<Self> {
         let file = file.try_clone()?;
-        let (jobs, inbox) = std::sync::mpsc::sync_channel::<LogWrite>(MAX_IN_FLIGHT);
-        let (outbox, done) = std::sync::mpsc::sync_channel(MAX_IN_FLIGHT);
+        let (jobs, inbox) = std::sync::mpsc::sync_channel::<LogWrite>(1);
+        let (outbox, done) = std::sync::mpsc::sync_channel(1);
         std::thread::Builder::new()
             .name("switchyard-wal".into())
             .spawn(move || {
-                let mut group = Vec::with_capacity(MAX_IN_FLIGHT);
                 while let Ok(write) = inbox.recv() {
-                    group.push(write);
-                    group.extend(inbox.try_iter());
-                    if let Some(switch) = &group[0].faults {
+                    if let Some(switch) = &write.faults {
                         switch.count_log_thread_sync();
                     }
-                    let (result, touched) = write_group(&group, &file);
-                    let mut wake = None;
-                    for (index, write) in group.drain(..).enumerate() {
-                        let result = match &result {
-                            Ok(()) => Ok(()),
-                            Err(error) => Err(std::io::Error::new(error.kind(), error.to_string())),
-                        };
-                        wake = write.wake.or(wake);
-                        let written = Written {
-                            buffer: write.buffer,
-                            result,
-                            records_touched: index < touched,
-                        };
-                        if outbox.send(written).is_err() {
-                            return;
-                        }
-                    }
-                    if let Some(wake) = wake {
-                        wake();
+                    if outbox.send(write.run(&file)).is_err() {
+                        return;
                     }
                 }
             })?;
@@ -448,9 +386,7 @@ impl Wal {
             buffer: Vec::new(),
             faults: None,
             syncer: None,
-            in_flight: VecDeque::new(),
-            synced_through: applied,
-            waker: None,
+            in_flight: None,
         };
         let mut last = applied;
         let header = wal.header_epoch().map_err(io)?;
@@ -463,7 +399,6 @@ impl Wal {
         // nothing, which is right, as everything is in redb by then.
         wal.next_seq = last.max(applied) + 1;
         wal.acknowledged = wal.next_seq - 1;
-        wal.synced_through = wal.acknowledged;
         wal.epoch = rand::random::<u128>();
         let txn = db.begin_write().map_err(StoreError::from)?;
         {
@@ -502,16 +437,9 @@ impl Wal {
     /// A batch whose write or sync fails is wiped before the error is
     /// returned, here or by [`Wal::finish`] (unless it failed before any
     /// record was written: its numbers are then given back).
-    ///
-    /// With `pipelined`, the caller does not wait for this batch with
-    /// [`Wal::finish`] but goes on, and the log's thread calls the waker
-    /// ([`Wal::wake_with`]) once it is settled ([`Wal::settle_ready`]).
-    /// Up to [`MAX_IN_FLIGHT`] batches may be in flight; see
-    /// [`Wal::in_flight_full`].
     pub fn begin<'a>(
         &mut self,
         records: impl Iterator<Item = Option<&'a [u8]>>,
-        pipelined: bool,
     ) -> Result<Logged, WalError> {
         // The interval runs from the round's first record: after a quiet
         // spell the first batch is logged, not made durable.
@@ -535,8 +463,7 @@ impl Wal {
             buffer.extend_from_slice(payload);
             seq += 1;
         }
-        let (start, allocated) = self.tail();
-        let end = start + buffer.len() as u64;
+        let end = self.end + buffer.len() as u64;
         if seq == self.next_seq || end > self.options.capacity_bytes {
             self.keep_buffer(buffer);
             return Ok(Logged::Checkpoint);
@@ -544,20 +471,16 @@ impl Wal {
         // Numbers are spent before the write: if it fails, what may have
         // landed must not look like the records written after it. (They
         // are given back once the records are wiped: `failed_batch`.)
-        self.batch_start = start;
+        self.batch_start = self.end;
         self.batch_first_seq = self.next_seq;
         self.next_seq = seq;
         let write = LogWrite {
             buffer,
-            at: start,
-            zero_from: allocated,
+            at: self.end,
+            zero_from: self.allocated,
             zero_to: self.grow_target(end),
             faults: self.faults.clone(),
-            wake: self.waker.clone().filter(|_| pipelined),
         };
-        if let Some(switch) = &self.faults {
-            switch.count_log_batch();
-        }
         let failing = self.faults.as_ref().map_or(Ok(()), FaultSwitch::check_log);
         if let Err(source) = failing {
             self.buffer = write.buffer;
@@ -566,25 +489,12 @@ impl Wal {
                 source,
             });
         }
-        let batch = InFlight {
-            start,
-            end,
-            allocated: write.zero_to.max(allocated),
-            first_seq: self.batch_first_seq,
-            last_seq: seq - 1,
-        };
-        // A lone small record (at a low rate, every batch) is synced here
-        // when nothing else is in flight: handing it to the log's thread
-        // would overlap its sync with an apply of a few microseconds, at
-        // the price of two wake-ups. (Under load something is in flight
-        // almost always: what arrived during the last sync.)
-        let lone_and_small = seq - self.batch_first_seq == 1
-            && write.buffer.len() <= SYNCED_HERE_BYTES
-            && self.in_flight.is_empty();
-        debug_assert!(
-            self.in_flight.len() < MAX_IN_FLIGHT,
-            "in_flight_full checked"
-        );
+        let (end_after, allocated_after) = (end, write.zero_to.max(self.allocated));
+        // A lone small record (at a low rate, every batch) is synced here:
+        // handing it to the log's thread would overlap its sync with an
+        // apply of a few microseconds, at the price of two wake-ups.
+        let lone_and_small =
+            seq - self.batch_first_seq == 1 && write.buffer.len() <= SYNCED_HERE_BYTES;
         match self.syncer.as_ref().filter(|_| !lone_and_small) {
             Some(syncer) => {
                 if let Err(error) = syncer.jobs.send(write) {
@@ -594,83 +504,28 @@ impl Wal {
                         source: std::io::Error::other("the log's writer thread stopped"),
                     });
                 }
-                self.in_flight.push_back(batch);
+                self.in_flight = Some((end_after, allocated_after));
             }
             None => {
-                // Nothing is in flight here (without a syncer, nothing ever is).
                 let written = write.run(&self.file);
-                self.settle(batch, written)?;
+                self.keep_buffer(written.buffer);
+                if let Err(source) = written.result {
+                    return Err(self.failed_batch(end_after, written.records_touched, source));
+                }
+                self.end = end_after;
+                self.allocated = allocated_after;
             }
         }
         Ok(Logged::Through(seq - 1))
     }
 
-    /// Gives the log a way to wake the writer once a pipelined batch is
-    /// settled (see [`Wal::begin`]).
-    pub fn wake_with(&mut self, waker: Waker) {
-        self.waker = Some(waker);
-    }
-
-    /// True when no more batches may be begun before the oldest is
-    /// settled ([`Wal::finish_oldest`]).
-    pub fn in_flight_full(&self) -> bool {
-        self.in_flight.len() >= MAX_IN_FLIGHT
-    }
-
-    /// True while batches are on the log's thread.
-    pub fn in_flight(&self) -> bool {
-        !self.in_flight.is_empty()
-    }
-
-    /// How many batches are on the log's thread.
-    pub fn in_flight_count(&self) -> usize {
-        self.in_flight.len()
-    }
-
-    /// Every number up to this one is synced (or skipped): a batch logged
-    /// up to it may be answered.
-    pub fn synced_through(&self) -> u64 {
-        self.synced_through
-    }
-
-    /// Settles the batches the log's thread is done with, without waiting.
-    /// An error: a batch failed, and so did every batch begun after it.
-    pub fn settle_ready(&mut self) -> Result<(), WalError> {
-        while !self.in_flight.is_empty() {
-            let Some(written) = self
-                .syncer
-                .as_ref()
-                .and_then(|syncer| syncer.done.try_recv().ok())
-            else {
-                break;
-            };
-            self.settle_oldest(written)?;
-        }
-        Ok(())
-    }
-
-    /// Waits for the oldest batch in flight and settles it (an error as in
-    /// [`Wal::settle_ready`]).
-    pub fn finish_oldest(&mut self) -> Result<(), WalError> {
-        if self.in_flight.is_empty() {
-            return Ok(());
-        }
-        let written = self.receive();
-        self.settle_oldest(written)
-    }
-
-    /// Waits until every write [`Wal::begin`] started is synced (or
-    /// failed).
+    /// Waits until the write [`Wal::begin`] started is synced (or failed).
     pub fn finish(&mut self) -> Result<(), WalError> {
-        while !self.in_flight.is_empty() {
-            self.finish_oldest()?;
-        }
-        Ok(())
-    }
-
-    /// The log's thread's answer to the oldest write in flight.
-    fn receive(&self) -> Written {
-        match self.syncer.as_ref().map(|syncer| syncer.done.recv()) {
+        let Some((end, allocated)) = self.in_flight.take() else {
+            return Ok(());
+        };
+        let done = self.syncer.as_ref().map(|syncer| syncer.done.recv());
+        let written = match done {
             Some(Ok(done)) => done,
             // What it wrote before it stopped is unknown: wiped too.
             _ => Written {
@@ -678,41 +533,14 @@ impl Wal {
                 result: Err(std::io::Error::other("the log's writer thread stopped")),
                 records_touched: true,
             },
-        }
-    }
-
-    fn settle_oldest(&mut self, written: Written) -> Result<(), WalError> {
-        match self.in_flight.pop_front() {
-            Some(batch) => self.settle(batch, written),
-            None => Ok(()),
-        }
-    }
-
-    /// Takes the outcome of `batch`'s write. A failure fails every batch
-    /// begun after it too (their records would follow a wiped gap, which a
-    /// replay stops at): waits for them, then wipes them all with it.
-    fn settle(&mut self, batch: InFlight, written: Written) -> Result<(), WalError> {
-        self.keep_buffer(written.buffer);
-        let source = match written.result {
-            Ok(()) => {
-                self.end = batch.end;
-                self.allocated = batch.allocated;
-                self.synced_through = batch.last_seq;
-                return Ok(());
-            }
-            Err(source) => source,
         };
-        let (mut end, mut touched) = (batch.end, written.records_touched);
-        while let Some(later) = self.in_flight.pop_front() {
-            let written = self.receive();
-            self.keep_buffer(written.buffer);
-            if written.records_touched {
-                (end, touched) = (later.end, true);
-            }
+        self.keep_buffer(written.buffer);
+        if let Err(source) = written.result {
+            return Err(self.failed_batch(end, written.records_touched, source));
         }
-        self.batch_start = batch.start;
-        self.batch_first_seq = batch.first_seq;
-        Err(self.failed_batch(end, touched, source))
+        self.end = end;
+        self.allocated = allocated;
+        Ok(())
     }
 
     /// The write or sync of the last batch (ending at `end`) failed, and
@@ -767,19 +595,11 @@ impl Wal {
     /// Keeps a batch's buffer for the next one, unless a big batch grew it
     /// past what is worth holding on to.
     fn keep_buffer(&mut self, buffer: Vec<u8>) {
-        if buffer.capacity() <= MAX_KEPT_BUFFER && buffer.capacity() > self.buffer.capacity() {
-            self.buffer = buffer;
-        }
-    }
-
-    /// Where the next batch's records go, and how far the file is
-    /// zero-filled by then: after the batches in flight.
-    fn tail(&self) -> (u64, u64) {
-        self.in_flight
-            .back()
-            .map_or((self.end, self.allocated), |last| {
-                (last.end, last.allocated)
-            })
+        self.buffer = if buffer.capacity() > MAX_KEPT_BUFFER {
+            Vec::new()
+        } else {
+            buffer
+        };
     }
 
     /// The sequence number a durable commit made now stores: every number
@@ -819,18 +639,13 @@ impl Wal {
     /// A durable commit succeeded: everything logged so far is in redb, and
     /// the log starts over.
     pub fn checkpointed(&mut self) {
-        debug_assert!(
-            self.in_flight.is_empty(),
-            "a durable commit waits for the log"
-        );
         self.end = HEADER_BYTES;
-        self.synced_through = self.next_seq - 1;
         self.last_checkpoint = Instant::now();
     }
 
     /// True when records wait in the log for a durable commit.
     pub fn holds_records(&self) -> bool {
-        self.tail().0 > HEADER_BYTES
+        self.end > HEADER_BYTES
     }
 
     /// After a storage failure the database was opened again, at its last
@@ -842,10 +657,8 @@ impl Wal {
     /// were told it failed.
     pub fn recover_after_failure(&mut self, db: &Database) -> Result<(), WalError> {
         let (_, applied) = database_state(db)?;
-        debug_assert!(self.in_flight.is_empty(), "recovery waits for the log");
         self.replay(db, applied, self.acknowledged, Some(self.next_seq - 1))?;
         self.acknowledged = self.next_seq - 1;
-        self.synced_through = self.acknowledged;
         Ok(())
     }
 
@@ -1646,208 +1459,6 @@ mod tests {
         switch.hold_log_syncs(false);
         let refused = ingesting.await.unwrap().is_err();
         held && refused && !store.is_writable()
-    }
-
-    /// While the log's thread syncs a batch, the writer logs and applies
-    /// the next one, then waits for that sync while later writes gather
-    /// into one batch (the pipeline, `writer.rs`): none is answered before
-    /// its own sync, and all of them are durable.
-    #[tokio::test]
-    async fn a_batch_is_logged_while_the_one_before_syncs_and_later_writes_gather() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s.redb");
-        let (store, switch) = store_with_faults(&path).await;
-        let writer = store.writer.clone().unwrap();
-        ingest(&store, 1).await;
-        let (first, held) = held_on_the_log_thread(&store, &switch, 2).await;
-        let (third, logged) = logged_behind(&store, &switch, 3).await;
-        let batches = switch.log_batches();
-        let mut later = vec![third];
-        later.extend((4..=5).map(|n| spawn_ingest(&store, n)));
-        let gathering = wait_until(|| writer.waiting() == 2).await;
-        let answered_early = later.iter().any(|write| write.is_finished()) || first.is_finished();
-        switch.hold_log_syncs(false);
-        assert!(held, "ingest 2 reached its sync");
-        assert!(logged, "ingest 3 was logged while the sync was held");
-        assert!(gathering, "ingests 4 and 5 waited for the writer");
-        assert!(!answered_early, "answered before the log was synced");
-        assert!(first.await.unwrap().is_ok());
-        for write in later {
-            assert!(write.await.unwrap().is_ok());
-        }
-        assert_eq!(
-            switch.log_batches(),
-            batches + 1,
-            "ingests 4 and 5 were logged as one batch"
-        );
-
-        let crashed = tempfile::tempdir().unwrap();
-        let copy = crash_image(&path, crashed.path());
-        let recovered = RedbStore::open(&copy, options(Duration::from_secs(600))).unwrap();
-        for n in 1..=5 {
-            let event = recovered.event(WS, EventId(n)).await.unwrap();
-            assert!(event.is_some(), "event {n} is durable");
-        }
-        store.close().await.unwrap();
-    }
-
-    /// A failed sync refuses its batch and every batch logged after it
-    /// (their records follow it in the log, and the open transaction holds
-    /// them all), and the write waiting behind them fails fast: none comes
-    /// back after a crash or once storage recovers, and the write answered
-    /// before them stays.
-    #[tokio::test]
-    async fn a_failed_sync_refuses_the_batches_logged_behind_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s.redb");
-        let (store, switch) = store_with_faults(&path).await;
-        ingest(&store, 1).await;
-        let writer = store.writer.clone().unwrap();
-        let (first, held) = held_on_the_log_thread(&store, &switch, 2).await;
-        let (third, logged) = logged_behind(&store, &switch, 3).await;
-        let later = vec![third, spawn_ingest(&store, 4)];
-        let waiting = wait_until(|| writer.waiting() == 1).await;
-        switch.fail_next_log_sync();
-        switch.fail_database_writes(true);
-        switch.hold_log_syncs(false);
-        assert!(held && logged, "ingest 3 was logged behind ingest 2");
-        assert!(waiting, "ingest 4 waited for the writer");
-        assert!(first.await.unwrap().is_err(), "ingest 2 refused");
-        for write in later {
-            assert!(write.await.unwrap().is_err(), "a later ingest refused");
-        }
-        assert!(!store.is_writable());
-        let spans = record_spans(&path);
-        assert_eq!(spans.len(), 1, "ingest 1's record alone");
-        let (at, len) = spans[0];
-        let log = std::fs::read(log_path(&path)).unwrap();
-        assert!(
-            log[at + len..].iter().all(|&byte| byte == 0),
-            "every refused batch's records are wiped"
-        );
-
-        let crashed = tempfile::tempdir().unwrap();
-        let copy = crash_image(&path, crashed.path());
-        let recovered = RedbStore::open(&copy, options(Duration::from_secs(600))).unwrap();
-        assert!(recovered.event(WS, EventId(1)).await.unwrap().is_some());
-        for n in 2..=4 {
-            let event = recovered.event(WS, EventId(n)).await.unwrap();
-            assert!(event.is_none(), "refused event {n} came back after a crash");
-        }
-        switch.fail_database_writes(false);
-        writes_come_back(&store).await;
-        for n in 2..=4 {
-            assert!(store.event(WS, EventId(n)).await.unwrap().is_none());
-        }
-        ingest(&store, 5).await;
-        assert!(store.event(WS, EventId(1)).await.unwrap().is_some());
-        store.close().await.unwrap();
-    }
-
-    /// A reader's snapshot waits for the batches in flight: it never sees
-    /// a write before the write is answered, and it does see it after.
-    #[tokio::test]
-    async fn a_snapshot_waits_for_the_batches_in_flight() {
-        let dir = tempfile::tempdir().unwrap();
-        let (store, switch) = store_with_faults(&dir.path().join("s.redb")).await;
-        let writer = store.writer.clone().unwrap();
-        let (first, held) = held_on_the_log_thread(&store, &switch, 1).await;
-        let reading = tokio::spawn({
-            let writer = writer.clone();
-            async move { writer.queue_snapshot().await }
-        });
-        // A snapshot taken before the sync would arrive well within this.
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let read_early = reading.is_finished();
-        switch.hold_log_syncs(false);
-        assert!(held, "ingest 1 reached its sync");
-        assert!(
-            !read_early,
-            "a snapshot was taken while a batch was in flight"
-        );
-        assert!(first.await.unwrap().is_ok());
-        let snapshot = reading.await.unwrap().expect("storage works");
-        let events = snapshot.open_table(EVENTS).unwrap().len().unwrap();
-        assert_eq!(events, 1, "the snapshot holds the answered ingest");
-        store.close().await.unwrap();
-    }
-
-    /// A job refused halfway in a batch logged behind one still syncing:
-    /// the batch before it is answered as stored and made durable, the
-    /// refused job leaves nothing, and a write queued behind it is stored.
-    #[tokio::test]
-    async fn a_job_refused_behind_a_batch_in_flight_leaves_nothing_and_the_batch_stays() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s.redb");
-        let (store, switch) = store_with_faults(&path).await;
-        let writer = store.writer.clone().unwrap();
-        ingest(&store, 1).await;
-        let (first, held) = held_on_the_log_thread(&store, &switch, 2).await;
-        let begun = switch.log_batches();
-        let refusing = tokio::spawn(refused_halfway(&writer));
-        let logged = wait_until(|| switch.log_batches() == begun + 1).await;
-        let good = spawn_ingest(&store, 3);
-        switch.hold_log_syncs(false);
-        assert!(held && logged, "the refused job was logged behind ingest 2");
-        assert!(first.await.unwrap().is_ok(), "ingest 2 stored");
-        assert!(refusing.await.unwrap().is_err());
-        assert!(good.await.unwrap().is_ok(), "ingest 3 stored");
-        assert!(!partial_in_the_file(&store), "nothing of the refused job");
-
-        let crashed = tempfile::tempdir().unwrap();
-        let copy = crash_image(&path, crashed.path());
-        let recovered = RedbStore::open(&copy, options(Duration::from_secs(600))).unwrap();
-        for n in 1..=3 {
-            let event = recovered.event(WS, EventId(n)).await.unwrap();
-            assert!(event.is_some(), "event {n} is durable");
-        }
-        assert!(recovered.event(WS, EventId(9)).await.unwrap().is_none());
-        store.close().await.unwrap();
-    }
-
-    /// Starts ingest `n` (over 4 KiB: synced on the log's thread) with the
-    /// log's syncs held; true once it waits in its sync. The caller
-    /// releases the hold.
-    async fn held_on_the_log_thread(
-        store: &Arc<RedbStore>,
-        switch: &FaultSwitch,
-        n: u128,
-    ) -> (
-        tokio::task::JoinHandle<Result<IngestOutcome, StoreError>>,
-        bool,
-    ) {
-        switch.hold_log_syncs(true);
-        let write = over_4_kib(batch(n, None));
-        let task = tokio::spawn({
-            let store = store.clone();
-            async move { store.ingest(write).await }
-        });
-        let held = wait_until(|| switch.log_syncs_waiting() == 1).await;
-        (task, held)
-    }
-
-    /// Starts ingest `n`; true once the log has begun its batch (behind
-    /// the one whose sync is held).
-    async fn logged_behind(
-        store: &Arc<RedbStore>,
-        switch: &FaultSwitch,
-        n: u128,
-    ) -> (
-        tokio::task::JoinHandle<Result<IngestOutcome, StoreError>>,
-        bool,
-    ) {
-        let begun = switch.log_batches();
-        let write = spawn_ingest(store, n);
-        let logged = wait_until(|| switch.log_batches() > begun).await;
-        (write, logged)
-    }
-
-    fn spawn_ingest(
-        store: &Arc<RedbStore>,
-        n: u128,
-    ) -> tokio::task::JoinHandle<Result<IngestOutcome, StoreError>> {
-        let store = store.clone();
-        tokio::spawn(async move { store.ingest(batch(n, None)).await })
     }
 
     /// Runs `write` with the log's syncs held; checks it is not answered

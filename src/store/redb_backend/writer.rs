@@ -17,12 +17,6 @@
 //! already answered, [`Writer::holds_unpublished`] is true and readers take
 //! their snapshot from [`Writer::read_snapshot`]. Any other write, a full
 //! log and a timer (`Message::Checkpoint`) make the commit durable again.
-//! A batch of logged jobs alone is pipelined (`Coordinator::pipeline`):
-//! logged and applied, then answered once the log's thread reports its
-//! sync (`Message::Synced`), while this thread goes on with the next
-//! batches, which that thread syncs together right after. Everything else
-//! (a reader, a checkpoint, a write the log does not carry, a probe,
-//! closing) first waits for the batches in flight and answers them.
 //! New deliveries' queue rows are held back until needed (`deferred.rs`):
 //! a reader of the queue reads a snapshot the coordinator takes once it
 //! has written them ([`Writer::queue_snapshot`]). With group pacing on
@@ -47,7 +41,6 @@ use super::{DbSlot, WriteScope};
 use crate::store::StoreError;
 use redb::{Database, Durability, ReadTransaction, ReadableDatabase, WriteTransaction};
 use std::cell::RefCell;
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -103,9 +96,6 @@ enum Message {
     },
     /// Commit what is queued, refuse anything sent later, then stop.
     Close,
-    /// From the log's thread: a pipelined batch's sync is done (see
-    /// `Coordinator::pipeline`).
-    Synced,
 }
 
 impl Writer {
@@ -114,17 +104,8 @@ impl Writer {
     pub fn start(slot: Arc<DbSlot>, wal: Option<Wal>) -> std::io::Result<(Writer, WriterThread)> {
         let (jobs, receiver) = mpsc::channel(QUEUE_DEPTH);
         let (health, writable) = watch::channel(true);
-        let mut wal = wal;
-        if let Some(wal) = &mut wal {
+        if let Some(wal) = &wal {
             spawn_checkpoint_timer(jobs.downgrade(), wal.checkpoint_every())?;
-            let inbox = jobs.downgrade();
-            wal.wake_with(Arc::new(move || {
-                // A full channel needs no wake-up: the coordinator is taking
-                // messages, and settles the log's batches at every turn.
-                if let Some(inbox) = inbox.upgrade() {
-                    let _ = inbox.try_send(Message::Synced);
-                }
-            }));
         }
         let defers_queue_rows = wal.is_some();
         let unpublished = Arc::new(AtomicBool::new(false));
@@ -141,7 +122,6 @@ impl Writer {
                 txn: None,
                 unpublished: unpublished.clone(),
             },
-            pipeline: VecDeque::new(),
         };
         let handle = std::thread::Builder::new()
             .name("switchyard-writer".into())
@@ -347,18 +327,6 @@ struct Coordinator {
     wal: Option<Wal>,
     /// Logged batches applied and answered, not committed yet (log on).
     open: OpenSlot,
-    /// Logged batches applied in the open transaction whose records the
-    /// log's thread is syncing, oldest first (see `Coordinator::pipeline`).
-    pipeline: VecDeque<Unanswered>,
-}
-
-/// A logged batch applied in the open transaction, waiting for its sync.
-struct Unanswered {
-    /// The log's last number for it.
-    through: u64,
-    jobs: Vec<Box<dyn Job>>,
-    /// Where the held-back rows' changes stood after it was applied.
-    rows_mark: usize,
 }
 
 /// The open transaction, and the flag readers check
@@ -396,20 +364,6 @@ impl Coordinator {
             if let Some(pacing) = pacing.as_mut().filter(|_| *self.health.borrow()) {
                 pacing.gather(&mut inbox, &mut receiver);
             }
-            self.answer_synced();
-            if inbox.is_empty() {
-                // The log's thread woke us: its batches are answered.
-                continue;
-            }
-            if pacing.is_none() && self.may_pipeline(&inbox) {
-                metrics_batch_size(inbox.batch.len());
-                self.pipeline(&mut inbox.batch);
-                continue;
-            }
-            // Anything else waits for the batches in flight: a reader must
-            // not see a write before it is answered, and the durable
-            // paths begin from a settled log.
-            self.drain_pipeline();
             if !inbox.batch.is_empty() {
                 metrics_batch_size(inbox.batch.len());
                 self.commit(&mut inbox.batch, inbox.queue_rows);
@@ -430,7 +384,6 @@ impl Coordinator {
         }
         // Closing: what only the log holds goes into redb, so the file is
         // complete on its own.
-        self.drain_pipeline();
         self.checkpoint();
         // Only left when that failed: the next start replays the log.
         self.abandon_open();
@@ -474,259 +427,6 @@ impl Coordinator {
             // failure already sees the store as not writable.
             self.storage_failed(&failure);
             fail_all(batch, &failure);
-        }
-    }
-
-    /// True when this turn's batch may go through the pipeline: nothing
-    /// but logged jobs, storage working, and room in the open transaction.
-    fn may_pipeline(&self, inbox: &Inbox) -> bool {
-        let open_jobs = self.open.txn.as_ref().map_or(0, |open| open.jobs);
-        self.wal.is_some()
-            && inbox.is_logged_group()
-            && inbox.probes.is_empty()
-            && inbox.snapshots.is_empty()
-            && !inbox.checkpoint
-            && !inbox.closing
-            && *self.health.borrow()
-            && open_jobs + inbox.batch.len() < PUBLISH_AFTER_JOBS
-    }
-
-    /// Logs `batch`, applies it in the open transaction and goes on
-    /// without waiting for its sync, unless another batch is in flight:
-    /// then it waits for that one's sync, which the log's thread follows
-    /// with this batch's at once. Each batch is answered once its sync is
-    /// done (`answer_synced`). Under load that keeps the log syncing back
-    /// to back instead of waiting while this thread answers one batch and
-    /// forms the next (docs/benchmarks.md, issue 13), with one wake-up of
-    /// this thread per sync. A batch the log does
-    /// not take (a checkpoint is due, or the log is full) goes the
-    /// sequential way once the pipeline is drained.
-    fn pipeline(&mut self, batch: &mut Vec<Box<dyn Job>>) {
-        let db = match self.slot.get() {
-            Ok(db) => db,
-            Err(error) => {
-                self.drain_pipeline();
-                return fail_all(batch, &error);
-            }
-        };
-        if self.wal.as_ref().is_some_and(Wal::in_flight_full) {
-            let settled = self.wal.as_mut().map_or(Ok(()), Wal::finish_oldest);
-            self.after_settling(settled);
-            if !*self.health.borrow() {
-                return fail_all(batch, &not_writable());
-            }
-        }
-        let Some(wal) = self.wal.as_mut() else {
-            return fail_all(batch, &not_writable());
-        };
-        let through = match wal.begin(batch.iter().map(|job| job.log_record()), true) {
-            Ok(Logged::Through(seq)) => seq,
-            Ok(Logged::Checkpoint) => {
-                drop(db);
-                self.drain_pipeline();
-                return self.commit(batch, false);
-            }
-            Err(error) => {
-                tracing::error!(%error, "writing the write-ahead log failed");
-                drop(db);
-                self.drain_pipeline();
-                self.abandon_open();
-                let failure = error.into();
-                self.storage_failed(&failure);
-                return fail_all(batch, &failure);
-            }
-        };
-        let deferred = self.deferred.as_ref();
-        let mut current = match self.open.txn.take() {
-            Some(current) => current,
-            None => match db.begin_write() {
-                Ok(txn) => OpenTxn {
-                    txn,
-                    through,
-                    jobs: 0,
-                    bytes: 0,
-                },
-                Err(error) => return self.pipeline_refused(&db, None, batch, error.into()),
-            },
-        };
-        let failure = {
-            let mut scope = match deferred {
-                Some(deferred) => WriteScope::deferring(&current.txn, deferred),
-                None => WriteScope::new(&current.txn),
-            };
-            batch.iter_mut().find_map(|job| job.apply(&mut scope).err())
-        };
-        if let Some(error) = failure {
-            return self.pipeline_refused(&db, Some(current), batch, error);
-        }
-        current.through = through;
-        current.jobs += batch.len();
-        current.bytes += batch
-            .iter()
-            .map(|job| job.log_record().map_or(0, <[u8]>::len))
-            .sum::<usize>();
-        let full = current.jobs >= PUBLISH_AFTER_JOBS || current.bytes >= PUBLISH_AFTER_BYTES;
-        self.open.txn = Some(current);
-        // Moved into a Vec of their own: `batch` keeps its room for a
-        // full batch.
-        let mut jobs = Vec::with_capacity(batch.len());
-        jobs.append(batch);
-        self.pipeline.push_back(Unanswered {
-            through,
-            jobs,
-            rows_mark: deferred.map_or(0, |deferred| deferred.borrow().mark()),
-        });
-        // A lone small write was synced by `begin` itself.
-        self.answer_synced();
-        // With a batch queued behind the one syncing, the log has its next
-        // group: rather than wake for every job that arrives meanwhile,
-        // this thread waits for the oldest sync, and those jobs gather
-        // into the next batch, logged while the queued one syncs.
-        while self
-            .wal
-            .as_ref()
-            .is_some_and(|wal| wal.in_flight_count() > 1)
-        {
-            let settled = self.wal.as_mut().map_or(Ok(()), Wal::finish_oldest);
-            self.after_settling(settled);
-        }
-        if full {
-            drop(db);
-            self.drain_pipeline();
-            self.publish(false);
-        }
-    }
-
-    /// A job of the batch just logged failed in the open transaction
-    /// (`current`, `None` if it could not be begun), which is aborted: a
-    /// refused job may have written part of its change. Every sync in
-    /// flight is waited for first, and the batches before this one are
-    /// answered (their held rows' changes stand through the abort). They
-    /// then come back from the log: by a durable replay at once when the
-    /// job was refused, after which the batch is committed durably without
-    /// it, as on the sequential path ([`apply_logged`]); through the
-    /// storage probe when storage failed, with this batch refused and its
-    /// records wiped.
-    fn pipeline_refused(
-        &mut self,
-        db: &Database,
-        current: Option<OpenTxn>,
-        batch: &mut Vec<Box<dyn Job>>,
-        error: StoreError,
-    ) {
-        let synced = self.wal.as_mut().map_or(Ok(()), Wal::finish);
-        self.answer_through_synced();
-        let carries_answered_writes = current.as_ref().is_some_and(|open| open.jobs > 0);
-        if let Some(current) = current
-            && let Err(abort) = current.txn.abort()
-        {
-            tracing::warn!(error = %abort, "aborting a failed write batch");
-        }
-        let deferred = self.deferred.as_ref();
-        settle(deferred, false);
-        let Some(wal) = self.wal.as_mut() else {
-            return fail_all(batch, &error);
-        };
-        let outcome = match synced {
-            // This batch's sync failed too: it was wiped.
-            Err(log_error) => {
-                tracing::error!(error = %log_error, "writing the write-ahead log failed");
-                Err(StoreError::from(log_error))
-            }
-            Ok(()) if error.is_io_failure() => {
-                tracing::error!(%error, "write batch failed");
-                // Its callers are told it failed: its records must not
-                // come back. If the wipe fails, storage stops all the
-                // same, and the probe's durable commit skips its numbers.
-                if let Err(wipe) = wal.retract_last_batch() {
-                    tracing::error!(error = %wipe, "the write-ahead log failed under a batch its callers were refused");
-                }
-                Err(error)
-            }
-            Ok(()) => {
-                tracing::warn!(%error, "write refused; its batch is committed on its own without it");
-                commit_without_refused(
-                    db,
-                    batch,
-                    wal,
-                    deferred,
-                    &mut self.open,
-                    carries_answered_writes,
-                )
-            }
-        };
-        if let Err(failure) = outcome {
-            self.abandon_open();
-            self.storage_failed(&failure);
-            for mut later in self.pipeline.drain(..) {
-                fail_all(&mut later.jobs, &failure);
-            }
-            fail_all(batch, &failure);
-        }
-    }
-
-    /// Answers the pipelined batches whose records are synced, without
-    /// waiting for the log's thread.
-    fn answer_synced(&mut self) {
-        let Some(wal) = self.wal.as_mut() else {
-            return;
-        };
-        if self.pipeline.is_empty() && !wal.in_flight() {
-            return;
-        }
-        let settled = wal.settle_ready();
-        self.after_settling(settled);
-    }
-
-    /// Waits for every pipelined batch's sync and answers it.
-    fn drain_pipeline(&mut self) {
-        let Some(wal) = self.wal.as_mut() else {
-            return;
-        };
-        if self.pipeline.is_empty() && !wal.in_flight() {
-            return;
-        }
-        let settled = wal.finish();
-        self.after_settling(settled);
-    }
-
-    /// Answers the batches synced; when a sync failed, the batches left
-    /// (the failed one and every one logged after it, their records
-    /// wiped) are refused, the open transaction, which holds them, is
-    /// aborted, and storage stops until a probe gets through. The batches
-    /// answered before come back from the log then.
-    fn after_settling(&mut self, settled: Result<(), wal::WalError>) {
-        self.answer_through_synced();
-        if let Err(error) = settled {
-            tracing::error!(%error, "writing the write-ahead log failed");
-            let failure = StoreError::from(error);
-            self.abandon_open();
-            self.storage_failed(&failure);
-            for mut batch in self.pipeline.drain(..) {
-                fail_all(&mut batch.jobs, &failure);
-            }
-        }
-    }
-
-    fn answer_through_synced(&mut self) {
-        let Some(wal) = self.wal.as_mut() else {
-            return;
-        };
-        let synced = wal.synced_through();
-        while self
-            .pipeline
-            .front()
-            .is_some_and(|batch| batch.through <= synced)
-        {
-            let Some(batch) = self.pipeline.pop_front() else {
-                break;
-            };
-            wal.acknowledge(batch.through);
-            if let Some(deferred) = &self.deferred {
-                deferred.borrow_mut().acknowledged_through(batch.rows_mark);
-            }
-            self.open.unpublished();
-            batch.jobs.into_iter().for_each(|job| job.complete(Ok(())));
         }
     }
 
@@ -929,17 +629,7 @@ impl Inbox {
                 self.closing = true;
                 receiver.close();
             }
-            Message::Synced => {}
         }
-    }
-
-    /// Nothing to do this turn (a wake-up from the log's thread).
-    fn is_empty(&self) -> bool {
-        self.batch.is_empty()
-            && self.probes.is_empty()
-            && self.snapshots.is_empty()
-            && !self.checkpoint
-            && !self.closing
     }
 
     /// Takes what is queued already, up to a full batch.
@@ -1092,7 +782,7 @@ fn commit_batch(
     // The log's write and sync start first and run while the batch is
     // applied; the commit waits for them.
     let plan = match wal.as_deref_mut() {
-        Some(wal) => match wal.begin(batch.iter().map(|job| job.log_record()), false) {
+        Some(wal) => match wal.begin(batch.iter().map(|job| job.log_record())) {
             Ok(Logged::Through(seq)) => Some((seq, Durability::None)),
             Ok(Logged::Checkpoint) => Some((wal.applied_through(), Durability::Immediate)),
             Err(error) => {
@@ -1186,14 +876,22 @@ fn apply_logged(
             return Err(error);
         }
         tracing::warn!(%error, "write refused; its batch is committed on its own without it");
-        wal.finish()?;
-        return commit_without_refused(db, batch, wal, deferred, open, carries_answered_writes);
+        if carries_answered_writes {
+            wal.finish()?;
+            wal.recover_after_failure(db)?;
+            // The log starts over: the rows held back for events a commit
+            // already held have nothing left to come back from.
+            write_held_rows(db, deferred, Durability::Immediate)?;
+            open.published();
+        }
+        // Durable, with every number the log spent so far: the refused
+        // job's record (and any part of its change) is never applied again.
+        let plan = Some((wal.applied_through(), Durability::Immediate));
+        return apply_and_commit(db, batch, Some(wal), plan, deferred, false);
     }
     wal.acknowledge(through);
     if let Some(deferred) = deferred {
-        let mut deferred = deferred.borrow_mut();
-        let mark = deferred.mark();
-        deferred.acknowledged_through(mark);
+        deferred.borrow_mut().acknowledged();
     }
     current.through = through;
     current.jobs += batch.len();
@@ -1209,32 +907,6 @@ fn apply_logged(
         return open.commit(deferred, false);
     }
     Ok(())
-}
-
-/// A logged batch had a job refused in the open transaction, which was
-/// aborted, and its records are synced. The writes answered in that
-/// transaction (`carries_answered_writes`) are applied again from the log
-/// and made durable, then the batch is committed durably on its own
-/// without the refused job, with every number the log spent so far: the
-/// refused job's record (and any part of its change) is never applied
-/// again.
-fn commit_without_refused(
-    db: &Database,
-    batch: &mut Vec<Box<dyn Job>>,
-    wal: &mut Wal,
-    deferred: Option<&RefCell<DeferredRows>>,
-    open: &mut OpenSlot,
-    carries_answered_writes: bool,
-) -> Result<(), StoreError> {
-    if carries_answered_writes {
-        wal.recover_after_failure(db)?;
-        // The log starts over: the rows held back for events a commit
-        // already held have nothing left to come back from.
-        write_held_rows(db, deferred, Durability::Immediate)?;
-        open.published();
-    }
-    let plan = Some((wal.applied_through(), Durability::Immediate));
-    apply_and_commit(db, batch, Some(wal), plan, deferred, false)
 }
 
 /// Applies every job in one transaction and commits as `plan` says (the
