@@ -78,32 +78,44 @@ pub fn metrics_handle() -> Option<&'static PrometheusHandle> {
 /// The recorder's settings: histogram buckets, and counters dropped once
 /// idle for `idle_counters`. Gauges and histograms are kept: they carry no
 /// per-tenant labels.
+///
+/// Every histogram has buckets, so none is rendered as a summary: buckets
+/// add up across nodes (a PostgreSQL deployment runs several), and a
+/// sample costs the upkeep a bucket lookup where a summary's quantile
+/// sketch cost about 13 k instructions per sample (docs/benchmarks.md,
+/// issue 13, fifteenth sitting). A histogram not named below gets
+/// [`STORAGE_SECONDS_BUCKETS`].
 fn recorder_builder(idle_counters: Duration) -> Result<PrometheusBuilder, BuildError> {
-    PrometheusBuilder::new()
+    const ATTEMPT_SECONDS_BUCKETS: &[f64] = &[
+        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    ];
+    const BATCH_SIZE_BUCKETS: &[f64] = &[
+        1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0,
+    ];
+    let per_metric: [(&str, &[f64]); 3] = [
+        (
+            "switchyard_attempt_duration_seconds",
+            ATTEMPT_SECONDS_BUCKETS,
+        ),
+        ("switchyard_write_batch_size", BATCH_SIZE_BUCKETS),
+        ("switchyard_outcome_batch_size", BATCH_SIZE_BUCKETS),
+    ];
+    let builder = PrometheusBuilder::new()
         .idle_timeout(MetricKindMask::COUNTER, Some(idle_counters))
-        .set_buckets_for_metric(
-            Matcher::Full("switchyard_attempt_duration_seconds".into()),
-            &[
-                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-            ],
-        )
-        .and_then(|builder| {
-            builder.set_buckets_for_metric(
-                Matcher::Full("switchyard_commit_seconds".into()),
-                &[
-                    0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1,
-                ],
-            )
-        })
-        .and_then(|builder| {
-            builder.set_buckets_for_metric(
-                Matcher::Full("switchyard_write_batch_size".into()),
-                &[
-                    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0,
-                ],
-            )
+        .set_buckets(STORAGE_SECONDS_BUCKETS)?;
+    per_metric
+        .into_iter()
+        .try_fold(builder, |builder, (name, buckets)| {
+            builder.set_buckets_for_metric(Matcher::Full(name.into()), buckets)
         })
 }
+
+/// The buckets of the storage latencies: a commit
+/// (`switchyard_commit_seconds`) and a log sync
+/// (`switchyard_wal_sync_seconds`), from 100 µs to 100 ms.
+const STORAGE_SECONDS_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1,
+];
 
 /// What the upkeep task does each run: fold histogram samples into their
 /// buckets, and now and then render the page so idle series are dropped.
@@ -181,6 +193,34 @@ mod tests {
         task.await.unwrap();
         tokio::time::sleep(Duration::from_secs(60)).await;
         assert_eq!(runs.load(Ordering::SeqCst), 3);
+    }
+
+    #[test]
+    fn every_histogram_is_rendered_with_buckets_never_as_a_summary() {
+        let recorder = recorder_builder(IDLE_COUNTER_TIMEOUT)
+            .unwrap()
+            .build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, || {
+            metrics::histogram!("switchyard_wal_sync_seconds").record(0.0003);
+            metrics::histogram!("switchyard_outcome_batch_size").record(5.0);
+            metrics::histogram!("switchyard_attempt_duration_seconds", "type" => "webhook")
+                .record(0.02);
+            metrics::histogram!("some_future_histogram").record(1.0);
+        });
+        let page = handle.render();
+        assert!(!page.contains("quantile="), "{page}");
+        for line in [
+            "switchyard_wal_sync_seconds_bucket{le=\"0.0005\"} 1",
+            "switchyard_wal_sync_seconds_bucket{le=\"0.00025\"} 0",
+            "switchyard_outcome_batch_size_bucket{le=\"8\"} 1",
+            "switchyard_outcome_batch_size_bucket{le=\"4\"} 0",
+            "switchyard_attempt_duration_seconds_bucket{type=\"webhook\",le=\"0.025\"} 1",
+            "some_future_histogram_bucket{le=\"+Inf\"} 1",
+            "switchyard_wal_sync_seconds_count 1",
+        ] {
+            assert!(page.contains(line), "no `{line}` in:\n{page}");
+        }
     }
 
     #[test]
