@@ -4,10 +4,11 @@
 //! no I/O. It holds at most [`MAX_CACHED_WORKSPACES`] workspaces: past that,
 //! one is dropped for each newcomer and is compiled again on its next event.
 
-use crate::model::{Connection, ConnectionId, ConnectionStatus, Event, Rule, RuleId, WorkspaceId};
+use crate::model::{
+    Connection, ConnectionId, ConnectionStatus, Event, IdMap, Rule, RuleId, WorkspaceId,
+};
 use crate::rules::{EventPattern, RuleFilter, Severity, validate_conditions};
 use crate::store::{Store, StoreError};
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
@@ -43,7 +44,7 @@ impl NoiseControls {
 pub const MAX_CACHED_WORKSPACES: usize = 10_000;
 
 pub struct RuleIndex {
-    workspaces: RwLock<HashMap<WorkspaceId, Arc<WorkspaceRules>>>,
+    workspaces: RwLock<IdMap<WorkspaceId, Arc<WorkspaceRules>>>,
     /// Bumped by every invalidation: a set loaded while one happened may be
     /// stale and is used once but not cached.
     generation: AtomicU64,
@@ -140,13 +141,13 @@ impl RuleIndex {
         cache.clear();
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<WorkspaceId, Arc<WorkspaceRules>>> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, IdMap<WorkspaceId, Arc<WorkspaceRules>>> {
         self.workspaces
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<WorkspaceId, Arc<WorkspaceRules>>> {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, IdMap<WorkspaceId, Arc<WorkspaceRules>>> {
         self.workspaces
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -155,7 +156,7 @@ impl RuleIndex {
 
 impl WorkspaceRules {
     async fn load(store: &dyn Store, workspace: WorkspaceId) -> Result<Self, StoreError> {
-        let connections: HashMap<ConnectionId, Arc<Connection>> = store
+        let connections: IdMap<ConnectionId, Arc<Connection>> = store
             .connections(workspace)
             .await?
             .into_iter()

@@ -17,9 +17,8 @@
 
 use super::open_secrets;
 use crate::crypto::{CryptoError, MasterKey};
-use crate::model::{Connection, ConnectionId};
+use crate::model::{Connection, ConnectionId, IdMap};
 use serde_json::Value;
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 /// Connections whose derived values a cache keeps. An entry is a few
@@ -28,7 +27,7 @@ pub const MAX_CONNECTIONS: usize = 1024;
 
 /// Values derived from a connection's config and sealed secrets.
 pub struct PerConnection<T> {
-    entries: Mutex<HashMap<ConnectionId, Entry<T>>>,
+    entries: Mutex<IdMap<ConnectionId, Entry<T>>>,
 }
 
 struct Entry<T> {
@@ -80,7 +79,7 @@ impl<T> PerConnection<T> {
         Ok(value)
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<ConnectionId, Entry<T>>> {
+    fn lock(&self) -> MutexGuard<'_, IdMap<ConnectionId, Entry<T>>> {
         // The map is consistent between statements, so a panic elsewhere
         // while it was held leaves nothing half-done.
         self.entries.lock().unwrap_or_else(PoisonError::into_inner)
