@@ -86,12 +86,6 @@ pub fn metrics_handle() -> Option<&'static PrometheusHandle> {
 /// issue 13, fifteenth sitting). A histogram not named below gets
 /// [`STORAGE_SECONDS_BUCKETS`].
 fn recorder_builder(idle_counters: Duration) -> Result<PrometheusBuilder, BuildError> {
-    const ATTEMPT_SECONDS_BUCKETS: &[f64] = &[
-        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-    ];
-    const BATCH_SIZE_BUCKETS: &[f64] = &[
-        1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0,
-    ];
     let per_metric: [(&str, &[f64]); 3] = [
         (
             "switchyard_attempt_duration_seconds",
@@ -115,6 +109,16 @@ fn recorder_builder(idle_counters: Duration) -> Result<PrometheusBuilder, BuildE
 /// (`switchyard_wal_sync_seconds`), from 100 µs to 100 ms.
 const STORAGE_SECONDS_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1,
+];
+
+/// An attempt's duration, from 5 ms to 30 s.
+const ATTEMPT_SECONDS_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// Jobs per write batch or outcome group.
+const BATCH_SIZE_BUCKETS: &[f64] = &[
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0,
 ];
 
 /// What the upkeep task does each run: fold histogram samples into their
