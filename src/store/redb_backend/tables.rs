@@ -89,3 +89,57 @@ pub fn create_all(txn: &redb::WriteTransaction) -> Result<(), redb::TableError> 
     txn.open_table(SLACK_THREADS)?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::EVENTS;
+    use redb::{Database, Durability, ReadableDatabase, ReadableTableMetadata};
+
+    /// How full the leaves of a `(workspace, ulid)` table end up when the
+    /// workspaces' rows arrive interleaved, as in a multi-tenant server:
+    /// the figures in docs/benchmarks.md ("Issue 13, sixteenth sitting"),
+    /// `cargo test --lib leaf_fill_by_workspace_count -- --ignored
+    /// --nocapture`. redb packs a leaf full only for a key past the last
+    /// key of the whole table; each other workspace's newest rows land in
+    /// the middle of the tree, where a full leaf is split in half.
+    #[test]
+    #[ignore = "a benchmark: about two minutes"]
+    fn leaf_fill_by_workspace_count() {
+        const ROWS: u128 = 100_000;
+        const PER_TRANSACTION: u128 = 50;
+        println!("{ROWS} rows into `events`, {PER_TRANSACTION} per transaction, ids ascending");
+        // About a delivery's record, and an event's with a small payload.
+        for value_bytes in [150, 400] {
+            let value = vec![7u8; value_bytes];
+            for workspaces in [1u128, 2, 8, 64] {
+                let dir = tempfile::tempdir().unwrap();
+                let db = Database::create(dir.path().join("fill.redb")).unwrap();
+                let mut id = 1u128 << 100;
+                for _ in 0..ROWS / PER_TRANSACTION {
+                    let mut txn = db.begin_write().unwrap();
+                    txn.set_durability(Durability::None).unwrap();
+                    {
+                        let mut table = txn.open_table(EVENTS).unwrap();
+                        for _ in 0..PER_TRANSACTION {
+                            id += 1;
+                            table
+                                .insert((id % workspaces, id), value.as_slice())
+                                .unwrap();
+                        }
+                    }
+                    txn.commit().unwrap();
+                }
+                let txn = db.begin_read().unwrap();
+                let stats = txn.open_table(EVENTS).unwrap().stats().unwrap();
+                let in_pages =
+                    stats.stored_bytes() + stats.metadata_bytes() + stats.fragmented_bytes();
+                println!(
+                    "rows of {value_bytes} bytes, {workspaces:>2} workspaces: {:>6} leaf pages, {:>6} KiB in pages, {:>4.1} % of it rows",
+                    stats.leaf_pages(),
+                    in_pages / 1024,
+                    100.0 * stats.stored_bytes() as f64 / in_pages as f64,
+                );
+            }
+        }
+    }
+}
