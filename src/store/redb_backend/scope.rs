@@ -6,7 +6,10 @@
 //! table tree and checksums its dirty pages. With one open and close per
 //! job, a group commit of 20 ingests did that 20 times per table; the
 //! profile put it near a tenth of the server's CPU at full ingest load
-//! (docs/benchmarks.md). Kept open, it happens once per batch. Attempt
+//! (docs/benchmarks.md). Kept open, it happens once per batch, and with
+//! the write-ahead log on once per open transaction: the writer keeps one
+//! scope for all the logged batches that transaction takes (`writer.rs`,
+//! `KeptScope`). Attempt
 //! outcomes share the ingest tables (and add their own): when they went
 //! through the bare transaction, each one closed the ingest tables of a
 //! batch mixing both, and the next ingest opened them all again.

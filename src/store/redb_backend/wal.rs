@@ -2031,6 +2031,94 @@ mod tests {
         store.close().await.unwrap();
     }
 
+    /// The logged batches of one open transaction share the tables its jobs
+    /// opened (`writer.rs`, `KeptScope`). An unlogged write (an outcome
+    /// that disables its connection) commits that transaction with its
+    /// tables closed first, and the next logged batch opens them again in a
+    /// new one.
+    #[tokio::test]
+    async fn batches_of_one_open_transaction_share_its_tables() {
+        use crate::model::{ConnectionKind, ConnectionStatus};
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir.path().join("s.redb")).await;
+        let writer = store.writer.clone().unwrap();
+        let connection = crate::model::Connection {
+            id: ConnectionId(1),
+            workspace_id: WS,
+            name: "hook".into(),
+            kind: ConnectionKind::Webhook,
+            status: ConnectionStatus::Active,
+            config: serde_json::json!({"url": "https://example.test/hook"}),
+            sealed_secrets: vec![1, 2, 3],
+            created_at_ms: 1_000,
+            updated_at_ms: 1_000,
+        };
+        store.create_connection(connection).await.unwrap();
+
+        ingest(&store, 1).await;
+        ingest(&store, 2).await;
+        assert!(store.record_attempt(succeeded(1)).await.unwrap().is_some());
+        let disabling = AttemptOutcome {
+            next: NextStep::Dead,
+            connection_status: Some(ConnectionStatus::Disabled),
+            ..succeeded(2)
+        };
+        assert!(writer.holds_unpublished());
+        assert_eq!(
+            events_in_the_file(&store),
+            0,
+            "the open transaction holds it"
+        );
+        assert!(store.record_attempt(disabling).await.unwrap().is_some());
+        assert!(!writer.holds_unpublished());
+        assert_eq!(
+            events_in_the_file(&store),
+            2,
+            "committed before the unlogged write"
+        );
+        ingest(&store, 3).await;
+        assert!(store.record_attempt(succeeded(3)).await.unwrap().is_some());
+        assert!(writer.holds_unpublished());
+        assert_eq!(
+            events_in_the_file(&store),
+            2,
+            "a new open transaction holds 3"
+        );
+
+        for n in 1..=3 {
+            assert!(
+                store.event(WS, EventId(n)).await.unwrap().is_some(),
+                "event {n}"
+            );
+        }
+        let status = |n: u128| {
+            let store = store.clone();
+            async move {
+                let (delivery, _) = store.delivery(WS, DeliveryId(n)).await.unwrap().unwrap();
+                delivery.status
+            }
+        };
+        assert_eq!(status(1).await, DeliveryStatus::Succeeded);
+        assert_eq!(status(2).await, DeliveryStatus::Dead);
+        assert_eq!(status(3).await, DeliveryStatus::Succeeded);
+        let connection = store
+            .connection(WS, ConnectionId(1))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(connection.status, ConnectionStatus::Disabled);
+        assert_eq!(events_in_the_file(&store), 3);
+        store.close().await.unwrap();
+
+        // And all of it is in the file on its own.
+        drop(store);
+        let reopened = self::store(&dir.path().join("s.redb")).await;
+        assert_eq!(events_in_the_file(&reopened), 3);
+        let (delivery, _) = reopened.delivery(WS, DeliveryId(2)).await.unwrap().unwrap();
+        assert_eq!(delivery.status, DeliveryStatus::Dead);
+        reopened.close().await.unwrap();
+    }
+
     /// The writes the open transaction held when storage failed were
     /// answered: they come back from the log when storage is reopened. The
     /// queue rows held back stay right: the replay redoes those writes in

@@ -13,7 +13,9 @@
 //! `PUBLISH_AFTER_JOBS` jobs or `PUBLISH_AFTER_BYTES` of their log
 //! records, or with the next durable commit; a commit
 //! per batch cost about a tenth of the server's work per delivered event
-//! (docs/benchmarks.md, issue 13). While that transaction holds writes
+//! (docs/benchmarks.md, issue 13). The tables its jobs open stay open
+//! with it (`KeptScope`) until it is committed or aborted. While that
+//! transaction holds writes
 //! already answered, [`Writer::holds_unpublished`] is true and readers take
 //! their snapshot from [`Writer::read_snapshot`]. Any other write, a full
 //! log and a timer (`Message::Checkpoint`) make the commit durable again.
@@ -41,6 +43,7 @@ use super::{DbSlot, WriteScope};
 use crate::store::StoreError;
 use redb::{Database, Durability, ReadTransaction, ReadableDatabase, WriteTransaction};
 use std::cell::RefCell;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -109,23 +112,29 @@ impl Writer {
         }
         let defers_queue_rows = wal.is_some();
         let unpublished = Arc::new(AtomicBool::new(false));
-        let coordinator = Coordinator {
-            slot,
-            health,
-            // Weak, so that a probe waiting for its next try never keeps the
-            // coordinator from shutting down.
-            probe_sender: jobs.downgrade(),
-            deferred: defers_queue_rows
-                .then(|| RefCell::new(DeferredRows::new(deferred::DEFAULT_LIMIT))),
-            wal,
-            open: OpenSlot {
-                txn: None,
-                unpublished: unpublished.clone(),
-            },
-        };
+        // Weak, so that a probe waiting for its next try never keeps the
+        // coordinator from shutting down.
+        let probe_sender = jobs.downgrade();
+        let open_unpublished = unpublished.clone();
+        // Built on its own thread: what it shares with the open
+        // transaction's tables (`Rc`) stays there.
         let handle = std::thread::Builder::new()
             .name("switchyard-writer".into())
-            .spawn(move || coordinator.run(receiver))?;
+            .spawn(move || {
+                let coordinator = Coordinator {
+                    slot,
+                    health,
+                    probe_sender,
+                    deferred: defers_queue_rows
+                        .then(|| Rc::new(RefCell::new(DeferredRows::new(deferred::DEFAULT_LIMIT)))),
+                    wal,
+                    open: OpenSlot {
+                        txn: None,
+                        unpublished: open_unpublished,
+                    },
+                };
+                coordinator.run(receiver)
+            })?;
         let writer = Writer {
             jobs,
             writable,
@@ -323,7 +332,8 @@ struct Coordinator {
     health: watch::Sender<bool>,
     probe_sender: mpsc::WeakSender<Message>,
     /// New deliveries' queue rows held back; `Some` with the log on.
-    deferred: Option<RefCell<DeferredRows>>,
+    /// Shared with the open transaction's scope.
+    deferred: Option<Rc<RefCell<DeferredRows>>>,
     wal: Option<Wal>,
     /// Logged batches applied and answered, not committed yet (log on).
     open: OpenSlot,
@@ -338,12 +348,67 @@ struct OpenSlot {
 
 /// The write transaction logged batches go into between commits.
 struct OpenTxn {
-    txn: WriteTransaction,
+    /// The transaction, with the tables its jobs opened.
+    kept: KeptScope,
     /// The log's last record number in it.
     through: u64,
     jobs: usize,
     /// Bytes of the log records of the jobs in it.
     bytes: usize,
+}
+
+/// What the open transaction's scope borrows.
+struct ScopeOwner {
+    txn: WriteTransaction,
+    deferred: Option<Rc<RefCell<DeferredRows>>>,
+}
+
+self_cell::self_cell!(
+    /// The open transaction and its write scope: the tables its jobs opened
+    /// stay open from one logged batch to the next, and are closed (their
+    /// roots written back into the transaction) only when it is committed
+    /// or aborted. Opening and closing them for every batch cost about 7 k
+    /// instructions per delivered event (docs/benchmarks.md, sixteenth
+    /// sitting).
+    struct KeptScope {
+        owner: ScopeOwner,
+        #[not_covariant]
+        dependent: WriteScope,
+    }
+);
+
+impl OpenTxn {
+    fn begin(
+        txn: WriteTransaction,
+        deferred: Option<&Rc<RefCell<DeferredRows>>>,
+        through: u64,
+    ) -> Self {
+        let owner = ScopeOwner {
+            txn,
+            deferred: deferred.cloned(),
+        };
+        let kept = KeptScope::new(owner, |owner| match owner.deferred.as_deref() {
+            Some(deferred) => WriteScope::deferring(&owner.txn, deferred),
+            None => WriteScope::new(&owner.txn),
+        });
+        Self {
+            kept,
+            through,
+            jobs: 0,
+            bytes: 0,
+        }
+    }
+
+    /// Applies `batch` in order; the first job's error stops it.
+    fn apply(&mut self, batch: &mut [Box<dyn Job>]) -> Option<StoreError> {
+        self.kept
+            .with_dependent_mut(|_, scope| batch.iter_mut().find_map(|job| job.apply(scope).err()))
+    }
+
+    /// The transaction, with its tables closed.
+    fn into_txn(self) -> WriteTransaction {
+        self.kept.into_owner().txn
+    }
 }
 
 impl Coordinator {
@@ -394,7 +459,8 @@ impl Coordinator {
         // the database goes back to its last durable commit and the next
         // start replays them from the log.
         if let Ok(db) = self.slot.get()
-            && let Err(error) = write_held_rows(&db, self.deferred.as_ref(), Durability::Immediate)
+            && let Err(error) =
+                write_held_rows(&db, self.deferred.as_deref(), Durability::Immediate)
         {
             tracing::warn!(%error, "writing the queue rows held back at close; the log's replay restores them");
         }
@@ -443,16 +509,16 @@ impl Coordinator {
         let open = self.open.txn.take();
         let committed = self.slot.get().and_then(|db| {
             let mut txn = match open {
-                Some(open) => open.txn,
+                Some(open) => open.into_txn(),
                 None => db.begin_write()?,
             };
-            flush_deferred(&txn, self.deferred.as_ref())?;
+            flush_deferred(&txn, self.deferred.as_deref())?;
             wal::store_applied(&txn, wal.applied_through())?;
             txn.set_durability(Durability::Immediate)?;
             txn.commit()?;
             Ok(())
         });
-        settle(self.deferred.as_ref(), committed.is_ok());
+        settle(self.deferred.as_deref(), committed.is_ok());
         match committed {
             Ok(()) => {
                 wal.checkpointed();
@@ -469,7 +535,7 @@ impl Coordinator {
         if !*self.health.borrow() {
             return;
         }
-        let deferred = self.deferred.as_ref();
+        let deferred = self.deferred.as_deref();
         let committed = if self.open.txn.is_some() {
             self.open.commit(deferred, queue_rows)
         } else if queue_rows {
@@ -489,10 +555,10 @@ impl Coordinator {
     /// reopened (or at the next start).
     fn abandon_open(&mut self) {
         if let Some(open) = self.open.txn.take() {
-            if let Err(error) = open.txn.abort() {
+            if let Err(error) = open.into_txn().abort() {
                 tracing::warn!(%error, "aborting the open write transaction");
             }
-            settle(self.deferred.as_ref(), false);
+            settle(self.deferred.as_deref(), false);
         }
     }
 
@@ -520,7 +586,7 @@ impl Coordinator {
         // closing the old handle kept its unsynced commits, so the replay
         // may have nothing more to apply.)
         let wal = &mut self.wal;
-        let deferred = self.deferred.as_ref();
+        let deferred = self.deferred.as_deref();
         let reopened = self.slot.reopen_and_probe(|db| {
             if let Some(wal) = wal.as_mut() {
                 wal.recover_after_failure(db)?;
@@ -724,12 +790,11 @@ impl OpenSlot {
         deferred: Option<&RefCell<DeferredRows>>,
         queue_rows: bool,
     ) -> Result<(), StoreError> {
-        let Some(OpenTxn {
-            mut txn, through, ..
-        }) = self.txn.take()
-        else {
+        let Some(open) = self.txn.take() else {
             return Ok(());
         };
+        let through = open.through;
+        let mut txn = open.into_txn();
         let started = Instant::now();
         let committed = (|| {
             if queue_rows {
@@ -775,10 +840,11 @@ fn commit_batch(
     db: &Database,
     batch: &mut Vec<Box<dyn Job>>,
     mut wal: Option<&mut Wal>,
-    deferred: Option<&RefCell<DeferredRows>>,
+    shared_rows: Option<&Rc<RefCell<DeferredRows>>>,
     open: &mut OpenSlot,
     flush: bool,
 ) -> Result<(), StoreError> {
+    let deferred = shared_rows.map(|rows| &**rows);
     // The log's write and sync start first and run while the batch is
     // applied; the commit waits for them.
     let plan = match wal.as_deref_mut() {
@@ -794,7 +860,7 @@ fn commit_batch(
     };
     let result = match (wal.as_deref_mut(), plan) {
         (Some(log), Some((through, Durability::None))) => {
-            apply_logged(db, batch, log, through, deferred, open)
+            apply_logged(db, batch, log, through, shared_rows, open)
         }
         _ => open
             .commit(deferred, false)
@@ -837,29 +903,19 @@ fn apply_logged(
     batch: &mut Vec<Box<dyn Job>>,
     wal: &mut Wal,
     through: u64,
-    deferred: Option<&RefCell<DeferredRows>>,
+    shared_rows: Option<&Rc<RefCell<DeferredRows>>>,
     open: &mut OpenSlot,
 ) -> Result<(), StoreError> {
+    let deferred = shared_rows.map(|rows| &**rows);
     let mut current = match open.txn.take() {
         Some(current) => current,
         None => match db.begin_write() {
-            Ok(txn) => OpenTxn {
-                txn,
-                through,
-                jobs: 0,
-                bytes: 0,
-            },
+            Ok(txn) => OpenTxn::begin(txn, shared_rows, through),
             Err(error) => return fail_batch(batch, error.into()),
         },
     };
     let carries_answered_writes = current.jobs > 0;
-    let failure = {
-        let mut scope = match deferred {
-            Some(deferred) => WriteScope::deferring(&current.txn, deferred),
-            None => WriteScope::new(&current.txn),
-        };
-        batch.iter_mut().find_map(|job| job.apply(&mut scope).err())
-    };
+    let failure = current.apply(batch);
     let failure = failure.or_else(|| {
         wal.finish()
             .err()
@@ -867,7 +923,7 @@ fn apply_logged(
             .map(StoreError::from)
     });
     if let Some(error) = failure {
-        if let Err(abort) = current.txn.abort() {
+        if let Err(abort) = current.into_txn().abort() {
             tracing::warn!(error = %abort, "aborting a failed write batch");
         }
         settle(deferred, false);
