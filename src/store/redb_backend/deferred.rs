@@ -21,9 +21,11 @@
 //! job refused, the log failed); once a logged batch is answered in the
 //! writer's open transaction, only the rows written into that transaction
 //! are (`acknowledged`). After a storage failure the rows are
-//! written into the reopened database once the log's records are replayed
-//! (the same rows the replay writes, or, when only the log failed and the
-//! old handle kept its unsynced commits, the rows nothing else restores).
+//! written into the reopened database in the first commit of the log's
+//! replay (`Wal::recover_after_failure`), before that replay starts the log
+//! over (the same rows the replay writes, or, when only the log failed and
+//! the old handle kept its unsynced commits, the rows nothing else
+//! restores).
 //! At most `limit` rows are held; past it, rows go straight in.
 
 use crate::model::IdMap;

@@ -40,6 +40,7 @@
 //! the next number: records of an earlier round past the current end are
 //! older, never next.
 
+use super::deferred::DeferredRows;
 use super::deliveries;
 use super::events::{self, PreparedIngest};
 use super::scope::WriteScope;
@@ -49,6 +50,7 @@ use crate::store::codec::{decode_body, encode_body};
 use crate::store::{AttemptOutcome, CodecError, FaultSwitch, NextStep, StoreError};
 use redb::{Database, ReadableDatabase, WriteTransaction};
 use serde::{Deserialize, Serialize};
+use std::cell::RefCell;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -392,7 +394,7 @@ impl Wal {
         let header = wal.header_epoch().map_err(io)?;
         if let Some(epoch) = epoch.filter(|&epoch| header == Some(epoch)) {
             wal.epoch = epoch;
-            last = wal.replay(db, applied, u64::MAX, None)?;
+            last = wal.replay(db, applied, u64::MAX, None, None)?;
         }
         // This run's epoch goes into the database before the log is started
         // afresh with it: a crash in between leaves a log that matches
@@ -655,9 +657,38 @@ impl Wal {
     /// and starts the log over.
     /// Records written by a batch that failed are left out: its callers
     /// were told it failed.
-    pub fn recover_after_failure(&mut self, db: &Database) -> Result<(), WalError> {
+    ///
+    /// The queue rows the writer holds back (`held`) go into the first of
+    /// those commits: once the log starts over, the rows of events that an
+    /// earlier commit already held have nothing left to come back from, so
+    /// no commit may move the log's position past them without them.
+    pub fn recover_after_failure(
+        &mut self,
+        db: &Database,
+        held: Option<&RefCell<DeferredRows>>,
+    ) -> Result<(), WalError> {
         let (_, applied) = database_state(db)?;
-        self.replay(db, applied, self.acknowledged, Some(self.next_seq - 1))?;
+        // A commit that reported failing may have landed all the same, and
+        // the reopened file then holds numbers this log gave back: they are
+        // never handed out again (a record numbered at or below what the
+        // database holds would be skipped by the next replay).
+        self.next_seq = self.next_seq.max(applied + 1);
+        let replayed = self.replay(
+            db,
+            applied,
+            self.acknowledged,
+            Some(self.next_seq - 1),
+            held,
+        );
+        if let Some(held) = held {
+            let mut held = held.borrow_mut();
+            match replayed {
+                Ok(_) => held.committed(),
+                // Held again: written with the next try.
+                Err(_) => held.rolled_back(),
+            }
+        }
+        replayed?;
         self.acknowledged = self.next_seq - 1;
         Ok(())
     }
@@ -665,13 +696,14 @@ impl Wal {
     /// Applies the records numbered `applied + 1 ..= up_to` found in the
     /// log and commits them durably, in one transaction with `mark` (or the
     /// last number applied) as what the database holds; returns the last
-    /// number seen.
+    /// number seen. `held` queue rows are written in the first transaction.
     fn replay(
         &mut self,
         db: &Database,
         applied: u64,
         up_to: u64,
         mark: Option<u64>,
+        mut held: Option<&RefCell<DeferredRows>>,
     ) -> Result<u64, WalError> {
         let io = |source| WalError::Io {
             path: self.path.clone(),
@@ -690,6 +722,13 @@ impl Wal {
             let txn = db.begin_write().map_err(StoreError::from)?;
             let mut chunk_bytes = 0usize;
             let mut chunk_records = 0u64;
+            let wrote_held = match held.take() {
+                Some(held) => {
+                    WriteScope::deferring(&txn, held).flush_queue()?;
+                    true
+                }
+                None => false,
+            };
             {
                 let mut scope = WriteScope::new(&txn);
                 while let Some(seq) = next {
@@ -738,7 +777,7 @@ impl Wal {
                 txn.commit().map_err(StoreError::from)?;
                 continue;
             }
-            if chunk_records == 0 && mark.is_none() {
+            if chunk_records == 0 && mark.is_none() && !wrote_held {
                 txn.abort().map_err(StoreError::from)?;
             } else {
                 store_applied(&txn, mark.unwrap_or(through).max(through))?;
@@ -2029,6 +2068,61 @@ mod tests {
         let requeued = store.requeue(WS, every_dead, 5_000).await.unwrap();
         assert_eq!(requeued.len(), 1, "the scan sees the dead delivery");
         store.close().await.unwrap();
+    }
+
+    /// After a failure, the replay's durable commit, which starts the log
+    /// over, carries the queue rows the writer held back: no commit moves
+    /// the log's position past an event without its row.
+    #[test]
+    fn recovery_after_a_failure_writes_the_held_rows_in_its_commit() {
+        use super::super::deferred::QueueRow;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let db = Database::create(&path).unwrap();
+        let mut wal = Wal::recover(&db, &path, WalOptions::default())
+            .unwrap()
+            .unwrap();
+        let held = RefCell::new(DeferredRows::new(16));
+        let row = QueueRow {
+            connection: 1,
+            due_ms: 7,
+            workspace: WS.0,
+        };
+        assert!(held.borrow_mut().hold(42, row));
+        held.borrow_mut().acknowledged();
+
+        wal.recover_after_failure(&db, Some(&held)).unwrap();
+
+        assert!(held.borrow().is_empty(), "written, not held any more");
+        assert!(!wal.holds_records(), "the log started over");
+        assert_eq!(queued_ids(&db.begin_read().unwrap()), [42]);
+    }
+
+    /// The reopened database may hold a log position past the numbers the
+    /// log gave back (a commit that reported failing landed all the same):
+    /// the next record is numbered after it, so the next replay does not
+    /// skip it as already applied.
+    #[test]
+    fn recovery_never_reuses_numbers_the_database_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let db = Database::create(&path).unwrap();
+        let mut wal = Wal::recover(&db, &path, WalOptions::default())
+            .unwrap()
+            .unwrap();
+        let ahead = wal.next_seq + 100;
+        let txn = db.begin_write().unwrap();
+        store_applied(&txn, ahead).unwrap();
+        txn.commit().unwrap();
+
+        wal.recover_after_failure(&db, None).unwrap();
+
+        let record = encode_ingest(&PreparedIngest::new(batch(1, None)));
+        match wal.begin(std::iter::once(Some(record.as_slice()))).unwrap() {
+            Logged::Through(seq) => assert_eq!(seq, ahead + 1),
+            Logged::Checkpoint => panic!("logged, not a checkpoint"),
+        }
+        wal.finish().unwrap();
     }
 
     /// The logged batches of one open transaction share the tables its jobs

@@ -587,11 +587,9 @@ impl Coordinator {
         // may have nothing more to apply.)
         let wal = &mut self.wal;
         let deferred = self.deferred.as_deref();
-        let reopened = self.slot.reopen_and_probe(|db| {
-            if let Some(wal) = wal.as_mut() {
-                wal.recover_after_failure(db)?;
-            }
-            write_held_rows(db, deferred, Durability::Immediate)
+        let reopened = self.slot.reopen_and_probe(|db| match wal.as_mut() {
+            Some(wal) => Ok(wal.recover_after_failure(db, deferred)?),
+            None => write_held_rows(db, deferred, Durability::Immediate),
         });
         match reopened {
             Ok(()) => {
@@ -934,10 +932,8 @@ fn apply_logged(
         tracing::warn!(%error, "write refused; its batch is committed on its own without it");
         if carries_answered_writes {
             wal.finish()?;
-            wal.recover_after_failure(db)?;
-            // The log starts over: the rows held back for events a commit
-            // already held have nothing left to come back from.
-            write_held_rows(db, deferred, Durability::Immediate)?;
+            // With the queue rows held back: the log starts over after it.
+            wal.recover_after_failure(db, deferred)?;
             open.published();
         }
         // Durable, with every number the log spent so far: the refused
