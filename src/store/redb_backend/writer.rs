@@ -15,8 +15,8 @@
 //! per batch cost about a tenth of the server's work per delivered event
 //! (docs/benchmarks.md, issue 13). The tables its jobs open stay open
 //! with it (`KeptScope`) until it is committed or aborted. While that
-//! transaction holds writes
-//! already answered, [`Writer::holds_unpublished`] is true and readers take
+//! transaction holds writes already answered,
+//! [`Writer::holds_unpublished`] is true and readers take
 //! their snapshot from [`Writer::read_snapshot`]. Any other write, a full
 //! log and a timer (`Message::Checkpoint`) make the commit durable again.
 //! New deliveries' queue rows are held back until needed (`deferred.rs`):
@@ -367,9 +367,9 @@ self_cell::self_cell!(
     /// The open transaction and its write scope: the tables its jobs opened
     /// stay open from one logged batch to the next, and are closed (their
     /// roots written back into the transaction) only when it is committed
-    /// or aborted. Opening and closing them for every batch cost about 7 k
-    /// instructions per delivered event (docs/benchmarks.md, sixteenth
-    /// sitting).
+    /// or aborted. Opening and closing them for every batch cost 3–8 % of
+    /// the server's instructions per delivered event, the more the smaller
+    /// the batches (docs/benchmarks.md, sixteenth sitting).
     struct KeptScope {
         owner: ScopeOwner,
         #[not_covariant]
