@@ -512,6 +512,15 @@ async fn throughput(
             DRAIN_LIMIT.as_secs()
         );
     }
+    // A delivery far behind the rest (an attempt that failed or timed out
+    // and was retried) shows here.
+    if let Some(results) = probe.attempt_results().await {
+        let listed: Vec<String> = results
+            .iter()
+            .map(|(result, count)| format!("{result} {count:.0}"))
+            .collect();
+        println!("attempts by result    {}", listed.join(", "));
+    }
     println!("events accepted       {accepted_per_second:>9.0} /s");
     println!("deliveries received   {delivered_per_second:>9.0} /s  (same window)");
     let growth = queue_growth(&depths, accepted_per_second, slack);

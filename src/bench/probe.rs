@@ -141,6 +141,23 @@ impl Probe {
         parse_gauge(&response.text().await.ok()?, "switchyard_queue_depth")
     }
 
+    /// `switchyard_attempts_total` summed by its `result` label (in the
+    /// order first seen), so a run can say whether any attempt failed and
+    /// was retried; `None` when `/metrics` cannot be read.
+    pub(super) async fn attempt_results(&self) -> Option<Vec<(String, f64)>> {
+        let response = self
+            .http
+            .get(format!("{}/metrics", self.server))
+            .send()
+            .await
+            .ok()?;
+        Some(sum_by_label(
+            &response.text().await.ok()?,
+            "switchyard_attempts_total",
+            "result",
+        ))
+    }
+
     /// Polls `/metrics` until the queue is empty or `limit` passed; the
     /// last depth read, `None` when the gauge is unavailable.
     pub(super) async fn wait_queue_empty(&self, limit: Duration) -> Option<f64> {
@@ -190,9 +207,62 @@ fn parse_gauge(text: &str, name: &str) -> Option<f64> {
     })
 }
 
+/// The samples of `name` summed by the value of their `label`.
+fn sum_by_label(text: &str, name: &str, label: &str) -> Vec<(String, f64)> {
+    let mut sums: Vec<(String, f64)> = Vec::new();
+    let key = format!("{label}=\"");
+    for line in text.lines() {
+        let Some(labels) = line
+            .strip_prefix(name)
+            .and_then(|rest| rest.strip_prefix('{'))
+        else {
+            continue;
+        };
+        let Some((labels, value)) = labels.split_once('}') else {
+            continue;
+        };
+        let Some(value) = value
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse::<f64>().ok())
+        else {
+            continue;
+        };
+        let Some(found) = labels
+            .split(',')
+            .find_map(|pair| pair.strip_prefix(key.as_str())?.strip_suffix('"'))
+        else {
+            continue;
+        };
+        match sums.iter_mut().find(|(seen, _)| seen == found) {
+            Some((_, sum)) => *sum += value,
+            None => sums.push((found.to_string(), value)),
+        }
+    }
+    sums
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sums_a_counter_by_one_label() {
+        let text = "# TYPE switchyard_attempts_total counter\n\
+                    switchyard_attempts_total{type=\"webhook\",result=\"succeeded\"} 10\n\
+                    switchyard_attempts_total{type=\"slack\",result=\"succeeded\"} 5\n\
+                    switchyard_attempts_total{type=\"webhook\",result=\"retrying\"} 2\n\
+                    switchyard_attempts_total_other{result=\"dead\"} 7\n\
+                    switchyard_attempts_total{type=\"webhook\"} 3\n";
+        assert_eq!(
+            sum_by_label(text, "switchyard_attempts_total", "result"),
+            [
+                ("succeeded".to_string(), 15.0),
+                ("retrying".to_string(), 2.0)
+            ]
+        );
+        assert!(sum_by_label("", "switchyard_attempts_total", "result").is_empty());
+    }
 
     #[test]
     fn reads_an_unlabelled_gauge() {
