@@ -132,27 +132,26 @@ impl Probe {
 
     /// `switchyard_queue_depth` from `/metrics`; `None` when unavailable.
     pub(super) async fn queue_depth(&self) -> Option<f64> {
+        parse_gauge(&self.metrics().await?, "switchyard_queue_depth")
+    }
+
+    /// The server's `/metrics` text; `None` when it cannot be read.
+    async fn metrics(&self) -> Option<String> {
         let response = self
             .http
             .get(format!("{}/metrics", self.server))
             .send()
             .await
             .ok()?;
-        parse_gauge(&response.text().await.ok()?, "switchyard_queue_depth")
+        response.text().await.ok()
     }
 
     /// `switchyard_attempts_total` summed by its `result` label (in the
     /// order first seen), so a run can say whether any attempt failed and
     /// was retried; `None` when `/metrics` cannot be read.
     pub(super) async fn attempt_results(&self) -> Option<Vec<(String, f64)>> {
-        let response = self
-            .http
-            .get(format!("{}/metrics", self.server))
-            .send()
-            .await
-            .ok()?;
         Some(sum_by_label(
-            &response.text().await.ok()?,
+            &self.metrics().await?,
             "switchyard_attempts_total",
             "result",
         ))

@@ -2070,6 +2070,17 @@ mod tests {
         store.close().await.unwrap();
     }
 
+    /// A new database and its log, with no writer: for tests of the log's
+    /// own recovery steps.
+    fn database_with_a_log(dir: &Path) -> (Database, Wal) {
+        let path = dir.join("s.redb");
+        let db = Database::create(&path).unwrap();
+        let wal = Wal::recover(&db, &path, WalOptions::default())
+            .unwrap()
+            .unwrap();
+        (db, wal)
+    }
+
     /// After a failure, the replay's durable commit, which starts the log
     /// over, carries the queue rows the writer held back: no commit moves
     /// the log's position past an event without its row.
@@ -2077,11 +2088,7 @@ mod tests {
     fn recovery_after_a_failure_writes_the_held_rows_in_its_commit() {
         use super::super::deferred::QueueRow;
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s.redb");
-        let db = Database::create(&path).unwrap();
-        let mut wal = Wal::recover(&db, &path, WalOptions::default())
-            .unwrap()
-            .unwrap();
+        let (db, mut wal) = database_with_a_log(dir.path());
         let held = RefCell::new(DeferredRows::new(16));
         let row = QueueRow {
             connection: 1,
@@ -2105,11 +2112,7 @@ mod tests {
     #[test]
     fn recovery_never_reuses_numbers_the_database_holds() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s.redb");
-        let db = Database::create(&path).unwrap();
-        let mut wal = Wal::recover(&db, &path, WalOptions::default())
-            .unwrap()
-            .unwrap();
+        let (db, mut wal) = database_with_a_log(dir.path());
         let ahead = wal.next_seq + 100;
         let txn = db.begin_write().unwrap();
         store_applied(&txn, ahead).unwrap();
