@@ -236,7 +236,7 @@ pub async fn e2e(options: E2eBenchOptions) -> anyhow::Result<()> {
         }
     };
     let slack = (cap * options.workspaces).max(options.connections) as f64;
-    let a = throughput(probe, &targets, &options, &meter, slack).await?;
+    let a = throughput(probe, &probes, &targets, &options, &meter, slack).await?;
     let b = fixed_rate(probe, &targets, &options, &meter).await?;
     let c = baseline(
         probe,
@@ -407,6 +407,7 @@ struct ThroughputResult {
 /// `slack`: the queue depth the in-flight caps alone explain.
 async fn throughput(
     probe: &Probe,
+    every_node: &[Probe],
     targets: &[Target],
     options: &E2eBenchOptions,
     meter: &CpuMeter,
@@ -514,7 +515,7 @@ async fn throughput(
     }
     // A delivery far behind the rest (an attempt that failed or timed out
     // and was retried) shows here.
-    if let Some(results) = probe.attempt_results().await {
+    if let Some(results) = Probe::attempt_results(every_node).await {
         let listed: Vec<String> = results
             .iter()
             .map(|(result, count)| format!("{result} {count:.0}"))

@@ -146,15 +146,17 @@ impl Probe {
         response.text().await.ok()
     }
 
-    /// `switchyard_attempts_total` summed by its `result` label (in the
-    /// order first seen), so a run can say whether any attempt failed and
-    /// was retried; `None` when `/metrics` cannot be read.
-    pub(super) async fn attempt_results(&self) -> Option<Vec<(String, f64)>> {
-        Some(sum_by_label(
-            &self.metrics().await?,
-            "switchyard_attempts_total",
-            "result",
-        ))
+    /// `switchyard_attempts_total` of every node summed by its `result`
+    /// label, so a run can say whether any attempt failed and was retried
+    /// (each node counts only its own attempts); `None` when a node's
+    /// `/metrics` cannot be read.
+    pub(super) async fn attempt_results(nodes: &[Probe]) -> Option<Vec<(String, f64)>> {
+        let mut sums = Vec::new();
+        for node in nodes {
+            let text = node.metrics().await?;
+            add_by_label(&mut sums, &text, "switchyard_attempts_total", "result");
+        }
+        Some(sums)
     }
 
     /// Polls `/metrics` until the queue is empty or `limit` passed; the
@@ -193,40 +195,14 @@ impl Probe {
 
 /// The value of an unlabelled sample in Prometheus text exposition.
 fn parse_gauge(text: &str, name: &str) -> Option<f64> {
-    text.lines().find_map(|line| {
-        let rest = line.strip_prefix(name)?;
-        let rest = match rest.strip_prefix('{') {
-            Some(labels) => labels.split_once('}')?.1,
-            None => rest,
-        };
-        if !rest.starts_with(' ') {
-            return None;
-        }
-        rest.split_whitespace().next()?.parse().ok()
-    })
+    samples(text, name).next().map(|(_, value)| value)
 }
 
-/// The samples of `name` summed by the value of their `label`.
-fn sum_by_label(text: &str, name: &str, label: &str) -> Vec<(String, f64)> {
-    let mut sums: Vec<(String, f64)> = Vec::new();
+/// The samples of `name` summed by the value of their `label`, added to
+/// `sums` (in the order first seen).
+fn add_by_label(sums: &mut Vec<(String, f64)>, text: &str, name: &str, label: &str) {
     let key = format!("{label}=\"");
-    for line in text.lines() {
-        let Some(labels) = line
-            .strip_prefix(name)
-            .and_then(|rest| rest.strip_prefix('{'))
-        else {
-            continue;
-        };
-        let Some((labels, value)) = labels.split_once('}') else {
-            continue;
-        };
-        let Some(value) = value
-            .split_whitespace()
-            .next()
-            .and_then(|v| v.parse::<f64>().ok())
-        else {
-            continue;
-        };
+    for (labels, value) in samples(text, name) {
         let Some(found) = labels
             .split(',')
             .find_map(|pair| pair.strip_prefix(key.as_str())?.strip_suffix('"'))
@@ -238,7 +214,23 @@ fn sum_by_label(text: &str, name: &str, label: &str) -> Vec<(String, f64)> {
             None => sums.push((found.to_string(), value)),
         }
     }
-    sums
+}
+
+/// Every sample of `name`: its labels (inside the braces, empty when it
+/// has none) and its value. Lines of other metrics and lines that do not
+/// parse are skipped.
+fn samples<'a>(text: &'a str, name: &'a str) -> impl Iterator<Item = (&'a str, f64)> + 'a {
+    text.lines().filter_map(move |line| {
+        let rest = line.strip_prefix(name)?;
+        let (labels, rest) = match rest.strip_prefix('{') {
+            Some(labelled) => labelled.split_once('}')?,
+            None => ("", rest),
+        };
+        if !rest.starts_with(' ') {
+            return None;
+        }
+        Some((labels, rest.split_whitespace().next()?.parse().ok()?))
+    })
 }
 
 #[cfg(test)]
@@ -253,14 +245,19 @@ mod tests {
                     switchyard_attempts_total{type=\"webhook\",result=\"retrying\"} 2\n\
                     switchyard_attempts_total_other{result=\"dead\"} 7\n\
                     switchyard_attempts_total{type=\"webhook\"} 3\n";
+        let sum_by_label = |text: &str| {
+            let mut sums = Vec::new();
+            add_by_label(&mut sums, text, "switchyard_attempts_total", "result");
+            sums
+        };
         assert_eq!(
-            sum_by_label(text, "switchyard_attempts_total", "result"),
+            sum_by_label(text),
             [
                 ("succeeded".to_string(), 15.0),
                 ("retrying".to_string(), 2.0)
             ]
         );
-        assert!(sum_by_label("", "switchyard_attempts_total", "result").is_empty());
+        assert!(sum_by_label("").is_empty());
     }
 
     #[test]
