@@ -10,7 +10,7 @@ use crate::helpers::{ADMIN_TOKEN, TestApp, TestWorkspace, example_event, workspa
 use crate::receiver::{Receiver, Reply};
 use crate::slack::{install, slack_connections};
 use reqwest::StatusCode;
-use serde_json::json;
+use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 use switchyard::config::{Config, PostgresTls, StorageBackend};
 use switchyard::secret::Secret;
@@ -268,13 +268,37 @@ async fn two_nodes_refresh_a_slack_token_once_and_drop_changed_channel_lists() {
         "the install and one refresh: no second refresh with the spent token"
     );
 
+    // The refresh changed the connection, and B may hear of that after it
+    // cached its list, dropping it then. A change made after the refresh
+    // reaches B after it (notifications arrive in commit order): once B
+    // shows the list Slack has after that change, B has heard of both and
+    // holds a list no earlier change can drop.
+    let mut four = fake_slack::default_channels();
+    four.truncate(4);
+    slack.set_channels(four);
+    let marker = a
+        .patch(&format!("/v1/connections/{connection}"), &ws.secret_key)
+        .json(&json!({"name": "Slack (marker)"}));
+    assert_eq!(status_of(&a, marker).await, StatusCode::OK);
+    let marked_at = Instant::now();
+    let mut cached = Value::Null;
+    within_the_bound(
+        marked_at,
+        "B's channel list after the refresh",
+        async || {
+            cached = b.send(b.get(&path, &ws.secret_key)).await.1;
+            cached["data"].as_array().map(Vec::len) == Some(4)
+        },
+    )
+    .await;
+
     // B keeps its list a minute, unless the connection changes on any node.
     let mut fewer = fake_slack::default_channels();
     fewer.truncate(3);
     slack.set_channels(fewer);
     assert_eq!(
         b.send(b.get(&path, &ws.secret_key)).await.1,
-        on_b.1,
+        cached,
         "cached"
     );
     let rename = a
