@@ -435,7 +435,7 @@ impl Wal {
     /// batch then refuses keeps its record: applied again at recovery, it
     /// is refused the same way. (Ops check before they write, except where a stored
     /// record fails to decode halfway through a change: the writer then
-    /// retries the batch without the job, but a replay keeps that part.)
+    /// retries the batch without the job, and a replay does the same.)
     /// A batch whose write or sync fails is wiped before the error is
     /// returned, here or by [`Wal::finish`] (unless it failed before any
     /// record was written: its numbers are then given back).
@@ -697,6 +697,11 @@ impl Wal {
     /// log and commits them durably, in one transaction with `mark` (or the
     /// last number applied) as what the database holds; returns the last
     /// number seen. `held` queue rows are written in the first transaction.
+    ///
+    /// A record refused again (it was refused the first time too, see
+    /// [`Wal::begin`]) may have written part of its change before it
+    /// failed, so its transaction is aborted and applied again without it,
+    /// as the writer did with its batch.
     fn replay(
         &mut self,
         db: &Database,
@@ -713,22 +718,23 @@ impl Wal {
         let mut last = applied;
         let mut through = applied;
         let mut replayed = 0u64;
+        let mut refused = Vec::new();
         let mut records = RecordReader::new(&self.file, size, self.epoch);
+        let mut chunk_start = records.position();
         let mut next = records.next().map_err(io)?;
         // In transactions of about `REPLAY_CHUNK_BYTES` of records, each
         // committed with the number it reaches, so a long log never builds
         // one huge transaction.
         loop {
             let txn = db.begin_write().map_err(StoreError::from)?;
+            let before = (last, through, replayed);
             let mut chunk_bytes = 0usize;
             let mut chunk_records = 0u64;
-            let wrote_held = match held.take() {
-                Some(held) => {
-                    WriteScope::deferring(&txn, held).flush_queue()?;
-                    true
-                }
-                None => false,
-            };
+            let held_here = held.take();
+            if let Some(held) = held_here {
+                WriteScope::deferring(&txn, held).flush_queue()?;
+            }
+            let mut refused_here = None;
             {
                 let mut scope = WriteScope::new(&txn);
                 while let Some(seq) = next {
@@ -743,23 +749,26 @@ impl Wal {
                         }
                         let payload = records.payload();
                         chunk_bytes += payload.len();
-                        let write = decode(payload).map_err(|source| WalError::Record {
-                            path: self.path.clone(),
-                            seq,
-                            source,
-                        })?;
-                        match apply(&mut scope, write) {
-                            Ok(()) => {}
-                            // Refused the first time too (see `begin`).
-                            Err(error) if !matches!(error, StoreError::Backend { .. }) => {
-                                tracing::warn!(%error, seq, "a logged write is refused again; skipped");
-                            }
-                            Err(source) => {
-                                return Err(WalError::Replay {
-                                    path: self.path.clone(),
-                                    seq,
-                                    source,
-                                });
+                        if !refused.contains(&seq) {
+                            let write = decode(payload).map_err(|source| WalError::Record {
+                                path: self.path.clone(),
+                                seq,
+                                source,
+                            })?;
+                            match apply(&mut scope, write) {
+                                Ok(()) => {}
+                                Err(error) if !matches!(error, StoreError::Backend { .. }) => {
+                                    tracing::warn!(%error, seq, "a logged write is refused again; skipped");
+                                    refused_here = Some(seq);
+                                    break;
+                                }
+                                Err(source) => {
+                                    return Err(WalError::Replay {
+                                        path: self.path.clone(),
+                                        seq,
+                                        source,
+                                    });
+                                }
                             }
                         }
                         replayed += 1;
@@ -772,12 +781,27 @@ impl Wal {
                     }
                 }
             }
+            if let Some(seq) = refused_here {
+                // Nothing of the refused record's change stays: the chunk
+                // goes again from its first record, skipping it.
+                txn.abort().map_err(StoreError::from)?;
+                if let Some(rows) = held_here {
+                    rows.borrow_mut().rolled_back();
+                }
+                held = held_here;
+                refused.push(seq);
+                (last, through, replayed) = before;
+                records.rewind(chunk_start);
+                next = records.next().map_err(io)?;
+                continue;
+            }
             if next.is_some() {
                 store_applied(&txn, through)?;
                 txn.commit().map_err(StoreError::from)?;
+                chunk_start = records.position_of_current();
                 continue;
             }
-            if chunk_records == 0 && mark.is_none() && !wrote_held {
+            if chunk_records == 0 && mark.is_none() && held_here.is_none() {
                 txn.abort().map_err(StoreError::from)?;
             } else {
                 store_applied(&txn, mark.unwrap_or(through).max(through))?;
@@ -789,6 +813,7 @@ impl Wal {
         if replayed > 0 {
             tracing::info!(
                 records = replayed,
+                skipped = refused.len(),
                 through,
                 log = %self.path.display(),
                 "applied the write-ahead log's records the database did not hold yet"
@@ -863,19 +888,52 @@ struct RecordReader<'a> {
     at: u64,
     size: u64,
     expected: Option<u64>,
+    /// Where the last record read begins.
+    current: ReadPosition,
     payload: Vec<u8>,
+}
+
+#[derive(Clone, Copy)]
+struct ReadPosition {
+    at: u64,
+    expected: Option<u64>,
 }
 
 impl<'a> RecordReader<'a> {
     fn new(file: &'a File, size: u64, epoch: u128) -> Self {
+        let start = ReadPosition {
+            at: HEADER_BYTES,
+            expected: None,
+        };
         Self {
             file,
             epoch,
-            at: HEADER_BYTES,
+            at: start.at,
             size,
-            expected: None,
+            expected: start.expected,
+            current: start,
             payload: Vec::new(),
         }
+    }
+
+    /// Where the reader stands: [`Self::rewind`] to it reads the same
+    /// records again.
+    fn position(&self) -> ReadPosition {
+        ReadPosition {
+            at: self.at,
+            expected: self.expected,
+        }
+    }
+
+    /// Where the record [`Self::next`] returned last begins (where the
+    /// reader stood before it).
+    fn position_of_current(&self) -> ReadPosition {
+        self.current
+    }
+
+    fn rewind(&mut self, to: ReadPosition) {
+        self.at = to.at;
+        self.expected = to.expected;
     }
 
     /// The next record's number; its payload is then [`Self::payload`].
@@ -902,6 +960,7 @@ impl<'a> RecordReader<'a> {
         if frame(self.epoch, seq, &self.payload) != (len, checksum) {
             return Ok(None);
         }
+        self.current = self.position();
         self.expected = Some(seq + 1);
         self.at = end;
         Ok(Some(seq))
@@ -2126,6 +2185,109 @@ mod tests {
             Logged::Checkpoint => panic!("logged, not a checkpoint"),
         }
         wal.finish().unwrap();
+    }
+
+    /// A logged write refused again in a replay after it wrote part of its
+    /// change (here ingest 3, whose rule's stored noise state does not
+    /// decode, read after its event went in) leaves none of it; the
+    /// records around it are applied. At start-up, where the writer died
+    /// before its retry without the job was committed:
+    /// (With a first record of 9 MiB, the refused one is in the replay's
+    /// second transaction, after another.)
+    #[test]
+    fn a_write_refused_halfway_at_start_up_leaves_nothing_of_its_change() {
+        for first_payload in [16, REPLAY_CHUNK_BYTES + 1024 * 1024] {
+            let dir = tempfile::tempdir().unwrap();
+            let (db, mut wal) = database_with_a_log(dir.path());
+            log_a_write_refused_halfway(&db, &mut wal, first_payload);
+            drop(wal);
+
+            let path = dir.path().join("s.redb");
+            let wal = Wal::recover(&db, &path, WalOptions::default()).unwrap();
+
+            assert!(wal.is_some_and(|wal| !wal.holds_records()));
+            let read = db.begin_read().unwrap();
+            let label = format!("first payload {first_payload} bytes");
+            assert_eq!(event_ids(&read), [1, 2, 4], "nothing of event 3, {label}");
+            assert_eq!(queued_ids(&read), [1, 2, 4], "{label}");
+        }
+    }
+
+    /// The same after a storage failure, with queue rows held back, which
+    /// go in once: the transaction that held them is applied again.
+    #[test]
+    fn a_write_refused_halfway_after_a_failure_leaves_nothing_and_keeps_the_held_rows() {
+        use super::super::deferred::QueueRow;
+        let dir = tempfile::tempdir().unwrap();
+        let (db, mut wal) = database_with_a_log(dir.path());
+        let through = log_a_write_refused_halfway(&db, &mut wal, 16);
+        wal.acknowledge(through);
+        let held = RefCell::new(DeferredRows::new(16));
+        let row = QueueRow {
+            connection: 1,
+            due_ms: 7,
+            workspace: WS.0,
+        };
+        assert!(held.borrow_mut().hold(42, row));
+        held.borrow_mut().acknowledged();
+
+        wal.recover_after_failure(&db, Some(&held)).unwrap();
+
+        assert!(held.borrow().is_empty(), "written, not held any more");
+        let read = db.begin_read().unwrap();
+        assert_eq!(event_ids(&read), [1, 2, 4], "nothing of event 3");
+        assert_eq!(queued_ids(&read), [1, 2, 4, 42]);
+    }
+
+    /// Commits the workspace and a rule noise state that does not decode,
+    /// then logs (not applies) ingests 1 to 4, the third with noise
+    /// control, the first with a payload of `first_payload` bytes; returns
+    /// the last record's number.
+    fn log_a_write_refused_halfway(db: &Database, wal: &mut Wal, first_payload: usize) -> u64 {
+        use crate::store::NoiseCheck;
+        use crate::store::redb_backend::tables::{RULE_NOISE, WORKSPACES};
+        let txn = db.begin_write().unwrap();
+        txn.open_table(WORKSPACES)
+            .unwrap()
+            .insert(WS.0, b"w".as_slice())
+            .unwrap();
+        txn.open_table(RULE_NOISE)
+            .unwrap()
+            .insert((WS.0, 1), [0xff, 0xff].as_slice())
+            .unwrap();
+        txn.commit().unwrap();
+        let records: Vec<Vec<u8>> = (1..=4)
+            .map(|n| {
+                let mut ingest = batch(n, None);
+                if n == 1 {
+                    ingest.events[0].payload = vec![b'x'; first_payload];
+                }
+                if n == 3 {
+                    let check = NoiseCheck {
+                        max_per_hour: Some(10),
+                        ..NoiseCheck::default()
+                    };
+                    ingest.noise.insert(DeliveryId(3), check);
+                }
+                encode_ingest(&PreparedIngest::new(ingest))
+            })
+            .collect();
+        let logged = wal.begin(records.iter().map(|record| Some(record.as_slice())));
+        let Logged::Through(through) = logged.unwrap() else {
+            panic!("logged, not a checkpoint");
+        };
+        wal.finish().unwrap();
+        through
+    }
+
+    fn event_ids(read: &redb::ReadTransaction) -> Vec<u128> {
+        use redb::ReadableTable;
+        let table = read.open_table(EVENTS).unwrap();
+        table
+            .iter()
+            .unwrap()
+            .map(|row| row.unwrap().0.value().1)
+            .collect()
     }
 
     /// The logged batches of one open transaction share the tables its jobs
