@@ -1345,4 +1345,108 @@ mod tests {
             Some(waiting.due_ms)
         );
     }
+
+    /// An engine handle whose scheduler is the returned receiver.
+    fn engine_with_channel(capacity: usize) -> (Engine, mpsc::Receiver<Vec<QueueEntry>>) {
+        let (schedule, received) = mpsc::channel(capacity);
+        let engine = Engine {
+            schedule,
+            window: Arc::default(),
+            warm: Arc::new(WarmContexts::new(0, 0)),
+        };
+        (engine, received)
+    }
+
+    fn entry(n: u128) -> QueueEntry {
+        QueueEntry {
+            due_ms: 1,
+            delivery_id: DeliveryId(n),
+            workspace_id: WorkspaceId(1),
+            connection_id: ConnectionId(1),
+        }
+    }
+
+    /// The next batch the scheduler would take, `None` once every sender
+    /// is gone; fails the test after 10 s rather than hang.
+    async fn next_batch(received: &mut mpsc::Receiver<Vec<QueueEntry>>) -> Option<Vec<QueueEntry>> {
+        tokio::time::timeout(Duration::from_secs(10), received.recv())
+            .await
+            .expect("a batch or the channel's end within 10 s")
+    }
+
+    /// A write answered later, and the sender that answers it.
+    fn pending_write() -> (StoreFuture<u128>, tokio::sync::oneshot::Sender<u128>) {
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let write: StoreFuture<u128> = Box::pin(async move {
+            answered
+                .await
+                .map_err(|_| StoreError::Unavailable("no answer".into()))
+        });
+        (write, answer)
+    }
+
+    #[tokio::test]
+    async fn an_answered_write_hands_its_entries_over() {
+        let (engine, mut received) = engine_with_channel(4);
+        let write: StoreFuture<u128> = Box::pin(async { Ok(7) });
+
+        let written = engine
+            .write_then_schedule(write, |n| vec![entry(*n)])
+            .await
+            .unwrap();
+
+        assert_eq!(written, 7);
+        assert_eq!(received.try_recv().unwrap(), [entry(7)]);
+    }
+
+    /// The caller goes away (a client disconnects) while its write is not
+    /// answered yet: the entries still reach the scheduler once it is.
+    #[tokio::test]
+    async fn a_caller_gone_before_the_answer_still_hands_the_entries_over() {
+        let (engine, mut received) = engine_with_channel(4);
+        let (write, answer) = pending_write();
+        let handoff = engine.write_then_schedule(write, |n| vec![entry(*n)]);
+        let waited = tokio::time::timeout(Duration::from_millis(10), handoff).await;
+        assert!(waited.is_err(), "the write is not answered yet");
+
+        answer.send(9).unwrap();
+
+        assert_eq!(next_batch(&mut received).await, Some(vec![entry(9)]));
+    }
+
+    /// The caller goes away while the scheduler's channel is full: the
+    /// entries go over once there is room.
+    #[tokio::test]
+    async fn a_caller_gone_while_the_channel_is_full_still_hands_the_entries_over() {
+        let (engine, mut received) = engine_with_channel(1);
+        engine.schedule(vec![entry(1)]).await;
+        let write: StoreFuture<u128> = Box::pin(async { Ok(2) });
+        let handoff = engine.write_then_schedule(write, |n| vec![entry(*n)]);
+        let waited = tokio::time::timeout(Duration::from_millis(10), handoff).await;
+        assert!(waited.is_err(), "the channel is full");
+
+        assert_eq!(next_batch(&mut received).await, Some(vec![entry(1)]));
+        assert_eq!(next_batch(&mut received).await, Some(vec![entry(2)]));
+    }
+
+    /// A write that fails hands nothing over, whether its caller waits or
+    /// not.
+    #[tokio::test]
+    async fn a_failed_write_hands_nothing_over() {
+        let (engine, mut received) = engine_with_channel(4);
+        let failing: StoreFuture<u128> =
+            Box::pin(async { Err(StoreError::Unavailable("refused".into())) });
+        let written = engine
+            .write_then_schedule(failing, |n| vec![entry(*n)])
+            .await;
+        assert!(written.is_err());
+
+        let (write, answer) = pending_write();
+        let handoff = engine.write_then_schedule(write, |n| vec![entry(*n)]);
+        drop(tokio::time::timeout(Duration::from_millis(10), handoff).await);
+        drop(answer);
+        drop(engine);
+
+        assert_eq!(next_batch(&mut received).await, None, "nothing was sent");
+    }
 }
