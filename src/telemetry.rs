@@ -5,9 +5,10 @@
 use crate::config::{LogConfig, LogFormat};
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
 use metrics_util::MetricKindMask;
+use std::cell::RefCell;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
@@ -133,6 +134,124 @@ pub fn upkeep(handle: &'static PrometheusHandle) -> impl Fn() + Send + 'static {
         {
             drop(handle.render());
         }
+    }
+}
+
+/// Adds `by` to a counter updated for every event or attempt, through this
+/// thread's handle of it (see [`HotHandles`]). Label values are static
+/// strings, so the handles a thread keeps are bounded by the code.
+pub fn count(name: &'static str, labels: &[(&'static str, &'static str)], by: u64) {
+    HOT.with_borrow_mut(|hot| {
+        hot.counter(name, labels, Instant::now(), HOT_COUNTER_REFRESH)
+            .increment(by)
+    });
+}
+
+/// Records `value` in a histogram updated for every event, attempt or
+/// write batch, through this thread's handle of it (see [`HotHandles`]).
+pub fn record(name: &'static str, labels: &[(&'static str, &'static str)], value: f64) {
+    HOT.with_borrow_mut(|hot| hot.histogram(name, labels).record(value));
+}
+
+/// A counter not updated on a thread for this long is looked up again
+/// there (any span shorter than [`IDLE_COUNTER_TIMEOUT`] would do).
+const HOT_COUNTER_REFRESH: Duration = Duration::from_secs(60);
+
+thread_local! {
+    static HOT: RefCell<HotHandles> = RefCell::new(HotHandles::default());
+}
+
+/// One thread's handles of the metrics on the hot path. Looking a handle up
+/// (`metrics::counter!`) builds its key, hashes it and takes the registry's
+/// lock: about 1 k instructions, which at four counters and two
+/// histograms per delivered event was 2–3 % of the server's
+/// (docs/benchmarks.md, issue 13, seventeenth sitting).
+///
+/// The exporter drops a counter series not updated for
+/// [`IDLE_COUNTER_TIMEOUT`], and a handle kept past that would count into
+/// nothing; so a counter this thread has not updated for
+/// [`HOT_COUNTER_REFRESH`] is looked up again (a series is dropped only
+/// after a day without an update, so a handle used since is still the
+/// registry's). Histograms are never dropped.
+#[derive(Default)]
+struct HotHandles {
+    counters: Vec<(HotKey, metrics::Counter, Instant)>,
+    histograms: Vec<(HotKey, metrics::Histogram)>,
+}
+
+struct HotKey {
+    name: &'static str,
+    labels: Vec<(&'static str, &'static str)>,
+}
+
+impl HotKey {
+    fn is(&self, name: &str, labels: &[(&'static str, &'static str)]) -> bool {
+        self.name == name && self.labels == labels
+    }
+
+    fn new(name: &'static str, labels: &[(&'static str, &'static str)]) -> Self {
+        Self {
+            name,
+            labels: labels.to_vec(),
+        }
+    }
+
+    fn metric_labels(&self) -> Vec<metrics::Label> {
+        self.labels
+            .iter()
+            .map(|&(key, value)| metrics::Label::from_static_parts(key, value))
+            .collect()
+    }
+}
+
+impl HotHandles {
+    fn counter(
+        &mut self,
+        name: &'static str,
+        labels: &[(&'static str, &'static str)],
+        now: Instant,
+        refresh: Duration,
+    ) -> &metrics::Counter {
+        let at = match self
+            .counters
+            .iter()
+            .position(|(key, ..)| key.is(name, labels))
+        {
+            Some(at) => at,
+            None => {
+                let key = HotKey::new(name, labels);
+                let handle = metrics::counter!(name, key.metric_labels());
+                self.counters.push((key, handle, now));
+                self.counters.len() - 1
+            }
+        };
+        let (key, handle, last_used) = &mut self.counters[at];
+        if now.saturating_duration_since(*last_used) > refresh {
+            *handle = metrics::counter!(key.name, key.metric_labels());
+        }
+        *last_used = now;
+        handle
+    }
+
+    fn histogram(
+        &mut self,
+        name: &'static str,
+        labels: &[(&'static str, &'static str)],
+    ) -> &metrics::Histogram {
+        let at = match self
+            .histograms
+            .iter()
+            .position(|(key, _)| key.is(name, labels))
+        {
+            Some(at) => at,
+            None => {
+                let key = HotKey::new(name, labels);
+                let handle = metrics::histogram!(name, key.metric_labels());
+                self.histograms.push((key, handle));
+                self.histograms.len() - 1
+            }
+        };
+        &self.histograms[at].1
     }
 }
 
@@ -272,6 +391,85 @@ mod tests {
         let page = handle.render();
         assert!(
             page.contains("switchyard_connection_failures_total{connection=\"con_gone\"} 1"),
+            "{page}"
+        );
+    }
+
+    #[test]
+    fn hot_metrics_count_through_the_handles_a_thread_keeps() {
+        let recorder = recorder_builder(IDLE_COUNTER_TIMEOUT)
+            .unwrap()
+            .build_recorder();
+        let handle = recorder.handle();
+        // A thread of its own, so that its handles come from this recorder.
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                metrics::with_local_recorder(&recorder, || {
+                    for result in ["succeeded", "succeeded", "dead"] {
+                        count(
+                            "switchyard_attempts_total",
+                            &[("type", "webhook"), ("result", result)],
+                            1,
+                        );
+                    }
+                    count("switchyard_events_ingested_total", &[], 5);
+                    record("switchyard_write_batch_size", &[], 3.0);
+                    record("switchyard_write_batch_size", &[], 6.0);
+                    HOT.with_borrow(|hot| {
+                        assert_eq!((hot.counters.len(), hot.histograms.len()), (3, 1));
+                    });
+                });
+            });
+        });
+        let page = handle.render();
+        for line in [
+            "switchyard_attempts_total{type=\"webhook\",result=\"succeeded\"} 2",
+            "switchyard_attempts_total{type=\"webhook\",result=\"dead\"} 1",
+            "switchyard_events_ingested_total 5",
+            "switchyard_write_batch_size_count 2",
+        ] {
+            assert!(page.contains(line), "no `{line}` in:\n{page}");
+        }
+    }
+
+    /// A counter the exporter dropped as idle comes back when a thread that
+    /// kept its handle counts again, as it does with `metrics::counter!`.
+    #[test]
+    fn a_hot_counter_dropped_as_idle_comes_back() {
+        let recorder = recorder_builder(Duration::from_millis(200))
+            .unwrap()
+            .build_recorder();
+        let handle = recorder.handle();
+        let mut hot = HotHandles::default();
+        let mut bump = |name: &'static str| {
+            metrics::with_local_recorder(&recorder, || {
+                let refresh = Duration::from_millis(50);
+                hot.counter(name, &[], Instant::now(), refresh).increment(1);
+            });
+        };
+        bump("switchyard_events_ingested_total");
+        bump("switchyard_events_ingested_total");
+        assert!(
+            handle
+                .render()
+                .contains("switchyard_events_ingested_total 2")
+        );
+
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            bump("switchyard_deliveries_suppressed_total");
+            let page = handle.render();
+            if !page.contains("switchyard_events_ingested_total") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "never dropped: {page}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+
+        bump("switchyard_events_ingested_total");
+        let page = handle.render();
+        assert!(
+            page.contains("switchyard_events_ingested_total 1"),
             "{page}"
         );
     }

@@ -87,11 +87,12 @@ pub async fn run(
     answered: Answered,
 ) -> Finished {
     let kept = warm.and_then(|warm| warm.for_attempt(&entry, &deps.rule_index));
-    metrics::counter!(
+    let source = if kept.is_some() { "ingest" } else { "store" };
+    crate::telemetry::count(
         "switchyard_attempt_contexts_total",
-        "source" => if kept.is_some() { "ingest" } else { "store" }
-    )
-    .increment(1);
+        &[("source", source)],
+        1,
+    );
     let read = match kept {
         Some(context) => Ok(Some(context)),
         None => {
@@ -238,13 +239,21 @@ fn record_metrics(context: &DeliveryContext, outcome: &Outcome, next: &NextStep,
         .connection
         .as_ref()
         .map_or("unknown", |connection| connection.kind.as_str());
-    metrics::histogram!("switchyard_attempt_duration_seconds", "type" => kind).record(seconds);
+    crate::telemetry::record(
+        "switchyard_attempt_duration_seconds",
+        &[("type", kind)],
+        seconds,
+    );
     let result = match next {
         NextStep::Succeeded => DeliveryStatus::Succeeded.as_str(),
         NextStep::RetryAt(_) => DeliveryStatus::Retrying.as_str(),
         NextStep::Dead => DeliveryStatus::Dead.as_str(),
     };
-    metrics::counter!("switchyard_attempts_total", "type" => kind, "result" => result).increment(1);
+    crate::telemetry::count(
+        "switchyard_attempts_total",
+        &[("type", kind), ("result", result)],
+        1,
+    );
     if !matches!(outcome.verdict, Verdict::Delivered) {
         let connection = context.delivery.connection_id.to_string();
         metrics::counter!("switchyard_connection_failures_total", "connection" => connection)

@@ -366,9 +366,12 @@ async fn store_events(
     match outcome? {
         IngestOutcome::Stored { suppressed } => {
             tracing::debug!(workspace = %workspace_id, count, "events stored");
-            metrics::counter!("switchyard_deliveries_suppressed_total")
-                .increment(suppressed.len() as u64);
-            metrics::counter!("switchyard_events_ingested_total").increment(count as u64);
+            crate::telemetry::count(
+                "switchyard_deliveries_suppressed_total",
+                &[],
+                suppressed.len() as u64,
+            );
+            crate::telemetry::count("switchyard_events_ingested_total", &[], count as u64);
             Ok(json_response(status, body))
         }
         IngestOutcome::Replayed { status, response } => {

@@ -255,8 +255,11 @@ impl LogWrite {
             file.sync_data()
         });
         if result.is_ok() {
-            metrics::histogram!("switchyard_wal_sync_seconds")
-                .record(started.elapsed().as_secs_f64());
+            crate::telemetry::record(
+                "switchyard_wal_sync_seconds",
+                &[],
+                started.elapsed().as_secs_f64(),
+            );
         }
         Written {
             buffer: self.buffer,

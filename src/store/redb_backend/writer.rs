@@ -803,8 +803,11 @@ impl OpenSlot {
             Ok(txn.commit()?)
         })();
         settle(deferred, committed.is_ok());
-        metrics::histogram!("switchyard_commit_seconds", "durability" => "none")
-            .record(started.elapsed().as_secs_f64());
+        crate::telemetry::record(
+            "switchyard_commit_seconds",
+            &[("durability", "none")],
+            started.elapsed().as_secs_f64(),
+        );
         if committed.is_ok() {
             self.published();
         }
@@ -1030,11 +1033,11 @@ fn apply_and_commit(
         let started = Instant::now();
         let committed = marked.and_then(|()| Ok(txn.commit()?));
         settle(deferred, committed.is_ok());
-        metrics::histogram!(
+        crate::telemetry::record(
             "switchyard_commit_seconds",
-            "durability" => if durable { "immediate" } else { "none" }
-        )
-        .record(started.elapsed().as_secs_f64());
+            &[("durability", if durable { "immediate" } else { "none" })],
+            started.elapsed().as_secs_f64(),
+        );
         match committed {
             Ok(()) => {
                 if let (Some(wal), Some((through, durability))) = (wal.as_deref_mut(), plan) {
@@ -1120,7 +1123,7 @@ fn fail_all(batch: &mut Vec<Box<dyn Job>>, error: &StoreError) {
 }
 
 fn metrics_batch_size(size: usize) {
-    metrics::histogram!("switchyard_write_batch_size").record(size as f64);
+    crate::telemetry::record("switchyard_write_batch_size", &[], size as f64);
 }
 
 #[cfg(test)]
