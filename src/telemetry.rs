@@ -285,6 +285,24 @@ pub async fn metrics_upkeep(period: Duration, shutdown: CancellationToken, upkee
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn assert_lines(page: &str, lines: &[&str]) {
+        for line in lines {
+            assert!(page.contains(line), "no `{line}` in:\n{page}");
+        }
+    }
+
+    /// A recorder of our settings, not installed, and its handle.
+    fn recorder_for_tests(
+        idle_counters: Duration,
+    ) -> (
+        metrics_exporter_prometheus::PrometheusRecorder,
+        PrometheusHandle,
+    ) {
+        let recorder = recorder_builder(idle_counters).unwrap().build_recorder();
+        let handle = recorder.handle();
+        (recorder, handle)
+    }
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -320,10 +338,7 @@ mod tests {
 
     #[test]
     fn every_histogram_is_rendered_with_buckets_never_as_a_summary() {
-        let recorder = recorder_builder(IDLE_COUNTER_TIMEOUT)
-            .unwrap()
-            .build_recorder();
-        let handle = recorder.handle();
+        let (recorder, handle) = recorder_for_tests(IDLE_COUNTER_TIMEOUT);
         metrics::with_local_recorder(&recorder, || {
             metrics::histogram!("switchyard_wal_sync_seconds").record(0.0003);
             metrics::histogram!("switchyard_outcome_batch_size").record(5.0);
@@ -333,25 +348,23 @@ mod tests {
         });
         let page = handle.render();
         assert!(!page.contains("quantile="), "{page}");
-        for line in [
-            "switchyard_wal_sync_seconds_bucket{le=\"0.0005\"} 1",
-            "switchyard_wal_sync_seconds_bucket{le=\"0.00025\"} 0",
-            "switchyard_outcome_batch_size_bucket{le=\"8\"} 1",
-            "switchyard_outcome_batch_size_bucket{le=\"4\"} 0",
-            "switchyard_attempt_duration_seconds_bucket{type=\"webhook\",le=\"0.025\"} 1",
-            "some_future_histogram_bucket{le=\"+Inf\"} 1",
-            "switchyard_wal_sync_seconds_count 1",
-        ] {
-            assert!(page.contains(line), "no `{line}` in:\n{page}");
-        }
+        assert_lines(
+            &page,
+            &[
+                "switchyard_wal_sync_seconds_bucket{le=\"0.0005\"} 1",
+                "switchyard_wal_sync_seconds_bucket{le=\"0.00025\"} 0",
+                "switchyard_outcome_batch_size_bucket{le=\"8\"} 1",
+                "switchyard_outcome_batch_size_bucket{le=\"4\"} 0",
+                "switchyard_attempt_duration_seconds_bucket{type=\"webhook\",le=\"0.025\"} 1",
+                "some_future_histogram_bucket{le=\"+Inf\"} 1",
+                "switchyard_wal_sync_seconds_count 1",
+            ],
+        );
     }
 
     #[test]
     fn idle_counter_series_are_dropped_and_other_kinds_kept() {
-        let recorder = recorder_builder(Duration::from_millis(200))
-            .unwrap()
-            .build_recorder();
-        let handle = recorder.handle();
+        let (recorder, handle) = recorder_for_tests(Duration::from_millis(200));
         let failure = |connection: &'static str| {
             metrics::with_local_recorder(&recorder, || {
                 metrics::counter!("switchyard_connection_failures_total", "connection" => connection)
@@ -397,10 +410,7 @@ mod tests {
 
     #[test]
     fn hot_metrics_count_through_the_handles_a_thread_keeps() {
-        let recorder = recorder_builder(IDLE_COUNTER_TIMEOUT)
-            .unwrap()
-            .build_recorder();
-        let handle = recorder.handle();
+        let (recorder, handle) = recorder_for_tests(IDLE_COUNTER_TIMEOUT);
         // A thread of its own, so that its handles come from this recorder.
         std::thread::scope(|scope| {
             scope.spawn(|| {
@@ -421,25 +431,22 @@ mod tests {
                 });
             });
         });
-        let page = handle.render();
-        for line in [
-            "switchyard_attempts_total{type=\"webhook\",result=\"succeeded\"} 2",
-            "switchyard_attempts_total{type=\"webhook\",result=\"dead\"} 1",
-            "switchyard_events_ingested_total 5",
-            "switchyard_write_batch_size_count 2",
-        ] {
-            assert!(page.contains(line), "no `{line}` in:\n{page}");
-        }
+        assert_lines(
+            &handle.render(),
+            &[
+                "switchyard_attempts_total{type=\"webhook\",result=\"succeeded\"} 2",
+                "switchyard_attempts_total{type=\"webhook\",result=\"dead\"} 1",
+                "switchyard_events_ingested_total 5",
+                "switchyard_write_batch_size_count 2",
+            ],
+        );
     }
 
     /// A counter the exporter dropped as idle comes back when a thread that
     /// kept its handle counts again, as it does with `metrics::counter!`.
     #[test]
     fn a_hot_counter_dropped_as_idle_comes_back() {
-        let recorder = recorder_builder(Duration::from_millis(200))
-            .unwrap()
-            .build_recorder();
-        let handle = recorder.handle();
+        let (recorder, handle) = recorder_for_tests(Duration::from_millis(200));
         let mut hot = HotHandles::default();
         let mut bump = |name: &'static str| {
             metrics::with_local_recorder(&recorder, || {

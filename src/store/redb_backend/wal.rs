@@ -2143,22 +2143,29 @@ mod tests {
         (db, wal)
     }
 
-    /// After a failure, the replay's durable commit, which starts the log
-    /// over, carries the queue rows the writer held back: no commit moves
-    /// the log's position past an event without its row.
-    #[test]
-    fn recovery_after_a_failure_writes_the_held_rows_in_its_commit() {
+    /// Queue rows as the writer holds them back after answering their
+    /// batch: one, for `delivery`.
+    fn one_answered_held_row(delivery: u128) -> RefCell<DeferredRows> {
         use super::super::deferred::QueueRow;
-        let dir = tempfile::tempdir().unwrap();
-        let (db, mut wal) = database_with_a_log(dir.path());
         let held = RefCell::new(DeferredRows::new(16));
         let row = QueueRow {
             connection: 1,
             due_ms: 7,
             workspace: WS.0,
         };
-        assert!(held.borrow_mut().hold(42, row));
+        assert!(held.borrow_mut().hold(delivery, row));
         held.borrow_mut().acknowledged();
+        held
+    }
+
+    /// After a failure, the replay's durable commit, which starts the log
+    /// over, carries the queue rows the writer held back: no commit moves
+    /// the log's position past an event without its row.
+    #[test]
+    fn recovery_after_a_failure_writes_the_held_rows_in_its_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, mut wal) = database_with_a_log(dir.path());
+        let held = one_answered_held_row(42);
 
         wal.recover_after_failure(&db, Some(&held)).unwrap();
 
@@ -2220,19 +2227,11 @@ mod tests {
     /// go in once: the transaction that held them is applied again.
     #[test]
     fn a_write_refused_halfway_after_a_failure_leaves_nothing_and_keeps_the_held_rows() {
-        use super::super::deferred::QueueRow;
         let dir = tempfile::tempdir().unwrap();
         let (db, mut wal) = database_with_a_log(dir.path());
         let through = log_a_write_refused_halfway(&db, &mut wal, 16);
         wal.acknowledge(through);
-        let held = RefCell::new(DeferredRows::new(16));
-        let row = QueueRow {
-            connection: 1,
-            due_ms: 7,
-            workspace: WS.0,
-        };
-        assert!(held.borrow_mut().hold(42, row));
-        held.borrow_mut().acknowledged();
+        let held = one_answered_held_row(42);
 
         wal.recover_after_failure(&db, Some(&held)).unwrap();
 
