@@ -118,6 +118,9 @@ impl Server {
         }
         let master_key_value = config.master_key.as_ref().map(Secret::expose);
         let (master_key, master_key_source) = MasterKey::load(&config.data_dir, master_key_value)?;
+        // The recorder goes in before the store opens: the store's threads
+        // keep the metric handles they first look up (`telemetry::count`).
+        crate::telemetry::metrics_handle();
         let store = open_store(&config, options).await?;
         Ok(Self {
             listener,

@@ -141,21 +141,35 @@ pub fn upkeep(handle: &'static PrometheusHandle) -> impl Fn() + Send + 'static {
 /// thread's handle of it (see [`HotHandles`]). Label values are static
 /// strings, so the handles a thread keeps are bounded by the code.
 pub fn count(name: &'static str, labels: &[(&'static str, &'static str)], by: u64) {
-    HOT.with_borrow_mut(|hot| {
-        hot.counter(name, labels, Instant::now(), HOT_COUNTER_REFRESH)
-            .increment(by)
+    let counted = HOT.try_with(|hot| {
+        let now = Instant::now();
+        hot.borrow_mut()
+            .counter(name, labels, now, HOT_HANDLE_REFRESH)
+            .increment(by);
     });
+    // A thread whose locals are being torn down looks the counter up.
+    if counted.is_err() {
+        metrics::counter!(name, HotKey::new(name, labels).metric_labels()).increment(by);
+    }
 }
 
 /// Records `value` in a histogram updated for every event, attempt or
 /// write batch, through this thread's handle of it (see [`HotHandles`]).
 pub fn record(name: &'static str, labels: &[(&'static str, &'static str)], value: f64) {
-    HOT.with_borrow_mut(|hot| hot.histogram(name, labels).record(value));
+    let recorded = HOT.try_with(|hot| {
+        let now = Instant::now();
+        hot.borrow_mut()
+            .histogram(name, labels, now, HOT_HANDLE_REFRESH)
+            .record(value);
+    });
+    if recorded.is_err() {
+        metrics::histogram!(name, HotKey::new(name, labels).metric_labels()).record(value);
+    }
 }
 
-/// A counter not updated on a thread for this long is looked up again
-/// there (any span shorter than [`IDLE_COUNTER_TIMEOUT`] would do).
-const HOT_COUNTER_REFRESH: Duration = Duration::from_secs(60);
+/// How long a thread keeps a handle before it looks it up again (see
+/// [`HotHandles`]; any span well under [`IDLE_COUNTER_TIMEOUT`] would do).
+const HOT_HANDLE_REFRESH: Duration = Duration::from_secs(60);
 
 thread_local! {
     static HOT: RefCell<HotHandles> = RefCell::new(HotHandles::default());
@@ -167,16 +181,24 @@ thread_local! {
 /// histograms per delivered event was 2–3 % of the server's
 /// (docs/benchmarks.md, issue 13, seventeenth sitting).
 ///
+/// Each handle is looked up again once it is [`HOT_HANDLE_REFRESH`] old.
 /// The exporter drops a counter series not updated for
 /// [`IDLE_COUNTER_TIMEOUT`], and a handle kept past that would count into
-/// nothing; so a counter this thread has not updated for
-/// [`HOT_COUNTER_REFRESH`] is looked up again (a series is dropped only
-/// after a day without an update, so a handle used since is still the
-/// registry's). Histograms are never dropped.
+/// nothing: a counter idle that long has an old handle, looked up again
+/// at its next update, so its series comes back as it would with
+/// `metrics::counter!`. If that lookup races with the drop, or a thread
+/// looked a handle up before the recorder was installed, the handle is
+/// replaced within the refresh.
 #[derive(Default)]
 struct HotHandles {
-    counters: Vec<(HotKey, metrics::Counter, Instant)>,
-    histograms: Vec<(HotKey, metrics::Histogram)>,
+    counters: Vec<Kept<metrics::Counter>>,
+    histograms: Vec<Kept<metrics::Histogram>>,
+}
+
+struct Kept<H> {
+    key: HotKey,
+    handle: H,
+    looked_up: Instant,
 }
 
 struct HotKey {
@@ -212,47 +234,51 @@ impl HotHandles {
         now: Instant,
         refresh: Duration,
     ) -> &metrics::Counter {
-        let at = match self
-            .counters
-            .iter()
-            .position(|(key, ..)| key.is(name, labels))
-        {
-            Some(at) => at,
-            None => {
-                let key = HotKey::new(name, labels);
-                let handle = metrics::counter!(name, key.metric_labels());
-                self.counters.push((key, handle, now));
-                self.counters.len() - 1
-            }
-        };
-        let (key, handle, last_used) = &mut self.counters[at];
-        if now.saturating_duration_since(*last_used) > refresh {
-            *handle = metrics::counter!(key.name, key.metric_labels());
-        }
-        *last_used = now;
-        handle
+        let look_up = |key: &HotKey| metrics::counter!(key.name, key.metric_labels());
+        kept(&mut self.counters, name, labels, now, refresh, look_up)
     }
 
     fn histogram(
         &mut self,
         name: &'static str,
         labels: &[(&'static str, &'static str)],
+        now: Instant,
+        refresh: Duration,
     ) -> &metrics::Histogram {
-        let at = match self
-            .histograms
-            .iter()
-            .position(|(key, _)| key.is(name, labels))
-        {
-            Some(at) => at,
-            None => {
-                let key = HotKey::new(name, labels);
-                let handle = metrics::histogram!(name, key.metric_labels());
-                self.histograms.push((key, handle));
-                self.histograms.len() - 1
-            }
-        };
-        &self.histograms[at].1
+        let look_up = |key: &HotKey| metrics::histogram!(key.name, key.metric_labels());
+        kept(&mut self.histograms, name, labels, now, refresh, look_up)
     }
+}
+
+/// The handle kept for `name` and `labels`, looked up first if there is
+/// none or it is older than `refresh`.
+fn kept<'a, H>(
+    handles: &'a mut Vec<Kept<H>>,
+    name: &'static str,
+    labels: &[(&'static str, &'static str)],
+    now: Instant,
+    refresh: Duration,
+    look_up: impl Fn(&HotKey) -> H,
+) -> &'a H {
+    let at = match handles.iter().position(|kept| kept.key.is(name, labels)) {
+        Some(at) => at,
+        None => {
+            let key = HotKey::new(name, labels);
+            let handle = look_up(&key);
+            handles.push(Kept {
+                key,
+                handle,
+                looked_up: now,
+            });
+            handles.len() - 1
+        }
+    };
+    let kept = &mut handles[at];
+    if now.saturating_duration_since(kept.looked_up) > refresh {
+        kept.handle = look_up(&kept.key);
+        kept.looked_up = now;
+    }
+    &kept.handle
 }
 
 /// Sets `switchyard_database_bytes` to the size of the database file. Pages
@@ -478,6 +504,46 @@ mod tests {
         assert!(
             page.contains("switchyard_events_ingested_total 1"),
             "{page}"
+        );
+    }
+
+    /// A handle in steady use is looked up again once it is older than the
+    /// refresh: one looked up from the wrong recorder (none installed yet,
+    /// or a lookup that raced with the drop of its series) is replaced.
+    #[test]
+    fn a_hot_handle_in_steady_use_is_looked_up_again_after_the_refresh() {
+        let (early, early_page) = recorder_for_tests(IDLE_COUNTER_TIMEOUT);
+        let (current, current_page) = recorder_for_tests(IDLE_COUNTER_TIMEOUT);
+        let mut hot = HotHandles::default();
+        let refresh = Duration::from_secs(60);
+        let start = Instant::now();
+        let mut bump = |recorder: &metrics_exporter_prometheus::PrometheusRecorder, at: u64| {
+            metrics::with_local_recorder(recorder, || {
+                let now = start + Duration::from_secs(at);
+                hot.counter("switchyard_events_ingested_total", &[], now, refresh)
+                    .increment(1);
+                hot.histogram("switchyard_write_batch_size", &[], now, refresh)
+                    .record(1.0);
+            });
+        };
+        bump(&early, 0);
+        bump(&current, 30);
+        bump(&current, 61);
+        bump(&current, 90);
+
+        assert_lines(
+            &early_page.render(),
+            &[
+                "switchyard_events_ingested_total 2",
+                "switchyard_write_batch_size_count 2",
+            ],
+        );
+        assert_lines(
+            &current_page.render(),
+            &[
+                "switchyard_events_ingested_total 2",
+                "switchyard_write_batch_size_count 2",
+            ],
         );
     }
 }
