@@ -801,6 +801,12 @@ impl Wal {
             if next.is_some() {
                 store_applied(&txn, through)?;
                 txn.commit().map_err(StoreError::from)?;
+                // The held rows are in the file now: a later chunk's failure
+                // must not hold them again (written twice, the stored copy
+                // would outlive its delivery's first outcome).
+                if let Some(rows) = held_here {
+                    rows.borrow_mut().committed();
+                }
                 chunk_start = records.position_of_current();
                 continue;
             }
@@ -815,7 +821,7 @@ impl Wal {
         drop(records);
         if replayed > 0 {
             tracing::info!(
-                records = replayed,
+                records = replayed - refused.len() as u64,
                 skipped = refused.len(),
                 through,
                 log = %self.path.display(),
@@ -2239,6 +2245,36 @@ mod tests {
         let read = db.begin_read().unwrap();
         assert_eq!(event_ids(&read), [1, 2, 4], "nothing of event 3");
         assert_eq!(queued_ids(&read), [1, 2, 4, 42]);
+    }
+
+    /// The held rows go into the replay's first transaction; when a later
+    /// one fails (here on a record that does not decode), they stay
+    /// written and are not held again (a second copy would outlive its
+    /// delivery's first outcome).
+    #[test]
+    fn held_rows_stay_written_when_a_later_replay_transaction_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, mut wal) = database_with_a_log(dir.path());
+        let mut first = batch(1, None);
+        first.events[0].payload = vec![b'x'; REPLAY_CHUNK_BYTES + 1024 * 1024];
+        let first = encode_ingest(&PreparedIngest::new(first));
+        let undecodable = [9u8, 0, 0];
+        let records = [Some(first.as_slice()), Some(undecodable.as_slice())];
+        let Logged::Through(through) = wal.begin(records.into_iter()).unwrap() else {
+            panic!("logged, not a checkpoint");
+        };
+        wal.finish().unwrap();
+        wal.acknowledge(through);
+        let held = one_answered_held_row(42);
+
+        let recovered = wal.recover_after_failure(&db, Some(&held));
+
+        assert!(
+            matches!(recovered, Err(WalError::Record { .. })),
+            "{recovered:?}"
+        );
+        assert!(held.borrow().is_empty(), "written, not held again");
+        assert_eq!(queued_ids(&db.begin_read().unwrap()), [42]);
     }
 
     /// Commits the workspace and a rule noise state that does not decode,
