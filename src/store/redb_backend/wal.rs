@@ -821,7 +821,7 @@ impl Wal {
         drop(records);
         if replayed > 0 {
             tracing::info!(
-                records = replayed - refused.len() as u64,
+                records = replayed.saturating_sub(refused.len() as u64),
                 skipped = refused.len(),
                 through,
                 log = %self.path.display(),
