@@ -141,29 +141,35 @@ pub fn upkeep(handle: &'static PrometheusHandle) -> impl Fn() + Send + 'static {
 /// thread's handle of it (see [`HotHandles`]). Label values are static
 /// strings, so the handles a thread keeps are bounded by the code.
 pub fn count(name: &'static str, labels: &[(&'static str, &'static str)], by: u64) {
-    let counted = HOT.try_with(|hot| {
-        let now = Instant::now();
-        hot.borrow_mut()
-            .counter(name, labels, now, HOT_HANDLE_REFRESH)
-            .increment(by);
-    });
-    // A thread whose locals are being torn down looks the counter up.
-    if counted.is_err() {
-        metrics::counter!(name, HotKey::new(name, labels).metric_labels()).increment(by);
-    }
+    with_hot_handles(
+        |hot, now| {
+            hot.counter(name, labels, now, HOT_HANDLE_REFRESH)
+                .increment(by)
+        },
+        || HotKey::new(name, labels).counter().increment(by),
+    );
 }
 
 /// Records `value` in a histogram updated for every event, attempt or
 /// write batch, through this thread's handle of it (see [`HotHandles`]).
 pub fn record(name: &'static str, labels: &[(&'static str, &'static str)], value: f64) {
-    let recorded = HOT.try_with(|hot| {
-        let now = Instant::now();
-        hot.borrow_mut()
-            .histogram(name, labels, now, HOT_HANDLE_REFRESH)
-            .record(value);
-    });
-    if recorded.is_err() {
-        metrics::histogram!(name, HotKey::new(name, labels).metric_labels()).record(value);
+    with_hot_handles(
+        |hot, now| {
+            hot.histogram(name, labels, now, HOT_HANDLE_REFRESH)
+                .record(value)
+        },
+        || HotKey::new(name, labels).histogram().record(value),
+    );
+}
+
+/// Runs `kept` with this thread's handles, or `looked_up` on a thread whose
+/// locals are being torn down.
+fn with_hot_handles(kept: impl FnOnce(&mut HotHandles, Instant), looked_up: impl FnOnce()) {
+    if HOT
+        .try_with(|hot| kept(&mut hot.borrow_mut(), Instant::now()))
+        .is_err()
+    {
+        looked_up();
     }
 }
 
@@ -218,6 +224,14 @@ impl HotKey {
         }
     }
 
+    fn counter(&self) -> metrics::Counter {
+        metrics::counter!(self.name, self.metric_labels())
+    }
+
+    fn histogram(&self) -> metrics::Histogram {
+        metrics::histogram!(self.name, self.metric_labels())
+    }
+
     fn metric_labels(&self) -> Vec<metrics::Label> {
         self.labels
             .iter()
@@ -234,8 +248,14 @@ impl HotHandles {
         now: Instant,
         refresh: Duration,
     ) -> &metrics::Counter {
-        let look_up = |key: &HotKey| metrics::counter!(key.name, key.metric_labels());
-        kept(&mut self.counters, name, labels, now, refresh, look_up)
+        kept(
+            &mut self.counters,
+            name,
+            labels,
+            now,
+            refresh,
+            HotKey::counter,
+        )
     }
 
     fn histogram(
@@ -245,8 +265,14 @@ impl HotHandles {
         now: Instant,
         refresh: Duration,
     ) -> &metrics::Histogram {
-        let look_up = |key: &HotKey| metrics::histogram!(key.name, key.metric_labels());
-        kept(&mut self.histograms, name, labels, now, refresh, look_up)
+        kept(
+            &mut self.histograms,
+            name,
+            labels,
+            now,
+            refresh,
+            HotKey::histogram,
+        )
     }
 }
 
@@ -315,6 +341,26 @@ mod tests {
     fn assert_lines(page: &str, lines: &[&str]) {
         for line in lines {
             assert!(page.contains(line), "no `{line}` in:\n{page}");
+        }
+    }
+
+    /// Renders the page until `series` is no longer in it (the recorder
+    /// drops idle series while it renders), calling `meanwhile` before each
+    /// render; fails the test after 10 s.
+    fn render_until_gone(
+        handle: &PrometheusHandle,
+        series: &str,
+        mut meanwhile: impl FnMut(),
+    ) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            meanwhile();
+            let page = handle.render();
+            if !page.contains(series) {
+                return page;
+            }
+            assert!(Instant::now() < deadline, "{series} never dropped: {page}");
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 
@@ -406,21 +452,8 @@ mod tests {
         let page = handle.render();
         assert!(page.contains("connection=\"con_gone\""), "{page}");
 
-        // Wait (with a deadline) until the idle series is gone, keeping the
-        // other one busy.
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        let page = loop {
-            failure("con_live");
-            let page = handle.render();
-            if !page.contains("con_gone") {
-                break page;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "never dropped: {page}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        };
+        // The idle series goes; the other one is kept busy meanwhile.
+        let page = render_until_gone(&handle, "con_gone", || failure("con_live"));
         assert!(page.contains("connection=\"con_live\""), "{page}");
         assert!(page.contains("switchyard_queue_depth 3"), "{page}");
         assert!(page.contains("switchyard_commit_seconds_count 1"), "{page}");
@@ -482,29 +515,14 @@ mod tests {
         };
         bump("switchyard_events_ingested_total");
         bump("switchyard_events_ingested_total");
-        assert!(
-            handle
-                .render()
-                .contains("switchyard_events_ingested_total 2")
-        );
+        assert_lines(&handle.render(), &["switchyard_events_ingested_total 2"]);
 
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            bump("switchyard_deliveries_suppressed_total");
-            let page = handle.render();
-            if !page.contains("switchyard_events_ingested_total") {
-                break;
-            }
-            assert!(Instant::now() < deadline, "never dropped: {page}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        render_until_gone(&handle, "switchyard_events_ingested_total", || {
+            bump("switchyard_deliveries_suppressed_total")
+        });
 
         bump("switchyard_events_ingested_total");
-        let page = handle.render();
-        assert!(
-            page.contains("switchyard_events_ingested_total 1"),
-            "{page}"
-        );
+        assert_lines(&handle.render(), &["switchyard_events_ingested_total 1"]);
     }
 
     /// A handle in steady use is looked up again once it is older than the
@@ -531,19 +549,14 @@ mod tests {
         bump(&current, 61);
         bump(&current, 90);
 
-        assert_lines(
-            &early_page.render(),
-            &[
-                "switchyard_events_ingested_total 2",
-                "switchyard_write_batch_size_count 2",
-            ],
-        );
-        assert_lines(
-            &current_page.render(),
-            &[
-                "switchyard_events_ingested_total 2",
-                "switchyard_write_batch_size_count 2",
-            ],
-        );
+        for page in [early_page.render(), current_page.render()] {
+            assert_lines(
+                &page,
+                &[
+                    "switchyard_events_ingested_total 2",
+                    "switchyard_write_batch_size_count 2",
+                ],
+            );
+        }
     }
 }

@@ -2196,11 +2196,18 @@ mod tests {
         wal.recover_after_failure(&db, None).unwrap();
 
         let record = encode_ingest(&PreparedIngest::new(batch(1, None)));
-        match wal.begin(std::iter::once(Some(record.as_slice()))).unwrap() {
-            Logged::Through(seq) => assert_eq!(seq, ahead + 1),
-            Logged::Checkpoint => panic!("logged, not a checkpoint"),
-        }
+        assert_eq!(log_synced(&mut wal, &[&record]), ahead + 1);
+    }
+
+    /// Logs `records` as one batch and waits for their sync, without
+    /// applying them; the last one's number.
+    fn log_synced(wal: &mut Wal, records: &[&[u8]]) -> u64 {
+        let logged = wal.begin(records.iter().map(|record| Some(*record)));
+        let Logged::Through(through) = logged.unwrap() else {
+            panic!("logged, not a checkpoint");
+        };
         wal.finish().unwrap();
+        through
     }
 
     /// A logged write refused again in a replay after it wrote part of its
@@ -2259,11 +2266,7 @@ mod tests {
         first.events[0].payload = vec![b'x'; REPLAY_CHUNK_BYTES + 1024 * 1024];
         let first = encode_ingest(&PreparedIngest::new(first));
         let undecodable = [9u8, 0, 0];
-        let records = [Some(first.as_slice()), Some(undecodable.as_slice())];
-        let Logged::Through(through) = wal.begin(records.into_iter()).unwrap() else {
-            panic!("logged, not a checkpoint");
-        };
-        wal.finish().unwrap();
+        let through = log_synced(&mut wal, &[&first, &undecodable]);
         wal.acknowledge(through);
         let held = one_answered_held_row(42);
 
@@ -2310,12 +2313,8 @@ mod tests {
                 encode_ingest(&PreparedIngest::new(ingest))
             })
             .collect();
-        let logged = wal.begin(records.iter().map(|record| Some(record.as_slice())));
-        let Logged::Through(through) = logged.unwrap() else {
-            panic!("logged, not a checkpoint");
-        };
-        wal.finish().unwrap();
-        through
+        let records: Vec<&[u8]> = records.iter().map(Vec::as_slice).collect();
+        log_synced(wal, &records)
     }
 
     fn event_ids(read: &redb::ReadTransaction) -> Vec<u128> {
