@@ -16,7 +16,57 @@ pub(super) struct CpuMeter {
 /// Cumulative ticks at one instant.
 pub(super) struct CpuSnapshot {
     machine: MachineTicks,
-    processes: Vec<Option<u64>>,
+    processes: Vec<Option<ProcessTicks>>,
+}
+
+/// CPU split into user space and the kernel (system calls, and the
+/// softirq work the kernel charges to the process that was running), in
+/// the caller's unit: cores used on average, or µs per event.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) struct CpuSplit {
+    pub user: f64,
+    pub kernel: f64,
+}
+
+impl CpuSplit {
+    pub fn total(self) -> f64 {
+        self.user + self.kernel
+    }
+
+    pub fn scaled(self, factor: f64) -> Self {
+        Self {
+            user: self.user * factor,
+            kernel: self.kernel * factor,
+        }
+    }
+}
+
+impl std::iter::Sum for CpuSplit {
+    fn sum<I: Iterator<Item = Self>>(iter: I) -> Self {
+        iter.fold(
+            Self {
+                user: 0.0,
+                kernel: 0.0,
+            },
+            |sum, used| Self {
+                user: sum.user + used.user,
+                kernel: sum.kernel + used.kernel,
+            },
+        )
+    }
+}
+
+/// A process's cumulative user and system ticks, all its threads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ProcessTicks {
+    user: u64,
+    system: u64,
+}
+
+impl ProcessTicks {
+    fn total(self) -> u64 {
+        self.user.saturating_add(self.system)
+    }
 }
 
 /// Ticks of the whole machine, all CPUs, from the first line of
@@ -54,13 +104,22 @@ impl CpuMeter {
 
     /// Cores the process labelled `label` used on average since `start`.
     pub fn cores_used(&self, start: &Option<CpuSnapshot>, label: &str) -> Option<f64> {
+        self.cores_used_split(start, label).map(CpuSplit::total)
+    }
+
+    /// [`CpuMeter::cores_used`], split into user space and the kernel.
+    pub fn cores_used_split(&self, start: &Option<CpuSnapshot>, label: &str) -> Option<CpuSplit> {
         let start = start.as_ref()?;
         let end = self.snapshot()?;
         let index = self.processes.iter().position(|(name, _)| *name == label)?;
         let total = end.machine.total.checked_sub(start.machine.total)? as f64;
         let cores = std::thread::available_parallelism().map_or(1, usize::from) as f64;
-        let used = end.processes[index]?.checked_sub(start.processes[index]?)? as f64;
-        (total > 0.0).then(|| used / (total / cores))
+        let (before, after) = (start.processes[index]?, end.processes[index]?);
+        let per_core = total / cores;
+        (total > 0.0).then(|| CpuSplit {
+            user: after.user.saturating_sub(before.user) as f64 / per_core,
+            kernel: after.system.saturating_sub(before.system) as f64 / per_core,
+        })
     }
 
     /// `CPU, cores of 2: server 1.20, receiver 0.30, …, steal 0.00,
@@ -85,7 +144,7 @@ impl CpuMeter {
             .zip(start.processes.iter().zip(&end.processes))
         {
             if let (Some(before), Some(after)) = (before, after) {
-                let used = after.saturating_sub(*before) as f64;
+                let used = after.total().saturating_sub(before.total()) as f64;
                 accounted += used;
                 parts.push(format!("{label} {:.2}", used / per_core));
             }
@@ -138,15 +197,21 @@ fn parse_machine_ticks(line: &str) -> Option<MachineTicks> {
     })
 }
 
-/// utime + stime of all threads of `pid` from `/proc/{pid}/stat`.
-fn process_ticks(pid: u32) -> Option<u64> {
+/// utime and stime of all threads of `pid` from `/proc/{pid}/stat`.
+fn process_ticks(pid: u32) -> Option<ProcessTicks> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_process_ticks(&text)
+}
+
+/// The utime and stime fields (14 and 15) of a `/proc/PID/stat` line.
+fn parse_process_ticks(text: &str) -> Option<ProcessTicks> {
     // The command name may hold spaces and parentheses: fields are counted
     // after its closing one, from field 3 (state).
     let fields: Vec<&str> = text.rsplit_once(')')?.1.split_whitespace().collect();
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some(utime + stime)
+    Some(ProcessTicks {
+        user: fields.get(11)?.parse().ok()?,
+        system: fields.get(12)?.parse().ok()?,
+    })
 }
 
 #[cfg(test)]
@@ -161,6 +226,45 @@ mod tests {
         let machine = machine_ticks().unwrap();
         assert!(machine.busy + machine.steal <= machine.total);
         assert!(process_ticks(std::process::id()).is_some());
+    }
+
+    #[test]
+    fn user_and_system_ticks_are_read_after_the_command_name() {
+        // A command name with spaces and a parenthesis; utime 4321 and
+        // stime 1234 are fields 14 and 15.
+        let line = "4242 (tokio (x) w) S 1 4242 4242 0 -1 4194560 500 0 0 0 4321 1234 0 0 20 0 6 0 100 0 0";
+        assert_eq!(
+            parse_process_ticks(line),
+            Some(ProcessTicks {
+                user: 4321,
+                system: 1234,
+            })
+        );
+        assert_eq!(parse_process_ticks("4242 (name) S 1 2 3"), None);
+        assert_eq!(parse_process_ticks("no parenthesis"), None);
+        assert_eq!(
+            parse_process_ticks("1 (a) S 1 1 1 0 -1 0 0 0 0 0 x 5 0"),
+            None
+        );
+    }
+
+    #[test]
+    fn splits_add_up_per_part_and_a_missing_reading_spoils_the_sum() {
+        let node = CpuSplit {
+            user: 0.5,
+            kernel: 0.25,
+        };
+        let two: Option<CpuSplit> = [Some(node), Some(node)].into_iter().sum();
+        assert_eq!(
+            two,
+            Some(CpuSplit {
+                user: 1.0,
+                kernel: 0.5,
+            })
+        );
+        assert_eq!(two.map(|split| split.scaled(2.0).total()), Some(3.0));
+        let one_missing: Option<CpuSplit> = [Some(node), None].into_iter().sum();
+        assert_eq!(one_missing, None);
     }
 
     #[test]

@@ -32,7 +32,7 @@
 //! the nodes in turn and each workspace's events are posted to the node it
 //! was created through, the load's connections spread over the nodes.
 
-use super::cpu::CpuMeter;
+use super::cpu::{CpuMeter, CpuSplit};
 use super::load::{Bodies, BodyTemplate, Counters, Poster, Target};
 use super::probe::Probe;
 use super::receiver::{ReceiverStats, now_us};
@@ -285,8 +285,12 @@ pub async fn e2e(options: E2eBenchOptions) -> anyhow::Result<()> {
         "ratio switchyard deliveries/s (phase A) / bare hyper requests/s (phase D): {:.3}",
         a.delivered_per_second / d.per_second().max(f64::MIN_POSITIVE)
     );
-    if let Some(us) = a.server_us_per_delivery {
-        println!("server CPU per delivered event (phase A): {us:.1} µs");
+    if let Some(split) = a.server_us_per_delivery {
+        let us = split.total();
+        println!(
+            "server CPU per delivered event (phase A): {us:.1} µs (user {:.1}, kernel {:.1})",
+            split.user, split.kernel
+        );
         // An event is one request served and one sent: this pair is the
         // baseline of its HTTP work, whatever the server does besides.
         for (phase, result) in [("C2, the server's client", &c2), ("C, reqwest", &c)] {
@@ -398,9 +402,9 @@ struct ThroughputResult {
     delivered_per_second: f64,
     growth: Option<Growth>,
     /// The server's CPU time (all threads, all nodes) over the phase
-    /// divided by the deliveries received in it; ingest is included, as every delivered
-    /// event was also ingested.
-    server_us_per_delivery: Option<f64>,
+    /// divided by the deliveries received in it, in µs; ingest is
+    /// included, as every delivered event was also ingested.
+    server_us_per_delivery: Option<CpuSplit>,
 }
 
 /// Phase A: a closed loop of `--connections` for `--duration`.
@@ -471,16 +475,16 @@ async fn throughput(
         worker.await.context("a load task failed")??;
     }
     let elapsed = start.elapsed();
-    let server_cores: Option<f64> = NODE_LABELS[..targets.len()]
+    let server_cores: Option<CpuSplit> = NODE_LABELS[..targets.len()]
         .iter()
-        .map(|label| meter.cores_used(&cpu, label))
+        .map(|label| meter.cores_used_split(&cpu, label))
         .sum();
     let cpu = meter.report(&cpu);
     let accepted = counters.accepted();
     let delivered = probe.stats().await?.count;
     let server_us_per_delivery = server_cores
         .filter(|_| delivered > 0)
-        .map(|cores| cores * elapsed.as_secs_f64() * 1e6 / delivered as f64);
+        .map(|cores| cores.scaled(elapsed.as_secs_f64() * 1e6 / delivered as f64));
     let accepted_per_second = accepted as f64 / elapsed.as_secs_f64();
     let delivered_per_second = delivered as f64 / elapsed.as_secs_f64();
     let backlog = probe.queue_depth().await;
@@ -552,7 +556,12 @@ async fn throughput(
         println!("{cpu}");
     }
     if let Some(us) = server_us_per_delivery {
-        println!("server CPU            {us:>9.1} µs per delivered event");
+        println!(
+            "server CPU            {:>9.1} µs per delivered event (user {:.1}, kernel {:.1})",
+            us.total(),
+            us.user,
+            us.kernel
+        );
     }
     Ok(ThroughputResult {
         accepted_per_second,
