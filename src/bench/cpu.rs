@@ -19,9 +19,10 @@ pub(super) struct CpuSnapshot {
     processes: Vec<Option<ProcessTicks>>,
 }
 
-/// CPU split into user space and the kernel (system calls, and the
-/// softirq work the kernel charges to the process that was running), in
-/// the caller's unit: cores used on average, or µs per event.
+/// CPU split into user space and the kernel (system calls, and, on
+/// kernels without IRQ time accounting, the softirq work charged to the
+/// process that was running), in the caller's unit: cores used on
+/// average, or µs per event.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(super) struct CpuSplit {
     pub user: f64,
@@ -112,14 +113,14 @@ impl CpuMeter {
         let start = start.as_ref()?;
         let end = self.snapshot()?;
         let index = self.processes.iter().position(|(name, _)| *name == label)?;
-        let total = end.machine.total.checked_sub(start.machine.total)? as f64;
-        let cores = std::thread::available_parallelism().map_or(1, usize::from) as f64;
-        let (before, after) = (start.processes[index]?, end.processes[index]?);
-        let per_core = total / cores;
-        (total > 0.0).then(|| CpuSplit {
-            user: after.user.saturating_sub(before.user) as f64 / per_core,
-            kernel: after.system.saturating_sub(before.system) as f64 / per_core,
-        })
+        let machine_ticks = end.machine.total.checked_sub(start.machine.total)?;
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        cores_between(
+            start.processes[index]?,
+            end.processes[index]?,
+            machine_ticks,
+            cores,
+        )
     }
 
     /// `CPU, cores of 2: server 1.20, receiver 0.30, …, steal 0.00,
@@ -163,6 +164,25 @@ impl CpuMeter {
         }
         Some(line)
     }
+}
+
+/// Cores a process used on average between two readings of its ticks,
+/// over `machine_ticks` of all `cores` together. `None` if its counters
+/// went backwards (another process under a reused pid) or no time passed.
+fn cores_between(
+    before: ProcessTicks,
+    after: ProcessTicks,
+    machine_ticks: u64,
+    cores: usize,
+) -> Option<CpuSplit> {
+    if machine_ticks == 0 {
+        return None;
+    }
+    let per_core = machine_ticks as f64 / cores.max(1) as f64;
+    Some(CpuSplit {
+        user: after.user.checked_sub(before.user)? as f64 / per_core,
+        kernel: after.system.checked_sub(before.system)? as f64 / per_core,
+    })
 }
 
 fn machine_ticks() -> Option<MachineTicks> {
@@ -249,6 +269,28 @@ mod tests {
     }
 
     #[test]
+    fn cores_between_readings_keep_user_and_kernel_apart() {
+        let before = ProcessTicks {
+            user: 1_000,
+            system: 500,
+        };
+        let after = ProcessTicks {
+            user: 1_300,
+            system: 550,
+        };
+        // 400 ticks of 2 cores: 200 ticks a core.
+        assert_eq!(
+            cores_between(before, after, 400, 2),
+            Some(CpuSplit {
+                user: 1.5,
+                kernel: 0.25,
+            })
+        );
+        assert_eq!(cores_between(before, after, 0, 2), None);
+        assert_eq!(cores_between(after, before, 400, 2), None);
+    }
+
+    #[test]
     fn splits_add_up_per_part_and_a_missing_reading_spoils_the_sum() {
         let node = CpuSplit {
             user: 0.5,
@@ -262,7 +304,13 @@ mod tests {
                 kernel: 0.5,
             })
         );
-        assert_eq!(two.map(|split| split.scaled(2.0).total()), Some(3.0));
+        assert_eq!(
+            two.map(|split| split.scaled(2.0)),
+            Some(CpuSplit {
+                user: 2.0,
+                kernel: 1.0,
+            })
+        );
         let one_missing: Option<CpuSplit> = [Some(node), None].into_iter().sum();
         assert_eq!(one_missing, None);
     }
