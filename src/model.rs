@@ -19,6 +19,8 @@ macro_rules! prefixed_id {
         #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
         pub struct $name(pub u128);
 
+        const _: () = assert!($prefix.len() <= IdText::MAX_PREFIX, "an id prefix too long for IdText");
+
         impl $name {
             pub const PREFIX: &'static str = $prefix;
 
@@ -30,6 +32,13 @@ macro_rules! prefixed_id {
             pub fn timestamp_ms(self) -> u64 {
                 (self.0 >> 80) as u64
             }
+
+            /// The id as text, `{prefix}_{ulid}`, on the stack: what
+            /// `Display` writes, without going through `fmt` (ids are
+            /// written several times per delivery).
+            pub fn encode(self) -> IdText {
+                IdText::new($prefix, self.0)
+            }
         }
 
         impl Default for $name {
@@ -40,7 +49,7 @@ macro_rules! prefixed_id {
 
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write!(f, "{}_{}", $prefix, ulid::Ulid(self.0))
+                f.write_str(self.encode().as_str())
             }
         }
 
@@ -82,7 +91,7 @@ macro_rules! prefixed_id {
 
         impl Serialize for $name {
             fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-                serializer.collect_str(self)
+                serializer.serialize_str(self.encode().as_str())
             }
         }
     };
@@ -119,6 +128,40 @@ prefixed_id!(
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("not a valid id")]
 pub struct InvalidId;
+
+/// A prefixed id's text (see `encode` on the id types).
+#[derive(Clone, Copy)]
+pub struct IdText {
+    bytes: [u8; IdText::CAPACITY],
+    len: usize,
+}
+
+impl IdText {
+    const MAX_PREFIX: usize = 3;
+    /// The prefix, `_` and the ULID's 26 characters.
+    const CAPACITY: usize = Self::MAX_PREFIX + 1 + ulid::ULID_LEN;
+
+    fn new(prefix: &'static str, id: u128) -> Self {
+        let mut bytes = [0; Self::CAPACITY];
+        let prefix = prefix.as_bytes();
+        bytes[..prefix.len()].copy_from_slice(prefix);
+        bytes[prefix.len()] = b'_';
+        let start = prefix.len() + 1;
+        let mut ulid = [0; ulid::ULID_LEN];
+        ulid::Ulid(id).array_to_str(&mut ulid);
+        bytes[start..start + ulid::ULID_LEN].copy_from_slice(&ulid);
+        Self {
+            bytes,
+            len: start + ulid::ULID_LEN,
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Only ASCII is ever written: a prefix literal, `_` and Crockford
+        // base32. The fallback is unreachable.
+        std::str::from_utf8(&self.bytes[..self.len]).unwrap_or_default()
+    }
+}
 
 /// Monotonic ULIDs: ids made in the same millisecond still sort in the order
 /// they were made, which keeps event listings and cursors stable.
@@ -247,7 +290,13 @@ impl Event {
     pub fn alert_key(&self) -> Option<String> {
         if let (Some(resource), Some(id)) = (&self.resource, &self.resource_id) {
             // The length prefix keeps ("a:b", "c") and ("a", "b:c") apart.
-            return Some(format!("{}:{resource}:{id}", resource.len()));
+            let mut digits = itoa::Buffer::new();
+            let length = digits.format(resource.len());
+            let mut key = String::with_capacity(length.len() + resource.len() + id.len() + 2);
+            for part in [length, ":", resource, ":", id] {
+                key.push_str(part);
+            }
+            return Some(key);
         }
         #[derive(Deserialize)]
         struct WithAlertId {
@@ -505,6 +554,22 @@ mod tests {
             Err(InvalidId)
         );
         assert!("evt_not-a-ulid".parse::<EventId>().is_err());
+    }
+
+    proptest::proptest! {
+        /// The text written without `fmt` is the prefix, `_` and the ULID's
+        /// own text, in `Display`, JSON and `encode` alike.
+        #[test]
+        fn an_id_is_its_prefix_and_its_ulid(raw in proptest::prelude::any::<u128>()) {
+            let expected = format!("dlv_{}", ulid::Ulid(raw));
+            let id = DeliveryId(raw);
+            let text = id.encode();
+            proptest::prop_assert_eq!(text.as_str(), expected.as_str());
+            proptest::prop_assert_eq!(id.to_string(), expected.clone());
+            proptest::prop_assert_eq!(serde_json::to_string(&id).unwrap(), format!("\"{expected}\""));
+            proptest::prop_assert_eq!(expected.parse::<DeliveryId>(), Ok(id));
+            proptest::prop_assert_eq!(WorkspaceId(raw).to_string(), format!("ws_{}", ulid::Ulid(raw)));
+        }
     }
 
     #[test]

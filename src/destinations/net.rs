@@ -112,6 +112,26 @@ pub fn target_uri(mut url: Url) -> Result<http::Uri, TargetError> {
         .map_err(|error: http::uri::InvalidUri| TargetError::Invalid(error.to_string()))
 }
 
+/// The `Host` header of a request to `uri`: its host, with the port when it
+/// is not the scheme's default. It is the value hyper-util's client writes
+/// when a request has none; a sender that keeps its target per connection
+/// (the webhook) makes it once there, as formatting it costs more per
+/// request than the rest of the header map.
+pub fn host_header(uri: &http::Uri) -> Option<http::HeaderValue> {
+    let host = uri.host()?;
+    let default_port = match uri.scheme_str() {
+        Some("https") => 443,
+        _ => 80,
+    };
+    let value = match uri.port_u16() {
+        Some(port) if port != default_port => {
+            http::HeaderValue::from_str(&format!("{host}:{port}"))
+        }
+        _ => http::HeaderValue::from_str(host),
+    };
+    value.ok()
+}
+
 /// Addresses the operator pinned for tenant target host names
 /// (`delivery.hosts`): looked up before DNS, like a hosts file for the
 /// tenant client alone. Names are ASCII (punycode for IDNs), compared
@@ -461,6 +481,39 @@ pub(crate) mod tests {
         assert!(matches!(target_uri(url), Err(TargetError::Invalid(_))));
         let url = check_url("https://hooks.example.com/x?y=1#part", false).unwrap();
         assert_eq!(target_uri(url).unwrap(), "https://hooks.example.com/x?y=1");
+    }
+
+    #[test]
+    fn the_host_header_has_the_port_only_when_it_is_not_the_default() {
+        let host = |url: &str| {
+            host_header(&url.parse().unwrap()).map(|value| value.to_str().unwrap().to_owned())
+        };
+        assert_eq!(
+            host("https://hooks.example.com/x").as_deref(),
+            Some("hooks.example.com")
+        );
+        assert_eq!(
+            host("https://hooks.example.com:443/x").as_deref(),
+            Some("hooks.example.com")
+        );
+        assert_eq!(
+            host("http://hooks.example.com:80/").as_deref(),
+            Some("hooks.example.com")
+        );
+        assert_eq!(
+            host("http://hooks.example.com:443/").as_deref(),
+            Some("hooks.example.com:443")
+        );
+        assert_eq!(
+            host("https://hooks.example.com:80/").as_deref(),
+            Some("hooks.example.com:80")
+        );
+        assert_eq!(
+            host("http://127.0.0.1:8080/h").as_deref(),
+            Some("127.0.0.1:8080")
+        );
+        assert_eq!(host("http://[::1]:8080/h").as_deref(), Some("[::1]:8080"));
+        assert_eq!(host("/relative"), None);
     }
 
     #[test]

@@ -13,6 +13,12 @@ fn status_is(expected: &'static str) -> impl Fn(&Value) -> bool {
     move |delivery| delivery["status"] == expected
 }
 
+/// `host:port` of a URL with a port.
+fn authority(url: &str) -> String {
+    let url = reqwest::Url::parse(url).unwrap();
+    format!("{}:{}", url.host_str().unwrap(), url.port().unwrap())
+}
+
 fn verify_signature(secret: &str, request: &crate::receiver::Recorded) -> bool {
     let secret = WebhookSecret::parse(secret).unwrap();
     let timestamp: i64 = request.header("webhook-timestamp").parse().unwrap();
@@ -49,6 +55,11 @@ async fn a_matching_event_reaches_the_webhook_signed() {
     assert!(verify_signature(&secret, &request), "signature verifies");
     assert!(request.header("webhook-signature").starts_with("v1,"));
     assert_eq!(request.header("content-type"), "application/json");
+    assert_eq!(
+        request.header("host"),
+        authority(&receiver.url),
+        "the target's host and port"
+    );
     let body = request.json();
     assert_eq!(body["type"], "alert.triggered");
     assert_eq!(body["event_id"], event_id);
@@ -549,7 +560,12 @@ async fn pinned_host_names_are_judged_like_resolved_ones() {
     })
     .await;
     app.emit_example(&ws.publishable_key).await;
-    receiver.next().await;
+    let request = receiver.next().await;
+    assert_eq!(
+        request.header("host"),
+        authority(&by_pinned_name),
+        "the name is sent, not the address it was pinned to"
+    );
 }
 
 #[tokio::test]

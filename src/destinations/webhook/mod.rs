@@ -15,13 +15,13 @@ pub mod signing;
 pub use config::{PreviousSecret, WebhookConfig, WebhookSecrets, validate};
 pub use render::{Body as WebhookPayload, render_body};
 
-use crate::destinations::net::{check_url, target_uri};
+use crate::destinations::net::{check_url, host_header, target_uri};
 use crate::destinations::opened::PerConnection;
 use crate::destinations::retry_after::parse_retry_after;
 use crate::destinations::tenant_http::TenantHttp;
 use crate::destinations::{BoxFuture, Destination, Invalid, Job, NewConnection, Outcome, Verdict};
 use crate::model::{ConnectionKind, ConnectionStatus};
-use http::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use http::header::{CONTENT_TYPE, HOST, HeaderMap, HeaderName, HeaderValue};
 use http::{StatusCode, Uri};
 use serde::Deserialize;
 use serde_json::Value;
@@ -64,6 +64,9 @@ impl Prepared {
             }
         }
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if let Some(host) = host_header(&uri) {
+            headers.insert(HOST, host);
+        }
         Ok(Self {
             uri,
             headers,
@@ -179,20 +182,20 @@ impl Webhook {
         let now = job.now.duration_since(UNIX_EPOCH).unwrap_or_default();
         let timestamp = now.as_secs() as i64;
         let body = render_body(job.event, job.delivery.suppressed_before);
-        let msg_id = job.delivery.id.to_string();
+        let msg_id = job.delivery.id.encode();
         let keys = match prepared.signing_keys(now.as_millis() as u64) {
             Ok(keys) => keys,
             Err(error) => return Outcome::permanent(error),
         };
-        let signature = signature_header_keyed(&keys, &msg_id, timestamp, &body);
+        let signature = signature_header_keyed(&keys, msg_id.as_str(), timestamp, &body);
         let mut headers = prepared.headers.clone();
         // Ids, digits and base64: always valid header values.
         for (name, value) in [
-            (WEBHOOK_ID, msg_id),
-            (WEBHOOK_TIMESTAMP, timestamp.to_string()),
-            (WEBHOOK_SIGNATURE, signature),
+            (WEBHOOK_ID, msg_id.as_str()),
+            (WEBHOOK_TIMESTAMP, itoa::Buffer::new().format(timestamp)),
+            (WEBHOOK_SIGNATURE, &signature),
         ] {
-            match HeaderValue::try_from(value) {
+            match HeaderValue::from_str(value) {
                 Ok(value) => headers.insert(name, value),
                 Err(error) => return Outcome::permanent(format!("invalid {name} header: {error}")),
             };

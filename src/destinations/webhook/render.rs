@@ -72,7 +72,7 @@ fn splice_body(event: &Event, suppressed: u32) -> serde_json::Result<Vec<u8>> {
     out.extend_from_slice(br#","data":"#);
     out.extend_from_slice(&event.payload);
     out.extend_from_slice(br#","event_id":"#);
-    serde_json::to_writer(&mut out, &event.id.to_string())?;
+    serde_json::to_writer(&mut out, event.id.encode().as_str())?;
     out.extend_from_slice(br#","resource":"#);
     serde_json::to_writer(&mut out, &event.resource)?;
     out.extend_from_slice(br#","resource_id":"#);

@@ -109,11 +109,7 @@ impl WebhookSecret {
     /// The MAC over the signed content, before it is finalized.
     fn mac_for(&self, msg_id: &str, timestamp: i64, body: &[u8]) -> HmacSha256 {
         let mut mac = self.mac();
-        mac.update(msg_id.as_bytes());
-        mac.update(b".");
-        mac.update(timestamp.to_string().as_bytes());
-        mac.update(b".");
-        mac.update(body);
+        add_signed_content(&mut mac, msg_id, timestamp, body);
         mac
     }
 }
@@ -129,11 +125,9 @@ impl fmt::Debug for WebhookSecret {
 /// `msg_id` must not contain `.` (the specification forbids it, since it
 /// would make the signed content ambiguous); our ids are ULIDs.
 pub fn sign(secret: &WebhookSecret, msg_id: &str, timestamp: i64, body: &[u8]) -> String {
-    let tag = secret
-        .mac_for(msg_id, timestamp, body)
-        .finalize()
-        .into_bytes();
-    format!("{SIGNATURE_VERSION},{}", STANDARD.encode(tag))
+    let mut signature = String::with_capacity(SIGNATURE_LEN);
+    push_signature(&mut signature, secret.mac_for(msg_id, timestamp, body));
+    signature
 }
 
 /// The `webhook-signature` header value: one signature per secret,
@@ -165,16 +159,16 @@ impl SigningKey {
     /// `v1,<base64 HMAC-SHA256 over "{msg_id}.{timestamp}.{body}">`, the
     /// same as [`sign`] with the secret this key was made from.
     pub fn sign(&self, msg_id: &str, timestamp: i64, body: &[u8]) -> String {
+        let mut signature = String::with_capacity(SIGNATURE_LEN);
+        self.sign_into(&mut signature, msg_id, timestamp, body);
+        signature
+    }
+
+    /// [`SigningKey::sign`], appended to `out`.
+    fn sign_into(&self, out: &mut String, msg_id: &str, timestamp: i64, body: &[u8]) {
         let mut mac = self.0.clone();
-        mac.update(msg_id.as_bytes());
-        mac.update(b".");
-        mac.update(timestamp.to_string().as_bytes());
-        mac.update(b".");
-        mac.update(body);
-        format!(
-            "{SIGNATURE_VERSION},{}",
-            STANDARD.encode(mac.finalize().into_bytes())
-        )
+        add_signed_content(&mut mac, msg_id, timestamp, body);
+        push_signature(out, mac);
     }
 }
 
@@ -191,10 +185,30 @@ pub fn signature_header_keyed(
     timestamp: i64,
     body: &[u8],
 ) -> String {
-    keys.iter()
-        .map(|key| key.sign(msg_id, timestamp, body))
-        .collect::<Vec<_>>()
-        .join(" ")
+    let mut header = String::with_capacity(keys.len() * (SIGNATURE_LEN + 1));
+    for (n, key) in keys.iter().enumerate() {
+        if n > 0 {
+            header.push(' ');
+        }
+        key.sign_into(&mut header, msg_id, timestamp, body);
+    }
+    header
+}
+
+/// Feeds the signed content, `{msg_id}.{timestamp}.{body}`, to `mac`.
+fn add_signed_content(mac: &mut HmacSha256, msg_id: &str, timestamp: i64, body: &[u8]) {
+    mac.update(msg_id.as_bytes());
+    mac.update(b".");
+    mac.update(itoa::Buffer::new().format(timestamp).as_bytes());
+    mac.update(b".");
+    mac.update(body);
+}
+
+/// Appends `v1,<base64 of the MAC's tag>` to `out`.
+fn push_signature(out: &mut String, mac: HmacSha256) {
+    out.push_str(SIGNATURE_VERSION);
+    out.push(',');
+    STANDARD.encode_string(mac.finalize().into_bytes(), out);
 }
 
 /// Whether any `v1` signature in `header` was made with `secret` over this
@@ -222,6 +236,8 @@ type HmacSha256 = Hmac<Sha256>;
 
 /// The symmetric (HMAC-SHA256) signature scheme's identifier.
 const SIGNATURE_VERSION: &str = "v1";
+/// `v1,` and the base64 of a 32-byte tag.
+const SIGNATURE_LEN: usize = 3 + 44;
 
 /// Standard alphabet, padding accepted but not required.
 const LENIENT_BASE64: GeneralPurpose = GeneralPurpose::new(
