@@ -485,35 +485,29 @@ pub(crate) mod tests {
 
     #[test]
     fn the_host_header_has_the_port_only_when_it_is_not_the_default() {
-        let host = |url: &str| {
-            host_header(&url.parse().unwrap()).map(|value| value.to_str().unwrap().to_owned())
-        };
-        assert_eq!(
-            host("https://hooks.example.com/x").as_deref(),
-            Some("hooks.example.com")
-        );
-        assert_eq!(
-            host("https://hooks.example.com:443/x").as_deref(),
-            Some("hooks.example.com")
-        );
-        assert_eq!(
-            host("http://hooks.example.com:80/").as_deref(),
-            Some("hooks.example.com")
-        );
-        assert_eq!(
-            host("http://hooks.example.com:443/").as_deref(),
-            Some("hooks.example.com:443")
-        );
-        assert_eq!(
-            host("https://hooks.example.com:80/").as_deref(),
-            Some("hooks.example.com:80")
-        );
-        assert_eq!(
-            host("http://127.0.0.1:8080/h").as_deref(),
-            Some("127.0.0.1:8080")
-        );
-        assert_eq!(host("http://[::1]:8080/h").as_deref(), Some("[::1]:8080"));
-        assert_eq!(host("/relative"), None);
+        for (url, expected) in [
+            ("https://hooks.example.com/x", Some("hooks.example.com")),
+            ("https://hooks.example.com:443/x", Some("hooks.example.com")),
+            ("http://hooks.example.com:80/", Some("hooks.example.com")),
+            (
+                "http://hooks.example.com:443/",
+                Some("hooks.example.com:443"),
+            ),
+            (
+                "https://hooks.example.com:80/",
+                Some("hooks.example.com:80"),
+            ),
+            ("http://127.0.0.1:8080/h", Some("127.0.0.1:8080")),
+            ("http://[::1]:8080/h", Some("[::1]:8080")),
+            ("/relative", None),
+        ] {
+            let host = host_header(&url.parse().unwrap());
+            assert_eq!(
+                host.as_ref().map(|value| value.to_str().unwrap()),
+                expected,
+                "{url}"
+            );
+        }
     }
 
     #[test]
