@@ -22,7 +22,15 @@
 //! Bounded: at most [`MAX_ENTRIES`] contexts (fewer if
 //! `delivery.queue_window` is smaller) and [`MAX_BYTES`]. That covers the
 //! entries busy connections have waiting for a slot (`bench e2e` peaks at
-//! about 80). When it is full, a new context is not kept: entries are
+//! about 80) and the few thousand a burst of ingest can leave queued. The
+//! room matters beyond the read it saves: a first attempt without a kept
+//! context reads its context through the writer's snapshot, a commit of the
+//! open transaction at each of the writer's turns, and with eight busy
+//! workspaces that costs about 40 % more CPU per delivered event (no
+//! contexts kept: 98–114 µs against 67–81 µs, docs/benchmarks.md, twentieth
+//! sitting). A backlog past the room is then slow to drain, so with 1,024
+//! contexts a burst at the start of `bench e2e` left some runs in that
+//! state for good. When it is full, a new context is not kept: entries are
 //! delivered oldest first, so the kept ones are the next to be used while a
 //! backlog grows. Contexts older than [`MAX_AGE`] make room (their entry
 //! went back to disk, or its endpoint is down), so a stuck connection cannot
@@ -36,7 +44,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 /// Contexts kept at most.
-pub const MAX_ENTRIES: usize = 1024;
+pub const MAX_ENTRIES: usize = 8192;
 /// A context kept this long is dropped to make room for a new one.
 pub const MAX_AGE: Duration = Duration::from_secs(5);
 /// Contexts one ingest request builds at most: the first deliveries of a
@@ -46,7 +54,7 @@ pub const MAX_AGE: Duration = Duration::from_secs(5);
 pub const MAX_PER_REQUEST: usize = 64;
 /// Bytes the kept contexts may hold together, as [`WarmContext::bytes`]
 /// counts them.
-pub const MAX_BYTES: usize = 1024 * 1024;
+pub const MAX_BYTES: usize = 8 * 1024 * 1024;
 /// What one kept context costs besides its payload: its delivery, its
 /// share of the event, the map and order entries, the allocator's rounding
 /// (measured: about 1.2 KB per context with a 260-byte payload).
