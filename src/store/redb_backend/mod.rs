@@ -16,6 +16,7 @@ mod export;
 mod handle;
 mod import;
 mod noise;
+mod recent;
 mod retention;
 mod rules;
 mod scope;
@@ -39,6 +40,7 @@ pub use compact::{CompactError, CompactReport, compact};
 pub use export::{ExportError, ExportInfo, export};
 pub(crate) use handle::DbSlot;
 pub use import::{RedbImportError, import};
+use recent::RecentOutcomes;
 use redb::{
     ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTableMetadata, WriteTransaction,
 };
@@ -61,6 +63,8 @@ pub struct RedbStore {
     writer_thread: Mutex<Option<WriterThread>>,
     /// Ingests and attempt outcomes go through the write-ahead log.
     logged: bool,
+    /// Outcomes a read begun now might not see yet (`recent.rs`).
+    recent: Arc<RecentOutcomes>,
 }
 
 impl RedbStore {
@@ -92,6 +96,7 @@ impl RedbStore {
             writer: Some(writer),
             writer_thread: Mutex::new(Some(writer_thread)),
             logged,
+            recent: Arc::default(),
         }))
     }
 
@@ -462,24 +467,60 @@ impl Store for RedbStore {
         self.read_blocking(move |txn| deliveries::list(txn, workspace, &query))
     }
 
+    /// Read without the writer's snapshot when a read begun now sees every
+    /// write answered for the delivery (`recent.rs`), which spares the
+    /// writer a commit.
     fn delivery_context(
         &self,
         workspace: WorkspaceId,
         id: DeliveryId,
     ) -> StoreFuture<Option<DeliveryContext>> {
+        if let Some(writer) = self
+            .writer
+            .as_ref()
+            .filter(|writer| writer.holds_unpublished())
+        {
+            // Read first: a commit that publishes after it is not relied on.
+            let publishes = writer.publishes();
+            if self.recent.seen_by(id, publishes) {
+                let found = self
+                    .slot
+                    .get()
+                    .and_then(|db| Ok(db.begin_read()?))
+                    .and_then(|txn| deliveries::context(&txn, workspace, id));
+                // Not found (its ingest may be unpublished) or failed: the
+                // writer's snapshot decides.
+                if let Ok(Some(context)) = found {
+                    return Box::pin(std::future::ready(Ok(Some(context))));
+                }
+            }
+        }
         self.read_now(move |txn| deliveries::context(txn, workspace, id))
     }
 
     fn record_attempt(&self, outcome: AttemptOutcome) -> StoreFuture<Option<Delivery>> {
-        let record = if self.logged {
-            wal::encode_attempt(&outcome)
-        } else {
-            None
-        };
-        self.write_logged(
+        if !self.logged {
+            return self.write_logged(
+                move |scope| deliveries::record_attempt(scope, &outcome),
+                None,
+            );
+        }
+        let record = wal::encode_attempt(&outcome);
+        let delivery = outcome.delivery_id;
+        let write = self.write_logged(
             move |scope| deliveries::record_attempt(scope, &outcome),
             record,
-        )
+        );
+        let writer = self.writer.clone();
+        let recent = self.recent.clone();
+        Box::pin(async move {
+            let result = write.await;
+            // Failed too: it may be in the open transaction all the same.
+            if let Some(writer) = writer {
+                recent.answered(delivery, writer.publishes());
+            }
+            result
+        })
     }
 
     fn requeue(

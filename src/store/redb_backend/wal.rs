@@ -2138,6 +2138,98 @@ mod tests {
         store.close().await.unwrap();
     }
 
+    /// A delivery's context is read without making the writer commit when
+    /// a read begun now holds every write answered for it (`recent.rs`):
+    /// its ingest is published and no outcome of it waits for a commit.
+    /// Otherwise the writer's snapshot is read, as for any read.
+    #[tokio::test]
+    async fn a_context_is_read_without_a_commit_when_nothing_of_it_waits() {
+        use crate::model::{ConnectionKind, ConnectionStatus};
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir.path().join("s.redb")).await;
+        let writer = store.writer.clone().unwrap();
+        let context = |n: u128| {
+            let store = store.clone();
+            async move {
+                store
+                    .delivery_context(WS, DeliveryId(n))
+                    .await
+                    .unwrap()
+                    .unwrap()
+            }
+        };
+        let retry = |n: u128, at: u64| AttemptOutcome {
+            next: NextStep::RetryAt(at),
+            ..succeeded(n)
+        };
+
+        // New, in the open transaction only: found in the snapshot.
+        ingest(&store, 1).await;
+        assert_eq!(context(1).await.delivery.attempt_count, 0);
+        assert!(!writer.holds_unpublished(), "the snapshot published it");
+
+        ingest(&store, 2).await;
+        assert!(writer.holds_unpublished());
+        assert_eq!(context(1).await.delivery.attempt_count, 0);
+        assert!(writer.holds_unpublished(), "read without a commit");
+
+        // An outcome of delivery 1 waits in the open transaction: its
+        // context must show it.
+        store
+            .record_attempt(retry(1, 9_000))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(writer.holds_unpublished());
+        let first = context(1).await;
+        assert_eq!(first.delivery.attempt_count, 1);
+        assert_eq!(first.delivery.status, DeliveryStatus::Retrying);
+        assert!(!writer.holds_unpublished(), "read in the snapshot");
+
+        // Once published, the next outcome needs the snapshot again; other
+        // deliveries do not.
+        ingest(&store, 3).await;
+        store
+            .record_attempt(retry(1, 10_000))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(writer.holds_unpublished());
+        assert_eq!(context(2).await.delivery.attempt_count, 0);
+        assert!(writer.holds_unpublished(), "read without a commit");
+        assert_eq!(context(1).await.delivery.attempt_count, 2);
+        assert!(!writer.holds_unpublished(), "read in the snapshot");
+
+        // An outcome that disables the connection is not logged: it is
+        // committed before it is answered, so a context read without a
+        // commit shows it.
+        let connection = crate::model::Connection {
+            id: ConnectionId(1),
+            workspace_id: WS,
+            name: "hook".into(),
+            kind: ConnectionKind::Webhook,
+            status: ConnectionStatus::Active,
+            config: serde_json::json!({"url": "https://example.test/hook"}),
+            sealed_secrets: vec![1, 2, 3],
+            created_at_ms: 1_000,
+            updated_at_ms: 1_000,
+        };
+        store.create_connection(connection).await.unwrap();
+        let disabling = AttemptOutcome {
+            next: NextStep::Dead,
+            connection_status: Some(ConnectionStatus::Disabled),
+            ..succeeded(2)
+        };
+        store.record_attempt(disabling).await.unwrap().unwrap();
+        ingest(&store, 4).await;
+        assert!(writer.holds_unpublished());
+        let third = context(3).await;
+        assert!(writer.holds_unpublished(), "read without a commit");
+        let status = third.connection.map(|connection| connection.status);
+        assert_eq!(status, Some(ConnectionStatus::Disabled));
+        store.close().await.unwrap();
+    }
+
     /// A new database and its log, with no writer: for tests of the log's
     /// own recovery steps.
     fn database_with_a_log(dir: &Path) -> (Database, Wal) {

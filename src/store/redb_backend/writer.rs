@@ -45,7 +45,7 @@ use redb::{Database, Durability, ReadTransaction, ReadableDatabase, WriteTransac
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -78,6 +78,8 @@ pub struct Writer {
     defers_queue_rows: bool,
     /// Writes were answered that no commit holds yet (see the module docs).
     unpublished: Arc<AtomicBool>,
+    /// See [`Writer::publishes`].
+    publishes: Arc<AtomicU64>,
 }
 
 pub struct WriterThread {
@@ -112,10 +114,12 @@ impl Writer {
         }
         let defers_queue_rows = wal.is_some();
         let unpublished = Arc::new(AtomicBool::new(false));
+        let publishes = Arc::new(AtomicU64::new(0));
         // Weak, so that a probe waiting for its next try never keeps the
         // coordinator from shutting down.
         let probe_sender = jobs.downgrade();
         let open_unpublished = unpublished.clone();
+        let open_publishes = publishes.clone();
         // Built on its own thread: what it shares with the open
         // transaction's tables (`Rc`) stays there.
         let handle = std::thread::Builder::new()
@@ -131,6 +135,7 @@ impl Writer {
                     open: OpenSlot {
                         txn: None,
                         unpublished: open_unpublished,
+                        publishes: open_publishes,
                     },
                 };
                 coordinator.run(receiver)
@@ -140,6 +145,7 @@ impl Writer {
             writable,
             defers_queue_rows,
             unpublished,
+            publishes,
         };
         Ok((writer, WriterThread { handle }))
     }
@@ -196,6 +202,13 @@ impl Writer {
         // Set before those writes are answered: a reader that comes after
         // an answer sees it set, or cleared by a commit holding them.
         self.unpublished.load(Ordering::Acquire)
+    }
+
+    /// Commits so far that left no answered write unpublished. A write
+    /// answered while this was `n` is in every read transaction begun once
+    /// it is past `n` (`recent.rs`).
+    pub fn publishes(&self) -> u64 {
+        self.publishes.load(Ordering::Acquire)
     }
 
     /// A read snapshot holding every write answered so far, when a read
@@ -344,6 +357,8 @@ struct Coordinator {
 struct OpenSlot {
     txn: Option<OpenTxn>,
     unpublished: Arc<AtomicBool>,
+    /// See [`Writer::publishes`].
+    publishes: Arc<AtomicU64>,
 }
 
 /// The write transaction logged batches go into between commits.
@@ -817,6 +832,7 @@ impl OpenSlot {
     /// Every write answered so far is in a commit.
     fn published(&self) {
         self.unpublished.store(false, Ordering::Release);
+        self.publishes.fetch_add(1, Ordering::Release);
     }
 
     /// Writes are about to be answered that only the open transaction
