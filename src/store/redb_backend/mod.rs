@@ -498,14 +498,21 @@ impl Store for RedbStore {
         self.read_now(move |txn| deliveries::context(txn, workspace, id))
     }
 
+    /// A logged outcome is noted in `recent` once it returns; see
+    /// `recent.rs` for why a caller must not drop the future before then.
     fn record_attempt(&self, outcome: AttemptOutcome) -> StoreFuture<Option<Delivery>> {
-        if !self.logged {
+        let record = if self.logged {
+            wal::encode_attempt(&outcome)
+        } else {
+            None
+        };
+        if record.is_none() {
+            // Not logged: committed before it is answered.
             return self.write_logged(
                 move |scope| deliveries::record_attempt(scope, &outcome),
                 None,
             );
         }
-        let record = wal::encode_attempt(&outcome);
         let delivery = outcome.delivery_id;
         let write = self.write_logged(
             move |scope| deliveries::record_attempt(scope, &outcome),

@@ -25,13 +25,15 @@
 //! An outcome counts from the moment its write returns to the store: a read
 //! that runs while the outcome is being written may or may not see it, as
 //! with any write and read that overlap. The scheduler reads a delivery's
-//! context again only after its previous attempt's outcome has returned.
+//! context again only after its previous attempt's outcome has returned,
+//! and it never drops that write's future before then (a dropped one would
+//! leave its outcome untracked: the write still happens).
 //!
-//! Bounded: at most [`MAX_TRACKED`] deliveries. The open transaction is
-//! published after `PUBLISH_AFTER_JOBS` logged writes at most, so the map
-//! rarely fills; when it does, entries already published go, and if that
-//! is not enough, every read waits for the next publishing commit instead
-//! (`floor`) and the map starts over.
+//! Bounded: at most [`MAX_TRACKED`] deliveries. When the map is full,
+//! entries already published go; if that is not enough (more outcomes
+//! than that wait in one open transaction, which can take a batch past
+//! `PUBLISH_AFTER_JOBS`), every read waits for the publishing commit the
+//! newest of them needs instead (`floor`) and the map starts over.
 //!
 //! [`Writer::publishes`]: super::writer::Writer::publishes
 
@@ -67,9 +69,10 @@ impl RecentOutcomes {
         if inner.needs.len() > MAX_TRACKED {
             inner.needs.retain(|_, needs| *needs > publishes);
             if inner.needs.len() > MAX_TRACKED {
-                // Every entry needs `needed` at most (each was answered
-                // before this one read the count).
-                inner.floor = inner.floor.max(needed);
+                // Another caller may have read a later count than this
+                // one: the floor is the most any entry needs.
+                let most = inner.needs.values().copied().max().unwrap_or(needed);
+                inner.floor = inner.floor.max(most);
                 inner.needs.clear();
             }
         }
@@ -87,12 +90,9 @@ impl RecentOutcomes {
     }
 
     #[cfg(test)]
-    fn tracked(&self) -> usize {
-        self.inner
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .needs
-            .len()
+    fn tracked(&self) -> (usize, u64) {
+        let inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        (inner.needs.len(), inner.floor)
     }
 }
 
@@ -122,7 +122,7 @@ mod tests {
         let count = MAX_TRACKED as u128 * 3;
         for id in 0..count {
             recent.answered(DeliveryId(id), 9);
-            assert!(recent.tracked() <= MAX_TRACKED);
+            assert!(recent.tracked().0 <= MAX_TRACKED);
         }
         for id in 0..count {
             assert!(!recent.seen_by(DeliveryId(id), 9), "delivery {id}");
@@ -132,13 +132,25 @@ mod tests {
         let recent = RecentOutcomes::default();
         for id in 0..count {
             recent.answered(DeliveryId(id), id as u64);
-            assert!(recent.tracked() <= MAX_TRACKED);
+            assert!(recent.tracked().0 <= MAX_TRACKED);
+            assert_eq!(recent.tracked().1, 0, "floor not raised");
         }
         let last = count - 1;
         assert!(!recent.seen_by(DeliveryId(last), last as u64));
-        assert!(
-            recent.seen_by(DeliveryId(0), last as u64),
-            "floor not raised"
-        );
+        assert!(recent.seen_by(DeliveryId(0), 1));
+    }
+
+    /// A caller that read the count before a publish can fill the map
+    /// after others that read it after: the floor must cover them all.
+    #[test]
+    fn a_late_caller_that_fills_the_map_does_not_lower_what_others_need() {
+        let recent = RecentOutcomes::default();
+        for id in 0..MAX_TRACKED as u128 {
+            recent.answered(DeliveryId(id), 6);
+        }
+        recent.answered(DeliveryId(u128::MAX), 5);
+        assert_eq!(recent.tracked(), (0, 7));
+        assert!(!recent.seen_by(DeliveryId(0), 6));
+        assert!(recent.seen_by(DeliveryId(0), 7));
     }
 }

@@ -1246,6 +1246,21 @@ mod tests {
         batch
     }
 
+    /// Connection 1, which `batch`'s deliveries name.
+    fn webhook_connection() -> crate::model::Connection {
+        crate::model::Connection {
+            id: ConnectionId(1),
+            workspace_id: WS,
+            name: "hook".into(),
+            kind: crate::model::ConnectionKind::Webhook,
+            status: crate::model::ConnectionStatus::Active,
+            config: serde_json::json!({"url": "https://example.test/hook"}),
+            sealed_secrets: vec![1, 2, 3],
+            created_at_ms: 1_000,
+            updated_at_ms: 1_000,
+        }
+    }
+
     fn succeeded(n: u128) -> AttemptOutcome {
         AttemptOutcome::succeeded_for_tests(WS, DeliveryId(n), 2_000)
     }
@@ -2144,7 +2159,7 @@ mod tests {
     /// Otherwise the writer's snapshot is read, as for any read.
     #[tokio::test]
     async fn a_context_is_read_without_a_commit_when_nothing_of_it_waits() {
-        use crate::model::{ConnectionKind, ConnectionStatus};
+        use crate::model::ConnectionStatus;
         let dir = tempfile::tempdir().unwrap();
         let store = store(&dir.path().join("s.redb")).await;
         let writer = store.writer.clone().unwrap();
@@ -2203,18 +2218,7 @@ mod tests {
         // An outcome that disables the connection is not logged: it is
         // committed before it is answered, so a context read without a
         // commit shows it.
-        let connection = crate::model::Connection {
-            id: ConnectionId(1),
-            workspace_id: WS,
-            name: "hook".into(),
-            kind: ConnectionKind::Webhook,
-            status: ConnectionStatus::Active,
-            config: serde_json::json!({"url": "https://example.test/hook"}),
-            sealed_secrets: vec![1, 2, 3],
-            created_at_ms: 1_000,
-            updated_at_ms: 1_000,
-        };
-        store.create_connection(connection).await.unwrap();
+        store.create_connection(webhook_connection()).await.unwrap();
         let disabling = AttemptOutcome {
             next: NextStep::Dead,
             connection_status: Some(ConnectionStatus::Disabled),
@@ -2426,22 +2430,11 @@ mod tests {
     /// new one.
     #[tokio::test]
     async fn batches_of_one_open_transaction_share_its_tables() {
-        use crate::model::{ConnectionKind, ConnectionStatus};
+        use crate::model::ConnectionStatus;
         let dir = tempfile::tempdir().unwrap();
         let store = store(&dir.path().join("s.redb")).await;
         let writer = store.writer.clone().unwrap();
-        let connection = crate::model::Connection {
-            id: ConnectionId(1),
-            workspace_id: WS,
-            name: "hook".into(),
-            kind: ConnectionKind::Webhook,
-            status: ConnectionStatus::Active,
-            config: serde_json::json!({"url": "https://example.test/hook"}),
-            sealed_secrets: vec![1, 2, 3],
-            created_at_ms: 1_000,
-            updated_at_ms: 1_000,
-        };
-        store.create_connection(connection).await.unwrap();
+        store.create_connection(webhook_connection()).await.unwrap();
 
         ingest(&store, 1).await;
         ingest(&store, 2).await;

@@ -204,9 +204,9 @@ impl Writer {
         self.unpublished.load(Ordering::Acquire)
     }
 
-    /// Commits so far that left no answered write unpublished. A write
-    /// answered while this was `n` is in every read transaction begun once
-    /// it is past `n` (`recent.rs`).
+    /// Commits (and replays of the log after a failure) so far that left no
+    /// answered write unpublished. A write answered while this was `n` is
+    /// in every read transaction begun once it is past `n` (`recent.rs`).
     pub fn publishes(&self) -> u64 {
         self.publishes.load(Ordering::Acquire)
     }
