@@ -24,13 +24,13 @@
 //! entries busy connections have waiting for a slot (`bench e2e` peaks at
 //! about 80) and the few thousand a burst of ingest can leave queued. The
 //! room matters beyond the read it saves: a first attempt without a kept
-//! context reads its context through the writer's snapshot, a commit of the
-//! open transaction at each of the writer's turns, and with eight busy
-//! workspaces that costs about 40 % more CPU per delivered event (no
-//! contexts kept: 98–114 µs against 67–81 µs, docs/benchmarks.md, twentieth
-//! sitting). A backlog past the room is then slow to drain, so with 1,024
-//! contexts a burst at the start of `bench e2e` left some runs in that
-//! state for good. When it is full, a new context is not kept: entries are
+//! context reads it from the store, and for a delivery ingested since the
+//! writer's last commit that read takes the writer's snapshot, a commit of
+//! the open transaction (`store/redb_backend/recent.rs`). When every read
+//! did, with eight busy workspaces and no contexts kept, that cost about
+//! 40 % more CPU per delivered event (98–114 µs against 67–81 µs,
+//! docs/benchmarks.md, twentieth sitting), and with 1,024 contexts a burst
+//! at the start of `bench e2e` left some runs slow for good. When it is full, a new context is not kept: entries are
 //! delivered oldest first, so the kept ones are the next to be used while a
 //! backlog grows. Contexts older than [`MAX_AGE`] make room (their entry
 //! went back to disk, or its endpoint is down), so a stuck connection cannot

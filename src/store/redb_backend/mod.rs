@@ -142,14 +142,7 @@ impl RedbStore {
             .as_ref()
             .filter(|writer| writer.holds_unpublished())
         {
-            None => {
-                let result = self
-                    .slot
-                    .get()
-                    .and_then(|db| Ok(db.begin_read()?))
-                    .and_then(|txn| read(&txn));
-                Box::pin(std::future::ready(result))
-            }
+            None => Box::pin(std::future::ready(self.read_latest(read))),
             Some(writer) => {
                 let writer = writer.clone();
                 let slot = self.slot.clone();
@@ -198,6 +191,14 @@ impl RedbStore {
             };
             read_in(slot, snapshot, read).await
         })
+    }
+
+    /// A read in a read transaction begun now: it sees the last commit.
+    fn read_latest<T>(
+        &self,
+        read: impl FnOnce(&ReadTransaction) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        read(&self.slot.get()?.begin_read()?)
     }
 
     fn take_writer_thread(&self) -> Option<WriterThread> {
@@ -483,11 +484,7 @@ impl Store for RedbStore {
             // Read first: a commit that publishes after it is not relied on.
             let publishes = writer.publishes();
             if self.recent.seen_by(id, publishes) {
-                let found = self
-                    .slot
-                    .get()
-                    .and_then(|db| Ok(db.begin_read()?))
-                    .and_then(|txn| deliveries::context(&txn, workspace, id));
+                let found = self.read_latest(|txn| deliveries::context(txn, workspace, id));
                 // Not found (its ingest may be unpublished) or failed: the
                 // writer's snapshot decides.
                 if let Ok(Some(context)) = found {
@@ -506,18 +503,16 @@ impl Store for RedbStore {
         } else {
             None
         };
-        if record.is_none() {
-            // Not logged: committed before it is answered.
-            return self.write_logged(
-                move |scope| deliveries::record_attempt(scope, &outcome),
-                None,
-            );
-        }
+        let logged = record.is_some();
         let delivery = outcome.delivery_id;
         let write = self.write_logged(
             move |scope| deliveries::record_attempt(scope, &outcome),
             record,
         );
+        if !logged {
+            // Committed before it is answered: nothing to track.
+            return write;
+        }
         let writer = self.writer.clone();
         let recent = self.recent.clone();
         Box::pin(async move {
