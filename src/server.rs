@@ -14,12 +14,13 @@ use crate::routing::RuleIndex;
 use crate::secret::Secret;
 use crate::store::postgres::PgStore;
 use crate::store::{CacheChange, FaultSwitch, RedbStore, Store, StoreError, StoreOptions};
+use axum::serve::{ListenerExt, TapIo};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -220,7 +221,7 @@ impl Server {
         }
         let app = api::router(state);
         tracing::info!(address = %self.local_addr, "serving");
-        let served = axum::serve(self.listener, app)
+        let served = axum::serve(without_nagle(self.listener), app)
             .with_graceful_shutdown(shutdown.clone().cancelled_owned())
             .await;
         shutdown.cancel();
@@ -257,6 +258,20 @@ pub async fn serve(
         .await?
         .run(shutdown)
         .await
+}
+
+/// `listener`, with Nagle's algorithm off on every connection it accepts:
+/// a response goes out when hyper writes it, never held back until the
+/// client acknowledges an earlier segment (tokio leaves it on by default;
+/// the delivery client turns it off too, `tenant_http.rs`).
+fn without_nagle(listener: TcpListener) -> TapIo<TcpListener, fn(&mut TcpStream)> {
+    listener.tap_io(set_nodelay)
+}
+
+fn set_nodelay(stream: &mut TcpStream) {
+    if let Err(error) = stream.set_nodelay(true) {
+        tracing::debug!(%error, "cannot turn Nagle's algorithm off on an accepted connection");
+    }
 }
 
 /// Drops this node's cached keys and rules of each workspace that another
@@ -421,4 +436,22 @@ fn resolve_admin_token(config: &Config) -> Result<(Secret, AdminTokenSource), Se
     writeln!(file, "{}", token.expose()).map_err(error)?;
     file.sync_all().map_err(error)?;
     Ok((token, AdminTokenSource::Generated(path)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::serve::Listener;
+
+    #[tokio::test]
+    async fn accepted_connections_have_nagle_off() -> anyhow::Result<()> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let address = listener.local_addr()?;
+        let mut listener = without_nagle(listener);
+        let client = TcpStream::connect(address).await?;
+        let (accepted, peer) = listener.accept().await;
+        assert_eq!(peer, client.local_addr()?);
+        assert!(accepted.nodelay()?, "TCP_NODELAY set on the accepted side");
+        Ok(())
+    }
 }
